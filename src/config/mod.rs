@@ -1,0 +1,473 @@
+//! Configuration: the YAML schema (`Raw*`, serde, unknown keys refused) and the validated,
+//! typed [`Config`] the server runs on. Loading is two stages, parse then validate, and
+//! every error names the file, the key and, where it can be found, the line.
+
+mod locate;
+mod raw;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::http::body::BodyLimits;
+use crate::http::parser::ParseLimits;
+use crate::http::response::StatusCode;
+use raw::{RawConfig, RawErrorPages};
+
+/// Largest custom error page we keep in memory.
+const MAX_ERROR_PAGE_BYTES: u64 = 1024 * 1024;
+
+/// A configuration problem, with enough context for an operator to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// YAML syntax, unknown keys and values of the wrong type; the message from the YAML
+    /// library already names the key path and line.
+    #[error("{}: {message}", path.display())]
+    Syntax { path: PathBuf, message: String },
+    #[error("{}", InvalidDisplay(self))]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        line: Option<usize>,
+        reason: String,
+    },
+}
+
+struct InvalidDisplay<'a>(&'a ConfigError);
+
+impl fmt::Display for InvalidDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let ConfigError::Invalid {
+            path,
+            key,
+            line,
+            reason,
+        } = self.0
+        {
+            match line {
+                Some(line) => write!(f, "{}:{line}: {key}: {reason}", path.display()),
+                None => write!(f, "{}: {key}: {reason}", path.display()),
+            }
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The validated configuration. Immutable once built; a reload builds a new one.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was loaded from.
+    pub source: PathBuf,
+    pub server: ServerConfig,
+    pub static_files: Option<StaticFilesConfig>,
+    pub error_pages: ErrorPages,
+    pub proxy: Option<ProxyConfig>,
+    pub logging: LoggingConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen_addr: SocketAddr,
+    pub max_connections: usize,
+    /// How long shutdown waits for in-flight requests.
+    pub drain_timeout: Duration,
+    pub limits: ConnectionLimits,
+}
+
+/// Per-connection limits: sizes for the parser and body decoders, and timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    pub parse: ParseLimits,
+    pub max_body_bytes: u64,
+    pub max_chunk_ext_bytes: usize,
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub keepalive_timeout: Duration,
+    pub write_timeout: Duration,
+    pub max_requests_per_connection: u64,
+}
+
+impl ConnectionLimits {
+    pub fn body_limits(&self) -> BodyLimits {
+        BodyLimits {
+            max_body_bytes: self.max_body_bytes,
+            max_chunk_ext_bytes: self.max_chunk_ext_bytes,
+            max_trailer_bytes: self.parse.max_head_bytes,
+        }
+    }
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> ConnectionLimits {
+        use crate::limits::*;
+        ConnectionLimits {
+            parse: ParseLimits::default(),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_chunk_ext_bytes: DEFAULT_MAX_CHUNK_EXT_BYTES,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
+            max_requests_per_connection: DEFAULT_MAX_REQUESTS_PER_CONNECTION,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StaticFilesConfig {
+    /// Canonical (symlink-free, absolute) root directory.
+    pub root: PathBuf,
+    pub index: String,
+    /// Serve files and directories whose name starts with a dot (`.git`, `.env`)?
+    pub serve_hidden: bool,
+    /// Files up to this size are read whole and sent with the head in one write; larger ones
+    /// are streamed in pieces of this size.
+    pub read_chunk_bytes: usize,
+}
+
+/// Custom error pages, loaded into memory at config time so an error never touches disk.
+#[derive(Debug, Clone, Default)]
+pub struct ErrorPages {
+    pages: HashMap<StatusCode, Bytes>,
+}
+
+impl ErrorPages {
+    pub fn get(&self, status: StatusCode) -> Option<&Bytes> {
+        self.pages.get(&status)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    pub backends: Vec<BackendConfig>,
+    pub connection_timeout: Duration,
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendConfig {
+    pub name: String,
+    /// `host:port`; resolved when connecting.
+    pub address: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggingConfig {
+    /// A `tracing` filter directive such as `info` or `sentinel=debug`. `RUST_LOG` wins.
+    pub level: String,
+    pub format: LogFormat,
+    pub access_log: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Config {
+    /// Read, parse and validate `path`. `listen_override` (the `LISTEN` environment variable)
+    /// replaces `server.listen_addr`.
+    pub fn load(path: &Path, listen_override: Option<&str>) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base_dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let mut config = Config::from_yaml(&text, path, base_dir)?;
+        if let Some(listen) = listen_override {
+            config.server.listen_addr = listen.trim().parse().map_err(|_| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                key: "LISTEN (environment)".into(),
+                line: None,
+                reason: format!("{listen:?} is not an IP:port socket address"),
+            })?;
+        }
+        Ok(config)
+    }
+
+    /// Parse and validate YAML `text`; relative paths in it are resolved against `base_dir`.
+    pub fn from_yaml(text: &str, path: &Path, base_dir: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig =
+            serde_yaml::from_str(text).map_err(|error| ConfigError::Syntax {
+                path: path.to_path_buf(),
+                message: error.to_string(),
+            })?;
+        Validator {
+            text,
+            path,
+            base_dir,
+        }
+        .validate(raw)
+    }
+}
+
+/// Second stage: checks that need more than a type (files exist, limits agree).
+struct Validator<'a> {
+    text: &'a str,
+    path: &'a Path,
+    base_dir: &'a Path,
+}
+
+impl Validator<'_> {
+    fn invalid(&self, key: &str, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_path_buf(),
+            key: key.to_string(),
+            line: locate::key_line(self.text, key),
+            reason: reason.into(),
+        }
+    }
+
+    fn validate(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let server = self.server(&raw)?;
+        let static_files = match &raw.static_files {
+            Some(static_files) => Some(self.static_files(static_files)?),
+            None => None,
+        };
+        let error_pages = match &raw.static_files {
+            Some(static_files) => {
+                self.error_pages(&static_files.error_pages, static_files_root(&static_files))?
+            }
+            None => ErrorPages::default(),
+        };
+        let proxy = match &raw.proxy {
+            Some(proxy) => Some(self.proxy(proxy)?),
+            None => None,
+        };
+        if static_files.is_none() && proxy.is_none() {
+            return Err(self.invalid(
+                "static_files",
+                "nothing to serve: configure static_files, proxy, or both",
+            ));
+        }
+        let logging = LoggingConfig {
+            level: raw.logging.level.clone(),
+            format: raw.logging.format,
+            access_log: raw.logging.access_log,
+        };
+        if tracing_subscriber::EnvFilter::try_new(&logging.level).is_err() {
+            return Err(self.invalid(
+                "logging.level",
+                format!("{:?} is not a log filter (try info or debug)", logging.level),
+            ));
+        }
+        Ok(Config {
+            source: self.path.to_path_buf(),
+            server,
+            static_files,
+            error_pages,
+            proxy,
+            logging,
+        })
+    }
+
+    fn server(&self, raw: &RawConfig) -> Result<ServerConfig, ConfigError> {
+        let s = &raw.server;
+        let positive = |key: &str, value: u64| {
+            if value == 0 {
+                Err(self.invalid(key, "must be greater than 0"))
+            } else {
+                Ok(value)
+            }
+        };
+        let millis = |key: &str, value: u64| positive(key, value).map(Duration::from_millis);
+        let limits = ConnectionLimits {
+            parse: ParseLimits {
+                max_request_line_bytes: positive(
+                    "server.max_request_line_bytes",
+                    s.max_request_line_bytes as u64,
+                )? as usize,
+                max_head_bytes: positive("server.max_head_bytes", s.max_head_bytes as u64)?
+                    as usize,
+                max_headers: positive("server.max_headers", s.max_headers as u64)? as usize,
+            },
+            max_body_bytes: s.max_body_bytes,
+            max_chunk_ext_bytes: s.max_chunk_ext_bytes,
+            header_read_timeout: millis("server.header_read_timeout_ms", s.header_read_timeout_ms)?,
+            body_read_timeout: millis("server.body_read_timeout_ms", s.body_read_timeout_ms)?,
+            keepalive_timeout: millis("server.keepalive_timeout_ms", s.keepalive_timeout_ms)?,
+            write_timeout: millis("server.write_timeout_ms", s.write_timeout_ms)?,
+            max_requests_per_connection: positive(
+                "server.max_requests_per_connection",
+                s.max_requests_per_connection,
+            )?,
+        };
+        // The request line must fit inside the head with room for a Host header, or every
+        // long-but-legal request line would be reported as the wrong error.
+        if limits.parse.max_request_line_bytes + 64 > limits.parse.max_head_bytes {
+            return Err(self.invalid(
+                "server.max_request_line_bytes",
+                format!(
+                    "must be at least 64 bytes below server.max_head_bytes ({})",
+                    limits.parse.max_head_bytes
+                ),
+            ));
+        }
+        Ok(ServerConfig {
+            listen_addr: s.listen_addr,
+            max_connections: positive("server.max_connections", s.max_connections as u64)?
+                as usize,
+            drain_timeout: Duration::from_millis(s.drain_timeout_ms),
+            limits,
+        })
+    }
+
+    fn resolve(&self, path: &str) -> PathBuf {
+        let path = Path::new(path);
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base_dir.join(path)
+        }
+    }
+
+    fn static_files(&self, raw: &raw::RawStaticFiles) -> Result<StaticFilesConfig, ConfigError> {
+        let root = self.resolve(&raw.root);
+        let root = root.canonicalize().map_err(|error| {
+            self.invalid(
+                "static_files.root",
+                format!("{}: {error}", root.display()),
+            )
+        })?;
+        if !root.is_dir() {
+            return Err(self.invalid(
+                "static_files.root",
+                format!("{} is not a directory", root.display()),
+            ));
+        }
+        if raw.index.is_empty() || raw.index.contains(['/', '\\', '\0']) || raw.index == ".." {
+            return Err(self.invalid(
+                "static_files.index",
+                "must be a plain file name such as index.html",
+            ));
+        }
+        if raw.read_chunk_bytes < 4096 || raw.read_chunk_bytes > 16 * 1024 * 1024 {
+            return Err(self.invalid(
+                "static_files.read_chunk_bytes",
+                "must be between 4096 and 16777216",
+            ));
+        }
+        Ok(StaticFilesConfig {
+            root,
+            index: raw.index.clone(),
+            serve_hidden: raw.serve_hidden,
+            read_chunk_bytes: raw.read_chunk_bytes,
+        })
+    }
+
+    /// Error pages are found relative to the static root first (like nginx's `error_page`
+    /// URIs), then relative to the config file, so both `errors/404.html` and
+    /// `public/errors/404.html` work; a page that is in neither place is a config error.
+    fn error_pages(&self, raw: &RawErrorPages, root: &str) -> Result<ErrorPages, ConfigError> {
+        let root_dir = self.resolve(root);
+        let mut pages = HashMap::new();
+        for (key, status, file) in raw.entries() {
+            let Some(file) = file else { continue };
+            let candidates = [root_dir.join(file), self.resolve(file)];
+            let Some(found) = candidates.iter().find(|p| p.is_file()) else {
+                return Err(self.invalid(
+                    &format!("static_files.error_pages.{key}"),
+                    format!(
+                        "{file} not found (looked in {} and {})",
+                        root_dir.display(),
+                        self.base_dir.display()
+                    ),
+                ));
+            };
+            let body = read_small_file(found).map_err(|reason| {
+                self.invalid(&format!("static_files.error_pages.{key}"), reason)
+            })?;
+            pages.insert(status, body);
+        }
+        Ok(ErrorPages { pages })
+    }
+
+    fn proxy(&self, raw: &raw::RawProxy) -> Result<ProxyConfig, ConfigError> {
+        let mut names = std::collections::HashSet::new();
+        let mut backends = Vec::with_capacity(raw.backends.len());
+        for backend in &raw.backends {
+            if backend.name.is_empty() || !names.insert(backend.name.as_str()) {
+                return Err(self.invalid(
+                    "proxy.backends",
+                    format!("backend names must be unique and non-empty ({:?})", backend.name),
+                ));
+            }
+            if !is_host_port(&backend.address) {
+                return Err(self.invalid(
+                    "proxy.backends",
+                    format!(
+                        "backend {:?}: address {:?} is not host:port",
+                        backend.name, backend.address
+                    ),
+                ));
+            }
+            backends.push(BackendConfig {
+                name: backend.name.clone(),
+                address: backend.address.clone(),
+            });
+        }
+        let millis = |key: &str, value: u64| {
+            if value == 0 {
+                Err(self.invalid(key, "must be greater than 0"))
+            } else {
+                Ok(Duration::from_millis(value))
+            }
+        };
+        Ok(ProxyConfig {
+            backends,
+            connection_timeout: millis("proxy.connection_timeout_ms", raw.connection_timeout_ms)?,
+            request_timeout: millis("proxy.request_timeout_ms", raw.request_timeout_ms)?,
+        })
+    }
+}
+
+fn static_files_root(raw: &raw::RawStaticFiles) -> &str {
+    &raw.root
+}
+
+fn read_small_file(path: &Path) -> Result<Bytes, String> {
+    let size = std::fs::metadata(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .len();
+    if size > MAX_ERROR_PAGE_BYTES {
+        return Err(format!(
+            "{} is {size} bytes; error pages are limited to {MAX_ERROR_PAGE_BYTES}",
+            path.display()
+        ));
+    }
+    std::fs::read(path)
+        .map(Bytes::from)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// `host:port` with a numeric port and a non-empty host (IPv6 in brackets).
+fn is_host_port(address: &str) -> bool {
+    if address.parse::<SocketAddr>().is_ok() {
+        return true;
+    }
+    match address.rsplit_once(':') {
+        Some((host, port)) => {
+            !host.is_empty()
+                && port.parse::<u16>().is_ok_and(|p| p != 0)
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        }
+        None => false,
+    }
+}

@@ -1,0 +1,220 @@
+//! The YAML schema as serde sees it. Every struct refuses unknown keys so a typo is an error
+//! with a line number, not a silently ignored setting. Defaults live in `crate::limits`.
+
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+
+use super::LogFormat;
+use crate::http::response::StatusCode;
+use crate::limits;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub server: RawServer,
+    #[serde(default)]
+    pub static_files: Option<RawStaticFiles>,
+    #[serde(default)]
+    pub proxy: Option<RawProxy>,
+    #[serde(default)]
+    pub logging: RawLogging,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawServer {
+    pub listen_addr: SocketAddr,
+    pub max_connections: usize,
+    pub max_request_line_bytes: usize,
+    pub max_head_bytes: usize,
+    pub max_headers: usize,
+    pub max_body_bytes: u64,
+    pub max_chunk_ext_bytes: usize,
+    pub header_read_timeout_ms: u64,
+    pub body_read_timeout_ms: u64,
+    pub keepalive_timeout_ms: u64,
+    pub write_timeout_ms: u64,
+    pub max_requests_per_connection: u64,
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for RawServer {
+    fn default() -> RawServer {
+        RawServer {
+            listen_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_connections: limits::DEFAULT_MAX_CONNECTIONS,
+            max_request_line_bytes: limits::DEFAULT_MAX_REQUEST_LINE_BYTES,
+            max_head_bytes: limits::DEFAULT_MAX_HEAD_BYTES,
+            max_headers: limits::DEFAULT_MAX_HEADERS,
+            max_body_bytes: limits::DEFAULT_MAX_BODY_BYTES,
+            max_chunk_ext_bytes: limits::DEFAULT_MAX_CHUNK_EXT_BYTES,
+            header_read_timeout_ms: millis(limits::DEFAULT_HEADER_READ_TIMEOUT),
+            body_read_timeout_ms: millis(limits::DEFAULT_BODY_READ_TIMEOUT),
+            keepalive_timeout_ms: millis(limits::DEFAULT_KEEPALIVE_TIMEOUT),
+            write_timeout_ms: millis(limits::DEFAULT_WRITE_TIMEOUT),
+            max_requests_per_connection: limits::DEFAULT_MAX_REQUESTS_PER_CONNECTION,
+            drain_timeout_ms: millis(limits::DEFAULT_DRAIN_TIMEOUT),
+        }
+    }
+}
+
+fn millis(duration: std::time::Duration) -> u64 {
+    duration.as_millis() as u64
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStaticFiles {
+    pub root: String,
+    #[serde(default = "default_index")]
+    pub index: String,
+    #[serde(default)]
+    pub error_pages: RawErrorPages,
+    #[serde(default)]
+    pub serve_hidden: bool,
+    #[serde(default = "default_read_chunk_bytes")]
+    pub read_chunk_bytes: usize,
+}
+
+fn default_index() -> String {
+    "index.html".into()
+}
+
+fn default_read_chunk_bytes() -> usize {
+    limits::DEFAULT_READ_CHUNK_BYTES
+}
+
+/// One optional page per status Sentinel emits. The first two are the original design's keys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawErrorPages {
+    pub not_found: Option<String>,
+    pub bad_request: Option<String>,
+    pub forbidden: Option<String>,
+    pub method_not_allowed: Option<String>,
+    pub request_timeout: Option<String>,
+    pub payload_too_large: Option<String>,
+    pub uri_too_long: Option<String>,
+    pub range_not_satisfiable: Option<String>,
+    pub expectation_failed: Option<String>,
+    pub header_fields_too_large: Option<String>,
+    pub internal_error: Option<String>,
+    pub not_implemented: Option<String>,
+    pub bad_gateway: Option<String>,
+    pub service_unavailable: Option<String>,
+    pub gateway_timeout: Option<String>,
+    pub version_not_supported: Option<String>,
+}
+
+impl RawErrorPages {
+    /// (key, status, configured file) for every page.
+    pub fn entries(&self) -> [(&'static str, StatusCode, Option<&str>); 16] {
+        [
+            ("not_found", StatusCode::NOT_FOUND, self.not_found.as_deref()),
+            ("bad_request", StatusCode::BAD_REQUEST, self.bad_request.as_deref()),
+            ("forbidden", StatusCode::FORBIDDEN, self.forbidden.as_deref()),
+            (
+                "method_not_allowed",
+                StatusCode::METHOD_NOT_ALLOWED,
+                self.method_not_allowed.as_deref(),
+            ),
+            (
+                "request_timeout",
+                StatusCode::REQUEST_TIMEOUT,
+                self.request_timeout.as_deref(),
+            ),
+            (
+                "payload_too_large",
+                StatusCode::PAYLOAD_TOO_LARGE,
+                self.payload_too_large.as_deref(),
+            ),
+            ("uri_too_long", StatusCode::URI_TOO_LONG, self.uri_too_long.as_deref()),
+            (
+                "range_not_satisfiable",
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                self.range_not_satisfiable.as_deref(),
+            ),
+            (
+                "expectation_failed",
+                StatusCode::EXPECTATION_FAILED,
+                self.expectation_failed.as_deref(),
+            ),
+            (
+                "header_fields_too_large",
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                self.header_fields_too_large.as_deref(),
+            ),
+            (
+                "internal_error",
+                StatusCode::INTERNAL_SERVER_ERROR,
+                self.internal_error.as_deref(),
+            ),
+            (
+                "not_implemented",
+                StatusCode::NOT_IMPLEMENTED,
+                self.not_implemented.as_deref(),
+            ),
+            ("bad_gateway", StatusCode::BAD_GATEWAY, self.bad_gateway.as_deref()),
+            (
+                "service_unavailable",
+                StatusCode::SERVICE_UNAVAILABLE,
+                self.service_unavailable.as_deref(),
+            ),
+            (
+                "gateway_timeout",
+                StatusCode::GATEWAY_TIMEOUT,
+                self.gateway_timeout.as_deref(),
+            ),
+            (
+                "version_not_supported",
+                StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+                self.version_not_supported.as_deref(),
+            ),
+        ]
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawProxy {
+    #[serde(default)]
+    pub backends: Vec<RawBackend>,
+    #[serde(default = "default_connection_timeout_ms")]
+    pub connection_timeout_ms: u64,
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+}
+
+fn default_connection_timeout_ms() -> u64 {
+    5000
+}
+
+fn default_request_timeout_ms() -> u64 {
+    30000
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBackend {
+    pub name: String,
+    pub address: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawLogging {
+    pub level: String,
+    pub format: LogFormat,
+    pub access_log: bool,
+}
+
+impl Default for RawLogging {
+    fn default() -> RawLogging {
+        RawLogging {
+            level: "info".into(),
+            format: LogFormat::Text,
+            access_log: true,
+        }
+    }
+}

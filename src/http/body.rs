@@ -1,0 +1,290 @@
+//! PURE message-body framing: a decoder per framing (length, chunked with trailers) that
+//! turns received bytes into body data without buffering the body. No I/O.
+//!
+//! The caller owns the buffer: it hands [`BodyDecoder::decode`] whatever it has, gets back
+//! how many bytes were used and, when there is body data, where it lies in them. Chunk
+//! metadata is consumed byte by byte through an explicit state machine, so any read
+//! boundary gives the same result.
+
+use super::error::BodyError;
+use super::request::RequestFraming;
+
+/// Limits the body decoders enforce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyLimits {
+    /// Largest decoded body (sum of chunk sizes or the Content-Length). Breach: 413.
+    pub max_body_bytes: u64,
+    /// Longest chunk extension of a single chunk. Breach: 400.
+    pub max_chunk_ext_bytes: usize,
+    /// Largest trailer section. Breach: 431.
+    pub max_trailer_bytes: usize,
+}
+
+/// One step of decoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Body bytes at `input[start..end]`; `end` bytes of the input were used.
+    Data { start: usize, end: usize },
+    /// Everything given was framing and has been used; the body needs more bytes.
+    NeedMore,
+    /// The body ended after `consumed` bytes of this input; the rest belongs to the next
+    /// message.
+    Done { consumed: usize },
+}
+
+/// A body decoder for one message.
+#[derive(Debug, Clone)]
+pub enum BodyDecoder {
+    Length { remaining: u64 },
+    Chunked(ChunkedDecoder),
+}
+
+impl BodyDecoder {
+    /// The decoder for a request's framing; `Err(BodyTooLarge)` when a Content-Length
+    /// already exceeds the limit, so no byte of such a body is read.
+    pub fn for_request(
+        framing: RequestFraming,
+        limits: BodyLimits,
+    ) -> Result<BodyDecoder, BodyError> {
+        match framing {
+            RequestFraming::Empty => Ok(BodyDecoder::Length { remaining: 0 }),
+            RequestFraming::Length(length) if length > limits.max_body_bytes => {
+                Err(BodyError::BodyTooLarge)
+            }
+            RequestFraming::Length(length) => Ok(BodyDecoder::Length { remaining: length }),
+            RequestFraming::Chunked => Ok(BodyDecoder::Chunked(ChunkedDecoder::new(limits))),
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        match self {
+            BodyDecoder::Length { remaining } => *remaining == 0,
+            BodyDecoder::Chunked(chunked) => chunked.is_done(),
+        }
+    }
+
+    /// Bytes still to come, when the framing says so (not for chunked bodies).
+    pub fn remaining_hint(&self) -> Option<u64> {
+        match self {
+            BodyDecoder::Length { remaining } => Some(*remaining),
+            BodyDecoder::Chunked(_) => None,
+        }
+    }
+
+    pub fn decode(&mut self, input: &[u8]) -> Result<Step, BodyError> {
+        match self {
+            BodyDecoder::Length { remaining } => {
+                if *remaining == 0 {
+                    return Ok(Step::Done { consumed: 0 });
+                }
+                if input.is_empty() {
+                    return Ok(Step::NeedMore);
+                }
+                let take = usize::try_from(*remaining)
+                    .unwrap_or(usize::MAX)
+                    .min(input.len());
+                *remaining -= take as u64;
+                Ok(Step::Data {
+                    start: 0,
+                    end: take,
+                })
+            }
+            BodyDecoder::Chunked(chunked) => chunked.decode(input),
+        }
+    }
+}
+
+/// Where the chunked decoder is in RFC 9112 §7.1's grammar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChunkedState {
+    /// Reading hex digits of a chunk size; `digits` so far.
+    Size { digits: u8 },
+    /// After the size, in bad whitespace before a `;`.
+    SizeWhitespace,
+    /// Inside a chunk extension.
+    Extension,
+    /// Saw the CR ending the size line.
+    SizeLf,
+    Data,
+    DataCr,
+    DataLf,
+    /// At the start of a trailer line (or of the final empty line).
+    TrailerStart,
+    /// Inside a trailer field line; `seen_colon` once the name ended.
+    TrailerLine { seen_colon: bool },
+    TrailerLf,
+    FinalLf,
+    Done,
+}
+
+/// Decoder of `Transfer-Encoding: chunked` bodies. Trailers are validated and discarded.
+#[derive(Debug, Clone)]
+pub struct ChunkedDecoder {
+    state: ChunkedState,
+    limits: BodyLimits,
+    /// Size of the chunk being read, then the bytes of it still to come.
+    chunk_remaining: u64,
+    extension_len: usize,
+    trailer_len: usize,
+    total: u64,
+}
+
+/// 16 hex digits fill a u64; more would overflow, and leading zeros beyond that are not
+/// something a sane sender produces, so the cap also bounds the size line.
+const MAX_CHUNK_SIZE_DIGITS: u8 = 16;
+
+impl ChunkedDecoder {
+    pub fn new(limits: BodyLimits) -> ChunkedDecoder {
+        ChunkedDecoder {
+            state: ChunkedState::Size { digits: 0 },
+            limits,
+            chunk_remaining: 0,
+            extension_len: 0,
+            trailer_len: 0,
+            total: 0,
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.state == ChunkedState::Done
+    }
+
+    pub fn decode(&mut self, input: &[u8]) -> Result<Step, BodyError> {
+        let mut pos = 0;
+        while pos < input.len() {
+            if self.state == ChunkedState::Data {
+                let available = input.len() - pos;
+                let take = usize::try_from(self.chunk_remaining)
+                    .unwrap_or(usize::MAX)
+                    .min(available);
+                self.chunk_remaining -= take as u64;
+                if self.chunk_remaining == 0 {
+                    self.state = ChunkedState::DataCr;
+                }
+                return Ok(Step::Data {
+                    start: pos,
+                    end: pos + take,
+                });
+            }
+            self.advance(input[pos])?;
+            pos += 1;
+            if self.state == ChunkedState::Done {
+                return Ok(Step::Done { consumed: pos });
+            }
+        }
+        if self.state == ChunkedState::Done {
+            return Ok(Step::Done { consumed: pos });
+        }
+        Ok(Step::NeedMore)
+    }
+
+    /// Feed one byte of chunk framing.
+    fn advance(&mut self, b: u8) -> Result<(), BodyError> {
+        use ChunkedState::*;
+        self.state = match self.state {
+            Size { digits } => match (b, hex_value(b)) {
+                (_, Some(value)) => {
+                    if digits == MAX_CHUNK_SIZE_DIGITS {
+                        return Err(BodyError::ChunkSizeOverflow);
+                    }
+                    self.chunk_remaining = self
+                        .chunk_remaining
+                        .checked_mul(16)
+                        .and_then(|v| v.checked_add(u64::from(value)))
+                        .ok_or(BodyError::ChunkSizeOverflow)?;
+                    Size { digits: digits + 1 }
+                }
+                _ if digits == 0 => return Err(BodyError::InvalidChunkSize),
+                (b'\r', _) => SizeLf,
+                (b';', _) => Extension,
+                (b' ' | b'\t', _) => SizeWhitespace,
+                _ => return Err(BodyError::InvalidChunkSize),
+            },
+            SizeWhitespace => match b {
+                b' ' | b'\t' => SizeWhitespace,
+                b';' => Extension,
+                _ => return Err(BodyError::InvalidChunkSize),
+            },
+            Extension => match b {
+                b'\r' => SizeLf,
+                b'\t' | 0x20..=0x7e | 0x80..=0xff => {
+                    self.extension_len += 1;
+                    if self.extension_len > self.limits.max_chunk_ext_bytes {
+                        return Err(BodyError::ChunkExtensionTooLong);
+                    }
+                    Extension
+                }
+                _ => return Err(BodyError::InvalidChunkExtension),
+            },
+            SizeLf => {
+                if b != b'\n' {
+                    return Err(BodyError::InvalidChunkTerminator);
+                }
+                self.extension_len = 0;
+                self.begin_chunk()?
+            }
+            DataCr if b == b'\r' => DataLf,
+            DataLf if b == b'\n' => Size { digits: 0 },
+            DataCr | DataLf => return Err(BodyError::InvalidChunkTerminator),
+            TrailerStart => match b {
+                b'\r' => FinalLf,
+                // obs-fold is no more welcome in trailers than in the head.
+                b' ' | b'\t' => return Err(BodyError::InvalidTrailer),
+                _ if super::parser::is_tchar(b) => {
+                    self.count_trailer_byte()?;
+                    TrailerLine { seen_colon: false }
+                }
+                _ => return Err(BodyError::InvalidTrailer),
+            },
+            TrailerLine { seen_colon } => {
+                self.count_trailer_byte()?;
+                match b {
+                    b'\r' if seen_colon => TrailerLf,
+                    b':' => TrailerLine { seen_colon: true },
+                    _ if seen_colon && matches!(b, b'\t' | 0x20..=0x7e | 0x80..=0xff) => {
+                        TrailerLine { seen_colon }
+                    }
+                    _ if !seen_colon && super::parser::is_tchar(b) => TrailerLine { seen_colon },
+                    _ => return Err(BodyError::InvalidTrailer),
+                }
+            }
+            TrailerLf if b == b'\n' => TrailerStart,
+            TrailerLf => return Err(BodyError::InvalidTrailer),
+            FinalLf if b == b'\n' => Done,
+            FinalLf => return Err(BodyError::InvalidChunkTerminator),
+            // `decode` returns before feeding bytes in these states.
+            Data | Done => self.state,
+        };
+        Ok(())
+    }
+
+    /// The size line ended: account the chunk against the body limit before reading it.
+    fn begin_chunk(&mut self) -> Result<ChunkedState, BodyError> {
+        if self.chunk_remaining == 0 {
+            return Ok(ChunkedState::TrailerStart);
+        }
+        self.total = self
+            .total
+            .checked_add(self.chunk_remaining)
+            .filter(|&total| total <= self.limits.max_body_bytes)
+            .ok_or(BodyError::BodyTooLarge)?;
+        Ok(ChunkedState::Data)
+    }
+
+    fn count_trailer_byte(&mut self) -> Result<(), BodyError> {
+        self.trailer_len += 1;
+        if self.trailer_len > self.limits.max_trailer_bytes {
+            return Err(BodyError::TrailersTooLarge);
+        }
+        Ok(())
+    }
+}
+
+fn hex_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}

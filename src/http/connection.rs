@@ -1,0 +1,439 @@
+//! The connection state machine: owns one client socket, its read and write buffers and its
+//! deadlines, and turns bytes into requests and responses in order (keep-alive, pipelining,
+//! `Expect: 100-continue`, body draining, timeouts, error responses, lingering close).
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::timeout;
+use tracing::Instrument;
+
+use super::body::{BodyDecoder, Step};
+use super::date::with_http_date;
+use super::error::{BodyError, ParseError};
+use super::parser::{parse_request, Status};
+use super::request::{Method, RequestHead, Version};
+use super::response::{Response, ResponseBody, StatusCode};
+use super::writer::{encode_response_head, ConnectionState, ResponseFraming};
+use crate::config::{Config, ConnectionLimits};
+use crate::limits::{
+    DEFAULT_MAX_DISCARD_BYTES, DEFAULT_READ_CHUNK_BYTES, LINGER_MAX_BYTES, LINGER_TIMEOUT,
+};
+use crate::pages::error_response;
+use crate::server::SharedConfig;
+
+/// Initial read buffer. Most request heads fit; the buffer grows up to the head limit.
+const READ_BUFFER_BYTES: usize = 8 * 1024;
+
+/// Serve one client connection until it closes, fails or the server shuts down.
+pub async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    config: SharedConfig,
+    shutdown: watch::Receiver<bool>,
+) {
+    let span = tracing::debug_span!("conn", %peer);
+    let connection = Connection {
+        stream,
+        peer,
+        config,
+        shutdown,
+        read_buf: BytesMut::with_capacity(READ_BUFFER_BYTES),
+        write_buf: BytesMut::new(),
+        served: 0,
+    };
+    connection.run().instrument(span).await;
+}
+
+struct Connection {
+    stream: TcpStream,
+    peer: SocketAddr,
+    config: SharedConfig,
+    shutdown: watch::Receiver<bool>,
+    read_buf: BytesMut,
+    write_buf: BytesMut,
+    /// Requests answered on this connection so far.
+    served: u64,
+}
+
+/// Why reading a request head stopped without a head.
+enum HeadError {
+    /// The client went away, or stayed idle past the keep-alive timeout, between requests:
+    /// close quietly.
+    Closed,
+    /// The head was malformed or over a limit.
+    Parse(ParseError),
+    /// The head did not arrive within the header timeout.
+    Timeout,
+    Io(io::Error),
+}
+
+/// What became of the request body the handler did not read.
+enum Drained {
+    /// Fully read and discarded; the connection can carry another request.
+    Complete,
+    /// Left unread (too big to be worth reading, or the client may not send it at all): the
+    /// connection must close after the response.
+    Abandoned,
+}
+
+/// Everything the access log and the keep-alive decision need about the request, kept after
+/// the head itself is gone.
+struct Exchange {
+    method: Method,
+    version: Version,
+    keep_alive: bool,
+    started: Instant,
+}
+
+impl Connection {
+    async fn run(mut self) {
+        loop {
+            let config = self.config.load_full();
+            let limits = config.server.limits;
+            let head = match self.read_head(&limits).await {
+                Ok(head) => head,
+                Err(HeadError::Closed) => return,
+                Err(HeadError::Parse(error)) => {
+                    tracing::info!(%error, status = error.status().as_u16(), "rejected request head");
+                    return self.fail(error.status(), &config).await;
+                }
+                Err(HeadError::Timeout) => {
+                    tracing::info!("request head timed out");
+                    return self.fail(StatusCode::REQUEST_TIMEOUT, &config).await;
+                }
+                Err(HeadError::Io(error)) => {
+                    tracing::debug!(%error, "read failed");
+                    return;
+                }
+            };
+            let keep_going = self.serve_request(head, &config).await;
+            self.served += 1;
+            if !keep_going {
+                return self.close().await;
+            }
+        }
+    }
+
+    /// Handle one request end to end. Returns whether the connection stays open.
+    async fn serve_request(&mut self, head: RequestHead, config: &Config) -> bool {
+        let limits = &config.server.limits;
+        let mut exchange = Exchange {
+            method: head.method(),
+            version: head.version(),
+            keep_alive: head.wants_keep_alive()
+                && self.served + 1 < limits.max_requests_per_connection
+                && !*self.shutdown.borrow(),
+            started: Instant::now(),
+        };
+        let request_span = tracing::debug_span!("request", method = head.method_str(), target = head.target());
+        let _entered = request_span.enter();
+
+        let response = match BodyDecoder::for_request(head.framing(), limits.body_limits()) {
+            Err(error) => {
+                tracing::info!(%error, "request body refused");
+                exchange.keep_alive = false;
+                error_response(error.status(), &config.error_pages)
+            }
+            Ok(decoder) => {
+                let response = crate::dispatch::handle(&head, config);
+                match self.drain_body(decoder, &head, limits).await {
+                    Ok(Drained::Complete) => response,
+                    Ok(Drained::Abandoned) => {
+                        exchange.keep_alive = false;
+                        response
+                    }
+                    Err(DrainError::Body(error)) => {
+                        tracing::info!(%error, "request body rejected");
+                        exchange.keep_alive = false;
+                        error_response(error.status(), &config.error_pages)
+                    }
+                    Err(DrainError::Timeout) => {
+                        tracing::info!("request body timed out");
+                        exchange.keep_alive = false;
+                        error_response(StatusCode::REQUEST_TIMEOUT, &config.error_pages)
+                    }
+                    Err(DrainError::Closed) => {
+                        tracing::debug!("client closed during request body");
+                        return false;
+                    }
+                }
+            }
+        };
+        drop(_entered);
+        let status = response.status;
+        let result = self
+            .write_response(response, &exchange, config)
+            .instrument(request_span.clone())
+            .await;
+        let bytes = match &result {
+            Ok(bytes) => *bytes,
+            Err(error) => {
+                tracing::debug!(parent: &request_span, %error, "response write failed");
+                exchange.keep_alive = false;
+                0
+            }
+        };
+        if config.logging.access_log {
+            tracing::info!(
+                target: "sentinel::access",
+                client = %self.peer,
+                method = head.method_str(),
+                target = head.target(),
+                version = head.version().as_str(),
+                status = status.as_u16(),
+                bytes,
+                duration_us = exchange.started.elapsed().as_micros() as u64,
+            );
+        }
+        result.is_ok() && exchange.keep_alive
+    }
+
+    /// Read until a complete head is parsed. The first byte of a request must come within the
+    /// keep-alive timeout (the header timeout for the first request); the whole head within
+    /// the header timeout from its first byte, however slowly it trickles in.
+    async fn read_head(&mut self, limits: &ConnectionLimits) -> Result<RequestHead, HeadError> {
+        let idle_wait = if self.served == 0 {
+            limits.header_read_timeout
+        } else {
+            limits.keepalive_timeout
+        };
+        let idle_deadline = tokio::time::Instant::now() + idle_wait;
+        let mut head_deadline =
+            (!self.read_buf.is_empty()).then(|| tokio::time::Instant::now() + limits.header_read_timeout);
+        let mut must_parse = !self.read_buf.is_empty();
+        let mut saw_line_end = false;
+        loop {
+            if must_parse {
+                match parse_request(&self.read_buf, &limits.parse).map_err(HeadError::Parse)? {
+                    Status::Complete(parsed, consumed) => {
+                        let bytes = self.read_buf.split_to(consumed).freeze();
+                        return Ok(RequestHead::new(bytes, parsed));
+                    }
+                    Status::Partial => {}
+                }
+            }
+            let deadline = head_deadline.unwrap_or(idle_deadline);
+            let before = self.read_buf.len();
+            let read = tokio::select! {
+                read = self.stream.read_buf(&mut self.read_buf) => read,
+                () = tokio::time::sleep_until(deadline) => {
+                    return Err(if before == 0 { HeadError::Closed } else { HeadError::Timeout });
+                }
+                _ = self.shutdown.changed(), if before == 0 => return Err(HeadError::Closed),
+            };
+            match read {
+                Ok(0) => return Err(HeadError::Closed),
+                Ok(_) => {}
+                Err(error) => return Err(HeadError::Io(error)),
+            }
+            head_deadline.get_or_insert_with(|| tokio::time::Instant::now() + limits.header_read_timeout);
+            // Re-parse only when the verdict can have changed: a new line is complete, or the
+            // buffer crossed a size limit. Keeps a byte-at-a-time sender from costing a
+            // full re-parse per byte.
+            let new_line = memchr::memchr(b'\n', &self.read_buf[before..]).is_some();
+            saw_line_end |= new_line;
+            let len = self.read_buf.len();
+            must_parse = new_line
+                || len >= limits.parse.max_head_bytes
+                || (!saw_line_end && len >= limits.parse.max_request_line_bytes + 2);
+        }
+    }
+
+    /// Read and discard the request body the handler did not consume, so the next pipelined
+    /// request starts at the right byte. Small bodies are drained; a large one, or one the
+    /// client is waiting on `100-continue` to send, is left and the connection closed.
+    async fn drain_body(
+        &mut self,
+        mut decoder: BodyDecoder,
+        head: &RequestHead,
+        limits: &ConnectionLimits,
+    ) -> Result<Drained, DrainError> {
+        if decoder.is_done() {
+            return Ok(Drained::Complete);
+        }
+        // We answer without asking for the body, so the client may never send it
+        // (RFC 9110 §10.1.1); waiting would hang, reading would guess.
+        if head.expects_continue() {
+            return Ok(Drained::Abandoned);
+        }
+        if decoder
+            .remaining_hint()
+            .is_some_and(|remaining| remaining > DEFAULT_MAX_DISCARD_BYTES)
+        {
+            return Ok(Drained::Abandoned);
+        }
+        let mut discarded: u64 = 0;
+        loop {
+            match decoder.decode(&self.read_buf).map_err(DrainError::Body)? {
+                Step::Data { start, end } => {
+                    discarded += (end - start) as u64;
+                    self.read_buf.advance(end);
+                    if discarded > DEFAULT_MAX_DISCARD_BYTES && !decoder.is_done() {
+                        return Ok(Drained::Abandoned);
+                    }
+                    continue;
+                }
+                Step::Done { consumed } => {
+                    self.read_buf.advance(consumed);
+                    return Ok(Drained::Complete);
+                }
+                Step::NeedMore => self.read_buf.clear(),
+            }
+            self.read_body_bytes(limits.body_read_timeout).await?;
+        }
+    }
+
+    /// One read for body bytes, with the body timeout.
+    async fn read_body_bytes(&mut self, wait: Duration) -> Result<(), DrainError> {
+        match timeout(wait, self.stream.read_buf(&mut self.read_buf)).await {
+            Err(_) => Err(DrainError::Timeout),
+            Ok(Ok(0)) | Ok(Err(_)) => Err(DrainError::Closed),
+            Ok(Ok(_)) => Ok(()),
+        }
+    }
+
+    /// Write `response` in as few writes as possible: the head and, for in-memory content
+    /// and the first piece of a file, the body in the same write. Returns body bytes sent.
+    async fn write_response(
+        &mut self,
+        response: Response,
+        exchange: &Exchange,
+        config: &Config,
+    ) -> io::Result<u64> {
+        let Response {
+            status,
+            headers,
+            body,
+        } = response;
+        let framing = if status.is_bodyless() {
+            ResponseFraming::Bodyless
+        } else {
+            ResponseFraming::Length(body.len())
+        };
+        let connection = ConnectionState {
+            request_version: exchange.version,
+            keep_alive: exchange.keep_alive,
+        };
+        self.write_buf.clear();
+        with_http_date(|date| {
+            encode_response_head(&mut self.write_buf, status, &headers, framing, connection, date)
+        });
+        let send_body = exchange.method != Method::Head && !status.is_bodyless();
+        let write_timeout = config.server.limits.write_timeout;
+        match body {
+            ResponseBody::Full(bytes) if send_body => {
+                self.write_buf.extend_from_slice(&bytes);
+                self.flush_write_buf(write_timeout).await?;
+                Ok(bytes.len() as u64)
+            }
+            ResponseBody::File { file, offset, len } if send_body => {
+                let piece = config
+                    .static_files
+                    .as_ref()
+                    .map_or(DEFAULT_READ_CHUNK_BYTES, |s| s.read_chunk_bytes);
+                self.stream_file(file, offset, len, piece, write_timeout).await
+            }
+            _ => {
+                self.flush_write_buf(write_timeout).await?;
+                Ok(0)
+            }
+        }
+    }
+
+    /// Stream `len` bytes of `file` from `offset`, one bounded piece at a time: memory per
+    /// response is one piece, whatever the file size.
+    async fn stream_file(
+        &mut self,
+        mut file: std::fs::File,
+        offset: u64,
+        len: u64,
+        piece: usize,
+        write_timeout: Duration,
+    ) -> io::Result<u64> {
+        use std::io::{Read, Seek, SeekFrom};
+        if offset > 0 {
+            file.seek(SeekFrom::Start(offset))?;
+        }
+        let mut remaining = len;
+        while remaining > 0 {
+            let head_len = self.write_buf.len();
+            let want = usize::try_from(remaining).unwrap_or(usize::MAX).min(piece);
+            self.write_buf.resize(head_len + want, 0);
+            let read = file.read(&mut self.write_buf[head_len..])?;
+            if read == 0 {
+                // The file shrank after we announced its length: the response cannot be
+                // completed, and only closing tells the client so.
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "file shrank while being sent",
+                ));
+            }
+            self.write_buf.truncate(head_len + read);
+            remaining -= read as u64;
+            self.flush_write_buf(write_timeout).await?;
+        }
+        Ok(len)
+    }
+
+    async fn flush_write_buf(&mut self, write_timeout: Duration) -> io::Result<()> {
+        let result = timeout(write_timeout, self.stream.write_all(&self.write_buf)).await;
+        self.write_buf.clear();
+        match result {
+            Ok(result) => result,
+            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
+        }
+    }
+
+    /// Answer a connection-level error with its page, then close.
+    async fn fail(mut self, status: StatusCode, config: &Config) {
+        let response = error_response(status, &config.error_pages);
+        let exchange = Exchange {
+            method: Method::Get,
+            version: Version::Http11,
+            keep_alive: false,
+            started: Instant::now(),
+        };
+        if config.logging.access_log {
+            tracing::info!(
+                target: "sentinel::access",
+                client = %self.peer,
+                status = status.as_u16(),
+                "request rejected before routing"
+            );
+        }
+        let _ = self
+            .write_response(response, &exchange, config)
+            .await;
+        self.close().await;
+    }
+
+    /// Half-close, then read and discard for a moment so the client receives our last
+    /// response instead of a reset caused by its unread bytes (nginx's lingering close).
+    async fn close(mut self) {
+        if self.stream.shutdown().await.is_err() {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + LINGER_TIMEOUT;
+        let mut discarded = 0;
+        let mut scratch = [0u8; 4096];
+        while discarded < LINGER_MAX_BYTES {
+            match tokio::time::timeout_at(deadline, self.stream.read(&mut scratch)).await {
+                Ok(Ok(n)) if n > 0 => discarded += n,
+                _ => break,
+            }
+        }
+    }
+}
+
+enum DrainError {
+    Body(BodyError),
+    Timeout,
+    Closed,
+}
+

@@ -1,0 +1,483 @@
+//! PURE request-head parser: bytes in, `Complete(head, consumed)` | `Partial` | error out.
+//! No I/O, no tokio, no config reads; limits are passed in. It allocates only the header
+//! list of the head it returns.
+//!
+//! Incremental by re-parsing: the connection calls it again with the grown buffer. The
+//! verdict depends only on the bytes, never on where reads split them, because
+//! - lines are judged in order, each as soon as its LF has arrived, so the first error in
+//!   the bytes is always the one reported;
+//! - size limits are checked against fixed windows (`max_request_line_bytes + 2` from the
+//!   start of the request line, `max_head_bytes` from the start of the buffer), so a limit
+//!   trips at the same byte whether the head came in one read or in a thousand.
+//!
+//! Strictness (see `specs/http1.md` for the rule ids the tests cite): this parser sits in
+//! front of other servers, so anything two implementations could read differently is
+//! rejected rather than repaired. In particular a bare LF is *not* accepted as a line end
+//! (RFC 9112 §2.2 makes that optional) because lenient and strict parsers disagreeing on
+//! line ends is exactly how requests get smuggled.
+
+use super::error::ParseError;
+use super::request::{
+    ConnectionOptions, HeaderSpan, Method, ParsedHead, RequestFraming, Span, Version,
+};
+use crate::limits;
+
+/// The limits the parser enforces. Built from config by the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParseLimits {
+    pub max_request_line_bytes: usize,
+    pub max_head_bytes: usize,
+    pub max_headers: usize,
+}
+
+impl Default for ParseLimits {
+    fn default() -> ParseLimits {
+        ParseLimits {
+            max_request_line_bytes: limits::DEFAULT_MAX_REQUEST_LINE_BYTES,
+            max_head_bytes: limits::DEFAULT_MAX_HEAD_BYTES,
+            max_headers: limits::DEFAULT_MAX_HEADERS,
+        }
+    }
+}
+
+/// Outcome of a parse attempt that did not fail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    /// A whole head; the `usize` is how many bytes of the buffer it used.
+    Complete(ParsedHead, usize),
+    /// No error so far, but the head is not complete yet: read more.
+    Partial,
+}
+
+/// Parse one request head from the start of `buf`.
+pub fn parse_request(buf: &[u8], limits: &ParseLimits) -> Result<Status, ParseError> {
+    // RFC 9112 §2.2: ignore empty lines before the request line (some clients send a CRLF
+    // after a body). They still count towards the head limit.
+    let mut start = 0;
+    loop {
+        match buf.get(start..start + 2) {
+            Some(b"\r\n") => start += 2,
+            Some([b'\n', _]) => return Err(ParseError::BareLineFeed),
+            None if buf.get(start..) == Some(b"\r") => return Ok(Status::Partial),
+            None if buf.get(start) == Some(&b'\n') => return Err(ParseError::BareLineFeed),
+            _ => break,
+        }
+        if start >= limits.max_head_bytes {
+            return Err(ParseError::HeadTooLarge);
+        }
+    }
+
+    let line_limit_end = start.saturating_add(limits.max_request_line_bytes + 2);
+    let window_end = buf.len().min(line_limit_end).min(limits.max_head_bytes);
+    let Some(line_end) = find_line_end(buf, start, window_end)? else {
+        return if buf.len() >= line_limit_end {
+            Err(ParseError::RequestLineTooLong)
+        } else if buf.len() >= limits.max_head_bytes {
+            Err(ParseError::HeadTooLarge)
+        } else {
+            Ok(Status::Partial)
+        };
+    };
+    let request_line = parse_request_line(buf, Span::new(start, line_end))?;
+
+    let mut fields = FieldState::default();
+    let mut headers = Vec::with_capacity(16);
+    let mut pos = line_end + 2;
+    let head_window = buf.len().min(limits.max_head_bytes);
+    loop {
+        let Some(end) = find_line_end(buf, pos, head_window)? else {
+            return if buf.len() >= limits.max_head_bytes {
+                Err(ParseError::HeadTooLarge)
+            } else {
+                Ok(Status::Partial)
+            };
+        };
+        if end == pos {
+            let consumed = end + 2;
+            let parsed = fields.finish(request_line, headers)?;
+            return Ok(Status::Complete(parsed, consumed));
+        }
+        if headers.len() == limits.max_headers {
+            return Err(ParseError::TooManyHeaders);
+        }
+        let header = parse_field_line(buf, Span::new(pos, end))?;
+        fields.observe(buf, header, request_line.version)?;
+        headers.push(header);
+        pos = end + 2;
+    }
+}
+
+/// Index of the CR of the first CRLF at or after `from` and before `window_end`.
+/// `Ok(None)` when no LF is in the window yet. A LF not preceded by CR is an error.
+fn find_line_end(buf: &[u8], from: usize, window_end: usize) -> Result<Option<usize>, ParseError> {
+    let Some(window) = buf.get(from..window_end) else {
+        return Ok(None);
+    };
+    let Some(offset) = memchr::memchr(b'\n', window) else {
+        return Ok(None);
+    };
+    let lf = from + offset;
+    if offset == 0 || buf[lf - 1] != b'\r' {
+        return Err(ParseError::BareLineFeed);
+    }
+    Ok(Some(lf - 1))
+}
+
+#[derive(Debug, Clone, Copy)]
+struct RequestLine {
+    method: Method,
+    method_span: Span,
+    target: Span,
+    version: Version,
+}
+
+/// RFC 9112 §3: `method SP request-target SP HTTP-version`, single spaces, nothing else.
+fn parse_request_line(buf: &[u8], line: Span) -> Result<RequestLine, ParseError> {
+    let bytes = line.slice(buf);
+    let Some(sp1) = bytes.iter().position(|&b| b == b' ') else {
+        return Err(ParseError::InvalidRequestLine);
+    };
+    let method_bytes = &bytes[..sp1];
+    if method_bytes.is_empty() || !method_bytes.iter().all(|&b| is_tchar(b)) {
+        return Err(ParseError::InvalidMethod);
+    }
+    let rest = &bytes[sp1 + 1..];
+    let Some(sp2) = rest.iter().position(|&b| b == b' ') else {
+        return Err(ParseError::InvalidRequestLine);
+    };
+    let target_bytes = &rest[..sp2];
+    if target_bytes.is_empty() {
+        return Err(ParseError::InvalidRequestLine);
+    }
+    let method = Method::from_token(method_bytes);
+    validate_target(method, target_bytes)?;
+    let version = parse_version(&rest[sp2 + 1..])?;
+
+    let method_span = Span::new(line.start, line.start + sp1);
+    let target_start = method_span.end + 1;
+    Ok(RequestLine {
+        method,
+        method_span,
+        target: Span::new(target_start, target_start + sp2),
+        version,
+    })
+}
+
+/// RFC 9112 §2.3: `HTTP/` DIGIT `.` DIGIT, case-sensitive. Well-formed versions other than
+/// 1.0 and 1.1 get 505; anything else is a malformed request line.
+fn parse_version(bytes: &[u8]) -> Result<Version, ParseError> {
+    match bytes {
+        b"HTTP/1.1" => Ok(Version::Http11),
+        b"HTTP/1.0" => Ok(Version::Http10),
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+        {
+            Err(ParseError::UnsupportedVersion)
+        }
+        _ => Err(ParseError::InvalidVersion),
+    }
+}
+
+/// RFC 9112 §3.2: the four target forms, each only where it is allowed. Bytes are limited
+/// to visible ASCII; a fragment (`#`) never belongs in a request.
+fn validate_target(method: Method, target: &[u8]) -> Result<(), ParseError> {
+    if !target.iter().all(|&b| (0x21..=0x7e).contains(&b) && b != b'#') {
+        return Err(ParseError::InvalidTarget);
+    }
+    if target[0] == b'/' {
+        return Ok(());
+    }
+    if target == b"*" {
+        return match method {
+            Method::Options => Ok(()),
+            _ => Err(ParseError::InvalidTarget),
+        };
+    }
+    if method == Method::Connect {
+        return Ok(());
+    }
+    let authority_start = if starts_with_ignore_case(target, b"http://") {
+        7
+    } else if starts_with_ignore_case(target, b"https://") {
+        8
+    } else {
+        return Err(ParseError::InvalidTarget);
+    };
+    let authority = &target[authority_start..];
+    let authority_end = authority
+        .iter()
+        .position(|&b| b == b'/' || b == b'?')
+        .unwrap_or(authority.len());
+    if authority_end == 0 || !is_valid_authority(&authority[..authority_end]) {
+        return Err(ParseError::InvalidTarget);
+    }
+    Ok(())
+}
+
+/// RFC 9112 §5: `field-name ":" OWS field-value OWS`.
+fn parse_field_line(buf: &[u8], line: Span) -> Result<HeaderSpan, ParseError> {
+    let bytes = line.slice(buf);
+    // RFC 9112 §5.2: obs-fold is rejected, never unfolded.
+    if matches!(bytes.first(), Some(b' ' | b'\t')) {
+        return Err(ParseError::ObsoleteLineFolding);
+    }
+    let mut colon = None;
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b':' => {
+                colon = Some(i);
+                break;
+            }
+            // RFC 9112 §5.1: MUST reject whitespace between field name and colon.
+            b' ' | b'\t' => return Err(ParseError::WhitespaceBeforeColon),
+            b'\r' => return Err(ParseError::BareCarriageReturn),
+            _ if is_tchar(b) => {}
+            _ => return Err(ParseError::InvalidHeaderName),
+        }
+    }
+    let Some(colon) = colon.filter(|&c| c > 0) else {
+        return Err(ParseError::InvalidHeaderName);
+    };
+
+    let mut value_start = colon + 1;
+    let mut value_end = bytes.len();
+    while value_start < value_end && matches!(bytes[value_start], b' ' | b'\t') {
+        value_start += 1;
+    }
+    while value_end > value_start && matches!(bytes[value_end - 1], b' ' | b'\t') {
+        value_end -= 1;
+    }
+    for &b in &bytes[value_start..value_end] {
+        match b {
+            b'\t' | 0x20..=0x7e | 0x80..=0xff => {}
+            b'\r' => return Err(ParseError::BareCarriageReturn),
+            _ => return Err(ParseError::InvalidHeaderValue),
+        }
+    }
+    Ok(HeaderSpan {
+        name: Span::new(line.start, line.start + colon),
+        value: Span::new(line.start + value_start, line.start + value_end),
+    })
+}
+
+/// Facts gathered from the fields that decide framing and connection handling.
+#[derive(Debug, Default)]
+struct FieldState {
+    content_length: Option<u64>,
+    transfer_encoding: bool,
+    chunked_count: usize,
+    last_coding_is_chunked: bool,
+    other_coding: bool,
+    host: Option<Span>,
+    host_count: usize,
+    connection: ConnectionOptions,
+    expect_continue: bool,
+}
+
+impl FieldState {
+    fn observe(
+        &mut self,
+        buf: &[u8],
+        header: HeaderSpan,
+        version: Version,
+    ) -> Result<(), ParseError> {
+        let name = header.name.slice(buf);
+        let value = header.value.slice(buf);
+        if name.eq_ignore_ascii_case(b"content-length") {
+            // RFC 9110 §8.6: identical repeats may be collapsed; differing ones are fatal.
+            for element in value.split(|&b| b == b',') {
+                let length = parse_content_length(trim_ows(element))?;
+                match self.content_length {
+                    Some(existing) if existing != length => {
+                        return Err(ParseError::ConflictingContentLength)
+                    }
+                    _ => self.content_length = Some(length),
+                }
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            self.transfer_encoding = true;
+            for element in value.split(|&b| b == b',') {
+                let coding = trim_ows(element);
+                // Empty list elements are legal in general but have no business in the one
+                // header that decides framing; a lenient peer may read them differently.
+                if coding.is_empty() || !coding.iter().all(|&b| is_tchar(b)) {
+                    return Err(ParseError::InvalidTransferEncoding);
+                }
+                if coding.eq_ignore_ascii_case(b"chunked") {
+                    self.chunked_count += 1;
+                    self.last_coding_is_chunked = true;
+                } else {
+                    self.other_coding = true;
+                    self.last_coding_is_chunked = false;
+                }
+            }
+        } else if name.eq_ignore_ascii_case(b"host") {
+            self.host_count += 1;
+            if !is_valid_authority(value) && !value.is_empty() {
+                return Err(ParseError::InvalidHost);
+            }
+            self.host.get_or_insert(header.value);
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for token in value.split(|&b| b == b',').map(trim_ows) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    self.connection.close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    self.connection.keep_alive = true;
+                } else if token.eq_ignore_ascii_case(b"upgrade") {
+                    self.connection.upgrade = true;
+                }
+            }
+        } else if name.eq_ignore_ascii_case(b"expect") {
+            // RFC 9110 §10.1.1: 100-continue is the only expectation defined; a 1.0 request
+            // must have it ignored.
+            if !value.eq_ignore_ascii_case(b"100-continue") {
+                return Err(ParseError::UnsupportedExpectation);
+            }
+            self.expect_continue = version == Version::Http11;
+        }
+        Ok(())
+    }
+
+    fn finish(
+        self,
+        line: RequestLine,
+        headers: Vec<HeaderSpan>,
+    ) -> Result<ParsedHead, ParseError> {
+        // RFC 9112 §3.2: a 1.1 request carries exactly one Host; more than one is never valid.
+        match (line.version, self.host_count) {
+            (Version::Http11, 0) => return Err(ParseError::MissingHost),
+            (_, count) if count > 1 => return Err(ParseError::DuplicateHost),
+            _ => {}
+        }
+        let framing = if self.transfer_encoding {
+            // RFC 9112 §6.1: TE in a 1.0 message means it was forwarded by something that
+            // does not understand it; §6.3: TE with CL is a smuggling attempt until proven
+            // otherwise, so we refuse it rather than pick one.
+            if line.version == Version::Http10 {
+                return Err(ParseError::TransferEncodingInHttp10);
+            }
+            if self.content_length.is_some() {
+                return Err(ParseError::TransferEncodingWithContentLength);
+            }
+            if self.chunked_count > 1 {
+                return Err(ParseError::InvalidTransferEncoding);
+            }
+            if self.other_coding || !self.last_coding_is_chunked {
+                return Err(ParseError::UnsupportedTransferCoding);
+            }
+            RequestFraming::Chunked
+        } else if let Some(length) = self.content_length {
+            RequestFraming::Length(length)
+        } else {
+            RequestFraming::Empty
+        };
+        Ok(ParsedHead {
+            method: line.method,
+            method_span: line.method_span,
+            target: line.target,
+            version: line.version,
+            headers,
+            framing,
+            host: self.host,
+            connection: self.connection,
+            expect_continue: self.expect_continue,
+        })
+    }
+}
+
+/// RFC 9110 §8.6: `1*DIGIT`; no sign, no spaces, no overflow.
+fn parse_content_length(digits: &[u8]) -> Result<u64, ParseError> {
+    if digits.is_empty() {
+        return Err(ParseError::InvalidContentLength);
+    }
+    let mut value: u64 = 0;
+    for &b in digits {
+        if !b.is_ascii_digit() {
+            return Err(ParseError::InvalidContentLength);
+        }
+        value = value
+            .checked_mul(10)
+            .and_then(|v| v.checked_add(u64::from(b - b'0')))
+            .ok_or(ParseError::InvalidContentLength)?;
+    }
+    Ok(value)
+}
+
+fn trim_ows(mut bytes: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = bytes {
+        bytes = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = bytes {
+        bytes = rest;
+    }
+    bytes
+}
+
+fn starts_with_ignore_case(bytes: &[u8], prefix: &[u8]) -> bool {
+    bytes
+        .get(..prefix.len())
+        .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+}
+
+/// RFC 3986 authority characters (reg-name, IP literals, port, percent escapes). Userinfo
+/// (`@`) is refused: RFC 9110 §4.2.4 deprecates it and it has only ever been used to mislead.
+fn is_valid_authority(bytes: &[u8]) -> bool {
+    !bytes.is_empty()
+        && bytes.iter().all(|&b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'-' | b'.'
+                        | b'_'
+                        | b'~'
+                        | b'!'
+                        | b'$'
+                        | b'&'
+                        | b'\''
+                        | b'('
+                        | b')'
+                        | b'*'
+                        | b'+'
+                        | b','
+                        | b';'
+                        | b'='
+                        | b'%'
+                        | b':'
+                        | b'['
+                        | b']'
+                )
+        })
+}
+
+/// RFC 9110 §5.6.2 `tchar`.
+pub(crate) fn is_tchar(b: u8) -> bool {
+    TCHAR[usize::from(b)]
+}
+
+static TCHAR: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        table[i] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        i += 1;
+    }
+    table
+};

@@ -1,0 +1,226 @@
+//! PURE response encoding: status line, headers and framing into a `BytesMut`. No I/O.
+//!
+//! Framing headers are decided here and nowhere else, so a handler can never announce a
+//! length that disagrees with what is sent, or a body on a status that forbids one.
+
+use bytes::{BufMut, BytesMut};
+
+use super::response::{HeaderValue, StatusCode};
+use super::request::Version;
+
+/// The `Server` header value.
+pub const SERVER_NAME: &str = concat!("sentinel/", env!("CARGO_PKG_VERSION"));
+
+/// How the content after the head is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseFraming {
+    /// `Content-Length: n` (also sent for HEAD, announcing what GET would return).
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// 1xx, 204 and 304: no content and no framing header at all.
+    Bodyless,
+}
+
+/// Everything about the connection the head must state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionState {
+    /// Version of the request being answered: a 1.0 client needs keep-alive spelled out.
+    pub request_version: Version,
+    pub keep_alive: bool,
+}
+
+/// Append a response head to `dst`.
+///
+/// Header values containing CR, LF or other controls are dropped rather than written: a
+/// value built from client input must never be able to split the response.
+pub fn encode_response_head(
+    dst: &mut BytesMut,
+    status: StatusCode,
+    headers: &[(&'static str, HeaderValue)],
+    framing: ResponseFraming,
+    connection: ConnectionState,
+    date: &[u8],
+) {
+    dst.reserve(256);
+    dst.put_slice(b"HTTP/1.1 ");
+    put_decimal(dst, u64::from(status.as_u16()));
+    dst.put_u8(b' ');
+    dst.put_slice(status.reason().as_bytes());
+    dst.put_slice(b"\r\nServer: ");
+    dst.put_slice(SERVER_NAME.as_bytes());
+    dst.put_slice(b"\r\nDate: ");
+    dst.put_slice(date);
+    dst.put_slice(b"\r\n");
+    for (name, value) in headers {
+        if !is_safe_header_value(value) {
+            continue;
+        }
+        dst.put_slice(name.as_bytes());
+        dst.put_slice(b": ");
+        dst.put_slice(value.as_bytes());
+        dst.put_slice(b"\r\n");
+    }
+    match framing {
+        ResponseFraming::Length(length) => {
+            dst.put_slice(b"Content-Length: ");
+            put_decimal(dst, length);
+            dst.put_slice(b"\r\n");
+        }
+        ResponseFraming::Chunked => dst.put_slice(b"Transfer-Encoding: chunked\r\n"),
+        ResponseFraming::Bodyless => {}
+    }
+    match (connection.keep_alive, connection.request_version) {
+        (false, _) => dst.put_slice(b"Connection: close\r\n"),
+        (true, Version::Http10) => dst.put_slice(b"Connection: keep-alive\r\n"),
+        (true, Version::Http11) => {}
+    }
+    dst.put_slice(b"\r\n");
+}
+
+/// The interim response that tells a client waiting on `Expect: 100-continue` to send.
+pub const CONTINUE_RESPONSE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// Append one chunk of a chunked body (empty `data` writes nothing: an empty chunk would
+/// end the body).
+pub fn encode_chunk(dst: &mut BytesMut, data: &[u8]) {
+    if data.is_empty() {
+        return;
+    }
+    let mut hex = [0u8; 16];
+    let digits = format_hex(data.len() as u64, &mut hex);
+    dst.reserve(digits.len() + data.len() + 4);
+    dst.put_slice(digits);
+    dst.put_slice(b"\r\n");
+    dst.put_slice(data);
+    dst.put_slice(b"\r\n");
+}
+
+/// The last chunk of a chunked body, without trailers.
+pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+fn is_safe_header_value(value: &str) -> bool {
+    value
+        .bytes()
+        .all(|b| b == b'\t' || (0x20..0x7f).contains(&b) || b >= 0x80)
+}
+
+fn put_decimal(dst: &mut BytesMut, value: u64) {
+    let mut buffer = itoa::Buffer::new();
+    dst.put_slice(buffer.format(value).as_bytes());
+}
+
+fn format_hex(mut value: u64, out: &mut [u8; 16]) -> &[u8] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut i = out.len();
+    loop {
+        i -= 1;
+        out[i] = DIGITS[(value & 0xf) as usize];
+        value >>= 4;
+        if value == 0 {
+            break;
+        }
+    }
+    &out[i..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(
+        status: StatusCode,
+        headers: &[(&'static str, HeaderValue)],
+        framing: ResponseFraming,
+        version: Version,
+        keep_alive: bool,
+    ) -> String {
+        let mut dst = BytesMut::new();
+        let connection = ConnectionState {
+            request_version: version,
+            keep_alive,
+        };
+        let date = b"Sun, 06 Nov 1994 08:49:37 GMT";
+        encode_response_head(&mut dst, status, headers, framing, connection, date);
+        String::from_utf8(dst.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn keep_alive_11_response_has_length_and_no_connection_header() {
+        let text = head(
+            StatusCode::OK,
+            &[("Content-Type", "text/plain".into())],
+            ResponseFraming::Length(5),
+            Version::Http11,
+            true,
+        );
+        assert_eq!(
+            text,
+            format!(
+                "HTTP/1.1 200 OK\r\nServer: {SERVER_NAME}\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\
+                 Content-Type: text/plain\r\nContent-Length: 5\r\n\r\n"
+            )
+        );
+    }
+
+    #[test]
+    fn http10_keep_alive_is_spelled_out_and_close_is_always_stated() {
+        let text = head(
+            StatusCode::OK,
+            &[],
+            ResponseFraming::Length(0),
+            Version::Http10,
+            true,
+        );
+        assert!(text.contains("Connection: keep-alive\r\n"));
+        let text = head(
+            StatusCode::OK,
+            &[],
+            ResponseFraming::Length(0),
+            Version::Http11,
+            false,
+        );
+        assert!(text.contains("Connection: close\r\n"));
+    }
+
+    #[test]
+    fn bodyless_statuses_carry_no_framing_header() {
+        let text = head(
+            StatusCode::NOT_MODIFIED,
+            &[],
+            ResponseFraming::Bodyless,
+            Version::Http11,
+            true,
+        );
+        assert!(!text.contains("Content-Length"));
+        assert!(!text.contains("Transfer-Encoding"));
+    }
+
+    #[test]
+    fn header_values_with_line_breaks_are_dropped() {
+        let text = head(
+            StatusCode::OK,
+            &[
+                ("Location", "/a\r\nSet-Cookie: x=1".into()),
+                ("X-Ok", "fine".into()),
+            ],
+            ResponseFraming::Length(0),
+            Version::Http11,
+            true,
+        );
+        assert!(!text.contains("Set-Cookie"));
+        assert!(!text.contains("Location"));
+        assert!(text.contains("X-Ok: fine\r\n"));
+    }
+
+    #[test]
+    fn chunks_are_hex_sized_and_empty_data_writes_nothing() {
+        let mut dst = BytesMut::new();
+        encode_chunk(&mut dst, b"");
+        assert!(dst.is_empty());
+        encode_chunk(&mut dst, &[b'x'; 26]);
+        assert!(dst.starts_with(b"1a\r\n"));
+        assert!(dst.ends_with(b"x\r\n"));
+        assert_eq!(dst.len(), 4 + 26 + 2);
+    }
+}

@@ -1,0 +1,11 @@
+//! Sentinel: an HTTP/1.1 web server and reverse proxy built on its own strict HTTP/1.1 engine.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod dispatch;
+pub mod http;
+pub mod limits;
+pub mod logging;
+pub mod pages;
+pub mod server;
+pub mod static_files;

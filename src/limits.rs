@@ -1,0 +1,64 @@
+//! Every size, count and time limit Sentinel enforces, with its default, its unit and what
+//! happens when it is breached. Each one has a config key (see `docs/configuration.md`);
+//! nothing in the code uses a bare number in its place.
+
+use std::time::Duration;
+
+/// Longest request line (method, target, version; CRLF not counted), in bytes. Breach: 414.
+/// RFC 9112 §3 recommends supporting at least 8000 octets.
+pub const DEFAULT_MAX_REQUEST_LINE_BYTES: usize = 8 * 1024;
+
+/// Longest request head (request line, fields and the final CRLF), in bytes. Breach: 431.
+/// nginx's `large_client_header_buffers 4 8k` allows about the same.
+pub const DEFAULT_MAX_HEAD_BYTES: usize = 32 * 1024;
+
+/// Most header fields in one request head (trailers count against this too). Breach: 431.
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+
+/// Largest request body, in bytes, by Content-Length or decoded chunked size. Breach: 413
+/// (before any of the body is read when Content-Length announces it).
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Longest chunk extension (everything between the chunk size and its CRLF), in bytes.
+/// Breach: 400. Extensions carry nothing we use; a long one is a way to make us read for free.
+pub const DEFAULT_MAX_CHUNK_EXT_BYTES: usize = 1024;
+
+/// Time allowed to receive a whole request head once its first byte arrived (slowloris
+/// defence; not reset on progress). Breach: 408 and close.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest wait for the next piece of a request body (reset on progress). Breach: 408 and
+/// close if no response was started, plain close otherwise.
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Longest a keep-alive connection may sit idle between requests. Breach: quiet close.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Longest wait for the client to accept more response bytes (reset on progress).
+/// Breach: close.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Most requests served on one connection before it is closed, so long-lived clients are
+/// rebalanced and per-connection state cannot grow forever. Breach: `Connection: close`.
+pub const DEFAULT_MAX_REQUESTS_PER_CONNECTION: u64 = 1000;
+
+/// Most client connections open at once. Breach: further connections wait in the kernel's
+/// accept backlog until one closes.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+/// How long, and how many bytes, we keep reading (and discarding) after answering an error and
+/// half-closing, so the client sees our response instead of a reset (nginx's lingering close).
+pub const LINGER_TIMEOUT: Duration = Duration::from_secs(2);
+/// See [`LINGER_TIMEOUT`].
+pub const LINGER_MAX_BYTES: usize = 64 * 1024;
+
+/// Largest request body we read and throw away to keep a connection alive when the handler did
+/// not want it; a bigger unread body closes the connection instead.
+pub const DEFAULT_MAX_DISCARD_BYTES: u64 = 64 * 1024;
+
+/// Files up to this size are read whole and sent with the head in one write; larger ones are
+/// streamed in pieces of this size, so memory per response is bounded by it.
+pub const DEFAULT_READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// How long a shutdown waits for in-flight requests before exiting anyway.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);

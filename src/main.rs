@@ -1,0 +1,88 @@
+//! The `sentinel` daemon: command line, config loading, logging, runtime, exit codes.
+//! `anyhow` lives here and nowhere deeper.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+
+use sentinel::config::Config;
+use sentinel::server::Server;
+
+/// HTTP/1.1 web server and adaptive reverse proxy.
+#[derive(Debug, Parser)]
+#[command(name = "sentinel", version, about)]
+struct Cli {
+    /// Configuration file.
+    #[arg(short, long, value_name = "PATH", default_value = "config.yaml")]
+    config: PathBuf,
+    /// Validate the configuration and exit: 0 when valid, 1 otherwise.
+    #[arg(short = 't', long)]
+    check: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("sentinel: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let listen = std::env::var("LISTEN").ok().filter(|v| !v.is_empty());
+    let config = Config::load(&cli.config, listen.as_deref())?;
+    if cli.check {
+        println!(
+            "sentinel: configuration file {} is valid",
+            cli.config.display()
+        );
+        return Ok(());
+    }
+    sentinel::logging::init(&config.logging);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let listen_addr = config.server.listen_addr;
+    let server =
+        Server::bind(config).with_context(|| format!("cannot listen on {listen_addr}"))?;
+    let local = server.local_addr()?;
+    tracing::info!(addr = %local, version = env!("CARGO_PKG_VERSION"), "listening");
+    server.run(shutdown_signal()).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot watch SIGTERM; only Ctrl-C stops the server");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+        tracing::info!("shutdown signal received");
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

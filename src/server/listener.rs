@@ -1,0 +1,121 @@
+//! Accept loop: one task per connection, a semaphore for `server.max_connections`, and a
+//! shutdown signal that stops accepting, tells idle connections to close, and waits (up to
+//! `server.drain_timeout_ms`) for in-flight requests to finish.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+
+use super::SharedConfig;
+use crate::config::Config;
+use crate::http::connection::serve_connection;
+
+/// Pending connections the kernel may queue for us (same as nginx's default on Linux).
+const LISTEN_BACKLOG: i32 = 511;
+
+/// Pause after an accept error such as EMFILE, so a full fd table does not spin the loop.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+
+pub struct Server {
+    listener: TcpListener,
+    config: SharedConfig,
+}
+
+impl Server {
+    /// Bind `config.server.listen_addr`. Fails at once (address in use, no permission) so the
+    /// process can exit with a clear message.
+    pub fn bind(config: Config) -> io::Result<Server> {
+        let listener = bind_listener(config.server.listen_addr)?;
+        Ok(Server {
+            listener,
+            config: Arc::new(ArcSwap::from_pointee(config)),
+        })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The handle through which a reload publishes a new configuration.
+    pub fn config(&self) -> SharedConfig {
+        Arc::clone(&self.config)
+    }
+
+    /// Serve until `shutdown` completes, then drain.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let max_connections = self.config.load().server.max_connections;
+        let permits = Arc::new(Semaphore::new(max_connections));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::pin!(shutdown);
+        loop {
+            let permit = tokio::select! {
+                permit = Arc::clone(&permits).acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+                () = &mut shutdown => break,
+            };
+            let accepted = tokio::select! {
+                accepted = self.listener.accept() => accepted,
+                () = &mut shutdown => break,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    configure_stream(&stream);
+                    let config = Arc::clone(&self.config);
+                    let stop = stop_rx.clone();
+                    tokio::spawn(async move {
+                        serve_connection(stream, peer, config, stop).await;
+                        drop(permit);
+                    });
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                }
+            }
+        }
+        drop(self.listener);
+        let _ = stop_tx.send(true);
+        let drain_timeout = self.config.load().server.drain_timeout;
+        let in_flight = max_connections - permits.available_permits();
+        tracing::info!(in_flight, ?drain_timeout, "stopped accepting; draining connections");
+        let all_back = permits.acquire_many(max_connections as u32);
+        let drained = tokio::time::timeout(drain_timeout, all_back).await.is_ok();
+        if drained {
+            tracing::info!("all connections closed");
+        } else {
+            tracing::warn!(
+                still_open = max_connections - permits.available_permits(),
+                "drain timeout reached; exiting with connections open"
+            );
+        }
+    }
+}
+
+fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    // Lets a restarted server bind while old connections sit in TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    TcpListener::from_std(socket.into())
+}
+
+fn configure_stream(stream: &TcpStream) {
+    // Responses are written whole; Nagle would only delay the last segment of each.
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%error, "set_nodelay failed");
+    }
+}
