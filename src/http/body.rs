@@ -196,24 +196,19 @@ impl ChunkedDecoder {
                 }
                 _ if digits == 0 => return Err(BodyError::InvalidChunkSize),
                 (b'\r', _) => SizeLf,
-                (b';', _) => Extension,
-                (b' ' | b'\t', _) => SizeWhitespace,
+                (b'\n', _) => return Err(BodyError::InvalidChunkTerminator),
+                (b';', _) => self.count_extension_byte(Extension)?,
+                (b' ' | b'\t', _) => self.count_extension_byte(SizeWhitespace)?,
                 _ => return Err(BodyError::InvalidChunkSize),
             },
             SizeWhitespace => match b {
-                b' ' | b'\t' => SizeWhitespace,
-                b';' => Extension,
+                b' ' | b'\t' => self.count_extension_byte(SizeWhitespace)?,
+                b';' => self.count_extension_byte(Extension)?,
                 _ => return Err(BodyError::InvalidChunkSize),
             },
             Extension => match b {
                 b'\r' => SizeLf,
-                b'\t' | 0x20..=0x7e | 0x80..=0xff => {
-                    self.extension_len += 1;
-                    if self.extension_len > self.limits.max_chunk_ext_bytes {
-                        return Err(BodyError::ChunkExtensionTooLong);
-                    }
-                    Extension
-                }
+                b'\t' | 0x20..=0x7e | 0x80..=0xff => self.count_extension_byte(Extension)?,
                 _ => return Err(BodyError::InvalidChunkExtension),
             },
             SizeLf => {
@@ -271,6 +266,15 @@ impl ChunkedDecoder {
         Ok(ChunkedState::Data)
     }
 
+    /// Everything between the chunk size and its CR counts toward the extension limit.
+    fn count_extension_byte(&mut self, next: ChunkedState) -> Result<ChunkedState, BodyError> {
+        self.extension_len += 1;
+        if self.extension_len > self.limits.max_chunk_ext_bytes {
+            return Err(BodyError::ChunkExtensionTooLong);
+        }
+        Ok(next)
+    }
+
     fn count_trailer_byte(&mut self) -> Result<(), BodyError> {
         self.trailer_len += 1;
         if self.trailer_len > self.limits.max_trailer_bytes {
@@ -286,5 +290,154 @@ fn hex_value(b: u8) -> Option<u8> {
         b'a'..=b'f' => Some(b - b'a' + 10),
         b'A'..=b'F' => Some(b - b'A' + 10),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: BodyLimits = BodyLimits {
+        max_body_bytes: 1024,
+        max_chunk_ext_bytes: 16,
+        max_trailer_bytes: 64,
+    };
+
+    /// Decode `input` fed in pieces of `piece` bytes, the way the connection does: the
+    /// caller keeps unconsumed bytes and appends the next read. Returns the body and the
+    /// number of input bytes the body used.
+    fn decode_in_pieces(
+        mut decoder: BodyDecoder,
+        input: &[u8],
+        piece: usize,
+    ) -> Result<(Vec<u8>, usize), BodyError> {
+        let mut body = Vec::new();
+        let mut pending: Vec<u8> = Vec::new();
+        let mut fed = 0;
+        let mut used = 0;
+        loop {
+            match decoder.decode(&pending)? {
+                Step::Data { start, end } => {
+                    body.extend_from_slice(&pending[start..end]);
+                    pending.drain(..end);
+                    used += end;
+                }
+                Step::Done { consumed } => return Ok((body, used + consumed)),
+                Step::NeedMore => {
+                    used += pending.len();
+                    pending.clear();
+                    if fed == input.len() {
+                        return Ok((body, usize::MAX));
+                    }
+                    let next = (fed + piece).min(input.len());
+                    pending.extend_from_slice(&input[fed..next]);
+                    fed = next;
+                }
+            }
+        }
+    }
+
+    /// Same verdict for every piece size (H1-023 for bodies).
+    fn chunked(input: &[u8]) -> Result<(Vec<u8>, usize), BodyError> {
+        let whole = decode_in_pieces(BodyDecoder::Chunked(ChunkedDecoder::new(LIMITS)), input, input.len().max(1));
+        for piece in 1..input.len().min(40) {
+            let split = decode_in_pieces(BodyDecoder::Chunked(ChunkedDecoder::new(LIMITS)), input, piece);
+            assert_eq!(split, whole, "piece size {piece}");
+        }
+        whole
+    }
+
+    #[test]
+    fn h1_030_chunked_body_with_extensions_and_trailers() {
+        let input = b"5;name=value\r\nhello\r\n6\r\n world\r\n0\r\nX-Sum: 1\r\nX-Other: two\r\n\r\nNEXT";
+        let (body, used) = chunked(input).unwrap();
+        assert_eq!(body, b"hello world");
+        assert_eq!(used, input.len() - 4);
+    }
+
+    #[test]
+    fn h1_030_uppercase_hex_and_leading_zeros() {
+        let (body, _) = chunked(b"0000A\r\n0123456789\r\n0\r\n\r\n").unwrap();
+        assert_eq!(body.len(), 10);
+    }
+
+    #[test]
+    fn h1_030_bad_or_overflowing_sizes() {
+        assert_eq!(chunked(b"x\r\n"), Err(BodyError::InvalidChunkSize));
+        assert_eq!(chunked(b"\r\n"), Err(BodyError::InvalidChunkSize));
+        assert_eq!(chunked(b"-1\r\n"), Err(BodyError::InvalidChunkSize));
+        assert_eq!(chunked(b"0x5\r\n"), Err(BodyError::InvalidChunkSize));
+        assert_eq!(chunked(b"5 \r\nhello\r\n"), Err(BodyError::InvalidChunkSize));
+        assert_eq!(chunked(b"ffffffffffffffffff\r\n"), Err(BodyError::ChunkSizeOverflow));
+        // 17 digits even if the value would fit: the size line is bounded.
+        assert_eq!(chunked(b"00000000000000001\r\n"), Err(BodyError::ChunkSizeOverflow));
+        // Whitespace before the extension is allowed (BWS), after the size alone it is not.
+        assert!(chunked(b"5 ;a=b\r\nhello\r\n0\r\n\r\n").is_ok());
+    }
+
+    #[test]
+    fn h1_031_chunk_extension_limit_edge() {
+        // The limit covers everything between the size and the CRLF, `;` included.
+        let at = format!("1;{}\r\na\r\n0\r\n\r\n", "e".repeat(15));
+        assert!(chunked(at.as_bytes()).is_ok());
+        let over = format!("1;{}\r\na\r\n0\r\n\r\n", "e".repeat(16));
+        assert_eq!(chunked(over.as_bytes()), Err(BodyError::ChunkExtensionTooLong));
+        assert_eq!(chunked(b"1;a\x00\r\na\r\n0\r\n\r\n"), Err(BodyError::InvalidChunkExtension));
+        assert_eq!(chunked(b"1;a\nb\r\na\r\n0\r\n\r\n"), Err(BodyError::InvalidChunkExtension));
+    }
+
+    #[test]
+    fn h1_032_chunk_data_must_end_in_crlf() {
+        assert_eq!(chunked(b"5\r\nhelloX\r\n"), Err(BodyError::InvalidChunkTerminator));
+        assert_eq!(chunked(b"5\r\nhello\n0\r\n\r\n"), Err(BodyError::InvalidChunkTerminator));
+        assert_eq!(chunked(b"5\nhello\r\n"), Err(BodyError::InvalidChunkTerminator));
+        assert_eq!(chunked(b"0\r\n\r\r"), Err(BodyError::InvalidChunkTerminator));
+    }
+
+    #[test]
+    fn h1_033_trailers_are_validated_and_bounded() {
+        assert_eq!(chunked(b"0\r\n folded\r\n\r\n"), Err(BodyError::InvalidTrailer));
+        assert_eq!(chunked(b"0\r\nNoColon\r\n\r\n"), Err(BodyError::InvalidTrailer));
+        assert_eq!(chunked(b"0\r\nX: a\x01\r\n\r\n"), Err(BodyError::InvalidTrailer));
+        assert_eq!(chunked(b"0\r\nX: a\r\r\n"), Err(BodyError::InvalidTrailer));
+        let big = format!("0\r\nX: {}\r\n\r\n", "v".repeat(64));
+        assert_eq!(chunked(big.as_bytes()), Err(BodyError::TrailersTooLarge));
+    }
+
+    #[test]
+    fn h1_034_chunked_body_limit_edge() {
+        let exact = format!("400\r\n{}\r\n0\r\n\r\n", "a".repeat(1024));
+        assert_eq!(chunked(exact.as_bytes()).unwrap().0.len(), 1024);
+        // The chunk that crosses the limit is refused before any of it is read.
+        let over = format!("400\r\n{}\r\n1\r\n", "a".repeat(1024));
+        assert_eq!(chunked(over.as_bytes()), Err(BodyError::BodyTooLarge));
+    }
+
+    #[test]
+    fn h1_034_content_length_over_limit_is_refused_up_front() {
+        assert!(BodyDecoder::for_request(RequestFraming::Length(1024), LIMITS).is_ok());
+        assert_eq!(
+            BodyDecoder::for_request(RequestFraming::Length(1025), LIMITS).err(),
+            Some(BodyError::BodyTooLarge)
+        );
+    }
+
+    #[test]
+    fn length_body_stops_at_its_length() {
+        let decoder = BodyDecoder::for_request(RequestFraming::Length(5), LIMITS).unwrap();
+        for piece in 1..8 {
+            let (body, used) = decode_in_pieces(decoder.clone(), b"helloGET", piece).unwrap();
+            assert_eq!(body, b"hello");
+            assert_eq!(used, 5);
+        }
+        let empty = BodyDecoder::for_request(RequestFraming::Empty, LIMITS).unwrap();
+        assert!(empty.is_done());
+    }
+
+    #[test]
+    fn truncated_chunked_body_needs_more() {
+        let (body, used) = chunked(b"5\r\nhel").unwrap();
+        assert_eq!(body, b"hel");
+        assert_eq!(used, usize::MAX, "not done");
     }
 }

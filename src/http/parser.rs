@@ -481,3 +481,7 @@ static TCHAR: [bool; 256] = {
     }
     table
 };
+
+#[cfg(test)]
+#[path = "parser_tests.rs"]
+mod tests;

@@ -1,0 +1,320 @@
+#!/usr/bin/env bash
+# Side-by-side static-file load benchmark: Sentinel vs nginx serving the same directory.
+#
+#   bench/static.sh                      # defaults: ROUNDS=5 DURATION=10 CONNECTIONS=64
+#   ROUNDS=1 DURATION=3 bench/static.sh  # quick smoke run
+#
+# Environment:
+#   ROUNDS       measured rounds per (file, server)              default 5
+#   DURATION     seconds per wrk run                             default 10
+#   CONNECTIONS  wrk -c                                          default 64
+#   THREADS      wrk -t                                          default 2
+#   WARMUP       seconds of unrecorded wrk per (file, server)    default 2 (0 = none)
+#   KEEP_TMP=1   keep the temporary directory (configs, logs, raw wrk output)
+#
+# Needs: Rust toolchain, python3, curl; installs nginx and wrk with apt-get when missing
+# (as root). Everything listens on 127.0.0.1 only. The report is printed and written to
+# bench/results/static-<timestamp>.md (that directory is ignored by git). See bench/README.md.
+
+set -euo pipefail
+
+ROUNDS=${ROUNDS:-5}
+DURATION=${DURATION:-10}
+CONNECTIONS=${CONNECTIONS:-64}
+THREADS=${THREADS:-2}
+WARMUP=${WARMUP:-2}
+SIZES=(1k 1m)
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_DIR=$(cd "$BENCH_DIR/.." && pwd)
+RESULTS_DIR="$BENCH_DIR/results"
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
+
+for var in ROUNDS DURATION CONNECTIONS THREADS WARMUP; do
+    [[ ${!var} =~ ^[0-9]+$ ]] || die "$var must be a non-negative integer (got '${!var}')"
+done
+((ROUNDS >= 1 && DURATION >= 1 && CONNECTIONS >= 1 && THREADS >= 1)) ||
+    die "ROUNDS, DURATION, CONNECTIONS and THREADS must be at least 1"
+((CONNECTIONS >= THREADS)) || die "CONNECTIONS must be >= THREADS (wrk requirement)"
+
+# ---------------------------------------------------------------- tools
+
+find_nginx() {
+    if command -v nginx >/dev/null 2>&1; then
+        command -v nginx
+    elif [[ -x /usr/sbin/nginx ]]; then
+        echo /usr/sbin/nginx
+    fi
+}
+
+install_missing() {
+    local packages=()
+    [[ -n $(find_nginx) ]] || packages+=(nginx)
+    command -v wrk >/dev/null 2>&1 || packages+=(wrk)
+    command -v curl >/dev/null 2>&1 || packages+=(curl)
+    ((${#packages[@]} == 0)) && return 0
+    [[ $(id -u) -eq 0 ]] || die "missing ${packages[*]}; run as root or install them first"
+    command -v apt-get >/dev/null 2>&1 || die "missing ${packages[*]} and no apt-get"
+    log "installing ${packages[*]}"
+    # Keep the package's init script from starting a system nginx on port 80: we run our
+    # own. policy-rc.d is only created (and removed) when it does not exist already.
+    local policy=/usr/sbin/policy-rc.d created_policy=0
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy"
+        chmod 755 "$policy"
+        created_policy=1
+    fi
+    local status=0
+    {
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}"
+    } >&2 || status=$?
+    if ((status != 0)) && [[ " ${packages[*]} " == *" nginx "* ]]; then
+        log "installing nginx failed; trying nginx-light"
+        packages=("${packages[@]/#nginx/nginx-light}")
+        status=0
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >&2 || status=$?
+    fi
+    ((created_policy)) && rm -f "$policy"
+    ((status == 0)) || die "apt-get install ${packages[*]} failed"
+}
+
+install_missing
+NGINX=$(find_nginx)
+[[ -n $NGINX ]] || die "nginx not found after installation"
+command -v wrk >/dev/null || die "wrk not found"
+command -v python3 >/dev/null || die "python3 not found"
+command -v cargo >/dev/null || die "cargo not found (install the Rust toolchain)"
+
+# ---------------------------------------------------------------- build
+
+log "building Sentinel (cargo build --release)"
+cargo build --release --quiet --manifest-path "$REPO_DIR/Cargo.toml" >&2
+SENTINEL="$REPO_DIR/target/release/sentinel"
+[[ -x $SENTINEL ]] || die "$SENTINEL was not built"
+
+# ---------------------------------------------------------------- temp dir and cleanup
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/sentinel-bench.XXXXXX")
+# nginx workers may run as an unprivileged user: they must be able to read the web root.
+chmod 755 "$TMP"
+SENTINEL_PID=""
+NGINX_PID=""
+
+stop_pid() { # name pid
+    local name=$1 pid=$2 i
+    [[ -n $pid ]] || return 0
+    kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 1 50); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        log "$name (pid $pid) did not stop on SIGTERM; sending SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    local status=$?
+    stop_pid sentinel "$SENTINEL_PID"
+    stop_pid nginx "$NGINX_PID"
+    if [[ ${KEEP_TMP:-0} == 1 || $status -ne 0 ]]; then
+        log "temporary files kept in $TMP"
+    else
+        rm -rf "$TMP"
+    fi
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------- web root
+
+ROOT="$TMP/root"
+cp -R "$REPO_DIR/public" "$ROOT"
+head -c 1024 /dev/urandom >"$ROOT/1k.bin"
+head -c $((1024 * 1024)) /dev/urandom >"$ROOT/1m.bin"
+chmod -R a+rX "$ROOT"
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+SENTINEL_PORT=$(free_port)
+NGINX_PORT=$(free_port)
+while [[ $NGINX_PORT == "$SENTINEL_PORT" ]]; do NGINX_PORT=$(free_port); done
+
+# ---------------------------------------------------------------- Sentinel
+
+cat >"$TMP/sentinel.yaml" <<EOF
+server:
+  listen_addr: "127.0.0.1:$SENTINEL_PORT"
+  max_requests_per_connection: 100000
+static_files:
+  root: "$ROOT"
+  index: "index.html"
+logging:
+  level: "warn"
+  access_log: false
+EOF
+"$SENTINEL" --check --config "$TMP/sentinel.yaml" >&2 || die "Sentinel rejected its config"
+
+# ---------------------------------------------------------------- nginx
+
+mkdir -p "$TMP/nginx/tmp"
+cat >"$TMP/nginx/nginx.conf" <<EOF
+worker_processes auto;
+pid $TMP/nginx/nginx.pid;
+error_log $TMP/nginx/error.log warn;
+events {
+    worker_connections 4096;
+}
+http {
+    types {
+        text/html html htm;
+        text/css css;
+        text/plain txt;
+        image/png png;
+        image/svg+xml svg;
+    }
+    default_type application/octet-stream;
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_timeout 60s;
+    keepalive_requests 100000;
+    client_body_temp_path $TMP/nginx/tmp/body;
+    proxy_temp_path $TMP/nginx/tmp/proxy;
+    fastcgi_temp_path $TMP/nginx/tmp/fastcgi;
+    uwsgi_temp_path $TMP/nginx/tmp/uwsgi;
+    scgi_temp_path $TMP/nginx/tmp/scgi;
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        root $ROOT;
+        index index.html;
+    }
+}
+EOF
+NGINX_ARGS=(-p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -e "$TMP/nginx/error.log")
+"$NGINX" "${NGINX_ARGS[@]}" -t -q -g 'daemon off;' || die "nginx rejected its config"
+
+# ---------------------------------------------------------------- start both
+
+log "starting Sentinel on 127.0.0.1:$SENTINEL_PORT"
+"$SENTINEL" --config "$TMP/sentinel.yaml" >"$TMP/sentinel.log" 2>&1 &
+SENTINEL_PID=$!
+log "starting nginx on 127.0.0.1:$NGINX_PORT"
+"$NGINX" "${NGINX_ARGS[@]}" -g 'daemon off;' >"$TMP/nginx/stdout.log" 2>&1 &
+NGINX_PID=$!
+
+wait_ready() { # name pid port
+    local name=$1 pid=$2 port=$3 i
+    for i in $(seq 1 100); do
+        kill -0 "$pid" 2>/dev/null || die "$name exited during startup (logs in $TMP)"
+        if curl -s -o /dev/null "http://127.0.0.1:$port/1k.bin"; then return 0; fi
+        sleep 0.1
+    done
+    die "$name did not answer on 127.0.0.1:$port within 10 s"
+}
+wait_ready sentinel "$SENTINEL_PID" "$SENTINEL_PORT"
+wait_ready nginx "$NGINX_PID" "$NGINX_PORT"
+
+verify() { # name port file
+    local name=$1 port=$2 file=$3 code
+    code=$(curl -s -o "$TMP/check-$name-$file" -w '%{http_code}' "http://127.0.0.1:$port/$file")
+    [[ $code == 200 ]] || die "$name answered $code for /$file"
+    cmp -s "$TMP/check-$name-$file" "$ROOT/$file" || die "$name sent different bytes for /$file"
+}
+for size in "${SIZES[@]}"; do
+    verify sentinel "$SENTINEL_PORT" "$size.bin"
+    verify nginx "$NGINX_PORT" "$size.bin"
+done
+log "both servers return 200 and identical bytes for ${SIZES[*]/%/.bin}"
+
+port_of() { if [[ $1 == sentinel ]]; then echo "$SENTINEL_PORT"; else echo "$NGINX_PORT"; fi; }
+pid_of() { if [[ $1 == sentinel ]]; then echo "$SENTINEL_PID"; else echo "$NGINX_PID"; fi; }
+
+# ---------------------------------------------------------------- load
+
+RAW="$TMP/wrk"
+mkdir -p "$RAW"
+MANIFEST="$TMP/manifest.tsv"
+: >"$MANIFEST"
+
+run_wrk() { # server size seconds outfile
+    local server=$1 size=$2 seconds=$3 out=$4
+    wrk -t"$THREADS" -c"$CONNECTIONS" -d"${seconds}s" --latency \
+        "http://127.0.0.1:$(port_of "$server")/$size.bin" >"$out" 2>&1 ||
+        die "wrk failed against $server /$size.bin: $(tail -n 3 "$out")"
+    kill -0 "$(pid_of "$server")" 2>/dev/null || die "$server died during the run (logs in $TMP)"
+}
+
+if ((WARMUP > 0)); then
+    for size in "${SIZES[@]}"; do
+        for server in sentinel nginx; do
+            log "warm-up ${WARMUP}s: $server /$size.bin"
+            run_wrk "$server" "$size" "$WARMUP" "$RAW/warmup-$size-$server.txt"
+        done
+    done
+fi
+
+for round in $(seq 1 "$ROUNDS"); do
+    # Alternate who goes first (ABBA across rounds) so drift in machine state (thermal,
+    # noisy neighbours, page cache) does not always favour the same server.
+    if ((round % 2 == 1)); then order=(sentinel nginx); else order=(nginx sentinel); fi
+    for size in "${SIZES[@]}"; do
+        for server in "${order[@]}"; do
+            out="$RAW/$size-$server-$round.txt"
+            run_wrk "$server" "$size" "$DURATION" "$out"
+            rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
+            log "round $round/$ROUNDS  $size  $(printf '%-8s' "$server")  $rps req/s"
+            printf '%s\t%s\t%s\t%s\n' "$size" "$server" "$round" "$out" >>"$MANIFEST"
+        done
+    done
+done
+
+# ---------------------------------------------------------------- report
+
+FACTS="$TMP/facts.tsv"
+{
+    printf 'date\t%s\n' "$(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+    printf 'command\t`ROUNDS=%s DURATION=%s CONNECTIONS=%s THREADS=%s WARMUP=%s bench/static.sh` (each run: `wrk -t%s -c%s -d%ss --latency http://127.0.0.1:PORT/FILE`)\n' \
+        "$ROUNDS" "$DURATION" "$CONNECTIONS" "$THREADS" "$WARMUP" "$THREADS" "$CONNECTIONS" "$DURATION"
+    printf 'cpu\t%s × %s\n' "$(nproc)" \
+        "$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)"
+    printf 'kernel\t%s\n' "$(uname -sr)"
+    printf 'memory\t%s MiB\n' "$(awk '/^MemTotal:/ {print int($2 / 1024)}' /proc/meminfo)"
+    printf 'sentinel\t%s (release build), commit %s%s\n' \
+        "$("$SENTINEL" --version 2>&1 | head -n 1)" \
+        "$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+        "$([[ -n $(git -C "$REPO_DIR" status --porcelain --untracked-files=no 2>/dev/null) ]] && echo ' + uncommitted changes' || true)"
+    printf 'nginx\t%s\n' "$("$NGINX" -v 2>&1 | sed 's/^nginx version: //')"
+    printf 'wrk\t%s\n' "$(wrk -v 2>&1 | head -n 1 | awk '{print $1, $2, $3}')"
+    printf 'rustc\t%s\n' "$(rustc -V 2>/dev/null || echo unknown)"
+    printf 'setup\tall three processes on the same machine over loopback; nginx `worker_processes auto` (%s workers), sendfile on, tcp_nopush on, access_log off, keepalive_requests 100000, open_file_cache off; Sentinel access_log off, log level warn, max_requests_per_connection 100000, tokio multi-thread runtime (default worker count)\n' "$(nproc)"
+} >"$FACTS"
+
+mkdir -p "$RESULTS_DIR"
+STAMP=$(date -u '+%Y%m%d-%H%M%S')
+REPORT="$RESULTS_DIR/static-$STAMP.md"
+python3 "$BENCH_DIR/summarize.py" "$MANIFEST" "$FACTS" >"$REPORT"
+# Keep the raw wrk output next to the report so the numbers can be audited.
+mkdir -p "$RESULTS_DIR/static-$STAMP"
+cp "$RAW"/*.txt "$RESULTS_DIR/static-$STAMP/"
+
+if [[ -s $TMP/nginx/error.log ]] && grep -qv '\[notice\]' "$TMP/nginx/error.log"; then
+    log "nginx error log is not empty:"
+    grep -v '\[notice\]' "$TMP/nginx/error.log" | tail -n 5 >&2
+fi
+if [[ -s $TMP/sentinel.log ]]; then
+    log "Sentinel logged (level warn):"
+    tail -n 5 "$TMP/sentinel.log" >&2
+fi
+
+cat "$REPORT"
+log "report written to ${REPORT#"$REPO_DIR"/} (raw wrk output in ${RESULTS_DIR#"$REPO_DIR"/}/static-$STAMP/)"
