@@ -1,0 +1,159 @@
+//! Configuration: the original design's keys keep working, the bundled config is valid, and
+//! every kind of mistake is an error that names the key (and the line where it can).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sentinel::config::{Config, ConfigError, LogFormat};
+
+struct Site {
+    dir: tempfile::TempDir,
+}
+
+impl Site {
+    fn new() -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("public/errors")).unwrap();
+        std::fs::write(dir.path().join("public/errors/404.html"), "404").unwrap();
+        std::fs::write(dir.path().join("public/errors/400.html"), "400").unwrap();
+        Site { dir }
+    }
+
+    fn load(&self, yaml: &str) -> Result<Config, ConfigError> {
+        let path = self.dir.path().join("config.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        Config::load(&path, None)
+    }
+
+    fn error(&self, yaml: &str) -> String {
+        match self.load(yaml) {
+            Ok(_) => panic!("expected an error for:\n{yaml}"),
+            Err(error) => error.to_string(),
+        }
+    }
+}
+
+fn repo_file(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(name)
+}
+
+#[test]
+fn bundled_config_is_valid_and_serves_public() {
+    let config = Config::load(&repo_file("config.yaml"), None).expect("bundled config.yaml");
+    assert_eq!(config.server.listen_addr.to_string(), "127.0.0.1:8080");
+    let static_files = config.static_files.expect("static_files");
+    assert_eq!(
+        static_files.root,
+        repo_file("public").canonicalize().unwrap()
+    );
+    assert!(static_files.root.join("index.html").is_file());
+}
+
+#[test]
+fn original_design_keys_work_exactly() {
+    let site = Site::new();
+    let config = site
+        .load(
+            "server:\n  listen_addr: \"127.0.0.1:9090\"\n\
+             static_files:\n  root: \"./public\"\n  index: \"index.html\"\n  error_pages:\n    \
+             not_found: \"errors/404.html\"\n    bad_request: \"errors/400.html\"\n\
+             proxy:\n  backends:\n    - name: \"backend1\"\n      address: \"127.0.0.1:3000\"\n    \
+             - name: \"backend2\"\n      address: \"localhost:3001\"\n  \
+             connection_timeout_ms: 1500\n  request_timeout_ms: 20000\n",
+        )
+        .unwrap();
+    assert_eq!(config.server.listen_addr.port(), 9090);
+    let proxy = config.proxy.unwrap();
+    assert_eq!(proxy.backends.len(), 2);
+    assert_eq!(proxy.backends[1].address, "localhost:3001");
+    assert_eq!(proxy.connection_timeout, Duration::from_millis(1500));
+    assert_eq!(proxy.request_timeout, Duration::from_millis(20000));
+    let not_found = sentinel::http::response::StatusCode::NOT_FOUND;
+    assert_eq!(config.error_pages.get(not_found).unwrap().as_ref(), b"404");
+}
+
+#[test]
+fn proxy_timeouts_default_as_designed() {
+    let site = Site::new();
+    let config = site
+        .load("server:\n  listen_addr: \"127.0.0.1:0\"\nproxy:\n  backends: []\n")
+        .unwrap();
+    let proxy = config.proxy.unwrap();
+    assert_eq!(proxy.connection_timeout, Duration::from_millis(5000));
+    assert_eq!(proxy.request_timeout, Duration::from_millis(30000));
+}
+
+#[test]
+fn error_pages_resolve_against_root_or_config_dir() {
+    let site = Site::new();
+    let base = "server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: public\n  error_pages:\n    not_found: ";
+    assert!(site.load(&format!("{base}errors/404.html\n")).is_ok());
+    assert!(site.load(&format!("{base}public/errors/404.html\n")).is_ok());
+    let message = site.error(&format!("{base}errors/nope.html\n"));
+    assert!(message.contains("static_files.error_pages.not_found"), "{message}");
+    assert!(message.contains(":6:"), "names the line: {message}");
+}
+
+#[test]
+fn unknown_keys_are_errors_with_a_line() {
+    let site = Site::new();
+    let message = site.error("server:\n  listen_addr: \"127.0.0.1:0\"\n  listen_adr: x\nstatic_files:\n  root: public\n");
+    assert!(message.contains("unknown field `listen_adr`"), "{message}");
+    assert!(message.contains("line 3"), "{message}");
+    let message = site.error("server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: public\n  error_pages:\n    not_fund: x\n");
+    assert!(message.contains("not_fund") && message.contains("line 6"), "{message}");
+    let message = site.error("server:\n  listen_addr: \"127.0.0.1:0\"\nstatics: {}\n");
+    assert!(message.contains("statics") && message.contains("line 3"), "{message}");
+}
+
+#[test]
+fn bad_values_are_errors_naming_key_and_line() {
+    let site = Site::new();
+    let cases = [
+        ("server:\n  listen_addr: \"nope\"\nstatic_files:\n  root: public\n", "server.listen_addr", "line 2"),
+        ("server:\n  listen_addr: \"127.0.0.1:0\"\n  max_headers: -1\nstatic_files:\n  root: public\n", "server.max_headers", "line 3"),
+        ("server:\n  listen_addr: \"127.0.0.1:0\"\n  header_read_timeout_ms: 0\nstatic_files:\n  root: public\n", "server.header_read_timeout_ms", ":3:"),
+        ("server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: missing\n", "static_files.root", ":4:"),
+        ("server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: public\n  index: \"../x\"\n", "static_files.index", ":5:"),
+        ("server:\n  listen_addr: \"127.0.0.1:0\"\n  max_request_line_bytes: 9000\n  max_head_bytes: 9000\nstatic_files:\n  root: public\n", "server.max_request_line_bytes", ":3:"),
+        ("server:\n  listen_addr: \"127.0.0.1:0\"\nproxy:\n  backends:\n    - name: a\n      address: \"no-port\"\n", "proxy.backends", ":4:"),
+        ("server:\n  listen_addr: \"127.0.0.1:0\"\nproxy:\n  backends:\n    - name: a\n      address: \"h:1\"\n    - name: a\n      address: \"h:2\"\n", "proxy.backends", "unique"),
+        ("server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: public\nlogging:\n  format: xml\n", "logging.format", "line 6"),
+        ("server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: public\nlogging:\n  level: \"[[\"\n", "logging.level", ":6:"),
+        ("server:\n  listen_addr: \"127.0.0.1:0\"\n", "nothing to serve", "static_files"),
+        ("server: [\n", "server", "line"),
+    ];
+    for (yaml, key, location) in cases {
+        let message = site.error(yaml);
+        assert!(message.contains(key), "{key} missing from: {message}");
+        assert!(message.contains(location), "{location} missing from: {message}");
+        assert!(message.contains("config.yaml"), "file missing from: {message}");
+    }
+}
+
+#[test]
+fn listen_env_overrides_listen_addr() {
+    let site = Site::new();
+    let path = site.dir.path().join("config.yaml");
+    std::fs::write(&path, "server:\n  listen_addr: \"127.0.0.1:8080\"\nstatic_files:\n  root: public\n").unwrap();
+    let config = Config::load(&path, Some("0.0.0.0:9999")).unwrap();
+    assert_eq!(config.server.listen_addr.to_string(), "0.0.0.0:9999");
+    let error = Config::load(&path, Some("nonsense")).unwrap_err().to_string();
+    assert!(error.contains("LISTEN"), "{error}");
+}
+
+#[test]
+fn defaults_fill_every_optional_key() {
+    let site = Site::new();
+    let config = site
+        .load("server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: public\n")
+        .unwrap();
+    let limits = config.server.limits;
+    assert_eq!(limits.parse.max_request_line_bytes, sentinel::limits::DEFAULT_MAX_REQUEST_LINE_BYTES);
+    assert_eq!(limits.parse.max_head_bytes, sentinel::limits::DEFAULT_MAX_HEAD_BYTES);
+    assert_eq!(limits.max_body_bytes, sentinel::limits::DEFAULT_MAX_BODY_BYTES);
+    assert_eq!(limits.header_read_timeout, sentinel::limits::DEFAULT_HEADER_READ_TIMEOUT);
+    assert_eq!(config.static_files.unwrap().index, "index.html");
+    assert_eq!(config.logging.format, LogFormat::Text);
+    assert!(config.logging.access_log);
+}
