@@ -53,8 +53,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let listen_addr = config.server.listen_addr;
-    let server =
-        Server::bind(config).with_context(|| format!("cannot listen on {listen_addr}"))?;
+    let server = Server::bind(config).with_context(|| format!("cannot listen on {listen_addr}"))?;
     let local = server.local_addr()?;
     tracing::info!(addr = %local, version = env!("CARGO_PKG_VERSION"), "listening");
     server.run(shutdown_signal()).await;

@@ -204,7 +204,9 @@ impl From<io::Error> for FileError {
 }
 
 enum Resolved {
-    File { path: PathBuf },
+    File {
+        path: PathBuf,
+    },
     /// A directory without an index file (or a request for one without a trailing slash).
     Directory,
 }
@@ -337,11 +339,7 @@ fn serve_file(
     }
     let body = if head.method() == Method::Head {
         // The writer announces the length but sends nothing; keep the file closed.
-        ResponseBody::File {
-            file,
-            offset,
-            len,
-        }
+        ResponseBody::File { file, offset, len }
     } else if len <= config.read_chunk_bytes as u64 {
         ResponseBody::Full(read_exact_at(&mut file, offset, len as usize)?)
     } else {
@@ -441,7 +439,10 @@ pub enum RangeRequest {
     /// No usable range (absent, malformed, several ranges, or not bytes): send it all.
     Full,
     /// Inclusive byte positions, already clamped to the representation.
-    Satisfiable { start: u64, end: u64 },
+    Satisfiable {
+        start: u64,
+        end: u64,
+    },
     Unsatisfiable,
 }
 
@@ -506,8 +507,7 @@ fn content_type(path: &Path) -> Cow<'static, str> {
     let mime = mime_guess::from_path(path)
         .first_raw()
         .unwrap_or("application/octet-stream");
-    if mime.starts_with("text/") || mime == "application/javascript" || mime == "application/json"
-    {
+    if mime.starts_with("text/") || mime == "application/javascript" || mime == "application/json" {
         Cow::Owned(format!("{mime}; charset=utf-8"))
     } else {
         Cow::Borrowed(mime)

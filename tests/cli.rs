@@ -20,7 +20,11 @@ fn check_accepts_the_bundled_config_and_rejects_a_bad_one() {
         .arg("--check")
         .output()
         .unwrap();
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     assert!(String::from_utf8_lossy(&ok.stdout).contains("valid"));
 
     let dir = tempfile::tempdir().unwrap();
@@ -33,7 +37,10 @@ fn check_accepts_the_bundled_config_and_rejects_a_bad_one() {
         .unwrap();
     assert_eq!(failed.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&failed.stderr);
-    assert!(stderr.contains("typo") && stderr.contains("line 3"), "{stderr}");
+    assert!(
+        stderr.contains("typo") && stderr.contains("line 3"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -46,10 +53,7 @@ fn version_prints_the_crate_version() {
 #[test]
 fn missing_config_fails_fast_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
-    let output = Command::new(BIN)
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
+    let output = Command::new(BIN).current_dir(dir.path()).output().unwrap();
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("config.yaml"), "{stderr}");
@@ -86,19 +90,31 @@ fn serves_public_on_listen_and_stops_cleanly_on_sigterm() {
     let mut lines = BufReader::new(stderr).lines();
     let started = Instant::now();
     let addr = loop {
-        let line = lines.next().expect("sentinel exited before listening").unwrap();
+        let line = lines
+            .next()
+            .expect("sentinel exited before listening")
+            .unwrap();
         if let Some(rest) = line.split("addr=").nth(1) {
             break rest.split_whitespace().next().unwrap().to_string();
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "no listening line");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no listening line"
+        );
     };
     // Keep draining the log so the child never blocks on a full pipe.
     let drain = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
 
     let fetch = |path: &str| {
         let mut stream = TcpStream::connect(&addr).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
         let mut text = String::new();
         stream.read_to_string(&mut text).unwrap();
         text
@@ -124,6 +140,9 @@ fn serves_public_on_listen_and_stops_cleanly_on_sigterm() {
     };
     assert!(status.success(), "exit status {status}");
     let log = drain.join().unwrap().join("\n");
-    assert!(log.contains("sentinel::access"), "one access event per request: {log}");
+    assert!(
+        log.contains("sentinel::access"),
+        "one access event per request: {log}"
+    );
     assert!(log.contains("status=404"), "{log}");
 }

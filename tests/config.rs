@@ -88,22 +88,35 @@ fn error_pages_resolve_against_root_or_config_dir() {
     let site = Site::new();
     let base = "server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: public\n  error_pages:\n    not_found: ";
     assert!(site.load(&format!("{base}errors/404.html\n")).is_ok());
-    assert!(site.load(&format!("{base}public/errors/404.html\n")).is_ok());
+    assert!(site
+        .load(&format!("{base}public/errors/404.html\n"))
+        .is_ok());
     let message = site.error(&format!("{base}errors/nope.html\n"));
-    assert!(message.contains("static_files.error_pages.not_found"), "{message}");
+    assert!(
+        message.contains("static_files.error_pages.not_found"),
+        "{message}"
+    );
     assert!(message.contains(":6:"), "names the line: {message}");
 }
 
 #[test]
 fn unknown_keys_are_errors_with_a_line() {
     let site = Site::new();
-    let message = site.error("server:\n  listen_addr: \"127.0.0.1:0\"\n  listen_adr: x\nstatic_files:\n  root: public\n");
+    let message = site.error(
+        "server:\n  listen_addr: \"127.0.0.1:0\"\n  listen_adr: x\nstatic_files:\n  root: public\n",
+    );
     assert!(message.contains("unknown field `listen_adr`"), "{message}");
     assert!(message.contains("line 3"), "{message}");
     let message = site.error("server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: public\n  error_pages:\n    not_fund: x\n");
-    assert!(message.contains("not_fund") && message.contains("line 6"), "{message}");
+    assert!(
+        message.contains("not_fund") && message.contains("line 6"),
+        "{message}"
+    );
     let message = site.error("server:\n  listen_addr: \"127.0.0.1:0\"\nstatics: {}\n");
-    assert!(message.contains("statics") && message.contains("line 3"), "{message}");
+    assert!(
+        message.contains("statics") && message.contains("line 3"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -126,8 +139,14 @@ fn bad_values_are_errors_naming_key_and_line() {
     for (yaml, key, location) in cases {
         let message = site.error(yaml);
         assert!(message.contains(key), "{key} missing from: {message}");
-        assert!(message.contains(location), "{location} missing from: {message}");
-        assert!(message.contains("config.yaml"), "file missing from: {message}");
+        assert!(
+            message.contains(location),
+            "{location} missing from: {message}"
+        );
+        assert!(
+            message.contains("config.yaml"),
+            "file missing from: {message}"
+        );
     }
 }
 
@@ -135,10 +154,16 @@ fn bad_values_are_errors_naming_key_and_line() {
 fn listen_env_overrides_listen_addr() {
     let site = Site::new();
     let path = site.dir.path().join("config.yaml");
-    std::fs::write(&path, "server:\n  listen_addr: \"127.0.0.1:8080\"\nstatic_files:\n  root: public\n").unwrap();
+    std::fs::write(
+        &path,
+        "server:\n  listen_addr: \"127.0.0.1:8080\"\nstatic_files:\n  root: public\n",
+    )
+    .unwrap();
     let config = Config::load(&path, Some("0.0.0.0:9999")).unwrap();
     assert_eq!(config.server.listen_addr.to_string(), "0.0.0.0:9999");
-    let error = Config::load(&path, Some("nonsense")).unwrap_err().to_string();
+    let error = Config::load(&path, Some("nonsense"))
+        .unwrap_err()
+        .to_string();
     assert!(error.contains("LISTEN"), "{error}");
 }
 
@@ -149,10 +174,22 @@ fn defaults_fill_every_optional_key() {
         .load("server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: public\n")
         .unwrap();
     let limits = config.server.limits;
-    assert_eq!(limits.parse.max_request_line_bytes, sentinel::limits::DEFAULT_MAX_REQUEST_LINE_BYTES);
-    assert_eq!(limits.parse.max_head_bytes, sentinel::limits::DEFAULT_MAX_HEAD_BYTES);
-    assert_eq!(limits.max_body_bytes, sentinel::limits::DEFAULT_MAX_BODY_BYTES);
-    assert_eq!(limits.header_read_timeout, sentinel::limits::DEFAULT_HEADER_READ_TIMEOUT);
+    assert_eq!(
+        limits.parse.max_request_line_bytes,
+        sentinel::limits::DEFAULT_MAX_REQUEST_LINE_BYTES
+    );
+    assert_eq!(
+        limits.parse.max_head_bytes,
+        sentinel::limits::DEFAULT_MAX_HEAD_BYTES
+    );
+    assert_eq!(
+        limits.max_body_bytes,
+        sentinel::limits::DEFAULT_MAX_BODY_BYTES
+    );
+    assert_eq!(
+        limits.header_read_timeout,
+        sentinel::limits::DEFAULT_HEADER_READ_TIMEOUT
+    );
     assert_eq!(config.static_files.unwrap().index, "index.html");
     assert_eq!(config.logging.format, LogFormat::Text);
     assert!(config.logging.access_log);

@@ -70,7 +70,10 @@ fn h1_041_pipelined_requests_are_answered_in_order() {
           GET /docs/page.html HTTP/1.1\r\nHost: t\r\n\r\n",
     );
     let first = client.read_response();
-    assert_eq!((first.status, first.body_text().as_str()), (200, "hello, world\n"));
+    assert_eq!(
+        (first.status, first.body_text().as_str()),
+        (200, "hello, world\n")
+    );
     let second = client.read_response();
     assert_eq!(second.status, 404);
     let third = client.read_response_to(true);
@@ -120,7 +123,10 @@ fn h1_042_expect_continue_with_an_unwanted_body_gets_a_final_answer_and_close() 
     let mut client = server.connect();
     client.send(b"PUT /x HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n");
     let response = client.read_response();
-    assert_eq!(response.status, 405, "no 100 Continue for a body we will not read");
+    assert_eq!(
+        response.status, 405,
+        "no 100 Continue for a body we will not read"
+    );
     assert_eq!(response.header("connection"), Some("close"));
 }
 
@@ -154,7 +160,10 @@ fn h1_045_parse_errors_answer_with_status_and_custom_page_then_close() {
             assert!(response.body_text().contains("CUSTOM-400"), "{shown:?}");
         }
         assert!(client.is_closed_within(Duration::from_secs(5)), "{shown:?}");
-        assert!(client.leftover().is_empty(), "{shown:?}: answered past the error");
+        assert!(
+            client.leftover().is_empty(),
+            "{shown:?}: answered past the error"
+        );
     }
 }
 
@@ -173,7 +182,10 @@ fn h1_020_head_size_limit_edge_over_the_wire() {
     let server = server_with("  max_head_bytes: 256\n  max_request_line_bytes: 100\n");
     let build = |total: usize| {
         let base = "GET /hello.txt HTTP/1.1\r\nHost: t\r\nX: \r\n\r\n".len();
-        format!("GET /hello.txt HTTP/1.1\r\nHost: t\r\nX: {}\r\n\r\n", "v".repeat(total - base))
+        format!(
+            "GET /hello.txt HTTP/1.1\r\nHost: t\r\nX: {}\r\n\r\n",
+            "v".repeat(total - base)
+        )
     };
     assert_eq!(server.request(build(256).as_bytes()).status, 200);
     assert_eq!(server.request(build(257).as_bytes()).status, 431);
@@ -197,7 +209,9 @@ fn h1_021_header_count_limit_edge_over_the_wire() {
 fn h1_034_body_size_limit_edge_over_the_wire() {
     let server = server_with("  max_body_bytes: 1000\n");
     let with_length = |len: usize| {
-        let mut request = format!("GET /hello.txt HTTP/1.1\r\nHost: t\r\nContent-Length: {len}\r\n\r\n").into_bytes();
+        let mut request =
+            format!("GET /hello.txt HTTP/1.1\r\nHost: t\r\nContent-Length: {len}\r\n\r\n")
+                .into_bytes();
         request.extend(std::iter::repeat_n(b'b', len));
         request
     };
@@ -207,7 +221,8 @@ fn h1_034_body_size_limit_edge_over_the_wire() {
     assert_eq!(over.header("connection"), Some("close"));
 
     let chunked = |len: usize| {
-        let mut request = b"GET /hello.txt HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        let mut request =
+            b"GET /hello.txt HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
         request.extend(format!("{:x}\r\n", len - 1).as_bytes());
         request.extend(std::iter::repeat_n(b'b', len - 1));
         request.extend(b"\r\n1\r\nb\r\n0\r\n\r\n");
@@ -250,7 +265,9 @@ fn h1_046_slowloris_head_gets_408_even_while_trickling() {
     let started = Instant::now();
     // Keep sending a byte every 50 ms (bounded to 2 s): progress must not extend the head
     // deadline. A write error means the server already answered and closed.
-    for &byte in b"GET /hello.txt HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" {
+    for &byte in
+        b"GET /hello.txt HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+    {
         if client.stream.write_all(&[byte]).is_err() || started.elapsed() > Duration::from_secs(2) {
             break;
         }
@@ -266,7 +283,10 @@ fn h1_046_idle_first_connection_is_closed_after_the_header_timeout() {
     let server = server_with("  header_read_timeout_ms: 200\n");
     let mut client = server.connect();
     assert!(client.is_closed_within(Duration::from_secs(5)));
-    assert!(client.leftover().is_empty(), "nothing was asked, nothing is answered");
+    assert!(
+        client.leftover().is_empty(),
+        "nothing was asked, nothing is answered"
+    );
 }
 
 #[test]
@@ -308,10 +328,16 @@ fn h1_046_client_that_stops_reading_is_cut_off_after_the_write_timeout() {
             Ok(0) | Err(_) => break,
             Ok(n) => received += n,
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "server never closed");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "server never closed"
+        );
     }
     assert!(received > 0);
-    assert!(received < 256 * 1024 * 1024, "the whole file arrived: no write timeout");
+    assert!(
+        received < 256 * 1024 * 1024,
+        "the whole file arrived: no write timeout"
+    );
 }
 
 #[test]

@@ -17,7 +17,12 @@ struct Generated {
 
 impl Generated {
     fn to_bytes(&self) -> Vec<u8> {
-        let mut out = format!("{} {} {}\r\n", self.method, self.target, self.version.as_str());
+        let mut out = format!(
+            "{} {} {}\r\n",
+            self.method,
+            self.target,
+            self.version.as_str()
+        );
         for (name, value) in &self.headers {
             out.push_str(&format!("{name}: {value}\r\n"));
         }
@@ -79,7 +84,11 @@ fn request() -> impl Strategy<Value = Generated> {
             Generated {
                 method,
                 target,
-                version: if http11 { Version::Http11 } else { Version::Http10 },
+                version: if http11 {
+                    Version::Http11
+                } else {
+                    Version::Http10
+                },
                 headers,
             }
         })
@@ -199,8 +208,10 @@ fn assert_same_as_httparse(input: &[u8]) -> Result<(), TestCaseError> {
         _ => Version::Http11,
     };
     prop_assert_eq!(ours.version(), their_version);
-    let our_headers: Vec<(String, Vec<u8>)> =
-        ours.headers().map(|(n, v)| (n.to_string(), v.to_vec())).collect();
+    let our_headers: Vec<(String, Vec<u8>)> = ours
+        .headers()
+        .map(|(n, v)| (n.to_string(), v.to_vec()))
+        .collect();
     let their_headers: Vec<(String, Vec<u8>)> = theirs
         .headers
         .iter()

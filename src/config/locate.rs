@@ -48,7 +48,10 @@ mod tests {
     fn finds_nested_keys() {
         assert_eq!(key_line(YAML, "server.listen_addr"), Some(2));
         assert_eq!(key_line(YAML, "static_files.root"), Some(5));
-        assert_eq!(key_line(YAML, "static_files.error_pages.not_found"), Some(7));
+        assert_eq!(
+            key_line(YAML, "static_files.error_pages.not_found"),
+            Some(7)
+        );
     }
 
     #[test]

@@ -190,23 +190,23 @@ impl Config {
             .unwrap_or(Path::new("."));
         let mut config = Config::from_yaml(&text, path, base_dir)?;
         if let Some(listen) = listen_override {
-            config.server.listen_addr = listen.trim().parse().map_err(|_| ConfigError::Invalid {
-                path: path.to_path_buf(),
-                key: "LISTEN (environment)".into(),
-                line: None,
-                reason: format!("{listen:?} is not an IP:port socket address"),
-            })?;
+            config.server.listen_addr =
+                listen.trim().parse().map_err(|_| ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    key: "LISTEN (environment)".into(),
+                    line: None,
+                    reason: format!("{listen:?} is not an IP:port socket address"),
+                })?;
         }
         Ok(config)
     }
 
     /// Parse and validate YAML `text`; relative paths in it are resolved against `base_dir`.
     pub fn from_yaml(text: &str, path: &Path, base_dir: &Path) -> Result<Config, ConfigError> {
-        let raw: RawConfig =
-            serde_yaml::from_str(text).map_err(|error| ConfigError::Syntax {
-                path: path.to_path_buf(),
-                message: error.to_string(),
-            })?;
+        let raw: RawConfig = serde_yaml::from_str(text).map_err(|error| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message: error.to_string(),
+        })?;
         Validator {
             text,
             path,
@@ -241,7 +241,7 @@ impl Validator<'_> {
         };
         let error_pages = match &raw.static_files {
             Some(static_files) => {
-                self.error_pages(&static_files.error_pages, static_files_root(&static_files))?
+                self.error_pages(&static_files.error_pages, &static_files.root)?
             }
             None => ErrorPages::default(),
         };
@@ -263,7 +263,10 @@ impl Validator<'_> {
         if tracing_subscriber::EnvFilter::try_new(&logging.level).is_err() {
             return Err(self.invalid(
                 "logging.level",
-                format!("{:?} is not a log filter (try info or debug)", logging.level),
+                format!(
+                    "{:?} is not a log filter (try info or debug)",
+                    logging.level
+                ),
             ));
         }
         Ok(Config {
@@ -320,8 +323,7 @@ impl Validator<'_> {
         }
         Ok(ServerConfig {
             listen_addr: s.listen_addr,
-            max_connections: positive("server.max_connections", s.max_connections as u64)?
-                as usize,
+            max_connections: positive("server.max_connections", s.max_connections as u64)? as usize,
             drain_timeout: Duration::from_millis(s.drain_timeout_ms),
             limits,
         })
@@ -339,10 +341,7 @@ impl Validator<'_> {
     fn static_files(&self, raw: &raw::RawStaticFiles) -> Result<StaticFilesConfig, ConfigError> {
         let root = self.resolve(&raw.root);
         let root = root.canonicalize().map_err(|error| {
-            self.invalid(
-                "static_files.root",
-                format!("{}: {error}", root.display()),
-            )
+            self.invalid("static_files.root", format!("{}: {error}", root.display()))
         })?;
         if !root.is_dir() {
             return Err(self.invalid(
@@ -404,7 +403,10 @@ impl Validator<'_> {
             if backend.name.is_empty() || !names.insert(backend.name.as_str()) {
                 return Err(self.invalid(
                     "proxy.backends",
-                    format!("backend names must be unique and non-empty ({:?})", backend.name),
+                    format!(
+                        "backend names must be unique and non-empty ({:?})",
+                        backend.name
+                    ),
                 ));
             }
             if !is_host_port(&backend.address) {
@@ -434,10 +436,6 @@ impl Validator<'_> {
             request_timeout: millis("proxy.request_timeout_ms", raw.request_timeout_ms)?,
         })
     }
-}
-
-fn static_files_root(raw: &raw::RawStaticFiles) -> &str {
-    &raw.root
 }
 
 fn read_small_file(path: &Path) -> Result<Bytes, String> {

@@ -111,9 +111,21 @@ impl RawErrorPages {
     /// (key, status, configured file) for every page.
     pub fn entries(&self) -> [(&'static str, StatusCode, Option<&str>); 16] {
         [
-            ("not_found", StatusCode::NOT_FOUND, self.not_found.as_deref()),
-            ("bad_request", StatusCode::BAD_REQUEST, self.bad_request.as_deref()),
-            ("forbidden", StatusCode::FORBIDDEN, self.forbidden.as_deref()),
+            (
+                "not_found",
+                StatusCode::NOT_FOUND,
+                self.not_found.as_deref(),
+            ),
+            (
+                "bad_request",
+                StatusCode::BAD_REQUEST,
+                self.bad_request.as_deref(),
+            ),
+            (
+                "forbidden",
+                StatusCode::FORBIDDEN,
+                self.forbidden.as_deref(),
+            ),
             (
                 "method_not_allowed",
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -129,7 +141,11 @@ impl RawErrorPages {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 self.payload_too_large.as_deref(),
             ),
-            ("uri_too_long", StatusCode::URI_TOO_LONG, self.uri_too_long.as_deref()),
+            (
+                "uri_too_long",
+                StatusCode::URI_TOO_LONG,
+                self.uri_too_long.as_deref(),
+            ),
             (
                 "range_not_satisfiable",
                 StatusCode::RANGE_NOT_SATISFIABLE,
@@ -155,7 +171,11 @@ impl RawErrorPages {
                 StatusCode::NOT_IMPLEMENTED,
                 self.not_implemented.as_deref(),
             ),
-            ("bad_gateway", StatusCode::BAD_GATEWAY, self.bad_gateway.as_deref()),
+            (
+                "bad_gateway",
+                StatusCode::BAD_GATEWAY,
+                self.bad_gateway.as_deref(),
+            ),
             (
                 "service_unavailable",
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -98,7 +98,9 @@ impl BodyDecoder {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ChunkedState {
     /// Reading hex digits of a chunk size; `digits` so far.
-    Size { digits: u8 },
+    Size {
+        digits: u8,
+    },
     /// After the size, in bad whitespace before a `;`.
     SizeWhitespace,
     /// Inside a chunk extension.
@@ -111,7 +113,9 @@ enum ChunkedState {
     /// At the start of a trailer line (or of the final empty line).
     TrailerStart,
     /// Inside a trailer field line; `seen_colon` once the name ended.
-    TrailerLine { seen_colon: bool },
+    TrailerLine {
+        seen_colon: bool,
+    },
     TrailerLf,
     FinalLf,
     Done,
@@ -339,9 +343,17 @@ mod tests {
 
     /// Same verdict for every piece size (H1-023 for bodies).
     fn chunked(input: &[u8]) -> Result<(Vec<u8>, usize), BodyError> {
-        let whole = decode_in_pieces(BodyDecoder::Chunked(ChunkedDecoder::new(LIMITS)), input, input.len().max(1));
+        let whole = decode_in_pieces(
+            BodyDecoder::Chunked(ChunkedDecoder::new(LIMITS)),
+            input,
+            input.len().max(1),
+        );
         for piece in 1..input.len().min(40) {
-            let split = decode_in_pieces(BodyDecoder::Chunked(ChunkedDecoder::new(LIMITS)), input, piece);
+            let split = decode_in_pieces(
+                BodyDecoder::Chunked(ChunkedDecoder::new(LIMITS)),
+                input,
+                piece,
+            );
             assert_eq!(split, whole, "piece size {piece}");
         }
         whole
@@ -349,7 +361,8 @@ mod tests {
 
     #[test]
     fn h1_030_chunked_body_with_extensions_and_trailers() {
-        let input = b"5;name=value\r\nhello\r\n6\r\n world\r\n0\r\nX-Sum: 1\r\nX-Other: two\r\n\r\nNEXT";
+        let input =
+            b"5;name=value\r\nhello\r\n6\r\n world\r\n0\r\nX-Sum: 1\r\nX-Other: two\r\n\r\nNEXT";
         let (body, used) = chunked(input).unwrap();
         assert_eq!(body, b"hello world");
         assert_eq!(used, input.len() - 4);
@@ -367,10 +380,19 @@ mod tests {
         assert_eq!(chunked(b"\r\n"), Err(BodyError::InvalidChunkSize));
         assert_eq!(chunked(b"-1\r\n"), Err(BodyError::InvalidChunkSize));
         assert_eq!(chunked(b"0x5\r\n"), Err(BodyError::InvalidChunkSize));
-        assert_eq!(chunked(b"5 \r\nhello\r\n"), Err(BodyError::InvalidChunkSize));
-        assert_eq!(chunked(b"ffffffffffffffffff\r\n"), Err(BodyError::ChunkSizeOverflow));
+        assert_eq!(
+            chunked(b"5 \r\nhello\r\n"),
+            Err(BodyError::InvalidChunkSize)
+        );
+        assert_eq!(
+            chunked(b"ffffffffffffffffff\r\n"),
+            Err(BodyError::ChunkSizeOverflow)
+        );
         // 17 digits even if the value would fit: the size line is bounded.
-        assert_eq!(chunked(b"00000000000000001\r\n"), Err(BodyError::ChunkSizeOverflow));
+        assert_eq!(
+            chunked(b"00000000000000001\r\n"),
+            Err(BodyError::ChunkSizeOverflow)
+        );
         // Whitespace before the extension is allowed (BWS), after the size alone it is not.
         assert!(chunked(b"5 ;a=b\r\nhello\r\n0\r\n\r\n").is_ok());
     }
@@ -381,24 +403,54 @@ mod tests {
         let at = format!("1;{}\r\na\r\n0\r\n\r\n", "e".repeat(15));
         assert!(chunked(at.as_bytes()).is_ok());
         let over = format!("1;{}\r\na\r\n0\r\n\r\n", "e".repeat(16));
-        assert_eq!(chunked(over.as_bytes()), Err(BodyError::ChunkExtensionTooLong));
-        assert_eq!(chunked(b"1;a\x00\r\na\r\n0\r\n\r\n"), Err(BodyError::InvalidChunkExtension));
-        assert_eq!(chunked(b"1;a\nb\r\na\r\n0\r\n\r\n"), Err(BodyError::InvalidChunkExtension));
+        assert_eq!(
+            chunked(over.as_bytes()),
+            Err(BodyError::ChunkExtensionTooLong)
+        );
+        assert_eq!(
+            chunked(b"1;a\x00\r\na\r\n0\r\n\r\n"),
+            Err(BodyError::InvalidChunkExtension)
+        );
+        assert_eq!(
+            chunked(b"1;a\nb\r\na\r\n0\r\n\r\n"),
+            Err(BodyError::InvalidChunkExtension)
+        );
     }
 
     #[test]
     fn h1_032_chunk_data_must_end_in_crlf() {
-        assert_eq!(chunked(b"5\r\nhelloX\r\n"), Err(BodyError::InvalidChunkTerminator));
-        assert_eq!(chunked(b"5\r\nhello\n0\r\n\r\n"), Err(BodyError::InvalidChunkTerminator));
-        assert_eq!(chunked(b"5\nhello\r\n"), Err(BodyError::InvalidChunkTerminator));
-        assert_eq!(chunked(b"0\r\n\r\r"), Err(BodyError::InvalidChunkTerminator));
+        assert_eq!(
+            chunked(b"5\r\nhelloX\r\n"),
+            Err(BodyError::InvalidChunkTerminator)
+        );
+        assert_eq!(
+            chunked(b"5\r\nhello\n0\r\n\r\n"),
+            Err(BodyError::InvalidChunkTerminator)
+        );
+        assert_eq!(
+            chunked(b"5\nhello\r\n"),
+            Err(BodyError::InvalidChunkTerminator)
+        );
+        assert_eq!(
+            chunked(b"0\r\n\r\r"),
+            Err(BodyError::InvalidChunkTerminator)
+        );
     }
 
     #[test]
     fn h1_033_trailers_are_validated_and_bounded() {
-        assert_eq!(chunked(b"0\r\n folded\r\n\r\n"), Err(BodyError::InvalidTrailer));
-        assert_eq!(chunked(b"0\r\nNoColon\r\n\r\n"), Err(BodyError::InvalidTrailer));
-        assert_eq!(chunked(b"0\r\nX: a\x01\r\n\r\n"), Err(BodyError::InvalidTrailer));
+        assert_eq!(
+            chunked(b"0\r\n folded\r\n\r\n"),
+            Err(BodyError::InvalidTrailer)
+        );
+        assert_eq!(
+            chunked(b"0\r\nNoColon\r\n\r\n"),
+            Err(BodyError::InvalidTrailer)
+        );
+        assert_eq!(
+            chunked(b"0\r\nX: a\x01\r\n\r\n"),
+            Err(BodyError::InvalidTrailer)
+        );
         assert_eq!(chunked(b"0\r\nX: a\r\r\n"), Err(BodyError::InvalidTrailer));
         let big = format!("0\r\nX: {}\r\n\r\n", "v".repeat(64));
         assert_eq!(chunked(big.as_bytes()), Err(BodyError::TrailersTooLarge));

@@ -131,7 +131,11 @@ impl Connection {
                 && !*self.shutdown.borrow(),
             started: Instant::now(),
         };
-        let request_span = tracing::debug_span!("request", method = head.method_str(), target = head.target());
+        let request_span = tracing::debug_span!(
+            "request",
+            method = head.method_str(),
+            target = head.target()
+        );
         let _entered = request_span.enter();
 
         let response = match BodyDecoder::for_request(head.framing(), limits.body_limits()) {
@@ -204,8 +208,8 @@ impl Connection {
             limits.keepalive_timeout
         };
         let idle_deadline = tokio::time::Instant::now() + idle_wait;
-        let mut head_deadline =
-            (!self.read_buf.is_empty()).then(|| tokio::time::Instant::now() + limits.header_read_timeout);
+        let mut head_deadline = (!self.read_buf.is_empty())
+            .then(|| tokio::time::Instant::now() + limits.header_read_timeout);
         let mut must_parse = !self.read_buf.is_empty();
         let mut saw_line_end = false;
         loop {
@@ -232,7 +236,8 @@ impl Connection {
                 Ok(_) => {}
                 Err(error) => return Err(HeadError::Io(error)),
             }
-            head_deadline.get_or_insert_with(|| tokio::time::Instant::now() + limits.header_read_timeout);
+            head_deadline
+                .get_or_insert_with(|| tokio::time::Instant::now() + limits.header_read_timeout);
             // Re-parse only when the verdict can have changed: a new line is complete, or the
             // buffer crossed a size limit. Keeps a byte-at-a-time sender from costing a
             // full re-parse per byte.
@@ -322,7 +327,14 @@ impl Connection {
         };
         self.write_buf.clear();
         with_http_date(|date| {
-            encode_response_head(&mut self.write_buf, status, &headers, framing, connection, date)
+            encode_response_head(
+                &mut self.write_buf,
+                status,
+                &headers,
+                framing,
+                connection,
+                date,
+            )
         });
         let send_body = exchange.method != Method::Head && !status.is_bodyless();
         let write_timeout = config.server.limits.write_timeout;
@@ -337,7 +349,8 @@ impl Connection {
                     .static_files
                     .as_ref()
                     .map_or(DEFAULT_READ_CHUNK_BYTES, |s| s.read_chunk_bytes);
-                self.stream_file(file, offset, len, piece, write_timeout).await
+                self.stream_file(file, offset, len, piece, write_timeout)
+                    .await
             }
             _ => {
                 self.flush_write_buf(write_timeout).await?;
@@ -407,9 +420,7 @@ impl Connection {
                 "request rejected before routing"
             );
         }
-        let _ = self
-            .write_response(response, &exchange, config)
-            .await;
+        let _ = self.write_response(response, &exchange, config).await;
         self.close().await;
     }
 
@@ -436,4 +447,3 @@ enum DrainError {
     Timeout,
     Closed,
 }
-

@@ -181,7 +181,10 @@ fn parse_version(bytes: &[u8]) -> Result<Version, ParseError> {
 /// RFC 9112 §3.2: the four target forms, each only where it is allowed. Bytes are limited
 /// to visible ASCII; a fragment (`#`) never belongs in a request.
 fn validate_target(method: Method, target: &[u8]) -> Result<(), ParseError> {
-    if !target.iter().all(|&b| (0x21..=0x7e).contains(&b) && b != b'#') {
+    if !target
+        .iter()
+        .all(|&b| (0x21..=0x7e).contains(&b) && b != b'#')
+    {
         return Err(ParseError::InvalidTarget);
     }
     if target[0] == b'/' {
@@ -338,11 +341,7 @@ impl FieldState {
         Ok(())
     }
 
-    fn finish(
-        self,
-        line: RequestLine,
-        headers: Vec<HeaderSpan>,
-    ) -> Result<ParsedHead, ParseError> {
+    fn finish(self, line: RequestLine, headers: Vec<HeaderSpan>) -> Result<ParsedHead, ParseError> {
         // RFC 9112 §3.2: a 1.1 request carries exactly one Host; more than one is never valid.
         match (line.version, self.host_count) {
             (Version::Http11, 0) => return Err(ParseError::MissingHost),

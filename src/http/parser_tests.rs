@@ -66,7 +66,10 @@ fn h1_000_simple_get_is_complete_with_exact_consumed() {
 fn h1_000_partial_until_the_empty_line() {
     assert_eq!(parse(b""), Ok(Status::Partial));
     assert_eq!(parse(b"GET / HTTP/1.1\r\nHost: a\r\n"), Ok(Status::Partial));
-    assert_eq!(parse(b"GET / HTTP/1.1\r\nHost: a\r\n\r"), Ok(Status::Partial));
+    assert_eq!(
+        parse(b"GET / HTTP/1.1\r\nHost: a\r\n\r"),
+        Ok(Status::Partial)
+    );
 }
 
 #[test]
@@ -94,37 +97,79 @@ fn h1_001_request_line_needs_single_spaces_and_three_parts() {
             String::from_utf8_lossy(input)
         );
     }
-    assert_eq!(error(b"GET / HTTP/1.1 \r\nHost: a\r\n\r\n"), E::InvalidVersion);
-    assert_eq!(error(b"GET\t/ HTTP/1.1\r\nHost: a\r\n\r\n"), E::InvalidMethod);
+    assert_eq!(
+        error(b"GET / HTTP/1.1 \r\nHost: a\r\n\r\n"),
+        E::InvalidVersion
+    );
+    assert_eq!(
+        error(b"GET\t/ HTTP/1.1\r\nHost: a\r\n\r\n"),
+        E::InvalidMethod
+    );
 }
 
 #[test]
 fn h1_002_method_must_be_a_token() {
-    assert_eq!(error(b"G(ET / HTTP/1.1\r\nHost: a\r\n\r\n"), E::InvalidMethod);
-    assert_eq!(error(b"GE\x00T / HTTP/1.1\r\nHost: a\r\n\r\n"), E::InvalidMethod);
-    assert_eq!(error(b"\x16\x03\x01\x02\x00 / HTTP/1.1\r\n\r\n"), E::InvalidMethod);
+    assert_eq!(
+        error(b"G(ET / HTTP/1.1\r\nHost: a\r\n\r\n"),
+        E::InvalidMethod
+    );
+    assert_eq!(
+        error(b"GE\x00T / HTTP/1.1\r\nHost: a\r\n\r\n"),
+        E::InvalidMethod
+    );
+    assert_eq!(
+        error(b"\x16\x03\x01\x02\x00 / HTTP/1.1\r\n\r\n"),
+        E::InvalidMethod
+    );
     // Extension methods are tokens too, and methods are case-sensitive.
     let purge = head(b"PURGE / HTTP/1.1\r\nHost: a\r\n\r\n");
     assert_eq!(purge.method(), Method::Other);
     assert_eq!(purge.method_str(), "PURGE");
-    assert_eq!(head(b"get / HTTP/1.1\r\nHost: a\r\n\r\n").method(), Method::Other);
+    assert_eq!(
+        head(b"get / HTTP/1.1\r\nHost: a\r\n\r\n").method(),
+        Method::Other
+    );
 }
 
 #[test]
 fn h1_003_target_forms_are_checked_per_method() {
     assert_eq!(head(b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n").target(), "*");
-    assert_eq!(error(b"GET * HTTP/1.1\r\nHost: a\r\n\r\n"), E::InvalidTarget);
+    assert_eq!(
+        error(b"GET * HTTP/1.1\r\nHost: a\r\n\r\n"),
+        E::InvalidTarget
+    );
     assert_eq!(
         head(b"GET http://example.com/a?b HTTP/1.1\r\nHost: x\r\n\r\n").target(),
         "http://example.com/a?b"
     );
-    assert_eq!(error(b"GET http:///a HTTP/1.1\r\nHost: a\r\n\r\n"), E::InvalidTarget);
-    assert_eq!(error(b"GET http://u@evil/ HTTP/1.1\r\nHost: a\r\n\r\n"), E::InvalidTarget);
-    assert_eq!(error(b"GET example.com HTTP/1.1\r\nHost: a\r\n\r\n"), E::InvalidTarget);
-    assert_eq!(head(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n").target(), "example.com:443");
-    assert_eq!(error(b"GET /a#frag HTTP/1.1\r\nHost: a\r\n\r\n"), E::InvalidTarget);
-    assert_eq!(error(b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: a\r\n\r\n"), E::InvalidTarget);
-    assert_eq!(error(b"GET /a\x7fb HTTP/1.1\r\nHost: a\r\n\r\n"), E::InvalidTarget);
+    assert_eq!(
+        error(b"GET http:///a HTTP/1.1\r\nHost: a\r\n\r\n"),
+        E::InvalidTarget
+    );
+    assert_eq!(
+        error(b"GET http://u@evil/ HTTP/1.1\r\nHost: a\r\n\r\n"),
+        E::InvalidTarget
+    );
+    assert_eq!(
+        error(b"GET example.com HTTP/1.1\r\nHost: a\r\n\r\n"),
+        E::InvalidTarget
+    );
+    assert_eq!(
+        head(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n").target(),
+        "example.com:443"
+    );
+    assert_eq!(
+        error(b"GET /a#frag HTTP/1.1\r\nHost: a\r\n\r\n"),
+        E::InvalidTarget
+    );
+    assert_eq!(
+        error(b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: a\r\n\r\n"),
+        E::InvalidTarget
+    );
+    assert_eq!(
+        error(b"GET /a\x7fb HTTP/1.1\r\nHost: a\r\n\r\n"),
+        E::InvalidTarget
+    );
 }
 
 #[test]
@@ -135,7 +180,14 @@ fn h1_004_versions() {
         assert_eq!(error(input.as_bytes()), E::UnsupportedVersion, "{v}");
         assert_eq!(E::UnsupportedVersion.status().as_u16(), 505);
     }
-    for v in ["http/1.1", "HTTP/1", "HTTP/1.1.1", "HTTP/11", "HTTP/a.b", "HTTP/1.1x"] {
+    for v in [
+        "http/1.1",
+        "HTTP/1",
+        "HTTP/1.1.1",
+        "HTTP/11",
+        "HTTP/a.b",
+        "HTTP/1.1x",
+    ] {
         let input = format!("GET / {v}\r\nHost: a\r\n\r\n");
         assert_eq!(error(input.as_bytes()), E::InvalidVersion, "{v}");
     }
@@ -148,38 +200,83 @@ fn h1_005_bare_lf_is_rejected_everywhere() {
     assert_eq!(error(b"GET / HTTP/1.1\nHost: a\r\n\r\n"), E::BareLineFeed);
     assert_eq!(error(b"GET / HTTP/1.1\r\nHost: a\n\r\n"), E::BareLineFeed);
     assert_eq!(error(b"GET / HTTP/1.1\r\nHost: a\r\n\n"), E::BareLineFeed);
-    assert_eq!(error(b"\nGET / HTTP/1.1\r\nHost: a\r\n\r\n"), E::BareLineFeed);
+    assert_eq!(
+        error(b"\nGET / HTTP/1.1\r\nHost: a\r\n\r\n"),
+        E::BareLineFeed
+    );
 }
 
 #[test]
 fn h1_006_bare_cr_is_rejected() {
-    assert_eq!(error(b"GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n"), E::BareCarriageReturn);
-    assert_eq!(error(b"GET / HTTP/1.1\r\nHost: a\r\nX: ab\r\r\n\r\n"), E::BareCarriageReturn);
-    assert_eq!(error(b"GET / HTTP/1.1\r\nHost: a\r\nX\r: ab\r\n\r\n"), E::BareCarriageReturn);
+    assert_eq!(
+        error(b"GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n"),
+        E::BareCarriageReturn
+    );
+    assert_eq!(
+        error(b"GET / HTTP/1.1\r\nHost: a\r\nX: ab\r\r\n\r\n"),
+        E::BareCarriageReturn
+    );
+    assert_eq!(
+        error(b"GET / HTTP/1.1\r\nHost: a\r\nX\r: ab\r\n\r\n"),
+        E::BareCarriageReturn
+    );
 }
 
 #[test]
 fn h1_007_obs_fold_is_rejected() {
-    assert_eq!(error(b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n"), E::ObsoleteLineFolding);
-    assert_eq!(error(b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n\tb\r\n\r\n"), E::ObsoleteLineFolding);
+    assert_eq!(
+        error(b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n"),
+        E::ObsoleteLineFolding
+    );
+    assert_eq!(
+        error(b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n\tb\r\n\r\n"),
+        E::ObsoleteLineFolding
+    );
     // A first header line that starts with whitespace is the same trick.
-    assert_eq!(error(b"GET / HTTP/1.1\r\n Host: a\r\n\r\n"), E::ObsoleteLineFolding);
+    assert_eq!(
+        error(b"GET / HTTP/1.1\r\n Host: a\r\n\r\n"),
+        E::ObsoleteLineFolding
+    );
 }
 
 #[test]
 fn h1_008_whitespace_before_colon_is_rejected() {
-    assert_eq!(error(b"GET / HTTP/1.1\r\nHost : a\r\n\r\n"), E::WhitespaceBeforeColon);
-    assert_eq!(error(b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length\t: 0\r\n\r\n"), E::WhitespaceBeforeColon);
+    assert_eq!(
+        error(b"GET / HTTP/1.1\r\nHost : a\r\n\r\n"),
+        E::WhitespaceBeforeColon
+    );
+    assert_eq!(
+        error(b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length\t: 0\r\n\r\n"),
+        E::WhitespaceBeforeColon
+    );
 }
 
 #[test]
 fn h1_009_field_names_are_tokens() {
-    assert_eq!(error(b"GET / HTTP/1.1\r\nHost: a\r\n: empty\r\n\r\n"), E::InvalidHeaderName);
-    assert_eq!(error(b"GET / HTTP/1.1\r\nHost: a\r\nno colon\r\n\r\n"), E::WhitespaceBeforeColon);
-    assert_eq!(error(b"GET / HTTP/1.1\r\nHost: a\r\nnocolon\r\n\r\n"), E::InvalidHeaderName);
-    assert_eq!(error(b"GET / HTTP/1.1\r\nHost: a\r\nX(y): 1\r\n\r\n"), E::InvalidHeaderName);
-    assert_eq!(error(b"GET / HTTP/1.1\r\nHost: a\r\nX\x00: 1\r\n\r\n"), E::InvalidHeaderName);
-    assert_eq!(error(b"GET / HTTP/1.1\r\nHost: a\r\nX\xff: 1\r\n\r\n"), E::InvalidHeaderName);
+    assert_eq!(
+        error(b"GET / HTTP/1.1\r\nHost: a\r\n: empty\r\n\r\n"),
+        E::InvalidHeaderName
+    );
+    assert_eq!(
+        error(b"GET / HTTP/1.1\r\nHost: a\r\nno colon\r\n\r\n"),
+        E::WhitespaceBeforeColon
+    );
+    assert_eq!(
+        error(b"GET / HTTP/1.1\r\nHost: a\r\nnocolon\r\n\r\n"),
+        E::InvalidHeaderName
+    );
+    assert_eq!(
+        error(b"GET / HTTP/1.1\r\nHost: a\r\nX(y): 1\r\n\r\n"),
+        E::InvalidHeaderName
+    );
+    assert_eq!(
+        error(b"GET / HTTP/1.1\r\nHost: a\r\nX\x00: 1\r\n\r\n"),
+        E::InvalidHeaderName
+    );
+    assert_eq!(
+        error(b"GET / HTTP/1.1\r\nHost: a\r\nX\xff: 1\r\n\r\n"),
+        E::InvalidHeaderName
+    );
 }
 
 #[test]
@@ -194,9 +291,26 @@ fn h1_010_control_characters_in_values_are_rejected() {
 
 #[test]
 fn h1_011_content_length_must_be_digits_without_overflow() {
-    assert_eq!(head(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 42\r\n\r\n").framing(), RequestFraming::Length(42));
-    assert_eq!(head(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 18446744073709551615\r\n\r\n").framing(), RequestFraming::Length(u64::MAX));
-    for bad in ["", "-1", "+1", "1 2", "0x10", "1.0", "abc", "18446744073709551616", "99999999999999999999999"] {
+    assert_eq!(
+        head(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 42\r\n\r\n").framing(),
+        RequestFraming::Length(42)
+    );
+    assert_eq!(
+        head(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 18446744073709551615\r\n\r\n")
+            .framing(),
+        RequestFraming::Length(u64::MAX)
+    );
+    for bad in [
+        "",
+        "-1",
+        "+1",
+        "1 2",
+        "0x10",
+        "1.0",
+        "abc",
+        "18446744073709551616",
+        "99999999999999999999999",
+    ] {
         let input = format!("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: {bad}\r\n\r\n");
         assert_eq!(error(input.as_bytes()), E::InvalidContentLength, "{bad:?}");
     }
@@ -204,13 +318,23 @@ fn h1_011_content_length_must_be_digits_without_overflow() {
 
 #[test]
 fn h1_012_repeated_content_length_must_agree() {
-    let same = head(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n");
+    let same =
+        head(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n");
     assert_eq!(same.framing(), RequestFraming::Length(5));
     let list = head(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n");
     assert_eq!(list.framing(), RequestFraming::Length(5));
-    assert_eq!(error(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"), E::ConflictingContentLength);
-    assert_eq!(error(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 6\r\n\r\n"), E::ConflictingContentLength);
-    assert_eq!(error(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5,\r\n\r\n"), E::InvalidContentLength);
+    assert_eq!(
+        error(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"),
+        E::ConflictingContentLength
+    );
+    assert_eq!(
+        error(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 6\r\n\r\n"),
+        E::ConflictingContentLength
+    );
+    assert_eq!(
+        error(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5,\r\n\r\n"),
+        E::InvalidContentLength
+    );
 }
 
 #[test]
@@ -221,25 +345,55 @@ fn h1_013_transfer_encoding_with_content_length_is_rejected() {
 
 #[test]
 fn h1_014_transfer_encoding_in_http10_is_rejected() {
-    assert_eq!(error(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"), E::TransferEncodingInHttp10);
+    assert_eq!(
+        error(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"),
+        E::TransferEncodingInHttp10
+    );
 }
 
 #[test]
 fn h1_015_transfer_codings() {
-    assert_eq!(head(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n").framing(), RequestFraming::Chunked);
-    assert_eq!(head(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: ChUnKeD\r\n\r\n").framing(), RequestFraming::Chunked);
+    assert_eq!(
+        head(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n").framing(),
+        RequestFraming::Chunked
+    );
+    assert_eq!(
+        head(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: ChUnKeD\r\n\r\n").framing(),
+        RequestFraming::Chunked
+    );
     // Final coding other than chunked, or a coding we do not implement: 501.
-    for te in ["gzip", "chunked, gzip", "gzip, chunked", "identity", "x-custom"] {
+    for te in [
+        "gzip",
+        "chunked, gzip",
+        "gzip, chunked",
+        "identity",
+        "x-custom",
+    ] {
         let input = format!("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: {te}\r\n\r\n");
-        assert_eq!(error(input.as_bytes()), E::UnsupportedTransferCoding, "{te}");
+        assert_eq!(
+            error(input.as_bytes()),
+            E::UnsupportedTransferCoding,
+            "{te}"
+        );
         assert_eq!(E::UnsupportedTransferCoding.status().as_u16(), 501);
     }
     // Split over two fields: the codings concatenate (RFC 9110 §5.3).
     assert_eq!(error(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n"), E::UnsupportedTransferCoding);
     // chunked twice, empty elements, junk: 400.
-    for te in ["chunked, chunked", "chunked,", ",chunked", "", "chunked;q=1", "\"chunked\""] {
+    for te in [
+        "chunked, chunked",
+        "chunked,",
+        ",chunked",
+        "",
+        "chunked;q=1",
+        "\"chunked\"",
+    ] {
         let input = format!("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: {te}\r\n\r\n");
-        assert_eq!(error(input.as_bytes()), E::InvalidTransferEncoding, "{te:?}");
+        assert_eq!(
+            error(input.as_bytes()),
+            E::InvalidTransferEncoding,
+            "{te:?}"
+        );
     }
     assert_eq!(error(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"), E::InvalidTransferEncoding);
 }
@@ -247,17 +401,32 @@ fn h1_015_transfer_codings() {
 #[test]
 fn h1_016_http11_needs_exactly_one_host() {
     assert_eq!(error(b"GET / HTTP/1.1\r\n\r\n"), E::MissingHost);
-    assert_eq!(error(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"), E::DuplicateHost);
-    assert_eq!(error(b"GET / HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n"), E::DuplicateHost);
+    assert_eq!(
+        error(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
+        E::DuplicateHost
+    );
+    assert_eq!(
+        error(b"GET / HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n"),
+        E::DuplicateHost
+    );
     assert_eq!(head(b"GET / HTTP/1.0\r\n\r\n").host(), None);
     assert_eq!(head(b"GET / HTTP/1.1\r\nhOsT: a\r\n\r\n").host(), Some("a"));
 }
 
 #[test]
 fn h1_017_host_value_syntax() {
-    for good in ["example.com", "example.com:8080", "[::1]:80", "127.0.0.1", ""] {
+    for good in [
+        "example.com",
+        "example.com:8080",
+        "[::1]:80",
+        "127.0.0.1",
+        "",
+    ] {
         let input = format!("GET / HTTP/1.1\r\nHost: {good}\r\n\r\n");
-        assert!(matches!(parse(input.as_bytes()), Ok(Status::Complete(..))), "{good:?}");
+        assert!(
+            matches!(parse(input.as_bytes()), Ok(Status::Complete(..))),
+            "{good:?}"
+        );
     }
     for bad in ["a b", "a/b", "user@a", "a\\b", "a\"b"] {
         let input = format!("GET / HTTP/1.1\r\nHost: {bad}\r\n\r\n");
@@ -267,10 +436,19 @@ fn h1_017_host_value_syntax() {
 
 #[test]
 fn h1_018_only_100_continue_is_an_accepted_expectation() {
-    assert!(head(b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\n").expects_continue());
+    assert!(head(
+        b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\n"
+    )
+    .expects_continue());
     // RFC 9110 §10.1.1: ignored in HTTP/1.0.
-    assert!(!head(b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n").expects_continue());
-    assert_eq!(error(b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\n\r\n"), E::UnsupportedExpectation);
+    assert!(
+        !head(b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n")
+            .expects_continue()
+    );
+    assert_eq!(
+        error(b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\n\r\n"),
+        E::UnsupportedExpectation
+    );
     assert_eq!(E::UnsupportedExpectation.status().as_u16(), 417);
 }
 
@@ -289,13 +467,22 @@ fn h1_019_request_line_limit_edge() {
     let line = |len: usize| format!("GET /{} HTTP/1.1", "a".repeat(len - 14));
     assert_eq!(line(32).len(), 32);
     let at_limit = format!("{}\r\nHost: a\r\n\r\n", line(32));
-    assert!(matches!(parse_split(at_limit.as_bytes(), &limits), Ok(Status::Complete(..))));
+    assert!(matches!(
+        parse_split(at_limit.as_bytes(), &limits),
+        Ok(Status::Complete(..))
+    ));
     let over = format!("{}\r\nHost: a\r\n\r\n", line(33));
-    assert_eq!(parse_split(over.as_bytes(), &limits), Err(E::RequestLineTooLong));
+    assert_eq!(
+        parse_split(over.as_bytes(), &limits),
+        Err(E::RequestLineTooLong)
+    );
     assert_eq!(E::RequestLineTooLong.status().as_u16(), 414);
     // Without any line end the limit trips as soon as it is certain.
     let endless = "GET /".to_string() + &"a".repeat(200);
-    assert_eq!(parse_request(endless.as_bytes(), &limits), Err(E::RequestLineTooLong));
+    assert_eq!(
+        parse_request(endless.as_bytes(), &limits),
+        Err(E::RequestLineTooLong)
+    );
 }
 
 #[test]
@@ -307,8 +494,14 @@ fn h1_020_head_size_limit_edge() {
         format!("GET / HTTP/1.1\r\nHost: a\r\nX: {value}\r\n\r\n")
     };
     assert_eq!(build(128).len(), 128);
-    assert!(matches!(parse_split(build(128).as_bytes(), &limits), Ok(Status::Complete(_, 128))));
-    assert_eq!(parse_split(build(129).as_bytes(), &limits), Err(E::HeadTooLarge));
+    assert!(matches!(
+        parse_split(build(128).as_bytes(), &limits),
+        Ok(Status::Complete(_, 128))
+    ));
+    assert_eq!(
+        parse_split(build(129).as_bytes(), &limits),
+        Err(E::HeadTooLarge)
+    );
     assert_eq!(E::HeadTooLarge.status().as_u16(), 431);
 }
 
@@ -316,7 +509,10 @@ fn h1_020_head_size_limit_edge() {
 fn h1_021_header_count_limit_edge() {
     let limits = small_limits();
     let three = b"GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\n\r\n";
-    assert!(matches!(parse_split(three, &limits), Ok(Status::Complete(..))));
+    assert!(matches!(
+        parse_split(three, &limits),
+        Ok(Status::Complete(..))
+    ));
     let four = b"GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n";
     assert_eq!(parse_split(four, &limits), Err(E::TooManyHeaders));
     assert_eq!(E::TooManyHeaders.status().as_u16(), 431);
@@ -337,10 +533,14 @@ fn h1_022_leading_empty_lines_are_skipped() {
 #[test]
 fn h1_040_connection_options() {
     assert!(!head(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").wants_keep_alive());
-    assert!(!head(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Close\r\n\r\n").wants_keep_alive());
+    assert!(
+        !head(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Close\r\n\r\n")
+            .wants_keep_alive()
+    );
     assert!(!head(b"GET / HTTP/1.0\r\n\r\n").wants_keep_alive());
     assert!(head(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").wants_keep_alive());
-    let upgrade = head(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
+    let upgrade =
+        head(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
     assert!(upgrade.connection_options().upgrade);
 }
 

@@ -5,8 +5,8 @@
 
 use bytes::{BufMut, BytesMut};
 
-use super::response::{HeaderValue, StatusCode};
 use super::request::Version;
+use super::response::{HeaderValue, StatusCode};
 
 /// The `Server` header value.
 pub const SERVER_NAME: &str = concat!("sentinel/", env!("CARGO_PKG_VERSION"));

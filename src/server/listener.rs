@@ -85,7 +85,11 @@ impl Server {
         let _ = stop_tx.send(true);
         let drain_timeout = self.config.load().server.drain_timeout;
         let in_flight = max_connections - permits.available_permits();
-        tracing::info!(in_flight, ?drain_timeout, "stopped accepting; draining connections");
+        tracing::info!(
+            in_flight,
+            ?drain_timeout,
+            "stopped accepting; draining connections"
+        );
         let all_back = permits.acquire_many(max_connections as u32);
         let drained = tokio::time::timeout(drain_timeout, all_back).await.is_ok();
         if drained {

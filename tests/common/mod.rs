@@ -71,7 +71,9 @@ impl TestServer {
                 .expect("runtime");
             runtime.block_on(async move {
                 let server = Server::bind(config).expect("bind");
-                addr_tx.send(server.local_addr().expect("addr")).expect("send addr");
+                addr_tx
+                    .send(server.local_addr().expect("addr"))
+                    .expect("send addr");
                 server
                     .run(async {
                         let _ = shutdown_rx.await;
