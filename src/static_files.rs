@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 
 use crate::config::{ErrorPages, StaticFilesConfig};
 use crate::http::request::{Method, RequestHead};
@@ -166,12 +167,11 @@ pub fn respond(head: &RequestHead, config: &StaticFilesConfig, pages: &ErrorPage
             Err(FileError::Io(error)) => io_error_response(&error, &path, pages),
         },
         Ok(Resolved::Directory) if !safe.trailing_slash => {
-            // RFC 9110 §15.4.2: send the canonical URL so relative links resolve.
-            let location = match query {
-                Some(query) => format!("{raw_path}/?{query}"),
-                None => format!("{raw_path}/"),
-            };
-            error_response(StatusCode::MOVED_PERMANENTLY, pages).with_header("Location", location)
+            // RFC 9110 §15.4.2: send the canonical URL so relative links resolve. Built from
+            // the normalised segments, never from the raw path: `//evil.example/../docs`
+            // must redirect to `/docs/`, not to a scheme-relative URL on another host.
+            error_response(StatusCode::MOVED_PERMANENTLY, pages)
+                .with_header("Location", directory_location(&safe, query))
         }
         Ok(Resolved::Directory) => error_response(StatusCode::FORBIDDEN, pages),
         Err(FileError::Status(status)) => error_response(status, pages),
@@ -179,9 +179,46 @@ pub fn respond(head: &RequestHead, config: &StaticFilesConfig, pages: &ErrorPage
     }
 }
 
+/// `/seg/ments/?query` with each segment percent-encoded again.
+fn directory_location(safe: &SafePath, query: Option<&str>) -> String {
+    let mut location = String::from("/");
+    for segment in &safe.segments {
+        location.extend(utf8_percent_encode(segment, PATH_SEGMENT));
+        location.push('/');
+    }
+    if let Some(query) = query {
+        location.push('?');
+        location.push_str(query);
+    }
+    location
+}
+
+/// Bytes that must be escaped inside one path segment (RFC 3986 §3.3 `pchar` complement).
+const PATH_SEGMENT: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'\\')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}')
+    .add(b'[')
+    .add(b']');
+
 fn io_error_response(error: &io::Error, path: &Path, pages: &ErrorPages) -> Response {
     let status = match error.kind() {
-        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => StatusCode::NOT_FOUND,
+        // A name too long for the file system is a name that does not exist: the client
+        // chose it, so it must not produce a 500 and an error-level log line.
+        io::ErrorKind::NotFound
+        | io::ErrorKind::NotADirectory
+        | io::ErrorKind::InvalidFilename => StatusCode::NOT_FOUND,
         io::ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
         _ => {
             tracing::error!(path = %path.display(), %error, "file system error");
@@ -217,8 +254,17 @@ enum Resolved {
 fn resolve(config: &StaticFilesConfig, safe: &SafePath) -> Result<Resolved, FileError> {
     let path = config.root.join(safe.to_relative());
     let metadata = metadata_inside_root(&config.root, &path, safe.segments.len())?;
-    if !metadata.is_dir() {
+    if metadata.is_file() {
+        // `/file.txt/` names a directory that does not exist (ENOTDIR), as in nginx.
+        if safe.trailing_slash {
+            return Err(FileError::Status(StatusCode::NOT_FOUND));
+        }
         return Ok(Resolved::File { path });
+    }
+    if !metadata.is_dir() {
+        // FIFOs, sockets, devices: opening a FIFO would block this worker until a writer
+        // appears.
+        return Err(FileError::Status(StatusCode::NOT_FOUND));
     }
     if !safe.trailing_slash {
         return Ok(Resolved::Directory);
@@ -296,7 +342,7 @@ fn serve_file(
     path: &Path,
     config: &StaticFilesConfig,
 ) -> Result<Response, FileError> {
-    let mut file = File::open(path)?;
+    let mut file = open_nonblocking(path)?;
     let metadata = file.metadata()?;
     if !metadata.is_file() {
         return Err(FileError::Status(StatusCode::NOT_FOUND));
@@ -312,8 +358,11 @@ fn serve_file(
         });
     }
 
+    // RFC 9110 §14.2: Range is defined for GET only; HEAD describes the full response.
     let range = match head.header("range") {
-        Some(range) if if_range_matches(head, &validators) => parse_range(range, size),
+        Some(range) if head.method() == Method::Get && if_range_matches(head, &validators) => {
+            parse_range(range, size)
+        }
         _ => RangeRequest::Full,
     };
     let (status, offset, len) = match range {
@@ -346,6 +395,18 @@ fn serve_file(
         ResponseBody::File { file, offset, len }
     };
     Ok(response.with_body(body))
+}
+
+/// Open for reading without ever blocking on a FIFO swapped in after `resolve` looked.
+fn open_nonblocking(path: &Path) -> io::Result<File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    options.open(path)
 }
 
 fn with_validators(response: Response, validators: &Validators) -> Response {
