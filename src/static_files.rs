@@ -216,9 +216,9 @@ fn io_error_response(error: &io::Error, path: &Path, pages: &ErrorPages) -> Resp
     let status = match error.kind() {
         // A name too long for the file system is a name that does not exist: the client
         // chose it, so it must not produce a 500 and an error-level log line.
-        io::ErrorKind::NotFound
-        | io::ErrorKind::NotADirectory
-        | io::ErrorKind::InvalidFilename => StatusCode::NOT_FOUND,
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory | io::ErrorKind::InvalidFilename => {
+            StatusCode::NOT_FOUND
+        }
         io::ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
         _ => {
             tracing::error!(path = %path.display(), %error, "file system error");
