@@ -1,6 +1,7 @@
 //! Every size, count and time limit Sentinel enforces, with its default, its unit and what
-//! happens when it is breached. Each one has a config key (see `docs/configuration.md`);
-//! nothing in the code uses a bare number in its place.
+//! happens when it is breached. Each `DEFAULT_*` has a config key (see
+//! `docs/configuration.md`); the few without one are internal safety bounds, named here so no
+//! code uses a bare number in their place.
 
 use std::time::Duration;
 
@@ -12,7 +13,8 @@ pub const DEFAULT_MAX_REQUEST_LINE_BYTES: usize = 8 * 1024;
 /// nginx's `large_client_header_buffers 4 8k` allows about the same.
 pub const DEFAULT_MAX_HEAD_BYTES: usize = 32 * 1024;
 
-/// Most header fields in one request head (trailers count against this too). Breach: 431.
+/// Most header fields in one request head. Breach: 431. (Trailers are bounded by bytes,
+/// against `DEFAULT_MAX_HEAD_BYTES`.)
 pub const DEFAULT_MAX_HEADERS: usize = 100;
 
 /// Largest request body, in bytes, by Content-Length or decoded chunked size. Breach: 413
@@ -28,14 +30,14 @@ pub const DEFAULT_MAX_CHUNK_EXT_BYTES: usize = 1024;
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Longest wait for the next piece of a request body (reset on progress). Breach: 408 and
-/// close if no response was started, plain close otherwise.
+/// close. (Bodies are read before the response starts, so there is always a 408 to send.)
 pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Longest a keep-alive connection may sit idle between requests. Breach: quiet close.
 pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Longest wait for the client to accept more response bytes (reset on progress).
-/// Breach: close.
+/// Longest wait for one write of the response (the head with in-memory content, or one
+/// `read_chunk_bytes` piece of a file) to be accepted by the client. Breach: close.
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Most requests served on one connection before it is closed, so long-lived clients are
@@ -46,15 +48,19 @@ pub const DEFAULT_MAX_REQUESTS_PER_CONNECTION: u64 = 1000;
 /// accept backlog until one closes.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
-/// How long, and how many bytes, we keep reading (and discarding) after answering an error and
-/// half-closing, so the client sees our response instead of a reset (nginx's lingering close).
-pub const LINGER_TIMEOUT: Duration = Duration::from_secs(2);
-/// See [`LINGER_TIMEOUT`].
+/// How long we keep reading (and discarding) after the last response and a half-close, so
+/// the client sees that response instead of a reset caused by its unread bytes (nginx's
+/// lingering close).
+pub const DEFAULT_LINGER_TIMEOUT: Duration = Duration::from_secs(2);
+/// Most bytes discarded during a lingering close before giving up on it (internal bound).
 pub const LINGER_MAX_BYTES: usize = 64 * 1024;
 
 /// Largest request body we read and throw away to keep a connection alive when the handler did
 /// not want it; a bigger unread body closes the connection instead.
 pub const DEFAULT_MAX_DISCARD_BYTES: u64 = 64 * 1024;
+
+/// Pending connections the kernel may queue before `accept` (nginx's default on Linux).
+pub const DEFAULT_LISTEN_BACKLOG: u32 = 511;
 
 /// Files up to this size are read whole and sent with the head in one write; larger ones are
 /// streamed in pieces of this size, so memory per response is bounded by it.

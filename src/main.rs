@@ -56,7 +56,20 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let server = Server::bind(config).with_context(|| format!("cannot listen on {listen_addr}"))?;
     let local = server.local_addr()?;
     tracing::info!(addr = %local, version = env!("CARGO_PKG_VERSION"), "listening");
-    server.run(shutdown_signal()).await;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(());
+        // An operator who signals twice wants out now, not after the drain.
+        shutdown_signal().await;
+        tracing::warn!("second shutdown signal: exiting without waiting for the drain");
+        std::process::exit(1);
+    });
+    server
+        .run(async {
+            let _ = stop_rx.await;
+        })
+        .await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -161,7 +161,7 @@ pub fn respond(head: &RequestHead, config: &StaticFilesConfig, pages: &ErrorPage
         }
     };
     match resolve(config, &safe) {
-        Ok(Resolved::File { path, .. }) => match serve_file(head, &path, config) {
+        Ok(Resolved::File { path, .. }) => match serve_file(head, &path, config, pages) {
             Ok(response) => response,
             Err(FileError::Status(status)) => error_response(status, pages),
             Err(FileError::Io(error)) => io_error_response(&error, &path, pages),
@@ -341,6 +341,7 @@ fn serve_file(
     head: &RequestHead,
     path: &Path,
     config: &StaticFilesConfig,
+    pages: &ErrorPages,
 ) -> Result<Response, FileError> {
     let mut file = open_nonblocking(path)?;
     let metadata = file.metadata()?;
@@ -351,10 +352,9 @@ fn serve_file(
     let validators = Validators::of(&metadata);
 
     if let Some(status) = evaluate_preconditions(head, &validators) {
-        let response = Response::new(status);
         return Ok(match status {
-            StatusCode::NOT_MODIFIED => with_validators(response, &validators),
-            _ => response,
+            StatusCode::NOT_MODIFIED => with_validators(Response::new(status), &validators),
+            _ => error_response(status, pages),
         });
     }
 
@@ -371,7 +371,7 @@ fn serve_file(
             (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
         }
         RangeRequest::Unsatisfiable => {
-            return Ok(Response::new(StatusCode::RANGE_NOT_SATISFIABLE)
+            return Ok(error_response(StatusCode::RANGE_NOT_SATISFIABLE, pages)
                 .with_header("Content-Range", format!("bytes */{size}"))
                 .with_header("Accept-Ranges", "bytes"));
         }

@@ -24,7 +24,7 @@ const MAX_ERROR_PAGE_BYTES: u64 = 1024 * 1024;
 /// A configuration problem, with enough context for an operator to fix it.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}", path.display())]
     Read {
         path: PathBuf,
         source: std::io::Error,
@@ -81,6 +81,7 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// How long shutdown waits for in-flight requests.
     pub drain_timeout: Duration,
+    pub listen_backlog: u32,
     pub limits: ConnectionLimits,
 }
 
@@ -95,6 +96,10 @@ pub struct ConnectionLimits {
     pub keepalive_timeout: Duration,
     pub write_timeout: Duration,
     pub max_requests_per_connection: u64,
+    /// Largest unread request body read and discarded to keep the connection open.
+    pub max_discard_bytes: u64,
+    /// How long a closing connection keeps discarding input (lingering close).
+    pub linger_timeout: Duration,
 }
 
 impl ConnectionLimits {
@@ -119,6 +124,8 @@ impl Default for ConnectionLimits {
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
             write_timeout: DEFAULT_WRITE_TIMEOUT,
             max_requests_per_connection: DEFAULT_MAX_REQUESTS_PER_CONNECTION,
+            max_discard_bytes: DEFAULT_MAX_DISCARD_BYTES,
+            linger_timeout: DEFAULT_LINGER_TIMEOUT,
         }
     }
 }
@@ -309,6 +316,8 @@ impl Validator<'_> {
                 "server.max_requests_per_connection",
                 s.max_requests_per_connection,
             )?,
+            max_discard_bytes: s.max_discard_bytes,
+            linger_timeout: Duration::from_millis(s.linger_timeout_ms),
         };
         // The request line must fit inside the head with room for a Host header, or every
         // long-but-legal request line would be reported as the wrong error.
@@ -325,6 +334,7 @@ impl Validator<'_> {
             listen_addr: s.listen_addr,
             max_connections: positive("server.max_connections", s.max_connections as u64)? as usize,
             drain_timeout: Duration::from_millis(s.drain_timeout_ms),
+            listen_backlog: positive("server.listen_backlog", u64::from(s.listen_backlog))? as u32,
             limits,
         })
     }
@@ -455,8 +465,8 @@ fn read_small_file(path: &Path) -> Result<Bytes, String> {
 
 /// `host:port` with a numeric port and a non-empty host (IPv6 in brackets).
 fn is_host_port(address: &str) -> bool {
-    if address.parse::<SocketAddr>().is_ok() {
-        return true;
+    if let Ok(socket) = address.parse::<SocketAddr>() {
+        return socket.port() != 0;
     }
     match address.rsplit_once(':') {
         Some((host, port)) => {

@@ -36,6 +36,9 @@ pub(super) struct RawServer {
     pub keepalive_timeout_ms: u64,
     pub write_timeout_ms: u64,
     pub max_requests_per_connection: u64,
+    pub max_discard_bytes: u64,
+    pub linger_timeout_ms: u64,
+    pub listen_backlog: u32,
     pub drain_timeout_ms: u64,
 }
 
@@ -54,6 +57,9 @@ impl Default for RawServer {
             keepalive_timeout_ms: millis(limits::DEFAULT_KEEPALIVE_TIMEOUT),
             write_timeout_ms: millis(limits::DEFAULT_WRITE_TIMEOUT),
             max_requests_per_connection: limits::DEFAULT_MAX_REQUESTS_PER_CONNECTION,
+            max_discard_bytes: limits::DEFAULT_MAX_DISCARD_BYTES,
+            linger_timeout_ms: millis(limits::DEFAULT_LINGER_TIMEOUT),
+            listen_backlog: limits::DEFAULT_LISTEN_BACKLOG,
             drain_timeout_ms: millis(limits::DEFAULT_DRAIN_TIMEOUT),
         }
     }

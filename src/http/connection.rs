@@ -21,9 +21,7 @@ use super::request::{Method, RequestHead, Version};
 use super::response::{Response, ResponseBody, StatusCode};
 use super::writer::{encode_response_head, ConnectionState, ResponseFraming};
 use crate::config::{Config, ConnectionLimits};
-use crate::limits::{
-    DEFAULT_MAX_DISCARD_BYTES, DEFAULT_READ_CHUNK_BYTES, LINGER_MAX_BYTES, LINGER_TIMEOUT,
-};
+use crate::limits::{DEFAULT_READ_CHUNK_BYTES, LINGER_MAX_BYTES};
 use crate::pages::error_response;
 use crate::server::SharedConfig;
 
@@ -94,34 +92,40 @@ struct Exchange {
 impl Connection {
     async fn run(mut self) {
         loop {
-            let config = self.config.load_full();
-            let limits = config.server.limits;
-            let head = match self.read_head(&limits).await {
+            // Limits for reading the head come from the snapshot current while we wait; the
+            // request itself is served under the snapshot current when its head arrived.
+            let waiting_config = self.config.load_full();
+            let head = match self.read_head(&waiting_config.server.limits).await {
                 Ok(head) => head,
                 Err(HeadError::Closed) => return,
                 Err(HeadError::Parse(error)) => {
-                    tracing::info!(%error, status = error.status().as_u16(), "rejected request head");
-                    return self.fail(error.status(), &config).await;
+                    let status = error.status();
+                    tracing::info!(client = %self.peer, %error, status = status.as_u16(), "rejected request head");
+                    return self.fail(status, &waiting_config).await;
                 }
                 Err(HeadError::Timeout) => {
-                    tracing::info!("request head timed out");
-                    return self.fail(StatusCode::REQUEST_TIMEOUT, &config).await;
+                    tracing::info!(client = %self.peer, "request head timed out");
+                    return self
+                        .fail(StatusCode::REQUEST_TIMEOUT, &waiting_config)
+                        .await;
                 }
                 Err(HeadError::Io(error)) => {
-                    tracing::debug!(%error, "read failed");
+                    tracing::debug!(client = %self.peer, %error, "read failed");
                     return;
                 }
             };
-            let keep_going = self.serve_request(head, &config).await;
+            let keep_going = self.serve_request(head).await;
             self.served += 1;
             if !keep_going {
-                return self.close().await;
+                let limits = self.config.load().server.limits;
+                return self.close(&limits).await;
             }
         }
     }
 
     /// Handle one request end to end. Returns whether the connection stays open.
-    async fn serve_request(&mut self, head: RequestHead, config: &Config) -> bool {
+    async fn serve_request(&mut self, head: RequestHead) -> bool {
+        let config = self.config.load_full();
         let limits = &config.server.limits;
         let mut exchange = Exchange {
             method: head.method(),
@@ -136,16 +140,15 @@ impl Connection {
             method = head.method_str(),
             target = head.target()
         );
-        let _entered = request_span.enter();
 
         let response = match BodyDecoder::for_request(head.framing(), limits.body_limits()) {
             Err(error) => {
-                tracing::info!(%error, "request body refused");
+                tracing::info!(parent: &request_span, client = %self.peer, %error, "request body refused");
                 exchange.keep_alive = false;
                 error_response(error.status(), &config.error_pages)
             }
             Ok(decoder) => {
-                let response = crate::dispatch::handle(&head, config);
+                let response = request_span.in_scope(|| crate::dispatch::handle(&head, &config));
                 match self.drain_body(decoder, &head, limits).await {
                     Ok(Drained::Complete) => response,
                     Ok(Drained::Abandoned) => {
@@ -153,49 +156,63 @@ impl Connection {
                         response
                     }
                     Err(DrainError::Body(error)) => {
-                        tracing::info!(%error, "request body rejected");
+                        tracing::info!(parent: &request_span, client = %self.peer, %error, "request body rejected");
                         exchange.keep_alive = false;
                         error_response(error.status(), &config.error_pages)
                     }
                     Err(DrainError::Timeout) => {
-                        tracing::info!("request body timed out");
+                        tracing::info!(parent: &request_span, client = %self.peer, "request body timed out");
                         exchange.keep_alive = false;
                         error_response(StatusCode::REQUEST_TIMEOUT, &config.error_pages)
                     }
                     Err(DrainError::Closed) => {
-                        tracing::debug!("client closed during request body");
+                        tracing::debug!(parent: &request_span, "client closed during request body");
+                        self.log_access(&config, Some(&head), CLIENT_CLOSED_REQUEST, 0, &exchange);
                         return false;
                     }
                 }
             }
         };
-        drop(_entered);
         let status = response.status;
-        let result = self
-            .write_response(response, &exchange, config)
+        let outcome = self
+            .write_response(response, &exchange, &config)
             .instrument(request_span.clone())
             .await;
-        let bytes = match &result {
-            Ok(bytes) => *bytes,
-            Err(error) => {
-                tracing::debug!(parent: &request_span, %error, "response write failed");
-                exchange.keep_alive = false;
-                0
-            }
-        };
-        if config.logging.access_log {
-            tracing::info!(
-                target: "sentinel::access",
-                client = %self.peer,
-                method = head.method_str(),
-                target = head.target(),
-                version = head.version().as_str(),
-                status = status.as_u16(),
-                bytes,
-                duration_us = exchange.started.elapsed().as_micros() as u64,
-            );
+        if let Err(error) = &outcome.result {
+            tracing::debug!(parent: &request_span, %error, "response write failed");
         }
-        result.is_ok() && exchange.keep_alive
+        self.log_access(
+            &config,
+            Some(&head),
+            status.as_u16(),
+            outcome.body_bytes,
+            &exchange,
+        );
+        outcome.result.is_ok() && exchange.keep_alive
+    }
+
+    /// The one access-log event of a request (`sentinel::access`, info level).
+    fn log_access(
+        &self,
+        config: &Config,
+        head: Option<&RequestHead>,
+        status: u16,
+        bytes: u64,
+        exchange: &Exchange,
+    ) {
+        if !config.logging.access_log {
+            return;
+        }
+        tracing::info!(
+            target: "sentinel::access",
+            client = %self.peer,
+            method = head.map_or("-", |h| h.method_str()),
+            target = head.map_or("-", |h| h.target()),
+            version = exchange.version.as_str(),
+            status,
+            bytes,
+            duration_us = exchange.started.elapsed().as_micros() as u64,
+        );
     }
 
     /// Read until a complete head is parsed. The first byte of a request must come within the
@@ -208,7 +225,9 @@ impl Connection {
             limits.keepalive_timeout
         };
         let idle_deadline = tokio::time::Instant::now() + idle_wait;
-        let mut head_deadline = (!self.read_buf.is_empty())
+        // On a new connection the header timeout runs from accept, not from the first byte,
+        // so a client cannot stretch it to twice its setting.
+        let mut head_deadline = (self.served == 0 || !self.read_buf.is_empty())
             .then(|| tokio::time::Instant::now() + limits.header_read_timeout);
         let mut must_parse = !self.read_buf.is_empty();
         let mut saw_line_end = false;
@@ -232,7 +251,11 @@ impl Connection {
                 _ = self.shutdown.changed(), if before == 0 => return Err(HeadError::Closed),
             };
             match read {
-                Ok(0) => return Err(HeadError::Closed),
+                Ok(0) if before == 0 => return Err(HeadError::Closed),
+                Ok(0) => {
+                    tracing::debug!(client = %self.peer, buffered = before, "client closed mid-head");
+                    return Err(HeadError::Closed);
+                }
                 Ok(_) => {}
                 Err(error) => return Err(HeadError::Io(error)),
             }
@@ -269,7 +292,7 @@ impl Connection {
         }
         if decoder
             .remaining_hint()
-            .is_some_and(|remaining| remaining > DEFAULT_MAX_DISCARD_BYTES)
+            .is_some_and(|remaining| remaining > limits.max_discard_bytes)
         {
             return Ok(Drained::Abandoned);
         }
@@ -279,7 +302,7 @@ impl Connection {
                 Step::Data { start, end } => {
                     discarded += (end - start) as u64;
                     self.read_buf.advance(end);
-                    if discarded > DEFAULT_MAX_DISCARD_BYTES && !decoder.is_done() {
+                    if discarded > limits.max_discard_bytes && !decoder.is_done() {
                         return Ok(Drained::Abandoned);
                     }
                     continue;
@@ -304,13 +327,13 @@ impl Connection {
     }
 
     /// Write `response` in as few writes as possible: the head and, for in-memory content
-    /// and the first piece of a file, the body in the same write. Returns body bytes sent.
+    /// and the first piece of a file, the body in the same write.
     async fn write_response(
         &mut self,
         response: Response,
         exchange: &Exchange,
         config: &Config,
-    ) -> io::Result<u64> {
+    ) -> WriteOutcome {
         let Response {
             status,
             headers,
@@ -341,8 +364,13 @@ impl Connection {
         match body {
             ResponseBody::Full(bytes) if send_body => {
                 self.write_buf.extend_from_slice(&bytes);
-                self.flush_write_buf(write_timeout).await?;
-                Ok(bytes.len() as u64)
+                let result = self.flush_write_buf(write_timeout).await;
+                let body_bytes = if result.is_ok() {
+                    bytes.len() as u64
+                } else {
+                    0
+                };
+                WriteOutcome { body_bytes, result }
             }
             ResponseBody::File { file, offset, len } if send_body => {
                 let piece = config
@@ -352,15 +380,16 @@ impl Connection {
                 self.stream_file(file, offset, len, piece, write_timeout)
                     .await
             }
-            _ => {
-                self.flush_write_buf(write_timeout).await?;
-                Ok(0)
-            }
+            _ => WriteOutcome {
+                body_bytes: 0,
+                result: self.flush_write_buf(write_timeout).await,
+            },
         }
     }
 
     /// Stream `len` bytes of `file` from `offset`, one bounded piece at a time: memory per
-    /// response is one piece, whatever the file size.
+    /// response is one piece, whatever the file size. The head already in the write buffer
+    /// goes out with the first piece.
     async fn stream_file(
         &mut self,
         mut file: std::fs::File,
@@ -368,30 +397,38 @@ impl Connection {
         len: u64,
         piece: usize,
         write_timeout: Duration,
-    ) -> io::Result<u64> {
+    ) -> WriteOutcome {
         use std::io::{Read, Seek, SeekFrom};
-        if offset > 0 {
-            file.seek(SeekFrom::Start(offset))?;
-        }
-        let mut remaining = len;
-        while remaining > 0 {
-            let head_len = self.write_buf.len();
-            let want = usize::try_from(remaining).unwrap_or(usize::MAX).min(piece);
-            self.write_buf.resize(head_len + want, 0);
-            let read = file.read(&mut self.write_buf[head_len..])?;
-            if read == 0 {
-                // The file shrank after we announced its length: the response cannot be
-                // completed, and only closing tells the client so.
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "file shrank while being sent",
-                ));
+        let mut sent = 0;
+        let result: io::Result<()> = async {
+            if offset > 0 {
+                file.seek(SeekFrom::Start(offset))?;
             }
-            self.write_buf.truncate(head_len + read);
-            remaining -= read as u64;
-            self.flush_write_buf(write_timeout).await?;
+            while sent < len {
+                let head_len = self.write_buf.len();
+                let want = usize::try_from(len - sent).unwrap_or(usize::MAX).min(piece);
+                self.write_buf.resize(head_len + want, 0);
+                let read = file.read(&mut self.write_buf[head_len..])?;
+                if read == 0 {
+                    // The file shrank after we announced its length: the response cannot be
+                    // completed, and only closing tells the client so.
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "file shrank while being sent",
+                    ));
+                }
+                self.write_buf.truncate(head_len + read);
+                self.flush_write_buf(write_timeout).await?;
+                sent += read as u64;
+            }
+            Ok(())
         }
-        Ok(len)
+        .await;
+        self.write_buf.clear();
+        WriteOutcome {
+            body_bytes: sent,
+            result,
+        }
     }
 
     async fn flush_write_buf(&mut self, write_timeout: Duration) -> io::Result<()> {
@@ -412,25 +449,18 @@ impl Connection {
             keep_alive: false,
             started: Instant::now(),
         };
-        if config.logging.access_log {
-            tracing::info!(
-                target: "sentinel::access",
-                client = %self.peer,
-                status = status.as_u16(),
-                "request rejected before routing"
-            );
-        }
-        let _ = self.write_response(response, &exchange, config).await;
-        self.close().await;
+        let outcome = self.write_response(response, &exchange, config).await;
+        self.log_access(config, None, status.as_u16(), outcome.body_bytes, &exchange);
+        self.close(&config.server.limits).await;
     }
 
     /// Half-close, then read and discard for a moment so the client receives our last
     /// response instead of a reset caused by its unread bytes (nginx's lingering close).
-    async fn close(mut self) {
+    async fn close(mut self, limits: &ConnectionLimits) {
         if self.stream.shutdown().await.is_err() {
             return;
         }
-        let deadline = tokio::time::Instant::now() + LINGER_TIMEOUT;
+        let deadline = tokio::time::Instant::now() + limits.linger_timeout;
         let mut discarded = 0;
         let mut scratch = [0u8; 4096];
         while discarded < LINGER_MAX_BYTES {
@@ -441,6 +471,16 @@ impl Connection {
         }
     }
 }
+
+/// What writing a response achieved: body bytes that reached the socket, and whether the
+/// connection is still usable.
+struct WriteOutcome {
+    body_bytes: u64,
+    result: io::Result<()>,
+}
+
+/// Status logged (never sent) when the client goes away before the response, as nginx does.
+const CLIENT_CLOSED_REQUEST: u16 = 499;
 
 enum DrainError {
     Body(BodyError),

@@ -530,6 +530,20 @@ fn h1_022_leading_empty_lines_are_skipped() {
     assert_eq!(parse_request(&flood, &small_limits()), Err(E::HeadTooLarge));
 }
 
+/// Regression (found by the fuzzer): leading empty lines pushed the request-line window past
+/// the head limit, and the verdict flipped between 431 and 414 with the read boundary.
+#[test]
+fn h1_023_request_line_near_the_head_limit_has_one_verdict() {
+    let mut input = b"\r\n".repeat(32);
+    input.extend_from_slice(b"GET /aaaaaaaaaaaaaaaaaaaaaaaa");
+    let limits = ParseLimits {
+        max_request_line_bytes: 16,
+        max_head_bytes: 80,
+        max_headers: 1,
+    };
+    assert_eq!(parse_split(&input, &limits), Err(E::HeadTooLarge));
+}
+
 #[test]
 fn h1_040_connection_options() {
     assert!(!head(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").wants_keep_alive());

@@ -16,9 +16,6 @@ use super::SharedConfig;
 use crate::config::Config;
 use crate::http::connection::serve_connection;
 
-/// Pending connections the kernel may queue for us (same as nginx's default on Linux).
-const LISTEN_BACKLOG: i32 = 511;
-
 /// Pause after an accept error such as EMFILE, so a full fd table does not spin the loop.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -31,7 +28,7 @@ impl Server {
     /// Bind `config.server.listen_addr`. Fails at once (address in use, no permission) so the
     /// process can exit with a clear message.
     pub fn bind(config: Config) -> io::Result<Server> {
-        let listener = bind_listener(config.server.listen_addr)?;
+        let listener = bind_listener(config.server.listen_addr, config.server.listen_backlog)?;
         Ok(Server {
             listener,
             config: Arc::new(ArcSwap::from_pointee(config)),
@@ -103,7 +100,7 @@ impl Server {
     }
 }
 
-fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+fn bind_listener(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
@@ -113,7 +110,7 @@ fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.set_reuse_address(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    socket.listen(LISTEN_BACKLOG)?;
+    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
     TcpListener::from_std(socket.into())
 }
 
