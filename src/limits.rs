@@ -25,8 +25,9 @@ pub const DEFAULT_MAX_BODY_BYTES: u64 = 16 * 1024 * 1024;
 /// Breach: 400. Extensions carry nothing we use; a long one is a way to make us read for free.
 pub const DEFAULT_MAX_CHUNK_EXT_BYTES: usize = 1024;
 
-/// Time allowed to receive a whole request head once its first byte arrived (slowloris
-/// defence; not reset on progress). Breach: 408 and close.
+/// Time allowed to receive a whole request head: from accept for a connection's first
+/// request, from the head's first byte for later ones (slowloris defence; not reset on
+/// progress). Breach: 408 and close.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Longest wait for the next piece of a request body (reset on progress). Breach: 408 and

@@ -215,9 +215,10 @@ impl Connection {
         );
     }
 
-    /// Read until a complete head is parsed. The first byte of a request must come within the
-    /// keep-alive timeout (the header timeout for the first request); the whole head within
-    /// the header timeout from its first byte, however slowly it trickles in.
+    /// Read until a complete head is parsed. The first request's whole head must arrive within
+    /// the header timeout from accept; a later request's first byte within the keep-alive
+    /// timeout, and its whole head within the header timeout from that byte, however slowly
+    /// it trickles in.
     async fn read_head(&mut self, limits: &ConnectionLimits) -> Result<RequestHead, HeadError> {
         let idle_wait = if self.served == 0 {
             limits.header_read_timeout
