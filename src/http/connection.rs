@@ -208,7 +208,7 @@ impl Connection {
             client = %self.peer,
             method = head.map_or("-", |h| h.method_str()),
             target = head.map_or("-", |h| h.target()),
-            version = exchange.version.as_str(),
+            version = head.map_or("-", |h| h.version().as_str()),
             status,
             bytes,
             duration_us = exchange.started.elapsed().as_micros() as u64,
