@@ -67,5 +67,11 @@ pub const DEFAULT_LISTEN_BACKLOG: u32 = 511;
 /// streamed in pieces of this size, so memory per response is bounded by it.
 pub const DEFAULT_READ_CHUNK_BYTES: usize = 64 * 1024;
 
+/// Total memory for cached small files (content plus bookkeeping). 0 disables the cache.
+pub const DEFAULT_FILE_CACHE_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Largest file kept in the file cache; larger files are streamed from disk every time.
+pub const DEFAULT_FILE_CACHE_MAX_FILE_BYTES: u64 = 1024 * 1024;
+
 /// How long a shutdown waits for in-flight requests before exiting anyway.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);

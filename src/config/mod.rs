@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,6 +17,7 @@ use bytes::Bytes;
 use crate::http::body::BodyLimits;
 use crate::http::parser::ParseLimits;
 use crate::http::response::StatusCode;
+use crate::static_files::FileCache;
 use raw::{RawConfig, RawErrorPages};
 
 /// Largest custom error page we keep in memory.
@@ -140,6 +142,9 @@ pub struct StaticFilesConfig {
     /// Files up to this size are read whole and sent with the head in one write; larger ones
     /// are streamed in pieces of this size.
     pub read_chunk_bytes: usize,
+    /// Small files' content and headers, revalidated on every hit. Runtime state that lives
+    /// and dies with this snapshot: a reload starts with an empty cache.
+    pub cache: Arc<FileCache>,
 }
 
 /// Custom error pages, loaded into memory at config time so an error never touches disk.
@@ -321,7 +326,7 @@ impl Validator<'_> {
         };
         // The request line must fit inside the head with room for a Host header, or every
         // long-but-legal request line would be reported as the wrong error.
-        if limits.parse.max_request_line_bytes + 64 > limits.parse.max_head_bytes {
+        if limits.parse.max_request_line_bytes.saturating_add(64) > limits.parse.max_head_bytes {
             return Err(self.invalid(
                 "server.max_request_line_bytes",
                 format!(
@@ -376,6 +381,10 @@ impl Validator<'_> {
             index: raw.index.clone(),
             serve_hidden: raw.serve_hidden,
             read_chunk_bytes: raw.read_chunk_bytes,
+            cache: Arc::new(FileCache::new(
+                raw.cache_max_bytes,
+                raw.cache_max_file_bytes,
+            )),
         })
     }
 

@@ -81,6 +81,18 @@ pub(super) struct RawStaticFiles {
     pub serve_hidden: bool,
     #[serde(default = "default_read_chunk_bytes")]
     pub read_chunk_bytes: usize,
+    #[serde(default = "default_cache_max_bytes")]
+    pub cache_max_bytes: u64,
+    #[serde(default = "default_cache_max_file_bytes")]
+    pub cache_max_file_bytes: u64,
+}
+
+fn default_cache_max_bytes() -> u64 {
+    limits::DEFAULT_FILE_CACHE_MAX_BYTES
+}
+
+fn default_cache_max_file_bytes() -> u64 {
+    limits::DEFAULT_FILE_CACHE_MAX_FILE_BYTES
 }
 
 fn default_index() -> String {

@@ -6,7 +6,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -24,6 +24,10 @@ use crate::config::{Config, ConnectionLimits};
 use crate::limits::{DEFAULT_READ_CHUNK_BYTES, LINGER_MAX_BYTES};
 use crate::pages::error_response;
 use crate::server::SharedConfig;
+
+/// In-memory bodies up to this size are copied behind the head and sent in one `write`;
+/// larger ones go out with a vectored write instead of being copied.
+const INLINE_BODY_BYTES: usize = 16 * 1024;
 
 /// Initial read buffer. Most request heads fit; the buffer grows up to the head limit.
 const READ_BUFFER_BYTES: usize = 8 * 1024;
@@ -270,7 +274,7 @@ impl Connection {
             let len = self.read_buf.len();
             must_parse = new_line
                 || len >= limits.parse.max_head_bytes
-                || (!saw_line_end && len >= limits.parse.max_request_line_bytes + 2);
+                || (!saw_line_end && len >= limits.parse.max_request_line_bytes.saturating_add(2));
         }
     }
 
@@ -364,8 +368,12 @@ impl Connection {
         let write_timeout = config.server.limits.write_timeout;
         match body {
             ResponseBody::Full(bytes) if send_body => {
-                self.write_buf.extend_from_slice(&bytes);
-                let result = self.flush_write_buf(write_timeout).await;
+                let result = if bytes.len() <= INLINE_BODY_BYTES {
+                    self.write_buf.extend_from_slice(&bytes);
+                    self.flush_write_buf(write_timeout).await
+                } else {
+                    self.flush_with_body(&bytes, write_timeout).await
+                };
                 let body_bytes = if result.is_ok() {
                     bytes.len() as u64
                 } else {
@@ -429,6 +437,18 @@ impl Connection {
         WriteOutcome {
             body_bytes: sent,
             result,
+        }
+    }
+
+    /// Write the head in `write_buf` and `body` with vectored writes, without copying the
+    /// body into the buffer.
+    async fn flush_with_body(&mut self, body: &Bytes, write_timeout: Duration) -> io::Result<()> {
+        let mut out = Buf::chain(&self.write_buf[..], &body[..]);
+        let result = timeout(write_timeout, self.stream.write_all_buf(&mut out)).await;
+        self.write_buf.clear();
+        match result {
+            Ok(result) => result,
+            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
         }
     }
 

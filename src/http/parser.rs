@@ -70,7 +70,7 @@ pub fn parse_request(buf: &[u8], limits: &ParseLimits) -> Result<Status, ParseEr
     // Two limits bound the request line: its own, and the head's (leading empty lines can
     // push it towards the latter). Whichever trips at the earlier byte is the verdict, for
     // every longer buffer too.
-    let line_limit_end = start.saturating_add(limits.max_request_line_bytes + 2);
+    let line_limit_end = start.saturating_add(limits.max_request_line_bytes.saturating_add(2));
     let window_limit = line_limit_end.min(limits.max_head_bytes);
     let Some(line_end) = find_line_end(buf, start, buf.len().min(window_limit))? else {
         return if buf.len() < window_limit {

@@ -106,8 +106,37 @@ impl fmt::Display for StatusCode {
     }
 }
 
-/// A header value of a response: usually a static string, sometimes formatted per response.
-pub type HeaderValue = Cow<'static, str>;
+/// A header value of a response: a static string, a string formatted for this response, or
+/// shared bytes (a cached file's ETag) that cost a reference count rather than a copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderValue(Bytes);
+
+impl HeaderValue {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl From<&'static str> for HeaderValue {
+    fn from(value: &'static str) -> HeaderValue {
+        HeaderValue(Bytes::from_static(value.as_bytes()))
+    }
+}
+
+impl From<String> for HeaderValue {
+    fn from(value: String) -> HeaderValue {
+        HeaderValue(Bytes::from(value))
+    }
+}
+
+impl From<Cow<'static, str>> for HeaderValue {
+    fn from(value: Cow<'static, str>) -> HeaderValue {
+        match value {
+            Cow::Borrowed(text) => text.into(),
+            Cow::Owned(text) => text.into(),
+        }
+    }
+}
 
 /// What follows a response head.
 #[derive(Debug)]

@@ -99,10 +99,11 @@ pub fn encode_chunk(dst: &mut BytesMut, data: &[u8]) {
 /// The last chunk of a chunked body, without trailers.
 pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
-fn is_safe_header_value(value: &str) -> bool {
+fn is_safe_header_value(value: &HeaderValue) -> bool {
     value
-        .bytes()
-        .all(|b| b == b'\t' || (0x20..0x7f).contains(&b) || b >= 0x80)
+        .as_bytes()
+        .iter()
+        .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b) || b >= 0x80)
 }
 
 fn put_decimal(dst: &mut BytesMut, value: u64) {

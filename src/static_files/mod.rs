@@ -1,0 +1,345 @@
+//! The static-file handler: request path → sanitised relative path (pure, traversal-tested)
+//! → file under the root → response with validators, conditional and range handling.
+//!
+//! File-system calls are made directly on the connection's task, as nginx does without aio:
+//! for files in the page cache an `open`/`fstat`/`read` costs microseconds, far less than a
+//! hop to a blocking thread pool (see `docs/adr/0003-synchronous-file-io.md`). Small files are
+//! kept in a revalidated cache (`cache.rs`); large ones are read one `read_chunk_bytes` piece
+//! at a time, each written before the next is read, so memory per response is bounded
+//! whatever the file size.
+
+mod cache;
+mod conditional;
+mod path;
+
+pub use cache::FileCache;
+pub use conditional::{parse_range, RangeRequest};
+pub use path::{sanitize_path, split_target, PathError, SafePath};
+
+use std::fs::{File, Metadata};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
+
+use crate::config::{ErrorPages, StaticFilesConfig};
+use crate::http::request::{Method, RequestHead};
+use crate::http::response::{HeaderValue, Response, ResponseBody, StatusCode};
+use crate::pages::error_response;
+use cache::{CachedFile, FileIdentity};
+use conditional::{evaluate_preconditions, if_range_matches, Validators};
+
+/// Answer a request from the static root.
+pub fn respond(head: &RequestHead, config: &StaticFilesConfig, pages: &ErrorPages) -> Response {
+    match head.method() {
+        Method::Get | Method::Head => {}
+        _ => {
+            return error_response(StatusCode::METHOD_NOT_ALLOWED, pages)
+                .with_header("Allow", "GET, HEAD")
+        }
+    }
+    let (raw_path, query) = split_target(head.target());
+    let safe = match sanitize_path(raw_path, config.serve_hidden) {
+        Ok(safe) => safe,
+        Err(error) => {
+            tracing::debug!(path = raw_path, %error, "refused request path");
+            return error_response(error.status(), pages);
+        }
+    };
+    if let Some(cached) = config.cache.lookup(&safe) {
+        let content = Content::Memory(cached.content.clone());
+        return file_response(head, &cached.headers, content, pages);
+    }
+    match resolve(config, &safe) {
+        Ok(Resolved::File { path }) => match open_file(&path, config, safe) {
+            Ok((headers, content)) => file_response(head, &headers, content, pages),
+            Err(FileError::Status(status)) => error_response(status, pages),
+            Err(FileError::Io(error)) => io_error_response(&error, &path, pages),
+        },
+        Ok(Resolved::Directory) if !safe.trailing_slash => {
+            // RFC 9110 §15.4.2: send the canonical URL so relative links resolve. Built from
+            // the normalised segments, never from the raw path: `//evil.example/../docs`
+            // must redirect to `/docs/`, not to a scheme-relative URL on another host.
+            error_response(StatusCode::MOVED_PERMANENTLY, pages)
+                .with_header("Location", directory_location(&safe, query))
+        }
+        Ok(Resolved::Directory) => error_response(StatusCode::FORBIDDEN, pages),
+        Err(FileError::Status(status)) => error_response(status, pages),
+        Err(FileError::Io(error)) => io_error_response(&error, &config.root, pages),
+    }
+}
+
+/// The headers of one file version that do not depend on the request.
+#[derive(Debug, Clone)]
+pub struct FileHeaders {
+    validators: Validators,
+    content_type: HeaderValue,
+    size: u64,
+}
+
+/// Where the bytes of a file come from.
+enum Content {
+    /// The whole file, already read (or cached).
+    Memory(Bytes),
+    /// An open file, read piece by piece as it is sent.
+    File(File),
+}
+
+/// Open `path` and prepare its headers; read it whole when it is small, and cache it when
+/// the cache admits it.
+fn open_file(
+    path: &Path,
+    config: &StaticFilesConfig,
+    key: SafePath,
+) -> Result<(FileHeaders, Content), FileError> {
+    let mut file = open_nonblocking(path)?;
+    let metadata = file.metadata()?;
+    if !metadata.is_file() {
+        return Err(FileError::Status(StatusCode::NOT_FOUND));
+    }
+    let headers = FileHeaders {
+        validators: Validators::of(&metadata),
+        content_type: content_type(path),
+        size: metadata.len(),
+    };
+    let cacheable = config.cache.admits(headers.size);
+    if !cacheable && headers.size > config.read_chunk_bytes as u64 {
+        return Ok((headers, Content::File(file)));
+    }
+    let content = read_whole(&mut file, &metadata)?;
+    if cacheable {
+        config.cache.insert(
+            key,
+            CachedFile {
+                path: path.to_path_buf(),
+                identity: FileIdentity::of(&metadata),
+                headers: headers.clone(),
+                content: content.clone(),
+            },
+        );
+    }
+    Ok((headers, Content::Memory(content)))
+}
+
+fn read_whole(file: &mut File, metadata: &Metadata) -> Result<Bytes, FileError> {
+    let len = usize::try_from(metadata.len())
+        .map_err(|_| FileError::Status(StatusCode::INTERNAL_SERVER_ERROR))?;
+    let mut content = vec![0; len];
+    file.read_exact(&mut content)?;
+    Ok(Bytes::from(content))
+}
+
+/// The response for one file version: preconditions, then range, then the content.
+fn file_response(
+    head: &RequestHead,
+    headers: &FileHeaders,
+    content: Content,
+    pages: &ErrorPages,
+) -> Response {
+    let validators = &headers.validators;
+    if let Some(status) = evaluate_preconditions(head, validators) {
+        return match status {
+            StatusCode::NOT_MODIFIED => with_validators(Response::new(status), validators),
+            _ => error_response(status, pages),
+        };
+    }
+    let size = headers.size;
+    // RFC 9110 §14.2: Range is defined for GET only; HEAD describes the full response.
+    let range = match head.header("range") {
+        Some(range) if head.method() == Method::Get && if_range_matches(head, validators) => {
+            parse_range(range, size)
+        }
+        _ => RangeRequest::Full,
+    };
+    let (status, offset, len) = match range {
+        RangeRequest::Full => (StatusCode::OK, 0, size),
+        RangeRequest::Satisfiable { start, end } => {
+            (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
+        }
+        RangeRequest::Unsatisfiable => {
+            return error_response(StatusCode::RANGE_NOT_SATISFIABLE, pages)
+                .with_header("Content-Range", format!("bytes */{size}"))
+                .with_header("Accept-Ranges", "bytes");
+        }
+    };
+    let mut response = with_validators(Response::new(status), validators)
+        .with_header("Content-Type", headers.content_type.clone())
+        .with_header("Accept-Ranges", "bytes");
+    if status == StatusCode::PARTIAL_CONTENT {
+        response = response.with_header(
+            "Content-Range",
+            format!("bytes {offset}-{}/{size}", offset + len - 1),
+        );
+    }
+    let body = match content {
+        Content::Memory(bytes) => {
+            // Both bounds are within the file, which is in memory, so they fit in usize.
+            let start = offset as usize;
+            ResponseBody::Full(bytes.slice(start..start + len as usize))
+        }
+        Content::File(file) => ResponseBody::File { file, offset, len },
+    };
+    response.with_body(body)
+}
+
+fn with_validators(response: Response, validators: &Validators) -> Response {
+    let response = response.with_header("ETag", validators.etag.clone());
+    match &validators.last_modified {
+        Some(modified) => response.with_header("Last-Modified", modified.clone()),
+        None => response,
+    }
+}
+
+/// `/seg/ments/?query` with each segment percent-encoded again.
+fn directory_location(safe: &SafePath, query: Option<&str>) -> String {
+    let mut location = String::from("/");
+    for segment in &safe.segments {
+        location.extend(utf8_percent_encode(segment, PATH_SEGMENT));
+        location.push('/');
+    }
+    if let Some(query) = query {
+        location.push('?');
+        location.push_str(query);
+    }
+    location
+}
+
+/// Bytes that must be escaped inside one path segment (RFC 3986 §3.3 `pchar` complement).
+const PATH_SEGMENT: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'\\')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}')
+    .add(b'[')
+    .add(b']');
+
+fn io_error_response(error: &io::Error, path: &Path, pages: &ErrorPages) -> Response {
+    let status = match error.kind() {
+        // A name too long for the file system is a name that does not exist: the client
+        // chose it, so it must not produce a 500 and an error-level log line.
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory | io::ErrorKind::InvalidFilename => {
+            StatusCode::NOT_FOUND
+        }
+        io::ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
+        _ => {
+            tracing::error!(path = %path.display(), %error, "file system error");
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    };
+    error_response(status, pages)
+}
+
+#[derive(Debug)]
+enum FileError {
+    Status(StatusCode),
+    Io(io::Error),
+}
+
+impl From<io::Error> for FileError {
+    fn from(error: io::Error) -> FileError {
+        FileError::Io(error)
+    }
+}
+
+enum Resolved {
+    File {
+        path: PathBuf,
+    },
+    /// A directory without an index file (or a request for one without a trailing slash).
+    Directory,
+}
+
+/// Find what `safe` names under the root, refusing anything reached through a symlink that
+/// leaves the root. Only the components below the (already canonical) root are checked, one
+/// `lstat` each.
+fn resolve(config: &StaticFilesConfig, safe: &SafePath) -> Result<Resolved, FileError> {
+    let path = config.root.join(safe.to_relative());
+    let metadata = metadata_inside_root(&config.root, &path, safe.segments.len())?;
+    if metadata.is_file() {
+        // `/file.txt/` names a directory that does not exist (ENOTDIR), as in nginx.
+        if safe.trailing_slash {
+            return Err(FileError::Status(StatusCode::NOT_FOUND));
+        }
+        return Ok(Resolved::File { path });
+    }
+    if !metadata.is_dir() {
+        // FIFOs, sockets, devices: opening a FIFO would block this worker until a writer
+        // appears.
+        return Err(FileError::Status(StatusCode::NOT_FOUND));
+    }
+    if !safe.trailing_slash {
+        return Ok(Resolved::Directory);
+    }
+    let index = path.join(&config.index);
+    match metadata_inside_root(&config.root, &index, safe.segments.len() + 1) {
+        Ok(meta) if meta.is_file() => Ok(Resolved::File { path: index }),
+        Ok(_) => Ok(Resolved::Directory),
+        Err(FileError::Io(error)) if error.kind() == io::ErrorKind::NotFound => {
+            Ok(Resolved::Directory)
+        }
+        Err(other) => Err(other),
+    }
+}
+
+/// Metadata of `path` (which has `depth` components below `root`), following symlinks only
+/// when their target stays inside `root`.
+fn metadata_inside_root(root: &Path, path: &Path, depth: usize) -> Result<Metadata, FileError> {
+    let mut saw_symlink = false;
+    let mut last = None;
+    let components: Vec<_> = path.components().collect();
+    let first_below_root = components.len().saturating_sub(depth);
+    let mut prefix: PathBuf = components[..first_below_root].iter().collect();
+    for component in &components[first_below_root..] {
+        prefix.push(component);
+        let meta = std::fs::symlink_metadata(&prefix)?;
+        saw_symlink |= meta.file_type().is_symlink();
+        last = Some(meta);
+    }
+    if saw_symlink {
+        let real = path.canonicalize()?;
+        if !real.starts_with(root) {
+            tracing::warn!(path = %path.display(), target = %real.display(), "symlink leaves the static root");
+            return Err(FileError::Status(StatusCode::FORBIDDEN));
+        }
+        return Ok(std::fs::metadata(&real)?);
+    }
+    match last {
+        Some(meta) => Ok(meta),
+        None => Ok(std::fs::metadata(root)?),
+    }
+}
+
+/// Open for reading without ever blocking on a FIFO swapped in after `resolve` looked.
+fn open_nonblocking(path: &Path) -> io::Result<File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    options.open(path)
+}
+
+/// `Content-Type` from the extension; text types are declared UTF-8.
+fn content_type(path: &Path) -> HeaderValue {
+    let mime = mime_guess::from_path(path)
+        .first_raw()
+        .unwrap_or("application/octet-stream");
+    if mime.starts_with("text/") || mime == "application/javascript" || mime == "application/json" {
+        format!("{mime}; charset=utf-8").into()
+    } else {
+        mime.into()
+    }
+}
