@@ -272,7 +272,11 @@ impl Validator<'_> {
             format: raw.logging.format,
             access_log: raw.logging.access_log,
         };
-        if tracing_subscriber::EnvFilter::try_new(&logging.level).is_err() {
+        // Span and field filters (`target[span{field=value}]`) compile regexes whose cost grows
+        // exponentially with the pattern: a config line must not be able to hang startup.
+        if logging.level.contains(['[', '{'])
+            || tracing_subscriber::EnvFilter::try_new(&logging.level).is_err()
+        {
             return Err(self.invalid(
                 "logging.level",
                 format!(

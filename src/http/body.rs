@@ -154,6 +154,10 @@ impl ChunkedDecoder {
     }
 
     pub fn decode(&mut self, input: &[u8]) -> Result<Step, BodyError> {
+        if self.state == ChunkedState::Done {
+            // Whatever follows belongs to the next message.
+            return Ok(Step::Done { consumed: 0 });
+        }
         let mut pos = 0;
         while pos < input.len() {
             if self.state == ChunkedState::Data {
@@ -484,6 +488,13 @@ mod tests {
         }
         let empty = BodyDecoder::for_request(RequestFraming::Empty, LIMITS).unwrap();
         assert!(empty.is_done());
+    }
+
+    #[test]
+    fn a_finished_chunked_body_consumes_nothing_more() {
+        let mut decoder = ChunkedDecoder::new(LIMITS);
+        assert_eq!(decoder.decode(b"0\r\n\r\n"), Ok(Step::Done { consumed: 5 }));
+        assert_eq!(decoder.decode(b"GET"), Ok(Step::Done { consumed: 0 }));
     }
 
     #[test]

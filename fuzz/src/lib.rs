@@ -1,0 +1,3 @@
+//! Support code for the fuzz targets in `fuzz_targets/`.
+
+pub mod checks;
