@@ -20,6 +20,9 @@ use crate::http::response::StatusCode;
 use crate::static_files::FileCache;
 use raw::{RawConfig, RawErrorPages};
 
+/// Highest accepted `server.max_connections`.
+const MAX_CONNECTIONS_CEILING: usize = 1 << 24;
+
 /// Largest custom error page we keep in memory.
 const MAX_ERROR_PAGE_BYTES: u64 = 1024 * 1024;
 
@@ -337,6 +340,14 @@ impl Validator<'_> {
                     "must be at least 64 bytes below server.max_head_bytes ({})",
                     limits.parse.max_head_bytes
                 ),
+            ));
+        }
+        // The connection limit sizes a semaphore (and the drain waits for all its permits):
+        // keep it where both are exact.
+        if s.max_connections > MAX_CONNECTIONS_CEILING {
+            return Err(self.invalid(
+                "server.max_connections",
+                format!("must be at most {MAX_CONNECTIONS_CEILING}"),
             ));
         }
         Ok(ServerConfig {

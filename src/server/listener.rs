@@ -87,7 +87,8 @@ impl Server {
             ?drain_timeout,
             "stopped accepting; draining connections"
         );
-        let all_back = permits.acquire_many(max_connections as u32);
+        // Config caps max_connections at 2^24, so the count fits.
+        let all_back = permits.acquire_many(u32::try_from(max_connections).unwrap_or(u32::MAX));
         let drained = tokio::time::timeout(drain_timeout, all_back).await.is_ok();
         if drained {
             tracing::info!("all connections closed");
