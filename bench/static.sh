@@ -10,6 +10,11 @@
 #   CONNECTIONS  wrk -c                                          default 64
 #   THREADS      wrk -t                                          default 2
 #   WARMUP       seconds of unrecorded wrk per (file, server)    default 2 (0 = none)
+#   QUIET_MAX    before each run, wait while the machine is more than this % busy   default 20
+#   QUIET_WAIT   ... but at most this many seconds                default 60 (0 = never wait)
+#   RETRIES      repeat a run disturbed by other processes (>10% CPU) up to this often  default 2
+#   SIZES        files to request, each <number>k or <number>m    default "1k 1m"
+#   NGINX_OPEN_FILE_CACHE=1  turn nginx's open_file_cache on (default off)
 #   KEEP_TMP=1   keep the temporary directory (configs, logs, raw wrk output)
 #
 # Needs: Rust toolchain, python3, curl; installs nginx and wrk with apt-get when missing
@@ -23,7 +28,13 @@ DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-2}
 WARMUP=${WARMUP:-2}
-SIZES=(1k 1m)
+QUIET_MAX=${QUIET_MAX:-20}
+QUIET_WAIT=${QUIET_WAIT:-60}
+RETRIES=${RETRIES:-2}
+OTHER_MAX=10 # % of all CPUs used by other processes during a run above which it is "disturbed"
+REPEATED=0
+read -r -a SIZES <<<"${SIZES:-1k 1m}"
+NGINX_OPEN_FILE_CACHE=${NGINX_OPEN_FILE_CACHE:-0}
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(cd "$BENCH_DIR/.." && pwd)
@@ -32,8 +43,12 @@ RESULTS_DIR="$BENCH_DIR/results"
 log() { printf '[bench] %s\n' "$*" >&2; }
 die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
 
-for var in ROUNDS DURATION CONNECTIONS THREADS WARMUP; do
+for var in ROUNDS DURATION CONNECTIONS THREADS WARMUP QUIET_MAX QUIET_WAIT RETRIES; do
     [[ ${!var} =~ ^[0-9]+$ ]] || die "$var must be a non-negative integer (got '${!var}')"
+done
+((${#SIZES[@]} > 0)) || die "SIZES is empty"
+for size in "${SIZES[@]}"; do
+    [[ $size =~ ^[1-9][0-9]*[km]$ ]] || die "each of SIZES must look like 1k or 4m (got '$size')"
 done
 ((ROUNDS >= 1 && DURATION >= 1 && CONNECTIONS >= 1 && THREADS >= 1)) ||
     die "ROUNDS, DURATION, CONNECTIONS and THREADS must be at least 1"
@@ -104,11 +119,11 @@ SENTINEL_PID=""
 NGINX_PID=""
 
 stop_pid() { # name pid
-    local name=$1 pid=$2 i
+    local name=$1 pid=$2
     [[ -n $pid ]] || return 0
     kill -0 "$pid" 2>/dev/null || return 0
     kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 1 50); do
+    for _ in $(seq 1 50); do
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
     done
@@ -138,8 +153,10 @@ trap 'exit 143' TERM
 
 ROOT="$TMP/root"
 cp -R "$REPO_DIR/public" "$ROOT"
-head -c 1024 /dev/urandom >"$ROOT/1k.bin"
-head -c $((1024 * 1024)) /dev/urandom >"$ROOT/1m.bin"
+for size in "${SIZES[@]}"; do
+    if [[ $size == *k ]]; then bytes=$((${size%k} * 1024)); else bytes=$((${size%m} * 1024 * 1024)); fi
+    head -c "$bytes" /dev/urandom >"$ROOT/$size.bin"
+done
 chmod -R a+rX "$ROOT"
 
 free_port() {
@@ -188,6 +205,9 @@ http {
     tcp_nopush on;
     keepalive_timeout 60s;
     keepalive_requests 100000;
+$(if [[ $NGINX_OPEN_FILE_CACHE == 1 ]]; then
+    printf '    open_file_cache max=1000 inactive=60s;\n    open_file_cache_valid 60s;\n'
+fi)
     client_body_temp_path $TMP/nginx/tmp/body;
     proxy_temp_path $TMP/nginx/tmp/proxy;
     fastcgi_temp_path $TMP/nginx/tmp/fastcgi;
@@ -213,8 +233,8 @@ log "starting nginx on 127.0.0.1:$NGINX_PORT"
 NGINX_PID=$!
 
 wait_ready() { # name pid port
-    local name=$1 pid=$2 port=$3 i
-    for i in $(seq 1 100); do
+    local name=$1 pid=$2 port=$3
+    for _ in $(seq 1 100); do
         kill -0 "$pid" 2>/dev/null || die "$name exited during startup (logs in $TMP)"
         if curl -s -o /dev/null "http://127.0.0.1:$port/1k.bin"; then return 0; fi
         sleep 0.1
@@ -246,11 +266,98 @@ mkdir -p "$RAW"
 MANIFEST="$TMP/manifest.tsv"
 : >"$MANIFEST"
 
+# ---- CPU accounting, so a run disturbed by other work on the machine can be recognised and
+# so each server's CPU cost per request can be reported (less noisy than req/s).
+# All values are in clock ticks (USER_HZ) read from /proc; results go to CPU_* globals so
+# no subshell is needed (a subshell would disturb the children-time accounting).
+
+# Sum of user+system ticks of the given PIDs (all their threads).
+proc_ticks() {
+    local pid line fields total=0
+    for pid in "$@"; do
+        [[ -r /proc/$pid/stat ]] || continue
+        read -r line </proc/"$pid"/stat || continue
+        read -r -a fields <<<"${line##*) }"
+        total=$((total + fields[11] + fields[12]))
+    done
+    CPU_PROC=$total
+}
+
+# PIDs whose CPU counts as the server's: Sentinel itself; nginx master and its workers.
+server_pids() {
+    local server=$1 file line fields
+    if [[ $server == sentinel ]]; then
+        SERVER_PIDS=("$SENTINEL_PID")
+        return
+    fi
+    SERVER_PIDS=("$NGINX_PID")
+    for file in /proc/[0-9]*/stat; do
+        read -r line 2>/dev/null <"$file" || continue
+        read -r -a fields <<<"${line##*) }"
+        if [[ ${fields[1]} == "$NGINX_PID" ]]; then SERVER_PIDS+=("${file//[^0-9]/}"); fi
+    done
+    return 0
+}
+
+# Machine-wide busy and total ticks over all CPUs, from /proc/stat. Busy includes irq and
+# softirq: loopback traffic is processed in softirq, which per-process times partly include.
+machine_ticks() {
+    local user nice system idle iowait irq softirq steal rest
+    read -r _ user nice system idle iowait irq softirq steal rest </proc/stat
+    CPU_BUSY=$((user + nice + system + irq + softirq))
+    CPU_TOTAL=$((user + nice + system + idle + iowait + irq + softirq + steal))
+}
+
+# CPU time of this shell's finished children (wrk, once waited for): cutime + cstime.
+children_ticks() {
+    local line fields
+    read -r line </proc/$$/stat
+    read -r -a fields <<<"${line##*) }"
+    CPU_CHILDREN=$((fields[13] + fields[14]))
+}
+
+# Percentage of all CPUs that were busy over one second, before any load is started.
+busy_percent() {
+    machine_ticks
+    local busy0=$CPU_BUSY total0=$CPU_TOTAL
+    sleep 1
+    machine_ticks
+    BUSY_PCT=$(((CPU_BUSY - busy0) * 100 / (CPU_TOTAL - total0 > 0 ? CPU_TOTAL - total0 : 1)))
+}
+
+# Before a measured run, wait (at most QUIET_WAIT seconds) for the machine to be idle enough.
+wait_quiet() {
+    local waited=0
+    busy_percent
+    while ((BUSY_PCT > QUIET_MAX && waited < QUIET_WAIT)); do
+        ((waited == 0)) && log "machine is ${BUSY_PCT}% busy before the run; waiting up to ${QUIET_WAIT}s for it to settle"
+        sleep 2
+        waited=$((waited + 3))
+        busy_percent
+    done
+    ((BUSY_PCT > QUIET_MAX)) && log "still ${BUSY_PCT}% busy; measuring anyway (flagged in the report)"
+    return 0
+}
+
 run_wrk() { # server size seconds outfile
     local server=$1 size=$2 seconds=$3 out=$4
+    server_pids "$server"
+    proc_ticks "${SERVER_PIDS[@]}"
+    local server0=$CPU_PROC
+    children_ticks
+    local children0=$CPU_CHILDREN
+    machine_ticks
+    local busy0=$CPU_BUSY total0=$CPU_TOTAL
     wrk -t"$THREADS" -c"$CONNECTIONS" -d"${seconds}s" --latency \
         "http://127.0.0.1:$(port_of "$server")/$size.bin" >"$out" 2>&1 ||
         die "wrk failed against $server /$size.bin: $(tail -n 3 "$out")"
+    machine_ticks
+    children_ticks
+    proc_ticks "${SERVER_PIDS[@]}"
+    RUN_SERVER_TICKS=$((CPU_PROC - server0))
+    RUN_WRK_TICKS=$((CPU_CHILDREN - children0))
+    RUN_BUSY_TICKS=$((CPU_BUSY - busy0))
+    RUN_TOTAL_TICKS=$((CPU_TOTAL - total0))
     kill -0 "$(pid_of "$server")" 2>/dev/null || die "$server died during the run (logs in $TMP)"
 }
 
@@ -270,10 +377,21 @@ for round in $(seq 1 "$ROUNDS"); do
     for size in "${SIZES[@]}"; do
         for server in "${order[@]}"; do
             out="$RAW/$size-$server-$round.txt"
-            run_wrk "$server" "$size" "$DURATION" "$out"
-            rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
-            log "round $round/$ROUNDS  $size  $(printf '%-8s' "$server")  $rps req/s"
-            printf '%s\t%s\t%s\t%s\n' "$size" "$server" "$round" "$out" >>"$MANIFEST"
+            attempt=0
+            while :; do
+                wait_quiet
+                run_wrk "$server" "$size" "$DURATION" "$out"
+                rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
+                other=$(((RUN_BUSY_TICKS - RUN_SERVER_TICKS - RUN_WRK_TICKS) * 100 / RUN_TOTAL_TICKS))
+                log "round $round/$ROUNDS  $size  $(printf '%-8s' "$server")  $rps req/s  (idle check ${BUSY_PCT}% busy, other processes ~${other}% CPU during run)"
+                ((other > OTHER_MAX && attempt < RETRIES)) || break
+                attempt=$((attempt + 1))
+                REPEATED=$((REPEATED + 1))
+                log "disturbed by other processes (> ${OTHER_MAX}% CPU); repeating this run ($attempt/$RETRIES)"
+            done
+            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$size" "$server" "$round" "$out" \
+                "$BUSY_PCT" "$RUN_SERVER_TICKS" "$RUN_WRK_TICKS" "$RUN_BUSY_TICKS" "$RUN_TOTAL_TICKS" \
+                >>"$MANIFEST"
         done
     done
 done
@@ -281,10 +399,12 @@ done
 # ---------------------------------------------------------------- report
 
 FACTS="$TMP/facts.tsv"
+# shellcheck disable=SC2016 # the backquotes are markdown, not command substitution
 {
     printf 'date\t%s\n' "$(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-    printf 'command\t`ROUNDS=%s DURATION=%s CONNECTIONS=%s THREADS=%s WARMUP=%s bench/static.sh` (each run: `wrk -t%s -c%s -d%ss --latency http://127.0.0.1:PORT/FILE`)\n' \
-        "$ROUNDS" "$DURATION" "$CONNECTIONS" "$THREADS" "$WARMUP" "$THREADS" "$CONNECTIONS" "$DURATION"
+    printf 'command\t`ROUNDS=%s DURATION=%s CONNECTIONS=%s THREADS=%s WARMUP=%s RETRIES=%s SIZES="%s" NGINX_OPEN_FILE_CACHE=%s bench/static.sh` (each run: `wrk -t%s -c%s -d%ss --latency http://127.0.0.1:PORT/FILE`)\n' \
+        "$ROUNDS" "$DURATION" "$CONNECTIONS" "$THREADS" "$WARMUP" "$RETRIES" "${SIZES[*]}" "$NGINX_OPEN_FILE_CACHE" "$THREADS" "$CONNECTIONS" "$DURATION"
+    printf 'repeated runs\t%s run(s) were disturbed by other processes and measured again (only the last attempt of each run is reported)\n' "$REPEATED"
     printf 'cpu\t%s × %s\n' "$(nproc)" \
         "$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)"
     printf 'kernel\t%s\n' "$(uname -sr)"
@@ -292,17 +412,17 @@ FACTS="$TMP/facts.tsv"
     printf 'sentinel\t%s (release build), commit %s%s\n' \
         "$("$SENTINEL" --version 2>&1 | head -n 1)" \
         "$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
-        "$([[ -n $(git -C "$REPO_DIR" status --porcelain --untracked-files=no 2>/dev/null) ]] && echo ' + uncommitted changes' || true)"
+        "$(if [[ -n $(git -C "$REPO_DIR" status --porcelain --untracked-files=no 2>/dev/null) ]]; then echo ' + uncommitted changes'; fi)"
     printf 'nginx\t%s\n' "$("$NGINX" -v 2>&1 | sed 's/^nginx version: //')"
     printf 'wrk\t%s\n' "$(wrk -v 2>&1 | head -n 1 | awk '{print $1, $2, $3}')"
     printf 'rustc\t%s\n' "$(rustc -V 2>/dev/null || echo unknown)"
-    printf 'setup\tall three processes on the same machine over loopback; nginx `worker_processes auto` (%s workers), sendfile on, tcp_nopush on, access_log off, keepalive_requests 100000, open_file_cache off; Sentinel access_log off, log level warn, max_requests_per_connection 100000, tokio multi-thread runtime (default worker count)\n' "$(nproc)"
+    printf 'setup\tall three processes on the same machine over loopback; nginx `worker_processes auto` (%s workers), sendfile on, tcp_nopush on, access_log off, keepalive_requests 100000, open_file_cache %s; Sentinel access_log off, log level warn, max_requests_per_connection 100000, tokio multi-thread runtime (default worker count), other settings at their defaults (including its small-file cache)\n' "$(nproc)" "$(if [[ $NGINX_OPEN_FILE_CACHE == 1 ]]; then echo 'on (max=1000 inactive=60s, valid 60s)'; else echo off; fi)"
 } >"$FACTS"
 
 mkdir -p "$RESULTS_DIR"
 STAMP=$(date -u '+%Y%m%d-%H%M%S')
 REPORT="$RESULTS_DIR/static-$STAMP.md"
-python3 "$BENCH_DIR/summarize.py" "$MANIFEST" "$FACTS" >"$REPORT"
+python3 "$BENCH_DIR/summarize.py" "$MANIFEST" "$FACTS" "$(getconf CLK_TCK)" "$QUIET_MAX" "$OTHER_MAX" >"$REPORT"
 # Keep the raw wrk output next to the report so the numbers can be audited.
 mkdir -p "$RESULTS_DIR/static-$STAMP"
 cp "$RAW"/*.txt "$RESULTS_DIR/static-$STAMP/"
