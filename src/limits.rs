@@ -37,8 +37,8 @@ pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest a keep-alive connection may sit idle between requests. Breach: quiet close.
 pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Longest wait for one write of the response (the head with in-memory content, or one
-/// `read_chunk_bytes` piece of a file) to be accepted by the client. Breach: close.
+/// Longest the client may accept none of the response we are writing (each write that moves
+/// bytes restarts it, so a slow but steady reader is served). Breach: close.
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Most requests served on one connection before it is closed, so long-lived clients are
@@ -53,11 +53,10 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// the client sees that response instead of a reset caused by its unread bytes (nginx's
 /// lingering close).
 pub const DEFAULT_LINGER_TIMEOUT: Duration = Duration::from_secs(2);
-/// Most bytes discarded during a lingering close before giving up on it (internal bound).
-pub const LINGER_MAX_BYTES: usize = 64 * 1024;
 
-/// Largest request body we read and throw away to keep a connection alive when the handler did
-/// not want it; a bigger unread body closes the connection instead.
+/// Largest request body (framing included) we read and throw away to keep a connection alive
+/// when the handler did not want it; a bigger unread body closes the connection instead. The
+/// whole discard must also finish within the body read timeout.
 pub const DEFAULT_MAX_DISCARD_BYTES: u64 = 64 * 1024;
 
 /// Pending connections the kernel may queue before `accept` (nginx's default on Linux).

@@ -134,6 +134,7 @@ fn bad_values_are_errors_naming_key_and_line() {
         ("server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: public\nlogging:\n  format: xml\n", "logging.format", "line 6"),
         ("server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: public\nlogging:\n  level: \"[[\"\n", "logging.level", ":6:"),
         ("server:\n  listen_addr: \"127.0.0.1:0\"\n  max_connections: 100000000\nstatic_files:\n  root: public\n", "server.max_connections", ":3:"),
+        ("server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: public\n  cache_max_file_bytes: 16777217\n", "static_files.cache_max_file_bytes", ":5:"),
         // Field filters compile exponential regexes (found by fuzzing): refused outright.
         ("server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: public\nlogging:\n  level: \"a[{f=.+7.......}]\"\n", "logging.level", ":6:"),
         ("server:\n  listen_addr: \"127.0.0.1:0\"\n", "nothing to serve", "static_files"),

@@ -361,3 +361,48 @@ fn h1_050_responses_carry_date_and_server() {
     assert!(httpdate::parse_http_date(date).is_ok(), "{date}");
     assert!(response.header("server").unwrap().starts_with("sentinel/"));
 }
+
+#[test]
+fn h1_046_slow_but_steady_reader_gets_the_whole_in_memory_body() {
+    // 12 MiB held in memory (cached), more than loopback socket buffers hold, read slowly
+    // for several times the write timeout: progress must keep the write alive.
+    let server = TestServer::start_with(Options {
+        server_yaml: "  write_timeout_ms: 500\n".into(),
+        static_yaml: "  cache_max_file_bytes: 16777216\n".into(),
+        ..Options::default()
+    });
+    let size = 12 * 1024 * 1024;
+    std::fs::write(server.root().join("big.bin"), vec![b'x'; size]).unwrap();
+    let mut client = server.connect();
+    client.send(b"GET /big.bin HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    let started = Instant::now();
+    let mut received = Vec::new();
+    let mut chunk = vec![0u8; 256 * 1024];
+    loop {
+        match std::io::Read::read(&mut client.stream, &mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => received.extend_from_slice(&chunk[..n]),
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "too slow");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        started.elapsed() > Duration::from_millis(1500),
+        "the reader was not slow enough for the test to mean anything"
+    );
+    let head_end = received.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert!(received.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    assert_eq!(received.len() - head_end, size, "response cut short");
+}
+
+#[test]
+fn h1_046_empty_lines_between_requests_do_not_start_the_head_timeout() {
+    let server = server_with("  header_read_timeout_ms: 200\n  keepalive_timeout_ms: 5000\n");
+    let mut client = server.connect();
+    client.send(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n\r\n");
+    assert_eq!(client.read_response().status, 200);
+    std::thread::sleep(Duration::from_millis(600));
+    client.send(b"\r\nGET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n");
+    let response = client.read_response();
+    assert_eq!(response.status, 200, "an idle connection got {response:?}");
+}

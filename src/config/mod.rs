@@ -23,6 +23,9 @@ use raw::{RawConfig, RawErrorPages};
 /// Highest accepted `server.max_connections`.
 const MAX_CONNECTIONS_CEILING: usize = 1 << 24;
 
+/// Highest accepted `static_files.cache_max_file_bytes`.
+const MAX_CACHED_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
 /// Largest custom error page we keep in memory.
 const MAX_ERROR_PAGE_BYTES: u64 = 1024 * 1024;
 
@@ -389,6 +392,13 @@ impl Validator<'_> {
             return Err(self.invalid(
                 "static_files.read_chunk_bytes",
                 "must be between 4096 and 16777216",
+            ));
+        }
+        // A cache miss reads the whole file into memory, so this bounds memory per response.
+        if raw.cache_max_file_bytes > MAX_CACHED_FILE_BYTES {
+            return Err(self.invalid(
+                "static_files.cache_max_file_bytes",
+                "must be at most 16777216 (16 MiB)",
             ));
         }
         Ok(StaticFilesConfig {

@@ -21,7 +21,7 @@ use super::request::{Method, RequestHead, Version};
 use super::response::{Response, ResponseBody, StatusCode};
 use super::writer::{encode_response_head, ConnectionState, ResponseFraming};
 use crate::config::{Config, ConnectionLimits};
-use crate::limits::{DEFAULT_READ_CHUNK_BYTES, LINGER_MAX_BYTES};
+use crate::limits::DEFAULT_READ_CHUNK_BYTES;
 use crate::pages::error_response;
 use crate::server::SharedConfig;
 
@@ -230,6 +230,9 @@ impl Connection {
             limits.keepalive_timeout
         };
         let idle_deadline = tokio::time::Instant::now() + idle_wait;
+        // CRLFs a client sends after a body (RFC 9112 §2.2 lets us ignore them) are not the
+        // start of a head: they must not swap the keep-alive wait for the head timeout.
+        self.skip_empty_lines();
         // On a new connection the header timeout runs from accept, not from the first byte,
         // so a client cannot stretch it to twice its setting.
         let mut head_deadline = (self.served == 0 || !self.read_buf.is_empty())
@@ -264,8 +267,13 @@ impl Connection {
                 Ok(_) => {}
                 Err(error) => return Err(HeadError::Io(error)),
             }
-            head_deadline
-                .get_or_insert_with(|| tokio::time::Instant::now() + limits.header_read_timeout);
+            if head_deadline.is_none() {
+                self.skip_empty_lines();
+                if self.read_buf.is_empty() {
+                    continue;
+                }
+                head_deadline = Some(tokio::time::Instant::now() + limits.header_read_timeout);
+            }
             // Re-parse only when the verdict can have changed: a new line is complete, or the
             // buffer crossed a size limit. Keeps a byte-at-a-time sender from costing a
             // full re-parse per byte.
@@ -276,6 +284,19 @@ impl Connection {
                 || len >= limits.parse.max_head_bytes
                 || (!saw_line_end && len >= limits.parse.max_request_line_bytes.saturating_add(2));
         }
+    }
+
+    /// Drop CR and LF bytes at the start of the buffer, between requests.
+    fn skip_empty_lines(&mut self) {
+        if self.served == 0 {
+            return;
+        }
+        let blank = self
+            .read_buf
+            .iter()
+            .take_while(|&&b| b == b'\r' || b == b'\n')
+            .count();
+        self.read_buf.advance(blank);
     }
 
     /// Read and discard the request body the handler did not consume, so the next pipelined
@@ -301,11 +322,14 @@ impl Connection {
         {
             return Ok(Drained::Abandoned);
         }
+        // Framing bytes count too, and the whole drain shares one deadline: otherwise tiny
+        // chunks, or one byte per read just inside the read timeout, would hold us forever.
         let mut discarded: u64 = 0;
+        let deadline = tokio::time::Instant::now() + limits.body_read_timeout;
         loop {
             match decoder.decode(&self.read_buf).map_err(DrainError::Body)? {
-                Step::Data { start, end } => {
-                    discarded += (end - start) as u64;
+                Step::Data { end, .. } => {
+                    discarded += end as u64;
                     self.read_buf.advance(end);
                     if discarded > limits.max_discard_bytes && !decoder.is_done() {
                         return Ok(Drained::Abandoned);
@@ -316,15 +340,21 @@ impl Connection {
                     self.read_buf.advance(consumed);
                     return Ok(Drained::Complete);
                 }
-                Step::NeedMore => self.read_buf.clear(),
+                Step::NeedMore => {
+                    discarded += self.read_buf.len() as u64;
+                    self.read_buf.clear();
+                    if discarded > limits.max_discard_bytes {
+                        return Ok(Drained::Abandoned);
+                    }
+                }
             }
-            self.read_body_bytes(limits.body_read_timeout).await?;
+            self.read_body_bytes(deadline).await?;
         }
     }
 
-    /// One read for body bytes, with the body timeout.
-    async fn read_body_bytes(&mut self, wait: Duration) -> Result<(), DrainError> {
-        match timeout(wait, self.stream.read_buf(&mut self.read_buf)).await {
+    /// One read for body bytes, before `deadline`.
+    async fn read_body_bytes(&mut self, deadline: tokio::time::Instant) -> Result<(), DrainError> {
+        match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.read_buf)).await {
             Err(_) => Err(DrainError::Timeout),
             Ok(Ok(0)) | Ok(Err(_)) => Err(DrainError::Closed),
             Ok(Ok(_)) => Ok(()),
@@ -448,21 +478,16 @@ impl Connection {
     /// body into the buffer.
     async fn flush_with_body(&mut self, body: &[u8], write_timeout: Duration) -> io::Result<()> {
         let mut out = Buf::chain(&self.write_buf[..], body);
-        let result = timeout(write_timeout, self.stream.write_all_buf(&mut out)).await;
+        let result = write_all_with_progress(&mut self.stream, &mut out, write_timeout).await;
         self.write_buf.clear();
-        match result {
-            Ok(result) => result,
-            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
-        }
+        result
     }
 
     async fn flush_write_buf(&mut self, write_timeout: Duration) -> io::Result<()> {
-        let result = timeout(write_timeout, self.stream.write_all(&self.write_buf)).await;
+        let mut out = &self.write_buf[..];
+        let result = write_all_with_progress(&mut self.stream, &mut out, write_timeout).await;
         self.write_buf.clear();
-        match result {
-            Ok(result) => result,
-            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
-        }
+        result
     }
 
     /// Answer a connection-level error with its page, then close.
@@ -485,16 +510,36 @@ impl Connection {
         if self.stream.shutdown().await.is_err() {
             return;
         }
+        // Bounded by time, not bytes: giving up after a byte count would let a client that
+        // is still uploading receive a reset that wipes out the response it has not read yet.
         let deadline = tokio::time::Instant::now() + limits.linger_timeout;
-        let mut discarded = 0;
         let mut scratch = [0u8; 4096];
-        while discarded < LINGER_MAX_BYTES {
-            match tokio::time::timeout_at(deadline, self.stream.read(&mut scratch)).await {
-                Ok(Ok(n)) if n > 0 => discarded += n,
-                _ => break,
-            }
+        while let Ok(Ok(1..)) =
+            tokio::time::timeout_at(deadline, self.stream.read(&mut scratch)).await
+        {}
+    }
+}
+
+/// Write all of `out`, failing only when the peer accepts nothing for `write_timeout`: a slow
+/// reader that keeps making progress gets its whole response, a stalled one is cut off.
+pub(crate) async fn write_all_with_progress<W, B>(
+    stream: &mut W,
+    out: &mut B,
+    write_timeout: Duration,
+) -> io::Result<()>
+where
+    W: tokio::io::AsyncWrite + Unpin,
+    B: Buf,
+{
+    while out.has_remaining() {
+        match timeout(write_timeout, stream.write_buf(out)).await {
+            Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
+            Ok(Err(error)) => return Err(error),
+            Ok(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(Ok(_)) => {}
         }
     }
+    Ok(())
 }
 
 /// What writing a response achieved: body bytes that reached the socket, and whether the

@@ -166,12 +166,16 @@ fn parse_request_line(buf: &[u8], line: Span) -> Result<RequestLine, ParseError>
     })
 }
 
-/// RFC 9112 §2.3: `HTTP/` DIGIT `.` DIGIT, case-sensitive. Well-formed versions other than
-/// 1.0 and 1.1 get 505; anything else is a malformed request line.
+/// RFC 9112 §2.3: `HTTP/` DIGIT `.` DIGIT, case-sensitive. A higher 1.x minor version is
+/// served as 1.1 (RFC 9110 §2.5); other well-formed versions get 505; anything else is a
+/// malformed request line.
 fn parse_version(bytes: &[u8]) -> Result<Version, ParseError> {
     match bytes {
         b"HTTP/1.1" => Ok(Version::Http11),
         b"HTTP/1.0" => Ok(Version::Http10),
+        [b'H', b'T', b'T', b'P', b'/', b'1', b'.', minor] if minor.is_ascii_digit() => {
+            Ok(Version::Http11)
+        }
         [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
             if major.is_ascii_digit() && minor.is_ascii_digit() =>
         {

@@ -175,7 +175,14 @@ fn h1_003_target_forms_are_checked_per_method() {
 #[test]
 fn h1_004_versions() {
     assert_eq!(head(b"GET / HTTP/1.0\r\n\r\n").version(), Version::Http10);
-    for v in ["HTTP/2.0", "HTTP/1.2", "HTTP/0.9", "HTTP/3.0"] {
+    // A later 1.x minor version is served as 1.1 (RFC 9110 §2.5), so it needs Host too.
+    for v in ["HTTP/1.2", "HTTP/1.9"] {
+        let input = format!("GET / {v}\r\nHost: a\r\n\r\n");
+        assert_eq!(head(input.as_bytes()).version(), Version::Http11, "{v}");
+        let input = format!("GET / {v}\r\n\r\n");
+        assert_eq!(error(input.as_bytes()), E::MissingHost, "{v}");
+    }
+    for v in ["HTTP/2.0", "HTTP/0.9", "HTTP/3.0"] {
         let input = format!("GET / {v}\r\nHost: a\r\n\r\n");
         assert_eq!(error(input.as_bytes()), E::UnsupportedVersion, "{v}");
         assert_eq!(E::UnsupportedVersion.status().as_u16(), 505);
