@@ -7,5 +7,7 @@ pub mod http;
 pub mod limits;
 pub mod logging;
 pub mod pages;
+pub mod proxy;
+pub mod routing;
 pub mod server;
 pub mod static_files;

@@ -74,3 +74,36 @@ pub const DEFAULT_FILE_CACHE_MAX_FILE_BYTES: u64 = 1024 * 1024;
 
 /// How long a shutdown waits for in-flight requests before exiting anyway.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Time to establish a TCP connection to a backend (`proxy.connection_timeout_ms`). Breach:
+/// the next backend is tried; 502 when none is left.
+pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Time for a backend to start its response after the request was sent, and the longest
+/// silence while its body streams (`proxy.request_timeout_ms`). Breach: 504 before the
+/// response started, a cut connection after.
+pub const DEFAULT_UPSTREAM_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Idle keep-alive connections kept per backend for reuse (`proxy.max_idle_per_backend`).
+pub const DEFAULT_MAX_IDLE_PER_BACKEND: usize = 64;
+
+/// How long an idle upstream connection is kept for reuse (`proxy.idle_timeout_ms`). Below
+/// the keep-alive timeout of common backends, so we close first rather than race their close.
+pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// Consecutive failures (connect errors, resets, timeouts, malformed responses) that eject a
+/// backend (`proxy.max_fails`).
+pub const DEFAULT_MAX_FAILS: u32 = 3;
+
+/// First ejection's length (`proxy.fail_timeout_ms`); it doubles with each ejection that
+/// follows without a success in between.
+pub const DEFAULT_FAIL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest ejection (`proxy.max_fail_timeout_ms`).
+pub const DEFAULT_MAX_FAIL_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Largest upstream response head (`proxy.max_response_head_bytes`). Breach: 502.
+pub const DEFAULT_MAX_RESPONSE_HEAD_BYTES: usize = 64 * 1024;
+
+/// Most header fields in an upstream response head (internal bound). Breach: 502.
+pub const MAX_RESPONSE_HEADERS: usize = 256;

@@ -3,7 +3,10 @@
 //! every error names the file, the key and, where it can be found, the line.
 
 mod locate;
+mod proxy;
 mod raw;
+
+pub use proxy::{BackendConfig, ProxyConfig, RouteConfig, RouteTarget, DEFAULT_UPSTREAM};
 
 use std::collections::HashMap;
 use std::fmt;
@@ -80,6 +83,8 @@ pub struct Config {
     pub static_files: Option<StaticFilesConfig>,
     pub error_pages: ErrorPages,
     pub proxy: Option<ProxyConfig>,
+    /// Tried in order; the first whose host and path prefix match takes the request.
+    pub routes: Vec<RouteConfig>,
     pub logging: LoggingConfig,
 }
 
@@ -163,20 +168,6 @@ impl ErrorPages {
     pub fn get(&self, status: StatusCode) -> Option<&Bytes> {
         self.pages.get(&status)
     }
-}
-
-#[derive(Debug, Clone)]
-pub struct ProxyConfig {
-    pub backends: Vec<BackendConfig>,
-    pub connection_timeout: Duration,
-    pub request_timeout: Duration,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BackendConfig {
-    pub name: String,
-    /// `host:port`; resolved when connecting.
-    pub address: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -267,6 +258,12 @@ impl Validator<'_> {
             Some(proxy) => Some(self.proxy(proxy)?),
             None => None,
         };
+        let routes = self.routes(
+            &raw.routes,
+            proxy.as_ref().map(|(config, defaults)| (config, defaults)),
+            static_files.is_some(),
+        )?;
+        let proxy = proxy.map(|(config, _)| config);
         if static_files.is_none() && proxy.is_none() {
             return Err(self.invalid(
                 "static_files",
@@ -297,6 +294,7 @@ impl Validator<'_> {
             static_files,
             error_pages,
             proxy,
+            routes,
             logging,
         })
     }
@@ -440,45 +438,12 @@ impl Validator<'_> {
         Ok(ErrorPages { pages })
     }
 
-    fn proxy(&self, raw: &raw::RawProxy) -> Result<ProxyConfig, ConfigError> {
-        let mut names = std::collections::HashSet::new();
-        let mut backends = Vec::with_capacity(raw.backends.len());
-        for backend in &raw.backends {
-            if backend.name.is_empty() || !names.insert(backend.name.as_str()) {
-                return Err(self.invalid(
-                    "proxy.backends",
-                    format!(
-                        "backend names must be unique and non-empty ({:?})",
-                        backend.name
-                    ),
-                ));
-            }
-            if !is_host_port(&backend.address) {
-                return Err(self.invalid(
-                    "proxy.backends",
-                    format!(
-                        "backend {:?}: address {:?} is not host:port",
-                        backend.name, backend.address
-                    ),
-                ));
-            }
-            backends.push(BackendConfig {
-                name: backend.name.clone(),
-                address: backend.address.clone(),
-            });
+    fn positive_millis(&self, key: &str, value: u64) -> Result<Duration, ConfigError> {
+        if value == 0 {
+            Err(self.invalid(key, "must be greater than 0"))
+        } else {
+            Ok(Duration::from_millis(value))
         }
-        let millis = |key: &str, value: u64| {
-            if value == 0 {
-                Err(self.invalid(key, "must be greater than 0"))
-            } else {
-                Ok(Duration::from_millis(value))
-            }
-        };
-        Ok(ProxyConfig {
-            backends,
-            connection_timeout: millis("proxy.connection_timeout_ms", raw.connection_timeout_ms)?,
-            request_timeout: millis("proxy.request_timeout_ms", raw.request_timeout_ms)?,
-        })
     }
 }
 
@@ -495,21 +460,4 @@ fn read_small_file(path: &Path) -> Result<Bytes, String> {
     std::fs::read(path)
         .map(Bytes::from)
         .map_err(|e| format!("{}: {e}", path.display()))
-}
-
-/// `host:port` with a numeric port and a non-empty host (IPv6 in brackets).
-fn is_host_port(address: &str) -> bool {
-    if let Ok(socket) = address.parse::<SocketAddr>() {
-        return socket.port() != 0;
-    }
-    match address.rsplit_once(':') {
-        Some((host, port)) => {
-            !host.is_empty()
-                && port.parse::<u16>().is_ok_and(|p| p != 0)
-                && host
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-        }
-        None => false,
-    }
 }

@@ -18,6 +18,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub proxy: Option<RawProxy>,
     #[serde(default)]
+    pub routes: Vec<RawRoute>,
+    #[serde(default)]
     pub logging: RawLogging,
 }
 
@@ -216,20 +218,75 @@ impl RawErrorPages {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawProxy {
+    /// The original design's pool; it becomes the upstream group named `default`.
     #[serde(default)]
     pub backends: Vec<RawBackend>,
     #[serde(default = "default_connection_timeout_ms")]
     pub connection_timeout_ms: u64,
     #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
+    #[serde(default)]
+    pub upstreams: std::collections::BTreeMap<String, RawUpstream>,
+    #[serde(default = "default_true")]
+    pub pass_host: bool,
+    #[serde(default = "default_max_idle_per_backend")]
+    pub max_idle_per_backend: usize,
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+    #[serde(default = "default_max_fails")]
+    pub max_fails: u32,
+    #[serde(default = "default_fail_timeout_ms")]
+    pub fail_timeout_ms: u64,
+    #[serde(default = "default_max_fail_timeout_ms")]
+    pub max_fail_timeout_ms: u64,
+    #[serde(default = "default_max_response_head_bytes")]
+    pub max_response_head_bytes: usize,
+}
+
+/// A named pool of backends with optional timeouts of its own.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUpstream {
+    pub backends: Vec<RawBackend>,
+    pub connection_timeout_ms: Option<u64>,
+    pub request_timeout_ms: Option<u64>,
+    pub pass_host: Option<bool>,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_connection_timeout_ms() -> u64 {
-    5000
+    millis(limits::DEFAULT_UPSTREAM_CONNECT_TIMEOUT)
 }
 
 fn default_request_timeout_ms() -> u64 {
-    30000
+    millis(limits::DEFAULT_UPSTREAM_REQUEST_TIMEOUT)
+}
+
+fn default_max_idle_per_backend() -> usize {
+    limits::DEFAULT_MAX_IDLE_PER_BACKEND
+}
+
+fn default_idle_timeout_ms() -> u64 {
+    millis(limits::DEFAULT_UPSTREAM_IDLE_TIMEOUT)
+}
+
+fn default_max_fails() -> u32 {
+    limits::DEFAULT_MAX_FAILS
+}
+
+fn default_fail_timeout_ms() -> u64 {
+    millis(limits::DEFAULT_FAIL_TIMEOUT)
+}
+
+fn default_max_fail_timeout_ms() -> u64 {
+    millis(limits::DEFAULT_MAX_FAIL_TIMEOUT)
+}
+
+fn default_max_response_head_bytes() -> usize {
+    limits::DEFAULT_MAX_RESPONSE_HEAD_BYTES
 }
 
 #[derive(Debug, Deserialize)]
@@ -237,6 +294,26 @@ fn default_request_timeout_ms() -> u64 {
 pub(super) struct RawBackend {
     pub name: String,
     pub address: String,
+}
+
+/// One entry of `routes`: which requests (host, path prefix) go where.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRoute {
+    pub host: Option<String>,
+    #[serde(default = "default_path_prefix")]
+    pub path_prefix: String,
+    pub upstream: Option<String>,
+    #[serde(default, rename = "static")]
+    pub static_files: bool,
+    #[serde(default)]
+    pub strip_prefix: bool,
+    pub connection_timeout_ms: Option<u64>,
+    pub request_timeout_ms: Option<u64>,
+}
+
+fn default_path_prefix() -> String {
+    "/".into()
 }
 
 #[derive(Debug, Deserialize)]

@@ -21,9 +21,20 @@ use super::request::{Method, RequestHead, Version};
 use super::response::{Response, ResponseBody, StatusCode};
 use super::writer::{encode_response_head, ConnectionState, ResponseFraming};
 use crate::config::{Config, ConnectionLimits};
+use crate::http::response_parser::ResponseLimits;
 use crate::limits::DEFAULT_READ_CHUNK_BYTES;
+use crate::limits::{DEFAULT_MAX_RESPONSE_HEAD_BYTES, MAX_RESPONSE_HEADERS};
 use crate::pages::error_response;
+use crate::proxy::forward::{forward, Client, Destination, Outcome};
+use crate::routing::Routed;
 use crate::server::SharedConfig;
+
+/// Response limits when a route names an upstream but no proxy section exists (cannot happen
+/// with a validated config; keeps the lookup total).
+const DEFAULT_RESPONSE_LIMITS: ResponseLimits = ResponseLimits {
+    max_head_bytes: DEFAULT_MAX_RESPONSE_HEAD_BYTES,
+    max_headers: MAX_RESPONSE_HEADERS,
+};
 
 /// In-memory bodies up to this size are copied behind the head and sent in one `write`;
 /// larger ones go out with a vectored write instead of being copied.
@@ -145,54 +156,146 @@ impl Connection {
             target = head.target()
         );
 
-        let response = match BodyDecoder::for_request(head.framing(), limits.body_limits()) {
+        let decoder = match BodyDecoder::for_request(head.framing(), limits.body_limits()) {
+            Ok(decoder) => decoder,
             Err(error) => {
                 tracing::info!(parent: &request_span, client = %self.peer, %error, "request body refused");
                 exchange.keep_alive = false;
-                error_response(error.status(), &config.error_pages)
-            }
-            Ok(decoder) => {
-                let response = request_span.in_scope(|| crate::dispatch::handle(&head, &config));
-                match self.drain_body(decoder, &head, limits).await {
-                    Ok(Drained::Complete) => response,
-                    Ok(Drained::Abandoned) => {
-                        exchange.keep_alive = false;
-                        response
-                    }
-                    Err(DrainError::Body(error)) => {
-                        tracing::info!(parent: &request_span, client = %self.peer, %error, "request body rejected");
-                        exchange.keep_alive = false;
-                        error_response(error.status(), &config.error_pages)
-                    }
-                    Err(DrainError::Timeout) => {
-                        tracing::info!(parent: &request_span, client = %self.peer, "request body timed out");
-                        exchange.keep_alive = false;
-                        error_response(StatusCode::REQUEST_TIMEOUT, &config.error_pages)
-                    }
-                    Err(DrainError::Closed) => {
-                        tracing::debug!(parent: &request_span, "client closed during request body");
-                        self.log_access(&config, Some(&head), CLIENT_CLOSED_REQUEST, 0, &exchange);
-                        return false;
-                    }
-                }
+                let response = error_response(error.status(), &config.error_pages);
+                return self
+                    .answer(response, &head, &exchange, &config, &request_span)
+                    .await;
             }
         };
+        let routed = crate::routing::route(&head, &config.routes);
+        if let Routed::Proxy {
+            route,
+            upstream,
+            target,
+            client_host,
+        } = &routed
+        {
+            let destination = Destination {
+                upstream,
+                route,
+                target,
+                client_host: *client_host,
+                response_limits: config
+                    .proxy
+                    .as_ref()
+                    .map_or(DEFAULT_RESPONSE_LIMITS, |p| p.response_limits),
+            };
+            return self
+                .serve_proxied(&head, decoder, &destination, &mut exchange, &config)
+                .instrument(request_span)
+                .await;
+        }
+        let response = request_span.in_scope(|| crate::dispatch::handle(&head, &config, &routed));
+        let response = match self.drain_body(decoder, &head, limits).await {
+            Ok(Drained::Complete) => response,
+            Ok(Drained::Abandoned) => {
+                exchange.keep_alive = false;
+                response
+            }
+            Err(DrainError::Body(error)) => {
+                tracing::info!(parent: &request_span, client = %self.peer, %error, "request body rejected");
+                exchange.keep_alive = false;
+                error_response(error.status(), &config.error_pages)
+            }
+            Err(DrainError::Timeout) => {
+                tracing::info!(parent: &request_span, client = %self.peer, "request body timed out");
+                exchange.keep_alive = false;
+                error_response(StatusCode::REQUEST_TIMEOUT, &config.error_pages)
+            }
+            Err(DrainError::Closed) => {
+                tracing::debug!(parent: &request_span, "client closed during request body");
+                self.log_access(
+                    &config,
+                    Some(&head),
+                    CLIENT_CLOSED_REQUEST,
+                    0,
+                    &exchange,
+                    None,
+                );
+                return false;
+            }
+        };
+        self.answer(response, &head, &exchange, &config, &request_span)
+            .await
+    }
+
+    /// Write a locally made response, log it, and say whether the connection stays open.
+    async fn answer(
+        &mut self,
+        response: Response,
+        head: &RequestHead,
+        exchange: &Exchange,
+        config: &Config,
+        request_span: &tracing::Span,
+    ) -> bool {
         let status = response.status;
         let outcome = self
-            .write_response(response, &exchange, &config)
+            .write_response(response, exchange, config)
             .instrument(request_span.clone())
             .await;
         if let Err(error) = &outcome.result {
-            tracing::debug!(parent: &request_span, %error, "response write failed");
+            tracing::debug!(parent: request_span, %error, "response write failed");
         }
         self.log_access(
-            &config,
-            Some(&head),
+            config,
+            Some(head),
             status.as_u16(),
             outcome.body_bytes,
-            &exchange,
+            exchange,
+            None,
         );
         outcome.result.is_ok() && exchange.keep_alive
+    }
+
+    /// Forward the request to an upstream; errors before a response become error pages.
+    async fn serve_proxied(
+        &mut self,
+        head: &RequestHead,
+        decoder: BodyDecoder,
+        destination: &Destination<'_>,
+        exchange: &mut Exchange,
+        config: &Config,
+    ) -> bool {
+        let mut client = Client {
+            stream: &mut self.stream,
+            read_buf: &mut self.read_buf,
+            peer: self.peer,
+            limits: &config.server.limits,
+            keep_alive: exchange.keep_alive,
+        };
+        match forward(&mut client, head, decoder, destination).await {
+            Outcome::Responded {
+                status,
+                body_bytes,
+                keep_alive,
+                backend,
+            } => {
+                self.log_access(
+                    config,
+                    Some(head),
+                    status.as_u16(),
+                    body_bytes,
+                    exchange,
+                    Some(&backend),
+                );
+                keep_alive && exchange.keep_alive
+            }
+            Outcome::Failed { status, keep_alive } => {
+                exchange.keep_alive &= keep_alive;
+                let response = error_response(status, &config.error_pages);
+                let span = tracing::Span::current();
+                self.answer(response, head, exchange, config, &span).await
+            }
+            Outcome::ClientGone => {
+                self.log_access(config, Some(head), CLIENT_CLOSED_REQUEST, 0, exchange, None);
+                false
+            }
+        }
     }
 
     /// The one access-log event of a request (`sentinel::access`, info level).
@@ -203,6 +306,7 @@ impl Connection {
         status: u16,
         bytes: u64,
         exchange: &Exchange,
+        backend: Option<&str>,
     ) {
         if !config.logging.access_log {
             return;
@@ -216,6 +320,7 @@ impl Connection {
             status,
             bytes,
             duration_us = exchange.started.elapsed().as_micros() as u64,
+            backend = backend.unwrap_or("-"),
         );
     }
 
@@ -500,7 +605,14 @@ impl Connection {
             started: Instant::now(),
         };
         let outcome = self.write_response(response, &exchange, config).await;
-        self.log_access(config, None, status.as_u16(), outcome.body_bytes, &exchange);
+        self.log_access(
+            config,
+            None,
+            status.as_u16(),
+            outcome.body_bytes,
+            &exchange,
+            None,
+        );
         self.close(&config.server.limits).await;
     }
 

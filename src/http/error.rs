@@ -54,6 +54,8 @@ pub enum ParseError {
     InvalidHost,
     #[error("unsupported expectation")]
     UnsupportedExpectation,
+    #[error("malformed status line")]
+    InvalidStatusLine,
 }
 
 impl ParseError {
@@ -87,6 +89,8 @@ impl ParseError {
             | ParseError::MissingHost
             | ParseError::DuplicateHost
             | ParseError::InvalidHost => StatusCode::BAD_REQUEST,
+            // Only upstream responses have a status line: the client gets 502 for it.
+            ParseError::InvalidStatusLine => StatusCode::BAD_GATEWAY,
         }
     }
 }

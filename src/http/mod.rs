@@ -8,4 +8,5 @@ pub mod error;
 pub mod parser;
 pub mod request;
 pub mod response;
+pub mod response_parser;
 pub mod writer;

@@ -112,7 +112,11 @@ pub fn parse_request(buf: &[u8], limits: &ParseLimits) -> Result<Status, ParseEr
 
 /// Index of the CR of the first CRLF at or after `from` and before `window_end`.
 /// `Ok(None)` when no LF is in the window yet. A LF not preceded by CR is an error.
-fn find_line_end(buf: &[u8], from: usize, window_end: usize) -> Result<Option<usize>, ParseError> {
+pub(super) fn find_line_end(
+    buf: &[u8],
+    from: usize,
+    window_end: usize,
+) -> Result<Option<usize>, ParseError> {
     let Some(window) = buf.get(from..window_end) else {
         return Ok(None);
     };
@@ -225,7 +229,7 @@ fn validate_target(method: Method, target: &[u8]) -> Result<(), ParseError> {
 }
 
 /// RFC 9112 §5: `field-name ":" OWS field-value OWS`.
-fn parse_field_line(buf: &[u8], line: Span) -> Result<HeaderSpan, ParseError> {
+pub(super) fn parse_field_line(buf: &[u8], line: Span) -> Result<HeaderSpan, ParseError> {
     let bytes = line.slice(buf);
     // RFC 9112 §5.2: obs-fold is rejected, never unfolded.
     if matches!(bytes.first(), Some(b' ' | b'\t')) {
@@ -392,7 +396,7 @@ impl FieldState {
 }
 
 /// RFC 9110 §8.6: `1*DIGIT`; no sign, no spaces, no overflow.
-fn parse_content_length(digits: &[u8]) -> Result<u64, ParseError> {
+pub(super) fn parse_content_length(digits: &[u8]) -> Result<u64, ParseError> {
     if digits.is_empty() {
         return Err(ParseError::InvalidContentLength);
     }
@@ -409,7 +413,7 @@ fn parse_content_length(digits: &[u8]) -> Result<u64, ParseError> {
     Ok(value)
 }
 
-fn trim_ows(mut bytes: &[u8]) -> &[u8] {
+pub(crate) fn trim_ows(mut bytes: &[u8]) -> &[u8] {
     while let [b' ' | b'\t', rest @ ..] = bytes {
         bytes = rest;
     }

@@ -65,6 +65,11 @@ impl Method {
                 | Method::Trace
         )
     }
+
+    /// Methods whose requests normally carry content, so an empty one is worth stating.
+    pub fn expects_body(self) -> bool {
+        matches!(self, Method::Post | Method::Put | Method::Patch)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -43,11 +43,8 @@ pub fn encode_response_head(
     date: &[u8],
 ) {
     dst.reserve(256);
-    dst.put_slice(b"HTTP/1.1 ");
-    put_decimal(dst, u64::from(status.as_u16()));
-    dst.put_u8(b' ');
-    dst.put_slice(status.reason().as_bytes());
-    dst.put_slice(b"\r\nServer: ");
+    put_status_line(dst, status);
+    dst.put_slice(b"Server: ");
     dst.put_slice(SERVER_NAME.as_bytes());
     dst.put_slice(b"\r\nDate: ");
     dst.put_slice(date);
@@ -61,6 +58,25 @@ pub fn encode_response_head(
         dst.put_slice(value.as_bytes());
         dst.put_slice(b"\r\n");
     }
+    put_framing_and_connection(dst, framing, connection);
+}
+
+/// `HTTP/1.1 <code> <reason>` and its CRLF.
+pub(crate) fn put_status_line(dst: &mut BytesMut, status: StatusCode) {
+    dst.put_slice(b"HTTP/1.1 ");
+    put_decimal(dst, u64::from(status.as_u16()));
+    dst.put_u8(b' ');
+    dst.put_slice(status.reason().as_bytes());
+    dst.put_slice(b"\r\n");
+}
+
+/// The framing header, the `Connection` header when one is needed, and the blank line that
+/// ends the head.
+pub(crate) fn put_framing_and_connection(
+    dst: &mut BytesMut,
+    framing: ResponseFraming,
+    connection: ConnectionState,
+) {
     match framing {
         ResponseFraming::Length(length) => {
             dst.put_slice(b"Content-Length: ");
@@ -81,6 +97,13 @@ pub fn encode_response_head(
 /// The interim response that tells a client waiting on `Expect: 100-continue` to send.
 pub const CONTINUE_RESPONSE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
+/// The chunk-size line of a chunk of `len` bytes (`len` must not be 0: that ends the body).
+pub fn encode_chunk_header(dst: &mut BytesMut, len: usize) {
+    let mut hex = [0u8; 16];
+    dst.put_slice(format_hex(len as u64, &mut hex));
+    dst.put_slice(b"\r\n");
+}
+
 /// Append one chunk of a chunked body (empty `data` writes nothing: an empty chunk would
 /// end the body).
 pub fn encode_chunk(dst: &mut BytesMut, data: &[u8]) {
@@ -100,13 +123,17 @@ pub fn encode_chunk(dst: &mut BytesMut, data: &[u8]) {
 pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
 fn is_safe_header_value(value: &HeaderValue) -> bool {
+    is_safe_value(value.as_bytes())
+}
+
+/// No CR, LF or other controls: a value that cannot split a head.
+pub(crate) fn is_safe_value(value: &[u8]) -> bool {
     value
-        .as_bytes()
         .iter()
         .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b) || b >= 0x80)
 }
 
-fn put_decimal(dst: &mut BytesMut, value: u64) {
+pub(crate) fn put_decimal(dst: &mut BytesMut, value: u64) {
     let mut buffer = itoa::Buffer::new();
     dst.put_slice(buffer.format(value).as_bytes());
 }

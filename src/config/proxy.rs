@@ -1,0 +1,347 @@
+//! The `proxy` and `routes` sections: upstream groups (the original `proxy.backends` is the
+//! group named `default`), pool and health settings, and the routes that send a request to
+//! an upstream or to the static handler.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::raw::{RawBackend, RawProxy, RawRoute};
+use super::{ConfigError, Validator};
+use crate::http::response_parser::ResponseLimits;
+use crate::limits::MAX_RESPONSE_HEADERS;
+use crate::proxy::health::HealthSettings;
+use crate::proxy::upstream::{Backend, BackendSettings, Upstream};
+
+/// The name `proxy.backends` is known by in `routes`.
+pub const DEFAULT_UPSTREAM: &str = "default";
+
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// The original design's `proxy.backends` (the `default` group).
+    pub backends: Vec<BackendConfig>,
+    /// `proxy.connection_timeout_ms`: default for every group and route.
+    pub connection_timeout: Duration,
+    /// `proxy.request_timeout_ms`: default for every group and route.
+    pub request_timeout: Duration,
+    /// Every group by name, `default` included when `proxy.backends` is set. Runtime state
+    /// (pools, health) lives in them.
+    pub upstreams: BTreeMap<String, Arc<Upstream>>,
+    pub response_limits: ResponseLimits,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendConfig {
+    pub name: String,
+    /// `host:port`; resolved when connecting.
+    pub address: String,
+}
+
+/// Where a route sends its requests.
+#[derive(Debug, Clone)]
+pub enum RouteTarget {
+    Static,
+    Upstream(Arc<Upstream>),
+}
+
+/// One route, in the order routes are tried.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// Lower-case host without port; `None` matches any host.
+    pub host: Option<String>,
+    /// Matches whole path segments: `/api` matches `/api` and `/api/x`, not `/apix`.
+    pub path_prefix: String,
+    pub target: RouteTarget,
+    /// Remove `path_prefix` from the path sent upstream.
+    pub strip_prefix: bool,
+    /// Send the client's `Host` upstream (otherwise the backend's address).
+    pub pass_host: bool,
+    pub connection_timeout: Duration,
+    pub request_timeout: Duration,
+}
+
+/// Per-group settings resolved against the proxy-wide defaults.
+struct GroupDefaults {
+    connection_timeout: Duration,
+    request_timeout: Duration,
+    pass_host: bool,
+}
+
+impl Validator<'_> {
+    pub(super) fn proxy(
+        &self,
+        raw: &RawProxy,
+    ) -> Result<(ProxyConfig, ProxyDefaults), ConfigError> {
+        let millis = |key: &str, value: u64| self.positive_millis(key, value);
+        let settings = BackendSettings {
+            max_idle: raw.max_idle_per_backend,
+            idle_timeout: millis("proxy.idle_timeout_ms", raw.idle_timeout_ms)?,
+            health: HealthSettings {
+                max_fails: raw.max_fails,
+                fail_timeout: millis("proxy.fail_timeout_ms", raw.fail_timeout_ms)?,
+                max_fail_timeout: millis("proxy.max_fail_timeout_ms", raw.max_fail_timeout_ms)?,
+            },
+        };
+        if settings.health.max_fail_timeout < settings.health.fail_timeout {
+            return Err(self.invalid(
+                "proxy.max_fail_timeout_ms",
+                "must be at least proxy.fail_timeout_ms",
+            ));
+        }
+        if raw.max_response_head_bytes < 1024 {
+            return Err(self.invalid("proxy.max_response_head_bytes", "must be at least 1024"));
+        }
+        let defaults = ProxyDefaults {
+            connection_timeout: millis("proxy.connection_timeout_ms", raw.connection_timeout_ms)?,
+            request_timeout: millis("proxy.request_timeout_ms", raw.request_timeout_ms)?,
+            pass_host: raw.pass_host,
+            has_default_group: !raw.backends.is_empty(),
+            groups: BTreeMap::new(),
+        };
+
+        let backends = self.backends("proxy.backends", &raw.backends)?;
+        let mut upstreams = BTreeMap::new();
+        let mut group_defaults = BTreeMap::new();
+        upstreams.insert(
+            DEFAULT_UPSTREAM.to_string(),
+            Arc::new(build_upstream(DEFAULT_UPSTREAM, &backends, settings)),
+        );
+        group_defaults.insert(
+            DEFAULT_UPSTREAM.to_string(),
+            GroupDefaults {
+                connection_timeout: defaults.connection_timeout,
+                request_timeout: defaults.request_timeout,
+                pass_host: defaults.pass_host,
+            },
+        );
+        for (name, group) in &raw.upstreams {
+            let key = format!("proxy.upstreams.{name}");
+            if name == DEFAULT_UPSTREAM || name.is_empty() {
+                return Err(self.invalid(
+                    &key,
+                    "\"default\" is the name of proxy.backends; choose another name",
+                ));
+            }
+            if group.backends.is_empty() {
+                return Err(self.invalid(&key, "an upstream needs at least one backend"));
+            }
+            let backends = self.backends(&format!("{key}.backends"), &group.backends)?;
+            let optional_millis = |field: &str, value: Option<u64>, fallback: Duration| match value
+            {
+                Some(value) => millis(&format!("{key}.{field}"), value),
+                None => Ok(fallback),
+            };
+            group_defaults.insert(
+                name.clone(),
+                GroupDefaults {
+                    connection_timeout: optional_millis(
+                        "connection_timeout_ms",
+                        group.connection_timeout_ms,
+                        defaults.connection_timeout,
+                    )?,
+                    request_timeout: optional_millis(
+                        "request_timeout_ms",
+                        group.request_timeout_ms,
+                        defaults.request_timeout,
+                    )?,
+                    pass_host: group.pass_host.unwrap_or(defaults.pass_host),
+                },
+            );
+            upstreams.insert(
+                name.clone(),
+                Arc::new(build_upstream(name, &backends, settings)),
+            );
+        }
+        let config = ProxyConfig {
+            backends,
+            connection_timeout: defaults.connection_timeout,
+            request_timeout: defaults.request_timeout,
+            upstreams,
+            response_limits: ResponseLimits {
+                max_head_bytes: raw.max_response_head_bytes,
+                max_headers: MAX_RESPONSE_HEADERS,
+            },
+        };
+        Ok((
+            config,
+            ProxyDefaults {
+                groups: group_defaults,
+                ..defaults
+            },
+        ))
+    }
+
+    fn backends(&self, key: &str, raw: &[RawBackend]) -> Result<Vec<BackendConfig>, ConfigError> {
+        let mut names = HashSet::new();
+        let mut backends = Vec::with_capacity(raw.len());
+        for backend in raw {
+            if backend.name.is_empty() || !names.insert(backend.name.as_str()) {
+                return Err(self.invalid(
+                    key,
+                    format!(
+                        "backend names must be unique and non-empty ({:?})",
+                        backend.name
+                    ),
+                ));
+            }
+            if !is_host_port(&backend.address) {
+                return Err(self.invalid(
+                    key,
+                    format!(
+                        "backend {:?}: address {:?} is not host:port",
+                        backend.name, backend.address
+                    ),
+                ));
+            }
+            backends.push(BackendConfig {
+                name: backend.name.clone(),
+                address: backend.address.clone(),
+            });
+        }
+        Ok(backends)
+    }
+
+    /// Routes as configured, or the implicit one: everything to `default` when the proxy has
+    /// backends, everything to the static handler otherwise.
+    pub(super) fn routes(
+        &self,
+        raw: &[RawRoute],
+        proxy: Option<(&ProxyConfig, &ProxyDefaults)>,
+        has_static: bool,
+    ) -> Result<Vec<RouteConfig>, ConfigError> {
+        if raw.is_empty() {
+            let route = match proxy {
+                Some((config, defaults)) if defaults.has_default_group || !has_static => {
+                    let group = &defaults.groups[DEFAULT_UPSTREAM];
+                    RouteConfig {
+                        host: None,
+                        path_prefix: "/".into(),
+                        target: RouteTarget::Upstream(Arc::clone(
+                            &config.upstreams[DEFAULT_UPSTREAM],
+                        )),
+                        strip_prefix: false,
+                        pass_host: group.pass_host,
+                        connection_timeout: group.connection_timeout,
+                        request_timeout: group.request_timeout,
+                    }
+                }
+                _ => RouteConfig {
+                    host: None,
+                    path_prefix: "/".into(),
+                    target: RouteTarget::Static,
+                    strip_prefix: false,
+                    pass_host: true,
+                    connection_timeout: Duration::ZERO,
+                    request_timeout: Duration::ZERO,
+                },
+            };
+            return Ok(vec![route]);
+        }
+        let mut routes = Vec::with_capacity(raw.len());
+        for (i, route) in raw.iter().enumerate() {
+            let key = format!("routes[{i}]");
+            let invalid = |reason: String| self.invalid(&key, reason);
+            if !route.path_prefix.starts_with('/') {
+                return Err(invalid(format!(
+                    "path_prefix {:?} must start with /",
+                    route.path_prefix
+                )));
+            }
+            let host = match &route.host {
+                Some(host) if host.is_empty() || !host.bytes().all(is_host_byte) => {
+                    return Err(invalid(format!("host {host:?} is not a host name")))
+                }
+                Some(host) => Some(host.to_ascii_lowercase()),
+                None => None,
+            };
+            let (target, group) = match (&route.upstream, route.static_files) {
+                (Some(_), true) | (None, false) => {
+                    return Err(invalid(
+                        "needs exactly one of `upstream: NAME` or `static: true`".into(),
+                    ))
+                }
+                (None, true) if !has_static => {
+                    return Err(invalid(
+                        "`static: true` needs a static_files section".into(),
+                    ))
+                }
+                (None, true) => (RouteTarget::Static, None),
+                (Some(name), false) => {
+                    let found = proxy.and_then(|(config, defaults)| {
+                        Some((config.upstreams.get(name)?, defaults.groups.get(name)?))
+                    });
+                    match found {
+                        Some((upstream, group)) if !upstream.backends.is_empty() => {
+                            (RouteTarget::Upstream(Arc::clone(upstream)), Some(group))
+                        }
+                        _ => {
+                            return Err(invalid(format!(
+                                "upstream {name:?} is not defined (proxy.backends is \"default\", \
+                                 others are under proxy.upstreams)"
+                            )))
+                        }
+                    }
+                }
+            };
+            let millis = |field: &str, value: Option<u64>, fallback: Duration| match value {
+                Some(value) => self.positive_millis(&format!("{key}.{field}"), value),
+                None => Ok(fallback),
+            };
+            routes.push(RouteConfig {
+                host,
+                path_prefix: route.path_prefix.clone(),
+                target,
+                strip_prefix: route.strip_prefix,
+                pass_host: group.is_none_or(|g| g.pass_host),
+                connection_timeout: millis(
+                    "connection_timeout_ms",
+                    route.connection_timeout_ms,
+                    group.map_or(Duration::ZERO, |g| g.connection_timeout),
+                )?,
+                request_timeout: millis(
+                    "request_timeout_ms",
+                    route.request_timeout_ms,
+                    group.map_or(Duration::ZERO, |g| g.request_timeout),
+                )?,
+            });
+        }
+        Ok(routes)
+    }
+}
+
+/// What routes inherit from the proxy section.
+pub(super) struct ProxyDefaults {
+    connection_timeout: Duration,
+    request_timeout: Duration,
+    pass_host: bool,
+    has_default_group: bool,
+    groups: BTreeMap<String, GroupDefaults>,
+}
+
+fn build_upstream(name: &str, backends: &[BackendConfig], settings: BackendSettings) -> Upstream {
+    let backends = backends
+        .iter()
+        .map(|b| Arc::new(Backend::new(b.name.clone(), b.address.clone(), settings)))
+        .collect();
+    Upstream::new(name.to_string(), backends)
+}
+
+fn is_host_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'.'
+}
+
+/// `host:port` with a numeric port and a non-empty host (IPv6 in brackets).
+fn is_host_port(address: &str) -> bool {
+    if let Ok(socket) = address.parse::<SocketAddr>() {
+        return socket.port() != 0;
+    }
+    match address.rsplit_once(':') {
+        Some((host, port)) => {
+            !host.is_empty()
+                && port.parse::<u16>().is_ok_and(|p| p != 0)
+                && host.bytes().all(is_host_byte)
+        }
+        None => false,
+    }
+}

@@ -1,0 +1,732 @@
+//! Forwarding one request: pick a backend, send the rewritten head and stream the body,
+//! read the response head, stream the response body to the client, and return the upstream
+//! connection to its pool when it is clean. Failover, retries and timeouts live here.
+//!
+//! Memory per request is bounded by the buffers below whatever the body sizes: bodies are
+//! relayed piece by piece, and a piece is only read after the previous one was written, so a
+//! slow reader on either side slows the other down (backpressure) instead of filling memory.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BufMut, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::headers::{encode_request_head, encode_response_head, UpstreamRequest};
+use super::upstream::{Backend, Upstream};
+use crate::config::{ConnectionLimits, RouteConfig};
+use crate::http::body::{BodyDecoder, BodyLimits, ChunkedDecoder, Step};
+use crate::http::connection::write_all_with_progress;
+use crate::http::date::with_http_date;
+use crate::http::error::{BodyError, ParseError};
+use crate::http::request::{Method, RequestHead, Version};
+use crate::http::response::StatusCode;
+use crate::http::response_parser::{
+    parse_response, DeclaredFraming, ParsedResponse, ResponseLimits, ResponseStatus,
+};
+use crate::http::writer::{
+    encode_chunk_header, ConnectionState, ResponseFraming, CONTINUE_RESPONSE,
+};
+
+/// Size of the buffer upstream bytes are read into; also the largest piece relayed at once.
+const RELAY_BUFFER_BYTES: usize = 64 * 1024;
+
+/// The client side of the exchange, lent by the connection for the length of one request.
+pub struct Client<'a> {
+    pub stream: &'a mut TcpStream,
+    /// Bytes read from the client and not yet used: the start of the request body.
+    pub read_buf: &'a mut BytesMut,
+    pub peer: SocketAddr,
+    pub limits: &'a ConnectionLimits,
+    /// Whether the client asked to keep the connection open after this response.
+    pub keep_alive: bool,
+}
+
+/// Where and how to forward.
+pub struct Destination<'a> {
+    pub upstream: &'a Upstream,
+    pub route: &'a RouteConfig,
+    /// Origin-form target to send.
+    pub target: &'a str,
+    pub client_host: Option<&'a str>,
+    pub response_limits: ResponseLimits,
+}
+
+/// How a forwarded request ended, for the connection to act on and log.
+#[derive(Debug)]
+pub enum Outcome {
+    /// A response head reached the client (the body may have been cut short, in which case
+    /// `keep_alive` is false and the connection must close).
+    Responded {
+        status: StatusCode,
+        body_bytes: u64,
+        keep_alive: bool,
+        backend: String,
+    },
+    /// Nothing was sent to the client: answer with this status's error page.
+    Failed {
+        status: StatusCode,
+        keep_alive: bool,
+    },
+    /// The client went away.
+    ClientGone,
+}
+
+/// Why one attempt at one backend failed, which decides what happens next.
+enum AttemptError {
+    /// No connection was made: nothing was sent, any request may go elsewhere.
+    Connect(io::Error),
+    /// The connection failed before any byte of a response: sending failed, or the
+    /// backend closed or reset it.
+    NoResponse(io::Error),
+    /// No response head within the request timeout.
+    Timeout,
+    /// The backend's response head is not valid HTTP/1.1.
+    BadResponse(ParseError),
+    /// The client side ended the exchange (its body was bad, late, or it left).
+    Client(Outcome),
+}
+
+/// Forward `head` (and its body, from `body`) and relay the response to the client.
+pub async fn forward(
+    client: &mut Client<'_>,
+    head: &RequestHead,
+    mut body: BodyDecoder,
+    destination: &Destination<'_>,
+) -> Outcome {
+    let upstream = destination.upstream;
+    // Only a request with no body can be sent twice: a streamed body is gone once sent.
+    let replayable = body.is_done();
+    let idempotent = head.method().is_idempotent();
+    let mut tried = Vec::with_capacity(2);
+    let mut retried = false;
+    while let Some(index) = upstream.pick(Instant::now(), &tried) {
+        tried.push(index);
+        let backend = &upstream.backends[index];
+        let error = match attempt(client, head, &mut body, backend, destination).await {
+            Ok(outcome) => return outcome,
+            Err(error) => error,
+        };
+        // A failed attempt may have consumed part of the request body: then the client
+        // connection cannot carry another request.
+        let keep_alive = body.is_done();
+        match error {
+            AttemptError::Connect(error) => {
+                tracing::warn!(backend = %backend.name, address = %backend.address, %error, "connect to backend failed");
+                backend.record_failure("connect");
+            }
+            AttemptError::NoResponse(error) => {
+                tracing::warn!(backend = %backend.name, address = %backend.address, %error, "backend failed before responding");
+                backend.record_failure("no response");
+                if !(replayable && idempotent && !retried) {
+                    return Outcome::Failed {
+                        status: StatusCode::BAD_GATEWAY,
+                        keep_alive,
+                    };
+                }
+                retried = true;
+            }
+            AttemptError::Timeout => {
+                tracing::warn!(backend = %backend.name, address = %backend.address, timeout_ms = destination.route.request_timeout.as_millis() as u64, "backend response timed out");
+                backend.record_failure("timeout");
+                return Outcome::Failed {
+                    status: StatusCode::GATEWAY_TIMEOUT,
+                    keep_alive,
+                };
+            }
+            AttemptError::BadResponse(error) => {
+                tracing::warn!(backend = %backend.name, address = %backend.address, %error, "malformed response from backend");
+                backend.record_failure("malformed response");
+                return Outcome::Failed {
+                    status: StatusCode::BAD_GATEWAY,
+                    keep_alive,
+                };
+            }
+            AttemptError::Client(outcome) => return outcome,
+        }
+    }
+    tracing::warn!(upstream = %upstream.name, tried = tried.len(), "no backend could take the request");
+    Outcome::Failed {
+        status: StatusCode::BAD_GATEWAY,
+        keep_alive: body.is_done(),
+    }
+}
+
+/// One backend: a pooled connection if there is a live one, else a new one. A pooled
+/// connection that turns out dead before any response byte is normal (the backend closed it
+/// while idle): the request goes once more over a new connection, when it can be replayed.
+async fn attempt(
+    client: &mut Client<'_>,
+    head: &RequestHead,
+    body: &mut BodyDecoder,
+    backend: &Backend,
+    destination: &Destination<'_>,
+) -> Result<Outcome, AttemptError> {
+    let connect_timeout = destination.route.connection_timeout;
+    if let Some(pooled) = backend.pool.take() {
+        let replayable = body.is_done();
+        match exchange(client, head, body, pooled, backend, destination).await {
+            Err(AttemptError::NoResponse(error)) if replayable => {
+                tracing::debug!(backend = %backend.name, %error, "pooled connection was stale; reconnecting");
+            }
+            other => return other,
+        }
+    }
+    let stream = backend
+        .connect(connect_timeout)
+        .await
+        .map_err(AttemptError::Connect)?;
+    exchange(client, head, body, stream, backend, destination).await
+}
+
+/// Send the request over `upstream` and relay the response.
+async fn exchange(
+    client: &mut Client<'_>,
+    head: &RequestHead,
+    body: &mut BodyDecoder,
+    mut upstream: TcpStream,
+    backend: &Backend,
+    destination: &Destination<'_>,
+) -> Result<Outcome, AttemptError> {
+    let route = destination.route;
+    let upgrade = upgrade_protocol(head);
+    let host = match (route.pass_host, destination.client_host) {
+        (true, Some(host)) => host,
+        _ => backend.address.as_str(),
+    };
+    let mut out = BytesMut::with_capacity(1024);
+    encode_request_head(
+        &mut out,
+        head,
+        &UpstreamRequest {
+            target: destination.target,
+            host,
+            client_host: destination.client_host,
+            client_ip: client.peer.ip(),
+            upgrade,
+        },
+    );
+    let send_timeout = route.request_timeout;
+    if body.is_done() {
+        write_all_with_progress(&mut upstream, &mut &out[..], send_timeout)
+            .await
+            .map_err(AttemptError::NoResponse)?;
+    } else {
+        send_body(client, head, body, &mut upstream, out, send_timeout).await?;
+    }
+
+    let mut response_buf = BytesMut::with_capacity(RELAY_BUFFER_BYTES);
+    let (response, head_len) = read_response_head(
+        &mut upstream,
+        &mut response_buf,
+        &destination.response_limits,
+        route.request_timeout,
+    )
+    .await?;
+    // The backend answered with a valid head: it is alive, whatever the status.
+    backend.record_success();
+
+    if response.status.as_u16() == 101 {
+        if upgrade.is_none() {
+            return Err(AttemptError::BadResponse(ParseError::InvalidStatusLine));
+        }
+        let response_head = response_buf.split_to(head_len);
+        return Ok(tunnel(
+            client,
+            upstream,
+            &response,
+            &response_head,
+            response_buf,
+            backend,
+        )
+        .await);
+    }
+    let response_head = response_buf.split_to(head_len).freeze();
+    Ok(relay_response(
+        client,
+        head,
+        upstream,
+        response,
+        &response_head,
+        response_buf,
+        backend,
+        destination,
+    )
+    .await)
+}
+
+/// Stream the request body from the client to `upstream`, behind the head in `out`, with the
+/// one framing the head announced: the same bytes for Content-Length, re-chunked for chunked
+/// (so chunk extensions and trailers never reach the backend).
+async fn send_body(
+    client: &mut Client<'_>,
+    head: &RequestHead,
+    body: &mut BodyDecoder,
+    upstream: &mut TcpStream,
+    mut out: BytesMut,
+    send_timeout: Duration,
+) -> Result<(), AttemptError> {
+    let chunked = matches!(body, BodyDecoder::Chunked(_));
+    if head.expects_continue() {
+        // The client waits for this before sending the body; the backend never sees the
+        // expectation (we stripped it), so we answer it ourselves.
+        if write_all_with_progress(
+            client.stream,
+            &mut &CONTINUE_RESPONSE[..],
+            client.limits.write_timeout,
+        )
+        .await
+        .is_err()
+        {
+            return Err(AttemptError::Client(Outcome::ClientGone));
+        }
+    }
+    loop {
+        let step = body
+            .decode(&client.read_buf[..])
+            .map_err(|error| client_body_error(client, error))?;
+        match step {
+            Step::Data { start, end } => {
+                let data = &client.read_buf[start..end];
+                if chunked {
+                    encode_chunk_header(&mut out, data.len());
+                    out.put_slice(data);
+                    out.put_slice(b"\r\n");
+                } else {
+                    out.put_slice(data);
+                }
+                client.read_buf.advance(end);
+                if body.is_done() && !chunked {
+                    break;
+                }
+                if out.len() < RELAY_BUFFER_BYTES && !client.read_buf.is_empty() {
+                    continue;
+                }
+            }
+            Step::Done { consumed } => {
+                client.read_buf.advance(consumed);
+                if chunked {
+                    out.put_slice(b"0\r\n\r\n");
+                }
+                break;
+            }
+            Step::NeedMore => client.read_buf.clear(),
+        }
+        if !out.is_empty() {
+            write_all_with_progress(upstream, &mut &out[..], send_timeout)
+                .await
+                .map_err(AttemptError::NoResponse)?;
+            out.clear();
+        }
+        if client.read_buf.is_empty() {
+            read_client_body(client).await?;
+        }
+    }
+    write_all_with_progress(upstream, &mut &out[..], send_timeout)
+        .await
+        .map_err(AttemptError::NoResponse)
+}
+
+async fn read_client_body(client: &mut Client<'_>) -> Result<(), AttemptError> {
+    client.read_buf.reserve(RELAY_BUFFER_BYTES / 4);
+    let read = tokio::time::timeout(
+        client.limits.body_read_timeout,
+        client.stream.read_buf(client.read_buf),
+    )
+    .await;
+    match read {
+        Err(_) => {
+            tracing::info!(client = %client.peer, "request body timed out");
+            Err(AttemptError::Client(Outcome::Failed {
+                status: StatusCode::REQUEST_TIMEOUT,
+                keep_alive: false,
+            }))
+        }
+        Ok(Ok(0)) | Ok(Err(_)) => Err(AttemptError::Client(Outcome::ClientGone)),
+        Ok(Ok(_)) => Ok(()),
+    }
+}
+
+fn client_body_error(client: &Client<'_>, error: BodyError) -> AttemptError {
+    tracing::info!(client = %client.peer, %error, "request body rejected");
+    AttemptError::Client(Outcome::Failed {
+        status: error.status(),
+        keep_alive: false,
+    })
+}
+
+/// Read until a whole response head is parsed, skipping interim 1xx responses (other than
+/// 101, which ends the head). Returns the head and its length at the start of `buf`.
+async fn read_response_head(
+    upstream: &mut TcpStream,
+    buf: &mut BytesMut,
+    limits: &ResponseLimits,
+    wait: Duration,
+) -> Result<(ParsedResponse, usize), AttemptError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut received_any = false;
+    loop {
+        if !buf.is_empty() {
+            match parse_response(buf, limits).map_err(AttemptError::BadResponse)? {
+                ResponseStatus::Complete(response, used) => {
+                    let status = response.status.as_u16();
+                    if (100..200).contains(&status) && status != 101 {
+                        buf.advance(used);
+                        continue;
+                    }
+                    return Ok((response, used));
+                }
+                ResponseStatus::Partial => {}
+            }
+        }
+        let read = tokio::time::timeout_at(deadline, upstream.read_buf(buf)).await;
+        match read {
+            Err(_) => return Err(AttemptError::Timeout),
+            Ok(Ok(0)) if !received_any => {
+                return Err(AttemptError::NoResponse(
+                    io::ErrorKind::UnexpectedEof.into(),
+                ))
+            }
+            Ok(Ok(0)) => return Err(AttemptError::BadResponse(ParseError::InvalidStatusLine)),
+            Ok(Err(error)) if !received_any => return Err(AttemptError::NoResponse(error)),
+            Ok(Err(_)) => return Err(AttemptError::BadResponse(ParseError::InvalidStatusLine)),
+            Ok(Ok(_)) => received_any = true,
+        }
+    }
+}
+
+/// The `Upgrade` value to pass on, when the client asked to switch protocols.
+fn upgrade_protocol(head: &RequestHead) -> Option<&[u8]> {
+    if !head.connection_options().upgrade || head.version() != Version::Http11 {
+        return None;
+    }
+    head.header("upgrade").filter(|value| !value.is_empty())
+}
+
+/// How the response body is delimited on each side.
+struct Framings {
+    /// How to read it from the backend (`None`: there is no body).
+    upstream: Option<DeclaredFraming>,
+    /// What the client is told.
+    client: ResponseFraming,
+    /// Whether the client reads the body until we close (HTTP/1.0 clients of a response
+    /// whose length is not known in advance).
+    client_until_close: bool,
+}
+
+fn framings(method: Method, version: Version, response: &ParsedResponse) -> Framings {
+    let status = response.status;
+    // RFC 9112 §6.3 rules 1 and 2: no body, whatever the fields say.
+    if status.is_bodyless() {
+        return Framings {
+            upstream: None,
+            client: ResponseFraming::Bodyless,
+            client_until_close: false,
+        };
+    }
+    if method == Method::Head {
+        let client = match response.framing {
+            DeclaredFraming::Length(length) => ResponseFraming::Length(length),
+            _ => ResponseFraming::Bodyless,
+        };
+        return Framings {
+            upstream: None,
+            client,
+            client_until_close: false,
+        };
+    }
+    match (response.framing, version) {
+        (DeclaredFraming::Length(length), _) => Framings {
+            upstream: Some(response.framing),
+            client: ResponseFraming::Length(length),
+            client_until_close: false,
+        },
+        (_, Version::Http11) => Framings {
+            upstream: Some(response.framing),
+            client: ResponseFraming::Chunked,
+            client_until_close: false,
+        },
+        (_, Version::Http10) => Framings {
+            upstream: Some(response.framing),
+            client: ResponseFraming::Bodyless,
+            client_until_close: true,
+        },
+    }
+}
+
+/// Send the response head and body to the client. Errors here cannot become error pages (the
+/// head is out): they end in a cut connection.
+#[allow(clippy::too_many_arguments)]
+async fn relay_response(
+    client: &mut Client<'_>,
+    head: &RequestHead,
+    mut upstream: TcpStream,
+    response: ParsedResponse,
+    response_head: &[u8],
+    mut buf: BytesMut,
+    backend: &Backend,
+    destination: &Destination<'_>,
+) -> Outcome {
+    let framings = framings(head.method(), head.version(), &response);
+    let keep_alive = client.keep_alive && !framings.client_until_close;
+    let mut out = BytesMut::with_capacity(response_head.len() + 256);
+    with_http_date(|date| {
+        encode_response_head(
+            &mut out,
+            &response,
+            response_head,
+            framings.client,
+            ConnectionState {
+                request_version: head.version(),
+                keep_alive,
+            },
+            date,
+        )
+    });
+    let status = response.status;
+    let backend_name = backend.name.clone();
+    let Some(upstream_framing) = framings.upstream else {
+        let sent =
+            write_all_with_progress(client.stream, &mut &out[..], client.limits.write_timeout)
+                .await;
+        // A bodyless response leaves the connection clean only if nothing followed it.
+        if buf.is_empty() && response.keeps_alive() {
+            backend.pool.put(upstream);
+        }
+        return Outcome::Responded {
+            status,
+            body_bytes: 0,
+            keep_alive: keep_alive && sent.is_ok(),
+            backend: backend_name,
+        };
+    };
+    let mut relay = Relay {
+        client,
+        out,
+        chunked: framings.client == ResponseFraming::Chunked,
+        sent: 0,
+    };
+    let finished = relay
+        .body(
+            &mut upstream,
+            &mut buf,
+            upstream_framing,
+            destination.route.request_timeout,
+        )
+        .await;
+    let body_bytes = relay.sent;
+    match finished {
+        Ok(()) => {
+            if buf.is_empty()
+                && response.keeps_alive()
+                && upstream_framing != DeclaredFraming::UntilClose
+            {
+                backend.pool.put(upstream);
+            }
+            Outcome::Responded {
+                status,
+                body_bytes,
+                keep_alive,
+                backend: backend_name,
+            }
+        }
+        Err(RelayError::Upstream(error)) => {
+            // The client got a head promising more than it will get: only closing tells it.
+            tracing::warn!(backend = %backend.name, %error, sent = body_bytes, "backend failed mid-response; cutting the client connection");
+            backend.record_failure("failed mid-response");
+            Outcome::Responded {
+                status,
+                body_bytes,
+                keep_alive: false,
+                backend: backend_name,
+            }
+        }
+        Err(RelayError::Client(error)) => {
+            tracing::debug!(client = %relay.client.peer, %error, "client write failed mid-response");
+            Outcome::Responded {
+                status,
+                body_bytes,
+                keep_alive: false,
+                backend: backend_name,
+            }
+        }
+    }
+}
+
+enum RelayError {
+    Upstream(io::Error),
+    Client(io::Error),
+}
+
+/// Relays a response body piece by piece, re-framing it for the client.
+struct Relay<'c, 'a> {
+    client: &'c mut Client<'a>,
+    /// Bytes staged to go out before the next piece of body (the head, chunk framing).
+    out: BytesMut,
+    chunked: bool,
+    /// Body bytes that reached the client.
+    sent: u64,
+}
+
+impl Relay<'_, '_> {
+    async fn body(
+        &mut self,
+        upstream: &mut TcpStream,
+        buf: &mut BytesMut,
+        framing: DeclaredFraming,
+        idle_timeout: Duration,
+    ) -> Result<(), RelayError> {
+        let mut decoder = match framing {
+            DeclaredFraming::Length(length) => Some(BodyDecoder::Length { remaining: length }),
+            DeclaredFraming::Chunked => {
+                Some(BodyDecoder::Chunked(ChunkedDecoder::new(BodyLimits {
+                    max_body_bytes: u64::MAX,
+                    max_chunk_ext_bytes: crate::limits::DEFAULT_MAX_CHUNK_EXT_BYTES,
+                    max_trailer_bytes: RELAY_BUFFER_BYTES,
+                })))
+            }
+            DeclaredFraming::UntilClose => None,
+        };
+        loop {
+            if !buf.is_empty() {
+                let step = match decoder.as_mut() {
+                    Some(decoder) => decoder.decode(buf).map_err(|error| {
+                        RelayError::Upstream(io::Error::new(io::ErrorKind::InvalidData, error))
+                    })?,
+                    None => Step::Data {
+                        start: 0,
+                        end: buf.len(),
+                    },
+                };
+                match step {
+                    Step::Data { start, end } => {
+                        self.send(&buf[start..end]).await?;
+                        buf.advance(end);
+                        if decoder.as_ref().is_some_and(|d| d.is_done())
+                            && matches!(framing, DeclaredFraming::Length(_))
+                        {
+                            return self.finish().await;
+                        }
+                        continue;
+                    }
+                    Step::Done { consumed } => {
+                        buf.advance(consumed);
+                        return self.finish().await;
+                    }
+                    Step::NeedMore => buf.clear(),
+                }
+            } else if decoder.as_ref().is_some_and(|d| d.is_done()) {
+                return self.finish().await;
+            }
+            buf.reserve(RELAY_BUFFER_BYTES);
+            let read = tokio::time::timeout(idle_timeout, upstream.read_buf(buf)).await;
+            match read {
+                Err(_) => {
+                    return Err(RelayError::Upstream(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "backend stalled mid-response",
+                    )))
+                }
+                Ok(Ok(0)) if decoder.is_none() => return self.finish().await,
+                Ok(Ok(0)) => {
+                    return Err(RelayError::Upstream(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "backend closed mid-response",
+                    )))
+                }
+                Ok(Err(error)) => return Err(RelayError::Upstream(error)),
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// Write one piece of body (behind whatever is staged), framed for the client.
+    async fn send(&mut self, data: &[u8]) -> Result<(), RelayError> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let timeout = self.client.limits.write_timeout;
+        let result = if self.chunked {
+            encode_chunk_header(&mut self.out, data.len());
+            let mut chain = Buf::chain(Buf::chain(&self.out[..], data), &b"\r\n"[..]);
+            write_all_with_progress(self.client.stream, &mut chain, timeout).await
+        } else {
+            let mut chain = Buf::chain(&self.out[..], data);
+            write_all_with_progress(self.client.stream, &mut chain, timeout).await
+        };
+        self.out.clear();
+        result.map_err(RelayError::Client)?;
+        self.sent += data.len() as u64;
+        Ok(())
+    }
+
+    /// End the body: the last chunk when chunked, and whatever is still staged.
+    async fn finish(&mut self) -> Result<(), RelayError> {
+        if self.chunked {
+            self.out.put_slice(b"0\r\n\r\n");
+        }
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let timeout = self.client.limits.write_timeout;
+        let result = write_all_with_progress(self.client.stream, &mut &self.out[..], timeout).await;
+        self.out.clear();
+        result.map_err(RelayError::Client)
+    }
+}
+
+/// `101 Switching Protocols`: send the head, then copy bytes both ways until either side
+/// closes. The client connection is not reused afterwards.
+async fn tunnel(
+    client: &mut Client<'_>,
+    mut upstream: TcpStream,
+    response: &ParsedResponse,
+    response_head: &[u8],
+    leftover: BytesMut,
+    backend: &Backend,
+) -> Outcome {
+    let mut out = BytesMut::with_capacity(response_head.len() + 64);
+    with_http_date(|date| {
+        encode_response_head(
+            &mut out,
+            response,
+            response_head,
+            ResponseFraming::Bodyless,
+            ConnectionState {
+                request_version: Version::Http11,
+                keep_alive: true,
+            },
+            date,
+        )
+    });
+    out.extend_from_slice(&leftover);
+    let timeout = client.limits.write_timeout;
+    let outcome = Outcome::Responded {
+        status: response.status,
+        body_bytes: 0,
+        keep_alive: false,
+        backend: backend.name.clone(),
+    };
+    if write_all_with_progress(client.stream, &mut &out[..], timeout)
+        .await
+        .is_err()
+    {
+        return outcome;
+    }
+    // Bytes the client sent after its head already belong to the new protocol.
+    if !client.read_buf.is_empty() {
+        if upstream.write_all(client.read_buf).await.is_err() {
+            return outcome;
+        }
+        client.read_buf.clear();
+    }
+    match tokio::io::copy_bidirectional(client.stream, &mut upstream).await {
+        Ok((to_backend, to_client)) => {
+            tracing::debug!(to_backend, to_client, "upgraded connection closed");
+        }
+        Err(error) => tracing::debug!(%error, "upgraded connection failed"),
+    }
+    outcome
+}

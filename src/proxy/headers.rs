@@ -1,0 +1,373 @@
+//! PURE head rewriting for the proxy, both ways: the request head a backend receives and the
+//! response head the client receives. No I/O.
+//!
+//! Hop-by-hop fields (RFC 9110 §7.6.1) never cross: `Connection`, every field it names,
+//! `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`, `Transfer-Encoding` and `Upgrade`
+//! (unless the exchange is upgrading). Framing is never copied either: the writer states the
+//! one framing that matches what is actually sent, so a message that reaches the other side
+//! can only be read one way.
+
+use std::net::IpAddr;
+
+use bytes::{BufMut, BytesMut};
+
+use crate::http::parser::trim_ows;
+use crate::http::request::{RequestFraming, RequestHead};
+use crate::http::response_parser::ParsedResponse;
+use crate::http::writer::{
+    is_safe_value, put_decimal, put_framing_and_connection, put_status_line, ConnectionState,
+    ResponseFraming,
+};
+
+/// Our entry in `Via` (RFC 9110 §7.6.3).
+const VIA: &[u8] = b"1.1 sentinel";
+
+/// Fields that are never forwarded in either direction.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+];
+
+/// Request fields we replace with values of our own.
+const REWRITTEN_REQUEST_FIELDS: [&str; 6] = [
+    "host",
+    "expect",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "via",
+];
+
+/// What the request head sent upstream is built from, besides the client's head.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamRequest<'a> {
+    /// Origin-form target (path and query) to send.
+    pub target: &'a str,
+    /// `Host` to send.
+    pub host: &'a str,
+    /// The host the client asked for, for `X-Forwarded-Host`.
+    pub client_host: Option<&'a str>,
+    pub client_ip: IpAddr,
+    /// The `Upgrade` value to pass on when the client asked to switch protocols.
+    pub upgrade: Option<&'a [u8]>,
+}
+
+/// Append the request head for the backend to `dst`.
+pub fn encode_request_head(dst: &mut BytesMut, head: &RequestHead, request: &UpstreamRequest<'_>) {
+    dst.reserve(512);
+    dst.put_slice(head.method_str().as_bytes());
+    dst.put_u8(b' ');
+    dst.put_slice(request.target.as_bytes());
+    dst.put_slice(b" HTTP/1.1\r\nHost: ");
+    dst.put_slice(request.host.as_bytes());
+    dst.put_slice(b"\r\n");
+
+    let listed = connection_tokens(head.headers());
+    let mut forwarded_for: Vec<&[u8]> = Vec::new();
+    let mut via: Vec<&[u8]> = Vec::new();
+    for (name, value) in head.headers() {
+        if name.eq_ignore_ascii_case("x-forwarded-for") {
+            forwarded_for.push(value);
+        } else if name.eq_ignore_ascii_case("via") {
+            via.push(value);
+        }
+        if is_hop_by_hop(name, &listed)
+            || REWRITTEN_REQUEST_FIELDS
+                .iter()
+                .any(|f| name.eq_ignore_ascii_case(f))
+        {
+            continue;
+        }
+        put_field(dst, name.as_bytes(), value);
+    }
+
+    dst.put_slice(b"X-Forwarded-For: ");
+    for value in &forwarded_for {
+        dst.put_slice(value);
+        dst.put_slice(b", ");
+    }
+    dst.put_slice(request.client_ip.to_string().as_bytes());
+    dst.put_slice(b"\r\nX-Forwarded-Proto: http\r\n");
+    if let Some(host) = request.client_host {
+        put_field(dst, b"X-Forwarded-Host", host.as_bytes());
+    }
+    put_via(dst, &via);
+
+    match head.framing() {
+        RequestFraming::Length(length) => {
+            dst.put_slice(b"Content-Length: ");
+            put_decimal(dst, length);
+            dst.put_slice(b"\r\n");
+        }
+        RequestFraming::Chunked => dst.put_slice(b"Transfer-Encoding: chunked\r\n"),
+        // RFC 9110 §8.6: a request whose method expects content says when it has none.
+        RequestFraming::Empty if head.method().expects_body() => {
+            dst.put_slice(b"Content-Length: 0\r\n")
+        }
+        RequestFraming::Empty => {}
+    }
+    if let Some(protocol) = request.upgrade {
+        dst.put_slice(b"Connection: upgrade\r\n");
+        put_field(dst, b"Upgrade", protocol);
+    }
+    dst.put_slice(b"\r\n");
+}
+
+/// Append the response head for the client to `dst`. `upstream_head` holds the bytes
+/// `response` was parsed from. `Date` is added when the backend sent none.
+pub fn encode_response_head(
+    dst: &mut BytesMut,
+    response: &ParsedResponse,
+    upstream_head: &[u8],
+    framing: ResponseFraming,
+    connection: ConnectionState,
+    date: &[u8],
+) {
+    dst.reserve(upstream_head.len() + 128);
+    put_status_line(dst, response.status);
+    let fields = || {
+        response
+            .headers
+            .iter()
+            .map(|h| (h.name.slice(upstream_head), h.value.slice(upstream_head)))
+    };
+    let listed = connection_tokens(
+        fields().map(|(name, value)| (std::str::from_utf8(name).unwrap_or_default(), value)),
+    );
+    let switching = response.status.as_u16() == 101;
+    let mut has_date = false;
+    let mut via: Vec<&[u8]> = Vec::new();
+    for (name, value) in fields() {
+        let name_str = std::str::from_utf8(name).unwrap_or_default();
+        has_date |= name.eq_ignore_ascii_case(b"date");
+        if name.eq_ignore_ascii_case(b"via") {
+            via.push(value);
+            continue;
+        }
+        let keep_for_upgrade = switching && name.eq_ignore_ascii_case(b"upgrade");
+        if is_hop_by_hop(name_str, &listed) && !keep_for_upgrade {
+            continue;
+        }
+        put_field(dst, name, value);
+    }
+    if !has_date {
+        put_field(dst, b"Date", date);
+    }
+    put_via(dst, &via);
+    if switching {
+        dst.put_slice(b"Connection: upgrade\r\n\r\n");
+    } else {
+        put_framing_and_connection(dst, framing, connection);
+    }
+}
+
+fn put_field(dst: &mut BytesMut, name: &[u8], value: &[u8]) {
+    // Values came through our parser, so this only guards values we compose.
+    if !is_safe_value(value) {
+        return;
+    }
+    dst.put_slice(name);
+    dst.put_slice(b": ");
+    dst.put_slice(value);
+    dst.put_slice(b"\r\n");
+}
+
+fn put_via(dst: &mut BytesMut, existing: &[&[u8]]) {
+    dst.put_slice(b"Via: ");
+    for value in existing {
+        dst.put_slice(value);
+        dst.put_slice(b", ");
+    }
+    dst.put_slice(VIA);
+    dst.put_slice(b"\r\n");
+}
+
+/// The field names listed in every `Connection` field (lower-cased on comparison).
+fn connection_tokens<'a>(fields: impl Iterator<Item = (&'a str, &'a [u8])>) -> Vec<&'a [u8]> {
+    let mut tokens = Vec::new();
+    for (name, value) in fields {
+        if name.eq_ignore_ascii_case("connection") {
+            tokens.extend(
+                value
+                    .split(|&b| b == b',')
+                    .map(trim_ows)
+                    .filter(|t| !t.is_empty()),
+            );
+        }
+    }
+    tokens
+}
+
+fn is_hop_by_hop(name: &str, listed: &[&[u8]]) -> bool {
+    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+        || listed
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::parser::{parse_request, ParseLimits, Status};
+    use crate::http::request::Version;
+    use crate::http::response_parser::{parse_response, ResponseLimits, ResponseStatus};
+
+    fn request(raw: &[u8]) -> RequestHead {
+        match parse_request(raw, &ParseLimits::default()).unwrap() {
+            Status::Complete(parsed, used) => {
+                RequestHead::new(bytes::Bytes::copy_from_slice(&raw[..used]), parsed)
+            }
+            Status::Partial => panic!("partial"),
+        }
+    }
+
+    fn upstream_text(raw: &[u8], upgrade: Option<&[u8]>) -> String {
+        let head = request(raw);
+        let mut dst = BytesMut::new();
+        encode_request_head(
+            &mut dst,
+            &head,
+            &UpstreamRequest {
+                target: "/x?y",
+                host: head.host().unwrap_or("backend:1"),
+                client_host: head.host(),
+                client_ip: "10.0.0.9".parse().unwrap(),
+                upgrade,
+            },
+        );
+        String::from_utf8(dst.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn hop_by_hop_fields_and_the_fields_connection_names_are_removed() {
+        let text = upstream_text(
+            b"GET /a HTTP/1.1\r\nHost: site\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\n\
+              Keep-Alive: 5\r\nProxy-Connection: x\r\nTE: trailers\r\nTrailer: X\r\nUpgrade: h2c\r\n\
+              Accept: */*\r\n\r\n",
+            None,
+        );
+        assert_eq!(
+            text,
+            "GET /x?y HTTP/1.1\r\nHost: site\r\nAccept: */*\r\nX-Forwarded-For: 10.0.0.9\r\n\
+             X-Forwarded-Proto: http\r\nX-Forwarded-Host: site\r\nVia: 1.1 sentinel\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn forwarding_fields_are_appended_to_and_spoofed_ones_replaced() {
+        let text = upstream_text(
+            b"POST /a HTTP/1.1\r\nHost: site\r\nX-Forwarded-For: 1.2.3.4\r\nX-Forwarded-For: 5.6.7.8\r\n\
+              X-Forwarded-Proto: https\r\nX-Forwarded-Host: evil\r\nVia: 1.0 edge\r\nContent-Length: 3\r\n\r\n",
+            None,
+        );
+        assert!(
+            text.contains("X-Forwarded-For: 1.2.3.4, 5.6.7.8, 10.0.0.9\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("X-Forwarded-Proto: http\r\n"));
+        assert!(!text.contains("https") && !text.contains("evil"), "{text}");
+        assert!(text.contains("Via: 1.0 edge, 1.1 sentinel\r\n"));
+        assert_eq!(text.matches("Content-Length").count(), 1);
+        assert!(text.contains("Content-Length: 3\r\n"));
+    }
+
+    #[test]
+    fn exactly_one_framing_is_stated() {
+        let text = upstream_text(
+            b"POST /a HTTP/1.1\r\nHost: s\r\nTransfer-Encoding: chunked\r\n\r\n",
+            None,
+        );
+        assert_eq!(text.matches("Transfer-Encoding: chunked").count(), 1);
+        assert!(!text.contains("Content-Length"));
+        let text = upstream_text(b"POST /a HTTP/1.1\r\nHost: s\r\n\r\n", None);
+        assert!(text.contains("Content-Length: 0\r\n"));
+        let text = upstream_text(
+            b"GET /a HTTP/1.1\r\nHost: s\r\nExpect: 100-continue\r\n\r\n",
+            None,
+        );
+        assert!(
+            !text.contains("Content-Length") && !text.contains("Expect"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn upgrade_passes_only_when_upgrading() {
+        let raw =
+            b"GET /ws HTTP/1.1\r\nHost: s\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
+        let text = upstream_text(raw, Some(b"websocket"));
+        assert!(
+            text.ends_with("Connection: upgrade\r\nUpgrade: websocket\r\n\r\n"),
+            "{text}"
+        );
+        let text = upstream_text(raw, None);
+        assert!(
+            !text.contains("Upgrade") && !text.contains("pgrade"),
+            "{text}"
+        );
+    }
+
+    fn response_text(raw: &[u8], framing: ResponseFraming, keep_alive: bool) -> String {
+        let limits = ResponseLimits {
+            max_head_bytes: 4096,
+            max_headers: 32,
+        };
+        let ResponseStatus::Complete(parsed, _) = parse_response(raw, &limits).unwrap() else {
+            panic!("partial");
+        };
+        let mut dst = BytesMut::new();
+        let connection = ConnectionState {
+            request_version: Version::Http11,
+            keep_alive,
+        };
+        encode_response_head(&mut dst, &parsed, raw, framing, connection, b"DATE");
+        String::from_utf8(dst.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn response_framing_is_ours_and_hop_by_hop_fields_stay_behind() {
+        let text = response_text(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close, X-Hop\r\nX-Hop: 1\r\n\
+              Keep-Alive: timeout=5\r\nContent-Type: text/plain\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\n",
+            ResponseFraming::Chunked,
+            true,
+        );
+        assert_eq!(
+            text,
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\
+             Via: 1.1 sentinel\r\nTransfer-Encoding: chunked\r\n\r\n"
+        );
+        let text = response_text(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+            ResponseFraming::Length(5),
+            false,
+        );
+        assert!(text.contains("Date: DATE\r\n"));
+        assert!(
+            text.ends_with("Content-Length: 5\r\nConnection: close\r\n\r\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn switching_protocols_keeps_upgrade() {
+        let text = response_text(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Accept: abc\r\n\r\n",
+            ResponseFraming::Bodyless,
+            true,
+        );
+        assert!(
+            text.starts_with("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("Sec-WebSocket-Accept: abc\r\n"));
+        assert!(text.ends_with("Connection: upgrade\r\n\r\n"));
+    }
+}

@@ -1,0 +1,195 @@
+//! Passive health of one backend: consecutive failures eject it for a cooldown that doubles
+//! with each ejection that is not followed by a success, up to a ceiling. When the cooldown
+//! ends the backend is tried again; one success clears its record.
+//!
+//! Pure state and arithmetic on an injected clock (`now`), so every transition is unit-tested
+//! without sleeping. The caller logs the transitions it is told about.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthSettings {
+    /// Consecutive failures that eject the backend; 0 never ejects.
+    pub max_fails: u32,
+    /// Length of the first ejection.
+    pub fail_timeout: Duration,
+    /// Longest ejection.
+    pub max_fail_timeout: Duration,
+}
+
+/// A change worth a log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// Taken out of rotation for `duration` (the `ejections`-th time in a row).
+    Ejected { duration: Duration, ejections: u32 },
+    /// Succeeded again after having been ejected.
+    Recovered,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    consecutive_failures: u32,
+    /// Ejections since the last success; sets the next cooldown.
+    ejections: u32,
+    ejected_until: Option<Instant>,
+}
+
+#[derive(Debug)]
+pub struct PassiveHealth {
+    settings: HealthSettings,
+    state: Mutex<State>,
+}
+
+impl PassiveHealth {
+    pub fn new(settings: HealthSettings) -> PassiveHealth {
+        PassiveHealth {
+            settings,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // The state is plain counters, valid after any panic elsewhere: keep using it.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether the backend may receive requests at `now`.
+    pub fn is_available(&self, now: Instant) -> bool {
+        self.state().ejected_until.is_none_or(|until| now >= until)
+    }
+
+    /// When the current ejection ends, if the backend is ejected at `now`.
+    pub fn ejected_until(&self, now: Instant) -> Option<Instant> {
+        self.state().ejected_until.filter(|&until| now < until)
+    }
+
+    pub fn record_success(&self) -> Option<Transition> {
+        let mut state = self.state();
+        let was_ejected = state.ejections > 0;
+        *state = State::default();
+        was_ejected.then_some(Transition::Recovered)
+    }
+
+    pub fn record_failure(&self, now: Instant) -> Option<Transition> {
+        if self.settings.max_fails == 0 {
+            return None;
+        }
+        let mut state = self.state();
+        // Failures of requests that were already in flight when the backend was ejected
+        // say nothing new: they must not extend the cooldown.
+        if state.ejected_until.is_some_and(|until| now < until) {
+            return None;
+        }
+        state.consecutive_failures += 1;
+        // A backend on probation after a cooldown goes straight back out on its first failure.
+        let threshold = if state.ejections > 0 {
+            1
+        } else {
+            self.settings.max_fails
+        };
+        if state.consecutive_failures < threshold {
+            return None;
+        }
+        let doublings = state.ejections.min(16);
+        let duration = self
+            .settings
+            .fail_timeout
+            .saturating_mul(1 << doublings)
+            .min(self.settings.max_fail_timeout);
+        state.ejections += 1;
+        state.consecutive_failures = 0;
+        state.ejected_until = Some(now + duration);
+        Some(Transition::Ejected {
+            duration,
+            ejections: state.ejections,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SETTINGS: HealthSettings = HealthSettings {
+        max_fails: 3,
+        fail_timeout: Duration::from_secs(10),
+        max_fail_timeout: Duration::from_secs(35),
+    };
+
+    #[test]
+    fn consecutive_failures_eject_and_the_cooldown_grows_to_its_ceiling() {
+        let health = PassiveHealth::new(SETTINGS);
+        let t0 = Instant::now();
+        assert_eq!(health.record_failure(t0), None);
+        assert_eq!(health.record_failure(t0), None);
+        assert!(health.is_available(t0));
+        assert_eq!(
+            health.record_failure(t0),
+            Some(Transition::Ejected {
+                duration: Duration::from_secs(10),
+                ejections: 1
+            })
+        );
+        assert!(!health.is_available(t0 + Duration::from_secs(9)));
+        // In-flight failures during the ejection do not extend it.
+        assert_eq!(health.record_failure(t0 + Duration::from_secs(5)), None);
+        let t1 = t0 + Duration::from_secs(10);
+        assert!(health.is_available(t1));
+        // On probation: one failure is enough, and the cooldown doubles.
+        assert_eq!(
+            health.record_failure(t1),
+            Some(Transition::Ejected {
+                duration: Duration::from_secs(20),
+                ejections: 2
+            })
+        );
+        let t2 = t1 + Duration::from_secs(20);
+        assert_eq!(
+            health.record_failure(t2),
+            Some(Transition::Ejected {
+                duration: Duration::from_secs(35),
+                ejections: 3
+            })
+        );
+    }
+
+    #[test]
+    fn a_success_clears_the_record_and_reports_recovery_once() {
+        let health = PassiveHealth::new(SETTINGS);
+        let t0 = Instant::now();
+        health.record_failure(t0);
+        health.record_failure(t0);
+        assert_eq!(
+            health.record_success(),
+            None,
+            "never ejected: nothing to report"
+        );
+        // The count restarted: two more failures do not eject.
+        health.record_failure(t0);
+        health.record_failure(t0);
+        assert!(health.is_available(t0));
+        health.record_failure(t0);
+        assert!(!health.is_available(t0));
+        let later = t0 + Duration::from_secs(10);
+        assert_eq!(health.record_success(), Some(Transition::Recovered));
+        assert_eq!(health.record_success(), None);
+        // Back to a fresh record: three failures again before an ejection of the base length.
+        assert_eq!(health.record_failure(later), None);
+    }
+
+    #[test]
+    fn max_fails_zero_never_ejects() {
+        let health = PassiveHealth::new(HealthSettings {
+            max_fails: 0,
+            ..SETTINGS
+        });
+        let t0 = Instant::now();
+        for _ in 0..100 {
+            assert_eq!(health.record_failure(t0), None);
+        }
+        assert!(health.is_available(t0));
+    }
+}

@@ -1,0 +1,9 @@
+//! The reverse proxy: upstream groups of backends (round-robin over the healthy ones, passive
+//! health), idle connection pools, head rewriting, and forwarding with streaming bodies both
+//! ways, timeouts, failover and protocol upgrades.
+
+pub mod forward;
+pub mod headers;
+pub mod health;
+pub mod pool;
+pub mod upstream;

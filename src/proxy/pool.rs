@@ -1,0 +1,79 @@
+//! Idle keep-alive connections to one backend, reused most-recently-used first (the one
+//! least likely to have been closed by the backend). Each is checked before reuse: a
+//! connection the backend has closed, or that has unread bytes, is dropped.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpStream;
+
+#[derive(Debug)]
+pub struct Pool {
+    idle: Mutex<Vec<Idle>>,
+    max_idle: usize,
+    idle_timeout: Duration,
+}
+
+#[derive(Debug)]
+struct Idle {
+    stream: TcpStream,
+    since: Instant,
+}
+
+impl Pool {
+    pub fn new(max_idle: usize, idle_timeout: Duration) -> Pool {
+        Pool {
+            idle: Mutex::new(Vec::new()),
+            max_idle,
+            idle_timeout,
+        }
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+        self.idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A live idle connection, if there is one.
+    pub fn take(&self) -> Option<TcpStream> {
+        let now = Instant::now();
+        loop {
+            let idle = self.idle().pop()?;
+            if now.duration_since(idle.since) >= self.idle_timeout {
+                // Everything below is older still.
+                self.idle().clear();
+                return None;
+            }
+            if is_reusable(&idle.stream) {
+                return Some(idle.stream);
+            }
+        }
+    }
+
+    /// Keep `stream` for reuse, unless the pool is full.
+    pub fn put(&self, stream: TcpStream) {
+        let now = Instant::now();
+        let mut idle = self.idle();
+        // Oldest first: drop what expired so the pool never holds dead sockets for long.
+        let expired = idle
+            .iter()
+            .take_while(|i| now.duration_since(i.since) >= self.idle_timeout)
+            .count();
+        idle.drain(..expired);
+        if idle.len() < self.max_idle {
+            idle.push(Idle { stream, since: now });
+        }
+    }
+
+    pub fn idle_count(&self) -> usize {
+        self.idle().len()
+    }
+}
+
+/// An idle connection is reusable only if reading would block: EOF means the backend closed
+/// it, and bytes mean it sent something we never asked for.
+fn is_reusable(stream: &TcpStream) -> bool {
+    let mut probe = [0u8; 1];
+    matches!(stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}

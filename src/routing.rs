@@ -1,0 +1,234 @@
+//! PURE request routing: which route takes a request (host and path prefix, first match in
+//! config order) and the target to send upstream. No I/O.
+//!
+//! Matching uses the path with dot segments removed (RFC 3986 §5.2.4), and that same path is
+//! what a backend receives, so `/static/../api/x` cannot be matched as one route and served
+//! as another.
+
+use std::borrow::Cow;
+
+use crate::config::{RouteConfig, RouteTarget};
+use crate::http::request::{Method, RequestHead};
+use crate::proxy::upstream::Upstream;
+
+#[derive(Debug)]
+pub enum Routed<'a> {
+    Static,
+    Proxy {
+        route: &'a RouteConfig,
+        upstream: &'a Upstream,
+        /// Origin-form target for the backend: normalized path (prefix stripped when the
+        /// route says so) and the query as received.
+        target: String,
+        /// The host the client asked for (absolute-form authority, else `Host`), if any.
+        client_host: Option<&'a str>,
+    },
+    /// No route matches.
+    NotFound,
+    /// A request the proxy does not forward (CONNECT: we are not a forward proxy).
+    MethodNotAllowed,
+}
+
+pub fn route<'a>(head: &'a RequestHead, routes: &'a [RouteConfig]) -> Routed<'a> {
+    let parts = TargetParts::of(head.target());
+    let client_host = parts.authority.or(head.host());
+    let host = client_host.map(strip_port);
+    let path = remove_dot_segments(parts.path);
+    let Some(route) = routes.iter().find(|route| {
+        route
+            .host
+            .as_deref()
+            .is_none_or(|want| host.is_some_and(|have| have.eq_ignore_ascii_case(want)))
+            && prefix_matches(&route.path_prefix, &path)
+    }) else {
+        return Routed::NotFound;
+    };
+    match &route.target {
+        RouteTarget::Static => Routed::Static,
+        RouteTarget::Upstream(_) if head.method() == Method::Connect => Routed::MethodNotAllowed,
+        RouteTarget::Upstream(upstream) => {
+            let path = if route.strip_prefix {
+                strip_prefix(&route.path_prefix, &path)
+            } else {
+                path.as_ref()
+            };
+            let target = if parts.asterisk {
+                "*".to_string()
+            } else {
+                format!("{path}{}", parts.query)
+            };
+            Routed::Proxy {
+                route,
+                upstream,
+                target,
+                client_host,
+            }
+        }
+    }
+}
+
+/// The pieces of a request target that routing needs.
+struct TargetParts<'a> {
+    authority: Option<&'a str>,
+    path: &'a str,
+    /// `?` and what follows, or empty.
+    query: &'a str,
+    asterisk: bool,
+}
+
+impl<'a> TargetParts<'a> {
+    fn of(target: &'a str) -> TargetParts<'a> {
+        if target == "*" {
+            return TargetParts {
+                authority: None,
+                path: "/",
+                query: "",
+                asterisk: true,
+            };
+        }
+        // absolute-form (RFC 9112 §3.2.2): its authority replaces Host.
+        let (authority, rest) = match target.split_once("://") {
+            Some((_, after_scheme)) if !target.starts_with('/') => {
+                let end = after_scheme.find(['/', '?']).unwrap_or(after_scheme.len());
+                (Some(&after_scheme[..end]), &after_scheme[end..])
+            }
+            _ => (None, target),
+        };
+        let (path, query) = match rest.find('?') {
+            Some(q) => (&rest[..q], &rest[q..]),
+            None => (rest, ""),
+        };
+        let path = if path.is_empty() { "/" } else { path };
+        TargetParts {
+            authority,
+            path,
+            query,
+            asterisk: false,
+        }
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host
+            .split_once(']')
+            .map_or(host, |(h, _)| &host[..h.len() + 1]);
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+/// Whole-segment prefix match: `/api` matches `/api` and `/api/x` but not `/apix`.
+fn prefix_matches(prefix: &str, path: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+fn strip_prefix<'p>(prefix: &str, path: &'p str) -> &'p str {
+    let rest = &path[prefix.len()..];
+    // Keep the slash that separated the prefix from the rest.
+    if rest.starts_with('/') {
+        rest
+    } else if prefix.ends_with('/') && path.len() > prefix.len() {
+        &path[prefix.len() - 1..]
+    } else {
+        "/"
+    }
+}
+
+/// RFC 3986 §5.2.4 for an absolute path. Borrowed when there is nothing to remove, which is
+/// almost always.
+pub fn remove_dot_segments(path: &str) -> Cow<'_, str> {
+    let has_dots = path
+        .split('/')
+        .any(|segment| segment == "." || segment == "..");
+    if !has_dots {
+        return Cow::Borrowed(path);
+    }
+    let mut output: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    for (i, segment) in segments.iter().enumerate() {
+        let last = i + 1 == segments.len();
+        match *segment {
+            "." => {
+                if last {
+                    output.push("");
+                }
+            }
+            ".." => {
+                output.pop();
+                if last {
+                    output.push("");
+                }
+            }
+            other => output.push(other),
+        }
+    }
+    let mut normalized = String::with_capacity(path.len());
+    for segment in &output {
+        normalized.push('/');
+        normalized.push_str(segment);
+    }
+    if normalized.is_empty() {
+        normalized.push('/');
+    }
+    Cow::Owned(normalized)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_segments_are_removed_and_never_climb_above_the_root() {
+        for (input, expected) in [
+            ("/a/b", "/a/b"),
+            ("/a/./b", "/a/b"),
+            ("/a/../b", "/b"),
+            ("/../../etc/passwd", "/etc/passwd"),
+            ("/a/b/..", "/a/"),
+            ("/a/.", "/a/"),
+            ("/..", "/"),
+            ("/static/../api/x", "/api/x"),
+            ("/a//b/../c", "/a//c"),
+            ("/a/..b/c", "/a/..b/c"),
+        ] {
+            assert_eq!(remove_dot_segments(input), expected, "{input}");
+        }
+    }
+
+    #[test]
+    fn prefixes_match_whole_segments() {
+        assert!(prefix_matches("/", "/anything"));
+        assert!(prefix_matches("/api", "/api"));
+        assert!(prefix_matches("/api", "/api/users"));
+        assert!(!prefix_matches("/api", "/apix"));
+        assert!(prefix_matches("/api/", "/api/users"));
+        assert!(!prefix_matches("/api/", "/api"));
+    }
+
+    #[test]
+    fn stripping_keeps_a_rooted_path() {
+        assert_eq!(strip_prefix("/api", "/api/users"), "/users");
+        assert_eq!(strip_prefix("/api", "/api"), "/");
+        assert_eq!(strip_prefix("/api/", "/api/users"), "/users");
+        assert_eq!(strip_prefix("/api/", "/api/"), "/");
+        assert_eq!(strip_prefix("/", "/x"), "/x");
+    }
+
+    #[test]
+    fn target_forms_split_into_authority_path_and_query() {
+        let parts = TargetParts::of("http://example.com:8080/a/b?x=1");
+        assert_eq!(parts.authority, Some("example.com:8080"));
+        assert_eq!((parts.path, parts.query), ("/a/b", "?x=1"));
+        let parts = TargetParts::of("http://example.com?x");
+        assert_eq!((parts.path, parts.query), ("/", "?x"));
+        let parts = TargetParts::of("/p?q://r");
+        assert_eq!(parts.authority, None);
+        assert_eq!((parts.path, parts.query), ("/p", "?q://r"));
+        assert!(TargetParts::of("*").asterisk);
+        assert_eq!(strip_port("Example.com:80"), "Example.com");
+        assert_eq!(strip_port("[::1]:80"), "[::1]");
+    }
+}
