@@ -2,6 +2,8 @@
 //! blocking client that writes exact bytes and reads exact responses.
 #![allow(dead_code)]
 
+pub mod backend;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -138,6 +140,8 @@ pub fn write_site(root: &Path) {
     std::fs::write(root.join(".secret"), "hidden\n").unwrap();
     std::fs::write(root.join("errors/404.html"), "CUSTOM-404 page\n").unwrap();
     std::fs::write(root.join("errors/400.html"), "CUSTOM-400 page\n").unwrap();
+    std::fs::write(root.join("errors/502.html"), "CUSTOM-502 page\n").unwrap();
+    std::fs::write(root.join("errors/504.html"), "CUSTOM-504 page\n").unwrap();
     let digits: Vec<u8> = (0..1000u32).map(|i| b'0' + (i % 10) as u8).collect();
     std::fs::write(root.join("digits.txt"), digits).unwrap();
 }
@@ -231,16 +235,60 @@ impl RawClient {
         if bodyless {
             return response;
         }
-        let length: usize = response
-            .header("content-length")
-            .expect("test responses are length-delimited")
-            .parse()
-            .expect("numeric content-length");
+        if response
+            .header("transfer-encoding")
+            .is_some_and(|te| te.eq_ignore_ascii_case("chunked"))
+        {
+            response.body = self.read_chunked_body();
+            return response;
+        }
+        let Some(length) = response.header("content-length") else {
+            // Delimited by close.
+            while self.fill() > 0 {}
+            response.body = std::mem::take(&mut self.buf);
+            return response;
+        };
+        let length: usize = length.parse().expect("numeric content-length");
         while self.buf.len() < length {
             assert!(self.fill() > 0, "connection closed mid-body");
         }
         response.body = self.buf.drain(..length).collect();
         response
+    }
+
+    /// A chunked body, strictly: hex size, optional extension, CRLFs where they belong.
+    fn read_chunked_body(&mut self) -> Vec<u8> {
+        let mut body = Vec::new();
+        loop {
+            let line = self.read_line();
+            let size_text = line.split(';').next().unwrap_or("");
+            let size = usize::from_str_radix(size_text, 16)
+                .unwrap_or_else(|_| panic!("bad chunk size line {line:?}"));
+            if size == 0 {
+                while !self.read_line().is_empty() {}
+                return body;
+            }
+            while self.buf.len() < size + 2 {
+                assert!(self.fill() > 0, "connection closed mid-chunk");
+            }
+            body.extend(self.buf.drain(..size));
+            assert_eq!(
+                self.buf.drain(..2).collect::<Vec<_>>(),
+                b"\r\n",
+                "chunk not ended by CRLF"
+            );
+        }
+    }
+
+    fn read_line(&mut self) -> String {
+        loop {
+            if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let line = String::from_utf8_lossy(&self.buf[..i]).into_owned();
+                self.buf.drain(..i + 2);
+                return line;
+            }
+            assert!(self.fill() > 0, "connection closed mid-line");
+        }
     }
 
     /// Read more bytes into the buffer; 0 on EOF.
