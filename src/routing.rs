@@ -18,8 +18,9 @@ pub enum Routed<'a> {
         route: &'a RouteConfig,
         upstream: &'a Upstream,
         /// Origin-form target for the backend: normalized path (prefix stripped when the
-        /// route says so) and the query as received.
-        target: String,
+        /// route says so) and the query as received. Borrowed from the request when that is
+        /// what it already is, as it nearly always is.
+        target: Cow<'a, str>,
         /// The host the client asked for (absolute-form authority, else `Host`), if any.
         client_host: Option<&'a str>,
     },
@@ -47,15 +48,18 @@ pub fn route<'a>(head: &'a RequestHead, routes: &'a [RouteConfig]) -> Routed<'a>
         RouteTarget::Static => Routed::Static,
         RouteTarget::Upstream(_) if head.method() == Method::Connect => Routed::MethodNotAllowed,
         RouteTarget::Upstream(upstream) => {
+            let unchanged = !route.strip_prefix
+                && parts.authority.is_none()
+                && matches!(path, Cow::Borrowed(_));
             let path = if route.strip_prefix {
                 strip_prefix(&route.path_prefix, &path)
             } else {
                 path.as_ref()
             };
-            let target = if parts.asterisk {
-                "*".to_string()
+            let target = if unchanged || parts.asterisk {
+                Cow::Borrowed(head.target())
             } else {
-                format!("{path}{}", parts.query)
+                Cow::Owned(format!("{path}{}", parts.query))
             };
             Routed::Proxy {
                 route,

@@ -58,7 +58,9 @@ pub async fn serve_connection(
         shutdown,
         read_buf: BytesMut::with_capacity(READ_BUFFER_BYTES),
         write_buf: BytesMut::new(),
+        relay_buf: BytesMut::new(),
         served: 0,
+        unread_input: false,
     };
     connection.run().instrument(span).await;
 }
@@ -70,8 +72,13 @@ struct Connection {
     shutdown: watch::Receiver<bool>,
     read_buf: BytesMut,
     write_buf: BytesMut,
+    /// Upstream bytes of proxied requests; empty (no allocation) until the first one.
+    relay_buf: BytesMut,
     /// Requests answered on this connection so far.
     served: u64,
+    /// Whether the client may have sent bytes we did not read (an abandoned body, an error
+    /// mid-request), which calls for a lingering close.
+    unread_input: bool,
 }
 
 /// Why reading a request head stopped without a head.
@@ -161,6 +168,7 @@ impl Connection {
             Err(error) => {
                 tracing::info!(parent: &request_span, client = %self.peer, %error, "request body refused");
                 exchange.keep_alive = false;
+                self.unread_input = true;
                 let response = error_response(error.status(), &config.error_pages);
                 return self
                     .answer(response, &head, &exchange, &config, &request_span)
@@ -195,16 +203,19 @@ impl Connection {
             Ok(Drained::Complete) => response,
             Ok(Drained::Abandoned) => {
                 exchange.keep_alive = false;
+                self.unread_input = true;
                 response
             }
             Err(DrainError::Body(error)) => {
                 tracing::info!(parent: &request_span, client = %self.peer, %error, "request body rejected");
                 exchange.keep_alive = false;
+                self.unread_input = true;
                 error_response(error.status(), &config.error_pages)
             }
             Err(DrainError::Timeout) => {
                 tracing::info!(parent: &request_span, client = %self.peer, "request body timed out");
                 exchange.keep_alive = false;
+                self.unread_input = true;
                 error_response(StatusCode::REQUEST_TIMEOUT, &config.error_pages)
             }
             Err(DrainError::Closed) => {
@@ -267,6 +278,7 @@ impl Connection {
             peer: self.peer,
             limits: &config.server.limits,
             keep_alive: exchange.keep_alive,
+            relay_buf: &mut self.relay_buf,
         };
         match forward(&mut client, head, decoder, destination).await {
             Outcome::Responded {
@@ -287,6 +299,7 @@ impl Connection {
             }
             Outcome::Failed { status, keep_alive } => {
                 exchange.keep_alive &= keep_alive;
+                self.unread_input |= !keep_alive;
                 let response = error_response(status, &config.error_pages);
                 let span = tracing::Span::current();
                 self.answer(response, head, exchange, config, &span).await
@@ -613,13 +626,18 @@ impl Connection {
             &exchange,
             None,
         );
+        self.unread_input = true;
         self.close(&config.server.limits).await;
     }
 
-    /// Half-close, then read and discard for a moment so the client receives our last
-    /// response instead of a reset caused by its unread bytes (nginx's lingering close).
+    /// Half-close, then, if the client may still be sending, read and discard for a moment so
+    /// it receives our last response instead of a reset caused by its unread bytes (nginx's
+    /// lingering close). A client whose every byte was read gets a plain close.
     async fn close(mut self, limits: &ConnectionLimits) {
         if self.stream.shutdown().await.is_err() {
+            return;
+        }
+        if !self.unread_input && self.read_buf.is_empty() {
             return;
         }
         // Bounded by time, not bytes: giving up after a byte count would let a client that

@@ -8,6 +8,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, BytesMut};
@@ -33,6 +34,9 @@ use crate::http::writer::{
 /// Size of the buffer upstream bytes are read into; also the largest piece relayed at once.
 const RELAY_BUFFER_BYTES: usize = 64 * 1024;
 
+/// Most backends one request is offered to (connect failures move on to the next).
+const MAX_ATTEMPTS: usize = 8;
+
 /// The client side of the exchange, lent by the connection for the length of one request.
 pub struct Client<'a> {
     pub stream: &'a mut TcpStream,
@@ -42,6 +46,8 @@ pub struct Client<'a> {
     pub limits: &'a ConnectionLimits,
     /// Whether the client asked to keep the connection open after this response.
     pub keep_alive: bool,
+    /// The connection's buffer for upstream bytes, reused from request to request.
+    pub relay_buf: &'a mut BytesMut,
 }
 
 /// Where and how to forward.
@@ -63,7 +69,7 @@ pub enum Outcome {
         status: StatusCode,
         body_bytes: u64,
         keep_alive: bool,
-        backend: String,
+        backend: Arc<str>,
     },
     /// Nothing was sent to the client: answer with this status's error page.
     Failed {
@@ -100,10 +106,15 @@ pub async fn forward(
     // Only a request with no body can be sent twice: a streamed body is gone once sent.
     let replayable = body.is_done();
     let idempotent = head.method().is_idempotent();
-    let mut tried = Vec::with_capacity(2);
+    let mut tried = [0usize; MAX_ATTEMPTS];
+    let mut attempts = 0;
     let mut retried = false;
-    while let Some(index) = upstream.pick(Instant::now(), &tried) {
-        tried.push(index);
+    while attempts < MAX_ATTEMPTS {
+        let Some(index) = upstream.pick(Instant::now(), &tried[..attempts]) else {
+            break;
+        };
+        tried[attempts] = index;
+        attempts += 1;
         let backend = &upstream.backends[index];
         let error = match attempt(client, head, &mut body, backend, destination).await {
             Ok(outcome) => return outcome,
@@ -147,7 +158,7 @@ pub async fn forward(
             AttemptError::Client(outcome) => return outcome,
         }
     }
-    tracing::warn!(upstream = %upstream.name, tried = tried.len(), "no backend could take the request");
+    tracing::warn!(upstream = %upstream.name, tried = attempts, "no backend could take the request");
     Outcome::Failed {
         status: StatusCode::BAD_GATEWAY,
         keep_alive: body.is_done(),
@@ -217,10 +228,41 @@ async fn exchange(
         send_body(client, head, body, &mut upstream, out, send_timeout).await?;
     }
 
-    let mut response_buf = BytesMut::with_capacity(RELAY_BUFFER_BYTES);
+    let mut response_buf = std::mem::take(client.relay_buf);
+    response_buf.clear();
+    response_buf.reserve(RELAY_BUFFER_BYTES);
+    let result = receive(
+        client,
+        head,
+        upstream,
+        upgrade,
+        &mut response_buf,
+        backend,
+        destination,
+    )
+    .await;
+    // Keep the allocation for the next request, unless a tunnel or a huge head grew it.
+    if response_buf.capacity() <= 2 * RELAY_BUFFER_BYTES {
+        response_buf.clear();
+        *client.relay_buf = response_buf;
+    }
+    result
+}
+
+/// Read the response head from `upstream` and relay the response.
+async fn receive(
+    client: &mut Client<'_>,
+    head: &RequestHead,
+    mut upstream: TcpStream,
+    upgrade: Option<&[u8]>,
+    response_buf: &mut BytesMut,
+    backend: &Backend,
+    destination: &Destination<'_>,
+) -> Result<Outcome, AttemptError> {
+    let route = destination.route;
     let (response, head_len) = read_response_head(
         &mut upstream,
-        &mut response_buf,
+        response_buf,
         &destination.response_limits,
         route.request_timeout,
     )
@@ -238,7 +280,7 @@ async fn exchange(
             upstream,
             &response,
             &response_head,
-            response_buf,
+            std::mem::take(response_buf),
             backend,
         )
         .await);
@@ -465,7 +507,7 @@ async fn relay_response(
     mut upstream: TcpStream,
     response: ParsedResponse,
     response_head: &[u8],
-    mut buf: BytesMut,
+    buf: &mut BytesMut,
     backend: &Backend,
     destination: &Destination<'_>,
 ) -> Outcome {
@@ -486,7 +528,7 @@ async fn relay_response(
         )
     });
     let status = response.status;
-    let backend_name = backend.name.clone();
+    let backend_name = Arc::clone(&backend.name);
     let Some(upstream_framing) = framings.upstream else {
         let sent =
             write_all_with_progress(client.stream, &mut &out[..], client.limits.write_timeout)
@@ -511,7 +553,7 @@ async fn relay_response(
     let finished = relay
         .body(
             &mut upstream,
-            &mut buf,
+            buf,
             upstream_framing,
             destination.route.request_timeout,
         )
@@ -707,7 +749,7 @@ async fn tunnel(
         status: response.status,
         body_bytes: 0,
         keep_alive: false,
-        backend: backend.name.clone(),
+        backend: Arc::clone(&backend.name),
     };
     if write_all_with_progress(client.stream, &mut &out[..], timeout)
         .await

@@ -5,6 +5,7 @@
 //! Pure state and arithmetic on an injected clock (`now`), so every transition is unit-tested
 //! without sleeping. The caller logs the transitions it is told about.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -35,10 +36,17 @@ struct State {
     ejected_until: Option<Instant>,
 }
 
+/// The lock guards the counters; two atomics mirror what every request asks, so a healthy
+/// backend costs no lock per request.
 #[derive(Debug)]
 pub struct PassiveHealth {
     settings: HealthSettings,
     state: Mutex<State>,
+    /// Whether there is anything for a success to clear.
+    has_record: AtomicBool,
+    /// End of the current ejection in nanoseconds after `epoch`; 0 when not ejected.
+    ejected_until_nanos: AtomicU64,
+    epoch: Instant,
 }
 
 impl PassiveHealth {
@@ -46,6 +54,9 @@ impl PassiveHealth {
         PassiveHealth {
             settings,
             state: Mutex::new(State::default()),
+            has_record: AtomicBool::new(false),
+            ejected_until_nanos: AtomicU64::new(0),
+            epoch: Instant::now(),
         }
     }
 
@@ -56,9 +67,15 @@ impl PassiveHealth {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    fn nanos_since_epoch(&self, at: Instant) -> u64 {
+        // 0 means "not ejected", so real instants start at 1.
+        (at.saturating_duration_since(self.epoch).as_nanos() as u64).max(1)
+    }
+
     /// Whether the backend may receive requests at `now`.
     pub fn is_available(&self, now: Instant) -> bool {
-        self.state().ejected_until.is_none_or(|until| now >= until)
+        let until = self.ejected_until_nanos.load(Ordering::Acquire);
+        until == 0 || self.nanos_since_epoch(now) >= until
     }
 
     /// When the current ejection ends, if the backend is ejected at `now`.
@@ -67,9 +84,14 @@ impl PassiveHealth {
     }
 
     pub fn record_success(&self) -> Option<Transition> {
+        if !self.has_record.load(Ordering::Acquire) {
+            return None;
+        }
         let mut state = self.state();
         let was_ejected = state.ejections > 0;
         *state = State::default();
+        self.has_record.store(false, Ordering::Release);
+        self.ejected_until_nanos.store(0, Ordering::Release);
         was_ejected.then_some(Transition::Recovered)
     }
 
@@ -84,6 +106,7 @@ impl PassiveHealth {
             return None;
         }
         state.consecutive_failures += 1;
+        self.has_record.store(true, Ordering::Release);
         // A backend on probation after a cooldown goes straight back out on its first failure.
         let threshold = if state.ejections > 0 {
             1
@@ -102,6 +125,8 @@ impl PassiveHealth {
         state.ejections += 1;
         state.consecutive_failures = 0;
         state.ejected_until = Some(now + duration);
+        self.ejected_until_nanos
+            .store(self.nanos_since_epoch(now + duration), Ordering::Release);
         Some(Transition::Ejected {
             duration,
             ejections: state.ejections,

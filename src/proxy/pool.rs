@@ -71,9 +71,19 @@ impl Pool {
     }
 }
 
-/// An idle connection is reusable only if reading would block: EOF means the backend closed
-/// it, and bytes mean it sent something we never asked for.
+/// An idle connection is reusable only if it has nothing to read: EOF means the backend
+/// closed it, and bytes mean it sent something we never asked for. The reactor's readiness
+/// answers "nothing happened" without a system call, which is the common case; only a
+/// connection marked readable is probed. (A close racing with reuse is covered by the retry
+/// of stale pooled connections.)
 fn is_reusable(stream: &TcpStream) -> bool {
-    let mut probe = [0u8; 1];
-    matches!(stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match stream.poll_read_ready(&mut cx) {
+        std::task::Poll::Pending => true,
+        std::task::Poll::Ready(Err(_)) => false,
+        std::task::Poll::Ready(Ok(())) => {
+            let mut probe = [0u8; 1];
+            matches!(stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        }
+    }
 }

@@ -22,7 +22,8 @@ pub struct BackendSettings {
 
 #[derive(Debug)]
 pub struct Backend {
-    pub name: String,
+    /// Shared so each request's access-log entry can hold it without a copy.
+    pub name: Arc<str>,
     /// `host:port` as configured.
     pub address: String,
     /// The address when it is an IP literal, so the common case skips the resolver.
@@ -35,7 +36,7 @@ impl Backend {
     pub fn new(name: String, address: String, settings: BackendSettings) -> Backend {
         Backend {
             literal: address.parse().ok(),
-            name,
+            name: name.into(),
             address,
             pool: Pool::new(settings.max_idle, settings.idle_timeout),
             health: PassiveHealth::new(settings.health),
