@@ -40,8 +40,8 @@ BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(cd "$BENCH_DIR/.." && pwd)
 RESULTS_DIR="$BENCH_DIR/results"
 
-log() { printf '[bench] %s\n' "$*" >&2; }
-die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=bench/lib.sh
+. "$BENCH_DIR/lib.sh"
 
 for var in ROUNDS DURATION CONNECTIONS THREADS WARMUP QUIET_MAX QUIET_WAIT RETRIES; do
     [[ ${!var} =~ ^[0-9]+$ ]] || die "$var must be a non-negative integer (got '${!var}')"
@@ -55,46 +55,6 @@ done
 ((CONNECTIONS >= THREADS)) || die "CONNECTIONS must be >= THREADS (wrk requirement)"
 
 # ---------------------------------------------------------------- tools
-
-find_nginx() {
-    if command -v nginx >/dev/null 2>&1; then
-        command -v nginx
-    elif [[ -x /usr/sbin/nginx ]]; then
-        echo /usr/sbin/nginx
-    fi
-}
-
-install_missing() {
-    local packages=()
-    [[ -n $(find_nginx) ]] || packages+=(nginx)
-    command -v wrk >/dev/null 2>&1 || packages+=(wrk)
-    command -v curl >/dev/null 2>&1 || packages+=(curl)
-    ((${#packages[@]} == 0)) && return 0
-    [[ $(id -u) -eq 0 ]] || die "missing ${packages[*]}; run as root or install them first"
-    command -v apt-get >/dev/null 2>&1 || die "missing ${packages[*]} and no apt-get"
-    log "installing ${packages[*]}"
-    # Keep the package's init script from starting a system nginx on port 80: we run our
-    # own. policy-rc.d is only created (and removed) when it does not exist already.
-    local policy=/usr/sbin/policy-rc.d created_policy=0
-    if [[ ! -e $policy ]]; then
-        printf '#!/bin/sh\nexit 101\n' >"$policy"
-        chmod 755 "$policy"
-        created_policy=1
-    fi
-    local status=0
-    {
-        DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}"
-    } >&2 || status=$?
-    if ((status != 0)) && [[ " ${packages[*]} " == *" nginx "* ]]; then
-        log "installing nginx failed; trying nginx-light"
-        packages=("${packages[@]/#nginx/nginx-light}")
-        status=0
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >&2 || status=$?
-    fi
-    ((created_policy)) && rm -f "$policy"
-    ((status == 0)) || die "apt-get install ${packages[*]} failed"
-}
 
 install_missing
 NGINX=$(find_nginx)
@@ -117,22 +77,6 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/sentinel-bench.XXXXXX")
 chmod 755 "$TMP"
 SENTINEL_PID=""
 NGINX_PID=""
-
-stop_pid() { # name pid
-    local name=$1 pid=$2
-    [[ -n $pid ]] || return 0
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        log "$name (pid $pid) did not stop on SIGTERM; sending SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
 
 cleanup() {
     local status=$?
@@ -159,9 +103,6 @@ for size in "${SIZES[@]}"; do
 done
 chmod -R a+rX "$ROOT"
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
 SENTINEL_PORT=$(free_port)
 NGINX_PORT=$(free_port)
 while [[ $NGINX_PORT == "$SENTINEL_PORT" ]]; do NGINX_PORT=$(free_port); done
@@ -266,77 +207,15 @@ mkdir -p "$RAW"
 MANIFEST="$TMP/manifest.tsv"
 : >"$MANIFEST"
 
-# ---- CPU accounting, so a run disturbed by other work on the machine can be recognised and
-# so each server's CPU cost per request can be reported (less noisy than req/s).
-# All values are in clock ticks (USER_HZ) read from /proc; results go to CPU_* globals so
-# no subshell is needed (a subshell would disturb the children-time accounting).
-
-# Sum of user+system ticks of the given PIDs (all their threads).
-proc_ticks() {
-    local pid line fields total=0
-    for pid in "$@"; do
-        [[ -r /proc/$pid/stat ]] || continue
-        read -r line </proc/"$pid"/stat || continue
-        read -r -a fields <<<"${line##*) }"
-        total=$((total + fields[11] + fields[12]))
-    done
-    CPU_PROC=$total
-}
-
 # PIDs whose CPU counts as the server's: Sentinel itself; nginx master and its workers.
 server_pids() {
-    local server=$1 file line fields
+    local server=$1
     if [[ $server == sentinel ]]; then
         SERVER_PIDS=("$SENTINEL_PID")
         return
     fi
-    SERVER_PIDS=("$NGINX_PID")
-    for file in /proc/[0-9]*/stat; do
-        read -r line 2>/dev/null <"$file" || continue
-        read -r -a fields <<<"${line##*) }"
-        if [[ ${fields[1]} == "$NGINX_PID" ]]; then SERVER_PIDS+=("${file//[^0-9]/}"); fi
-    done
-    return 0
-}
-
-# Machine-wide busy and total ticks over all CPUs, from /proc/stat. Busy includes irq and
-# softirq: loopback traffic is processed in softirq, which per-process times partly include.
-machine_ticks() {
-    local user nice system idle iowait irq softirq steal rest
-    read -r _ user nice system idle iowait irq softirq steal rest </proc/stat
-    CPU_BUSY=$((user + nice + system + irq + softirq))
-    CPU_TOTAL=$((user + nice + system + idle + iowait + irq + softirq + steal))
-}
-
-# CPU time of this shell's finished children (wrk, once waited for): cutime + cstime.
-children_ticks() {
-    local line fields
-    read -r line </proc/$$/stat
-    read -r -a fields <<<"${line##*) }"
-    CPU_CHILDREN=$((fields[13] + fields[14]))
-}
-
-# Percentage of all CPUs that were busy over one second, before any load is started.
-busy_percent() {
-    machine_ticks
-    local busy0=$CPU_BUSY total0=$CPU_TOTAL
-    sleep 1
-    machine_ticks
-    BUSY_PCT=$(((CPU_BUSY - busy0) * 100 / (CPU_TOTAL - total0 > 0 ? CPU_TOTAL - total0 : 1)))
-}
-
-# Before a measured run, wait (at most QUIET_WAIT seconds) for the machine to be idle enough.
-wait_quiet() {
-    local waited=0
-    busy_percent
-    while ((BUSY_PCT > QUIET_MAX && waited < QUIET_WAIT)); do
-        ((waited == 0)) && log "machine is ${BUSY_PCT}% busy before the run; waiting up to ${QUIET_WAIT}s for it to settle"
-        sleep 2
-        waited=$((waited + 3))
-        busy_percent
-    done
-    ((BUSY_PCT > QUIET_MAX)) && log "still ${BUSY_PCT}% busy; measuring anyway (flagged in the report)"
-    return 0
+    nginx_pids "$NGINX_PID"
+    SERVER_PIDS=("${NGINX_PIDS[@]}")
 }
 
 run_wrk() { # server size seconds outfile
@@ -405,17 +284,7 @@ FACTS="$TMP/facts.tsv"
     printf 'command\t`ROUNDS=%s DURATION=%s CONNECTIONS=%s THREADS=%s WARMUP=%s RETRIES=%s SIZES="%s" NGINX_OPEN_FILE_CACHE=%s bench/static.sh` (each run: `wrk -t%s -c%s -d%ss --latency http://127.0.0.1:PORT/FILE`)\n' \
         "$ROUNDS" "$DURATION" "$CONNECTIONS" "$THREADS" "$WARMUP" "$RETRIES" "${SIZES[*]}" "$NGINX_OPEN_FILE_CACHE" "$THREADS" "$CONNECTIONS" "$DURATION"
     printf 'repeated runs\t%s run(s) were disturbed by other processes and measured again (only the last attempt of each run is reported)\n' "$REPEATED"
-    printf 'cpu\t%s × %s\n' "$(nproc)" \
-        "$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)"
-    printf 'kernel\t%s\n' "$(uname -sr)"
-    printf 'memory\t%s MiB\n' "$(awk '/^MemTotal:/ {print int($2 / 1024)}' /proc/meminfo)"
-    printf 'sentinel\t%s (release build), commit %s%s\n' \
-        "$("$SENTINEL" --version 2>&1 | head -n 1)" \
-        "$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
-        "$(if [[ -n $(git -C "$REPO_DIR" status --porcelain --untracked-files=no 2>/dev/null) ]]; then echo ' + uncommitted changes'; fi)"
-    printf 'nginx\t%s\n' "$("$NGINX" -v 2>&1 | sed 's/^nginx version: //')"
-    printf 'wrk\t%s\n' "$(wrk -v 2>&1 | head -n 1 | awk '{print $1, $2, $3}')"
-    printf 'rustc\t%s\n' "$(rustc -V 2>/dev/null || echo unknown)"
+    common_facts
     printf 'setup\tall three processes on the same machine over loopback; nginx `worker_processes auto` (%s workers), sendfile on, tcp_nopush on, access_log off, keepalive_requests 100000, open_file_cache %s; Sentinel access_log off, log level warn, max_requests_per_connection 100000, tokio multi-thread runtime (default worker count), other settings at their defaults (including its small-file cache)\n' "$(nproc)" "$(if [[ $NGINX_OPEN_FILE_CACHE == 1 ]]; then echo 'on (max=1000 inactive=60s, valid 60s)'; else echo off; fi)"
 } >"$FACTS"
 

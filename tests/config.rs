@@ -50,6 +50,74 @@ fn bundled_config_is_valid_and_serves_public() {
 }
 
 #[test]
+fn the_proxy_walkthrough_config_is_valid_and_routes_api_to_the_three_backends() {
+    let config = Config::load(&repo_file("docs/examples/proxy-demo.yaml"), None)
+        .expect("docs/examples/proxy-demo.yaml");
+    let proxy = config.proxy.expect("proxy");
+    let addresses: Vec<&str> = proxy.backends.iter().map(|b| b.address.as_str()).collect();
+    assert_eq!(
+        addresses,
+        ["127.0.0.1:3000", "127.0.0.1:3001", "127.0.0.1:3002"]
+    );
+    assert_eq!(config.routes.len(), 2);
+    assert_eq!(config.routes[0].path_prefix, "/api");
+    assert!(config.routes[0].strip_prefix);
+    assert!(matches!(
+        config.routes[1].target,
+        sentinel::config::RouteTarget::Static
+    ));
+    let root = config.static_files.expect("static_files").root;
+    assert_eq!(root, repo_file("public").canonicalize().unwrap());
+}
+
+#[test]
+fn routes_are_validated_with_key_and_line() {
+    let site = Site::new();
+    let proxy = "proxy:\n  backends:\n    - name: a\n      address: \"127.0.0.1:9\"\n";
+    let cases = [
+        (
+            "routes:\n  - path_prefix: /x\n    upstream: nope\n",
+            "routes[0]",
+            "not defined",
+        ),
+        (
+            "routes:\n  - path_prefix: x\n    upstream: default\n",
+            "routes[0]",
+            "must start with /",
+        ),
+        ("routes:\n  - path_prefix: /x\n", "routes[0]", "exactly one"),
+        (
+            "routes:\n  - upstream: default\n    static: true\n",
+            "routes[0]",
+            "exactly one",
+        ),
+        (
+            "routes:\n  - upstream: default\n    request_timeout_ms: 0\n",
+            "routes[0].request_timeout_ms",
+            "greater than 0",
+        ),
+        (
+            "routes:\n  - upstream: default\n    hots: a\n",
+            "hots",
+            "line 9",
+        ),
+    ];
+    for (routes, key, reason) in cases {
+        let yaml = format!("server:\n  listen_addr: \"127.0.0.1:0\"\n{proxy}{routes}");
+        let message = site.error(&yaml);
+        assert!(message.contains(key), "{key} missing from: {message}");
+        assert!(message.contains(reason), "{reason} missing from: {message}");
+    }
+    let upstreams = "server:\n  listen_addr: \"127.0.0.1:0\"\nproxy:\n  upstreams:\n    default:\n      backends: []\n";
+    assert!(site.error(upstreams).contains("proxy.upstreams.default"));
+    let empty_group = "server:\n  listen_addr: \"127.0.0.1:0\"\nproxy:\n  upstreams:\n    api:\n      backends: []\n";
+    assert!(site.error(empty_group).contains("at least one backend"));
+    let static_without_site =
+        format!("server:\n  listen_addr: \"127.0.0.1:0\"\n{proxy}routes:\n  - static: true\n");
+    assert!(site.error(&static_without_site).contains("static_files"));
+}
+
+#[test]
 fn original_design_keys_work_exactly() {
     let site = Site::new();
     let config = site

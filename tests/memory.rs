@@ -1,5 +1,7 @@
-//! SF-009: a 1 GiB file costs no more memory than a 1 MiB one. Runs the real binary and
-//! reads its peak resident set (VmHWM) from /proc, so this is Linux-only.
+//! Flat memory for big bodies. SF-009: a 1 GiB file costs no more memory than a 1 MiB one;
+//! the proxy relays hundreds of MiB each way, to a client that stalls, in bounded memory.
+//! Runs the real binary and reads its peak resident set (VmHWM) from /proc, so this is
+//! Linux-only.
 #![cfg(target_os = "linux")]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -16,13 +18,20 @@ struct Daemon {
 
 impl Daemon {
     fn start(root: &std::path::Path, dir: &std::path::Path) -> Daemon {
+        Daemon::start_with(
+            &format!("static_files:\n  root: \"{}\"\n", root.display()),
+            dir,
+        )
+    }
+
+    /// Run the binary on `sections` (YAML after `server:`) with info logs.
+    fn start_with(sections: &str, dir: &std::path::Path) -> Daemon {
         let config = dir.join("config.yaml");
         std::fs::write(
             &config,
             format!(
-                "server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: \"{}\"\n\
-                 logging:\n  level: \"info\"\n  access_log: false\n",
-                root.display()
+                "server:\n  listen_addr: \"127.0.0.1:0\"\n{sections}\
+                 logging:\n  level: \"info\"\n  access_log: false\n"
             ),
         )
         .unwrap();
@@ -58,6 +67,11 @@ impl Daemon {
 
     /// GET `path` and count the body bytes without keeping them.
     fn download(&self, path: &str) -> u64 {
+        self.download_stalling(path, Duration::ZERO)
+    }
+
+    /// GET `path`, stop reading for `stall` after the first MiB, then count the rest.
+    fn download_stalling(&self, path: &str, stall: Duration) -> u64 {
         let mut stream = TcpStream::connect(&self.addr).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(30)))
@@ -70,10 +84,15 @@ impl Daemon {
         let mut buf = vec![0u8; 256 * 1024];
         let mut total = 0u64;
         let started = Instant::now();
+        let mut stalled = stall.is_zero();
         loop {
             match stream.read(&mut buf).unwrap() {
                 0 => break,
                 n => total += n as u64,
+            }
+            if !stalled && total > 1 << 20 {
+                stalled = true;
+                std::thread::sleep(stall);
             }
             assert!(
                 started.elapsed() < Duration::from_secs(120),
@@ -118,5 +137,135 @@ fn sf_009_one_gib_file_costs_no_more_memory_than_one_mib() {
     assert!(
         growth < 4 * 1024,
         "peak RSS grew by {growth} KiB serving 1 GiB"
+    );
+}
+
+/// A backend for the proxy memory test: `GET /bytes/N` streams N bytes; `POST` reads and
+/// discards its Content-Length body and answers with the count. Nothing is kept in memory.
+fn spawn_streaming_backend() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            std::thread::spawn(move || serve_streaming(stream));
+        }
+    });
+    addr
+}
+
+fn serve_streaming(stream: TcpStream) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut length = 0u64;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line == "\r\n" {
+                break;
+            }
+            if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = value.trim().parse().unwrap();
+            }
+        }
+        let piece = vec![b'x'; 256 * 1024];
+        if request_line.starts_with("POST") {
+            let mut left = length;
+            let mut sink = vec![0u8; 256 * 1024];
+            while left > 0 {
+                let want = left.min(sink.len() as u64) as usize;
+                let n = reader.read(&mut sink[..want]).unwrap();
+                assert!(n > 0, "upload cut short");
+                left -= n as u64;
+            }
+            let body = length.to_string();
+            write!(
+                writer,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .unwrap();
+        } else {
+            let size: u64 = request_line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|t| t.strip_prefix("/bytes/"))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            write!(writer, "HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n\r\n").unwrap();
+            let mut left = size;
+            while left > 0 {
+                let n = left.min(piece.len() as u64) as usize;
+                if writer.write_all(&piece[..n]).is_err() {
+                    return;
+                }
+                left -= n as u64;
+            }
+        }
+    }
+}
+
+impl Daemon {
+    /// POST `size` bytes to `path`; returns what the backend says it received.
+    fn upload(&self, path: &str, size: u64) -> u64 {
+        let mut stream = TcpStream::connect(&self.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        write!(
+            stream,
+            "POST {path} HTTP/1.1\r\nHost: m\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let piece = vec![b'u'; 256 * 1024];
+        let mut left = size;
+        let started = Instant::now();
+        while left > 0 {
+            let n = left.min(piece.len() as u64) as usize;
+            stream.write_all(&piece[..n]).unwrap();
+            left -= n as u64;
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "upload too slow"
+            );
+        }
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let body = response.split("\r\n\r\n").nth(1).expect("response body");
+        body.trim().parse().expect("byte count")
+    }
+}
+
+#[test]
+fn proxied_bodies_of_hundreds_of_mib_stream_in_flat_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = spawn_streaming_backend();
+    // Bodies up to 1 GiB may come in; the limit is the client body limit, not memory.
+    let daemon = Daemon::start_with(
+        &format!(
+            "  max_body_bytes: 1073741824\nproxy:\n  backends:\n    - name: \"s\"\n      address: \"{backend}\"\n"
+        ),
+        dir.path(),
+    );
+    assert!(daemon.download("/bytes/1048576") > 1 << 20, "head and body");
+    assert_eq!(daemon.upload("/sink", 1 << 20), 1 << 20);
+    let after_small = daemon.peak_rss_kib();
+
+    let big: u64 = 256 << 20;
+    // The client stops reading for a second: sentinel must slow the backend down, not buffer.
+    let received = daemon.download_stalling(&format!("/bytes/{big}"), Duration::from_secs(1));
+    assert!(received > big, "got {received} bytes for a {big}-byte body");
+    assert_eq!(daemon.upload("/sink", big), big);
+    let after_large = daemon.peak_rss_kib();
+    let growth = after_large.saturating_sub(after_small);
+    eprintln!("peak RSS: {after_small} KiB after 1 MiB each way, {after_large} KiB after 256 MiB each way");
+    assert!(
+        growth < 8 * 1024,
+        "peak RSS grew by {growth} KiB relaying 256 MiB each way"
     );
 }

@@ -547,3 +547,31 @@ fn per_route_timeouts_override_the_proxy_ones() {
     assert_eq!(server.get("/fast").status, 504);
     assert_eq!(server.get("/other").body_text(), "slow");
 }
+
+#[test]
+fn idle_upstream_connections_expire_and_the_pool_is_bounded() {
+    let backend = Backend::named("b0");
+    let server = proxy_with(&[&backend], "  idle_timeout_ms: 100\n", "");
+    assert_eq!(server.get("/").status, 200);
+    assert_eq!(server.get("/").status, 200);
+    assert_eq!(
+        backend.connection_count(),
+        1,
+        "reused within the idle timeout"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(server.get("/").status, 200);
+    assert_eq!(
+        backend.connection_count(),
+        2,
+        "an expired connection was reused"
+    );
+
+    // max_idle_per_backend: 0 keeps nothing: a connection per request.
+    let backend = Backend::named("b0");
+    let server = proxy_with(&[&backend], "  max_idle_per_backend: 0\n", "");
+    for _ in 0..3 {
+        assert_eq!(server.get("/").status, 200);
+    }
+    assert_eq!(backend.connection_count(), 3);
+}
