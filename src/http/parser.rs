@@ -198,6 +198,23 @@ fn validate_target(method: Method, target: &[u8]) -> Result<(), ParseError> {
     {
         return Err(ParseError::InvalidTarget);
     }
+    // RFC 9112 §3.2.3: CONNECT takes authority-form, `host:port`, and nothing else.
+    if method == Method::Connect {
+        let valid = match target.iter().rposition(|&b| b == b':') {
+            Some(colon) => {
+                colon > 0
+                    && colon + 1 < target.len()
+                    && target[colon + 1..].iter().all(u8::is_ascii_digit)
+                    && is_valid_authority(target)
+            }
+            None => false,
+        };
+        return if valid {
+            Ok(())
+        } else {
+            Err(ParseError::InvalidTarget)
+        };
+    }
     if target[0] == b'/' {
         return Ok(());
     }
@@ -206,9 +223,6 @@ fn validate_target(method: Method, target: &[u8]) -> Result<(), ParseError> {
             Method::Options => Ok(()),
             _ => Err(ParseError::InvalidTarget),
         };
-    }
-    if method == Method::Connect {
-        return Ok(());
     }
     let authority_start = if starts_with_ignore_case(target, b"http://") {
         7

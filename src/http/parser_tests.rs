@@ -159,6 +159,23 @@ fn h1_003_target_forms_are_checked_per_method() {
         "example.com:443"
     );
     assert_eq!(
+        head(b"CONNECT [::1]:443 HTTP/1.1\r\nHost: [::1]:443\r\n\r\n").target(),
+        "[::1]:443"
+    );
+    // CONNECT takes host:port only (RFC 9112 3.2.3).
+    for target in [
+        "/",
+        "example.com",
+        "example.com:",
+        ":443",
+        "example.com:x",
+        "http://e.com:1/",
+        "*",
+    ] {
+        let input = format!("CONNECT {target} HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(error(input.as_bytes()), E::InvalidTarget, "{target}");
+    }
+    assert_eq!(
         error(b"GET /a#frag HTTP/1.1\r\nHost: a\r\n\r\n"),
         E::InvalidTarget
     );

@@ -49,14 +49,6 @@ impl StatusCode {
         self.0 < 200 || self.0 == 204 || self.0 == 304
     }
 
-    pub fn is_client_error(self) -> bool {
-        (400..500).contains(&self.0)
-    }
-
-    pub fn is_server_error(self) -> bool {
-        self.0 >= 500
-    }
-
     pub fn reason(self) -> &'static str {
         match self.0 {
             100 => "Continue",

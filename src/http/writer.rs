@@ -50,7 +50,7 @@ pub fn encode_response_head(
     dst.put_slice(date);
     dst.put_slice(b"\r\n");
     for (name, value) in headers {
-        if !is_safe_header_value(value) {
+        if !is_safe_header_value(value) || is_writer_owned(name) {
             continue;
         }
         dst.put_slice(name.as_bytes());
@@ -104,23 +104,18 @@ pub fn encode_chunk_header(dst: &mut BytesMut, len: usize) {
     dst.put_slice(b"\r\n");
 }
 
-/// Append one chunk of a chunked body (empty `data` writes nothing: an empty chunk would
-/// end the body).
-pub fn encode_chunk(dst: &mut BytesMut, data: &[u8]) {
-    if data.is_empty() {
-        return;
-    }
-    let mut hex = [0u8; 16];
-    let digits = format_hex(data.len() as u64, &mut hex);
-    dst.reserve(digits.len() + data.len() + 4);
-    dst.put_slice(digits);
-    dst.put_slice(b"\r\n");
-    dst.put_slice(data);
-    dst.put_slice(b"\r\n");
+/// Fields only the writer states, so a handler can never contradict the framing it chose.
+fn is_writer_owned(name: &str) -> bool {
+    [
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "date",
+        "server",
+    ]
+    .iter()
+    .any(|owned| name.eq_ignore_ascii_case(owned))
 }
-
-/// The last chunk of a chunked body, without trailers.
-pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
 fn is_safe_header_value(value: &HeaderValue) -> bool {
     is_safe_value(value.as_bytes())
@@ -242,13 +237,37 @@ mod tests {
     }
 
     #[test]
-    fn chunks_are_hex_sized_and_empty_data_writes_nothing() {
-        let mut dst = BytesMut::new();
-        encode_chunk(&mut dst, b"");
-        assert!(dst.is_empty());
-        encode_chunk(&mut dst, &[b'x'; 26]);
-        assert!(dst.starts_with(b"1a\r\n"));
-        assert!(dst.ends_with(b"x\r\n"));
-        assert_eq!(dst.len(), 4 + 26 + 2);
+    fn chunk_sizes_are_lower_case_hex() {
+        for (len, line) in [(1, "1\r\n"), (26, "1a\r\n"), (65536, "10000\r\n")] {
+            let mut dst = BytesMut::new();
+            encode_chunk_header(&mut dst, len);
+            assert_eq!(dst, line.as_bytes());
+        }
+    }
+
+    #[test]
+    fn handlers_cannot_state_framing_or_connection_fields() {
+        let text = head(
+            StatusCode::OK,
+            &[
+                ("Content-Length", "999".into()),
+                ("transfer-encoding", "chunked".into()),
+                ("Connection", "keep-alive".into()),
+                ("Server", "other".into()),
+                ("Date", "then".into()),
+                ("X-Ok", "fine".into()),
+            ],
+            ResponseFraming::Length(3),
+            Version::Http11,
+            true,
+        );
+        assert_eq!(text.matches("Content-Length").count(), 1);
+        assert!(text.contains("Content-Length: 3\r\n"));
+        assert!(
+            !text.contains("chunked") && !text.contains("keep-alive"),
+            "{text}"
+        );
+        assert!(!text.contains("other") && !text.contains("then"), "{text}");
+        assert!(text.contains("X-Ok: fine\r\n"));
     }
 }

@@ -78,11 +78,6 @@ impl PassiveHealth {
         until == 0 || self.nanos_since_epoch(now) >= until
     }
 
-    /// When the current ejection ends, if the backend is ejected at `now`.
-    pub fn ejected_until(&self, now: Instant) -> Option<Instant> {
-        self.state().ejected_until.filter(|&until| now < until)
-    }
-
     pub fn record_success(&self) -> Option<Transition> {
         if !self.has_record.load(Ordering::Acquire) {
             return None;

@@ -65,10 +65,6 @@ impl Pool {
             idle.push(Idle { stream, since: now });
         }
     }
-
-    pub fn idle_count(&self) -> usize {
-        self.idle().len()
-    }
 }
 
 /// An idle connection is reusable only if it has nothing to read: EOF means the backend

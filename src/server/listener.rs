@@ -16,6 +16,17 @@ use super::SharedConfig;
 use crate::config::Config;
 use crate::http::connection::serve_connection;
 
+/// Errors that concern one pending connection, not the listener or the process.
+fn is_per_connection(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+    )
+}
+
 /// Pause after an accept error such as EMFILE, so a full fd table does not spin the loop.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -72,8 +83,12 @@ impl Server {
                         drop(permit);
                     });
                 }
+                // A connection that died in the backlog is its client's problem: go on.
+                Err(error) if is_per_connection(&error) => {
+                    tracing::debug!(%error, "accepted connection failed");
+                }
                 Err(error) => {
-                    tracing::warn!(%error, "accept failed");
+                    tracing::warn!(%error, "accept failed; pausing");
                     tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
                 }
             }
