@@ -634,10 +634,11 @@ impl Connection {
     /// it receives our last response instead of a reset caused by its unread bytes (nginx's
     /// lingering close). A client whose every byte was read gets a plain close.
     async fn close(mut self, limits: &ConnectionLimits) {
-        if self.stream.shutdown().await.is_err() {
+        if !self.unread_input && self.read_buf.is_empty() {
+            // Dropping the socket sends the FIN; no half-close needed first.
             return;
         }
-        if !self.unread_input && self.read_buf.is_empty() {
+        if self.stream.shutdown().await.is_err() {
             return;
         }
         // Bounded by time, not bytes: giving up after a byte count would let a client that
