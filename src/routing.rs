@@ -26,11 +26,15 @@ pub enum Routed<'a> {
     },
     /// No route matches.
     NotFound,
-    /// A request the proxy does not forward (CONNECT: we are not a forward proxy).
+    /// CONNECT: we are not a forward proxy, and the static handler takes GET and HEAD only.
     MethodNotAllowed,
 }
 
 pub fn route<'a>(head: &'a RequestHead, routes: &'a [RouteConfig]) -> Routed<'a> {
+    // An authority-form target has no path to match: decide before matching.
+    if head.method() == Method::Connect {
+        return Routed::MethodNotAllowed;
+    }
     let parts = TargetParts::of(head.target());
     let client_host = parts.authority.or(head.host());
     let host = client_host.map(strip_port);
@@ -46,7 +50,6 @@ pub fn route<'a>(head: &'a RequestHead, routes: &'a [RouteConfig]) -> Routed<'a>
     };
     match &route.target {
         RouteTarget::Static => Routed::Static,
-        RouteTarget::Upstream(_) if head.method() == Method::Connect => Routed::MethodNotAllowed,
         RouteTarget::Upstream(upstream) => {
             let unchanged = !route.strip_prefix
                 && parts.authority.is_none()

@@ -146,3 +146,113 @@ fn serves_public_on_listen_and_stops_cleanly_on_sigterm() {
     );
     assert!(log.contains("status=404"), "{log}");
 }
+
+/// A backend that answers every request on every connection with 200 "up".
+fn serve_up(listener: std::net::TcpListener) {
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut writer = stream;
+                let mut line = String::new();
+                while reader.read_line(&mut line).unwrap_or(0) > 0 {
+                    if line == "\r\n" {
+                        let reply = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nup";
+                        if writer.write_all(reply.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                    line.clear();
+                }
+            });
+        }
+    });
+}
+
+#[cfg(unix)]
+#[test]
+fn backend_ejection_and_recovery_are_logged() {
+    let live = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let live_addr = live.local_addr().unwrap();
+    serve_up(live);
+    // Reserve a port, then free it: the backend there is down until we listen again.
+    let dead_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "server:\n  listen_addr: \"127.0.0.1:0\"\nproxy:\n  backends:\n    \
+             - name: \"flaky\"\n      address: \"{dead_addr}\"\n    \
+             - name: \"steady\"\n      address: \"{live_addr}\"\n  \
+             max_fails: 1\n  fail_timeout_ms: 200\n  max_fail_timeout_ms: 200\n\
+             logging:\n  level: \"info\"\n  access_log: false\n"
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("exited before listening").unwrap();
+        if let Some(rest) = line.split("addr=").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    let drain = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    let fetch = || {
+        let mut stream = TcpStream::connect(&addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        text
+    };
+    for _ in 0..4 {
+        assert!(
+            fetch().ends_with("\r\n\r\nup"),
+            "a live backend was available"
+        );
+    }
+    // The flaky backend comes up; once its ejection ends it is used and recovers.
+    let revived = std::net::TcpListener::bind(dead_addr).expect("rebind the freed port");
+    serve_up(revived);
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..4 {
+        assert!(fetch().ends_with("\r\n\r\nup"));
+    }
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert!(child.wait().unwrap().success());
+    let log = drain.join().unwrap().join("\n");
+    let ejected = log
+        .lines()
+        .find(|l| l.contains("backend ejected"))
+        .unwrap_or_else(|| panic!("no ejection logged: {log}"));
+    assert!(
+        ejected.contains("backend=flaky") && ejected.contains("ejected_for_ms=200"),
+        "{ejected}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("backend recovered") && l.contains("backend=flaky")),
+        "no recovery logged: {log}"
+    );
+}

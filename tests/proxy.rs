@@ -460,9 +460,9 @@ fn consecutive_failures_eject_a_backend_until_its_cooldown_ends() {
 #[test]
 fn switching_protocols_becomes_a_tunnel() {
     let backend = Backend::start(|seen| {
-        assert_eq!(seen.header("upgrade"), Some("echo"));
+        assert_eq!(seen.header("upgrade"), Some("websocket"));
         Reply::Takeover(
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n"
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
                 .to_vec(),
             Box::new(|mut stream: TcpStream| {
                 let mut buf = [0u8; 1024];
@@ -477,10 +477,11 @@ fn switching_protocols_becomes_a_tunnel() {
     });
     let server = proxy(&[&backend]);
     let mut client = server.connect();
-    client.send(b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n");
+    client
+        .send(b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
     let response = client.read_response_to(true);
     assert_eq!(response.status, 101);
-    assert_eq!(response.header("upgrade"), Some("echo"));
+    assert_eq!(response.header("upgrade"), Some("websocket"));
     client.send(b"ping");
     let mut echoed = [0u8; 4];
     let mut got = client.leftover().to_vec();
@@ -490,6 +491,17 @@ fn switching_protocols_becomes_a_tunnel() {
         got.extend_from_slice(&echoed[..n]);
     }
     assert_eq!(&got[..4], b"PING");
+
+    // Other protocols are not tunnelled: the Upgrade never reaches the backend.
+    let plain = Backend::start(|seen| Reply::Send(ok(seen.header("upgrade").unwrap_or("none"))));
+    let server = proxy(&[&plain]);
+    let response = server.request(
+        b"GET / HTTP/1.1\r\nHost: t\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n",
+    );
+    assert_eq!(
+        (response.status, response.body_text().as_str()),
+        (200, "none")
+    );
 }
 
 #[test]

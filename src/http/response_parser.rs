@@ -15,7 +15,8 @@ pub struct ResponseLimits {
     pub max_headers: usize,
 }
 
-/// How the upstream delimits the body, as its header fields declare it. Whether a body exists
+/// How the upstream delimits the body, as its header fields declare it. Only `chunked` is
+/// accepted as a transfer coding (RFC 9112 §6.1 lets a recipient refuse others). Whether a body exists
 /// at all also depends on the request method and the status (RFC 9112 §6.3), which the
 /// caller knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,6 +130,7 @@ struct ResponseFields {
     transfer_encoding: bool,
     chunked_count: usize,
     last_coding_is_chunked: bool,
+    other_coding: bool,
     connection: ConnectionOptions,
 }
 
@@ -154,6 +156,8 @@ impl ResponseFields {
                 self.last_coding_is_chunked = coding.eq_ignore_ascii_case(b"chunked");
                 if self.last_coding_is_chunked {
                     self.chunked_count += 1;
+                } else {
+                    self.other_coding = true;
                 }
             }
         } else if name.eq_ignore_ascii_case(b"connection") {
@@ -184,12 +188,12 @@ impl ResponseFields {
             if self.chunked_count > 1 {
                 return Err(ParseError::InvalidTransferEncoding);
             }
-            // §6.3 rule 4: chunked not last means the body runs until close.
-            return Ok(if self.last_coding_is_chunked {
-                DeclaredFraming::Chunked
-            } else {
-                DeclaredFraming::UntilClose
-            });
+            // Another coding (gzip, ...) would have to reach the client named in a
+            // Transfer-Encoding field we re-frame; relaying it unnamed corrupts the body.
+            if self.other_coding || !self.last_coding_is_chunked {
+                return Err(ParseError::UnsupportedTransferCoding);
+            }
+            return Ok(DeclaredFraming::Chunked);
         }
         Ok(match self.content_length {
             Some(length) => DeclaredFraming::Length(length),
@@ -242,10 +246,16 @@ mod tests {
         assert_eq!(parsed.status.as_u16(), 200);
         assert_eq!(parsed.framing, DeclaredFraming::Length(5));
         assert_eq!(used, 38);
-        let (parsed, _) = complete(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n");
+        let (parsed, _) = complete(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n");
         assert_eq!(parsed.framing, DeclaredFraming::Chunked);
-        let (parsed, _) = complete(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n");
-        assert_eq!(parsed.framing, DeclaredFraming::UntilClose);
+        for coding in ["gzip, chunked", "chunked, gzip", "gzip"] {
+            let input = format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: {coding}\r\n\r\n");
+            assert_eq!(
+                error(input.as_bytes()),
+                ParseError::UnsupportedTransferCoding,
+                "{coding}"
+            );
+        }
         let (parsed, _) = complete(b"HTTP/1.0 200 OK\r\n\r\n");
         assert_eq!(parsed.framing, DeclaredFraming::UntilClose);
         assert!(!parsed.keeps_alive());

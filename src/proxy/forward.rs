@@ -439,12 +439,15 @@ async fn read_response_head(
     }
 }
 
-/// The `Upgrade` value to pass on, when the client asked to switch protocols.
+/// The `Upgrade` value to pass on, when the client asked to switch to WebSocket. Other
+/// protocols (h2c, ...) are not tunnelled: a tunnel escapes every per-request rule, so it is
+/// opened only for the protocol that needs one.
 fn upgrade_protocol(head: &RequestHead) -> Option<&[u8]> {
     if !head.connection_options().upgrade || head.version() != Version::Http11 {
         return None;
     }
-    head.header("upgrade").filter(|value| !value.is_empty())
+    head.header("upgrade")
+        .filter(|value| value.eq_ignore_ascii_case(b"websocket"))
 }
 
 /// How the response body is delimited on each side.

@@ -77,7 +77,10 @@ pub fn encode_request_head(dst: &mut BytesMut, head: &RequestHead, request: &Ups
         } else if name.eq_ignore_ascii_case("via") {
             via.push(value);
         }
+        // Names with `_` are dropped (as nginx does): CGI-style backends map `-` and `_` to
+        // the same variable, so `Transfer_Encoding` could pass for a field we removed.
         if is_hop_by_hop(name, &listed)
+            || name.contains('_')
             || REWRITTEN_REQUEST_FIELDS
                 .iter()
                 .any(|f| name.eq_ignore_ascii_case(f))
@@ -250,7 +253,7 @@ mod tests {
         let text = upstream_text(
             b"GET /a HTTP/1.1\r\nHost: site\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\n\
               Keep-Alive: 5\r\nProxy-Connection: x\r\nTE: trailers\r\nTrailer: X\r\nUpgrade: h2c\r\n\
-              Accept: */*\r\n\r\n",
+              Accept: */*\r\nX_Forwarded_For: 6.6.6.6\r\nTransfer_Encoding: chunked\r\n\r\n",
             None,
         );
         assert_eq!(
