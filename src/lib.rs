@@ -8,6 +8,7 @@ pub mod limits;
 pub mod logging;
 pub mod pages;
 pub mod proxy;
+pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod static_files;

@@ -3,11 +3,13 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
 
 use sentinel::config::Config;
+use sentinel::reload::{self, Reloader};
 use sentinel::server::Server;
 
 /// HTTP/1.1 web server and adaptive reverse proxy.
@@ -48,14 +50,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(config))
+    runtime.block_on(serve(config, cli.config, listen))
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, path: PathBuf, listen: Option<String>) -> anyhow::Result<()> {
     let listen_addr = config.server.listen_addr;
     let server = Server::bind(config).with_context(|| format!("cannot listen on {listen_addr}"))?;
     let local = server.local_addr()?;
     tracing::info!(addr = %local, version = env!("CARGO_PKG_VERSION"), "listening");
+    let reloader = Arc::new(Reloader::new(path, listen, server.handle()));
+    // Without a watch the server still runs (SIGHUP reloads); an operator should know.
+    if let Err(error) = reload::watch(Arc::clone(&reloader)) {
+        tracing::warn!(%error, "cannot watch the config file; reload with SIGHUP");
+    }
+    #[cfg(unix)]
+    reload::reload_on_sighup(reloader).context("cannot watch SIGHUP")?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         shutdown_signal().await;

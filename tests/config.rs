@@ -266,3 +266,64 @@ fn defaults_fill_every_optional_key() {
     assert_eq!(config.logging.format, LogFormat::Text);
     assert!(config.logging.access_log);
 }
+
+#[test]
+fn a_reload_keeps_the_state_of_backends_whose_address_is_unchanged() {
+    let site = Site::new();
+    let path = site.dir.path().join("config.yaml");
+    let write = |backends: &str, max_fails: u32| {
+        std::fs::write(
+            &path,
+            format!(
+                "server:\n  listen_addr: \"127.0.0.1:0\"\nproxy:\n  max_fails: {max_fails}\n  backends:\n{backends}"
+            ),
+        )
+        .unwrap();
+    };
+    write(
+        "    - name: a\n      address: \"127.0.0.1:3000\"\n    - name: b\n      address: \"127.0.0.1:3001\"\n",
+        3,
+    );
+    let first = Config::load(&path, None).unwrap();
+    // b renamed and moved into a new group keeps its state; a removed; c new.
+    write(
+        "    - name: c\n      address: \"127.0.0.1:3002\"\n    - name: b2\n      address: \"127.0.0.1:3001\"\n",
+        3,
+    );
+    let second = Config::reload(&path, None, Some(&first)).unwrap();
+    let backends = |config: &Config| {
+        config.proxy.as_ref().unwrap().upstreams["default"]
+            .backends
+            .clone()
+    };
+    let (old, new) = (backends(&first), backends(&second));
+    assert!(
+        new[1].shares_state_with(&old[1]),
+        "same address keeps its pool and health"
+    );
+    assert_eq!(&*new[1].name, "b2");
+    assert!(!new[0].shares_state_with(&old[0]));
+    assert!(!new[0].shares_state_with(&old[1]));
+    // Different health settings: a fresh record, since the old one was kept under other rules.
+    write("    - name: b\n      address: \"127.0.0.1:3001\"\n", 5);
+    let third = Config::reload(&path, None, Some(&second)).unwrap();
+    assert!(!backends(&third)[0].shares_state_with(&new[1]));
+    // Without a previous config nothing is shared.
+    let fresh = Config::load(&path, None).unwrap();
+    assert!(!backends(&fresh)[0].shares_state_with(&backends(&third)[0]));
+}
+
+#[test]
+fn a_reload_keeps_the_file_cache_of_an_unchanged_root() {
+    let site = Site::new();
+    let path = site.dir.path().join("config.yaml");
+    let yaml = "server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: public\n";
+    std::fs::write(&path, yaml).unwrap();
+    let first = Config::load(&path, None).unwrap();
+    let second = Config::reload(&path, None, Some(&first)).unwrap();
+    let cache = |c: &Config| std::sync::Arc::clone(&c.static_files.as_ref().unwrap().cache);
+    assert!(std::sync::Arc::ptr_eq(&cache(&first), &cache(&second)));
+    std::fs::write(&path, format!("{yaml}  cache_max_bytes: 1000\n")).unwrap();
+    let third = Config::reload(&path, None, Some(&second)).unwrap();
+    assert!(!std::sync::Arc::ptr_eq(&cache(&second), &cache(&third)));
+}

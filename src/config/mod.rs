@@ -189,6 +189,17 @@ impl Config {
     /// Read, parse and validate `path`. `listen_override` (the `LISTEN` environment variable)
     /// replaces `server.listen_addr`.
     pub fn load(path: &Path, listen_override: Option<&str>) -> Result<Config, ConfigError> {
+        Config::reload(path, listen_override, None)
+    }
+
+    /// As [`Config::load`], keeping runtime state from `previous` where the new config
+    /// describes the same thing: backends with the same address and settings keep their idle
+    /// connections and health, and an unchanged static root keeps its file cache.
+    pub fn reload(
+        path: &Path,
+        listen_override: Option<&str>,
+        previous: Option<&Config>,
+    ) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
@@ -197,7 +208,7 @@ impl Config {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        let mut config = Config::from_yaml(&text, path, base_dir)?;
+        let mut config = Config::parse(&text, path, base_dir, previous)?;
         if let Some(listen) = listen_override {
             config.server.listen_addr =
                 listen.trim().parse().map_err(|_| ConfigError::Invalid {
@@ -212,6 +223,15 @@ impl Config {
 
     /// Parse and validate YAML `text`; relative paths in it are resolved against `base_dir`.
     pub fn from_yaml(text: &str, path: &Path, base_dir: &Path) -> Result<Config, ConfigError> {
+        Config::parse(text, path, base_dir, None)
+    }
+
+    fn parse(
+        text: &str,
+        path: &Path,
+        base_dir: &Path,
+        previous: Option<&Config>,
+    ) -> Result<Config, ConfigError> {
         let raw: RawConfig = serde_yaml::from_str(text).map_err(|error| ConfigError::Syntax {
             path: path.to_path_buf(),
             message: error.to_string(),
@@ -220,6 +240,7 @@ impl Config {
             text,
             path,
             base_dir,
+            previous,
         }
         .validate(raw)
     }
@@ -230,6 +251,8 @@ struct Validator<'a> {
     text: &'a str,
     path: &'a Path,
     base_dir: &'a Path,
+    /// The running config, when reloading: where runtime state is carried over from.
+    previous: Option<&'a Config>,
 }
 
 impl Validator<'_> {
@@ -399,15 +422,13 @@ impl Validator<'_> {
                 "must be at most 16777216 (16 MiB)",
             ));
         }
+        let cache = self.file_cache(&root, raw.cache_max_bytes, raw.cache_max_file_bytes);
         Ok(StaticFilesConfig {
             root,
             index: raw.index.clone(),
             serve_hidden: raw.serve_hidden,
             read_chunk_bytes: raw.read_chunk_bytes,
-            cache: Arc::new(FileCache::new(
-                raw.cache_max_bytes,
-                raw.cache_max_file_bytes,
-            )),
+            cache,
         })
     }
 
@@ -436,6 +457,21 @@ impl Validator<'_> {
             pages.insert(status, body);
         }
         Ok(ErrorPages { pages })
+    }
+
+    /// The running config's file cache when it caches the same root with the same limits
+    /// (entries are revalidated on every hit anyway); a new, empty one otherwise.
+    fn file_cache(&self, root: &Path, max_bytes: u64, max_file_bytes: u64) -> Arc<FileCache> {
+        let reusable = self
+            .previous
+            .and_then(|previous| previous.static_files.as_ref())
+            .filter(|previous| {
+                previous.root == root && previous.cache.limits() == (max_bytes, max_file_bytes)
+            });
+        match reusable {
+            Some(previous) => Arc::clone(&previous.cache),
+            None => Arc::new(FileCache::new(max_bytes, max_file_bytes)),
+        }
     }
 
     fn positive_millis(&self, key: &str, value: u64) -> Result<Duration, ConfigError> {

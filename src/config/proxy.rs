@@ -101,11 +101,17 @@ impl Validator<'_> {
         };
 
         let backends = self.backends("proxy.backends", &raw.backends)?;
+        let previous_proxy = self.previous.and_then(|p| p.proxy.as_ref());
         let mut upstreams = BTreeMap::new();
         let mut group_defaults = BTreeMap::new();
         upstreams.insert(
             DEFAULT_UPSTREAM.to_string(),
-            Arc::new(build_upstream(DEFAULT_UPSTREAM, &backends, settings)),
+            Arc::new(build_upstream(
+                DEFAULT_UPSTREAM,
+                &backends,
+                settings,
+                previous_proxy,
+            )),
         );
         group_defaults.insert(
             DEFAULT_UPSTREAM.to_string(),
@@ -150,7 +156,7 @@ impl Validator<'_> {
             );
             upstreams.insert(
                 name.clone(),
-                Arc::new(build_upstream(name, &backends, settings)),
+                Arc::new(build_upstream(name, &backends, settings, previous_proxy)),
             );
         }
         let config = ProxyConfig {
@@ -319,10 +325,29 @@ pub(super) struct ProxyDefaults {
     groups: BTreeMap<String, GroupDefaults>,
 }
 
-fn build_upstream(name: &str, backends: &[BackendConfig], settings: BackendSettings) -> Upstream {
+fn build_upstream(
+    name: &str,
+    backends: &[BackendConfig],
+    settings: BackendSettings,
+    previous: Option<&ProxyConfig>,
+) -> Upstream {
     let backends = backends
         .iter()
-        .map(|b| Arc::new(Backend::new(b.name.clone(), b.address.clone(), settings)))
+        .map(|b| {
+            let (name, address) = (b.name.clone(), b.address.clone());
+            // Same address anywhere in the running config: the same backend, whatever group
+            // or name it now has.
+            let same = previous.and_then(|p| {
+                p.upstreams
+                    .values()
+                    .flat_map(|u| u.backends.iter())
+                    .find(|old| old.address == b.address)
+            });
+            Arc::new(match same {
+                Some(old) => Backend::carried_over(name, address, settings, old),
+                None => Backend::new(name, address, settings),
+            })
+        })
         .collect();
     Upstream::new(name.to_string(), backends)
 }

@@ -28,8 +28,10 @@ pub struct Backend {
     pub address: String,
     /// The address when it is an IP literal, so the common case skips the resolver.
     literal: Option<SocketAddr>,
-    pub pool: Pool,
-    pub health: PassiveHealth,
+    pub settings: BackendSettings,
+    /// Runtime state, shared with the same backend in the next config after a reload.
+    pub pool: Arc<Pool>,
+    pub health: Arc<PassiveHealth>,
 }
 
 impl Backend {
@@ -38,9 +40,31 @@ impl Backend {
             literal: address.parse().ok(),
             name: name.into(),
             address,
-            pool: Pool::new(settings.max_idle, settings.idle_timeout),
-            health: PassiveHealth::new(settings.health),
+            settings,
+            pool: Arc::new(Pool::new(settings.max_idle, settings.idle_timeout)),
+            health: Arc::new(PassiveHealth::new(settings.health)),
         }
+    }
+
+    /// This backend as the next config defines it, keeping `previous`'s idle connections
+    /// and health record when they describe the same place under the same settings.
+    pub fn carried_over(
+        name: String,
+        address: String,
+        settings: BackendSettings,
+        previous: &Backend,
+    ) -> Backend {
+        let mut backend = Backend::new(name, address, settings);
+        if previous.address == backend.address && previous.settings == settings {
+            backend.pool = Arc::clone(&previous.pool);
+            backend.health = Arc::clone(&previous.health);
+        }
+        backend
+    }
+
+    /// Whether this backend shares its runtime state with `other`.
+    pub fn shares_state_with(&self, other: &Backend) -> bool {
+        Arc::ptr_eq(&self.health, &other.health)
     }
 
     /// A new connection, within `wait` (resolution included).

@@ -10,11 +10,21 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::SharedConfig;
 use crate::config::Config;
 use crate::http::connection::serve_connection;
+
+/// Start accepting on `new`; `old` closes (connections it accepted carry on).
+fn switch_listener(old: TcpListener, new: TcpListener) -> TcpListener {
+    tracing::info!(
+        from = %old.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
+        to = %new.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
+        "listening on the new address"
+    );
+    new
+}
 
 /// Errors that concern one pending connection, not the listener or the process.
 fn is_per_connection(error: &io::Error) -> bool {
@@ -33,6 +43,31 @@ const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 pub struct Server {
     listener: TcpListener,
     config: SharedConfig,
+    /// Listeners bound by a reload for a new `listen_addr`; the accept loop switches to each
+    /// as it arrives and closes the old one.
+    rebinds: mpsc::UnboundedReceiver<TcpListener>,
+    rebind_tx: mpsc::UnboundedSender<TcpListener>,
+}
+
+/// What a reload needs to change a running server: the config handle and a way to hand the
+/// accept loop a new listener.
+#[derive(Clone)]
+pub struct ServerHandle {
+    pub config: SharedConfig,
+    rebind_tx: mpsc::UnboundedSender<TcpListener>,
+}
+
+impl ServerHandle {
+    /// Bind `addr` now (so a failure leaves everything as it was) and have the accept loop
+    /// move to it; the old listener closes once the new one is accepting.
+    pub fn rebind(&self, addr: SocketAddr, backlog: u32) -> io::Result<SocketAddr> {
+        let listener = bind_listener(addr, backlog)?;
+        let bound = listener.local_addr()?;
+        self.rebind_tx
+            .send(listener)
+            .map_err(|_| io::Error::other("the server has stopped"))?;
+        Ok(bound)
+    }
 }
 
 impl Server {
@@ -40,10 +75,20 @@ impl Server {
     /// process can exit with a clear message.
     pub fn bind(config: Config) -> io::Result<Server> {
         let listener = bind_listener(config.server.listen_addr, config.server.listen_backlog)?;
+        let (rebind_tx, rebinds) = mpsc::unbounded_channel();
         Ok(Server {
             listener,
             config: Arc::new(ArcSwap::from_pointee(config)),
+            rebinds,
+            rebind_tx,
         })
+    }
+
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle {
+            config: Arc::clone(&self.config),
+            rebind_tx: self.rebind_tx.clone(),
+        }
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -56,10 +101,11 @@ impl Server {
     }
 
     /// Serve until `shutdown` completes, then drain.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         let max_connections = self.config.load().server.max_connections;
         let permits = Arc::new(Semaphore::new(max_connections));
         let (stop_tx, stop_rx) = watch::channel(false);
+        let mut listener = self.listener;
         tokio::pin!(shutdown);
         loop {
             let permit = tokio::select! {
@@ -67,10 +113,18 @@ impl Server {
                     Ok(permit) => permit,
                     Err(_) => break,
                 },
+                Some(new) = self.rebinds.recv() => {
+                    listener = switch_listener(listener, new);
+                    continue;
+                }
                 () = &mut shutdown => break,
             };
             let accepted = tokio::select! {
-                accepted = self.listener.accept() => accepted,
+                accepted = listener.accept() => accepted,
+                Some(new) = self.rebinds.recv() => {
+                    listener = switch_listener(listener, new);
+                    continue;
+                }
                 () = &mut shutdown => break,
             };
             match accepted {
@@ -93,7 +147,7 @@ impl Server {
                 }
             }
         }
-        drop(self.listener);
+        drop(listener);
         let _ = stop_tx.send(true);
         let drain_timeout = self.config.load().server.drain_timeout;
         let in_flight = max_connections - permits.available_permits();
@@ -116,7 +170,7 @@ impl Server {
     }
 }
 
-fn bind_listener(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+pub(crate) fn bind_listener(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,

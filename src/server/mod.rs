@@ -3,7 +3,7 @@
 
 mod listener;
 
-pub use listener::Server;
+pub use listener::{Server, ServerHandle};
 
 use std::sync::Arc;
 

@@ -91,6 +91,11 @@ impl FileCache {
         }
     }
 
+    /// `(max_bytes, max_file_bytes)`, to tell whether a new config can keep this cache.
+    pub fn limits(&self) -> (u64, u64) {
+        (self.max_bytes, self.max_file_bytes)
+    }
+
     /// Would a file of `len` bytes be kept?
     pub fn admits(&self, len: u64) -> bool {
         len <= self.max_file_bytes && len.saturating_add(ENTRY_OVERHEAD_BYTES) <= self.max_bytes

@@ -1,0 +1,225 @@
+//! Hot reload: re-read the config file when it changes (watched with `notify`) or on SIGHUP,
+//! validate the whole new config, carry runtime state over, bind a new listen address first
+//! if it changed, and publish the result with one atomic swap. A config that fails any step
+//! is logged (file, line, reason) and the running one keeps serving.
+//!
+//! The directory is watched rather than the file, because editors save by writing a new
+//! file and renaming it over the old one, and orchestrators swap a symlink: both replace the
+//! inode a file watch would be attached to.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+
+use crate::config::{Config, ConfigError, RouteTarget};
+use crate::server::ServerHandle;
+
+/// Quiet time after the last file event before reloading: a save is often several events
+/// (truncate, write, rename), and reading between them would see half a file.
+const DEBOUNCE: Duration = Duration::from_millis(50);
+
+/// Why a reload did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// What a successful reload changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// `group/name address` of backends that are new.
+    pub backends_added: Vec<String>,
+    pub backends_removed: Vec<String>,
+    pub routes_changed: bool,
+    pub listen_changed: bool,
+}
+
+pub struct Reloader {
+    path: PathBuf,
+    listen_override: Option<String>,
+    server: ServerHandle,
+    /// The bytes of the file at the last attempt, good or bad, so events that did not change
+    /// it (a touch, another file in the directory, our own log file) cost a read, not a
+    /// reload, and a rejected file is reported once, not on every event.
+    last_text: Mutex<Option<Vec<u8>>>,
+}
+
+impl Reloader {
+    pub fn new(path: PathBuf, listen_override: Option<String>, server: ServerHandle) -> Reloader {
+        let last_text = std::fs::read(&path).ok();
+        Reloader {
+            path,
+            listen_override,
+            server,
+            last_text: Mutex::new(last_text),
+        }
+    }
+
+    /// Reload now. `force` reloads even when the file's bytes did not change (SIGHUP: the
+    /// operator may have changed an error page or a symlinked root).
+    pub fn reload(&self, force: bool) -> Result<Option<Changes>, ReloadError> {
+        let text = std::fs::read(&self.path).ok();
+        {
+            let mut last = self.last_text.lock().unwrap_or_else(|p| p.into_inner());
+            if !force && text.is_some() && *last == text {
+                return Ok(None);
+            }
+            last.clone_from(&text);
+        }
+        let current = self.server.config.load_full();
+        let next = Config::reload(&self.path, self.listen_override.as_deref(), Some(&current))?;
+        let listen_changed = next.server.listen_addr != current.server.listen_addr;
+        if listen_changed {
+            let addr = next.server.listen_addr;
+            self.server
+                .rebind(addr, next.server.listen_backlog)
+                .map_err(|source| ReloadError::Bind { addr, source })?;
+        }
+        let changes = Changes {
+            listen_changed,
+            ..describe_changes(&current, &next)
+        };
+        self.server.config.store(Arc::new(next));
+        Ok(Some(changes))
+    }
+
+    /// Reload and log the outcome, one line either way.
+    pub fn reload_and_log(&self, trigger: &'static str, force: bool) {
+        let started = Instant::now();
+        match self.reload(force) {
+            Ok(Some(changes)) => tracing::info!(
+                trigger,
+                file = %self.path.display(),
+                took_us = started.elapsed().as_micros() as u64,
+                backends_added = ?changes.backends_added,
+                backends_removed = ?changes.backends_removed,
+                routes_changed = changes.routes_changed,
+                listen_changed = changes.listen_changed,
+                "config reloaded"
+            ),
+            Ok(None) => tracing::debug!(trigger, "config file unchanged; not reloaded"),
+            Err(error) => tracing::error!(
+                trigger,
+                %error,
+                "config reload rejected; the running config stays"
+            ),
+        }
+    }
+}
+
+/// Watch the config file's directory and reload (debounced) on every change, until the
+/// runtime stops. Returns once the watch is in place, so a change made after this returns is
+/// seen.
+pub fn watch(reloader: Arc<Reloader>) -> notify::Result<()> {
+    let (events_tx, mut events) = mpsc::unbounded_channel::<()>();
+    let file_name = reloader.path.file_name().map(|n| n.to_os_string());
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        // Any event in the directory may be ours (a symlink swap renames a sibling), but
+        // access events are not changes.
+        if let Ok(event) = event {
+            if !matches!(event.kind, notify::EventKind::Access(_)) {
+                let _ = events_tx.send(());
+            }
+        }
+    })?;
+    let dir = watch_dir(&reloader.path);
+    watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+    tracing::info!(dir = %dir.display(), file = ?file_name, "watching the config for changes");
+    tokio::spawn(async move {
+        // The watcher lives as long as this task.
+        let _watcher = watcher;
+        while events.recv().await.is_some() {
+            // Wait for the burst to end.
+            while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, events.recv()).await {}
+            let reloader = Arc::clone(&reloader);
+            let _ =
+                tokio::task::spawn_blocking(move || reloader.reload_and_log("file change", false))
+                    .await;
+        }
+    });
+    Ok(())
+}
+
+/// Reload on every SIGHUP, until the runtime stops.
+#[cfg(unix)]
+pub fn reload_on_sighup(reloader: Arc<Reloader>) -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            let reloader = Arc::clone(&reloader);
+            let _ =
+                tokio::task::spawn_blocking(move || reloader.reload_and_log("SIGHUP", true)).await;
+        }
+    });
+    Ok(())
+}
+
+fn watch_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Backends added and removed (by group, name and address), and whether routing changed.
+pub fn describe_changes(old: &Config, new: &Config) -> Changes {
+    let backends = |config: &Config| -> Vec<String> {
+        config
+            .proxy
+            .iter()
+            .flat_map(|p| p.upstreams.values())
+            .flat_map(|u| {
+                u.backends
+                    .iter()
+                    .map(move |b| format!("{}/{} {}", u.name, b.name, b.address))
+            })
+            .collect()
+    };
+    let (before, after) = (backends(old), backends(new));
+    let routes = |config: &Config| -> Vec<String> {
+        config
+            .routes
+            .iter()
+            .map(|r| {
+                let target = match &r.target {
+                    RouteTarget::Static => "static".to_string(),
+                    RouteTarget::Upstream(u) => u.name.clone(),
+                };
+                format!(
+                    "{:?} {} {} {} {} {:?} {:?}",
+                    r.host,
+                    r.path_prefix,
+                    target,
+                    r.strip_prefix,
+                    r.pass_host,
+                    r.connection_timeout,
+                    r.request_timeout
+                )
+            })
+            .collect()
+    };
+    Changes {
+        backends_added: after
+            .iter()
+            .filter(|b| !before.contains(b))
+            .cloned()
+            .collect(),
+        backends_removed: before
+            .iter()
+            .filter(|b| !after.contains(b))
+            .cloned()
+            .collect(),
+        routes_changed: routes(old) != routes(new),
+        listen_changed: old.server.listen_addr != new.server.listen_addr,
+    }
+}
