@@ -1,14 +1,32 @@
-//! Tracing setup: level from `RUST_LOG` or the config, text or JSON lines on stderr.
+//! Tracing setup: level from `RUST_LOG` or the config, text or JSON lines on stderr. The
+//! config's level can be changed by a reload; `RUST_LOG`, when set, wins for the process's
+//! lifetime.
+
+use std::sync::OnceLock;
 
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, LoggingConfig};
+
+type SetFilter = Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>;
+
+/// Replaces the filter of the installed subscriber; unset when `RUST_LOG` decides.
+static SET_FILTER: OnceLock<SetFilter> = OnceLock::new();
+
+/// Apply a reloaded `logging.level` (validated with the config). Returns whether it took.
+pub fn set_level(level: &str) -> bool {
+    let (Some(set), Ok(filter)) = (SET_FILTER.get(), EnvFilter::try_new(level)) else {
+        return false;
+    };
+    set(filter).is_ok()
+}
 
 /// Install the global subscriber. `RUST_LOG`, when set, overrides `logging.level`.
 pub fn init(config: &LoggingConfig) {
     let from_env = std::env::var("RUST_LOG")
         .ok()
         .filter(|v| !v.trim().is_empty());
+    let env_wins = from_env.is_some();
     let filter = match from_env.map(|directives| EnvFilter::try_new(&directives)) {
         Some(Ok(filter)) => filter,
         Some(Err(error)) => {
@@ -17,15 +35,40 @@ pub fn init(config: &LoggingConfig) {
         }
         None => EnvFilter::try_new(&config.level).unwrap_or_else(|_| EnvFilter::new("info")),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let keep = |set: SetFilter| {
+        if !env_wins {
+            let _ = SET_FILTER.set(set);
+        }
+    };
     let result = match config.format {
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Text => {
+            let builder = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .with_ansi(ansi)
+                .with_filter_reloading();
+            let handle = builder.reload_handle();
+            keep(Box::new(move |f| {
+                handle.reload(f).map_err(|e| e.to_string())
+            }));
+            builder.try_init()
+        }
         // Event fields stay under "fields": flattened, the access event's `target` field would
         // collide with the event's own `target` key.
-        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Json => {
+            let builder = tracing_subscriber::fmt()
+                .json()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .with_ansi(ansi)
+                .with_filter_reloading();
+            let handle = builder.reload_handle();
+            keep(Box::new(move |f| {
+                handle.reload(f).map_err(|e| e.to_string())
+            }));
+            builder.try_init()
+        }
     };
     if let Err(error) = result {
         eprintln!("sentinel: logging already initialised: {error}");

@@ -88,6 +88,9 @@ impl Reloader {
             listen_changed,
             ..describe_changes(&current, &next)
         };
+        if next.logging.level != current.logging.level {
+            crate::logging::set_level(&next.logging.level);
+        }
         self.server.config.store(Arc::new(next));
         Ok(Some(changes))
     }
