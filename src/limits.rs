@@ -107,3 +107,18 @@ pub const DEFAULT_MAX_RESPONSE_HEAD_BYTES: usize = 64 * 1024;
 
 /// Most header fields in an upstream response head (internal bound). Breach: 502.
 pub const MAX_RESPONSE_HEADERS: usize = 256;
+
+/// Latency the adaptive balancer assumes for a backend before its first response
+/// (`proxy.default_latency_ms`).
+pub const DEFAULT_BACKEND_LATENCY: Duration = Duration::from_millis(10);
+
+/// Time constant with which a backend's latency estimate recovers after slow samples
+/// (`proxy.ewma_decay_ms`).
+pub const DEFAULT_EWMA_DECAY: Duration = Duration::from_secs(10);
+
+/// Latency recorded for a failed request, and assumed for a backend whose first requests
+/// are still in flight (`proxy.failure_penalty_ms`).
+pub const DEFAULT_FAILURE_PENALTY: Duration = Duration::from_secs(1);
+
+/// Largest `weight` of a backend.
+pub const MAX_BACKEND_WEIGHT: u32 = 1000;

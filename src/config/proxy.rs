@@ -7,10 +7,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::raw::{RawBackend, RawProxy, RawRoute};
+use super::raw::{RawBackend, RawProxy, RawRoute, RawStrategy};
 use super::{ConfigError, Validator};
+use crate::balance::stats::BalanceSettings;
+use crate::balance::strategy::{HashKey, Strategy};
 use crate::http::response_parser::ResponseLimits;
-use crate::limits::MAX_RESPONSE_HEADERS;
+use crate::limits::{MAX_BACKEND_WEIGHT, MAX_RESPONSE_HEADERS};
 use crate::proxy::health::HealthSettings;
 use crate::proxy::upstream::{Backend, BackendSettings, Upstream};
 
@@ -36,6 +38,7 @@ pub struct BackendConfig {
     pub name: String,
     /// `host:port`; resolved when connecting.
     pub address: String,
+    pub weight: u32,
 }
 
 /// Where a route sends its requests.
@@ -82,7 +85,15 @@ impl Validator<'_> {
                 fail_timeout: millis("proxy.fail_timeout_ms", raw.fail_timeout_ms)?,
                 max_fail_timeout: millis("proxy.max_fail_timeout_ms", raw.max_fail_timeout_ms)?,
             },
+            balance: BalanceSettings {
+                default_latency: millis("proxy.default_latency_ms", raw.default_latency_ms)?,
+                decay: millis("proxy.ewma_decay_ms", raw.ewma_decay_ms)?,
+                failure_penalty: millis("proxy.failure_penalty_ms", raw.failure_penalty_ms)?,
+                slow_start: Duration::from_millis(raw.slow_start_ms),
+            },
         };
+        let default_strategy =
+            self.strategy("proxy.strategy", raw.strategy, raw.hash_key.as_deref())?;
         if settings.health.max_fail_timeout < settings.health.fail_timeout {
             return Err(self.invalid(
                 "proxy.max_fail_timeout_ms",
@@ -110,6 +121,7 @@ impl Validator<'_> {
                 DEFAULT_UPSTREAM,
                 &backends,
                 settings,
+                default_strategy.clone(),
                 previous_proxy,
             )),
         );
@@ -154,9 +166,23 @@ impl Validator<'_> {
                     pass_host: group.pass_host.unwrap_or(defaults.pass_host),
                 },
             );
+            let strategy = match group.strategy {
+                Some(strategy) => self.strategy(
+                    &format!("{key}.strategy"),
+                    strategy,
+                    group.hash_key.as_deref().or(raw.hash_key.as_deref()),
+                )?,
+                None => default_strategy.clone(),
+            };
             upstreams.insert(
                 name.clone(),
-                Arc::new(build_upstream(name, &backends, settings, previous_proxy)),
+                Arc::new(build_upstream(
+                    name,
+                    &backends,
+                    settings,
+                    strategy,
+                    previous_proxy,
+                )),
             );
         }
         let config = ProxyConfig {
@@ -176,6 +202,39 @@ impl Validator<'_> {
                 ..defaults
             },
         ))
+    }
+
+    /// A strategy and, for `consistent_hash`, its key: `client_ip` (default), `path` or
+    /// `header:NAME`.
+    fn strategy(
+        &self,
+        key: &str,
+        raw: RawStrategy,
+        hash_key: Option<&str>,
+    ) -> Result<Strategy, ConfigError> {
+        Ok(match raw {
+            RawStrategy::RoundRobin => Strategy::RoundRobin,
+            RawStrategy::WeightedRoundRobin => Strategy::WeightedRoundRobin,
+            RawStrategy::LeastConnections => Strategy::LeastConnections,
+            RawStrategy::Random => Strategy::Random,
+            RawStrategy::P2c => Strategy::P2c,
+            RawStrategy::Adaptive => Strategy::Adaptive,
+            RawStrategy::ConsistentHash => Strategy::ConsistentHash(match hash_key {
+                None | Some("client_ip") => HashKey::ClientIp,
+                Some("path") => HashKey::Path,
+                Some(other) => match other.strip_prefix("header:") {
+                    Some(name) if !name.is_empty() && name.bytes().all(is_token_byte) => {
+                        HashKey::Header(name.to_ascii_lowercase())
+                    }
+                    _ => {
+                        return Err(self.invalid(
+                            key,
+                            format!("hash_key {other:?} must be client_ip, path or header:NAME"),
+                        ))
+                    }
+                },
+            }),
+        })
     }
 
     fn backends(&self, key: &str, raw: &[RawBackend]) -> Result<Vec<BackendConfig>, ConfigError> {
@@ -200,9 +259,19 @@ impl Validator<'_> {
                     ),
                 ));
             }
+            if backend.weight == 0 || backend.weight > MAX_BACKEND_WEIGHT {
+                return Err(self.invalid(
+                    key,
+                    format!(
+                        "backend {:?}: weight must be between 1 and {MAX_BACKEND_WEIGHT}",
+                        backend.name
+                    ),
+                ));
+            }
             backends.push(BackendConfig {
                 name: backend.name.clone(),
                 address: backend.address.clone(),
+                weight: backend.weight,
             });
         }
         Ok(backends)
@@ -329,6 +398,7 @@ fn build_upstream(
     name: &str,
     backends: &[BackendConfig],
     settings: BackendSettings,
+    strategy: Strategy,
     previous: Option<&ProxyConfig>,
 ) -> Upstream {
     let backends = backends
@@ -344,12 +414,16 @@ fn build_upstream(
                     .find(|old| old.address == b.address)
             });
             Arc::new(match same {
-                Some(old) => Backend::carried_over(name, address, settings, old),
-                None => Backend::new(name, address, settings),
+                Some(old) => Backend::carried_over(name, address, b.weight, settings, old),
+                None => Backend::new(name, address, b.weight, settings),
             })
         })
         .collect();
-    Upstream::new(name.to_string(), backends)
+    Upstream::new(name.to_string(), backends, strategy)
+}
+
+fn is_token_byte(b: u8) -> bool {
+    crate::http::parser::is_tchar(b)
 }
 
 fn is_host_byte(b: u8) -> bool {

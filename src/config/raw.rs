@@ -241,6 +241,43 @@ pub(super) struct RawProxy {
     pub max_fail_timeout_ms: u64,
     #[serde(default = "default_max_response_head_bytes")]
     pub max_response_head_bytes: usize,
+    /// Balancing of the `default` group (and of groups without a strategy of their own).
+    #[serde(default)]
+    pub strategy: RawStrategy,
+    pub hash_key: Option<String>,
+    #[serde(default = "default_latency_ms")]
+    pub default_latency_ms: u64,
+    #[serde(default = "default_ewma_decay_ms")]
+    pub ewma_decay_ms: u64,
+    #[serde(default = "default_failure_penalty_ms")]
+    pub failure_penalty_ms: u64,
+    #[serde(default)]
+    pub slow_start_ms: u64,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum RawStrategy {
+    #[default]
+    RoundRobin,
+    WeightedRoundRobin,
+    LeastConnections,
+    Random,
+    P2c,
+    ConsistentHash,
+    Adaptive,
+}
+
+fn default_latency_ms() -> u64 {
+    millis(limits::DEFAULT_BACKEND_LATENCY)
+}
+
+fn default_ewma_decay_ms() -> u64 {
+    millis(limits::DEFAULT_EWMA_DECAY)
+}
+
+fn default_failure_penalty_ms() -> u64 {
+    millis(limits::DEFAULT_FAILURE_PENALTY)
 }
 
 /// A named pool of backends with optional timeouts of its own.
@@ -248,6 +285,8 @@ pub(super) struct RawProxy {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawUpstream {
     pub backends: Vec<RawBackend>,
+    pub strategy: Option<RawStrategy>,
+    pub hash_key: Option<String>,
     pub connection_timeout_ms: Option<u64>,
     pub request_timeout_ms: Option<u64>,
     pub pass_host: Option<bool>,
@@ -294,6 +333,12 @@ fn default_max_response_head_bytes() -> usize {
 pub(super) struct RawBackend {
     pub name: String,
     pub address: String,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
 }
 
 /// One entry of `routes`: which requests (host, path prefix) go where.

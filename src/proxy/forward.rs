@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 
 use super::headers::{encode_request_head, encode_response_head, UpstreamRequest};
 use super::upstream::{Backend, Upstream};
+use crate::balance::strategy::{hash_bytes, HashKey};
 use crate::config::{ConnectionLimits, RouteConfig};
 use crate::http::body::{BodyDecoder, BodyLimits, ChunkedDecoder, Step};
 use crate::http::connection::write_all_with_progress;
@@ -109,8 +110,10 @@ pub async fn forward(
     let mut tried = [0usize; MAX_ATTEMPTS];
     let mut attempts = 0;
     let mut retried = false;
+    let peer = client.peer;
+    let key_hash = |key: &HashKey| request_key_hash(key, head, peer, destination.target);
     while attempts < MAX_ATTEMPTS {
-        let Some(index) = upstream.pick(Instant::now(), &tried[..attempts]) else {
+        let Some(index) = upstream.pick(Instant::now(), &tried[..attempts], key_hash) else {
             break;
         };
         tried[attempts] = index;
@@ -176,6 +179,8 @@ async fn attempt(
     destination: &Destination<'_>,
 ) -> Result<Outcome, AttemptError> {
     let connect_timeout = destination.route.connection_timeout;
+    // In flight from the pick until the response has been relayed (or failed).
+    let _in_flight = backend.stats.start();
     if let Some(pooled) = backend.pool.take() {
         let replayable = body.is_done();
         match exchange(client, head, body, pooled, backend, destination).await {
@@ -260,6 +265,7 @@ async fn receive(
     destination: &Destination<'_>,
 ) -> Result<Outcome, AttemptError> {
     let route = destination.route;
+    let sent = Instant::now();
     let (response, head_len) = read_response_head(
         &mut upstream,
         response_buf,
@@ -267,7 +273,10 @@ async fn receive(
         route.request_timeout,
     )
     .await?;
-    // The backend answered with a valid head: it is alive, whatever the status.
+    // The backend answered with a valid head: it is alive, whatever the status, and this is
+    // how long it took.
+    let answered = Instant::now();
+    backend.stats.observe(answered - sent, answered);
     backend.record_success();
 
     if response.status.as_u16() == 101 {
@@ -436,6 +445,20 @@ async fn read_response_head(
             Ok(Err(_)) => return Err(AttemptError::BadResponse(ParseError::InvalidStatusLine)),
             Ok(Ok(_)) => received_any = true,
         }
+    }
+}
+
+/// The hash of what a `consistent_hash` group keys on. A missing header falls back to the
+/// client address, so such requests still stick somewhere.
+fn request_key_hash(key: &HashKey, head: &RequestHead, peer: SocketAddr, target: &str) -> u64 {
+    let ip_hash = || match peer.ip() {
+        std::net::IpAddr::V4(ip) => hash_bytes(&ip.octets()),
+        std::net::IpAddr::V6(ip) => hash_bytes(&ip.octets()),
+    };
+    match key {
+        HashKey::ClientIp => ip_hash(),
+        HashKey::Path => hash_bytes(target.split('?').next().unwrap_or(target).as_bytes()),
+        HashKey::Header(name) => head.header(name).map_or_else(ip_hash, hash_bytes),
     }
 }
 

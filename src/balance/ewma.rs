@@ -1,0 +1,144 @@
+//! Peak-EWMA latency estimate (Finagle's and Linkerd's "peak EWMA"): a slower sample than the
+//! estimate replaces it at once; faster ones pull it down exponentially with time constant
+//! `tau`. The estimate also decays toward zero while no sample arrives, evaluated at pick
+//! time, so a backend penalised long ago is tried again and re-measured.
+//!
+//! Pure arithmetic on an injected clock. Nanoseconds as `f64`: the range needed (µs to
+//! minutes) is far inside its exact integer range, and `exp` is the natural operation.
+
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy)]
+pub struct PeakEwma {
+    estimate_ns: f64,
+    stamp: Instant,
+    tau_ns: f64,
+}
+
+impl PeakEwma {
+    /// A fresh estimate of `initial` (the configured default latency) at `now`.
+    pub fn new(initial: Duration, tau: Duration, now: Instant) -> PeakEwma {
+        PeakEwma {
+            estimate_ns: initial.as_nanos() as f64,
+            stamp: now,
+            tau_ns: (tau.as_nanos() as f64).max(1.0),
+        }
+    }
+
+    /// Weight of the old estimate after `now - stamp` has passed.
+    fn weight(&self, now: Instant) -> f64 {
+        let elapsed = now.saturating_duration_since(self.stamp).as_nanos() as f64;
+        (-elapsed / self.tau_ns).exp()
+    }
+
+    /// Record a latency sample taken at `now`.
+    pub fn observe(&mut self, sample: Duration, now: Instant) {
+        let sample_ns = sample.as_nanos() as f64;
+        let decayed = self.estimate_ns * self.weight(now);
+        self.estimate_ns = if sample_ns > decayed {
+            sample_ns
+        } else {
+            let w = self.weight(now);
+            decayed * w + sample_ns * (1.0 - w)
+        };
+        self.stamp = now;
+    }
+
+    /// The estimate at `now`, decayed for the time since the last sample (not stored: only
+    /// samples move the stamp).
+    pub fn estimate_ns(&self, now: Instant) -> f64 {
+        self.estimate_ns * self.weight(now)
+    }
+}
+
+/// Cost of sending one more request to a backend: its latency estimate times the requests
+/// it would then have in flight, divided by its effective weight. A backend with requests in
+/// flight but no sample yet gets `penalty_ns` instead of an estimate: it might be arbitrarily
+/// slow, and looking cheap would send it everything until the first answer comes back.
+pub fn cost(estimate_ns: f64, in_flight: u64, samples: u64, penalty_ns: f64, weight: f64) -> f64 {
+    let latency = if samples == 0 && in_flight > 0 {
+        penalty_ns
+    } else {
+        estimate_ns
+    };
+    latency * (in_flight as f64 + 1.0) / weight.max(f64::MIN_POSITIVE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: f64 = 1_000_000.0;
+
+    fn ms(value: u64) -> Duration {
+        Duration::from_millis(value)
+    }
+
+    #[test]
+    fn a_slow_sample_raises_the_estimate_at_once() {
+        let t0 = Instant::now();
+        let mut ewma = PeakEwma::new(ms(10), Duration::from_secs(10), t0);
+        ewma.observe(ms(200), t0 + ms(1));
+        assert_eq!(ewma.estimate_ns(t0 + ms(1)), 200.0 * MS);
+    }
+
+    #[test]
+    fn fast_samples_pull_it_down_with_the_time_constant() {
+        let t0 = Instant::now();
+        let tau = Duration::from_secs(10);
+        let mut ewma = PeakEwma::new(ms(100), tau, t0);
+        // One time constant later, a 0 ms sample: decayed old value e^-1 * 100 ms, then
+        // averaged with weight e^-1 again.
+        let t1 = t0 + tau;
+        ewma.observe(Duration::ZERO, t1);
+        let w = (-1.0f64).exp();
+        let expected = 100.0 * MS * w * w;
+        assert!(
+            (ewma.estimate_ns(t1) - expected).abs() < 1.0,
+            "{}",
+            ewma.estimate_ns(t1)
+        );
+        // Samples at the same instant as the last one have weight 1 on the old estimate
+        // (no time passed), so equal samples leave it unchanged.
+        let before = ewma.estimate_ns(t1);
+        ewma.observe(Duration::from_nanos(before as u64), t1);
+        assert!((ewma.estimate_ns(t1) - before).abs() < 2.0);
+    }
+
+    #[test]
+    fn the_estimate_decays_while_no_sample_arrives() {
+        let t0 = Instant::now();
+        let tau = Duration::from_secs(10);
+        let ewma = PeakEwma::new(ms(1000), tau, t0);
+        let later = ewma.estimate_ns(t0 + Duration::from_secs(30));
+        assert!((later - 1000.0 * MS * (-3.0f64).exp()).abs() < 1.0);
+        assert!(ewma.estimate_ns(t0 + Duration::from_secs(300)) < 1.0);
+    }
+
+    #[test]
+    fn recovery_returns_to_the_fast_level_within_a_few_time_constants() {
+        let t0 = Instant::now();
+        let tau = Duration::from_secs(1);
+        let mut ewma = PeakEwma::new(ms(5), tau, t0);
+        ewma.observe(ms(100), t0);
+        // Then a steady 5 ms every 10 ms for 3 s.
+        let mut now = t0;
+        for _ in 0..300 {
+            now += ms(10);
+            ewma.observe(ms(5), now);
+        }
+        let estimate = ewma.estimate_ns(now) / MS;
+        assert!((4.0..6.5).contains(&estimate), "{estimate} ms");
+    }
+
+    #[test]
+    fn cost_grows_with_load_and_shrinks_with_weight_and_penalises_the_unmeasured() {
+        assert_eq!(cost(10.0, 0, 5, 1e9, 1.0), 10.0);
+        assert_eq!(cost(10.0, 3, 5, 1e9, 1.0), 40.0);
+        assert_eq!(cost(10.0, 3, 5, 1e9, 2.0), 20.0);
+        // In flight but never answered: the penalty, not the (default) estimate.
+        assert_eq!(cost(10.0, 1, 0, 1e9, 1.0), 2e9);
+        // Idle and never measured: the default estimate, so new backends get tried.
+        assert_eq!(cost(10.0, 0, 0, 1e9, 1.0), 10.0);
+    }
+}

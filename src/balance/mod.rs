@@ -1,0 +1,7 @@
+//! Load balancing, pure where it can be: the strategies, the peak-EWMA latency math, a small
+//! random source, and the per-backend statistics they read.
+
+pub mod ewma;
+pub mod rng;
+pub mod stats;
+pub mod strategy;
