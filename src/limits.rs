@@ -122,3 +122,27 @@ pub const DEFAULT_FAILURE_PENALTY: Duration = Duration::from_secs(1);
 
 /// Largest `weight` of a backend.
 pub const MAX_BACKEND_WEIGHT: u32 = 1000;
+
+/// Largest share (percent) of an upstream group ejected at once (`proxy.max_ejected_percent`).
+pub const DEFAULT_MAX_EJECTED_PERCENT: u32 = 50;
+
+/// Retries of one request after the first attempt (`proxy.max_retries`).
+pub const DEFAULT_MAX_RETRIES: u32 = 1;
+
+/// Retries may add this share of requests (`proxy.retry_budget_percent`)...
+pub const DEFAULT_RETRY_BUDGET_PERCENT: u32 = 20;
+/// ...plus this many per second (`proxy.retry_budget_min_per_sec`).
+pub const DEFAULT_RETRY_BUDGET_MIN_PER_SEC: u32 = 10;
+/// Over roughly this window (internal).
+pub const RETRY_BUDGET_WINDOW: Duration = Duration::from_secs(10);
+
+/// Failure share that opens a backend's circuit breaker (`proxy.breaker.failure_rate`).
+pub const DEFAULT_BREAKER_FAILURE_RATE: f64 = 0.5;
+/// Requests in the window before the rate counts (`proxy.breaker.min_requests`).
+pub const DEFAULT_BREAKER_MIN_REQUESTS: u32 = 20;
+/// The rolling window (`proxy.breaker.window_ms`).
+pub const DEFAULT_BREAKER_WINDOW: Duration = Duration::from_secs(10);
+/// How long an open breaker refuses requests (`proxy.breaker.open_ms`).
+pub const DEFAULT_BREAKER_OPEN: Duration = Duration::from_secs(5);
+/// Trial requests of a half-open breaker (`proxy.breaker.trial_requests`).
+pub const DEFAULT_BREAKER_TRIAL_REQUESTS: u32 = 3;

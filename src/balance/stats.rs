@@ -83,6 +83,16 @@ impl BackendStats {
         self.ewma().observe(latency, now);
     }
 
+    /// The backend answered, but with a failure (a failure status, a response over the slow
+    /// threshold): count an error and record the larger of the latency and the penalty, so
+    /// failing fast never looks cheap.
+    pub fn observe_failed_answer(&self, latency: Duration, now: Instant) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        self.samples.fetch_add(1, Ordering::Relaxed);
+        self.ewma()
+            .observe(latency.max(self.settings.failure_penalty), now);
+    }
+
     /// The request failed: count it and record the penalty as its latency.
     pub fn observe_failure(&self, now: Instant) {
         self.errors.fetch_add(1, Ordering::Relaxed);

@@ -12,9 +12,11 @@ use super::{ConfigError, Validator};
 use crate::balance::stats::BalanceSettings;
 use crate::balance::strategy::{HashKey, Strategy};
 use crate::http::response_parser::ResponseLimits;
-use crate::limits::{MAX_BACKEND_WEIGHT, MAX_RESPONSE_HEADERS};
+use crate::limits::{MAX_BACKEND_WEIGHT, MAX_RESPONSE_HEADERS, RETRY_BUDGET_WINDOW};
+use crate::proxy::breaker::BreakerSettings;
 use crate::proxy::health::HealthSettings;
-use crate::proxy::upstream::{Backend, BackendSettings, Upstream};
+use crate::proxy::retry_budget::RetryBudgetSettings;
+use crate::proxy::upstream::{Backend, BackendSettings, GroupPolicy, Upstream};
 
 /// The name `proxy.backends` is known by in `routes`.
 pub const DEFAULT_UPSTREAM: &str = "default";
@@ -91,6 +93,51 @@ impl Validator<'_> {
                 failure_penalty: millis("proxy.failure_penalty_ms", raw.failure_penalty_ms)?,
                 slow_start: Duration::from_millis(raw.slow_start_ms),
             },
+            breaker: BreakerSettings {
+                failure_rate: raw.breaker.failure_rate,
+                min_requests: raw.breaker.min_requests.max(1),
+                window: millis("proxy.breaker.window_ms", raw.breaker.window_ms)?,
+                open_for: millis("proxy.breaker.open_ms", raw.breaker.open_ms)?,
+                trial_requests: raw.breaker.trial_requests.max(1),
+            },
+            max_concurrent: raw.max_concurrent_requests,
+        };
+        if !(0.0..=1.0).contains(&raw.breaker.failure_rate) {
+            return Err(self.invalid(
+                "proxy.breaker.failure_rate",
+                "must be between 0 (off) and 1",
+            ));
+        }
+        if let Some(bad) = raw
+            .failure_statuses
+            .iter()
+            .find(|s| !(400..=599).contains(*s))
+        {
+            return Err(self.invalid(
+                "proxy.failure_statuses",
+                format!("{bad} is not a 4xx or 5xx status"),
+            ));
+        }
+        if raw.max_ejected_percent > 100 || raw.retry_budget_percent > 1000 {
+            return Err(self.invalid(
+                if raw.max_ejected_percent > 100 {
+                    "proxy.max_ejected_percent"
+                } else {
+                    "proxy.retry_budget_percent"
+                },
+                "out of range (max_ejected_percent 0..=100, retry_budget_percent 0..=1000)",
+            ));
+        }
+        let policy = GroupPolicy {
+            failure_statuses: raw.failure_statuses.clone(),
+            slow_response: Duration::from_millis(raw.slow_response_ms),
+            max_ejected_percent: raw.max_ejected_percent,
+            max_retries: raw.max_retries,
+            retry_budget: RetryBudgetSettings {
+                ratio: f64::from(raw.retry_budget_percent) / 100.0,
+                min_per_sec: f64::from(raw.retry_budget_min_per_sec),
+                window: RETRY_BUDGET_WINDOW,
+            },
         };
         let default_strategy =
             self.strategy("proxy.strategy", raw.strategy, raw.hash_key.as_deref())?;
@@ -122,6 +169,7 @@ impl Validator<'_> {
                 &backends,
                 settings,
                 default_strategy.clone(),
+                policy.clone(),
                 previous_proxy,
             )),
         );
@@ -181,6 +229,7 @@ impl Validator<'_> {
                     &backends,
                     settings,
                     strategy,
+                    policy.clone(),
                     previous_proxy,
                 )),
             );
@@ -399,6 +448,7 @@ fn build_upstream(
     backends: &[BackendConfig],
     settings: BackendSettings,
     strategy: Strategy,
+    policy: GroupPolicy,
     previous: Option<&ProxyConfig>,
 ) -> Upstream {
     let backends = backends
@@ -419,7 +469,7 @@ fn build_upstream(
             })
         })
         .collect();
-    Upstream::new(name.to_string(), backends, strategy)
+    Upstream::new(name.to_string(), backends, strategy, policy)
 }
 
 fn is_token_byte(b: u8) -> bool {

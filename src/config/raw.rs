@@ -253,6 +253,61 @@ pub(super) struct RawProxy {
     pub failure_penalty_ms: u64,
     #[serde(default)]
     pub slow_start_ms: u64,
+    #[serde(default)]
+    pub max_concurrent_requests: u32,
+    #[serde(default)]
+    pub failure_statuses: Vec<u16>,
+    #[serde(default)]
+    pub slow_response_ms: u64,
+    #[serde(default = "default_max_ejected_percent")]
+    pub max_ejected_percent: u32,
+    #[serde(default = "default_max_retries")]
+    pub max_retries: u32,
+    #[serde(default = "default_retry_budget_percent")]
+    pub retry_budget_percent: u32,
+    #[serde(default = "default_retry_budget_min_per_sec")]
+    pub retry_budget_min_per_sec: u32,
+    #[serde(default)]
+    pub breaker: RawBreaker,
+}
+
+/// The per-backend circuit breaker (failure rate over a rolling window).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawBreaker {
+    pub failure_rate: f64,
+    pub min_requests: u32,
+    pub window_ms: u64,
+    pub open_ms: u64,
+    pub trial_requests: u32,
+}
+
+impl Default for RawBreaker {
+    fn default() -> RawBreaker {
+        RawBreaker {
+            failure_rate: limits::DEFAULT_BREAKER_FAILURE_RATE,
+            min_requests: limits::DEFAULT_BREAKER_MIN_REQUESTS,
+            window_ms: millis(limits::DEFAULT_BREAKER_WINDOW),
+            open_ms: millis(limits::DEFAULT_BREAKER_OPEN),
+            trial_requests: limits::DEFAULT_BREAKER_TRIAL_REQUESTS,
+        }
+    }
+}
+
+fn default_max_ejected_percent() -> u32 {
+    limits::DEFAULT_MAX_EJECTED_PERCENT
+}
+
+fn default_max_retries() -> u32 {
+    limits::DEFAULT_MAX_RETRIES
+}
+
+fn default_retry_budget_percent() -> u32 {
+    limits::DEFAULT_RETRY_BUDGET_PERCENT
+}
+
+fn default_retry_budget_min_per_sec() -> u32 {
+    limits::DEFAULT_RETRY_BUDGET_MIN_PER_SEC
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -300,7 +300,11 @@ impl Connection {
             Outcome::Failed { status, keep_alive } => {
                 exchange.keep_alive &= keep_alive;
                 self.unread_input |= !keep_alive;
-                let response = error_response(status, &config.error_pages);
+                let mut response = error_response(status, &config.error_pages);
+                if status == StatusCode::SERVICE_UNAVAILABLE {
+                    // Every backend is at its concurrency cap: a moment later may do.
+                    response = response.with_header("Retry-After", "1");
+                }
                 let span = tracing::Span::current();
                 self.answer(response, head, exchange, config, &span).await
             }

@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::headers::{encode_request_head, encode_response_head, UpstreamRequest};
-use super::upstream::{Backend, Upstream};
+use super::upstream::{Attempt, Backend, Pick, Upstream};
 use crate::balance::strategy::{hash_bytes, HashKey};
 use crate::config::{ConnectionLimits, RouteConfig};
 use crate::http::body::{BodyDecoder, BodyLimits, ChunkedDecoder, Step};
@@ -92,6 +92,9 @@ enum AttemptError {
     Timeout,
     /// The backend's response head is not valid HTTP/1.1.
     BadResponse(ParseError),
+    /// The backend answered with one of the group's failure statuses, and the request is
+    /// going to be retried on another backend.
+    RetryStatus(StatusCode),
     /// The client side ended the exchange (its body was bad, late, or it left).
     Client(Outcome),
 }
@@ -107,44 +110,71 @@ pub async fn forward(
     // Only a request with no body can be sent twice: a streamed body is gone once sent.
     let replayable = body.is_done();
     let idempotent = head.method().is_idempotent();
+    let policy = &upstream.policy;
     let mut tried = [0usize; MAX_ATTEMPTS];
-    let mut attempts = 0;
-    let mut retried = false;
+    let mut tries = 0;
+    let mut retries = 0;
+    upstream.retry_budget.deposit(Instant::now());
     let peer = client.peer;
     let key_hash = |key: &HashKey| request_key_hash(key, head, peer, destination.target);
-    while attempts < MAX_ATTEMPTS {
-        let Some(index) = upstream.pick(Instant::now(), &tried[..attempts], key_hash) else {
-            break;
+    while tries < MAX_ATTEMPTS {
+        let now = Instant::now();
+        let (index, fail_open) = match upstream.pick(now, &tried[..tries], key_hash) {
+            Pick::Backend { index, fail_open } => (index, fail_open),
+            Pick::Saturated => {
+                tracing::warn!(upstream = %upstream.name, "every backend is at its concurrency cap");
+                return Outcome::Failed {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    keep_alive: body.is_done(),
+                };
+            }
+            Pick::Exhausted => break,
         };
-        tried[attempts] = index;
-        attempts += 1;
-        let backend = &upstream.backends[index];
-        let error = match attempt(client, head, &mut body, backend, destination).await {
-            Ok(outcome) => return outcome,
-            Err(error) => error,
+        tried[tries] = index;
+        tries += 1;
+        // The breaker's last trial slot went to another request meanwhile: choose again.
+        let Some(attempt) = upstream.begin(index, fail_open, now) else {
+            continue;
         };
+        let backend = attempt.backend;
+        // A retry after something was sent needs an idempotent, replayable request, a retry
+        // left and, at the time of the failure, a token from the group's budget.
+        let may_retry = replayable
+            && idempotent
+            && retries < policy.max_retries
+            && tries < upstream.backends.len().min(MAX_ATTEMPTS);
+        let error =
+            match try_backend(client, head, &mut body, &attempt, destination, may_retry).await {
+                Ok(outcome) => return outcome,
+                Err(error) => error,
+            };
         // A failed attempt may have consumed part of the request body: then the client
         // connection cannot carry another request.
         let keep_alive = body.is_done();
         match error {
             AttemptError::Connect(error) => {
                 tracing::warn!(backend = %backend.name, address = %backend.address, %error, "connect to backend failed");
-                backend.record_failure("connect");
+                attempt.fail("connect", None);
             }
             AttemptError::NoResponse(error) => {
                 tracing::warn!(backend = %backend.name, address = %backend.address, %error, "backend failed before responding");
-                backend.record_failure("no response");
-                if !(replayable && idempotent && !retried) {
+                attempt.fail("no response", None);
+                if !(may_retry && upstream.retry_budget.try_withdraw(Instant::now())) {
                     return Outcome::Failed {
                         status: StatusCode::BAD_GATEWAY,
                         keep_alive,
                     };
                 }
-                retried = true;
+                retries += 1;
+            }
+            // Recorded, and the budget paid, where the status was seen.
+            AttemptError::RetryStatus(status) => {
+                tracing::info!(backend = %backend.name, status = status.as_u16(), "retrying a failure status on another backend");
+                retries += 1;
             }
             AttemptError::Timeout => {
                 tracing::warn!(backend = %backend.name, address = %backend.address, timeout_ms = destination.route.request_timeout.as_millis() as u64, "backend response timed out");
-                backend.record_failure("timeout");
+                attempt.fail("timeout", None);
                 return Outcome::Failed {
                     status: StatusCode::GATEWAY_TIMEOUT,
                     keep_alive,
@@ -152,7 +182,7 @@ pub async fn forward(
             }
             AttemptError::BadResponse(error) => {
                 tracing::warn!(backend = %backend.name, address = %backend.address, %error, "malformed response from backend");
-                backend.record_failure("malformed response");
+                attempt.fail("malformed response", None);
                 return Outcome::Failed {
                     status: StatusCode::BAD_GATEWAY,
                     keep_alive,
@@ -161,7 +191,7 @@ pub async fn forward(
             AttemptError::Client(outcome) => return outcome,
         }
     }
-    tracing::warn!(upstream = %upstream.name, tried = attempts, "no backend could take the request");
+    tracing::warn!(upstream = %upstream.name, tried = tries, "no backend could take the request");
     Outcome::Failed {
         status: StatusCode::BAD_GATEWAY,
         keep_alive: body.is_done(),
@@ -171,19 +201,19 @@ pub async fn forward(
 /// One backend: a pooled connection if there is a live one, else a new one. A pooled
 /// connection that turns out dead before any response byte is normal (the backend closed it
 /// while idle): the request goes once more over a new connection, when it can be replayed.
-async fn attempt(
+async fn try_backend(
     client: &mut Client<'_>,
     head: &RequestHead,
     body: &mut BodyDecoder,
-    backend: &Backend,
+    attempt: &Attempt<'_>,
     destination: &Destination<'_>,
+    may_retry: bool,
 ) -> Result<Outcome, AttemptError> {
+    let backend = attempt.backend;
     let connect_timeout = destination.route.connection_timeout;
-    // In flight from the pick until the response has been relayed (or failed).
-    let _in_flight = backend.stats.start();
     if let Some(pooled) = backend.pool.take() {
         let replayable = body.is_done();
-        match exchange(client, head, body, pooled, backend, destination).await {
+        match exchange(client, head, body, pooled, attempt, destination, may_retry).await {
             Err(AttemptError::NoResponse(error)) if replayable => {
                 tracing::debug!(backend = %backend.name, %error, "pooled connection was stale; reconnecting");
             }
@@ -194,7 +224,7 @@ async fn attempt(
         .connect(connect_timeout)
         .await
         .map_err(AttemptError::Connect)?;
-    exchange(client, head, body, stream, backend, destination).await
+    exchange(client, head, body, stream, attempt, destination, may_retry).await
 }
 
 /// Send the request over `upstream` and relay the response.
@@ -203,9 +233,11 @@ async fn exchange(
     head: &RequestHead,
     body: &mut BodyDecoder,
     mut upstream: TcpStream,
-    backend: &Backend,
+    attempt: &Attempt<'_>,
     destination: &Destination<'_>,
+    may_retry: bool,
 ) -> Result<Outcome, AttemptError> {
+    let backend = attempt.backend;
     let route = destination.route;
     let upgrade = upgrade_protocol(head);
     let host = match (route.pass_host, destination.client_host) {
@@ -242,8 +274,9 @@ async fn exchange(
         upstream,
         upgrade,
         &mut response_buf,
-        backend,
+        attempt,
         destination,
+        may_retry,
     )
     .await;
     // Keep the allocation for the next request, unless a tunnel or a huge head grew it.
@@ -255,16 +288,19 @@ async fn exchange(
 }
 
 /// Read the response head from `upstream` and relay the response.
+#[allow(clippy::too_many_arguments)]
 async fn receive(
     client: &mut Client<'_>,
     head: &RequestHead,
     mut upstream: TcpStream,
     upgrade: Option<&[u8]>,
     response_buf: &mut BytesMut,
-    backend: &Backend,
+    attempt: &Attempt<'_>,
     destination: &Destination<'_>,
+    may_retry: bool,
 ) -> Result<Outcome, AttemptError> {
     let route = destination.route;
+    let upstream_group = attempt.upstream;
     let sent = Instant::now();
     let (response, head_len) = read_response_head(
         &mut upstream,
@@ -273,11 +309,22 @@ async fn receive(
         route.request_timeout,
     )
     .await?;
-    // The backend answered with a valid head: it is alive, whatever the status, and this is
-    // how long it took.
-    let answered = Instant::now();
-    backend.stats.observe(answered - sent, answered);
-    backend.record_success();
+    // The backend answered with a valid head. Whether that counts as a success depends on
+    // the group's policy: a failure status, or a response over the slow threshold, does not.
+    let latency = sent.elapsed();
+    let policy = &upstream_group.policy;
+    if policy.failure_statuses.contains(&response.status.as_u16()) {
+        attempt.fail("failure status", Some(latency));
+        // Retry elsewhere if allowed (the connection is dropped: its body is not read);
+        // otherwise the client gets this response as it is.
+        if may_retry && upstream_group.retry_budget.try_withdraw(Instant::now()) {
+            return Err(AttemptError::RetryStatus(response.status));
+        }
+    } else if !policy.slow_response.is_zero() && latency > policy.slow_response {
+        attempt.fail("slow response", Some(latency));
+    } else {
+        attempt.succeed(latency);
+    }
 
     if response.status.as_u16() == 101 {
         if upgrade.is_none() {
@@ -290,7 +337,7 @@ async fn receive(
             &response,
             &response_head,
             std::mem::take(response_buf),
-            backend,
+            attempt.backend,
         )
         .await);
     }
@@ -302,7 +349,7 @@ async fn receive(
         response,
         &response_head,
         response_buf,
-        backend,
+        attempt,
         destination,
     )
     .await)
@@ -534,9 +581,10 @@ async fn relay_response(
     response: ParsedResponse,
     response_head: &[u8],
     buf: &mut BytesMut,
-    backend: &Backend,
+    attempt: &Attempt<'_>,
     destination: &Destination<'_>,
 ) -> Outcome {
+    let backend = attempt.backend;
     let framings = framings(head.method(), head.version(), &response);
     let keep_alive = client.keep_alive && !framings.client_until_close;
     let mut out = BytesMut::with_capacity(response_head.len() + 256);
@@ -603,7 +651,7 @@ async fn relay_response(
         Err(RelayError::Upstream(error)) => {
             // The client got a head promising more than it will get: only closing tells it.
             tracing::warn!(backend = %backend.name, %error, sent = body_bytes, "backend failed mid-response; cutting the client connection");
-            backend.record_failure("failed mid-response");
+            attempt.fail("failed mid-response", None);
             Outcome::Responded {
                 status,
                 body_bytes,

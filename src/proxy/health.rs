@@ -26,6 +26,9 @@ pub enum Transition {
     Ejected { duration: Duration, ejections: u32 },
     /// Succeeded again after having been ejected.
     Recovered,
+    /// Reached the ejection threshold, but the group already has as many backends ejected
+    /// as it may: kept in rotation.
+    HeldBack,
 }
 
 #[derive(Debug, Default)]
@@ -90,7 +93,9 @@ impl PassiveHealth {
         was_ejected.then_some(Transition::Recovered)
     }
 
-    pub fn record_failure(&self, now: Instant) -> Option<Transition> {
+    /// A failure at `now`. `may_eject` is the group's say: false when ejecting one more
+    /// backend would exceed its share of ejected backends.
+    pub fn record_failure(&self, now: Instant, may_eject: bool) -> Option<Transition> {
         if self.settings.max_fails == 0 {
             return None;
         }
@@ -110,6 +115,11 @@ impl PassiveHealth {
         };
         if state.consecutive_failures < threshold {
             return None;
+        }
+        if !may_eject {
+            // Stay at the threshold: the next failure asks again.
+            state.consecutive_failures = threshold - 1;
+            return Some(Transition::HeldBack);
         }
         let doublings = state.ejections.min(16);
         let duration = self
@@ -143,11 +153,11 @@ mod tests {
     fn consecutive_failures_eject_and_the_cooldown_grows_to_its_ceiling() {
         let health = PassiveHealth::new(SETTINGS);
         let t0 = Instant::now();
-        assert_eq!(health.record_failure(t0), None);
-        assert_eq!(health.record_failure(t0), None);
+        assert_eq!(health.record_failure(t0, true), None);
+        assert_eq!(health.record_failure(t0, true), None);
         assert!(health.is_available(t0));
         assert_eq!(
-            health.record_failure(t0),
+            health.record_failure(t0, true),
             Some(Transition::Ejected {
                 duration: Duration::from_secs(10),
                 ejections: 1
@@ -155,12 +165,15 @@ mod tests {
         );
         assert!(!health.is_available(t0 + Duration::from_secs(9)));
         // In-flight failures during the ejection do not extend it.
-        assert_eq!(health.record_failure(t0 + Duration::from_secs(5)), None);
+        assert_eq!(
+            health.record_failure(t0 + Duration::from_secs(5), true),
+            None
+        );
         let t1 = t0 + Duration::from_secs(10);
         assert!(health.is_available(t1));
         // On probation: one failure is enough, and the cooldown doubles.
         assert_eq!(
-            health.record_failure(t1),
+            health.record_failure(t1, true),
             Some(Transition::Ejected {
                 duration: Duration::from_secs(20),
                 ejections: 2
@@ -168,7 +181,7 @@ mod tests {
         );
         let t2 = t1 + Duration::from_secs(20);
         assert_eq!(
-            health.record_failure(t2),
+            health.record_failure(t2, true),
             Some(Transition::Ejected {
                 duration: Duration::from_secs(35),
                 ejections: 3
@@ -180,24 +193,39 @@ mod tests {
     fn a_success_clears_the_record_and_reports_recovery_once() {
         let health = PassiveHealth::new(SETTINGS);
         let t0 = Instant::now();
-        health.record_failure(t0);
-        health.record_failure(t0);
+        health.record_failure(t0, true);
+        health.record_failure(t0, true);
         assert_eq!(
             health.record_success(),
             None,
             "never ejected: nothing to report"
         );
         // The count restarted: two more failures do not eject.
-        health.record_failure(t0);
-        health.record_failure(t0);
+        health.record_failure(t0, true);
+        health.record_failure(t0, true);
         assert!(health.is_available(t0));
-        health.record_failure(t0);
+        health.record_failure(t0, true);
         assert!(!health.is_available(t0));
         let later = t0 + Duration::from_secs(10);
         assert_eq!(health.record_success(), Some(Transition::Recovered));
         assert_eq!(health.record_success(), None);
         // Back to a fresh record: three failures again before an ejection of the base length.
-        assert_eq!(health.record_failure(later), None);
+        assert_eq!(health.record_failure(later, true), None);
+    }
+
+    #[test]
+    fn a_group_at_its_ejection_limit_holds_the_backend_back() {
+        let health = PassiveHealth::new(SETTINGS);
+        let t0 = Instant::now();
+        health.record_failure(t0, false);
+        health.record_failure(t0, false);
+        assert_eq!(health.record_failure(t0, false), Some(Transition::HeldBack));
+        assert!(health.is_available(t0));
+        // Once the group has room, the very next failure ejects.
+        assert!(matches!(
+            health.record_failure(t0, true),
+            Some(Transition::Ejected { .. })
+        ));
     }
 
     #[test]
@@ -208,7 +236,7 @@ mod tests {
         });
         let t0 = Instant::now();
         for _ in 0..100 {
-            assert_eq!(health.record_failure(t0), None);
+            assert_eq!(health.record_failure(t0, true), None);
         }
         assert!(health.is_available(t0));
     }

@@ -2,8 +2,10 @@
 //! health), idle connection pools, head rewriting, and forwarding with streaming bodies both
 //! ways, timeouts, failover and protocol upgrades.
 
+pub mod breaker;
 pub mod forward;
 pub mod headers;
 pub mod health;
 pub mod pool;
+pub mod retry_budget;
 pub mod upstream;

@@ -4,16 +4,18 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
 
+use super::breaker::{Admission, Breaker, BreakerSettings, BreakerTransition};
 use super::health::{HealthSettings, PassiveHealth, Transition};
 use super::pool::Pool;
+use super::retry_budget::{RetryBudget, RetryBudgetSettings};
 use crate::balance::rng::with_thread_rng;
-use crate::balance::stats::{BackendStats, BalanceSettings};
+use crate::balance::stats::{BackendStats, BalanceSettings, InFlight};
 use crate::balance::strategy::{self, hash_bytes, Candidate, HashKey, PickInput, Strategy};
 
 /// Settings shared by every backend of a group.
@@ -23,6 +25,24 @@ pub struct BackendSettings {
     pub idle_timeout: Duration,
     pub health: HealthSettings,
     pub balance: BalanceSettings,
+    pub breaker: BreakerSettings,
+    /// Most requests in flight at once; 0 for no limit.
+    pub max_concurrent: u32,
+}
+
+/// What a group does with its backends' outcomes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupPolicy {
+    /// Response statuses that count as a backend failure (and may be retried).
+    pub failure_statuses: Vec<u16>,
+    /// Responses slower than this count as a failure for health; zero turns it off.
+    pub slow_response: Duration,
+    /// Largest share of the group (percent) that may be ejected at once; at least one
+    /// backend always may be.
+    pub max_ejected_percent: u32,
+    /// Retries of a request after the first attempt (failed sends and failure statuses).
+    pub max_retries: u32,
+    pub retry_budget: RetryBudgetSettings,
 }
 
 #[derive(Debug)]
@@ -42,6 +62,7 @@ pub struct Backend {
     pub pool: Arc<Pool>,
     pub health: Arc<PassiveHealth>,
     pub stats: Arc<BackendStats>,
+    pub breaker: Arc<Breaker>,
 }
 
 impl Backend {
@@ -56,6 +77,7 @@ impl Backend {
             pool: Arc::new(Pool::new(settings.max_idle, settings.idle_timeout)),
             health: Arc::new(PassiveHealth::new(settings.health)),
             stats: Arc::new(BackendStats::new(settings.balance, Instant::now())),
+            breaker: Arc::new(Breaker::new(settings.breaker, Instant::now())),
         }
     }
 
@@ -73,6 +95,7 @@ impl Backend {
             backend.pool = Arc::clone(&previous.pool);
             backend.health = Arc::clone(&previous.health);
             backend.stats = Arc::clone(&previous.stats);
+            backend.breaker = Arc::clone(&previous.breaker);
         }
         backend
     }
@@ -98,30 +121,130 @@ impl Backend {
         }
     }
 
-    pub fn record_success(&self) {
-        if let Some(Transition::Recovered) = self.health.record_success() {
-            self.stats.rejoin(Instant::now());
-            tracing::info!(backend = %self.name, address = %self.address, "backend recovered");
-        }
+    /// Whether it may take one more request under its concurrency cap.
+    fn has_room(&self) -> bool {
+        self.settings.max_concurrent == 0
+            || self.stats.in_flight() < u64::from(self.settings.max_concurrent)
+    }
+}
+
+/// What `Upstream::pick` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pick {
+    /// Use this backend; `fail_open` when no healthy, admitted one was left.
+    Backend { index: usize, fail_open: bool },
+    /// Every untried backend is at its concurrency cap: 503, try later.
+    Saturated,
+    /// No untried backend is left.
+    Exhausted,
+}
+
+/// One try of one request on one backend: counted in flight while it lives, holding its
+/// breaker admission, and recording its outcome (latency, health, breaker) exactly once.
+#[derive(Debug)]
+pub struct Attempt<'u> {
+    pub upstream: &'u Upstream,
+    pub backend: &'u Backend,
+    admission: Admission,
+    recorded: AtomicBool,
+    _in_flight: InFlight<'u>,
+}
+
+impl Attempt<'_> {
+    fn first_record(&self) -> bool {
+        !self.recorded.swap(true, Ordering::AcqRel)
     }
 
-    pub fn record_failure(&self, reason: &str) {
+    /// The backend answered in `latency`.
+    pub fn succeed(&self, latency: Duration) {
+        if !self.first_record() {
+            return;
+        }
         let now = Instant::now();
-        self.stats.observe_failure(now);
-        if let Some(Transition::Ejected {
-            duration,
-            ejections,
-        }) = self.health.record_failure(now)
-        {
-            tracing::warn!(
-                backend = %self.name,
-                address = %self.address,
+        let backend = self.backend;
+        backend.stats.observe(latency, now);
+        if let Some(Transition::Recovered) = backend.health.record_success() {
+            backend.stats.rejoin(now);
+            tracing::info!(backend = %backend.name, address = %backend.address, "backend recovered");
+        }
+        log_breaker(backend, backend.breaker.record(self.admission, true, now));
+    }
+
+    /// The backend failed this request for `reason`. `latency`, when it did answer (a
+    /// failure status, a slow response), is recorded as measured; otherwise the penalty is.
+    pub fn fail(&self, reason: &'static str, latency: Option<Duration>) {
+        if !self.first_record() {
+            return;
+        }
+        let now = Instant::now();
+        let backend = self.backend;
+        match latency {
+            Some(latency) => backend.stats.observe_failed_answer(latency, now),
+            None => backend.stats.observe_failure(now),
+        }
+        let may_eject = self.upstream.may_eject(now);
+        match backend.health.record_failure(now, may_eject) {
+            Some(Transition::Ejected {
+                duration,
+                ejections,
+            }) => tracing::warn!(
+                backend = %backend.name,
+                address = %backend.address,
                 reason,
                 ejected_for_ms = duration.as_millis() as u64,
                 ejections,
                 "backend ejected"
-            );
+            ),
+            Some(Transition::HeldBack) => tracing::warn!(
+                backend = %backend.name,
+                address = %backend.address,
+                reason,
+                max_ejected_percent = self.upstream.policy.max_ejected_percent,
+                "backend not ejected: the group is at its ejection limit"
+            ),
+            _ => {}
         }
+        log_breaker(backend, backend.breaker.record(self.admission, false, now));
+    }
+}
+
+impl Drop for Attempt<'_> {
+    /// An attempt that ended without a verdict (the client left) says nothing about the
+    /// backend, but a trial slot it held must be given back.
+    fn drop(&mut self) {
+        if self.first_record() && self.admission == Admission::Trial {
+            let outcome = self
+                .backend
+                .breaker
+                .record(self.admission, true, Instant::now());
+            log_breaker(self.backend, outcome);
+        }
+    }
+}
+
+fn log_breaker(backend: &Backend, transition: Option<BreakerTransition>) {
+    match transition {
+        Some(BreakerTransition::Opened {
+            failure_rate,
+            requests,
+        }) => tracing::warn!(
+            backend = %backend.name,
+            address = %backend.address,
+            failure_rate,
+            requests,
+            "circuit breaker opened"
+        ),
+        Some(BreakerTransition::HalfOpened) => tracing::info!(
+            backend = %backend.name,
+            address = %backend.address,
+            "circuit breaker half-open: sending trial requests"
+        ),
+        Some(BreakerTransition::Closed) => tracing::info!(
+            backend = %backend.name,
+            address = %backend.address,
+            "circuit breaker closed"
+        ),
+        None => {}
     }
 }
 
@@ -131,64 +254,84 @@ pub struct Upstream {
     pub name: String,
     pub backends: Vec<Arc<Backend>>,
     pub strategy: Strategy,
+    pub policy: GroupPolicy,
+    pub retry_budget: RetryBudget,
     cursor: AtomicUsize,
     /// Smooth weighted round-robin's running weights, one per backend.
     swrr: Mutex<Vec<f64>>,
 }
 
 impl Upstream {
-    pub fn new(name: String, backends: Vec<Arc<Backend>>, strategy: Strategy) -> Upstream {
+    pub fn new(
+        name: String,
+        backends: Vec<Arc<Backend>>,
+        strategy: Strategy,
+        policy: GroupPolicy,
+    ) -> Upstream {
         let swrr = Mutex::new(vec![0.0; backends.len()]);
         Upstream {
             name,
             backends,
             strategy,
+            retry_budget: RetryBudget::new(policy.retry_budget, Instant::now()),
+            policy,
             cursor: AtomicUsize::new(0),
             swrr,
         }
     }
 
-    /// Choose a backend not in `tried`, by the group's strategy, among the available ones.
-    /// When every untried backend is ejected, the pool fails open and chooses among those
-    /// anyway: a guess beats a certain 502, and it finds a recovered backend at once.
-    /// `key_hash` is asked for the request's key only by consistent hashing.
+    /// Choose a backend not in `tried`, by the group's strategy, among those that are
+    /// healthy, whose breaker admits requests and that are under their concurrency cap.
+    /// When none is both healthy and admitted, the group fails open: it chooses among all
+    /// untried backends with room, ignoring health and breakers, since a guess beats a
+    /// certain 502 and finds a recovered backend at once. Only when every untried backend is
+    /// at its cap is the answer `Saturated`. `key_hash` is asked for the request's key only
+    /// by consistent hashing.
     pub fn pick(
         &self,
         now: Instant,
         tried: &[usize],
         key_hash: impl FnOnce(&HashKey) -> u64,
-    ) -> Option<usize> {
+    ) -> Pick {
         let count = self.backends.len();
-        if count == 0 {
-            return None;
-        }
         let rotation = self.cursor.fetch_add(1, Ordering::Relaxed);
-        if self.strategy == Strategy::RoundRobin {
-            return self.pick_round_robin(now, tried, rotation);
-        }
         let untried = |i: &usize| !tried.contains(i);
-        let available: Vec<Candidate> = (0..count)
+        let with_room = |i: &usize| self.backends[*i].has_room();
+        let healthy = |i: &usize| {
+            let backend = &self.backends[*i];
+            backend.health.is_available(now) && backend.breaker.allows(now)
+        };
+        if self.strategy == Strategy::RoundRobin {
+            return self.pick_round_robin(count, rotation, untried, with_room, healthy);
+        }
+        let mut fail_open = false;
+        let mut candidates: Vec<Candidate> = (0..count)
             .filter(untried)
-            .filter(|&i| self.backends[i].health.is_available(now))
+            .filter(with_room)
+            .filter(healthy)
             .map(|i| self.candidate(i, now))
             .collect();
-        let candidates = if available.is_empty() {
-            (0..count)
-                .filter(untried)
-                .map(|i| self.candidate(i, now))
-                .collect()
-        } else {
-            available
-        };
         if candidates.is_empty() {
-            return None;
+            fail_open = true;
+            candidates = (0..count)
+                .filter(untried)
+                .filter(with_room)
+                .map(|i| self.candidate(i, now))
+                .collect();
+        }
+        if candidates.is_empty() {
+            return if (0..count).any(|i| untried(&i)) {
+                Pick::Saturated
+            } else {
+                Pick::Exhausted
+            };
         }
         let key_hash = match &self.strategy {
             Strategy::ConsistentHash(key) => key_hash(key),
             _ => 0,
         };
         let mut swrr = self.swrr.lock().unwrap_or_else(|p| p.into_inner());
-        with_thread_rng(|rng| {
+        let chosen = with_thread_rng(|rng| {
             strategy::pick(
                 &self.strategy,
                 &candidates,
@@ -199,25 +342,86 @@ impl Upstream {
                     swrr: &mut swrr,
                 },
             )
-        })
+        });
+        match chosen {
+            Some(index) => Pick::Backend { index, fail_open },
+            None => Pick::Exhausted,
+        }
     }
 
-    /// Round-robin without building a candidate list: the next untried available backend
-    /// from the rotation point, or the first untried one when none is available.
-    fn pick_round_robin(&self, now: Instant, tried: &[usize], rotation: usize) -> Option<usize> {
-        let count = self.backends.len();
+    /// Round-robin without building a candidate list: the next backend from the rotation
+    /// point that passes every filter, else the next with room (fail open).
+    fn pick_round_robin(
+        &self,
+        count: usize,
+        rotation: usize,
+        untried: impl Fn(&usize) -> bool,
+        with_room: impl Fn(&usize) -> bool,
+        healthy: impl Fn(&usize) -> bool,
+    ) -> Pick {
+        if count == 0 {
+            return Pick::Exhausted;
+        }
         let start = rotation % count;
         let mut fallback = None;
+        let mut any_untried = false;
         for index in (0..count).map(|step| (start + step) % count) {
-            if tried.contains(&index) {
+            if !untried(&index) {
                 continue;
             }
-            if self.backends[index].health.is_available(now) {
-                return Some(index);
+            any_untried = true;
+            if !with_room(&index) {
+                continue;
+            }
+            if healthy(&index) {
+                return Pick::Backend {
+                    index,
+                    fail_open: false,
+                };
             }
             fallback.get_or_insert(index);
         }
-        fallback
+        match (fallback, any_untried) {
+            (Some(index), _) => Pick::Backend {
+                index,
+                fail_open: true,
+            },
+            (None, true) => Pick::Saturated,
+            (None, false) => Pick::Exhausted,
+        }
+    }
+
+    /// Start an attempt on backend `index`: count it in flight and pass its breaker (unless
+    /// the pick failed open, which tries breakers' backends anyway). `None` when the breaker
+    /// refuses, which can happen when another request took the last trial slot meanwhile.
+    pub fn begin(&self, index: usize, fail_open: bool, now: Instant) -> Option<Attempt<'_>> {
+        let backend = &self.backends[index];
+        let admission = if fail_open {
+            Admission::Normal
+        } else {
+            let (admission, transition) = backend.breaker.admit(now)?;
+            log_breaker(backend, transition);
+            admission
+        };
+        Some(Attempt {
+            upstream: self,
+            backend,
+            admission,
+            recorded: AtomicBool::new(false),
+            _in_flight: backend.stats.start(),
+        })
+    }
+
+    /// Whether one more backend may be ejected: the group's share of ejected backends stays
+    /// within `max_ejected_percent` (one is always allowed).
+    fn may_eject(&self, now: Instant) -> bool {
+        let ejected = self
+            .backends
+            .iter()
+            .filter(|b| !b.health.is_available(now))
+            .count();
+        let allowed = (self.backends.len() * self.policy.max_ejected_percent as usize / 100).max(1);
+        ejected < allowed
     }
 
     fn candidate(&self, index: usize, now: Instant) -> Candidate {
@@ -242,6 +446,28 @@ impl Upstream {
 mod tests {
     use super::*;
 
+    fn policy() -> GroupPolicy {
+        GroupPolicy {
+            failure_statuses: vec![],
+            slow_response: Duration::ZERO,
+            max_ejected_percent: 100,
+            max_retries: 1,
+            retry_budget: RetryBudgetSettings {
+                ratio: 0.2,
+                min_per_sec: 10.0,
+                window: Duration::from_secs(10),
+            },
+        }
+    }
+
+    /// The backend a pick chose (panics on anything else).
+    fn chosen(pick: Pick) -> usize {
+        match pick {
+            Pick::Backend { index, .. } => index,
+            other => panic!("no backend: {other:?}"),
+        }
+    }
+
     fn upstream(count: usize) -> Upstream {
         upstream_with(count, Strategy::RoundRobin)
     }
@@ -261,6 +487,14 @@ mod tests {
                 failure_penalty: Duration::from_secs(1),
                 slow_start: Duration::ZERO,
             },
+            breaker: BreakerSettings {
+                failure_rate: 0.5,
+                min_requests: 10,
+                window: Duration::from_secs(10),
+                open_for: Duration::from_secs(5),
+                trial_requests: 1,
+            },
+            max_concurrent: 0,
         };
         let backends = (0..count)
             .map(|i| {
@@ -268,7 +502,7 @@ mod tests {
                 Arc::new(Backend::new(format!("b{i}"), address, 1, settings))
             })
             .collect();
-        Upstream::new("test".into(), backends, strategy)
+        Upstream::new("test".into(), backends, strategy, policy())
     }
 
     #[test]
@@ -277,7 +511,7 @@ mod tests {
         let now = Instant::now();
         let mut counts = [0; 3];
         for _ in 0..300 {
-            counts[upstream.pick(now, &[], |_| 0).unwrap()] += 1;
+            counts[chosen(upstream.pick(now, &[], |_| 0))] += 1;
         }
         assert_eq!(counts, [100, 100, 100]);
     }
@@ -286,15 +520,21 @@ mod tests {
     fn ejected_and_tried_backends_are_skipped_until_none_is_left() {
         let upstream = upstream(3);
         let now = Instant::now();
-        upstream.backends[1].health.record_failure(now);
+        upstream.backends[1].health.record_failure(now, true);
         for _ in 0..30 {
-            let pick = upstream.pick(now, &[], |_| 0).unwrap();
+            let pick = chosen(upstream.pick(now, &[], |_| 0));
             assert_ne!(pick, 1);
-            assert_ne!(upstream.pick(now, &[pick], |_| 0).unwrap(), pick);
+            assert_ne!(chosen(upstream.pick(now, &[pick], |_| 0)), pick);
         }
         // Only the ejected one is untried: fail open to it rather than give up.
-        assert_eq!(upstream.pick(now, &[0, 2], |_| 0), Some(1));
-        assert_eq!(upstream.pick(now, &[0, 1, 2], |_| 0), None);
+        assert_eq!(
+            upstream.pick(now, &[0, 2], |_| 0),
+            Pick::Backend {
+                index: 1,
+                fail_open: true
+            }
+        );
+        assert_eq!(upstream.pick(now, &[0, 1, 2], |_| 0), Pick::Exhausted);
     }
 
     #[test]
@@ -311,19 +551,22 @@ mod tests {
         for strategy in strategies {
             let upstream = upstream_with(3, strategy.clone());
             let now = Instant::now();
-            upstream.backends[1].health.record_failure(now);
+            upstream.backends[1].health.record_failure(now, true);
             for key in 0..50u64 {
-                let pick = upstream.pick(now, &[], |_| key).unwrap();
+                let pick = chosen(upstream.pick(now, &[], |_| key));
                 assert_ne!(pick, 1, "{strategy:?} picked an ejected backend");
-                let other = upstream.pick(now, &[pick], |_| key).unwrap();
+                let other = chosen(upstream.pick(now, &[pick], |_| key));
                 assert!(other != pick && other != 1, "{strategy:?}");
             }
             assert_eq!(
                 upstream.pick(now, &[0, 2], |_| 7),
-                Some(1),
+                Pick::Backend {
+                    index: 1,
+                    fail_open: true
+                },
                 "{strategy:?} fails open"
             );
-            assert_eq!(upstream.pick(now, &[0, 1, 2], |_| 7), None);
+            assert_eq!(upstream.pick(now, &[0, 1, 2], |_| 7), Pick::Exhausted);
         }
     }
 
@@ -339,7 +582,7 @@ mod tests {
             .observe(Duration::from_millis(100), t0);
         let mut counts = [0; 3];
         for _ in 0..300 {
-            counts[upstream.pick(t0, &[], |_| 0).unwrap()] += 1;
+            counts[chosen(upstream.pick(t0, &[], |_| 0))] += 1;
         }
         assert_eq!(
             counts[0], 0,
@@ -353,7 +596,7 @@ mod tests {
         }
         let mut counts = [0; 3];
         for _ in 0..300 {
-            counts[upstream.pick(later, &[], |_| 0).unwrap()] += 1;
+            counts[chosen(upstream.pick(later, &[], |_| 0))] += 1;
         }
         assert!(counts[0] > 60, "{counts:?}");
     }
@@ -370,11 +613,16 @@ mod tests {
         };
         let heavy = Arc::new(Backend::new("heavy".into(), "127.0.0.1:1".into(), 3, base));
         let light = Arc::new(Backend::new("light".into(), "127.0.0.1:2".into(), 1, base));
-        let upstream = Upstream::new("w".into(), vec![heavy, light], Strategy::WeightedRoundRobin);
+        let upstream = Upstream::new(
+            "w".into(),
+            vec![heavy, light],
+            Strategy::WeightedRoundRobin,
+            policy(),
+        );
         let now = Instant::now();
         let mut counts = [0; 2];
         for _ in 0..100 {
-            counts[upstream.pick(now, &[], |_| 0).unwrap()] += 1;
+            counts[chosen(upstream.pick(now, &[], |_| 0))] += 1;
         }
         assert_eq!(counts, [75, 25]);
 
@@ -386,10 +634,21 @@ mod tests {
             1,
             slow_start,
         ));
-        let upstream = Upstream::new("s".into(), vec![old, new], Strategy::WeightedRoundRobin);
+        let upstream = Upstream::new(
+            "s".into(),
+            vec![old, new],
+            Strategy::WeightedRoundRobin,
+            policy(),
+        );
         let joined = Instant::now();
         let share = |at: Instant| {
-            let picks = (0..110).filter(|_| upstream.pick(at, &[], |_| 0) == Some(1));
+            let picks = (0..110).filter(|_| {
+                upstream.pick(at, &[], |_| 0)
+                    == Pick::Backend {
+                        index: 1,
+                        fail_open: false,
+                    }
+            });
             picks.count()
         };
         assert_eq!(share(joined), 10, "a tenth of its weight: 1 in 11");
@@ -398,5 +657,79 @@ mod tests {
             55,
             "full weight after the window"
         );
+    }
+
+    #[test]
+    fn caps_breakers_and_the_ejection_limit_shape_the_pick() {
+        let now = Instant::now();
+        // Concurrency caps: full backends are skipped; all full is Saturated, never fail-open.
+        let base = upstream_with(1, Strategy::RoundRobin).backends[0].settings;
+        let capped = BackendSettings {
+            max_concurrent: 1,
+            ..base
+        };
+        for strategy in [Strategy::RoundRobin, Strategy::LeastConnections] {
+            let a = Arc::new(Backend::new("a".into(), "127.0.0.1:1".into(), 1, capped));
+            let b = Arc::new(Backend::new("b".into(), "127.0.0.1:2".into(), 1, capped));
+            let upstream = Upstream::new("c".into(), vec![a, b], strategy.clone(), policy());
+            let first = upstream.begin(0, false, now).unwrap();
+            for _ in 0..5 {
+                assert_eq!(chosen(upstream.pick(now, &[], |_| 0)), 1, "{strategy:?}");
+            }
+            let second = upstream.begin(1, false, now).unwrap();
+            assert_eq!(
+                upstream.pick(now, &[], |_| 0),
+                Pick::Saturated,
+                "{strategy:?}"
+            );
+            drop((first, second));
+            assert!(matches!(
+                upstream.pick(now, &[], |_| 0),
+                Pick::Backend { .. }
+            ));
+        }
+
+        // An open breaker is skipped like an ejection; all open fails open.
+        let upstream = upstream_with(2, Strategy::P2c);
+        for _ in 0..10 {
+            let attempt = upstream.begin(0, false, now).unwrap();
+            attempt.fail("test", None);
+        }
+        assert_eq!(
+            upstream.backends[0].breaker.state(now),
+            super::super::breaker::BreakerState::Open
+        );
+        for _ in 0..20 {
+            assert_eq!(chosen(upstream.pick(now, &[], |_| 0)), 1);
+        }
+        assert!(
+            upstream.begin(0, false, now).is_none(),
+            "the breaker refuses"
+        );
+        assert!(
+            upstream.begin(0, true, now).is_some(),
+            "fail-open bypasses it"
+        );
+
+        // max_ejected_percent 50 of 4 backends: two may be out at once, not three.
+        let group = upstream_with(4, Strategy::RoundRobin);
+        let group = Upstream::new(
+            "e".into(),
+            group.backends.clone(),
+            Strategy::RoundRobin,
+            GroupPolicy {
+                max_ejected_percent: 50,
+                ..policy()
+            },
+        );
+        for index in 0..3 {
+            group.begin(index, false, now).unwrap().fail("test", None);
+        }
+        let ejected = group
+            .backends
+            .iter()
+            .filter(|b| !b.health.is_available(now))
+            .count();
+        assert_eq!(ejected, 2);
     }
 }
