@@ -1,6 +1,7 @@
 //! Sentinel: an HTTP/1.1 web server and reverse proxy built on its own strict HTTP/1.1 engine.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod balance;
 pub mod config;
 pub mod dispatch;

@@ -58,6 +58,13 @@ async fn serve(config: Config, path: PathBuf, listen: Option<String>) -> anyhow:
     let server = Server::bind(config).with_context(|| format!("cannot listen on {listen_addr}"))?;
     let local = server.local_addr()?;
     tracing::info!(addr = %local, version = env!("CARGO_PKG_VERSION"), "listening");
+    if let Some(admin_addr) = server.handle().config.load().admin_listen_addr {
+        let listener = sentinel::admin::bind(admin_addr)
+            .await
+            .with_context(|| format!("cannot listen on {admin_addr} (admin.listen_addr)"))?;
+        tracing::info!(addr = %listener.local_addr()?, "admin listening");
+        sentinel::admin::spawn(listener, server.handle().config);
+    }
     let reloader = Arc::new(Reloader::new(path, listen, server.handle()));
     // Without a watch the server still runs (SIGHUP reloads); an operator should know.
     if let Err(error) = reload::watch(Arc::clone(&reloader)) {

@@ -528,3 +528,27 @@ fn a_second_signal_exits_at_once() {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+#[test]
+fn the_admin_listener_serves_the_backend_report() {
+    let a = NamedBackend::start("a", Duration::ZERO);
+    let config = proxy_config(&[("a", a.addr)], "admin:\n  listen_addr: \"127.0.0.1:0\"\n");
+    let daemon = Daemon::start(&config);
+    let line = daemon.wait_for_log("admin listening", Duration::from_secs(5));
+    let admin: SocketAddr = line
+        .split("addr=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line}"));
+    assert_eq!(get(daemon.addr, "/api/x"), Ok((200, "a".into())));
+    let (status, body) = get(admin, "/admin/backends").unwrap();
+    assert_eq!(status, 200);
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let backend = &json["upstreams"][0]["backends"][0];
+    assert_eq!(backend["name"], "a");
+    assert_eq!(backend["requests"], 1);
+    assert_eq!(get(admin, "/elsewhere").map(|r| r.0), Ok(404));
+    // The proxy listener does not serve it.
+    assert_eq!(get(daemon.addr, "/admin/backends").map(|r| r.0), Ok(404));
+}

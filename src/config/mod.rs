@@ -85,6 +85,8 @@ pub struct Config {
     pub proxy: Option<ProxyConfig>,
     /// Tried in order; the first whose host and path prefix match takes the request.
     pub routes: Vec<RouteConfig>,
+    /// Where `/admin/backends` is served; off when `None`. Startup-only.
+    pub admin_listen_addr: Option<SocketAddr>,
     pub logging: LoggingConfig,
 }
 
@@ -318,6 +320,7 @@ impl Validator<'_> {
             error_pages,
             proxy,
             routes,
+            admin_listen_addr: raw.admin.as_ref().map(|a| a.listen_addr),
             logging,
         })
     }

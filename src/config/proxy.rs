@@ -33,6 +33,8 @@ pub struct ProxyConfig {
     /// (pools, health) lives in them.
     pub upstreams: BTreeMap<String, Arc<Upstream>>,
     pub response_limits: ResponseLimits,
+    /// Response header naming the backend that answered (`proxy.backend_header`).
+    pub backend_header: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -242,6 +244,15 @@ impl Validator<'_> {
             response_limits: ResponseLimits {
                 max_head_bytes: raw.max_response_head_bytes,
                 max_headers: MAX_RESPONSE_HEADERS,
+            },
+            backend_header: match &raw.backend_header {
+                Some(name) if name.is_empty() || !name.bytes().all(is_token_byte) => {
+                    return Err(self.invalid(
+                        "proxy.backend_header",
+                        format!("{name:?} is not a header name"),
+                    ))
+                }
+                other => other.clone(),
             },
         };
         Ok((

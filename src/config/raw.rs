@@ -20,6 +20,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub routes: Vec<RawRoute>,
     #[serde(default)]
+    pub admin: Option<RawAdmin>,
+    #[serde(default)]
     pub logging: RawLogging,
 }
 
@@ -269,6 +271,8 @@ pub(super) struct RawProxy {
     pub retry_budget_min_per_sec: u32,
     #[serde(default)]
     pub breaker: RawBreaker,
+    /// A response header naming the backend that served the request; none by default.
+    pub backend_header: Option<String>,
 }
 
 /// The per-backend circuit breaker (failure rate over a rolling window).
@@ -394,6 +398,13 @@ pub(super) struct RawBackend {
 
 fn default_weight() -> u32 {
     1
+}
+
+/// The admin listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAdmin {
+    pub listen_addr: SocketAddr,
 }
 
 /// One entry of `routes`: which requests (host, path prefix) go where.

@@ -192,6 +192,10 @@ impl Connection {
                     .proxy
                     .as_ref()
                     .map_or(DEFAULT_RESPONSE_LIMITS, |p| p.response_limits),
+                backend_header: config
+                    .proxy
+                    .as_ref()
+                    .and_then(|p| p.backend_header.as_deref()),
             };
             return self
                 .serve_proxied(&head, decoder, &destination, &mut exchange, &config)

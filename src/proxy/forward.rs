@@ -59,6 +59,8 @@ pub struct Destination<'a> {
     pub target: &'a str,
     pub client_host: Option<&'a str>,
     pub response_limits: ResponseLimits,
+    /// Response header naming the backend, when configured.
+    pub backend_header: Option<&'a str>,
 }
 
 /// How a forwarded request ended, for the connection to act on and log.
@@ -599,6 +601,9 @@ async fn relay_response(
                 keep_alive,
             },
             date,
+            destination
+                .backend_header
+                .map(|name| (name, &*backend.name)),
         )
     });
     let status = response.status;
@@ -815,6 +820,7 @@ async fn tunnel(
                 keep_alive: true,
             },
             date,
+            None,
         )
     });
     out.extend_from_slice(&leftover);

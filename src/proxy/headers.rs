@@ -132,6 +132,7 @@ pub fn encode_response_head(
     framing: ResponseFraming,
     connection: ConnectionState,
     date: &[u8],
+    backend_header: Option<(&str, &str)>,
 ) {
     dst.reserve(upstream_head.len() + 128);
     put_status_line(dst, response.status);
@@ -162,6 +163,9 @@ pub fn encode_response_head(
     }
     if !has_date {
         put_field(dst, b"Date", date);
+    }
+    if let Some((name, backend)) = backend_header {
+        put_field(dst, name.as_bytes(), backend.as_bytes());
     }
     put_via(dst, &via);
     if switching {
@@ -330,7 +334,7 @@ mod tests {
             request_version: Version::Http11,
             keep_alive,
         };
-        encode_response_head(&mut dst, &parsed, raw, framing, connection, b"DATE");
+        encode_response_head(&mut dst, &parsed, raw, framing, connection, b"DATE", None);
         String::from_utf8(dst.to_vec()).unwrap()
     }
 

@@ -37,6 +37,20 @@ struct State {
     /// Ejections since the last success; sets the next cooldown.
     ejections: u32,
     ejected_until: Option<Instant>,
+    /// Why the last failure counted, for operators.
+    last_failure: Option<&'static str>,
+    /// Ejections over the backend's life.
+    total_ejections: u64,
+}
+
+/// What the admin endpoint shows of a backend's passive health.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthSnapshot {
+    pub ejected_for: Option<Duration>,
+    pub consecutive_failures: u32,
+    pub ejections_in_a_row: u32,
+    pub total_ejections: u64,
+    pub last_failure: Option<&'static str>,
 }
 
 /// The lock guards the counters; two atomics mirror what every request asks, so a healthy
@@ -81,13 +95,31 @@ impl PassiveHealth {
         until == 0 || self.nanos_since_epoch(now) >= until
     }
 
+    pub fn snapshot(&self, now: Instant) -> HealthSnapshot {
+        let state = self.state();
+        HealthSnapshot {
+            ejected_for: state
+                .ejected_until
+                .filter(|&until| now < until)
+                .map(|until| until - now),
+            consecutive_failures: state.consecutive_failures,
+            ejections_in_a_row: state.ejections,
+            total_ejections: state.total_ejections,
+            last_failure: state.last_failure,
+        }
+    }
+
     pub fn record_success(&self) -> Option<Transition> {
         if !self.has_record.load(Ordering::Acquire) {
             return None;
         }
         let mut state = self.state();
         let was_ejected = state.ejections > 0;
-        *state = State::default();
+        *state = State {
+            last_failure: state.last_failure,
+            total_ejections: state.total_ejections,
+            ..State::default()
+        };
         self.has_record.store(false, Ordering::Release);
         self.ejected_until_nanos.store(0, Ordering::Release);
         was_ejected.then_some(Transition::Recovered)
@@ -96,10 +128,21 @@ impl PassiveHealth {
     /// A failure at `now`. `may_eject` is the group's say: false when ejecting one more
     /// backend would exceed its share of ejected backends.
     pub fn record_failure(&self, now: Instant, may_eject: bool) -> Option<Transition> {
+        self.record_failure_for("failure", now, may_eject)
+    }
+
+    /// As [`PassiveHealth::record_failure`], remembering `reason` for the admin endpoint.
+    pub fn record_failure_for(
+        &self,
+        reason: &'static str,
+        now: Instant,
+        may_eject: bool,
+    ) -> Option<Transition> {
+        let mut state = self.state();
+        state.last_failure = Some(reason);
         if self.settings.max_fails == 0 {
             return None;
         }
-        let mut state = self.state();
         // Failures of requests that were already in flight when the backend was ejected
         // say nothing new: they must not extend the cooldown.
         if state.ejected_until.is_some_and(|until| now < until) {
@@ -128,6 +171,7 @@ impl PassiveHealth {
             .saturating_mul(1 << doublings)
             .min(self.settings.max_fail_timeout);
         state.ejections += 1;
+        state.total_ejections += 1;
         state.consecutive_failures = 0;
         state.ejected_until = Some(now + duration);
         self.ejected_until_nanos

@@ -67,6 +67,13 @@ impl Pool {
     }
 }
 
+impl Pool {
+    /// Idle connections held now (for the admin endpoint).
+    pub fn idle_count(&self) -> usize {
+        self.idle().len()
+    }
+}
+
 /// An idle connection is reusable only if it has nothing to read: EOF means the backend
 /// closed it, and bytes mean it sent something we never asked for. The reactor's readiness
 /// answers "nothing happened" without a system call, which is the common case; only a

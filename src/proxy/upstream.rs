@@ -183,7 +183,7 @@ impl Attempt<'_> {
             None => backend.stats.observe_failure(now),
         }
         let may_eject = self.upstream.may_eject(now);
-        match backend.health.record_failure(now, may_eject) {
+        match backend.health.record_failure_for(reason, now, may_eject) {
             Some(Transition::Ejected {
                 duration,
                 ejections,
@@ -343,6 +343,29 @@ impl Upstream {
                 },
             )
         });
+        if let Some(index) = chosen {
+            if tracing::enabled!(tracing::Level::DEBUG) {
+                let costs: Vec<String> = candidates
+                    .iter()
+                    .map(|c| {
+                        format!(
+                            "{}:in_flight={},cost_ms={:.3},weight={:.2}",
+                            self.backends[c.index].name,
+                            c.in_flight,
+                            c.cost / 1e6,
+                            c.weight
+                        )
+                    })
+                    .collect();
+                tracing::debug!(
+                    upstream = %self.name,
+                    chosen = %self.backends[index].name,
+                    fail_open,
+                    candidates = ?costs,
+                    "picked a backend"
+                );
+            }
+        }
         match chosen {
             Some(index) => Pick::Backend { index, fail_open },
             None => Pick::Exhausted,

@@ -20,6 +20,8 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct TestServer {
     pub addr: SocketAddr,
     pub dir: tempfile::TempDir,
+    /// The running server's live config (with its runtime state: pools, health, stats).
+    pub config: sentinel::server::SharedConfig,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -74,7 +76,7 @@ impl TestServer {
             runtime.block_on(async move {
                 let server = Server::bind(config).expect("bind");
                 addr_tx
-                    .send(server.local_addr().expect("addr"))
+                    .send((server.local_addr().expect("addr"), server.handle().config))
                     .expect("send addr");
                 server
                     .run(async {
@@ -83,12 +85,13 @@ impl TestServer {
                     .await;
             });
         });
-        let addr = addr_rx
+        let (addr, config) = addr_rx
             .recv_timeout(IO_TIMEOUT)
             .expect("server did not start");
         TestServer {
             addr,
             dir,
+            config,
             shutdown: Some(shutdown_tx),
             thread: Some(thread),
         }
