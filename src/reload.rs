@@ -91,7 +91,9 @@ impl Reloader {
         if next.logging.level != current.logging.level {
             crate::logging::set_level(&next.logging.level);
         }
-        self.server.config.store(Arc::new(next));
+        let next = Arc::new(next);
+        self.server.config.store(Arc::clone(&next));
+        crate::proxy::active::start_all(&next);
         Ok(Some(changes))
     }
 

@@ -291,3 +291,67 @@ fn the_admin_report_explains_the_balancer() {
         assert!(backends[0].get(key).is_some(), "{key} missing: {report}");
     }
 }
+
+#[test]
+fn active_health_checks_take_a_backend_out_and_bring_it_back() {
+    let healthy = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let probes = Arc::new(AtomicUsize::new(0));
+    let (flag, probe_count) = (healthy.clone(), probes.clone());
+    let checked = Backend::start(move |seen| {
+        if seen.target == "/healthz" {
+            probe_count.fetch_add(1, Ordering::SeqCst);
+            assert_eq!(seen.header("user-agent"), Some("sentinel-health-check"));
+            if flag.load(Ordering::SeqCst) {
+                Reply::SendAndClose(ok("up"))
+            } else {
+                Reply::SendAndClose(
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n".to_vec(),
+                )
+            }
+        } else {
+            Reply::Send(ok("checked"))
+        }
+    });
+    let other = Backend::named("other");
+    let server = proxy_with(
+        &[("checked", &checked, 1), ("other", &other, 1)],
+        "  health_check:\n    path: /healthz\n    interval_ms: 30\n    jitter_ms: 10\n    \
+         timeout_ms: 500\n    rise: 2\n    fall: 2\n",
+    );
+    let wait_until = |condition: &dyn Fn() -> bool, what: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !condition() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    wait_until(&|| probes.load(Ordering::SeqCst) >= 2, "the first probes");
+    assert!(tally(&server, 10, "").contains_key("checked"));
+
+    healthy.store(false, Ordering::SeqCst);
+    let failing_from = probes.load(Ordering::SeqCst);
+    wait_until(
+        &|| probes.load(Ordering::SeqCst) >= failing_from + 3,
+        "two failed probes",
+    );
+    let counts = tally(&server, 10, "");
+    assert_eq!(
+        counts.get("other"),
+        Some(&10),
+        "a backend failing its checks got traffic"
+    );
+
+    healthy.store(true, Ordering::SeqCst);
+    let passing_from = probes.load(Ordering::SeqCst);
+    wait_until(
+        &|| probes.load(Ordering::SeqCst) >= passing_from + 3,
+        "two good probes",
+    );
+    assert!(
+        tally(&server, 10, "").contains_key("checked"),
+        "never came back"
+    );
+}

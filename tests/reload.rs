@@ -552,3 +552,36 @@ fn the_admin_listener_serves_the_backend_report() {
     // The proxy listener does not serve it.
     assert_eq!(get(daemon.addr, "/admin/backends").map(|r| r.0), Ok(404));
 }
+
+#[test]
+fn health_checks_of_a_removed_backend_stop() {
+    let a = NamedBackend::start("a", Duration::ZERO);
+    let b = NamedBackend::start("b", Duration::ZERO);
+    let checks = "  health_check:\n    path: /health\n    interval_ms: 20\n    jitter_ms: 0\n";
+    let config = |backends: &[(&str, SocketAddr)]| {
+        proxy_config(backends, "").replace("routes:\n", &format!("{checks}routes:\n"))
+    };
+    let daemon = Daemon::start(&config(&[("a", a.addr), ("b", b.addr)]));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while b.served() < 3 {
+        assert!(Instant::now() < deadline, "b was never probed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mark = daemon.log_len();
+    daemon.write_by_rename(&config(&[("a", a.addr)]));
+    daemon.wait_for_log_after(mark, "config reloaded", Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(100));
+    let after_removal = b.served();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        b.served(),
+        after_removal,
+        "the removed backend is still probed"
+    );
+    let a_probes = a.served();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        a.served() > a_probes,
+        "the remaining backend is no longer probed"
+    );
+}

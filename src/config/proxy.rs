@@ -7,12 +7,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::raw::{RawBackend, RawProxy, RawRoute, RawStrategy};
+use super::raw::{RawBackend, RawHealthCheck, RawProxy, RawRoute, RawStrategy};
 use super::{ConfigError, Validator};
 use crate::balance::stats::BalanceSettings;
 use crate::balance::strategy::{HashKey, Strategy};
 use crate::http::response_parser::ResponseLimits;
 use crate::limits::{MAX_BACKEND_WEIGHT, MAX_RESPONSE_HEADERS, RETRY_BUDGET_WINDOW};
+use crate::proxy::active::CheckSettings;
 use crate::proxy::breaker::BreakerSettings;
 use crate::proxy::health::HealthSettings;
 use crate::proxy::retry_budget::RetryBudgetSettings;
@@ -143,6 +144,10 @@ impl Validator<'_> {
         };
         let default_strategy =
             self.strategy("proxy.strategy", raw.strategy, raw.hash_key.as_deref())?;
+        let default_checks = match &raw.health_check {
+            Some(check) => Some(self.health_check("proxy.health_check", check)?),
+            None => None,
+        };
         if settings.health.max_fail_timeout < settings.health.fail_timeout {
             return Err(self.invalid(
                 "proxy.max_fail_timeout_ms",
@@ -170,6 +175,7 @@ impl Validator<'_> {
                 DEFAULT_UPSTREAM,
                 &backends,
                 settings,
+                default_checks.as_ref(),
                 default_strategy.clone(),
                 policy.clone(),
                 previous_proxy,
@@ -224,12 +230,17 @@ impl Validator<'_> {
                 )?,
                 None => default_strategy.clone(),
             };
+            let checks = match &group.health_check {
+                Some(check) => Some(self.health_check(&format!("{key}.health_check"), check)?),
+                None => default_checks.clone(),
+            };
             upstreams.insert(
                 name.clone(),
                 Arc::new(build_upstream(
                     name,
                     &backends,
                     settings,
+                    checks.as_ref(),
                     strategy,
                     policy.clone(),
                     previous_proxy,
@@ -294,6 +305,27 @@ impl Validator<'_> {
                     }
                 },
             }),
+        })
+    }
+
+    fn health_check(&self, key: &str, raw: &RawHealthCheck) -> Result<CheckSettings, ConfigError> {
+        if !raw.path.starts_with('/') || !raw.path.bytes().all(|b| (0x21..0x7f).contains(&b)) {
+            return Err(self.invalid(
+                &format!("{key}.path"),
+                format!("{:?} must be an absolute path of visible ASCII", raw.path),
+            ));
+        }
+        if !(100..=599).contains(&raw.expected_status) {
+            return Err(self.invalid(&format!("{key}.expected_status"), "not a status code"));
+        }
+        Ok(CheckSettings {
+            path: raw.path.clone(),
+            interval: self.positive_millis(&format!("{key}.interval_ms"), raw.interval_ms)?,
+            jitter: Duration::from_millis(raw.jitter_ms),
+            timeout: self.positive_millis(&format!("{key}.timeout_ms"), raw.timeout_ms)?,
+            expected_status: raw.expected_status,
+            rise: raw.rise.max(1),
+            fall: raw.fall.max(1),
         })
     }
 
@@ -458,6 +490,7 @@ fn build_upstream(
     name: &str,
     backends: &[BackendConfig],
     settings: BackendSettings,
+    checks: Option<&CheckSettings>,
     strategy: Strategy,
     policy: GroupPolicy,
     previous: Option<&ProxyConfig>,
@@ -475,8 +508,8 @@ fn build_upstream(
                     .find(|old| old.address == b.address)
             });
             Arc::new(match same {
-                Some(old) => Backend::carried_over(name, address, b.weight, settings, old),
-                None => Backend::new(name, address, b.weight, settings),
+                Some(old) => Backend::carried_over(name, address, b.weight, settings, checks, old),
+                None => Backend::new(name, address, b.weight, settings).with_checks(checks),
             })
         })
         .collect();

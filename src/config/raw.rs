@@ -273,6 +273,50 @@ pub(super) struct RawProxy {
     pub breaker: RawBreaker,
     /// A response header naming the backend that served the request; none by default.
     pub backend_header: Option<String>,
+    /// Active health checks for every group without its own; off by default.
+    pub health_check: Option<RawHealthCheck>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHealthCheck {
+    pub path: String,
+    #[serde(default = "default_check_interval_ms")]
+    pub interval_ms: u64,
+    #[serde(default = "default_check_jitter_ms")]
+    pub jitter_ms: u64,
+    #[serde(default = "default_check_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_expected_status")]
+    pub expected_status: u16,
+    #[serde(default = "default_rise")]
+    pub rise: u32,
+    #[serde(default = "default_fall")]
+    pub fall: u32,
+}
+
+fn default_check_interval_ms() -> u64 {
+    5000
+}
+
+fn default_check_jitter_ms() -> u64 {
+    500
+}
+
+fn default_check_timeout_ms() -> u64 {
+    2000
+}
+
+fn default_expected_status() -> u16 {
+    200
+}
+
+fn default_rise() -> u32 {
+    2
+}
+
+fn default_fall() -> u32 {
+    3
 }
 
 /// The per-backend circuit breaker (failure rate over a rolling window).
@@ -346,6 +390,7 @@ pub(super) struct RawUpstream {
     pub backends: Vec<RawBackend>,
     pub strategy: Option<RawStrategy>,
     pub hash_key: Option<String>,
+    pub health_check: Option<RawHealthCheck>,
     pub connection_timeout_ms: Option<u64>,
     pub request_timeout_ms: Option<u64>,
     pub pass_host: Option<bool>,

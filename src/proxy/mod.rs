@@ -2,6 +2,7 @@
 //! health), idle connection pools, head rewriting, and forwarding with streaming bodies both
 //! ways, timeouts, failover and protocol upgrades.
 
+pub mod active;
 pub mod breaker;
 pub mod forward;
 pub mod headers;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
 
+use super::active::{self, ActiveHealth, CheckSettings};
 use super::breaker::{Admission, Breaker, BreakerSettings, BreakerTransition};
 use super::health::{HealthSettings, PassiveHealth, Transition};
 use super::pool::Pool;
@@ -63,6 +64,8 @@ pub struct Backend {
     pub health: Arc<PassiveHealth>,
     pub stats: Arc<BackendStats>,
     pub breaker: Arc<Breaker>,
+    /// Active health checks, when the group has them.
+    pub active: Option<Arc<ActiveHealth>>,
 }
 
 impl Backend {
@@ -78,7 +81,14 @@ impl Backend {
             health: Arc::new(PassiveHealth::new(settings.health)),
             stats: Arc::new(BackendStats::new(settings.balance, Instant::now())),
             breaker: Arc::new(Breaker::new(settings.breaker, Instant::now())),
+            active: None,
         }
+    }
+
+    /// With active health checks under `checks` (none when `None`).
+    pub fn with_checks(mut self, checks: Option<&CheckSettings>) -> Backend {
+        self.active = checks.map(|c| Arc::new(ActiveHealth::new(c.clone())));
+        self
     }
 
     /// This backend as the next config defines it, keeping `previous`'s idle connections
@@ -88,9 +98,15 @@ impl Backend {
         address: String,
         weight: u32,
         settings: BackendSettings,
+        checks: Option<&CheckSettings>,
         previous: &Backend,
     ) -> Backend {
-        let mut backend = Backend::new(name, address, weight, settings);
+        let mut backend = Backend::new(name, address, weight, settings).with_checks(checks);
+        if let (Some(old), Some(checks)) = (&previous.active, checks) {
+            if previous.address == backend.address && old.settings() == checks {
+                backend.active = Some(Arc::clone(old));
+            }
+        }
         if previous.address == backend.address && previous.settings == settings {
             backend.pool = Arc::clone(&previous.pool);
             backend.health = Arc::clone(&previous.health);
@@ -299,7 +315,9 @@ impl Upstream {
         let with_room = |i: &usize| self.backends[*i].has_room();
         let healthy = |i: &usize| {
             let backend = &self.backends[*i];
-            backend.health.is_available(now) && backend.breaker.allows(now)
+            backend.health.is_available(now)
+                && backend.breaker.allows(now)
+                && active::passes(backend)
         };
         if self.strategy == Strategy::RoundRobin {
             return self.pick_round_robin(count, rotation, untried, with_room, healthy);

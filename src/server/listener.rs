@@ -102,6 +102,7 @@ impl Server {
 
     /// Serve until `shutdown` completes, then drain.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
+        crate::proxy::active::start_all(&self.config.load());
         let max_connections = self.config.load().server.max_connections;
         let permits = Arc::new(Semaphore::new(max_connections));
         let (stop_tx, stop_rx) = watch::channel(false);
