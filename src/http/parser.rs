@@ -292,10 +292,7 @@ pub(super) fn parse_field_line(buf: &[u8], line: Span) -> Result<HeaderSpan, Par
 #[derive(Debug, Default)]
 struct FieldState {
     content_length: Option<u64>,
-    transfer_encoding: bool,
-    chunked_count: usize,
-    last_coding_is_chunked: bool,
-    other_coding: bool,
+    codings: Codings,
     host: Option<Span>,
     host_count: usize,
     connection: ConnectionOptions,
@@ -312,33 +309,9 @@ impl FieldState {
         let name = header.name.slice(buf);
         let value = header.value.slice(buf);
         if name.eq_ignore_ascii_case(b"content-length") {
-            // RFC 9110 §8.6: identical repeats may be collapsed; differing ones are fatal.
-            for element in value.split(|&b| b == b',') {
-                let length = parse_content_length(trim_ows(element))?;
-                match self.content_length {
-                    Some(existing) if existing != length => {
-                        return Err(ParseError::ConflictingContentLength)
-                    }
-                    _ => self.content_length = Some(length),
-                }
-            }
+            merge_content_length(value, &mut self.content_length)?;
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            self.transfer_encoding = true;
-            for element in value.split(|&b| b == b',') {
-                let coding = trim_ows(element);
-                // Empty list elements are legal in general but have no business in the one
-                // header that decides framing; a lenient peer may read them differently.
-                if coding.is_empty() || !coding.iter().all(|&b| is_tchar(b)) {
-                    return Err(ParseError::InvalidTransferEncoding);
-                }
-                if coding.eq_ignore_ascii_case(b"chunked") {
-                    self.chunked_count += 1;
-                    self.last_coding_is_chunked = true;
-                } else {
-                    self.other_coding = true;
-                    self.last_coding_is_chunked = false;
-                }
-            }
+            self.codings.observe(value)?;
         } else if name.eq_ignore_ascii_case(b"host") {
             self.host_count += 1;
             if !is_valid_authority(value) && !value.is_empty() {
@@ -346,15 +319,7 @@ impl FieldState {
             }
             self.host.get_or_insert(header.value);
         } else if name.eq_ignore_ascii_case(b"connection") {
-            for token in value.split(|&b| b == b',').map(trim_ows) {
-                if token.eq_ignore_ascii_case(b"close") {
-                    self.connection.close = true;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                    self.connection.keep_alive = true;
-                } else if token.eq_ignore_ascii_case(b"upgrade") {
-                    self.connection.upgrade = true;
-                }
-            }
+            observe_connection(value, &mut self.connection);
         } else if name.eq_ignore_ascii_case(b"expect") {
             // RFC 9110 §10.1.1: 100-continue is the only expectation defined; a 1.0 request
             // must have it ignored.
@@ -373,7 +338,8 @@ impl FieldState {
             (_, count) if count > 1 => return Err(ParseError::DuplicateHost),
             _ => {}
         }
-        let framing = if self.transfer_encoding {
+        let codings = self.codings;
+        let framing = if codings.present {
             // RFC 9112 §6.1: TE in a 1.0 message means it was forwarded by something that
             // does not understand it; §6.3: TE with CL is a smuggling attempt until proven
             // otherwise, so we refuse it rather than pick one.
@@ -383,10 +349,10 @@ impl FieldState {
             if self.content_length.is_some() {
                 return Err(ParseError::TransferEncodingWithContentLength);
             }
-            if self.chunked_count > 1 {
+            if codings.chunked_count > 1 {
                 return Err(ParseError::InvalidTransferEncoding);
             }
-            if self.other_coding || !self.last_coding_is_chunked {
+            if codings.other || !codings.last_is_chunked {
                 return Err(ParseError::UnsupportedTransferCoding);
             }
             RequestFraming::Chunked
@@ -406,6 +372,65 @@ impl FieldState {
             connection: self.connection,
             expect_continue: self.expect_continue,
         })
+    }
+}
+
+/// RFC 9110 §8.6: a Content-Length field value, merged with the value of earlier fields
+/// (`seen`). A list of identical values is that value; differing values are fatal.
+pub(super) fn merge_content_length(value: &[u8], seen: &mut Option<u64>) -> Result<(), ParseError> {
+    for element in value.split(|&b| b == b',') {
+        let length = parse_content_length(trim_ows(element))?;
+        match *seen {
+            Some(existing) if existing != length => {
+                return Err(ParseError::ConflictingContentLength)
+            }
+            _ => *seen = Some(length),
+        }
+    }
+    Ok(())
+}
+
+/// The transfer codings named by every Transfer-Encoding field of a message.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Codings {
+    pub present: bool,
+    pub chunked_count: usize,
+    pub last_is_chunked: bool,
+    /// Any coding other than chunked.
+    pub other: bool,
+}
+
+impl Codings {
+    pub(super) fn observe(&mut self, value: &[u8]) -> Result<(), ParseError> {
+        self.present = true;
+        for element in value.split(|&b| b == b',') {
+            let coding = trim_ows(element);
+            // Empty list elements are legal in general but have no business in the one
+            // field that decides framing; a lenient peer may read them differently.
+            if coding.is_empty() || !coding.iter().all(|&b| is_tchar(b)) {
+                return Err(ParseError::InvalidTransferEncoding);
+            }
+            self.last_is_chunked = coding.eq_ignore_ascii_case(b"chunked");
+            if self.last_is_chunked {
+                self.chunked_count += 1;
+            } else {
+                self.other = true;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The `Connection` tokens that change how a connection behaves.
+pub(super) fn observe_connection(value: &[u8], options: &mut ConnectionOptions) {
+    for token in value.split(|&b| b == b',').map(trim_ows) {
+        if token.eq_ignore_ascii_case(b"close") {
+            options.close = true;
+        } else if token.eq_ignore_ascii_case(b"keep-alive") {
+            options.keep_alive = true;
+        } else if token.eq_ignore_ascii_case(b"upgrade") {
+            options.upgrade = true;
+        }
     }
 }
 

@@ -4,7 +4,9 @@
 //! response gets split or glued to the next one.
 
 use super::error::ParseError;
-use super::parser::{find_line_end, parse_content_length, parse_field_line, trim_ows};
+use super::parser::{
+    find_line_end, merge_content_length, observe_connection, parse_field_line, Codings,
+};
 use super::request::{ConnectionOptions, HeaderSpan, Span, Version};
 use super::response::StatusCode;
 
@@ -127,49 +129,18 @@ fn parse_status_line(line: &[u8]) -> Result<(Version, StatusCode), ParseError> {
 #[derive(Debug, Default)]
 struct ResponseFields {
     content_length: Option<u64>,
-    transfer_encoding: bool,
-    chunked_count: usize,
-    last_coding_is_chunked: bool,
-    other_coding: bool,
+    codings: Codings,
     connection: ConnectionOptions,
 }
 
 impl ResponseFields {
     fn observe(&mut self, name: &[u8], value: &[u8]) -> Result<(), ParseError> {
         if name.eq_ignore_ascii_case(b"content-length") {
-            for element in value.split(|&b| b == b',') {
-                let length = parse_content_length(trim_ows(element))?;
-                match self.content_length {
-                    Some(existing) if existing != length => {
-                        return Err(ParseError::ConflictingContentLength)
-                    }
-                    _ => self.content_length = Some(length),
-                }
-            }
+            merge_content_length(value, &mut self.content_length)?;
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            self.transfer_encoding = true;
-            for element in value.split(|&b| b == b',') {
-                let coding = trim_ows(element);
-                if coding.is_empty() {
-                    return Err(ParseError::InvalidTransferEncoding);
-                }
-                self.last_coding_is_chunked = coding.eq_ignore_ascii_case(b"chunked");
-                if self.last_coding_is_chunked {
-                    self.chunked_count += 1;
-                } else {
-                    self.other_coding = true;
-                }
-            }
+            self.codings.observe(value)?;
         } else if name.eq_ignore_ascii_case(b"connection") {
-            for token in value.split(|&b| b == b',').map(trim_ows) {
-                if token.eq_ignore_ascii_case(b"close") {
-                    self.connection.close = true;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                    self.connection.keep_alive = true;
-                } else if token.eq_ignore_ascii_case(b"upgrade") {
-                    self.connection.upgrade = true;
-                }
-            }
+            observe_connection(value, &mut self.connection);
         }
         Ok(())
     }
@@ -178,19 +149,20 @@ impl ResponseFields {
     /// or Transfer-Encoding in a 1.0 response are refused rather than resolved, since the
     /// client behind us might resolve them differently.
     fn framing(&self, version: Version) -> Result<DeclaredFraming, ParseError> {
-        if self.transfer_encoding {
+        let codings = self.codings;
+        if codings.present {
             if version == Version::Http10 {
                 return Err(ParseError::TransferEncodingInHttp10);
             }
             if self.content_length.is_some() {
                 return Err(ParseError::TransferEncodingWithContentLength);
             }
-            if self.chunked_count > 1 {
+            if codings.chunked_count > 1 {
                 return Err(ParseError::InvalidTransferEncoding);
             }
             // Another coding (gzip, ...) would have to reach the client named in a
             // Transfer-Encoding field we re-frame; relaying it unnamed corrupts the body.
-            if self.other_coding || !self.last_coding_is_chunked {
+            if codings.other || !codings.last_is_chunked {
                 return Err(ParseError::UnsupportedTransferCoding);
             }
             return Ok(DeclaredFraming::Chunked);
