@@ -1700,3 +1700,39 @@ fn large_file_range_from_the_middle_is_exact() {
     assert_eq!(head.status, 206);
     assert_eq!(body, b"END");
 }
+
+#[test]
+fn sf_009_a_file_that_shrinks_mid_response_ends_in_a_cut_connection_not_a_hang() {
+    let server = TestServer::start();
+    let path = server.root().join("shrinking.bin");
+    let size: u64 = 64 * 1024 * 1024;
+    std::fs::File::create(&path).unwrap().set_len(size).unwrap();
+    let mut client = server.connect();
+    client.send(b"GET /shrinking.bin HTTP/1.1\r\nHost: t\r\n\r\n");
+    let mut first = [0u8; 1024];
+    let n = std::io::Read::read(&mut client.stream, &mut first).unwrap();
+    assert!(first[..n].starts_with(b"HTTP/1.1 200 OK\r\n"));
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(1024 * 1024)
+        .unwrap();
+    let mut received = n as u64;
+    let mut chunk = vec![0u8; 1 << 20];
+    let started = std::time::Instant::now();
+    loop {
+        match std::io::Read::read(&mut client.stream, &mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => received += k as u64,
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "hung after the file shrank"
+        );
+    }
+    assert!(
+        received < size,
+        "a complete-looking response for a file that shrank"
+    );
+}

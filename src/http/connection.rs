@@ -20,6 +20,8 @@ use super::parser::{parse_request, Status};
 use super::request::{Method, RequestHead, Version};
 use super::response::{Response, ResponseBody, StatusCode};
 use super::writer::{encode_response_head, ConnectionState, ResponseFraming};
+#[cfg(target_os = "linux")]
+use super::zero_copy;
 use crate::config::{Config, ConnectionLimits};
 use crate::http::response_parser::ResponseLimits;
 use crate::limits::DEFAULT_READ_CHUNK_BYTES;
@@ -582,6 +584,34 @@ impl Connection {
     /// Stream `len` bytes of `file` from `offset`, one bounded piece at a time: memory per
     /// response is one piece, whatever the file size. The head already in the write buffer
     /// goes out with the first piece.
+    #[cfg(target_os = "linux")]
+    async fn stream_file(
+        &mut self,
+        file: std::fs::File,
+        offset: u64,
+        len: u64,
+        _piece: usize,
+        write_timeout: Duration,
+    ) -> WriteOutcome {
+        let mut sent = 0;
+        let result = zero_copy::send_file(
+            &mut self.stream,
+            &self.write_buf,
+            &file,
+            offset,
+            len,
+            write_timeout,
+            &mut sent,
+        )
+        .await;
+        self.write_buf.clear();
+        WriteOutcome {
+            body_bytes: sent,
+            result,
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
     async fn stream_file(
         &mut self,
         mut file: std::fs::File,

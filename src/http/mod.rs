@@ -10,3 +10,5 @@ pub mod request;
 pub mod response;
 pub mod response_parser;
 pub mod writer;
+#[cfg(target_os = "linux")]
+pub mod zero_copy;
