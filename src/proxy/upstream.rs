@@ -390,8 +390,10 @@ impl Upstream {
         }
     }
 
-    /// Round-robin without building a candidate list: the next backend from the rotation
-    /// point that passes every filter, else the next with room (fail open).
+    /// Round-robin without building a candidate list: the (rotation mod k)-th of the k
+    /// backends that pass every filter, so the share of a backend that is out spreads
+    /// evenly over the others instead of doubling the load on its neighbour; else the same
+    /// among those with room (fail open).
     fn pick_round_robin(
         &self,
         count: usize,
@@ -400,35 +402,29 @@ impl Upstream {
         with_room: impl Fn(&usize) -> bool,
         healthy: impl Fn(&usize) -> bool,
     ) -> Pick {
-        if count == 0 {
-            return Pick::Exhausted;
+        let eligible = |i: &usize| untried(i) && with_room(i);
+        let nth = |filter: &dyn Fn(&usize) -> bool| {
+            let available = (0..count).filter(|i| filter(i)).count();
+            (available > 0)
+                .then(|| (0..count).filter(|i| filter(i)).nth(rotation % available))
+                .flatten()
+        };
+        if let Some(index) = nth(&|i| eligible(i) && healthy(i)) {
+            return Pick::Backend {
+                index,
+                fail_open: false,
+            };
         }
-        let start = rotation % count;
-        let mut fallback = None;
-        let mut any_untried = false;
-        for index in (0..count).map(|step| (start + step) % count) {
-            if !untried(&index) {
-                continue;
-            }
-            any_untried = true;
-            if !with_room(&index) {
-                continue;
-            }
-            if healthy(&index) {
-                return Pick::Backend {
-                    index,
-                    fail_open: false,
-                };
-            }
-            fallback.get_or_insert(index);
-        }
-        match (fallback, any_untried) {
-            (Some(index), _) => Pick::Backend {
+        if let Some(index) = nth(&eligible) {
+            return Pick::Backend {
                 index,
                 fail_open: true,
-            },
-            (None, true) => Pick::Saturated,
-            (None, false) => Pick::Exhausted,
+            };
+        }
+        if (0..count).any(|i| untried(&i)) {
+            Pick::Saturated
+        } else {
+            Pick::Exhausted
         }
     }
 
@@ -555,6 +551,18 @@ mod tests {
             counts[chosen(upstream.pick(now, &[], |_| 0))] += 1;
         }
         assert_eq!(counts, [100, 100, 100]);
+    }
+
+    #[test]
+    fn an_ejected_backends_share_spreads_evenly_over_the_others() {
+        let upstream = upstream(4);
+        let now = Instant::now();
+        upstream.backends[1].health.record_failure(now, true);
+        let mut counts = [0; 4];
+        for _ in 0..300 {
+            counts[chosen(upstream.pick(now, &[], |_| 0))] += 1;
+        }
+        assert_eq!(counts, [100, 0, 100, 100]);
     }
 
     #[test]
