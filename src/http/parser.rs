@@ -88,6 +88,18 @@ pub fn parse_request(buf: &[u8], limits: &ParseLimits) -> Result<Status, ParseEr
     let mut pos = line_end + 2;
     let head_window = buf.len().min(limits.max_head_bytes);
     loop {
+        // Fast path: a well-formed field line, scanned once. Anything else (the empty line,
+        // an error, a line not complete in the window) goes the general way below, which
+        // therefore decides every verdict except plain success.
+        if let Some((header, end)) = fast_field_line(buf, pos, head_window) {
+            if headers.len() == limits.max_headers {
+                return Err(ParseError::TooManyHeaders);
+            }
+            fields.observe(buf, header, request_line.version)?;
+            headers.push(header);
+            pos = end + 2;
+            continue;
+        }
         let Some(end) = find_line_end(buf, pos, head_window)? else {
             return if buf.len() >= limits.max_head_bytes {
                 Err(ParseError::HeadTooLarge)
@@ -108,6 +120,59 @@ pub fn parse_request(buf: &[u8], limits: &ParseLimits) -> Result<Status, ParseEr
         headers.push(header);
         pos = end + 2;
     }
+}
+
+/// A valid `field-name ":" OWS field-value OWS CRLF` starting at `pos` and ending inside
+/// `window_end`, in one pass: the header and the index of its CR. `None` for anything else.
+#[inline]
+fn fast_field_line(buf: &[u8], pos: usize, window_end: usize) -> Option<(HeaderSpan, usize)> {
+    let line = buf.get(pos..window_end)?;
+    let mut i = 0;
+    while i < line.len() && TCHAR[usize::from(line[i])] {
+        i += 1;
+    }
+    if i == 0 || line.get(i) != Some(&b':') {
+        return None;
+    }
+    let colon = i;
+    i += 1;
+    while i < line.len() && matches!(line[i], b' ' | b'\t') {
+        i += 1;
+    }
+    let value_start = i;
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    while i < line.len() {
+        if let Some(chunk) = line.get(i..i + 8) {
+            let word = u64::from_ne_bytes(chunk.try_into().unwrap_or_default());
+            let low = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
+            let del_x = word ^ (ONES * 0x7f);
+            let del = del_x.wrapping_sub(ONES) & !del_x & HIGH;
+            if low | del == 0 {
+                i += 8;
+                continue;
+            }
+        }
+        match line[i] {
+            b'\t' | 0x20..=0x7e | 0x80..=0xff => i += 1,
+            _ => break,
+        }
+    }
+    if line.get(i) != Some(&b'\r') || line.get(i + 1) != Some(&b'\n') {
+        return None;
+    }
+    let cr = i;
+    let mut value_end = cr;
+    while value_end > value_start && matches!(line[value_end - 1], b' ' | b'\t') {
+        value_end -= 1;
+    }
+    Some((
+        HeaderSpan {
+            name: Span::new(pos, pos + colon),
+            value: Span::new(pos + value_start, pos + value_end),
+        },
+        pos + cr,
+    ))
 }
 
 /// Index of the CR of the first CRLF at or after `from` and before `window_end`.
@@ -149,15 +214,26 @@ fn parse_request_line(buf: &[u8], line: Span) -> Result<RequestLine, ParseError>
         return Err(ParseError::InvalidMethod);
     }
     let rest = &bytes[sp1 + 1..];
-    let Some(sp2) = rest.iter().position(|&b| b == b' ') else {
-        return Err(ParseError::InvalidRequestLine);
-    };
-    let target_bytes = &rest[..sp2];
-    if target_bytes.is_empty() {
-        return Err(ParseError::InvalidRequestLine);
-    }
     let method = Method::from_token(method_bytes);
-    validate_target(method, target_bytes)?;
+    // Fast path: one pass that both finds the SP and checks the target's bytes.
+    let mut t = 0;
+    while t < rest.len() && TARGET_BYTE[usize::from(rest[t])] {
+        t += 1;
+    }
+    let sp2 = if t > 0 && rest.get(t) == Some(&b' ') {
+        validate_target_form(method, &rest[..t])?;
+        t
+    } else {
+        let Some(sp2) = rest.iter().position(|&b| b == b' ') else {
+            return Err(ParseError::InvalidRequestLine);
+        };
+        let target_bytes = &rest[..sp2];
+        if target_bytes.is_empty() {
+            return Err(ParseError::InvalidRequestLine);
+        }
+        validate_target(method, target_bytes)?;
+        sp2
+    };
     let version = parse_version(&rest[sp2 + 1..])?;
 
     let method_span = Span::new(line.start, line.start + sp1);
@@ -198,6 +274,21 @@ fn validate_target(method: Method, target: &[u8]) -> Result<(), ParseError> {
     {
         return Err(ParseError::InvalidTarget);
     }
+    validate_target_form(method, target)
+}
+
+static TARGET_BYTE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut i = 0x21;
+    while i <= 0x7e {
+        table[i] = i != b'#' as usize;
+        i += 1;
+    }
+    table
+};
+
+/// The form rules of `validate_target`, for a target whose bytes are already checked.
+fn validate_target_form(method: Method, target: &[u8]) -> Result<(), ParseError> {
     // RFC 9112 §3.2.3: CONNECT takes authority-form, `host:port`, and nothing else.
     if method == Method::Connect {
         let valid = match target.iter().rposition(|&b| b == b':') {
@@ -249,22 +340,17 @@ pub(super) fn parse_field_line(buf: &[u8], line: Span) -> Result<HeaderSpan, Par
     if matches!(bytes.first(), Some(b' ' | b'\t')) {
         return Err(ParseError::ObsoleteLineFolding);
     }
-    let mut colon = None;
-    for (i, &b) in bytes.iter().enumerate() {
-        match b {
-            b':' => {
-                colon = Some(i);
-                break;
-            }
-            // RFC 9112 §5.1: MUST reject whitespace between field name and colon.
-            b' ' | b'\t' => return Err(ParseError::WhitespaceBeforeColon),
-            b'\r' => return Err(ParseError::BareCarriageReturn),
-            _ if is_tchar(b) => {}
-            _ => return Err(ParseError::InvalidHeaderName),
-        }
+    // Fast path: one table lookup per name byte; the byte that stops it decides.
+    let mut i = 0;
+    while i < bytes.len() && TCHAR[usize::from(bytes[i])] {
+        i += 1;
     }
-    let Some(colon) = colon.filter(|&c| c > 0) else {
-        return Err(ParseError::InvalidHeaderName);
+    let colon = match bytes.get(i) {
+        Some(b':') if i > 0 => i,
+        // RFC 9112 §5.1: MUST reject whitespace between field name and colon.
+        Some(b' ' | b'\t') => return Err(ParseError::WhitespaceBeforeColon),
+        Some(b'\r') => return Err(ParseError::BareCarriageReturn),
+        _ => return Err(ParseError::InvalidHeaderName),
     };
 
     let mut value_start = colon + 1;
@@ -275,17 +361,43 @@ pub(super) fn parse_field_line(buf: &[u8], line: Span) -> Result<HeaderSpan, Par
     while value_end > value_start && matches!(bytes[value_end - 1], b' ' | b'\t') {
         value_end -= 1;
     }
-    for &b in &bytes[value_start..value_end] {
+    validate_field_value(&bytes[value_start..value_end])?;
+    Ok(HeaderSpan {
+        name: Span::new(line.start, line.start + colon),
+        value: Span::new(line.start + value_start, line.start + value_end),
+    })
+}
+
+/// `field-value` bytes: HTAB, SP, VCHAR, obs-text. Eight bytes at a time: a word with no
+/// byte below 0x20 and no 0x7F is valid as a whole; only a word that has one (in practice a
+/// HTAB) is looked at byte by byte.
+fn validate_field_value(value: &[u8]) -> Result<(), ParseError> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    let mut chunks = value.chunks_exact(8);
+    for chunk in &mut chunks {
+        let word = u64::from_ne_bytes(chunk.try_into().unwrap_or_default());
+        // Some byte < 0x20 (bytes >= 0x80 are excluded by `!word`).
+        let low = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
+        // Some byte == 0x7F.
+        let del_x = word ^ (ONES * 0x7f);
+        let del = del_x.wrapping_sub(ONES) & !del_x & HIGH;
+        if low | del != 0 {
+            validate_field_value_slow(chunk)?;
+        }
+    }
+    validate_field_value_slow(chunks.remainder())
+}
+
+fn validate_field_value_slow(bytes: &[u8]) -> Result<(), ParseError> {
+    for &b in bytes {
         match b {
             b'\t' | 0x20..=0x7e | 0x80..=0xff => {}
             b'\r' => return Err(ParseError::BareCarriageReturn),
             _ => return Err(ParseError::InvalidHeaderValue),
         }
     }
-    Ok(HeaderSpan {
-        name: Span::new(line.start, line.start + colon),
-        value: Span::new(line.start + value_start, line.start + value_end),
-    })
+    Ok(())
 }
 
 /// Facts gathered from the fields that decide framing and connection handling.

@@ -597,3 +597,38 @@ fn h1_041_pipelined_heads_are_consumed_one_at_a_time() {
     };
     assert_eq!(parsed.target.slice(&input[consumed..]), b"/b");
 }
+
+#[test]
+fn h1_010_every_control_byte_is_caught_at_every_position_of_a_value() {
+    // The value check runs eight bytes at a time: a bad byte must be found wherever it falls
+    // in the word, and in the tail after the last whole word.
+    for position in 0..19 {
+        for bad in (0u8..0x20).filter(|&b| b != b'\t').chain([0x7f]) {
+            let mut value = vec![b'v'; 18];
+            value.insert(position, bad);
+            let mut input = b"GET / HTTP/1.1\r\nHost: a\r\nX: ".to_vec();
+            input.extend_from_slice(&value);
+            input.extend_from_slice(b"\r\n\r\n");
+            let result = parse_request(&input, &ParseLimits::default());
+            assert!(
+                result.is_err(),
+                "byte {bad:#04x} at {position} was accepted"
+            );
+        }
+        // Tabs and obs-text are fine anywhere.
+        for good in [b'\t', 0x80, 0xff, b' ', b'~'] {
+            let mut value = vec![b'v'; 18];
+            value.insert(position, good);
+            let mut input = b"GET / HTTP/1.1\r\nHost: a\r\nX: ".to_vec();
+            input.extend_from_slice(&value);
+            input.extend_from_slice(b"\r\n\r\n");
+            assert!(
+                matches!(
+                    parse_request(&input, &ParseLimits::default()),
+                    Ok(Status::Complete(..))
+                ),
+                "byte {good:#04x} at {position} was refused"
+            );
+        }
+    }
+}
