@@ -8,6 +8,7 @@
 #   B       PHASE_B s  backend b1 SLOW_FACTOR× slower
 #   C       PHASE_C s  b1 recovered: how fast does p99 come back?
 #   D       PHASE_D s  b1 answers FAIL_RATIO of its requests with an immediate 500
+#                      (FAIL_KIND=reset: resets their connection instead, no response byte)
 #   E       PHASE_E s  b1 recovered
 #
 #   bench/adaptive.sh                                         # defaults: about 9 minutes
@@ -24,6 +25,7 @@
 #   SERVICE_MS    service time of one request on a backend (ms)              default 5
 #   SLOW_FACTOR   b1's service time multiplier in phase B                    default 20
 #   FAIL_RATIO    share of b1's requests answered 500 at once in phase D     default 0.5
+#   FAIL_KIND     fail (an immediate 500) or reset (RST before any byte)     default fail
 #   WARMUP PHASE_A PHASE_B PHASE_C PHASE_D PHASE_E   phase lengths (whole s)  default 2 10 20 10 20 10
 #   TIMEOUT       the proxies' upstream response timeout (whole s; connect: 1 s)  default 10
 #   CLIENT_TIMEOUT  the generator's timeout per request, from its due time (whole s): a bit
@@ -52,6 +54,8 @@ RATE=${RATE:-300}
 SERVICE_MS=${SERVICE_MS:-5}
 SLOW_FACTOR=${SLOW_FACTOR:-20}
 FAIL_RATIO=${FAIL_RATIO:-0.5}
+FAIL_KIND=${FAIL_KIND:-fail}
+[[ $FAIL_KIND == fail || $FAIL_KIND == reset ]] || die "FAIL_KIND must be fail or reset"
 WARMUP=${WARMUP:-2}
 PHASE_A=${PHASE_A:-10}
 PHASE_B=${PHASE_B:-20}
@@ -274,8 +278,8 @@ PHASES="$TMP/phases.txt"
     echo "A $PHASE_A"
     echo "B $PHASE_B http://$B1/_control?slow_factor=$SLOW_FACTOR"
     echo "C $PHASE_C http://$B1/_control?slow_factor=1"
-    echo "D $PHASE_D http://$B1/_control?fail_ratio=$FAIL_RATIO"
-    echo "E $PHASE_E http://$B1/_control?fail_ratio=0"
+    echo "D $PHASE_D http://$B1/_control?${FAIL_KIND}_ratio=$FAIL_RATIO"
+    echo "E $PHASE_E http://$B1/_control?${FAIL_KIND}_ratio=0"
 } >"$PHASES"
 cp "$PHASES" "$OUT/phases.txt"
 
@@ -558,8 +562,8 @@ FACTS="$OUT/facts.tsv"
 # shellcheck disable=SC2016 # the backquotes are markdown, not command substitution
 {
     printf 'date\t%s\n' "$(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-    printf 'command\t`RATE=%s SERVICE_MS=%s SLOW_FACTOR=%s FAIL_RATIO=%s WARMUP=%s PHASE_A=%s PHASE_B=%s PHASE_C=%s PHASE_D=%s PHASE_E=%s TIMEOUT=%s CLIENT_TIMEOUT=%s CONNECTIONS=%s RECOVERY_FACTOR=%s SYSTEMS="%s" PIN=%s bench/adaptive.sh`\n' \
-        "$RATE" "$SERVICE_MS" "$SLOW_FACTOR" "$FAIL_RATIO" "$WARMUP" "$PHASE_A" "$PHASE_B" "$PHASE_C" "$PHASE_D" "$PHASE_E" \
+    printf 'command\t`FAIL_KIND=%s RATE=%s SERVICE_MS=%s SLOW_FACTOR=%s FAIL_RATIO=%s WARMUP=%s PHASE_A=%s PHASE_B=%s PHASE_C=%s PHASE_D=%s PHASE_E=%s TIMEOUT=%s CLIENT_TIMEOUT=%s CONNECTIONS=%s RECOVERY_FACTOR=%s SYSTEMS="%s" PIN=%s bench/adaptive.sh`\n' \
+        "$FAIL_KIND" "$RATE" "$SERVICE_MS" "$SLOW_FACTOR" "$FAIL_RATIO" "$WARMUP" "$PHASE_A" "$PHASE_B" "$PHASE_C" "$PHASE_D" "$PHASE_E" \
         "$TIMEOUT" "$CLIENT_TIMEOUT" "$CONNECTIONS" "$RECOVERY_FACTOR" "${SYSTEMS[*]}" "$PIN"
     printf 'cpu pinning\t%s\n' "$PINNING"
     common_facts | grep -v '^wrk'
@@ -568,6 +572,7 @@ FACTS="$OUT/facts.tsv"
     printf 'service_ms\t%s\n' "$SERVICE_MS"
     printf 'slow_factor\t%s\n' "$SLOW_FACTOR"
     printf 'fail_ratio\t%s\n' "$FAIL_RATIO"
+    printf 'fail_kind\t%s\n' "$FAIL_KIND"
     printf 'timeout\t%s\n' "$TIMEOUT"
     printf 'client_timeout\t%s\n' "$CLIENT_TIMEOUT"
     printf 'recovery_factor\t%s\n' "$RECOVERY_FACTOR"

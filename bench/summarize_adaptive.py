@@ -40,7 +40,8 @@ PHASE_TEXT = {
     "B": "b1 {slow}× slower ({slow_ms} ms per request: capacity {slow_cap} req/s)",
     "C": "b1 recovered (`slow_factor=1`)",
     "D": "b1 answers {fail_pct} % of its requests with an immediate 500 (the rest normally)",
-    "E": "b1 recovered (`fail_ratio=0`)",
+    "D-reset": "b1 resets the connection of {fail_pct} % of its requests before any response byte (the rest normally)",
+    "E": "b1 recovered (`fail_ratio=0` / `reset_ratio=0`)",
 }
 
 REPORTED = ["A", "B", "C", "D", "E"]
@@ -201,7 +202,8 @@ def main():
     if first_jsonl:
         _, phase_info, _, _ = load(first_jsonl)
         for name, phase in phase_info.items():
-            text = PHASE_TEXT.get(name, "all healthy, not reported (connections warm up)")
+            key = "D-reset" if name == "D" and facts.get("fail_kind") == "reset" else name
+            text = PHASE_TEXT.get(key, "all healthy, not reported (connections warm up)")
             text = text.format(slow=f"{slow:g}", slow_ms=f"{service * slow:g}",
                                slow_cap=f"{1000 / (service * slow):.0f}", fail_pct=f"{100 * fail:g}")
             w(f"| {name} | {phase['length']:g} | {text} |")

@@ -138,7 +138,8 @@ fn adaptive_steers_around_a_slow_backend() {
     let slow_count = counts.get("slow").copied().unwrap_or(0);
     // Once measured it loses every comparison; only its first request or so reaches it.
     assert!(slow_count <= 3, "{counts:?}");
-    assert!(counts["a"] > 20 && counts["b"] > 20, "{counts:?}");
+    // Both fast ones keep serving (how evenly depends on their measured latencies).
+    assert!(counts["a"] >= 10 && counts["b"] >= 10, "{counts:?}");
 }
 
 #[test]

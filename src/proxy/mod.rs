@@ -8,5 +8,6 @@ pub mod forward;
 pub mod headers;
 pub mod health;
 pub mod pool;
+pub mod relay;
 pub mod retry_budget;
 pub mod upstream;

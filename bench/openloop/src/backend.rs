@@ -5,7 +5,10 @@
 //!   POST /_control?slow_factor=20      service time multiplied by 20
 //!   POST /_control?fail_ratio=0.5      that share of requests answered 500 at once,
 //!                                      without taking the slot
-//!   POST /_control?reset=1             slow_factor=1, fail_ratio=0, counters zeroed
+//!   POST /_control?reset_ratio=0.5     that share of requests get the connection reset
+//!                                      (RST, no response byte), without taking the slot
+//!   POST /_control?reset=1             slow_factor=1, fail_ratio=0, reset_ratio=0,
+//!                                      counters zeroed
 //!   GET  /_stats                       counters as JSON
 //!
 //! A request still waiting for the slot when its client closes the connection is dropped
@@ -32,6 +35,10 @@ struct State {
     /// Deterministic failure spreading: every request adds `fail_ratio`; one whose
     /// addition crosses 1 fails. Exactly that share fails, evenly spaced.
     fail_credit: Mutex<f64>,
+    /// f64 bits.
+    reset_ratio: AtomicU64,
+    reset_credit: Mutex<f64>,
+    resets: AtomicU64,
     ok: AtomicU64,
     failed: AtomicU64,
     abandoned: AtomicU64,
@@ -50,25 +57,24 @@ impl State {
     }
 
     fn should_fail(&self) -> bool {
-        let ratio = self.fail_ratio();
-        if ratio <= 0.0 {
-            return false;
-        }
-        let mut credit = self.fail_credit.lock().unwrap_or_else(|p| p.into_inner());
-        *credit += ratio.min(1.0);
-        if *credit >= 1.0 {
-            *credit -= 1.0;
-            true
-        } else {
-            false
-        }
+        spread(self.fail_ratio(), &self.fail_credit)
+    }
+
+    fn should_reset(&self) -> bool {
+        spread(
+            f64::from_bits(self.reset_ratio.load(Ordering::Relaxed)),
+            &self.reset_credit,
+        )
     }
 
     fn reset(&self) {
         self.slow_factor.store(1f64.to_bits(), Ordering::Relaxed);
         self.fail_ratio.store(0f64.to_bits(), Ordering::Relaxed);
+        self.reset_ratio.store(0f64.to_bits(), Ordering::Relaxed);
         *self.fail_credit.lock().unwrap_or_else(|p| p.into_inner()) = 0.0;
+        *self.reset_credit.lock().unwrap_or_else(|p| p.into_inner()) = 0.0;
         for counter in [
+            &self.resets,
             &self.ok,
             &self.failed,
             &self.abandoned,
@@ -81,11 +87,12 @@ impl State {
 
     fn stats_json(&self) -> String {
         format!(
-            "{{\"name\":{},\"service_ms\":{},\"slow_factor\":{},\"fail_ratio\":{},\"ok\":{},\"failed\":{},\"abandoned\":{},\"busy_ms\":{:.1},\"waiting\":{},\"max_waiting\":{}}}\n",
+            "{{\"name\":{},\"service_ms\":{},\"slow_factor\":{},\"fail_ratio\":{},\"resets\":{},\"ok\":{},\"failed\":{},\"abandoned\":{},\"busy_ms\":{:.1},\"waiting\":{},\"max_waiting\":{}}}\n",
             json_str(&self.name),
             self.service.as_secs_f64() * 1000.0,
             self.slow_factor(),
             self.fail_ratio(),
+            self.resets.load(Ordering::Relaxed),
             self.ok.load(Ordering::Relaxed),
             self.failed.load(Ordering::Relaxed),
             self.abandoned.load(Ordering::Relaxed),
@@ -111,6 +118,9 @@ pub async fn run(
         slow_factor: AtomicU64::new(1f64.to_bits()),
         fail_ratio: AtomicU64::new(0f64.to_bits()),
         fail_credit: Mutex::new(0.0),
+        reset_ratio: AtomicU64::new(0f64.to_bits()),
+        reset_credit: Mutex::new(0.0),
+        resets: AtomicU64::new(0),
         ok: AtomicU64::new(0),
         failed: AtomicU64::new(0),
         abandoned: AtomicU64::new(0),
@@ -203,6 +213,12 @@ async fn serve(mut conn: Conn, state: Arc<State>) -> std::io::Result<()> {
                 respond(&mut conn, &state, 200, &body, keep_alive).await?;
             }
             _ => {
+                if state.should_reset() {
+                    state.resets.fetch_add(1, Ordering::Relaxed);
+                    // Linger 0: closing sends RST, the harshest way to fail a request.
+                    let _ = socket2::SockRef::from(&conn.stream).set_linger(Some(Duration::ZERO));
+                    return Ok(());
+                }
                 if state.should_fail() {
                     state.failed.fetch_add(1, Ordering::Relaxed);
                     respond(&mut conn, &state, 500, "injected failure\n", keep_alive).await?;
@@ -276,6 +292,15 @@ fn control(state: &State, target: &str) -> Result<(), String> {
                 }
                 state.slow_factor.store(f.to_bits(), Ordering::Relaxed);
             }
+            "reset_ratio" => {
+                let r: f64 = value
+                    .parse()
+                    .map_err(|_| format!("bad reset_ratio {value}"))?;
+                if !(0.0..=1.0).contains(&r) {
+                    return Err(format!("reset_ratio must be within 0..1, got {value}"));
+                }
+                state.reset_ratio.store(r.to_bits(), Ordering::Relaxed);
+            }
             "fail_ratio" => {
                 let r: f64 = value
                     .parse()
@@ -289,6 +314,22 @@ fn control(state: &State, target: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Deterministic spreading: every request adds `ratio` to `credit`; one whose addition
+/// crosses 1 is chosen. Exactly that share is chosen, evenly spaced.
+fn spread(ratio: f64, credit: &Mutex<f64>) -> bool {
+    if ratio <= 0.0 {
+        return false;
+    }
+    let mut credit = credit.lock().unwrap_or_else(|p| p.into_inner());
+    *credit += ratio.min(1.0);
+    if *credit >= 1.0 {
+        *credit -= 1.0;
+        true
+    } else {
+        false
+    }
 }
 
 fn keep_alive(head: &Head, version: &str) -> bool {

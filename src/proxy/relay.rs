@@ -1,0 +1,352 @@
+//! Relaying a response to the client once its head has arrived: the framing each side uses,
+//! the body piece by piece (re-chunked where the framing changes), the upstream connection
+//! back to its pool when it ended clean, and `101 Switching Protocols` tunnels.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::forward::{Client, Destination, Outcome, RELAY_BUFFER_BYTES};
+use super::headers::encode_response_head;
+use super::upstream::{Attempt, Backend};
+use crate::http::body::{BodyDecoder, BodyLimits, ChunkedDecoder, Step};
+use crate::http::connection::write_all_with_progress;
+use crate::http::date::with_http_date;
+use crate::http::request::{Method, RequestHead, Version};
+use crate::http::response_parser::{DeclaredFraming, ParsedResponse};
+use crate::http::writer::{encode_chunk_header, ConnectionState, ResponseFraming};
+
+/// How the response body is delimited on each side.
+struct Framings {
+    /// How to read it from the backend (`None`: there is no body).
+    upstream: Option<DeclaredFraming>,
+    /// What the client is told.
+    client: ResponseFraming,
+    /// Whether the client reads the body until we close (HTTP/1.0 clients of a response
+    /// whose length is not known in advance).
+    client_until_close: bool,
+}
+
+fn framings(method: Method, version: Version, response: &ParsedResponse) -> Framings {
+    let status = response.status;
+    // RFC 9112 §6.3 rules 1 and 2: no body, whatever the fields say.
+    if status.is_bodyless() {
+        return Framings {
+            upstream: None,
+            client: ResponseFraming::Bodyless,
+            client_until_close: false,
+        };
+    }
+    if method == Method::Head {
+        let client = match response.framing {
+            DeclaredFraming::Length(length) => ResponseFraming::Length(length),
+            _ => ResponseFraming::Bodyless,
+        };
+        return Framings {
+            upstream: None,
+            client,
+            client_until_close: false,
+        };
+    }
+    match (response.framing, version) {
+        (DeclaredFraming::Length(length), _) => Framings {
+            upstream: Some(response.framing),
+            client: ResponseFraming::Length(length),
+            client_until_close: false,
+        },
+        (_, Version::Http11) => Framings {
+            upstream: Some(response.framing),
+            client: ResponseFraming::Chunked,
+            client_until_close: false,
+        },
+        (_, Version::Http10) => Framings {
+            upstream: Some(response.framing),
+            client: ResponseFraming::Bodyless,
+            client_until_close: true,
+        },
+    }
+}
+
+/// Send the response head and body to the client. Errors here cannot become error pages (the
+/// head is out): they end in a cut connection.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn relay_response(
+    client: &mut Client<'_>,
+    head: &RequestHead,
+    mut upstream: TcpStream,
+    response: ParsedResponse,
+    response_head: &[u8],
+    buf: &mut BytesMut,
+    attempt: &Attempt<'_>,
+    destination: &Destination<'_>,
+) -> Outcome {
+    let backend = attempt.backend;
+    let framings = framings(head.method(), head.version(), &response);
+    let keep_alive = client.keep_alive && !framings.client_until_close;
+    let mut out = BytesMut::with_capacity(response_head.len() + 256);
+    with_http_date(|date| {
+        encode_response_head(
+            &mut out,
+            &response,
+            response_head,
+            framings.client,
+            ConnectionState {
+                request_version: head.version(),
+                keep_alive,
+            },
+            date,
+            destination
+                .backend_header
+                .map(|name| (name, &*backend.name)),
+        )
+    });
+    let status = response.status;
+    let backend_name = Arc::clone(&backend.name);
+    let Some(upstream_framing) = framings.upstream else {
+        let sent =
+            write_all_with_progress(client.stream, &mut &out[..], client.limits.write_timeout)
+                .await;
+        // A bodyless response leaves the connection clean only if nothing followed it.
+        if buf.is_empty() && response.keeps_alive() {
+            backend.pool.put(upstream);
+        }
+        return Outcome::Responded {
+            status,
+            body_bytes: 0,
+            keep_alive: keep_alive && sent.is_ok(),
+            backend: backend_name,
+        };
+    };
+    let mut relay = Relay {
+        client,
+        out,
+        chunked: framings.client == ResponseFraming::Chunked,
+        sent: 0,
+    };
+    let finished = relay
+        .body(
+            &mut upstream,
+            buf,
+            upstream_framing,
+            destination.route.request_timeout,
+        )
+        .await;
+    let body_bytes = relay.sent;
+    match finished {
+        Ok(()) => {
+            if buf.is_empty()
+                && response.keeps_alive()
+                && upstream_framing != DeclaredFraming::UntilClose
+            {
+                backend.pool.put(upstream);
+            }
+            Outcome::Responded {
+                status,
+                body_bytes,
+                keep_alive,
+                backend: backend_name,
+            }
+        }
+        Err(RelayError::Upstream(error)) => {
+            // The client got a head promising more than it will get: only closing tells it.
+            tracing::warn!(backend = %backend.name, %error, sent = body_bytes, "backend failed mid-response; cutting the client connection");
+            attempt.fail("failed mid-response", None);
+            Outcome::Responded {
+                status,
+                body_bytes,
+                keep_alive: false,
+                backend: backend_name,
+            }
+        }
+        Err(RelayError::Client(error)) => {
+            tracing::debug!(client = %relay.client.peer, %error, "client write failed mid-response");
+            Outcome::Responded {
+                status,
+                body_bytes,
+                keep_alive: false,
+                backend: backend_name,
+            }
+        }
+    }
+}
+
+enum RelayError {
+    Upstream(io::Error),
+    Client(io::Error),
+}
+
+/// Relays a response body piece by piece, re-framing it for the client.
+struct Relay<'c, 'a> {
+    client: &'c mut Client<'a>,
+    /// Bytes staged to go out before the next piece of body (the head, chunk framing).
+    out: BytesMut,
+    chunked: bool,
+    /// Body bytes that reached the client.
+    sent: u64,
+}
+
+impl Relay<'_, '_> {
+    async fn body(
+        &mut self,
+        upstream: &mut TcpStream,
+        buf: &mut BytesMut,
+        framing: DeclaredFraming,
+        idle_timeout: Duration,
+    ) -> Result<(), RelayError> {
+        let mut decoder = match framing {
+            DeclaredFraming::Length(length) => Some(BodyDecoder::Length { remaining: length }),
+            DeclaredFraming::Chunked => {
+                Some(BodyDecoder::Chunked(ChunkedDecoder::new(BodyLimits {
+                    max_body_bytes: u64::MAX,
+                    max_chunk_ext_bytes: crate::limits::DEFAULT_MAX_CHUNK_EXT_BYTES,
+                    max_trailer_bytes: RELAY_BUFFER_BYTES,
+                })))
+            }
+            DeclaredFraming::UntilClose => None,
+        };
+        loop {
+            if !buf.is_empty() {
+                let step = match decoder.as_mut() {
+                    Some(decoder) => decoder.decode(buf).map_err(|error| {
+                        RelayError::Upstream(io::Error::new(io::ErrorKind::InvalidData, error))
+                    })?,
+                    None => Step::Data {
+                        start: 0,
+                        end: buf.len(),
+                    },
+                };
+                match step {
+                    Step::Data { start, end } => {
+                        self.send(&buf[start..end]).await?;
+                        buf.advance(end);
+                        if decoder.as_ref().is_some_and(|d| d.is_done())
+                            && matches!(framing, DeclaredFraming::Length(_))
+                        {
+                            return self.finish().await;
+                        }
+                        continue;
+                    }
+                    Step::Done { consumed } => {
+                        buf.advance(consumed);
+                        return self.finish().await;
+                    }
+                    Step::NeedMore => buf.clear(),
+                }
+            } else if decoder.as_ref().is_some_and(|d| d.is_done()) {
+                return self.finish().await;
+            }
+            buf.reserve(RELAY_BUFFER_BYTES);
+            let read = tokio::time::timeout(idle_timeout, upstream.read_buf(buf)).await;
+            match read {
+                Err(_) => {
+                    return Err(RelayError::Upstream(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "backend stalled mid-response",
+                    )))
+                }
+                Ok(Ok(0)) if decoder.is_none() => return self.finish().await,
+                Ok(Ok(0)) => {
+                    return Err(RelayError::Upstream(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "backend closed mid-response",
+                    )))
+                }
+                Ok(Err(error)) => return Err(RelayError::Upstream(error)),
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// Write one piece of body (behind whatever is staged), framed for the client.
+    async fn send(&mut self, data: &[u8]) -> Result<(), RelayError> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let timeout = self.client.limits.write_timeout;
+        let result = if self.chunked {
+            encode_chunk_header(&mut self.out, data.len());
+            let mut chain = Buf::chain(Buf::chain(&self.out[..], data), &b"\r\n"[..]);
+            write_all_with_progress(self.client.stream, &mut chain, timeout).await
+        } else {
+            let mut chain = Buf::chain(&self.out[..], data);
+            write_all_with_progress(self.client.stream, &mut chain, timeout).await
+        };
+        self.out.clear();
+        result.map_err(RelayError::Client)?;
+        self.sent += data.len() as u64;
+        Ok(())
+    }
+
+    /// End the body: the last chunk when chunked, and whatever is still staged.
+    async fn finish(&mut self) -> Result<(), RelayError> {
+        if self.chunked {
+            self.out.put_slice(b"0\r\n\r\n");
+        }
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let timeout = self.client.limits.write_timeout;
+        let result = write_all_with_progress(self.client.stream, &mut &self.out[..], timeout).await;
+        self.out.clear();
+        result.map_err(RelayError::Client)
+    }
+}
+
+/// `101 Switching Protocols`: send the head, then copy bytes both ways until either side
+/// closes. The client connection is not reused afterwards.
+pub(super) async fn tunnel(
+    client: &mut Client<'_>,
+    mut upstream: TcpStream,
+    response: &ParsedResponse,
+    response_head: &[u8],
+    leftover: BytesMut,
+    backend: &Backend,
+) -> Outcome {
+    let mut out = BytesMut::with_capacity(response_head.len() + 64);
+    with_http_date(|date| {
+        encode_response_head(
+            &mut out,
+            response,
+            response_head,
+            ResponseFraming::Bodyless,
+            ConnectionState {
+                request_version: Version::Http11,
+                keep_alive: true,
+            },
+            date,
+            None,
+        )
+    });
+    out.extend_from_slice(&leftover);
+    let timeout = client.limits.write_timeout;
+    let outcome = Outcome::Responded {
+        status: response.status,
+        body_bytes: 0,
+        keep_alive: false,
+        backend: Arc::clone(&backend.name),
+    };
+    if write_all_with_progress(client.stream, &mut &out[..], timeout)
+        .await
+        .is_err()
+    {
+        return outcome;
+    }
+    // Bytes the client sent after its head already belong to the new protocol.
+    if !client.read_buf.is_empty() {
+        if upstream.write_all(client.read_buf).await.is_err() {
+            return outcome;
+        }
+        client.read_buf.clear();
+    }
+    match tokio::io::copy_bidirectional(client.stream, &mut upstream).await {
+        Ok((to_backend, to_client)) => {
+            tracing::debug!(to_backend, to_client, "upgraded connection closed");
+        }
+        Err(error) => tracing::debug!(%error, "upgraded connection failed"),
+    }
+    outcome
+}
