@@ -452,21 +452,7 @@ impl FieldState {
         }
         let codings = self.codings;
         let framing = if codings.present {
-            // RFC 9112 §6.1: TE in a 1.0 message means it was forwarded by something that
-            // does not understand it; §6.3: TE with CL is a smuggling attempt until proven
-            // otherwise, so we refuse it rather than pick one.
-            if line.version == Version::Http10 {
-                return Err(ParseError::TransferEncodingInHttp10);
-            }
-            if self.content_length.is_some() {
-                return Err(ParseError::TransferEncodingWithContentLength);
-            }
-            if codings.chunked_count > 1 {
-                return Err(ParseError::InvalidTransferEncoding);
-            }
-            if codings.other || !codings.last_is_chunked {
-                return Err(ParseError::UnsupportedTransferCoding);
-            }
+            codings.require_chunked_framing(line.version, self.content_length.is_some())?;
             RequestFraming::Chunked
         } else if let Some(length) = self.content_length {
             RequestFraming::Length(length)
@@ -513,6 +499,32 @@ pub(super) struct Codings {
 }
 
 impl Codings {
+    /// RFC 9112 §6.1 and §6.3, strictly, for a message that has Transfer-Encoding: it must be
+    /// HTTP/1.1, without Content-Length, with `chunked` once and last, and no other coding.
+    /// TE in a 1.0 message means something that does not understand it forwarded it; TE
+    /// with CL is a smuggling attempt until proven otherwise; another coding is one we
+    /// would have to pass on by name. Refused rather than resolved, since the peer on the
+    /// other side might resolve it differently.
+    pub(super) fn require_chunked_framing(
+        self,
+        version: Version,
+        has_content_length: bool,
+    ) -> Result<(), ParseError> {
+        if version == Version::Http10 {
+            return Err(ParseError::TransferEncodingInHttp10);
+        }
+        if has_content_length {
+            return Err(ParseError::TransferEncodingWithContentLength);
+        }
+        if self.chunked_count > 1 {
+            return Err(ParseError::InvalidTransferEncoding);
+        }
+        if self.other || !self.last_is_chunked {
+            return Err(ParseError::UnsupportedTransferCoding);
+        }
+        Ok(())
+    }
+
     pub(super) fn observe(&mut self, value: &[u8]) -> Result<(), ParseError> {
         self.present = true;
         for element in value.split(|&b| b == b',') {

@@ -149,22 +149,11 @@ impl ResponseFields {
     /// or Transfer-Encoding in a 1.0 response are refused rather than resolved, since the
     /// client behind us might resolve them differently.
     fn framing(&self, version: Version) -> Result<DeclaredFraming, ParseError> {
-        let codings = self.codings;
-        if codings.present {
-            if version == Version::Http10 {
-                return Err(ParseError::TransferEncodingInHttp10);
-            }
-            if self.content_length.is_some() {
-                return Err(ParseError::TransferEncodingWithContentLength);
-            }
-            if codings.chunked_count > 1 {
-                return Err(ParseError::InvalidTransferEncoding);
-            }
-            // Another coding (gzip, ...) would have to reach the client named in a
-            // Transfer-Encoding field we re-frame; relaying it unnamed corrupts the body.
-            if codings.other || !codings.last_is_chunked {
-                return Err(ParseError::UnsupportedTransferCoding);
-            }
+        if self.codings.present {
+            // A coding other than chunked (gzip, ...) would reach the client unnamed once we
+            // re-frame the body: refused like the rest.
+            self.codings
+                .require_chunked_framing(version, self.content_length.is_some())?;
             return Ok(DeclaredFraming::Chunked);
         }
         Ok(match self.content_length {

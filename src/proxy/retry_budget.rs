@@ -6,6 +6,7 @@
 //! with time constant `window` (so deposits expire), and `min_per_sec` tokens accrue per
 //! second up to a floor of the same size. Pure arithmetic on an injected clock.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,12 @@ pub struct RetryBudgetSettings {
 pub struct RetryBudget {
     settings: RetryBudgetSettings,
     state: Mutex<(f64, f64, Instant)>,
+    /// First attempts not yet folded into `state`: counted with one atomic add per request,
+    /// settled under the lock when a retry asks or at most every second.
+    pending_deposits: AtomicU64,
+    /// Milliseconds after `epoch` of the last settlement.
+    settled_ms: AtomicU64,
+    epoch: Instant,
 }
 
 impl RetryBudget {
@@ -28,6 +35,9 @@ impl RetryBudget {
         RetryBudget {
             settings,
             state: Mutex::new((0.0, settings.min_per_sec, now)),
+            pending_deposits: AtomicU64::new(0),
+            settled_ms: AtomicU64::new(0),
+            epoch: now,
         }
     }
 
@@ -40,17 +50,33 @@ impl RetryBudget {
         state.2 = now;
     }
 
+    fn ms(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_millis() as u64
+    }
+
+    /// Fold pending deposits in, as if made at the last settlement (at most a second ago
+    /// while traffic flows), then bring the balances to `now`.
+    fn settle(&self, state: &mut (f64, f64, Instant), now: Instant) {
+        let pending = self.pending_deposits.swap(0, Ordering::Relaxed);
+        state.0 += pending as f64 * self.settings.ratio;
+        self.advance(state, now);
+        self.settled_ms.store(self.ms(now), Ordering::Relaxed);
+    }
+
     /// A first attempt was made.
     pub fn deposit(&self, now: Instant) {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        self.advance(&mut state, now);
-        state.0 += self.settings.ratio;
+        self.pending_deposits.fetch_add(1, Ordering::Relaxed);
+        if self.ms(now) >= self.settled_ms.load(Ordering::Relaxed) + 1000 {
+            if let Ok(mut state) = self.state.try_lock() {
+                self.settle(&mut state, now);
+            }
+        }
     }
 
     /// May a retry be made now? Takes one token when it may.
     pub fn try_withdraw(&self, now: Instant) -> bool {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        self.advance(&mut state, now);
+        self.settle(&mut state, now);
         if state.0 >= 1.0 {
             state.0 -= 1.0;
             true
