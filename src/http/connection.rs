@@ -42,11 +42,6 @@ const DEFAULT_RESPONSE_LIMITS: ResponseLimits = ResponseLimits {
 /// larger ones go out with a vectored write instead of being copied.
 const INLINE_BODY_BYTES: usize = 16 * 1024;
 
-/// How long a connection waiting for its next request keeps its buffers. Freeing them after
-/// every request cost measurable CPU under load (a 64 KiB relay buffer allocated and freed
-/// per proxied request); keeping them on idle connections costs memory.
-const IDLE_BUFFER_GRACE: Duration = Duration::from_millis(200);
-
 /// Read buffer allocated when a request starts to arrive. Most request heads fit; the
 /// buffer grows up to the head limit.
 const READ_BUFFER_BYTES: usize = 8 * 1024;
@@ -66,7 +61,6 @@ pub async fn serve_connection(
         shutdown,
         read_buf: BytesMut::new(),
         write_buf: BytesMut::new(),
-        relay_buf: BytesMut::new(),
         served: 0,
         unread_input: false,
     };
@@ -80,8 +74,6 @@ struct Connection {
     shutdown: watch::Receiver<bool>,
     read_buf: BytesMut,
     write_buf: BytesMut,
-    /// Upstream bytes of proxied requests; empty (no allocation) until the first one.
-    relay_buf: BytesMut,
     /// Requests answered on this connection so far.
     served: u64,
     /// Whether the client may have sent bytes we did not read (an abandoned body, an error
@@ -150,6 +142,7 @@ impl Connection {
                 let limits = self.config.load().server.limits;
                 return self.close(&limits).await;
             }
+            self.release_idle_buffers();
         }
     }
 
@@ -291,7 +284,6 @@ impl Connection {
             peer: self.peer,
             limits: &config.server.limits,
             keep_alive: exchange.keep_alive,
-            relay_buf: &mut self.relay_buf,
         };
         // Boxed: inline, the proxy's state would size every connection's task, idle or not.
         match Box::pin(forward(&mut client, head, decoder, destination)).await {
@@ -387,16 +379,6 @@ impl Connection {
             }
             let deadline = head_deadline.unwrap_or(idle_deadline);
             let before = self.read_buf.len();
-            if before == 0 && self.holds_buffers() {
-                // Under load the next request comes within moments: keep the buffers for it.
-                // A connection that stays idle gives them back.
-                tokio::select! {
-                    ready = self.stream.readable() => ready.map_err(HeadError::Io)?,
-                    () = tokio::time::sleep(IDLE_BUFFER_GRACE) => self.release_idle_buffers(),
-                    () = tokio::time::sleep_until(deadline) => return Err(HeadError::Closed),
-                    _ = self.shutdown.changed() => return Err(HeadError::Closed),
-                }
-            }
             if self.read_buf.capacity() == before {
                 // No room (an idle connection holds no buffer): wait until there is something
                 // to read before allocating, so thousands of idle connections cost no buffers.
@@ -444,12 +426,6 @@ impl Connection {
         }
     }
 
-    fn holds_buffers(&self) -> bool {
-        self.read_buf.capacity() > 0
-            || self.write_buf.capacity() > 0
-            || self.relay_buf.capacity() > 0
-    }
-
     /// Give back buffers that hold nothing: an idle keep-alive connection then costs its
     /// task and socket only (measured: ~11 KiB each with the buffers kept). A pipelined
     /// request already in `read_buf` keeps it.
@@ -458,7 +434,6 @@ impl Connection {
             self.read_buf = BytesMut::new();
         }
         self.write_buf = BytesMut::new();
-        self.relay_buf = BytesMut::new();
     }
 
     /// Drop CR and LF bytes at the start of the buffer, between requests.

@@ -45,8 +45,6 @@ pub struct Client<'a> {
     pub limits: &'a ConnectionLimits,
     /// Whether the client asked to keep the connection open after this response.
     pub keep_alive: bool,
-    /// The connection's buffer for upstream bytes, reused from request to request.
-    pub relay_buf: &'a mut BytesMut,
 }
 
 /// Where and how to forward.
@@ -265,9 +263,7 @@ async fn exchange(
         send_body(client, head, body, &mut upstream, out, send_timeout).await?;
     }
 
-    let mut response_buf = std::mem::take(client.relay_buf);
-    response_buf.clear();
-    response_buf.reserve(RELAY_BUFFER_BYTES);
+    let mut response_buf = relay_pool::take();
     let result = receive(
         client,
         head,
@@ -279,12 +275,47 @@ async fn exchange(
         may_retry,
     )
     .await;
-    // Keep the allocation for the next request, unless a tunnel or a huge head grew it.
-    if response_buf.capacity() <= 2 * RELAY_BUFFER_BYTES {
-        response_buf.clear();
-        *client.relay_buf = response_buf;
-    }
+    relay_pool::give_back(response_buf);
     result
+}
+
+/// Relay buffers shared by the connections of a worker thread: a proxied request borrows
+/// one for its response and gives it back, so a busy proxy allocates none per request and
+/// an idle connection holds none.
+mod relay_pool {
+    use std::cell::RefCell;
+
+    use bytes::BytesMut;
+
+    use super::RELAY_BUFFER_BYTES;
+
+    /// Spare buffers kept per thread (64 KiB each).
+    const KEEP: usize = 32;
+
+    thread_local! {
+        static SPARE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+    }
+
+    pub(super) fn take() -> BytesMut {
+        SPARE
+            .with(|spare| spare.borrow_mut().pop())
+            .unwrap_or_else(|| BytesMut::with_capacity(RELAY_BUFFER_BYTES))
+    }
+
+    /// Keep `buf` for another request, unless a tunnel or a huge head grew it, or the
+    /// thread has enough spares.
+    pub(super) fn give_back(mut buf: BytesMut) {
+        buf.clear();
+        if buf.capacity() < RELAY_BUFFER_BYTES || buf.capacity() > 2 * RELAY_BUFFER_BYTES {
+            return;
+        }
+        SPARE.with(|spare| {
+            let mut spare = spare.borrow_mut();
+            if spare.len() < KEEP {
+                spare.push(buf);
+            }
+        });
+    }
 }
 
 /// Read the response head from `upstream` and relay the response.
