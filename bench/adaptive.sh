@@ -83,7 +83,6 @@ OPENLOOP="$OPENLOOP_DIR/target/release/openloop"
 # shellcheck source=bench/lib.sh
 . "$BENCH_DIR/lib.sh"
 
-warn() { printf '[bench] WARNING: %s\n' "$*" >&2; }
 
 number='^[0-9]+([.][0-9]+)?$'
 for var in RATE SERVICE_MS SLOW_FACTOR FAIL_RATIO RECOVERY_FACTOR; do
@@ -143,22 +142,7 @@ for tool in python3 cargo curl timeout; do
     command -v "$tool" >/dev/null || die "$tool not found"
 done
 
-SERVER_PIN=()
-LOAD_PIN=()
-if ((PIN)); then
-    if ! command -v taskset >/dev/null 2>&1; then
-        warn "taskset not found (package util-linux): running without CPU pinning"
-        PIN=0
-    elif (($(nproc) < 2)); then
-        warn "only $(nproc) CPU available: running without CPU pinning"
-        PIN=0
-    else
-        taskset -c "$SERVER_CPUS" true 2>/dev/null || die "taskset -c $SERVER_CPUS fails (SERVER_CPUS)"
-        taskset -c "$LOAD_CPUS" true 2>/dev/null || die "taskset -c $LOAD_CPUS fails (LOAD_CPUS)"
-        SERVER_PIN=(taskset -c "$SERVER_CPUS")
-        LOAD_PIN=(taskset -c "$LOAD_CPUS")
-    fi
-fi
+setup_pinning
 
 # Thousands of client and upstream connections when a backend stalls: raise the soft limit
 # on descriptors to the hard one (inherited by everything started below).
@@ -177,13 +161,7 @@ cargo build --release --quiet --manifest-path "$OPENLOOP_DIR/Cargo.toml" \
 SENTINEL="$REPO_DIR/target/release/sentinel"
 SENTINEL_UNAVAILABLE=""
 if [[ " ${SYSTEMS[*]} " == *" sentinel-"* ]]; then
-    log "building Sentinel (cargo build --release)"
-    if ! cargo build --release --quiet --manifest-path "$REPO_DIR/Cargo.toml" >&2; then
-        SENTINEL_UNAVAILABLE="cargo build --release failed"
-    elif [[ ! -x $SENTINEL ]]; then
-        SENTINEL_UNAVAILABLE="$SENTINEL was not built"
-    fi
-    [[ -z $SENTINEL_UNAVAILABLE ]] || warn "$SENTINEL_UNAVAILABLE: Sentinel's runs will be reported as n/a"
+    build_sentinel
 fi
 
 # ---------------------------------------------------------------- temp dir and cleanup

@@ -6,6 +6,45 @@
 
 log() { printf '[bench] %s\n' "$*" >&2; }
 die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
+warn() { printf '[bench] WARNING: %s\n' "$*" >&2; }
+
+# ---------------------------------------------------------------- pinning and build
+
+# With PIN=1, check that SERVER_CPUS and LOAD_CPUS can be used and set the command prefixes
+# SERVER_PIN and LOAD_PIN (arrays; empty when not pinning). PIN falls back to 0 without
+# taskset or with a single CPU.
+setup_pinning() {
+    SERVER_PIN=()
+    LOAD_PIN=()
+    ((PIN)) || return 0
+    if ! command -v taskset >/dev/null 2>&1; then
+        warn "taskset not found (package util-linux): running without CPU pinning"
+        PIN=0
+    elif (($(nproc) < 2)); then
+        warn "only $(nproc) CPU available: running without CPU pinning"
+        PIN=0
+    else
+        taskset -c "$SERVER_CPUS" true 2>/dev/null || die "taskset -c $SERVER_CPUS fails (SERVER_CPUS)"
+        taskset -c "$LOAD_CPUS" true 2>/dev/null || die "taskset -c $LOAD_CPUS fails (LOAD_CPUS)"
+        SERVER_PIN=(taskset -c "$SERVER_CPUS")
+        LOAD_PIN=(taskset -c "$LOAD_CPUS")
+    fi
+}
+
+# Build Sentinel (release) from REPO_DIR. Sets SENTINEL (the binary) and
+# SENTINEL_UNAVAILABLE: non-empty, with the reason, when it cannot be measured; the caller then
+# reports its runs as n/a instead of stopping.
+build_sentinel() {
+    SENTINEL="$REPO_DIR/target/release/sentinel"
+    SENTINEL_UNAVAILABLE=""
+    log "building Sentinel (cargo build --release)"
+    if ! cargo build --release --quiet --manifest-path "$REPO_DIR/Cargo.toml" >&2; then
+        SENTINEL_UNAVAILABLE="cargo build --release failed"
+    elif [[ ! -x $SENTINEL ]]; then
+        SENTINEL_UNAVAILABLE="$SENTINEL was not built"
+    fi
+    [[ -z $SENTINEL_UNAVAILABLE ]] || warn "$SENTINEL_UNAVAILABLE: Sentinel's runs will be reported as n/a"
+}
 
 # ---------------------------------------------------------------- tools
 

@@ -58,7 +58,6 @@ RESULTS_DIR="$BENCH_DIR/results"
 # shellcheck source=bench/lib.sh
 . "$BENCH_DIR/lib.sh"
 
-warn() { printf '[bench] WARNING: %s\n' "$*" >&2; }
 
 for var in ROUNDS DURATION CONNECTIONS THREADS WARMUP QUIET_MAX QUIET_WAIT RETRIES BACKEND_WORKERS; do
     [[ ${!var} =~ ^[0-9]+$ ]] || die "$var must be a non-negative integer (got '${!var}')"
@@ -88,36 +87,12 @@ command -v timeout >/dev/null || die "timeout (coreutils) not found"
 # The proxy under test gets SERVER_CPUS; wrk and the backend share LOAD_CPUS. nginx under
 # test runs one worker and Sentinel's default tokio runtime starts one worker thread per CPU
 # it may run on, so with the default single CPU both proxies get one core.
-SERVER_PIN=()
-LOAD_PIN=()
-if ((PIN)); then
-    if ! command -v taskset >/dev/null 2>&1; then
-        warn "taskset not found (package util-linux): running without CPU pinning"
-        PIN=0
-    elif (($(nproc) < 2)); then
-        warn "only $(nproc) CPU available: running without CPU pinning"
-        PIN=0
-    else
-        taskset -c "$SERVER_CPUS" true 2>/dev/null || die "taskset -c $SERVER_CPUS fails (SERVER_CPUS)"
-        taskset -c "$LOAD_CPUS" true 2>/dev/null || die "taskset -c $LOAD_CPUS fails (LOAD_CPUS)"
-        SERVER_PIN=(taskset -c "$SERVER_CPUS")
-        LOAD_PIN=(taskset -c "$LOAD_CPUS")
-    fi
-fi
+setup_pinning
 SERVER_NCPU=$("${SERVER_PIN[@]}" nproc)
 
 # ---------------------------------------------------------------- build
 
-SENTINEL="$REPO_DIR/target/release/sentinel"
-# Non-empty when Sentinel cannot be measured at all; its runs are then reported as n/a.
-SENTINEL_UNAVAILABLE=""
-log "building Sentinel (cargo build --release)"
-if ! cargo build --release --quiet --manifest-path "$REPO_DIR/Cargo.toml" >&2; then
-    SENTINEL_UNAVAILABLE="cargo build --release failed"
-elif [[ ! -x $SENTINEL ]]; then
-    SENTINEL_UNAVAILABLE="$SENTINEL was not built"
-fi
-[[ -z $SENTINEL_UNAVAILABLE ]] || warn "$SENTINEL_UNAVAILABLE: Sentinel's runs will be reported as n/a"
+build_sentinel
 
 # ---------------------------------------------------------------- temp dir and cleanup
 

@@ -59,7 +59,6 @@ PROBE="$BENCH_DIR/reload_probe.py"
 # shellcheck source=bench/lib.sh
 . "$BENCH_DIR/lib.sh"
 
-warn() { printf '[bench] WARNING: %s\n' "$*" >&2; }
 
 for var in ITERATIONS POLL_TIMEOUT SETTLE_MS RELOADS INTERVAL_MS DELAY_MS CONNECTIONS THREADS QUIET_MAX QUIET_WAIT; do
     [[ ${!var} =~ ^[0-9]+$ ]] || die "$var must be a non-negative integer (got '${!var}')"
@@ -92,15 +91,7 @@ LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---------------------------------------------------------------- build
 
-SENTINEL="$REPO_DIR/target/release/sentinel"
-SENTINEL_UNAVAILABLE=""
-log "building Sentinel (cargo build --release)"
-if ! cargo build --release --quiet --manifest-path "$REPO_DIR/Cargo.toml" >&2; then
-    SENTINEL_UNAVAILABLE="cargo build --release failed"
-elif [[ ! -x $SENTINEL ]]; then
-    SENTINEL_UNAVAILABLE="$SENTINEL was not built"
-fi
-[[ -z $SENTINEL_UNAVAILABLE ]] || warn "$SENTINEL_UNAVAILABLE: Sentinel is reported as n/a"
+build_sentinel
 
 # ---------------------------------------------------------------- temp dir and cleanup
 
