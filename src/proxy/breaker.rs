@@ -9,6 +9,7 @@
 //!
 //! Pure state on an injected clock.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -79,6 +80,9 @@ impl Bucket {
 pub struct Breaker {
     settings: BreakerSettings,
     inner: Mutex<Inner>,
+    /// Mirrors `inner.state == Closed`, so choosing among healthy backends (every request,
+    /// every candidate) takes no lock.
+    closed: AtomicBool,
 }
 
 impl Breaker {
@@ -93,6 +97,7 @@ impl Breaker {
                 trials_in_flight: 0,
                 trial_successes: 0,
             }),
+            closed: AtomicBool::new(true),
         }
     }
 
@@ -117,7 +122,7 @@ impl Breaker {
 
     /// Whether a request may be sent now, without reserving anything (for choosing).
     pub fn allows(&self, now: Instant) -> bool {
-        if !self.enabled() {
+        if !self.enabled() || self.closed.load(Ordering::Acquire) {
             return true;
         }
         match self.state(now) {
@@ -138,6 +143,7 @@ impl Breaker {
         let mut transition = None;
         if inner.state == BreakerState::Open && now >= inner.opened_at + self.settings.open_for {
             inner.state = BreakerState::HalfOpen;
+            self.closed.store(false, Ordering::Release);
             inner.trials_in_flight = 0;
             inner.trial_successes = 0;
             transition = Some(BreakerTransition::HalfOpened);
@@ -169,6 +175,7 @@ impl Breaker {
             inner.trials_in_flight = inner.trials_in_flight.saturating_sub(1);
             if !success {
                 inner.state = BreakerState::Open;
+                self.closed.store(false, Ordering::Release);
                 inner.opened_at = now;
                 return Some(BreakerTransition::Opened {
                     failure_rate: 1.0,
@@ -178,6 +185,7 @@ impl Breaker {
             inner.trial_successes += 1;
             if inner.trial_successes >= settings.trial_requests {
                 inner.state = BreakerState::Closed;
+                self.closed.store(true, Ordering::Release);
                 inner.current = Bucket::new(now);
                 inner.previous = Bucket::new(now);
                 return Some(BreakerTransition::Closed);
@@ -205,6 +213,7 @@ impl Breaker {
         let rate = f64::from(failures) / f64::from(requests.max(1));
         if requests >= settings.min_requests && rate >= settings.failure_rate {
             inner.state = BreakerState::Open;
+            self.closed.store(false, Ordering::Release);
             inner.opened_at = now;
             return Some(BreakerTransition::Opened {
                 failure_rate: rate,
