@@ -85,7 +85,11 @@ pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_UPSTREAM_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Idle keep-alive connections kept per backend for reuse (`proxy.max_idle_per_backend`).
-pub const DEFAULT_MAX_IDLE_PER_BACKEND: usize = 64;
+/// Sized for the concurrency a busy proxy sees per backend: beyond the pool, every request in
+/// flight over it opens and closes a connection of its own. At 512 client connections over
+/// three backends a pool of 64 did that for most requests, the TIME_WAIT sockets filled the
+/// ephemeral port range and p99 rose from ~100 ms to ~700 ms (`bench/run.sh`, small-512).
+pub const DEFAULT_MAX_IDLE_PER_BACKEND: usize = 256;
 
 /// How long an idle upstream connection is kept for reuse (`proxy.idle_timeout_ms`). Below
 /// the keep-alive timeout of common backends, so we close first rather than race their close.

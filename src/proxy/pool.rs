@@ -90,3 +90,61 @@ fn is_reusable(stream: &TcpStream) -> bool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// `n` client ends of loopback connections (the server ends are kept open in `keep`).
+    async fn streams(n: usize, keep: &mut Vec<TcpStream>) -> Vec<TcpStream> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut out = Vec::new();
+        for _ in 0..n {
+            out.push(TcpStream::connect(addr).await.unwrap());
+            keep.push(listener.accept().await.unwrap().0);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn keeps_at_most_max_idle_connections() {
+        let mut peers = Vec::new();
+        let pool = Pool::new(2, Duration::from_secs(60));
+        for stream in streams(3, &mut peers).await {
+            pool.put(stream);
+        }
+        assert_eq!(
+            pool.idle_count(),
+            2,
+            "the third connection is over the limit"
+        );
+        assert!(pool.take().is_some());
+        assert!(pool.take().is_some());
+        assert!(pool.take().is_none());
+    }
+
+    #[tokio::test]
+    async fn zero_keeps_nothing() {
+        let mut peers = Vec::new();
+        let pool = Pool::new(0, Duration::from_secs(60));
+        for stream in streams(1, &mut peers).await {
+            pool.put(stream);
+        }
+        assert_eq!(pool.idle_count(), 0);
+        assert!(pool.take().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_connection_closed_by_the_backend_is_not_reused() {
+        let mut peers = Vec::new();
+        let pool = Pool::new(4, Duration::from_secs(60));
+        for stream in streams(1, &mut peers).await {
+            pool.put(stream);
+        }
+        peers.clear(); // the backend closes its end
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(pool.take().is_none());
+    }
+}
