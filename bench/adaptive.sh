@@ -108,32 +108,7 @@ RUN_SECONDS=$((WARMUP + PHASE_A + PHASE_B + PHASE_C + PHASE_D + PHASE_E))
 
 # ---------------------------------------------------------------- tools
 
-# nginx and haproxy from Debian's packages when missing; their init scripts are kept from
-# starting system services (we run our own, in the foreground).
-install_tools() {
-    local packages=()
-    [[ -n $(find_nginx) ]] || packages+=(nginx)
-    command -v haproxy >/dev/null 2>&1 || [[ -x /usr/sbin/haproxy ]] || packages+=(haproxy)
-    command -v curl >/dev/null 2>&1 || packages+=(curl)
-    ((${#packages[@]} == 0)) && return 0
-    [[ $(id -u) -eq 0 ]] || die "missing ${packages[*]}; run as root or install them first"
-    command -v apt-get >/dev/null 2>&1 || die "missing ${packages[*]} and no apt-get"
-    log "installing ${packages[*]}"
-    local policy=/usr/sbin/policy-rc.d created_policy=0 status=0
-    if [[ ! -e $policy ]]; then
-        printf '#!/bin/sh\nexit 101\n' >"$policy"
-        chmod 755 "$policy"
-        created_policy=1
-    fi
-    {
-        DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}"
-    } >&2 || status=$?
-    ((created_policy)) && rm -f "$policy"
-    ((status == 0)) || die "apt-get install ${packages[*]} failed"
-}
-
-install_tools
+install_missing haproxy
 NGINX=$(find_nginx)
 [[ -n $NGINX ]] || die "nginx not found after installation"
 HAPROXY=$(command -v haproxy 2>/dev/null || echo /usr/sbin/haproxy)

@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # shellcheck disable=SC2034 # the CPU_*, NGINX_PIDS and BUSY_PCT globals are read by the callers
-# Shared pieces of the benchmark scripts (bench/static.sh, bench/proxy.sh). Source it, do not
+# Shared pieces of the benchmark scripts (bench/run.sh, bench/reload.sh, bench/adaptive.sh). Source it, do not
 # run it. The sourcing script sets `set -euo pipefail`; the functions below only define
 # globals whose names are documented next to them.
 
@@ -56,11 +56,16 @@ find_nginx() {
     fi
 }
 
-install_missing() {
-    local packages=()
+# Install nginx, wrk, curl and any further tools named as arguments (Debian package = command
+# name, e.g. haproxy) with apt-get when they are missing.
+install_missing() { # [tool ...]
+    local packages=() tool
     [[ -n $(find_nginx) ]] || packages+=(nginx)
     command -v wrk >/dev/null 2>&1 || packages+=(wrk)
     command -v curl >/dev/null 2>&1 || packages+=(curl)
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null 2>&1 || [[ -x /usr/sbin/$tool ]] || packages+=("$tool")
+    done
     ((${#packages[@]} == 0)) && return 0
     [[ $(id -u) -eq 0 ]] || die "missing ${packages[*]}; run as root or install them first"
     command -v apt-get >/dev/null 2>&1 || die "missing ${packages[*]} and no apt-get"
