@@ -72,16 +72,25 @@ pub fn parse_request(buf: &[u8], limits: &ParseLimits) -> Result<Status, ParseEr
     // every longer buffer too.
     let line_limit_end = start.saturating_add(limits.max_request_line_bytes.saturating_add(2));
     let window_limit = line_limit_end.min(limits.max_head_bytes);
-    let Some(line_end) = find_line_end(buf, start, buf.len().min(window_limit))? else {
-        return if buf.len() < window_limit {
-            Ok(Status::Partial)
-        } else if line_limit_end <= limits.max_head_bytes {
-            Err(ParseError::RequestLineTooLong)
-        } else {
-            Err(ParseError::HeadTooLarge)
-        };
+    let line_window = buf.len().min(window_limit);
+    let (request_line, line_end) = match fast_request_line(buf, start, line_window) {
+        Some(parsed) => parsed?,
+        None => {
+            let Some(line_end) = find_line_end(buf, start, line_window)? else {
+                return if buf.len() < window_limit {
+                    Ok(Status::Partial)
+                } else if line_limit_end <= limits.max_head_bytes {
+                    Err(ParseError::RequestLineTooLong)
+                } else {
+                    Err(ParseError::HeadTooLarge)
+                };
+            };
+            (
+                parse_request_line(buf, Span::new(start, line_end))?,
+                line_end,
+            )
+        }
     };
-    let request_line = parse_request_line(buf, Span::new(start, line_end))?;
 
     let mut fields = FieldState::default();
     let mut headers = Vec::with_capacity(16);
@@ -91,21 +100,36 @@ pub fn parse_request(buf: &[u8], limits: &ParseLimits) -> Result<Status, ParseEr
         // Fast path: a well-formed field line, scanned once. Anything else (the empty line,
         // an error, a line not complete in the window) goes the general way below, which
         // therefore decides every verdict except plain success.
-        if let Some((header, end)) = fast_field_line(buf, pos, head_window) {
+        if let Some(line) = fast_field_line(buf, pos, head_window) {
             if headers.len() == limits.max_headers {
                 return Err(ParseError::TooManyHeaders);
             }
-            fields.observe(buf, header, request_line.version)?;
-            headers.push(header);
-            pos = end + 2;
+            fields.observe(
+                line.name,
+                line.value,
+                line.header.value,
+                request_line.version,
+            )?;
+            headers.push(line.header);
+            pos = line.cr + 2;
             continue;
         }
-        let Some(end) = find_line_end(buf, pos, head_window)? else {
-            return if buf.len() >= limits.max_head_bytes {
-                Err(ParseError::HeadTooLarge)
-            } else {
-                Ok(Status::Partial)
+        // The empty line that ends the head, complete in the window: what `find_line_end`
+        // would say, without a search.
+        let end = if buf
+            .get(pos..head_window)
+            .is_some_and(|rest| rest.starts_with(b"\r\n"))
+        {
+            pos
+        } else {
+            let Some(end) = find_line_end(buf, pos, head_window)? else {
+                return if buf.len() >= limits.max_head_bytes {
+                    Err(ParseError::HeadTooLarge)
+                } else {
+                    Ok(Status::Partial)
+                };
             };
+            end
         };
         if end == pos {
             let consumed = end + 2;
@@ -116,63 +140,197 @@ pub fn parse_request(buf: &[u8], limits: &ParseLimits) -> Result<Status, ParseEr
             return Err(ParseError::TooManyHeaders);
         }
         let header = parse_field_line(buf, Span::new(pos, end))?;
-        fields.observe(buf, header, request_line.version)?;
+        let (name, value) = (header.name.slice(buf), header.value.slice(buf));
+        fields.observe(name, value, header.value, request_line.version)?;
         headers.push(header);
         pos = end + 2;
     }
 }
 
-/// A valid `field-name ":" OWS field-value OWS CRLF` starting at `pos` and ending inside
-/// `window_end`, in one pass: the header and the index of its CR. `None` for anything else.
+/// The common request line, `token SP target SP HTTP/1.1 CRLF` (or 1.0) with a target of
+/// visible bytes and its CRLF inside `window_end`, in one pass and without first searching
+/// for the LF. `None` for anything else, which `parse_request_line` then judges. No byte it
+/// accepts is a LF, so it sees the line `find_line_end` would find, splits it where
+/// `parse_request_line` would, and applies the same target rules: same verdicts.
 #[inline]
-fn fast_field_line(buf: &[u8], pos: usize, window_end: usize) -> Option<(HeaderSpan, usize)> {
+fn fast_request_line(
+    buf: &[u8],
+    start: usize,
+    window_end: usize,
+) -> Option<Result<(RequestLine, usize), ParseError>> {
+    let line = buf.get(start..window_end)?;
+    let sp1 = run_of(&TCHAR, line);
+    if sp1 == 0 || line.get(sp1) != Some(&b' ') {
+        return None;
+    }
+    let rest = line.get(sp1 + 1..)?;
+    let sp2 = run_of(&TARGET_BYTE, rest);
+    if sp2 == 0 || rest.get(sp2) != Some(&b' ') {
+        return None;
+    }
+    let version = match rest.get(sp2 + 1..sp2 + 11)? {
+        b"HTTP/1.1\r\n" => Version::Http11,
+        b"HTTP/1.0\r\n" => Version::Http10,
+        _ => return None,
+    };
+    let method = Method::from_token(line.get(..sp1)?);
+    if let Err(error) = validate_target_form(method, rest.get(..sp2)?) {
+        return Some(Err(error));
+    }
+    let method_span = Span::new(start, start + sp1);
+    let target = Span::new(method_span.end + 1, method_span.end + 1 + sp2);
+    let request_line = RequestLine {
+        method,
+        method_span,
+        target,
+        version,
+    };
+    Some(Ok((request_line, target.end + 9)))
+}
+
+/// A well-formed field line found by `fast_field_line`: its spans, its name and value bytes
+/// (handed on so that `FieldState::observe` need not slice again), and the index of its CR.
+struct FieldLine<'a> {
+    header: HeaderSpan,
+    name: &'a [u8],
+    value: &'a [u8],
+    cr: usize,
+}
+
+/// A valid `field-name ":" OWS field-value OWS CRLF` starting at `pos` and ending inside
+/// `window_end`, in one pass. `None` for anything else. No byte it accepts is a LF, so the
+/// CRLF it ends at is the one `find_line_end` would find: same line, same spans.
+#[inline]
+fn fast_field_line(buf: &[u8], pos: usize, window_end: usize) -> Option<FieldLine<'_>> {
     let line = buf.get(pos..window_end)?;
-    let mut i = 0;
-    while i < line.len() && TCHAR[usize::from(line[i])] {
-        i += 1;
-    }
-    if i == 0 || line.get(i) != Some(&b':') {
+    let colon = run_of(&TCHAR, line);
+    if colon == 0 || line.get(colon) != Some(&b':') {
         return None;
     }
-    let colon = i;
-    i += 1;
-    while i < line.len() && matches!(line[i], b' ' | b'\t') {
-        i += 1;
+    let mut value_start = colon + 1;
+    while matches!(line.get(value_start), Some(b' ' | b'\t')) {
+        value_start += 1;
     }
-    let value_start = i;
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
-    while i < line.len() {
-        if let Some(chunk) = line.get(i..i + 8) {
-            let word = u64::from_ne_bytes(chunk.try_into().unwrap_or_default());
-            let low = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
-            let del_x = word ^ (ONES * 0x7f);
-            let del = del_x.wrapping_sub(ONES) & !del_x & HIGH;
-            if low | del == 0 {
-                i += 8;
-                continue;
-            }
-        }
-        match line[i] {
-            b'\t' | 0x20..=0x7e | 0x80..=0xff => i += 1,
-            _ => break,
-        }
-    }
-    if line.get(i) != Some(&b'\r') || line.get(i + 1) != Some(&b'\n') {
+    let cr = field_value_run(line, value_start);
+    if line.get(cr..cr + 2) != Some(b"\r\n") {
         return None;
     }
-    let cr = i;
-    let mut value_end = cr;
-    while value_end > value_start && matches!(line[value_end - 1], b' ' | b'\t') {
-        value_end -= 1;
-    }
-    Some((
-        HeaderSpan {
+    let name = line.get(..colon)?;
+    let value = trim_trailing_ows(line.get(value_start..cr)?);
+    Some(FieldLine {
+        header: HeaderSpan {
             name: Span::new(pos, pos + colon),
-            value: Span::new(pos + value_start, pos + value_end),
+            value: Span::new(pos + value_start, pos + value_start + value.len()),
         },
-        pos + cr,
-    ))
+        name,
+        value,
+        cr: pos + cr,
+    })
+}
+
+/// Length of the run of bytes that `table` admits at the start of `bytes`. Eight bytes a
+/// step: their lookups do not depend on each other, and the first miss comes out of a bit
+/// mask instead of a branch per byte (`benches/parser.rs`: header names and the target
+/// are most of what is not a field value).
+#[inline(always)]
+fn run_of(table: &[bool; 256], bytes: &[u8]) -> usize {
+    let mut i = 0;
+    while let Some(chunk) = bytes
+        .get(i..i + 8)
+        .and_then(|c| <&[u8; 8]>::try_from(c).ok())
+    {
+        let mut admitted = 0u32;
+        for (k, &b) in chunk.iter().enumerate() {
+            admitted |= u32::from(table[usize::from(b)]) << k;
+        }
+        if admitted != 0xff {
+            return i + admitted.trailing_ones() as usize;
+        }
+        i += 8;
+    }
+    while bytes.get(i).is_some_and(|&b| table[usize::from(b)]) {
+        i += 1;
+    }
+    i
+}
+
+/// `field-value` bytes (RFC 9110 §5.5): HTAB, SP, VCHAR, obs-text.
+#[inline(always)]
+fn is_field_value_byte(b: u8) -> bool {
+    b == b'\t' || (b >= 0x20 && b != 0x7f)
+}
+
+/// The eight bytes at `at`, first byte lowest.
+#[inline(always)]
+fn word_at(bytes: &[u8], at: usize) -> Option<u64> {
+    let chunk = bytes.get(at..at.checked_add(8)?)?;
+    Some(u64::from_le_bytes(chunk.try_into().ok()?))
+}
+
+/// The high bit of every byte of `word` that is below 0x20 or is 0x7F, plus possibly some
+/// bytes above a flagged one (a borrow runs upwards). Never misses a byte; bytes below the
+/// lowest flagged one are all field-value bytes, except that HTAB is flagged too.
+#[inline(always)]
+fn flag_non_value_bytes(word: u64) -> u64 {
+    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
+    // Some byte < 0x20 (bytes >= 0x80 are excluded by `!word`).
+    let low = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
+    // Some byte == 0x7F.
+    let del_x = word ^ (ONES * 0x7f);
+    let del = del_x.wrapping_sub(ONES) & !del_x & HIGH;
+    low | del
+}
+
+/// The first flagged byte of the word read at `base` that really is not a field-value
+/// byte. Each flag is checked exactly, so a HTAB or a borrow's false flag is skipped.
+#[inline(always)]
+fn first_non_value_byte(bytes: &[u8], base: usize, mut flagged: u64) -> Option<usize> {
+    while flagged != 0 {
+        let at = base + (flagged.trailing_zeros() / 8) as usize;
+        if !bytes.get(at).copied().is_some_and(is_field_value_byte) {
+            return Some(at);
+        }
+        flagged &= flagged - 1;
+    }
+    None
+}
+
+/// Index of the first byte at or after `from` that may not appear in a field value, or
+/// `bytes.len()`. Eight bytes at a time; a word with no byte below 0x20 and no 0x7F is valid
+/// as a whole. The last 0-7 bytes are judged by one overlapping read of the last eight when
+/// there are eight, so a value costs no byte-by-byte tail.
+#[inline(always)]
+fn field_value_run(bytes: &[u8], from: usize) -> usize {
+    let mut i = from;
+    while let Some(word) = word_at(bytes, i) {
+        if let Some(at) = first_non_value_byte(bytes, i, flag_non_value_bytes(word)) {
+            return at;
+        }
+        i += 8;
+    }
+    if i >= bytes.len() {
+        return bytes.len();
+    }
+    if let Some(base) = bytes.len().checked_sub(8) {
+        if let Some(word) = word_at(bytes, base) {
+            // Bytes before `i` are already judged; a flag on one of them must not count.
+            let judged = u64::MAX.checked_shl(8 * (i.saturating_sub(base) as u32));
+            let flagged = flag_non_value_bytes(word) & judged.unwrap_or(0);
+            return first_non_value_byte(bytes, base, flagged).unwrap_or(bytes.len());
+        }
+    }
+    while bytes.get(i).copied().is_some_and(is_field_value_byte) {
+        i += 1;
+    }
+    i
+}
+
+fn trim_trailing_ows(mut bytes: &[u8]) -> &[u8] {
+    while let [rest @ .., b' ' | b'\t'] = bytes {
+        bytes = rest;
+    }
+    bytes
 }
 
 /// Index of the CR of the first CRLF at or after `from` and before `window_end`.
@@ -195,7 +353,7 @@ pub(super) fn find_line_end(
     Ok(Some(lf - 1))
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct RequestLine {
     method: Method,
     method_span: Span,
@@ -216,10 +374,7 @@ fn parse_request_line(buf: &[u8], line: Span) -> Result<RequestLine, ParseError>
     let rest = &bytes[sp1 + 1..];
     let method = Method::from_token(method_bytes);
     // Fast path: one pass that both finds the SP and checks the target's bytes.
-    let mut t = 0;
-    while t < rest.len() && TARGET_BYTE[usize::from(rest[t])] {
-        t += 1;
-    }
+    let t = run_of(&TARGET_BYTE, rest);
     let sp2 = if t > 0 && rest.get(t) == Some(&b' ') {
         validate_target_form(method, &rest[..t])?;
         t
@@ -340,11 +495,8 @@ pub(super) fn parse_field_line(buf: &[u8], line: Span) -> Result<HeaderSpan, Par
     if matches!(bytes.first(), Some(b' ' | b'\t')) {
         return Err(ParseError::ObsoleteLineFolding);
     }
-    // Fast path: one table lookup per name byte; the byte that stops it decides.
-    let mut i = 0;
-    while i < bytes.len() && TCHAR[usize::from(bytes[i])] {
-        i += 1;
-    }
+    // The byte that ends the run of name bytes decides.
+    let i = run_of(&TCHAR, bytes);
     let colon = match bytes.get(i) {
         Some(b':') if i > 0 => i,
         // RFC 9112 §5.1: MUST reject whitespace between field name and colon.
@@ -368,36 +520,13 @@ pub(super) fn parse_field_line(buf: &[u8], line: Span) -> Result<HeaderSpan, Par
     })
 }
 
-/// `field-value` bytes: HTAB, SP, VCHAR, obs-text. Eight bytes at a time: a word with no
-/// byte below 0x20 and no 0x7F is valid as a whole; only a word that has one (in practice a
-/// HTAB) is looked at byte by byte.
+/// RFC 9110 §5.5 `field-value`; the first byte that does not belong decides the error.
 fn validate_field_value(value: &[u8]) -> Result<(), ParseError> {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
-    let mut chunks = value.chunks_exact(8);
-    for chunk in &mut chunks {
-        let word = u64::from_ne_bytes(chunk.try_into().unwrap_or_default());
-        // Some byte < 0x20 (bytes >= 0x80 are excluded by `!word`).
-        let low = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
-        // Some byte == 0x7F.
-        let del_x = word ^ (ONES * 0x7f);
-        let del = del_x.wrapping_sub(ONES) & !del_x & HIGH;
-        if low | del != 0 {
-            validate_field_value_slow(chunk)?;
-        }
+    match value.get(field_value_run(value, 0)) {
+        None => Ok(()),
+        Some(b'\r') => Err(ParseError::BareCarriageReturn),
+        Some(_) => Err(ParseError::InvalidHeaderValue),
     }
-    validate_field_value_slow(chunks.remainder())
-}
-
-fn validate_field_value_slow(bytes: &[u8]) -> Result<(), ParseError> {
-    for &b in bytes {
-        match b {
-            b'\t' | 0x20..=0x7e | 0x80..=0xff => {}
-            b'\r' => return Err(ParseError::BareCarriageReturn),
-            _ => return Err(ParseError::InvalidHeaderValue),
-        }
-    }
-    Ok(())
 }
 
 /// Facts gathered from the fields that decide framing and connection handling.
@@ -412,33 +541,42 @@ struct FieldState {
 }
 
 impl FieldState {
+    /// One field, as its name and value bytes (`value_span` locates the value for `host`).
+    /// The five names that matter have five different lengths, so the length picks the
+    /// one comparison worth making.
     fn observe(
         &mut self,
-        buf: &[u8],
-        header: HeaderSpan,
+        name: &[u8],
+        value: &[u8],
+        value_span: Span,
         version: Version,
     ) -> Result<(), ParseError> {
-        let name = header.name.slice(buf);
-        let value = header.value.slice(buf);
-        if name.eq_ignore_ascii_case(b"content-length") {
-            merge_content_length(value, &mut self.content_length)?;
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            self.codings.observe(value)?;
-        } else if name.eq_ignore_ascii_case(b"host") {
-            self.host_count += 1;
-            if !is_valid_authority(value) && !value.is_empty() {
-                return Err(ParseError::InvalidHost);
+        match name.len() {
+            14 if name.eq_ignore_ascii_case(b"content-length") => {
+                merge_content_length(value, &mut self.content_length)?;
             }
-            self.host.get_or_insert(header.value);
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            observe_connection(value, &mut self.connection);
-        } else if name.eq_ignore_ascii_case(b"expect") {
-            // RFC 9110 §10.1.1: 100-continue is the only expectation defined; a 1.0 request
-            // must have it ignored.
-            if !value.eq_ignore_ascii_case(b"100-continue") {
-                return Err(ParseError::UnsupportedExpectation);
+            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+                self.codings.observe(value)?;
             }
-            self.expect_continue = version == Version::Http11;
+            4 if name.eq_ignore_ascii_case(b"host") => {
+                self.host_count += 1;
+                if !is_valid_authority(value) && !value.is_empty() {
+                    return Err(ParseError::InvalidHost);
+                }
+                self.host.get_or_insert(value_span);
+            }
+            10 if name.eq_ignore_ascii_case(b"connection") => {
+                observe_connection(value, &mut self.connection);
+            }
+            6 if name.eq_ignore_ascii_case(b"expect") => {
+                // RFC 9110 §10.1.1: 100-continue is the only expectation defined; a 1.0
+                // request must have it ignored.
+                if !value.eq_ignore_ascii_case(b"100-continue") {
+                    return Err(ParseError::UnsupportedExpectation);
+                }
+                self.expect_continue = version == Version::Http11;
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -595,32 +733,40 @@ fn starts_with_ignore_case(bytes: &[u8], prefix: &[u8]) -> bool {
 /// RFC 3986 authority characters (reg-name, IP literals, port, percent escapes). Userinfo
 /// (`@`) is refused: RFC 9110 §4.2.4 deprecates it and it has only ever been used to mislead.
 fn is_valid_authority(bytes: &[u8]) -> bool {
-    !bytes.is_empty()
-        && bytes.iter().all(|&b| {
-            b.is_ascii_alphanumeric()
-                || matches!(
-                    b,
-                    b'-' | b'.'
-                        | b'_'
-                        | b'~'
-                        | b'!'
-                        | b'$'
-                        | b'&'
-                        | b'\''
-                        | b'('
-                        | b')'
-                        | b'*'
-                        | b'+'
-                        | b','
-                        | b';'
-                        | b'='
-                        | b'%'
-                        | b':'
-                        | b'['
-                        | b']'
-                )
-        })
+    !bytes.is_empty() && run_of(&AUTHORITY_BYTE, bytes) == bytes.len()
 }
+
+static AUTHORITY_BYTE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        table[i] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b'%'
+                    | b':'
+                    | b'['
+                    | b']'
+            );
+        i += 1;
+    }
+    table
+};
 
 /// RFC 9110 §5.6.2 `tchar`.
 pub(crate) fn is_tchar(b: u8) -> bool {

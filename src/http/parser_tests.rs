@@ -632,3 +632,70 @@ fn h1_010_every_control_byte_is_caught_at_every_position_of_a_value() {
         }
     }
 }
+
+#[test]
+fn field_value_run_matches_a_byte_by_byte_scan() {
+    // The word-at-a-time scan (and its overlapping read of the last eight bytes) must stop
+    // where a plain loop stops: HTAB is flagged by the word test but valid, and a borrow can
+    // flag the byte after a control byte (here SP after HTAB) without it being invalid.
+    let reference = |bytes: &[u8], from: usize| {
+        (from..bytes.len())
+            .find(|&i| !is_field_value_byte(bytes[i]))
+            .unwrap_or(bytes.len())
+    };
+    let specials = [b'\t', b'\r', b'\n', 0x00, 0x1f, 0x7f, b' ', 0x80, 0xff];
+    for len in 0..=24 {
+        for &first in &specials {
+            for &second in &specials {
+                for at in 0..len {
+                    let mut bytes = vec![b'v'; len];
+                    bytes[at] = first;
+                    if at + 1 < len {
+                        bytes[at + 1] = second;
+                    }
+                    for from in 0..=len {
+                        assert_eq!(
+                            field_value_run(&bytes, from),
+                            reference(&bytes, from),
+                            "{bytes:?} from {from}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn fast_request_line_agrees_with_the_general_path() {
+    // Whenever the one-pass request line takes a line, the general path must read it the
+    // same way, errors included.
+    let lines: &[&[u8]] = &[
+        b"GET / HTTP/1.1\r\n",
+        b"GET /a?b=c HTTP/1.0\r\n",
+        b"POST http://example.com/x HTTP/1.1\r\n",
+        b"POST http:// HTTP/1.1\r\n",
+        b"GET ftp://a/ HTTP/1.1\r\n",
+        b"OPTIONS * HTTP/1.1\r\n",
+        b"GET * HTTP/1.1\r\n",
+        b"CONNECT a.b:443 HTTP/1.1\r\n",
+        b"CONNECT a.b HTTP/1.1\r\n",
+        b"CONNECT /a HTTP/1.1\r\n",
+        b"BREW@ / HTTP/1.1\r\n",
+        b"GET /# HTTP/1.1\r\n",
+        b"GET / HTTP/1.2\r\n",
+        b"GET / HTTP/2.0\r\n",
+        b"GET  / HTTP/1.1\r\n",
+        b"GET / HTTP/1.1\n",
+    ];
+    for &line in lines {
+        let Some(fast) = fast_request_line(line, 0, line.len()) else {
+            continue;
+        };
+        let general = find_line_end(line, 0, line.len()).and_then(|end| {
+            let end = end.ok_or(ParseError::InvalidRequestLine)?;
+            Ok((parse_request_line(line, Span::new(0, end))?, end))
+        });
+        assert_eq!(fast, general, "{:?}", String::from_utf8_lossy(line));
+    }
+}
