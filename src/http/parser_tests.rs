@@ -699,3 +699,40 @@ fn fast_request_line_agrees_with_the_general_path() {
         assert_eq!(fast, general, "{:?}", String::from_utf8_lossy(line));
     }
 }
+
+#[test]
+fn notable_field_names_match_exactly_like_eq_ignore_ascii_case() {
+    // `NotableField::named` compares words with bit 0x20 set; for token bytes that must be
+    // the same as `eq_ignore_ascii_case`. Every one-byte change of every name, over every
+    // tchar, in both cases, must get the same answer.
+    let names: [&[u8]; 5] = [
+        b"content-length",
+        b"transfer-encoding",
+        b"host",
+        b"connection",
+        b"expect",
+    ];
+    let tchars: Vec<u8> = (0..=255u8).filter(|&b| is_tchar(b)).collect();
+    for name in names {
+        for upper in [false, true] {
+            let base: Vec<u8> = if upper {
+                name.to_ascii_uppercase()
+            } else {
+                name.to_vec()
+            };
+            for at in 0..base.len() {
+                for &b in &tchars {
+                    let mut candidate = base.clone();
+                    candidate[at] = b;
+                    let expected = names.iter().any(|n| candidate.eq_ignore_ascii_case(n));
+                    assert_eq!(
+                        NotableField::named(&candidate).is_some(),
+                        expected,
+                        "{:?}",
+                        String::from_utf8_lossy(&candidate)
+                    );
+                }
+            }
+        }
+    }
+}
