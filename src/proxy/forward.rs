@@ -33,6 +33,11 @@ use crate::http::writer::{encode_chunk_header, CONTINUE_RESPONSE};
 /// Size of the buffer upstream bytes are read into; also the largest piece relayed at once.
 pub(super) const RELAY_BUFFER_BYTES: usize = 64 * 1024;
 
+/// Most bytes one read takes while the response head is incomplete: a head and a small body
+/// arrive whole, and a body long enough to be spliced (Linux) is left in the socket for
+/// `splice(2)` instead of being copied through the buffer.
+const HEAD_READ_BYTES: usize = 16 * 1024;
+
 /// Most backends one request is offered to (connect failures move on to the next).
 const MAX_ATTEMPTS: usize = 8;
 
@@ -372,13 +377,12 @@ async fn receive(
         )
         .await);
     }
-    let response_head = response_buf.split_to(head_len).freeze();
     Ok(relay_response(
         client,
         head,
         upstream,
         response,
-        &response_head,
+        head_len,
         response_buf,
         attempt,
         destination,
@@ -510,7 +514,8 @@ async fn read_response_head(
                 ResponseStatus::Partial => {}
             }
         }
-        let read = tokio::time::timeout_at(deadline, upstream.read_buf(buf)).await;
+        let mut window = (&mut *buf).limit(HEAD_READ_BYTES);
+        let read = tokio::time::timeout_at(deadline, upstream.read_buf(&mut window)).await;
         match read {
             Err(_) => return Err(AttemptError::Timeout),
             Ok(Ok(0)) if !received_any => {

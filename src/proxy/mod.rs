@@ -10,4 +10,6 @@ pub mod health;
 pub mod pool;
 pub mod relay;
 pub mod retry_budget;
+#[cfg(target_os = "linux")]
+mod splice;
 pub mod upstream;

@@ -73,13 +73,17 @@ fn framings(method: Method, version: Version, response: &ParsedResponse) -> Fram
 
 /// Send the response head and body to the client. Errors here cannot become error pages (the
 /// head is out): they end in a cut connection.
+///
+/// `buf` starts with the response head (`head_len` bytes) and whatever body bytes came with
+/// it. The head is re-encoded and then skipped in place rather than split off, so that `buf`
+/// stays the sole owner of its memory and is reused for the body instead of reallocated.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn relay_response(
     client: &mut Client<'_>,
     head: &RequestHead,
     mut upstream: TcpStream,
     response: ParsedResponse,
-    response_head: &[u8],
+    head_len: usize,
     buf: &mut BytesMut,
     attempt: &Attempt<'_>,
     destination: &Destination<'_>,
@@ -87,6 +91,7 @@ pub(super) async fn relay_response(
     let backend = attempt.backend;
     let framings = framings(head.method(), head.version(), &response);
     let keep_alive = client.keep_alive && !framings.client_until_close;
+    let response_head = &buf[..head_len];
     let mut out = BytesMut::with_capacity(response_head.len() + 256);
     with_http_date(|date| {
         encode_response_head(
@@ -104,6 +109,7 @@ pub(super) async fn relay_response(
                 .map(|name| (name, &*backend.name)),
         )
     });
+    buf.advance(head_len);
     let status = response.status;
     let backend_name = Arc::clone(&backend.name);
     let Some(upstream_framing) = framings.upstream else {
@@ -239,6 +245,19 @@ impl Relay<'_, '_> {
             } else if decoder.as_ref().is_some_and(|d| d.is_done()) {
                 return self.finish().await;
             }
+            #[cfg(target_os = "linux")]
+            if let Some(BodyDecoder::Length { remaining }) = decoder.as_mut() {
+                if !self.chunked && *remaining >= super::splice::MIN_BYTES {
+                    match self.splice_rest(upstream, *remaining, idle_timeout).await {
+                        Ok(true) => {
+                            *remaining = 0;
+                            return self.finish().await;
+                        }
+                        Ok(false) => {}
+                        Err(error) => return Err(error),
+                    }
+                }
+            }
             buf.reserve(RELAY_BUFFER_BYTES);
             let read = tokio::time::timeout(idle_timeout, upstream.read_buf(buf)).await;
             match read {
@@ -258,6 +277,44 @@ impl Relay<'_, '_> {
                 Ok(Err(error)) => return Err(RelayError::Upstream(error)),
                 Ok(Ok(_)) => {}
             }
+        }
+    }
+
+    /// Move the last `len` bytes of a Content-Length body with `splice(2)`, after whatever is
+    /// staged. `Ok(false)`: no pipe could be had and nothing was moved; copy instead.
+    #[cfg(target_os = "linux")]
+    async fn splice_rest(
+        &mut self,
+        upstream: &TcpStream,
+        len: u64,
+        idle_timeout: Duration,
+    ) -> Result<bool, RelayError> {
+        use super::splice::{relay_body, SpliceError};
+        let write_timeout = self.client.limits.write_timeout;
+        if !self.out.is_empty() {
+            let staged =
+                write_all_with_progress(self.client.stream, &mut &self.out[..], write_timeout)
+                    .await;
+            self.out.clear();
+            staged.map_err(RelayError::Client)?;
+        }
+        let moved = relay_body(
+            upstream,
+            self.client.stream,
+            len,
+            idle_timeout,
+            write_timeout,
+            &mut self.sent,
+        )
+        .await;
+        match moved {
+            Ok(()) => Ok(true),
+            Err(SpliceError::Unavailable(error)) => {
+                tracing::debug!(%error, "no pipe for splice; copying the body");
+                Ok(false)
+            }
+            Err(SpliceError::Upstream(error)) => Err(RelayError::Upstream(error)),
+            Err(SpliceError::Client(error)) => Err(RelayError::Client(error)),
         }
     }
 
