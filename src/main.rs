@@ -46,7 +46,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         return Ok(());
     }
     sentinel::logging::init(&config.logging);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if config.server.workers > 0 {
+        runtime.worker_threads(config.server.workers);
+    }
+    let runtime = runtime
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
@@ -57,7 +61,8 @@ async fn serve(config: Config, path: PathBuf, listen: Option<String>) -> anyhow:
     let listen_addr = config.server.listen_addr;
     let server = Server::bind(config).with_context(|| format!("cannot listen on {listen_addr}"))?;
     let local = server.local_addr()?;
-    tracing::info!(addr = %local, version = env!("CARGO_PKG_VERSION"), "listening");
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    tracing::info!(addr = %local, workers, version = env!("CARGO_PKG_VERSION"), "listening");
     if let Some(admin_addr) = server.handle().config.load().admin_listen_addr {
         let listener = sentinel::admin::bind(admin_addr)
             .await

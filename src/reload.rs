@@ -88,6 +88,13 @@ impl Reloader {
             listen_changed,
             ..describe_changes(&current, &next)
         };
+        let restart_only = startup_keys_changed(&current, &next);
+        if !restart_only.is_empty() {
+            tracing::warn!(
+                keys = ?restart_only,
+                "changed keys take effect only after a restart; the rest is applied now"
+            );
+        }
         if next.logging.level != current.logging.level {
             crate::logging::set_level(&next.logging.level);
         }
@@ -119,6 +126,34 @@ impl Reloader {
             ),
         }
     }
+}
+
+/// Keys read once at startup (they size or start something that lives as long as the
+/// process) whose value differs between `current` and `next`.
+fn startup_keys_changed(current: &Config, next: &Config) -> Vec<&'static str> {
+    let (was, now) = (&current.server, &next.server);
+    [
+        (
+            "server.max_connections",
+            was.max_connections != now.max_connections,
+        ),
+        (
+            "server.listen_backlog",
+            was.listen_backlog != now.listen_backlog,
+        ),
+        ("server.workers", was.workers != now.workers),
+        (
+            "logging.format",
+            current.logging.format != next.logging.format,
+        ),
+        (
+            "admin.listen_addr",
+            current.admin_listen_addr != next.admin_listen_addr,
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(key, changed)| changed.then_some(key))
+    .collect()
 }
 
 /// Watch the config file's directory and reload (debounced) on every change, until the

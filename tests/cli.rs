@@ -256,3 +256,37 @@ fn backend_ejection_and_recovery_are_logged() {
         "no recovery logged: {log}"
     );
 }
+
+#[test]
+fn server_workers_sets_the_runtime_worker_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "server:\n  listen_addr: \"127.0.0.1:0\"\n  workers: 3\nstatic_files:\n  root: \"{}\"\n\
+             logging:\n  level: \"info\"\n",
+            repo().join("public").display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .env_remove("LISTEN")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let listening = loop {
+        let line = lines.next().expect("exited before listening").unwrap();
+        if line.contains("listening") {
+            break line;
+        }
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(listening.contains("workers=3"), "{listening}");
+}

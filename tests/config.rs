@@ -202,6 +202,8 @@ fn bad_values_are_errors_naming_key_and_line() {
         ("server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: public\nlogging:\n  format: xml\n", "logging.format", "line 6"),
         ("server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: public\nlogging:\n  level: \"[[\"\n", "logging.level", ":6:"),
         ("server:\n  listen_addr: \"127.0.0.1:0\"\n  max_connections: 100000000\nstatic_files:\n  root: public\n", "server.max_connections", ":3:"),
+        ("server:\n  listen_addr: \"127.0.0.1:0\"\n  workers: 1025\nstatic_files:\n  root: public\n", "server.workers", ":3:"),
+        ("server:\n  listen_addr: \"127.0.0.1:0\"\n  workers: -1\nstatic_files:\n  root: public\n", "server.workers", "line 3"),
         ("server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: public\n  cache_max_file_bytes: 16777217\n", "static_files.cache_max_file_bytes", ":5:"),
         // Field filters compile exponential regexes (found by fuzzing): refused outright.
         ("server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: public\nlogging:\n  level: \"a[{f=.+7.......}]\"\n", "logging.level", ":6:"),
@@ -265,6 +267,16 @@ fn defaults_fill_every_optional_key() {
     assert_eq!(config.static_files.unwrap().index, "index.html");
     assert_eq!(config.logging.format, LogFormat::Text);
     assert!(config.logging.access_log);
+    assert_eq!(config.server.workers, 0, "one worker per CPU by default");
+}
+
+#[test]
+fn workers_accepts_up_to_its_ceiling() {
+    let site = Site::new();
+    let config = site
+        .load("server:\n  listen_addr: \"127.0.0.1:0\"\n  workers: 1024\nstatic_files:\n  root: public\n")
+        .unwrap();
+    assert_eq!(config.server.workers, 1024);
 }
 
 #[test]

@@ -342,6 +342,25 @@ fn invalid_configs_are_rejected_with_file_and_line_and_the_old_one_keeps_serving
 }
 
 #[test]
+fn a_changed_startup_only_key_is_named_in_a_warning_and_the_rest_applies() {
+    let a = NamedBackend::start("a", Duration::ZERO);
+    let b = NamedBackend::start("b", Duration::ZERO);
+    let first = proxy_config(&[("a", a.addr)], "");
+    let daemon = Daemon::start(&first);
+    let mark = daemon.log_len();
+    let second = proxy_config(&[("b", b.addr)], "").replace(
+        "  drain_timeout_ms: 5000\n",
+        "  drain_timeout_ms: 5000\n  workers: 3\n",
+    );
+    daemon.write_by_rename(&second);
+    let warning = daemon.wait_for_log_after(mark, "only after a restart", Duration::from_secs(5));
+    assert!(warning.contains("server.workers"), "{warning}");
+    assert!(!warning.contains("max_connections"), "{warning}");
+    daemon.wait_for_log_after(mark, "config reloaded", Duration::from_secs(5));
+    assert_eq!(get(daemon.addr, "/api/x").map(|r| r.1), Ok("b".into()));
+}
+
+#[test]
 fn sighup_reloads_even_when_only_an_error_page_changed() {
     let a = NamedBackend::start("a", Duration::ZERO);
     let daemon = Daemon::start(&proxy_config(&[("a", a.addr)], ""));

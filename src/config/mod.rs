@@ -23,6 +23,10 @@ use crate::http::response::StatusCode;
 use crate::static_files::FileCache;
 use raw::{RawConfig, RawErrorPages};
 
+/// Highest accepted `server.workers`: far above any core count, low enough that a typo
+/// cannot start thousands of threads.
+const MAX_WORKERS: usize = 1024;
+
 /// Highest accepted `server.max_connections`.
 const MAX_CONNECTIONS_CEILING: usize = 1 << 24;
 
@@ -97,6 +101,8 @@ pub struct ServerConfig {
     /// How long shutdown waits for in-flight requests.
     pub drain_timeout: Duration,
     pub listen_backlog: u32,
+    /// Runtime worker threads; 0: one per CPU the process may run on.
+    pub workers: usize,
     pub limits: ConnectionLimits,
 }
 
@@ -377,8 +383,15 @@ impl Validator<'_> {
                 format!("must be at most {MAX_CONNECTIONS_CEILING}"),
             ));
         }
+        if s.workers > MAX_WORKERS {
+            return Err(self.invalid(
+                "server.workers",
+                format!("must be at most {MAX_WORKERS} (0: one per CPU)"),
+            ));
+        }
         Ok(ServerConfig {
             listen_addr: s.listen_addr,
+            workers: s.workers,
             max_connections: positive("server.max_connections", s.max_connections as u64)? as usize,
             drain_timeout: Duration::from_millis(s.drain_timeout_ms),
             listen_backlog: positive("server.listen_backlog", u64::from(s.listen_backlog))? as u32,

@@ -44,6 +44,7 @@ pub(super) struct RawServer {
     pub linger_timeout_ms: u64,
     pub listen_backlog: u32,
     pub drain_timeout_ms: u64,
+    pub workers: usize,
 }
 
 impl Default for RawServer {
@@ -65,6 +66,7 @@ impl Default for RawServer {
             linger_timeout_ms: millis(limits::DEFAULT_LINGER_TIMEOUT),
             listen_backlog: limits::DEFAULT_LISTEN_BACKLOG,
             drain_timeout_ms: millis(limits::DEFAULT_DRAIN_TIMEOUT),
+            workers: 0,
         }
     }
 }
