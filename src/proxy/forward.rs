@@ -311,7 +311,10 @@ mod relay_pool {
     /// thread has enough spares.
     pub(super) fn give_back(mut buf: BytesMut) {
         buf.clear();
-        if buf.capacity() < RELAY_BUFFER_BYTES || buf.capacity() > 2 * RELAY_BUFFER_BYTES {
+        // Relaying advanced the buffer's start, which `capacity()` no longer counts: take the
+        // space back (no allocation when, as usual, nothing else shares the memory).
+        buf.reserve(RELAY_BUFFER_BYTES);
+        if buf.capacity() > 2 * RELAY_BUFFER_BYTES {
             return;
         }
         SPARE.with(|spare| {
@@ -320,6 +323,39 @@ mod relay_pool {
                 spare.push(buf);
             }
         });
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use bytes::Buf;
+
+        use super::*;
+
+        fn spares() -> usize {
+            SPARE.with(|spare| spare.borrow().len())
+        }
+
+        #[test]
+        fn a_buffer_whose_start_advanced_is_kept_with_its_whole_capacity() {
+            let mut buf = take();
+            buf.extend_from_slice(&[7u8; 300]);
+            buf.advance(200); // as relaying skips the response head
+            let before = spares();
+            give_back(buf);
+            assert_eq!(spares(), before + 1, "the buffer was dropped");
+            let again = take();
+            assert!(again.capacity() >= RELAY_BUFFER_BYTES);
+            assert!(again.is_empty());
+        }
+
+        #[test]
+        fn a_grown_buffer_is_dropped() {
+            let mut buf = take();
+            buf.reserve(4 * RELAY_BUFFER_BYTES);
+            let before = spares();
+            give_back(buf);
+            assert_eq!(spares(), before);
+        }
     }
 }
 
