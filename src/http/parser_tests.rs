@@ -736,3 +736,33 @@ fn notable_field_names_match_exactly_like_eq_ignore_ascii_case() {
         }
     }
 }
+
+#[test]
+fn value_tokens_match_exactly_like_eq_ignore_ascii_case() {
+    // The word compare used for `Expect`, `Transfer-Encoding` and `Connection` tokens must
+    // agree with `eq_ignore_ascii_case` for every field-value byte at every position.
+    let tokens: [&[u8]; 5] = [
+        b"100-continue",
+        b"chunked",
+        b"close",
+        b"keep-alive",
+        b"upgrade",
+    ];
+    let value_bytes: Vec<u8> = (0..=255u8).filter(|&b| is_field_value_byte(b)).collect();
+    for token in tokens {
+        for base in [token.to_vec(), token.to_ascii_uppercase()] {
+            for at in 0..base.len() {
+                for &b in &value_bytes {
+                    let mut candidate = base.clone();
+                    candidate[at] = b;
+                    assert_eq!(
+                        eq_ignore_case_to_lowercase(&candidate, token),
+                        candidate.eq_ignore_ascii_case(token),
+                        "{:?}",
+                        String::from_utf8_lossy(&candidate)
+                    );
+                }
+            }
+        }
+    }
+}
