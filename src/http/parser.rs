@@ -320,9 +320,10 @@ fn first_non_value_byte(bytes: &[u8], base: usize, mut flagged: u64) -> Option<u
 }
 
 /// Index of the first byte at or after `from` that may not appear in a field value, or
-/// `bytes.len()`. Eight bytes at a time; a word with no byte below 0x20 and no 0x7F is valid
-/// as a whole. The last 0-7 bytes are judged by one overlapping read of the last eight when
-/// there are eight, so a value costs no byte-by-byte tail.
+/// `bytes.len()`. A word with no byte below 0x20 and no 0x7F is valid as a whole; words are
+/// tested two at a time while 16 bytes remain, then one at a time. The last 0-7 bytes are
+/// judged by one overlapping read of the last eight when there are eight, so a value costs
+/// no byte-by-byte tail.
 #[inline(always)]
 fn field_value_run(bytes: &[u8], from: usize) -> usize {
     let mut i = from;
