@@ -290,3 +290,77 @@ fn server_workers_sets_the_runtime_worker_count() {
     child.wait().unwrap();
     assert!(listening.contains("workers=3"), "{listening}");
 }
+
+/// With one worker the runtime is a current-thread one, on the main thread: the proxy,
+/// SIGHUP reloads (run on a blocking thread) and the drain on SIGTERM must all still work.
+#[test]
+fn one_worker_serves_reloads_and_drains() {
+    let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let backend_addr = backend.local_addr().unwrap();
+    serve_up(backend);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "server:\n  listen_addr: \"127.0.0.1:0\"\n  workers: 1\nproxy:\n  backends:\n    \
+             - name: \"b\"\n      address: \"{backend_addr}\"\nlogging:\n  level: \"info\"\n"
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .env_remove("LISTEN")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let listening = loop {
+        let line = lines.next().expect("exited before listening").unwrap();
+        if line.contains("listening") {
+            break line;
+        }
+    };
+    assert!(listening.contains("workers=1"), "{listening}");
+    let addr = listening
+        .split("addr=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let fetch = || {
+        let mut stream = TcpStream::connect(&addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        text
+    };
+    assert!(fetch().ends_with("\r\n\r\nup"));
+    let signal = |name: &str| {
+        let sent = Command::new("kill")
+            .args([&format!("-{name}"), &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    };
+    signal("HUP");
+    let reloaded = loop {
+        let line = lines.next().expect("exited before reloading").unwrap();
+        if line.contains("config reloaded") {
+            break line;
+        }
+    };
+    assert!(reloaded.contains("SIGHUP"), "{reloaded}");
+    assert!(fetch().ends_with("\r\n\r\nup"));
+    signal("TERM");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
