@@ -190,6 +190,15 @@ impl RequestHead {
             .map(|h| (self.str_of(h.name), h.value.slice(&self.bytes)))
     }
 
+    /// All header fields in order as bytes: the same as `headers()` without turning each
+    /// name into a `str` (for code that walks every field on every request).
+    pub fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        self.parsed
+            .headers
+            .iter()
+            .map(|h| (h.name.slice(&self.bytes), h.value.slice(&self.bytes)))
+    }
+
     /// The value of the first field named `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&[u8]> {
         self.headers()

@@ -68,26 +68,26 @@ pub fn encode_request_head(dst: &mut BytesMut, head: &RequestHead, request: &Ups
     dst.put_slice(request.host.as_bytes());
     dst.put_slice(b"\r\n");
 
-    let listed = connection_tokens(head.headers());
+    let listed = connection_tokens(head.fields());
     let mut forwarded_for: Vec<&[u8]> = Vec::new();
     let mut via: Vec<&[u8]> = Vec::new();
-    for (name, value) in head.headers() {
-        if name.eq_ignore_ascii_case("x-forwarded-for") {
+    for (name, value) in head.fields() {
+        if name.eq_ignore_ascii_case(b"x-forwarded-for") {
             forwarded_for.push(value);
-        } else if name.eq_ignore_ascii_case("via") {
+        } else if name.eq_ignore_ascii_case(b"via") {
             via.push(value);
         }
         // Names with `_` are dropped (as nginx does): CGI-style backends map `-` and `_` to
         // the same variable, so `Transfer_Encoding` could pass for a field we removed.
         if is_hop_by_hop(name, &listed)
-            || name.contains('_')
+            || name.contains(&b'_')
             || REWRITTEN_REQUEST_FIELDS
                 .iter()
-                .any(|f| name.eq_ignore_ascii_case(f))
+                .any(|f| name.eq_ignore_ascii_case(f.as_bytes()))
         {
             continue;
         }
-        put_field(dst, name.as_bytes(), value);
+        put_parsed_field(dst, name, value);
     }
 
     dst.put_slice(b"X-Forwarded-For: ");
@@ -95,8 +95,7 @@ pub fn encode_request_head(dst: &mut BytesMut, head: &RequestHead, request: &Ups
         dst.put_slice(value);
         dst.put_slice(b", ");
     }
-    // Formatting into the buffer itself cannot fail; it saves a String per request.
-    let _ = std::fmt::Write::write_fmt(dst, format_args!("{}", request.client_ip));
+    put_ip(dst, request.client_ip);
     dst.put_slice(b"\r\nX-Forwarded-Proto: http\r\n");
     if let Some(host) = request.client_host {
         put_field(dst, b"X-Forwarded-Host", host.as_bytes());
@@ -142,24 +141,21 @@ pub fn encode_response_head(
             .iter()
             .map(|h| (h.name.slice(upstream_head), h.value.slice(upstream_head)))
     };
-    let listed = connection_tokens(
-        fields().map(|(name, value)| (std::str::from_utf8(name).unwrap_or_default(), value)),
-    );
+    let listed = connection_tokens(fields());
     let switching = response.status.as_u16() == 101;
     let mut has_date = false;
     let mut via: Vec<&[u8]> = Vec::new();
     for (name, value) in fields() {
-        let name_str = std::str::from_utf8(name).unwrap_or_default();
         has_date |= name.eq_ignore_ascii_case(b"date");
         if name.eq_ignore_ascii_case(b"via") {
             via.push(value);
             continue;
         }
         let keep_for_upgrade = switching && name.eq_ignore_ascii_case(b"upgrade");
-        if is_hop_by_hop(name_str, &listed) && !keep_for_upgrade {
+        if is_hop_by_hop(name, &listed) && !keep_for_upgrade {
             continue;
         }
-        put_field(dst, name, value);
+        put_parsed_field(dst, name, value);
     }
     if !has_date {
         put_field(dst, b"Date", date);
@@ -175,15 +171,41 @@ pub fn encode_response_head(
     }
 }
 
+/// A field we compose (Host, Date, the backend's name): its value is checked, since it did
+/// not come through a parser.
 fn put_field(dst: &mut BytesMut, name: &[u8], value: &[u8]) {
-    // Values came through our parser, so this only guards values we compose.
     if !is_safe_value(value) {
         return;
     }
+    put_parsed_field(dst, name, value);
+}
+
+/// A field as one of our parsers admitted it: names are tokens and values hold no CR, LF or
+/// other control bytes already (the parsers refuse anything else), so it is copied as is.
+fn put_parsed_field(dst: &mut BytesMut, name: &[u8], value: &[u8]) {
     dst.put_slice(name);
     dst.put_slice(b": ");
     dst.put_slice(value);
     dst.put_slice(b"\r\n");
+}
+
+/// The client's address for X-Forwarded-For; IPv4 digit by digit, since `Display` goes
+/// through the formatting machinery for every request.
+fn put_ip(dst: &mut BytesMut, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(ip) => {
+            for (i, octet) in ip.octets().into_iter().enumerate() {
+                if i > 0 {
+                    dst.put_u8(b'.');
+                }
+                put_decimal(dst, u64::from(octet));
+            }
+        }
+        // Formatting into the buffer itself cannot fail.
+        IpAddr::V6(ip) => {
+            let _ = std::fmt::Write::write_fmt(dst, format_args!("{ip}"));
+        }
+    }
 }
 
 fn put_via(dst: &mut BytesMut, existing: &[&[u8]]) {
@@ -197,10 +219,10 @@ fn put_via(dst: &mut BytesMut, existing: &[&[u8]]) {
 }
 
 /// The field names listed in every `Connection` field (lower-cased on comparison).
-fn connection_tokens<'a>(fields: impl Iterator<Item = (&'a str, &'a [u8])>) -> Vec<&'a [u8]> {
+fn connection_tokens<'a>(fields: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Vec<&'a [u8]> {
     let mut tokens = Vec::new();
     for (name, value) in fields {
-        if name.eq_ignore_ascii_case("connection") {
+        if name.eq_ignore_ascii_case(b"connection") {
             tokens.extend(
                 value
                     .split(|&b| b == b',')
@@ -212,11 +234,11 @@ fn connection_tokens<'a>(fields: impl Iterator<Item = (&'a str, &'a [u8])>) -> V
     tokens
 }
 
-fn is_hop_by_hop(name: &str, listed: &[&[u8]]) -> bool {
-    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
-        || listed
-            .iter()
-            .any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
+fn is_hop_by_hop(name: &[u8], listed: &[&[u8]]) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
+        || listed.iter().any(|t| t.eq_ignore_ascii_case(name))
 }
 
 #[cfg(test)]
@@ -377,5 +399,23 @@ mod tests {
         );
         assert!(text.contains("Sec-WebSocket-Accept: abc\r\n"));
         assert!(text.ends_with("Connection: upgrade\r\n\r\n"));
+    }
+
+    #[test]
+    fn client_addresses_are_written_as_display_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.0.0.9",
+            "192.168.100.1",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+            "::ffff:1.2.3.4",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let mut dst = BytesMut::new();
+            put_ip(&mut dst, ip);
+            assert_eq!(&dst[..], ip.to_string().as_bytes());
+        }
     }
 }
