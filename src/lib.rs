@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod balance;
+pub mod buffer_pool;
 pub mod config;
 pub mod dispatch;
 pub mod http;

@@ -22,6 +22,7 @@ use super::response::{Response, ResponseBody, StatusCode};
 use super::writer::{encode_response_head, ConnectionState, ResponseFraming};
 #[cfg(target_os = "linux")]
 use super::zero_copy;
+use crate::buffer_pool;
 use crate::config::{Config, ConnectionLimits};
 use crate::http::response_parser::ResponseLimits;
 use crate::limits::DEFAULT_READ_CHUNK_BYTES;
@@ -42,9 +43,9 @@ const DEFAULT_RESPONSE_LIMITS: ResponseLimits = ResponseLimits {
 /// larger ones go out with a vectored write instead of being copied.
 const INLINE_BODY_BYTES: usize = 16 * 1024;
 
-/// Read buffer allocated when a request starts to arrive. Most request heads fit; the
-/// buffer grows up to the head limit.
-const READ_BUFFER_BYTES: usize = 8 * 1024;
+/// Read buffer taken (from the thread's pool) when a request starts to arrive. Most request
+/// heads fit; the buffer grows up to the head limit.
+const READ_BUFFER_BYTES: usize = buffer_pool::Kind::Read.bytes();
 
 /// Serve one client connection until it closes, fails or the server shuts down.
 pub async fn serve_connection(
@@ -389,7 +390,11 @@ impl Connection {
                     }
                     _ = self.shutdown.changed(), if before == 0 => return Err(HeadError::Closed),
                 }
-                self.read_buf.reserve(READ_BUFFER_BYTES);
+                if self.read_buf.capacity() == 0 {
+                    self.read_buf = buffer_pool::take(buffer_pool::Kind::Read);
+                } else {
+                    self.read_buf.reserve(READ_BUFFER_BYTES);
+                }
             }
             let read = tokio::select! {
                 read = self.stream.read_buf(&mut self.read_buf) => read,
@@ -431,7 +436,10 @@ impl Connection {
     /// request already in `read_buf` keeps it.
     fn release_idle_buffers(&mut self) {
         if self.read_buf.is_empty() {
-            self.read_buf = BytesMut::new();
+            let buf = std::mem::take(&mut self.read_buf);
+            if buf.capacity() > 0 {
+                buffer_pool::give_back(buffer_pool::Kind::Read, buf);
+            }
         }
         self.write_buf = BytesMut::new();
     }

@@ -19,6 +19,7 @@ use super::headers::{encode_request_head, UpstreamRequest};
 use super::relay::{relay_response, tunnel};
 use super::upstream::{Attempt, Pick, Upstream};
 use crate::balance::strategy::{hash_bytes, HashKey};
+use crate::buffer_pool;
 use crate::config::{ConnectionLimits, RouteConfig};
 use crate::http::body::{BodyDecoder, Step};
 use crate::http::connection::write_all_with_progress;
@@ -31,7 +32,7 @@ use crate::http::response_parser::{
 use crate::http::writer::{encode_chunk_header, CONTINUE_RESPONSE};
 
 /// Size of the buffer upstream bytes are read into; also the largest piece relayed at once.
-pub(super) const RELAY_BUFFER_BYTES: usize = 64 * 1024;
+pub(super) const RELAY_BUFFER_BYTES: usize = buffer_pool::Kind::Relay.bytes();
 
 /// Most bytes one read takes while the response head is incomplete: a head and a small body
 /// arrive whole, and a body long enough to be spliced (Linux) is left in the socket for
@@ -268,7 +269,7 @@ async fn exchange(
         send_body(client, head, body, &mut upstream, out, send_timeout).await?;
     }
 
-    let mut response_buf = relay_pool::take();
+    let mut response_buf = buffer_pool::take(buffer_pool::Kind::Relay);
     let result = receive(
         client,
         head,
@@ -280,83 +281,8 @@ async fn exchange(
         may_retry,
     )
     .await;
-    relay_pool::give_back(response_buf);
+    buffer_pool::give_back(buffer_pool::Kind::Relay, response_buf);
     result
-}
-
-/// Relay buffers shared by the connections of a worker thread: a proxied request borrows
-/// one for its response and gives it back, so a busy proxy allocates none per request and
-/// an idle connection holds none.
-mod relay_pool {
-    use std::cell::RefCell;
-
-    use bytes::BytesMut;
-
-    use super::RELAY_BUFFER_BYTES;
-
-    /// Spare buffers kept per thread (64 KiB each).
-    const KEEP: usize = 32;
-
-    thread_local! {
-        static SPARE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
-    }
-
-    pub(super) fn take() -> BytesMut {
-        SPARE
-            .with(|spare| spare.borrow_mut().pop())
-            .unwrap_or_else(|| BytesMut::with_capacity(RELAY_BUFFER_BYTES))
-    }
-
-    /// Keep `buf` for another request, unless a tunnel or a huge head grew it, or the
-    /// thread has enough spares.
-    pub(super) fn give_back(mut buf: BytesMut) {
-        buf.clear();
-        // Relaying advanced the buffer's start, which `capacity()` no longer counts: take the
-        // space back (no allocation when, as usual, nothing else shares the memory).
-        buf.reserve(RELAY_BUFFER_BYTES);
-        if buf.capacity() > 2 * RELAY_BUFFER_BYTES {
-            return;
-        }
-        SPARE.with(|spare| {
-            let mut spare = spare.borrow_mut();
-            if spare.len() < KEEP {
-                spare.push(buf);
-            }
-        });
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use bytes::Buf;
-
-        use super::*;
-
-        fn spares() -> usize {
-            SPARE.with(|spare| spare.borrow().len())
-        }
-
-        #[test]
-        fn a_buffer_whose_start_advanced_is_kept_with_its_whole_capacity() {
-            let mut buf = take();
-            buf.extend_from_slice(&[7u8; 300]);
-            buf.advance(200); // as relaying skips the response head
-            let before = spares();
-            give_back(buf);
-            assert_eq!(spares(), before + 1, "the buffer was dropped");
-            let again = take();
-            assert!(again.capacity() >= RELAY_BUFFER_BYTES);
-            assert!(again.is_empty());
-        }
-
-        #[test]
-        fn a_grown_buffer_is_dropped() {
-            let mut buf = take();
-            buf.reserve(4 * RELAY_BUFFER_BYTES);
-            let before = spares();
-            give_back(buf);
-            assert_eq!(spares(), before);
-        }
-    }
 }
 
 /// Read the response head from `upstream` and relay the response.
