@@ -257,19 +257,13 @@ fn backend_ejection_and_recovery_are_logged() {
     );
 }
 
-#[test]
-fn server_workers_sets_the_runtime_worker_count() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "server:\n  listen_addr: \"127.0.0.1:0\"\n  workers: 3\nstatic_files:\n  root: \"{}\"\n\
-             logging:\n  level: \"info\"\n",
-            repo().join("public").display()
-        ),
-    )
-    .unwrap();
+type LogLines = std::io::Lines<BufReader<std::process::ChildStderr>>;
+
+/// Write `yaml` as `dir/config.yaml`, start the binary on it (no LISTEN, no RUST_LOG) and
+/// read its log up to the `listening` line, which is returned with the rest of the log.
+fn start_with_config(dir: &Path, yaml: &str) -> (std::process::Child, LogLines, String) {
+    let config = dir.join("config.yaml");
+    std::fs::write(&config, yaml).unwrap();
     let mut child = Command::new(BIN)
         .arg("--config")
         .arg(&config)
@@ -286,6 +280,20 @@ fn server_workers_sets_the_runtime_worker_count() {
             break line;
         }
     };
+    (child, lines, listening)
+}
+
+#[test]
+fn server_workers_sets_the_runtime_worker_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, _lines, listening) = start_with_config(
+        dir.path(),
+        &format!(
+            "server:\n  listen_addr: \"127.0.0.1:0\"\n  workers: 3\nstatic_files:\n  root: \"{}\"\n\
+             logging:\n  level: \"info\"\n",
+            repo().join("public").display()
+        ),
+    );
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(listening.contains("workers=3"), "{listening}");
@@ -299,31 +307,13 @@ fn one_worker_serves_reloads_and_drains() {
     let backend_addr = backend.local_addr().unwrap();
     serve_up(backend);
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.yaml");
-    std::fs::write(
-        &config,
-        format!(
+    let (mut child, mut lines, listening) = start_with_config(
+        dir.path(),
+        &format!(
             "server:\n  listen_addr: \"127.0.0.1:0\"\n  workers: 1\nproxy:\n  backends:\n    \
              - name: \"b\"\n      address: \"{backend_addr}\"\nlogging:\n  level: \"info\"\n"
         ),
-    )
-    .unwrap();
-    let mut child = Command::new(BIN)
-        .arg("--config")
-        .arg(&config)
-        .env_remove("RUST_LOG")
-        .env_remove("LISTEN")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let listening = loop {
-        let line = lines.next().expect("exited before listening").unwrap();
-        if line.contains("listening") {
-            break line;
-        }
-    };
+    );
     assert!(listening.contains("workers=1"), "{listening}");
     let addr = listening
         .split("addr=")
