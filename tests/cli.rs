@@ -105,20 +105,7 @@ fn serves_public_on_listen_and_stops_cleanly_on_sigterm() {
     // Keep draining the log so the child never blocks on a full pipe.
     let drain = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
 
-    let fetch = |path: &str| {
-        let mut stream = TcpStream::connect(&addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut text = String::new();
-        stream.read_to_string(&mut text).unwrap();
-        text
-    };
+    let fetch = |path: &str| get_and_close(&addr, path);
     let home = fetch("/");
     assert!(home.starts_with("HTTP/1.1 200 OK\r\n"), "{home}");
     assert!(home.contains("Sentinel"));
@@ -210,18 +197,7 @@ fn backend_ejection_and_recovery_are_logged() {
         }
     };
     let drain = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
-    let fetch = || {
-        let mut stream = TcpStream::connect(&addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        stream
-            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        let mut text = String::new();
-        stream.read_to_string(&mut text).unwrap();
-        text
-    };
+    let fetch = || get_and_close(&addr, "/");
     for _ in 0..4 {
         assert!(
             fetch().ends_with("\r\n\r\nup"),
@@ -255,6 +231,22 @@ fn backend_ejection_and_recovery_are_logged() {
             .any(|l| l.contains("backend recovered") && l.contains("backend=flaky")),
         "no recovery logged: {log}"
     );
+}
+
+/// `GET path` on a fresh connection with `Connection: close`; the whole answer as text.
+fn get_and_close(addr: &str, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    text
 }
 
 type LogLines = std::io::Lines<BufReader<std::process::ChildStderr>>;
@@ -321,18 +313,7 @@ fn one_worker_serves_reloads_and_drains() {
         .and_then(|rest| rest.split_whitespace().next())
         .unwrap()
         .to_string();
-    let fetch = || {
-        let mut stream = TcpStream::connect(&addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        stream
-            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        let mut text = String::new();
-        stream.read_to_string(&mut text).unwrap();
-        text
-    };
+    let fetch = || get_and_close(&addr, "/");
     assert!(fetch().ends_with("\r\n\r\nup"));
     let signal = |name: &str| {
         let sent = Command::new("kill")
