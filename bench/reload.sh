@@ -77,6 +77,7 @@ DURATION=${DURATION:-$(((CHURN_MS + 999) / 1000 + 2))}
 
 # ---------------------------------------------------------------- tools
 
+# shellcheck disable=SC2119 # no tools beyond the default ones
 install_missing
 NGINX=$(find_nginx)
 [[ -n $NGINX ]] || die "nginx not found after installation"
