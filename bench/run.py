@@ -290,12 +290,13 @@ def nginx_temp_paths(prefix):
     )
 
 
-def backend_nginx_conf(prefix, root, ports, workers):
-    listens = "".join(f"        listen 127.0.0.1:{p};\n" for p in ports)
+def nginx_preamble(prefix, workers, connections, main=""):
+    """Everything up to and including the shared `http` settings: an nginx in the
+    foreground of its own prefix, logging only warnings, files by sendfile, long keep-alive."""
     return f"""worker_processes {workers};
-pid {prefix}/nginx.pid;
+{main}pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
-events {{ worker_connections 4096; }}
+events {{ worker_connections {connections}; }}
 http {{
     default_type application/octet-stream;
     access_log off;
@@ -303,9 +304,14 @@ http {{
     tcp_nopush on;
     keepalive_timeout 120s;
     keepalive_requests 100000;
-    open_file_cache max=100 inactive=60s;
+{nginx_temp_paths(prefix)}"""
+
+
+def backend_nginx_conf(prefix, root, ports, workers):
+    listens = "".join(f"        listen 127.0.0.1:{p};\n" for p in ports)
+    return nginx_preamble(prefix, workers, 4096) + f"""    open_file_cache max=100 inactive=60s;
     open_file_cache_valid 60s;
-{nginx_temp_paths(prefix)}    server {{
+    server {{
 {listens}        root {root};
     }}
 }}
@@ -314,19 +320,8 @@ http {{
 
 def nginx_conf(prefix, root, static_port, proxy_port, backend_ports, sink_port, workers):
     servers = "".join(f"        server 127.0.0.1:{p};\n" for p in backend_ports)
-    return f"""worker_processes {workers};
-worker_rlimit_nofile 40000;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{ worker_connections 16384; }}
-http {{
-    default_type application/octet-stream;
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_timeout 120s;
-    keepalive_requests 100000;
-{nginx_temp_paths(prefix)}    upstream backends {{
+    main = "worker_rlimit_nofile 40000;\n"
+    return nginx_preamble(prefix, workers, 16384, main) + f"""    upstream backends {{
 {servers}        keepalive 1024;
         keepalive_requests 100000;
     }}
@@ -606,7 +601,7 @@ def run_wrk(layout, scenario, system, seconds, settings, out_path):
     return result
 
 
-def run_load(settings, layouts_done, layout, raw_dir):
+def run_load(settings, layout, raw_dir):
     scenarios = [SCENARIOS[s] for s in settings.scenarios]
     if settings.warmup:
         for scenario in scenarios:
@@ -632,8 +627,6 @@ def run_load(settings, layouts_done, layout, raw_dir):
                 result.update(layout=layout.name, scenario=scenario.id, system=system,
                               round=rnd, busy_before=busy_before, attempts=attempt + 1)
                 runs.append(result)
-    layouts_done.append({"name": layout.name, "pinned": layout.pinned,
-                         "workers": layout.workers})
     return runs
 
 
@@ -1019,7 +1012,10 @@ def main():
                         path = "/big.bin" if direction == "download" else big
                         results["transfers"].append(transfer(layout, system, direction, path, size))
                 os.remove(big)
-            results["runs"] += run_load(settings, results["layouts"], layout, raw_dir)
+            results["runs"] += run_load(settings, layout, raw_dir)
+            results["layouts"].append(
+                {"name": name, "pinned": layout.pinned, "workers": layout.workers}
+            )
             layout.stop()
             layout = None
     finally:
