@@ -383,7 +383,10 @@ impl Connection {
             if self.read_buf.capacity() == before {
                 // No room (an idle connection holds no buffer): wait until there is something
                 // to read before allocating, so thousands of idle connections cost no buffers.
+                // Biased, socket first: when the bytes are already there, as they are when
+                // the task wakes for them, the deadline's timer is never registered.
                 tokio::select! {
+                    biased;
                     ready = self.stream.readable() => ready.map_err(HeadError::Io)?,
                     () = tokio::time::sleep_until(deadline) => {
                         return Err(if before == 0 { HeadError::Closed } else { HeadError::Timeout });
@@ -397,6 +400,7 @@ impl Connection {
                 }
             }
             let read = tokio::select! {
+                biased;
                 read = self.stream.read_buf(&mut self.read_buf) => read,
                 () = tokio::time::sleep_until(deadline) => {
                     return Err(if before == 0 { HeadError::Closed } else { HeadError::Timeout });
@@ -436,12 +440,16 @@ impl Connection {
     /// request already in `read_buf` keeps it.
     fn release_idle_buffers(&mut self) {
         if self.read_buf.is_empty() {
-            let buf = std::mem::take(&mut self.read_buf);
-            if buf.capacity() > 0 {
-                buffer_pool::give_back(buffer_pool::Kind::Read, buf);
-            }
+            self.give_back_read_buf();
         }
         self.write_buf = BytesMut::new();
+    }
+
+    fn give_back_read_buf(&mut self) {
+        let buf = std::mem::take(&mut self.read_buf);
+        if buf.capacity() > 0 {
+            buffer_pool::give_back(buffer_pool::Kind::Read, buf);
+        }
     }
 
     /// Drop CR and LF bytes at the start of the buffer, between requests.
@@ -717,6 +725,15 @@ impl Connection {
         while let Ok(Ok(1..)) =
             tokio::time::timeout_at(deadline, self.stream.read(&mut scratch)).await
         {}
+    }
+}
+
+impl Drop for Connection {
+    /// The read buffer goes to the next connection on this thread rather than back to the
+    /// allocator: with a new connection per request, allocating 8 KiB afresh each time cost
+    /// about 1,000 instructions per connection (callgrind).
+    fn drop(&mut self) {
+        self.give_back_read_buf();
     }
 }
 
