@@ -93,15 +93,21 @@ impl<'a> TargetParts<'a> {
                 asterisk: true,
             };
         }
-        // absolute-form (RFC 9112 §3.2.2): its authority replaces Host.
-        let (authority, rest) = match target.split_once("://") {
-            Some((_, after_scheme)) if !target.starts_with('/') => {
+        // absolute-form (RFC 9112 §3.2.2): its authority replaces Host. Origin-form, nearly
+        // every request, is told by its first byte without searching for "://".
+        let absolute = if target.starts_with('/') {
+            None
+        } else {
+            target.split_once("://")
+        };
+        let (authority, rest) = match absolute {
+            Some((_, after_scheme)) => {
                 let end = after_scheme.find(['/', '?']).unwrap_or(after_scheme.len());
                 (Some(&after_scheme[..end]), &after_scheme[end..])
             }
             _ => (None, target),
         };
-        let (path, query) = match rest.find('?') {
+        let (path, query) = match memchr::memchr(b'?', rest.as_bytes()) {
             Some(q) => (&rest[..q], &rest[q..]),
             None => (rest, ""),
         };
@@ -147,10 +153,7 @@ fn strip_prefix<'p>(prefix: &str, path: &'p str) -> &'p str {
 /// RFC 3986 §5.2.4 for an absolute path. Borrowed when there is nothing to remove, which is
 /// almost always.
 pub fn remove_dot_segments(path: &str) -> Cow<'_, str> {
-    let has_dots = path
-        .split('/')
-        .any(|segment| segment == "." || segment == "..");
-    if !has_dots {
+    if !has_dot_segment(path) {
         return Cow::Borrowed(path);
     }
     let mut output: Vec<&str> = Vec::new();
@@ -183,9 +186,45 @@ pub fn remove_dot_segments(path: &str) -> Cow<'_, str> {
     Cow::Owned(normalized)
 }
 
+/// Whether a `/`-separated segment of `path` is `.` or `..`. Looks only at the dots, since
+/// most paths have none and the rest have one or two (a file extension).
+fn has_dot_segment(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    memchr::memchr_iter(b'.', bytes).any(|i| {
+        let segment_start = i == 0 || bytes[i - 1] == b'/';
+        segment_start && matches!(&bytes[i + 1..], [] | [b'/', ..] | [b'.'] | [b'.', b'/', ..])
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dot_segments_are_found_exactly_where_a_segment_is_dot_or_dot_dot() {
+        // Every string over these bytes up to length 6, against the definition.
+        let alphabet = [b'/', b'.', b'a'];
+        let mut inputs = vec![String::new()];
+        for _ in 0..6 {
+            let longer: Vec<String> = inputs
+                .iter()
+                .filter(|s| s.len() == inputs.last().map_or(0, String::len))
+                .flat_map(|s| {
+                    alphabet.iter().map(move |&b| {
+                        let mut t = s.clone();
+                        t.push(char::from(b));
+                        t
+                    })
+                })
+                .collect();
+            inputs.extend(longer);
+        }
+        assert!(inputs.len() > 1000);
+        for input in &inputs {
+            let expected = input.split('/').any(|s| s == "." || s == "..");
+            assert_eq!(has_dot_segment(input), expected, "{input:?}");
+        }
+    }
 
     #[test]
     fn dot_segments_are_removed_and_never_climb_above_the_root() {
