@@ -661,7 +661,7 @@ impl FieldState {
 
 /// The fields whose values `FieldState` acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum NotableField {
+pub(super) enum NotableField {
     ContentLength,
     TransferEncoding,
     Host,
@@ -676,7 +676,7 @@ impl NotableField {
     /// a `match` on it: that compiled to a jump table whose indirect branch, taken once per
     /// field, was the parser's most mispredicted (callgrind --branch-sim, 40-header input).
     #[inline(always)]
-    fn named(name: &[u8]) -> Option<NotableField> {
+    pub(super) fn named(name: &[u8]) -> Option<NotableField> {
         const BY_NAME_LENGTH: [Option<NotableField>; 18] = {
             let mut table = [None; 18];
             table[4] = Some(NotableField::Host);
@@ -709,7 +709,7 @@ impl NotableField {
 /// `eq_ignore_ascii_case`. The inlined byte loop of that cost about 900 instructions per
 /// head of the POST input of `benches/parser.rs` (callgrind).
 #[inline(always)]
-fn eq_ignore_case_to_lowercase(bytes: &[u8], lowercase: &[u8]) -> bool {
+pub(crate) fn eq_ignore_case_to_lowercase(bytes: &[u8], lowercase: &[u8]) -> bool {
     debug_assert!(bytes.iter().all(|&b| b == b'\t' || b >= 0x20));
     debug_assert!(lowercase
         .iter()

@@ -190,6 +190,12 @@ impl RequestHead {
             .map(|h| (self.str_of(h.name), h.value.slice(&self.bytes)))
     }
 
+    /// The bytes the head was parsed from and its fields' spans into them: for copying field
+    /// lines as received.
+    pub fn raw_fields(&self) -> (&[u8], &[HeaderSpan]) {
+        (&self.bytes, &self.parsed.headers)
+    }
+
     /// All header fields in order as bytes: the same as `headers()` without turning each
     /// name into a `str` (for code that walks every field on every request).
     pub fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {

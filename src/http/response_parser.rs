@@ -6,6 +6,7 @@
 use super::error::ParseError;
 use super::parser::{
     find_line_end, merge_content_length, observe_connection, parse_field_line, Codings,
+    NotableField,
 };
 use super::request::{ConnectionOptions, HeaderSpan, Span, Version};
 use super::response::StatusCode;
@@ -135,14 +136,18 @@ struct ResponseFields {
 
 impl ResponseFields {
     fn observe(&mut self, name: &[u8], value: &[u8]) -> Result<(), ParseError> {
-        if name.eq_ignore_ascii_case(b"content-length") {
-            merge_content_length(value, &mut self.content_length)?;
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            self.codings.observe(value)?;
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            observe_connection(value, &mut self.connection);
+        match NotableField::named(name) {
+            Some(NotableField::ContentLength) => {
+                merge_content_length(value, &mut self.content_length)
+            }
+            Some(NotableField::TransferEncoding) => self.codings.observe(value),
+            Some(NotableField::Connection) => {
+                observe_connection(value, &mut self.connection);
+                Ok(())
+            }
+            // Request fields, without meaning in a response.
+            Some(NotableField::Host | NotableField::Expect) | None => Ok(()),
         }
-        Ok(())
     }
 
     /// RFC 9112 §6.3, strictly: both Content-Length and Transfer-Encoding, `chunked` twice,

@@ -11,8 +11,8 @@ use std::net::IpAddr;
 
 use bytes::{BufMut, BytesMut};
 
-use crate::http::parser::trim_ows;
-use crate::http::request::{RequestFraming, RequestHead};
+use crate::http::parser::{eq_ignore_case_to_lowercase, trim_ows};
+use crate::http::request::{HeaderSpan, RequestFraming, RequestHead};
 use crate::http::response_parser::ParsedResponse;
 use crate::http::writer::{
     is_safe_value, put_decimal, put_framing_and_connection, put_status_line, ConnectionState,
@@ -22,27 +22,86 @@ use crate::http::writer::{
 /// Our entry in `Via` (RFC 9110 §7.6.3).
 const VIA: &[u8] = b"1.1 sentinel";
 
-/// Fields that are never forwarded in either direction.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "content-length",
-];
+/// The field names the proxy treats specially, told apart by length and one comparison
+/// (`FieldName::of`) rather than by comparing each name with every list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FieldName {
+    // Hop-by-hop (RFC 9110 §7.6.1) or framing: never forwarded as received.
+    Connection,
+    KeepAlive,
+    ProxyConnection,
+    Te,
+    Trailer,
+    TransferEncoding,
+    Upgrade,
+    ContentLength,
+    // Request fields we replace with values of our own.
+    Host,
+    Expect,
+    XForwardedFor,
+    XForwardedProto,
+    XForwardedHost,
+    Via,
+    // Added to responses when missing.
+    Date,
+    Other,
+}
 
-/// Request fields we replace with values of our own.
-const REWRITTEN_REQUEST_FIELDS: [&str; 6] = [
-    "host",
-    "expect",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "via",
-];
+impl FieldName {
+    fn of(name: &[u8]) -> FieldName {
+        use FieldName::*;
+        let first = name.first().map_or(0, u8::to_ascii_lowercase);
+        let (spelled, field): (&[u8], FieldName) = match (name.len(), first) {
+            (2, _) => (b"te", Te),
+            (3, _) => (b"via", Via),
+            (4, b'h') => (b"host", Host),
+            (4, b'd') => (b"date", Date),
+            (6, _) => (b"expect", Expect),
+            (7, b't') => (b"trailer", Trailer),
+            (7, b'u') => (b"upgrade", Upgrade),
+            (10, b'c') => (b"connection", Connection),
+            (10, b'k') => (b"keep-alive", KeepAlive),
+            (14, _) => (b"content-length", ContentLength),
+            (15, _) => (b"x-forwarded-for", XForwardedFor),
+            (16, b'p') => (b"proxy-connection", ProxyConnection),
+            (16, b'x') => (b"x-forwarded-host", XForwardedHost),
+            (17, b't') => (b"transfer-encoding", TransferEncoding),
+            (17, b'x') => (b"x-forwarded-proto", XForwardedProto),
+            _ => return Other,
+        };
+        // Field names are tokens, as `eq_ignore_case_to_lowercase` requires.
+        if eq_ignore_case_to_lowercase(name, spelled) {
+            field
+        } else {
+            Other
+        }
+    }
+
+    /// Never forwarded in either direction (`Upgrade` passes only on a switch, by the caller).
+    fn is_hop_by_hop(self) -> bool {
+        use FieldName::*;
+        matches!(
+            self,
+            Connection
+                | KeepAlive
+                | ProxyConnection
+                | Te
+                | Trailer
+                | TransferEncoding
+                | Upgrade
+                | ContentLength
+        )
+    }
+
+    /// Request fields whose received values are dropped: we write our own.
+    fn is_rewritten_in_requests(self) -> bool {
+        use FieldName::*;
+        matches!(
+            self,
+            Host | Expect | XForwardedFor | XForwardedProto | XForwardedHost | Via
+        )
+    }
+}
 
 /// What the request head sent upstream is built from, besides the client's head.
 #[derive(Debug, Clone, Copy)]
@@ -68,27 +127,30 @@ pub fn encode_request_head(dst: &mut BytesMut, head: &RequestHead, request: &Ups
     dst.put_slice(request.host.as_bytes());
     dst.put_slice(b"\r\n");
 
-    let listed = connection_tokens(head.fields());
+    let listed = Listed::from_fields(head.fields());
     let mut forwarded_for: Vec<&[u8]> = Vec::new();
     let mut via: Vec<&[u8]> = Vec::new();
-    for (name, value) in head.fields() {
-        if name.eq_ignore_ascii_case(b"x-forwarded-for") {
-            forwarded_for.push(value);
-        } else if name.eq_ignore_ascii_case(b"via") {
-            via.push(value);
+    let (raw, spans) = head.raw_fields();
+    let mut kept = KeptLines::default();
+    for header in spans {
+        let (name, value) = (header.name.slice(raw), header.value.slice(raw));
+        let field = FieldName::of(name);
+        match field {
+            FieldName::XForwardedFor => forwarded_for.push(value),
+            FieldName::Via => via.push(value),
+            _ => {}
         }
         // Names with `_` are dropped (as nginx does): CGI-style backends map `-` and `_` to
         // the same variable, so `Transfer_Encoding` could pass for a field we removed.
-        if is_hop_by_hop(name, &listed)
+        let dropped = field.is_hop_by_hop()
+            || field.is_rewritten_in_requests()
             || name.contains(&b'_')
-            || REWRITTEN_REQUEST_FIELDS
-                .iter()
-                .any(|f| name.eq_ignore_ascii_case(f.as_bytes()))
-        {
-            continue;
+            || listed.names(name);
+        if !dropped {
+            kept.add(dst, raw, header);
         }
-        put_parsed_field(dst, name, value);
     }
+    kept.flush(dst, raw);
 
     dst.put_slice(b"X-Forwarded-For: ");
     for value in &forwarded_for {
@@ -98,7 +160,8 @@ pub fn encode_request_head(dst: &mut BytesMut, head: &RequestHead, request: &Ups
     put_ip(dst, request.client_ip);
     dst.put_slice(b"\r\nX-Forwarded-Proto: http\r\n");
     if let Some(host) = request.client_host {
-        put_field(dst, b"X-Forwarded-Host", host.as_bytes());
+        // The client's Host value or absolute-form authority: parsed, so copied as is.
+        put_parsed_field(dst, b"X-Forwarded-Host", host.as_bytes());
     }
     put_via(dst, &via);
 
@@ -141,22 +204,32 @@ pub fn encode_response_head(
             .iter()
             .map(|h| (h.name.slice(upstream_head), h.value.slice(upstream_head)))
     };
-    let listed = connection_tokens(fields());
+    let listed = Listed::from_fields(fields());
     let switching = response.status.as_u16() == 101;
     let mut has_date = false;
     let mut via: Vec<&[u8]> = Vec::new();
-    for (name, value) in fields() {
-        has_date |= name.eq_ignore_ascii_case(b"date");
-        if name.eq_ignore_ascii_case(b"via") {
-            via.push(value);
-            continue;
+    let mut kept = KeptLines::default();
+    for header in &response.headers {
+        let (name, value) = (
+            header.name.slice(upstream_head),
+            header.value.slice(upstream_head),
+        );
+        let field = FieldName::of(name);
+        let keep = match field {
+            FieldName::Via => {
+                via.push(value);
+                false
+            }
+            FieldName::Upgrade if switching => true,
+            _ if field.is_hop_by_hop() => false,
+            _ => !listed.names(name),
+        };
+        if keep {
+            has_date |= field == FieldName::Date;
+            kept.add(dst, upstream_head, header);
         }
-        let keep_for_upgrade = switching && name.eq_ignore_ascii_case(b"upgrade");
-        if is_hop_by_hop(name, &listed) && !keep_for_upgrade {
-            continue;
-        }
-        put_parsed_field(dst, name, value);
     }
+    kept.flush(dst, upstream_head);
     if !has_date {
         put_field(dst, b"Date", date);
     }
@@ -168,6 +241,39 @@ pub fn encode_response_head(
         dst.put_slice(b"Connection: upgrade\r\n\r\n");
     } else {
         put_framing_and_connection(dst, framing, connection);
+    }
+}
+
+/// Field lines that pass through, copied as the peer wrote them: the parser has admitted
+/// every byte of each line already, and each run of adjacent kept lines goes out in one
+/// copy (re-assembling each from name and value cost about 80 instructions a field).
+#[derive(Default)]
+struct KeptLines {
+    start: usize,
+    end: usize,
+}
+
+impl KeptLines {
+    /// Keep the line of `header`, whose spans point into `head`.
+    fn add(&mut self, dst: &mut BytesMut, head: &[u8], header: &HeaderSpan) {
+        if header.name.start != self.end {
+            self.flush(dst, head);
+            // A field line starts with its name (the parsers refuse leading whitespace).
+            self.start = header.name.start;
+        }
+        // The line runs on past the value's trailing whitespace, to its CRLF.
+        let mut end = header.value.end;
+        while matches!(head.get(end), Some(b' ' | b'\t')) {
+            end += 1;
+        }
+        self.end = (end + 2).min(head.len());
+    }
+
+    fn flush(&mut self, dst: &mut BytesMut, head: &[u8]) {
+        if let Some(lines) = head.get(self.start..self.end) {
+            dst.put_slice(lines);
+        }
+        self.start = self.end;
     }
 }
 
@@ -218,27 +324,49 @@ fn put_via(dst: &mut BytesMut, existing: &[&[u8]]) {
     dst.put_slice(b"\r\n");
 }
 
-/// The field names listed in every `Connection` field (lower-cased on comparison).
-fn connection_tokens<'a>(fields: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Vec<&'a [u8]> {
-    let mut tokens = Vec::new();
-    for (name, value) in fields {
-        if name.eq_ignore_ascii_case(b"connection") {
-            tokens.extend(
-                value
-                    .split(|&b| b == b',')
-                    .map(trim_ows)
-                    .filter(|t| !t.is_empty()),
-            );
-        }
-    }
-    tokens
+/// The field names listed in every `Connection` field, compared case-insensitively. The
+/// usual one or two tokens (`keep-alive`, `close`, `upgrade`) are held without allocating.
+struct Listed<'a> {
+    inline: [&'a [u8]; 4],
+    len: usize,
+    more: Vec<&'a [u8]>,
 }
 
-fn is_hop_by_hop(name: &[u8], listed: &[&[u8]]) -> bool {
-    HOP_BY_HOP
-        .iter()
-        .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
-        || listed.iter().any(|t| t.eq_ignore_ascii_case(name))
+impl<'a> Listed<'a> {
+    fn from_fields(fields: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Listed<'a> {
+        let mut listed = Listed {
+            inline: [&[]; 4],
+            len: 0,
+            more: Vec::new(),
+        };
+        for (name, value) in fields {
+            // The length alone turns away nearly every other field.
+            if name.len() != b"connection".len() || FieldName::of(name) != FieldName::Connection {
+                continue;
+            }
+            for token in value.split(|&b| b == b',').map(trim_ows) {
+                // Hop-by-hop names (`keep-alive`, `upgrade`) are dropped, or kept for a
+                // switch, whether listed or not: only the others need remembering.
+                if token.is_empty() || FieldName::of(token).is_hop_by_hop() {
+                    continue;
+                }
+                if listed.len < listed.inline.len() {
+                    listed.inline[listed.len] = token;
+                    listed.len += 1;
+                } else {
+                    listed.more.push(token);
+                }
+            }
+        }
+        listed
+    }
+
+    fn names(&self, name: &[u8]) -> bool {
+        self.inline[..self.len]
+            .iter()
+            .any(|token| token.eq_ignore_ascii_case(name))
+            || self.more.iter().any(|token| token.eq_ignore_ascii_case(name))
+    }
 }
 
 #[cfg(test)]
@@ -386,6 +514,40 @@ mod tests {
     }
 
     #[test]
+    fn kept_response_fields_are_copied_as_the_backend_wrote_them() {
+        let text = response_text(
+            b"HTTP/1.1 200 OK\r\nA:1\r\nB:  two \t\r\nConnection: keep-alive\r\nC: 3\r\n\
+              Keep-Alive: timeout=5\r\nVia: 1.0 a\r\nD: 4\r\nE: 5\r\nContent-Length: 0\r\n\r\n",
+            ResponseFraming::Length(0),
+            true,
+        );
+        assert_eq!(
+            text,
+            "HTTP/1.1 200 OK\r\nA:1\r\nB:  two \t\r\nC: 3\r\nD: 4\r\nE: 5\r\nDate: DATE\r\n\
+             Via: 1.0 a, 1.1 sentinel\r\nContent-Length: 0\r\n\r\n"
+        );
+        // Nothing kept, and everything kept.
+        let text = response_text(
+            b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n",
+            ResponseFraming::Bodyless,
+            true,
+        );
+        assert_eq!(
+            text,
+            "HTTP/1.1 204 No Content\r\nDate: DATE\r\nVia: 1.1 sentinel\r\n\r\n"
+        );
+        let text = response_text(
+            b"HTTP/1.1 204 No Content\r\nDate: x\r\nX: y\r\n\r\n",
+            ResponseFraming::Bodyless,
+            true,
+        );
+        assert_eq!(
+            text,
+            "HTTP/1.1 204 No Content\r\nDate: x\r\nX: y\r\nVia: 1.1 sentinel\r\n\r\n"
+        );
+    }
+
+    #[test]
     fn switching_protocols_keeps_upgrade() {
         let text = response_text(
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -399,6 +561,78 @@ mod tests {
         );
         assert!(text.contains("Sec-WebSocket-Accept: abc\r\n"));
         assert!(text.ends_with("Connection: upgrade\r\n\r\n"));
+    }
+
+    #[test]
+    fn field_names_are_classified_by_their_spelling_in_any_case() {
+        use FieldName::*;
+        let known = [
+            ("connection", Connection),
+            ("keep-alive", KeepAlive),
+            ("proxy-connection", ProxyConnection),
+            ("te", Te),
+            ("trailer", Trailer),
+            ("transfer-encoding", TransferEncoding),
+            ("upgrade", Upgrade),
+            ("content-length", ContentLength),
+            ("host", Host),
+            ("expect", Expect),
+            ("x-forwarded-for", XForwardedFor),
+            ("x-forwarded-proto", XForwardedProto),
+            ("x-forwarded-host", XForwardedHost),
+            ("via", Via),
+            ("date", Date),
+        ];
+        for (name, field) in known {
+            assert_eq!(FieldName::of(name.as_bytes()), field, "{name}");
+            let upper = name.to_ascii_uppercase();
+            assert_eq!(FieldName::of(upper.as_bytes()), field, "{upper}");
+            // Same length, one byte off, anywhere: not the field.
+            for i in 0..name.len() {
+                let mut near = name.as_bytes().to_vec();
+                near[i] = b'z';
+                assert_eq!(FieldName::of(&near), Other, "{near:?}");
+            }
+        }
+        for other in [
+            "",
+            "t",
+            "tee",
+            "hosts",
+            "dates",
+            "accept",
+            "content-type",
+            "x-forwarded",
+        ] {
+            assert_eq!(FieldName::of(other.as_bytes()), Other, "{other}");
+        }
+    }
+
+    #[test]
+    fn kept_request_fields_are_copied_as_the_client_wrote_them() {
+        let text = upstream_text(
+            b"GET / HTTP/1.1\r\nA:1\r\nHost: s\r\nB:  two \t\r\nC:\r\nTE: x\r\nD: 4 \r\n\r\n",
+            None,
+        );
+        assert_eq!(
+            text,
+            "GET /x?y HTTP/1.1\r\nHost: s\r\nA:1\r\nB:  two \t\r\nC:\r\nD: 4 \r\n\
+             X-Forwarded-For: 10.0.0.9\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: s\r\n\
+             Via: 1.1 sentinel\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn connection_may_list_many_fields() {
+        let text = upstream_text(
+            b"GET / HTTP/1.1\r\nHost: s\r\nConnection: a, b, c\r\nConnection: d,e, ,f\r\n\
+              A: 1\r\nB: 1\r\nC: 1\r\nD: 1\r\nE: 1\r\nF: 1\r\nG: 1\r\n\r\n",
+            None,
+        );
+        for gone in ["A:", "B:", "C:", "D:", "E:", "F:", "Connection"] {
+            assert!(!text.contains(gone), "{gone} in {text}");
+        }
+        assert!(text.contains("G: 1\r\n"), "{text}");
     }
 
     #[test]
