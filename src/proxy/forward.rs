@@ -118,11 +118,13 @@ pub async fn forward(
     let mut tried = [0usize; MAX_ATTEMPTS];
     let mut tries = 0;
     let mut retries = 0;
-    upstream.retry_budget.deposit(Instant::now());
+    let arrived = Instant::now();
+    upstream.retry_budget.deposit(arrived);
     let peer = client.peer;
     let key_hash = |key: &HashKey| request_key_hash(key, head, peer, destination.target);
     while tries < MAX_ATTEMPTS {
-        let now = Instant::now();
+        // One clock read serves the first pick too: it is the common, only one.
+        let now = if tries == 0 { arrived } else { Instant::now() };
         let (index, fail_open) = match upstream.pick(now, &tried[..tries], key_hash) {
             Pick::Backend { index, fail_open } => (index, fail_open),
             Pick::Saturated => {
@@ -309,7 +311,8 @@ async fn receive(
     .await?;
     // The backend answered with a valid head. Whether that counts as a success depends on
     // the group's policy: a failure status, or a response over the slow threshold, does not.
-    let latency = sent.elapsed();
+    let answered = Instant::now();
+    let latency = answered.duration_since(sent);
     let policy = &upstream_group.policy;
     if policy.failure_statuses.contains(&response.status.as_u16()) {
         attempt.fail("failure status", Some(latency));
@@ -321,7 +324,7 @@ async fn receive(
     } else if !policy.slow_response.is_zero() && latency > policy.slow_response {
         attempt.fail("slow response", Some(latency));
     } else {
-        attempt.succeed(latency);
+        attempt.succeed(latency, answered);
     }
 
     if response.status.as_u16() == 101 {

@@ -171,12 +171,11 @@ impl Attempt<'_> {
         !self.recorded.swap(true, Ordering::AcqRel)
     }
 
-    /// The backend answered in `latency`.
-    pub fn succeed(&self, latency: Duration) {
+    /// The backend answered in `latency`, at `now`.
+    pub fn succeed(&self, latency: Duration, now: Instant) {
         if !self.first_record() {
             return;
         }
-        let now = Instant::now();
         let backend = self.backend;
         backend.stats.observe(latency, now);
         if let Some(Transition::Recovered) = backend.health.record_success() {
