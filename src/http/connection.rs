@@ -48,12 +48,16 @@ const INLINE_BODY_BYTES: usize = 16 * 1024;
 const READ_BUFFER_BYTES: usize = buffer_pool::Kind::Read.bytes();
 
 /// Serve one client connection until it closes, fails or the server shuts down.
-pub async fn serve_connection(
+///
+/// The connection's state (about 2 KiB) is boxed here rather than held in the spawned task:
+/// the runtime moves a task's future by value as the task starts and ends, three copies of
+/// the whole state per connection (callgrind: ~900 instructions, more than the allocation).
+pub fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     config: SharedConfig,
     shutdown: watch::Receiver<bool>,
-) {
+) -> impl std::future::Future<Output = ()> + Send {
     let span = tracing::debug_span!("conn", %peer);
     let connection = Connection {
         stream,
@@ -65,7 +69,7 @@ pub async fn serve_connection(
         served: 0,
         unread_input: false,
     };
-    connection.run().instrument(span).await;
+    Box::pin(connection.run().instrument(span))
 }
 
 struct Connection {
