@@ -53,6 +53,23 @@ impl Method {
         }
     }
 
+    /// The method's name, for the methods we know by name (methods are case-sensitive, so
+    /// this is exactly the token received).
+    pub fn name(self) -> Option<&'static str> {
+        Some(match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
+            Method::Connect => "CONNECT",
+            Method::Options => "OPTIONS",
+            Method::Trace => "TRACE",
+            Method::Patch => "PATCH",
+            Method::Other => return None,
+        })
+    }
+
     /// RFC 9110 §9.2.2: methods whose repetition has the same effect as one request.
     pub fn is_idempotent(self) -> bool {
         matches!(
@@ -144,7 +161,10 @@ impl RequestHead {
     }
 
     pub fn method_str(&self) -> &str {
-        self.str_of(self.parsed.method_span)
+        self.parsed
+            .method
+            .name()
+            .unwrap_or_else(|| self.str_of(self.parsed.method_span))
     }
 
     /// The request target exactly as received (origin-, absolute-, authority- or asterisk-form).
@@ -220,5 +240,24 @@ impl RequestHead {
     /// cannot fail; the fallback keeps that an invariant rather than a panic.
     fn str_of(&self, span: Span) -> &str {
         std::str::from_utf8(span.slice(&self.bytes)).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_known_method_is_named_exactly_as_its_token() {
+        for token in [
+            "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+        ] {
+            let method = Method::from_token(token.as_bytes());
+            assert_ne!(method, Method::Other, "{token}");
+            assert_eq!(method.name(), Some(token));
+        }
+        for token in ["get", "PROPFIND", "GETX"] {
+            assert_eq!(Method::from_token(token.as_bytes()).name(), None, "{token}");
+        }
     }
 }
