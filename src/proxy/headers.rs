@@ -365,7 +365,10 @@ impl<'a> Listed<'a> {
         self.inline[..self.len]
             .iter()
             .any(|token| token.eq_ignore_ascii_case(name))
-            || self.more.iter().any(|token| token.eq_ignore_ascii_case(name))
+            || self
+                .more
+                .iter()
+                .any(|token| token.eq_ignore_ascii_case(name))
     }
 }
 
