@@ -16,6 +16,7 @@ use tracing::Instrument;
 use super::body::{BodyDecoder, Step};
 use super::date::with_http_date;
 use super::error::{BodyError, ParseError};
+use super::lazy_timer::LazyTimer;
 use super::parser::{parse_request, Status};
 use super::request::{Method, RequestHead, Version};
 use super::response::{Response, ResponseBody, StatusCode};
@@ -68,6 +69,7 @@ pub fn serve_connection(
         write_buf: BytesMut::new(),
         served: 0,
         unread_input: false,
+        head_timer: LazyTimer::default(),
     };
     Box::pin(connection.run().instrument(span))
 }
@@ -84,6 +86,8 @@ struct Connection {
     /// Whether the client may have sent bytes we did not read (an abandoned body, an error
     /// mid-request), which calls for a lingering close.
     unread_input: bool,
+    /// The keep-alive and header deadlines.
+    head_timer: LazyTimer,
 }
 
 /// Why reading a request head stopped without a head.
@@ -392,7 +396,7 @@ impl Connection {
                 tokio::select! {
                     biased;
                     ready = self.stream.readable() => ready.map_err(HeadError::Io)?,
-                    () = tokio::time::sleep_until(deadline) => {
+                    () = self.head_timer.until(deadline) => {
                         return Err(if before == 0 { HeadError::Closed } else { HeadError::Timeout });
                     }
                     _ = self.shutdown.changed(), if before == 0 => return Err(HeadError::Closed),
@@ -406,7 +410,7 @@ impl Connection {
             let read = tokio::select! {
                 biased;
                 read = self.stream.read_buf(&mut self.read_buf) => read,
-                () = tokio::time::sleep_until(deadline) => {
+                () = self.head_timer.until(deadline) => {
                     return Err(if before == 0 { HeadError::Closed } else { HeadError::Timeout });
                 }
                 _ = self.shutdown.changed(), if before == 0 => return Err(HeadError::Closed),

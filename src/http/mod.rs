@@ -5,6 +5,7 @@ pub mod body;
 pub mod connection;
 pub mod date;
 pub mod error;
+pub(crate) mod lazy_timer;
 pub mod parser;
 pub mod request;
 pub mod response;
