@@ -70,6 +70,7 @@ pub fn serve_connection(
         served: 0,
         unread_input: false,
         head_timer: LazyTimer::default(),
+        response_timer: LazyTimer::default(),
     };
     Box::pin(connection.run().instrument(span))
 }
@@ -88,6 +89,8 @@ struct Connection {
     unread_input: bool,
     /// The keep-alive and header deadlines.
     head_timer: LazyTimer,
+    /// Upstream response-head deadlines (proxied requests only).
+    response_timer: LazyTimer,
 }
 
 /// Why reading a request head stopped without a head.
@@ -293,6 +296,7 @@ impl Connection {
             peer: self.peer,
             limits: &config.server.limits,
             keep_alive: exchange.keep_alive,
+            response_timer: &mut self.response_timer,
         };
         // Boxed: inline, the proxy's state would size every connection's task, idle or not.
         match Box::pin(forward(&mut client, head, decoder, destination)).await {

@@ -24,6 +24,7 @@ use crate::config::{ConnectionLimits, RouteConfig};
 use crate::http::body::{BodyDecoder, Step};
 use crate::http::connection::write_all_with_progress;
 use crate::http::error::{BodyError, ParseError};
+use crate::http::lazy_timer::LazyTimer;
 use crate::http::request::{RequestHead, Version};
 use crate::http::response::StatusCode;
 use crate::http::response_parser::{
@@ -51,6 +52,8 @@ pub struct Client<'a> {
     pub limits: &'a ConnectionLimits,
     /// Whether the client asked to keep the connection open after this response.
     pub keep_alive: bool,
+    /// The wait for each response head, on one lazily re-armed timer per client connection.
+    pub(crate) response_timer: &'a mut LazyTimer,
 }
 
 /// Where and how to forward.
@@ -304,6 +307,7 @@ async fn receive(
     let sent = Instant::now();
     let (response, head_len) = read_response_head(
         &mut upstream,
+        client.response_timer,
         response_buf,
         &destination.response_limits,
         route.request_timeout,
@@ -459,6 +463,7 @@ fn client_body_error(client: &Client<'_>, error: BodyError) -> AttemptError {
 /// 101, which ends the head). Returns the head and its length at the start of `buf`.
 async fn read_response_head(
     upstream: &mut TcpStream,
+    timer: &mut LazyTimer,
     buf: &mut BytesMut,
     limits: &ResponseLimits,
     wait: Duration,
@@ -480,7 +485,11 @@ async fn read_response_head(
             }
         }
         let mut window = (&mut *buf).limit(HEAD_READ_BYTES);
-        let read = tokio::time::timeout_at(deadline, upstream.read_buf(&mut window)).await;
+        let read = tokio::select! {
+            biased;
+            read = upstream.read_buf(&mut window) => Ok(read),
+            () = timer.until(deadline) => Err(()),
+        };
         match read {
             Err(_) => return Err(AttemptError::Timeout),
             Ok(Ok(0)) if !received_any => {
