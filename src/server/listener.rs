@@ -164,38 +164,42 @@ impl Server {
             workers,
             ..
         } = self;
-        let loops = listeners
-            .into_iter()
-            .zip(rebinds)
-            .map(|(listener, rebinds)| AcceptLoop {
+        let mut workers = workers.map(Vec::into_iter);
+        let mut running = Vec::with_capacity(listeners.len());
+        let mut closing = Vec::with_capacity(listeners.len());
+        for (listener, rebinds) in listeners.into_iter().zip(rebinds) {
+            let (closed, closed_rx) = oneshot::channel();
+            closing.push(closed_rx);
+            let accept = AcceptLoop {
                 listener,
                 rebinds,
                 config: Arc::clone(&config),
                 permits: Arc::clone(&permits),
                 stop: stop_rx.clone(),
+                closed,
+            };
+            running.push(match workers.as_mut().and_then(Iterator::next) {
+                Some(worker) => worker.start(accept),
+                // On the caller's runtime the loop is a task of its own, so a multi-thread
+                // runtime runs it on a worker: from the thread blocked in `block_on`, every
+                // accepted connection would be handed across threads (a futex wake and two
+                // context switches per connection, measured at ~20 % of the CPU time of
+                // short connections).
+                None => Running::Task(tokio::spawn(accept.run())),
             });
-        let running: Vec<Running> = match workers {
-            // On the caller's runtime the loop is a task of its own, so a multi-thread
-            // runtime runs it on a worker: from the thread blocked in `block_on`, every
-            // accepted connection would be handed across threads (a futex wake and two
-            // context switches per connection, measured at ~20 % of the CPU time of short
-            // connections).
-            None => loops
-                .map(|l| Running::Task(tokio::spawn(l.run())))
-                .collect(),
-            Some(workers) => loops
-                .zip(workers)
-                .map(|(accept, worker)| worker.start(accept))
-                .collect(),
-        };
+        }
         shutdown.await;
-        let drain_timeout = config.load().server.drain_timeout;
+        let _ = stop_tx.send(true);
+        // Logged once every listening socket is closed, so that from this line on a new
+        // connection is refused (an error means the loop is gone, its socket with it).
+        for closed in closing {
+            let _ = closed.await;
+        }
         tracing::info!(
             in_flight = max_connections - permits.available_permits(),
-            ?drain_timeout,
+            drain_timeout = ?config.load().server.drain_timeout,
             "stopped accepting; draining connections"
         );
-        let _ = stop_tx.send(true);
         let mut still_open = 0;
         for accept in running {
             still_open += accept.finished().await;
@@ -282,6 +286,8 @@ struct AcceptLoop {
     permits: Arc<Semaphore>,
     /// `true` once shutdown starts: stop accepting; idle connections close.
     stop: watch::Receiver<bool>,
+    /// Told when the listening socket has been closed at shutdown.
+    closed: oneshot::Sender<()>,
 }
 
 impl AcceptLoop {
@@ -343,6 +349,7 @@ impl AcceptLoop {
             }
         }
         drop(listener);
+        let _ = self.closed.send(());
         drop(drain_tx);
         let drain_timeout = self.config.load().server.drain_timeout;
         match tokio::time::timeout(drain_timeout, drained.recv()).await {
@@ -365,22 +372,39 @@ fn first_addr(listeners: &[std::net::TcpListener]) -> io::Result<SocketAddr> {
 }
 
 /// `count` listening sockets on `addr`. More than one share the address with `SO_REUSEPORT`
-/// (the kernel spreads new connections over them); the first picks the port when `addr`
-/// has port 0 and the others bind the port it got.
+/// (the kernel spreads new connections over them); when `addr` has port 0 they all get the
+/// port the first one picked.
 pub(crate) fn bind_listeners(
     addr: SocketAddr,
     backlog: u32,
     count: usize,
 ) -> io::Result<Vec<std::net::TcpListener>> {
-    let reuse_port = count > 1;
-    let first = bind_listener(addr, backlog, reuse_port)?;
-    let bound = first.local_addr()?;
-    let mut listeners = Vec::with_capacity(count);
-    listeners.push(first);
-    for _ in 1..count {
-        listeners.push(bind_listener(bound, backlog, reuse_port)?);
+    if count <= 1 {
+        return Ok(vec![bind_listener(addr, backlog, false)?]);
     }
-    Ok(listeners)
+    // SO_REUSEPORT would also let the group join sockets that another process of the same
+    // user already listens with on `addr` (a second copy started by mistake would silently
+    // take half the connections). So first claim the address alone, as a lone socket would,
+    // failing with "address in use" like one, then let the group bind it.
+    let claim = claim_address(addr)?;
+    let bound = claim.local_addr()?;
+    drop(claim);
+    (0..count)
+        .map(|_| bind_listener(bound, backlog, true))
+        .collect()
+}
+
+/// A socket bound (not listening) to `addr` without `SO_REUSEPORT`: binding fails while any
+/// other socket listens there.
+fn claim_address(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
 }
 
 fn bind_listener(
@@ -462,6 +486,19 @@ mod tests {
         // Only our own sockets share it: one without SO_REUSEPORT is refused.
         let taken = std::net::TcpListener::bind(("127.0.0.1", port));
         assert!(taken.is_err(), "an outsider bound the port");
+    }
+
+    /// A second copy of the server on the same address fails as it would without
+    /// SO_REUSEPORT, instead of silently taking a share of the first one's connections.
+    #[test]
+    fn a_group_does_not_join_another_group_on_its_address() {
+        let first = bind_listeners("127.0.0.1:0".parse().unwrap(), 16, 2).unwrap();
+        let addr = first[0].local_addr().unwrap();
+        let second = bind_listeners(addr, 16, 2);
+        assert_eq!(
+            second.map(|_| ()).map_err(|e| e.kind()),
+            Err(io::ErrorKind::AddrInUse)
+        );
     }
 
     #[test]
