@@ -1,6 +1,8 @@
-//! Accept loop: one task per connection, a semaphore for `server.max_connections`, and a
+//! Accept loops: one task per connection, a semaphore for `server.max_connections`, and a
 //! shutdown signal that stops accepting, tells idle connections to close, and waits (up to
-//! `server.drain_timeout_ms`) for in-flight requests to finish.
+//! `server.drain_timeout_ms`) for in-flight requests to finish. One loop on the caller's
+//! runtime, or (`server.runtime: per_core`) one per worker thread, each with a runtime and
+//! an `SO_REUSEPORT` listening socket of its own.
 
 use std::future::Future;
 use std::io;
