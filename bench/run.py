@@ -102,6 +102,7 @@ class Settings:
     server_cpus: str
     load_cpus: str
     write_docs: bool
+    sentinel_runtime: str
 
     @staticmethod
     def from_env():
@@ -128,7 +129,13 @@ class Settings:
             server_cpus=os.environ.get("SERVER_CPUS", "0"),
             load_cpus=os.environ.get("LOAD_CPUS", "1"),
             write_docs=env_int("WRITE_DOCS", 1) == 1,
+            # server.runtime for Sentinel ("" leaves Sentinel's default): an A/B of the
+            # shared and per-core layouts with one build.
+            sentinel_runtime=os.environ.get("SENTINEL_RUNTIME", ""),
         )
+        if settings.sentinel_runtime not in ("", "shared", "per_core"):
+            sys.exit("[bench] error: SENTINEL_RUNTIME takes 'shared' or 'per_core' "
+                     f"(got {settings.sentinel_runtime!r})")
         if settings.rounds < 1 or settings.duration < 1 or settings.threads < 1:
             sys.exit("[bench] error: ROUNDS, DURATION and THREADS must be at least 1")
         return settings
@@ -379,10 +386,11 @@ backend be
 """
 
 
-def sentinel_common(port):
+def sentinel_common(port, runtime=""):
+    runtime = f"  runtime: {runtime}\n" if runtime else ""
     return f"""server:
   listen_addr: "127.0.0.1:{port}"
-  max_requests_per_connection: 100000
+{runtime}  max_requests_per_connection: 100000
   max_connections: 20000
   keepalive_timeout_ms: 120000
   max_body_bytes: 4294967296
@@ -392,18 +400,18 @@ logging:
 """
 
 
-def sentinel_static_conf(port, root):
-    return sentinel_common(port) + f"""static_files:
+def sentinel_static_conf(port, root, runtime=""):
+    return sentinel_common(port, runtime) + f"""static_files:
   root: "{root}"
   index: "index.html"
 """
 
 
-def sentinel_proxy_conf(port, backend_ports, sink_port):
+def sentinel_proxy_conf(port, backend_ports, sink_port, runtime=""):
     backends = "".join(
         f'    - name: b{i + 1}\n      address: "127.0.0.1:{p}"\n' for i, p in enumerate(backend_ports)
     )
-    return sentinel_common(port) + f"""proxy:
+    return sentinel_common(port, runtime) + f"""proxy:
   backends:
 {backends}  connection_timeout_ms: 5000
   request_timeout_ms: 30000
@@ -431,6 +439,7 @@ class Layout:
 
     def __init__(self, name, settings, work, root, tools):
         self.name = name
+        self.settings = settings
         self.dir = os.path.join(work, name)
         os.makedirs(self.dir)
         pinned = name == "one" and NCPU >= 2 and shutil.which("taskset") is not None
@@ -497,9 +506,10 @@ class Layout:
         self.systems[("haproxy", "proxy")] = self._spawn(
             "haproxy", [tools["haproxy"], "-db", "-f", cfg], self.server_pin)
         for kind, text in (
-            ("static", sentinel_static_conf(p[("sentinel", "static")], root)),
+            ("static", sentinel_static_conf(p[("sentinel", "static")], root,
+                                            self.settings.sentinel_runtime)),
             ("proxy", sentinel_proxy_conf(p[("sentinel", "proxy")], self.backend_ports,
-                                          self.sink_port)),
+                                          self.sink_port, self.settings.sentinel_runtime)),
         ):
             cfg = self._write(f"sentinel-{kind}.yaml", text)
             env_free = ["env", "-u", "LISTEN", "-u", "RUST_LOG"]
@@ -971,7 +981,8 @@ def main():
                            capture_output=True, text=True).stdout.strip()
     command = " ".join(f"{k}={os.environ[k]}" for k in (
         "ROUNDS", "DURATION", "WARMUP", "THREADS", "SCENARIOS", "LAYOUTS", "IDLE_CONNECTIONS",
-        "TRANSFER_MIB", "RETRIES", "SERVER_CPUS", "LOAD_CPUS") if k in os.environ)
+        "TRANSFER_MIB", "RETRIES", "SERVER_CPUS", "LOAD_CPUS", "SENTINEL_RUNTIME")
+        if k in os.environ)
     with open("/proc/cpuinfo") as f:
         model = next((line.split(":", 1)[1].strip() for line in f
                       if line.startswith("model name")), "unknown CPU")

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 
-use sentinel::config::Config;
+use sentinel::config::{Config, RuntimeLayout};
 use sentinel::reload::{self, Reloader};
 use sentinel::server::Server;
 
@@ -58,10 +58,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
+    let per_core = workers > 1 && config.server.runtime == RuntimeLayout::PerCore;
+    // Bound before any runtime exists: the per-core layout starts its threads and runtimes
+    // here, and a runtime that fails to start must not be dropped inside another one.
+    let listen_addr = config.server.listen_addr;
+    let server = if per_core {
+        Server::bind_per_core(config, workers)
+    } else {
+        Server::bind(config)
+    }
+    .with_context(|| format!("cannot listen on {listen_addr}"))?;
     // One worker: a current-thread runtime. Its single run queue served connections more
     // evenly than the multi-thread scheduler with one worker: 512 connections on one core,
     // p99 ~72 -> ~50 ms at a similar median and CPU per request (docs/BENCHMARKS.md).
-    let mut runtime = if workers == 1 {
+    // Per-core: this thread's runtime only waits for signals, reloads, admin requests and
+    // health checks; the worker threads have runtimes of their own.
+    let mut runtime = if workers == 1 || per_core {
         tokio::runtime::Builder::new_current_thread()
     } else {
         let mut builder = tokio::runtime::Builder::new_multi_thread();
@@ -72,15 +84,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(config, cli.config, listen))
+    runtime.block_on(serve(server, cli.config, listen))
 }
 
-async fn serve(config: Config, path: PathBuf, listen: Option<String>) -> anyhow::Result<()> {
-    let listen_addr = config.server.listen_addr;
-    let server = Server::bind(config).with_context(|| format!("cannot listen on {listen_addr}"))?;
+async fn serve(server: Server, path: PathBuf, listen: Option<String>) -> anyhow::Result<()> {
     let local = server.local_addr()?;
-    let workers = tokio::runtime::Handle::current().metrics().num_workers();
-    tracing::info!(addr = %local, workers, version = env!("CARGO_PKG_VERSION"), "listening");
+    let current = tokio::runtime::Handle::current();
+    let (workers, runtime) = match server.worker_threads() {
+        Some(threads) => (threads, "per_core"),
+        None => match current.runtime_flavor() {
+            tokio::runtime::RuntimeFlavor::CurrentThread => (1, "current_thread"),
+            _ => (current.metrics().num_workers(), "shared"),
+        },
+    };
+    tracing::info!(addr = %local, workers, runtime, version = env!("CARGO_PKG_VERSION"), "listening");
     if let Some(admin_addr) = server.handle().config.load().admin_listen_addr {
         let listener = sentinel::admin::bind(admin_addr)
             .await
@@ -104,15 +121,13 @@ async fn serve(config: Config, path: PathBuf, listen: Option<String>) -> anyhow:
         tracing::warn!("second shutdown signal: exiting without waiting for the drain");
         std::process::exit(1);
     });
-    // The accept loop runs as a task on the workers, not on this thread (unless the one
-    // worker is this thread): from here, every
-    // accepted connection would be handed across threads (a futex wake and two context
-    // switches per connection, measured at ~20 % of the CPU time of short connections).
-    tokio::spawn(server.run(async {
-        let _ = stop_rx.await;
-    }))
-    .await
-    .context("the server task failed")?;
+    // `run` puts the accept loops on the workers (tasks of the shared runtime, or the
+    // per-core threads) and waits here for the stop and the drain.
+    server
+        .run(async {
+            let _ = stop_rx.await;
+        })
+        .await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -142,6 +142,7 @@ fn startup_keys_changed(current: &Config, next: &Config) -> Vec<&'static str> {
             was.listen_backlog != now.listen_backlog,
         ),
         ("server.workers", was.workers != now.workers),
+        ("server.runtime", was.runtime != now.runtime),
         (
             "logging.format",
             current.logging.format != next.logging.format,

@@ -136,6 +136,11 @@ fn serves_public_on_listen_and_stops_cleanly_on_sigterm() {
 
 /// A backend that answers every request on every connection with 200 "up".
 fn serve_up(listener: std::net::TcpListener) {
+    serve_body(listener, "up");
+}
+
+/// A backend that answers every request on every connection with 200 and `body`.
+fn serve_body(listener: std::net::TcpListener, body: &'static str) {
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(stream) = stream else { continue };
@@ -145,7 +150,10 @@ fn serve_up(listener: std::net::TcpListener) {
                 let mut line = String::new();
                 while reader.read_line(&mut line).unwrap_or(0) > 0 {
                     if line == "\r\n" {
-                        let reply = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nup";
+                        let reply = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
                         if writer.write_all(reply.as_bytes()).is_err() {
                             return;
                         }
@@ -334,4 +342,153 @@ fn one_worker_serves_reloads_and_drains() {
     signal("TERM");
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
+}
+
+/// One `GET path` on an open keep-alive connection; the status line and the body.
+fn get_keep_alive(stream: &mut TcpStream, path: &str) -> (String, String) {
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+        assert!(head.len() < 64 * 1024, "endless head");
+    }
+    let head = String::from_utf8(head).unwrap();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or_else(|| panic!("no Content-Length: {head}"));
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).unwrap();
+    let status = head.lines().next().unwrap_or_default().to_string();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Names of the process's threads (Linux truncates them to 15 bytes).
+#[cfg(target_os = "linux")]
+fn thread_names(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_string())
+        .collect()
+}
+
+/// `server.runtime: per_core` with two workers: two threads with a runtime and an
+/// `SO_REUSEPORT` listener each serve static files and the proxy over many connections, a
+/// SIGHUP reload reaches both (the config is shared), and SIGTERM drains both.
+#[cfg(unix)]
+#[test]
+fn per_core_workers_serve_reload_and_drain() {
+    let first = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let first_addr = first.local_addr().unwrap();
+    serve_body(first, "first");
+    let second = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let second_addr = second.local_addr().unwrap();
+    serve_body(second, "second");
+    let config = |backend: std::net::SocketAddr| {
+        format!(
+            "server:\n  listen_addr: \"127.0.0.1:0\"\n  workers: 2\n  runtime: per_core\n\
+             static_files:\n  root: \"{}\"\nproxy:\n  backends:\n    \
+             - name: \"b\"\n      address: \"{backend}\"\n\
+             routes:\n  - path_prefix: \"/api\"\n    upstream: default\n  \
+             - path_prefix: \"/\"\n    static: true\n\
+             logging:\n  level: \"info\"\n  access_log: false\n",
+            repo().join("public").display()
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, mut lines, listening) = start_with_config(dir.path(), &config(first_addr));
+    assert!(
+        listening.contains("workers=2") && listening.contains("per_core"),
+        "{listening}"
+    );
+    let addr = listening
+        .split("addr=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    // The kernel picks a listener per connection by a hash of its addresses: 32 fresh
+    // connections all answered means both accept loops work (all on one: odds 2^-31).
+    for _ in 0..16 {
+        let home = get_and_close(&addr, "/");
+        assert!(home.starts_with("HTTP/1.1 200 OK\r\n"), "{home}");
+        assert!(get_and_close(&addr, "/api/x").ends_with("\r\n\r\nfirst"));
+    }
+    // Checked once they have served: a thread names itself when it starts running.
+    #[cfg(target_os = "linux")]
+    {
+        let names = thread_names(child.id());
+        let workers = names
+            .iter()
+            .filter(|n| n.starts_with("sentinel-worker"))
+            .count();
+        assert_eq!(workers, 2, "one thread per worker: {names:?}");
+    }
+    // Keep-alive connections, each reusing its own worker's pooled upstream connection.
+    let mut kept: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let stream = TcpStream::connect(&addr).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            stream
+        })
+        .collect();
+    for stream in &mut kept {
+        for path in ["/api/a", "/", "/api/b"] {
+            let (status, body) = get_keep_alive(stream, path);
+            assert_eq!(status, "HTTP/1.1 200 OK", "{path}");
+            if path.starts_with("/api") {
+                assert_eq!(body, "first");
+            }
+        }
+    }
+
+    let signal = |name: &str| {
+        let sent = Command::new("kill")
+            .args([&format!("-{name}"), &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    };
+    std::fs::write(dir.path().join("config.yaml"), config(second_addr)).unwrap();
+    signal("HUP");
+    let reloaded = loop {
+        let line = lines.next().expect("exited before reloading").unwrap();
+        if line.contains("config reloaded") && line.contains("SIGHUP") {
+            break line;
+        }
+    };
+    assert!(reloaded.contains("backends_added"), "{reloaded}");
+    // Every worker sees the new config: on new connections and on the kept ones.
+    for _ in 0..16 {
+        assert!(get_and_close(&addr, "/api/x").ends_with("\r\n\r\nsecond"));
+    }
+    for stream in &mut kept {
+        assert_eq!(get_keep_alive(stream, "/api/c").1, "second");
+    }
+
+    // SIGTERM with idle keep-alive connections open on the workers: each worker stops
+    // accepting, closes them, and the process exits well within drain_timeout_ms (10 s).
+    signal("TERM");
+    let mut log = Vec::new();
+    for line in lines.map_while(Result::ok) {
+        log.push(line);
+    }
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let log = log.join("\n");
+    assert!(log.contains("all connections closed"), "{log}");
+    for stream in &mut kept {
+        let mut rest = Vec::new();
+        let read = stream.read_to_end(&mut rest);
+        assert!(
+            matches!(read, Ok(0)) || read.is_err(),
+            "closed by the drain: {read:?}"
+        );
+    }
 }

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sentinel::config::{Config, ConfigError, LogFormat};
+use sentinel::config::{Config, ConfigError, LogFormat, RuntimeLayout};
 
 struct Site {
     dir: tempfile::TempDir,
@@ -204,6 +204,8 @@ fn bad_values_are_errors_naming_key_and_line() {
         ("server:\n  listen_addr: \"127.0.0.1:0\"\n  max_connections: 100000000\nstatic_files:\n  root: public\n", "server.max_connections", ":3:"),
         ("server:\n  listen_addr: \"127.0.0.1:0\"\n  workers: 1025\nstatic_files:\n  root: public\n", "server.workers", ":3:"),
         ("server:\n  listen_addr: \"127.0.0.1:0\"\n  workers: -1\nstatic_files:\n  root: public\n", "server.workers", "line 3"),
+        ("server:\n  listen_addr: \"127.0.0.1:0\"\n  runtime: per_thread\nstatic_files:\n  root: public\n", "server.runtime", "line 3"),
+        ("server:\n  listen_addr: \"127.0.0.1:0\"\n  runtime: 2\nstatic_files:\n  root: public\n", "server.runtime", "line 3"),
         ("server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: public\n  cache_max_file_bytes: 16777217\n", "static_files.cache_max_file_bytes", ":5:"),
         // Field filters compile exponential regexes (found by fuzzing): refused outright.
         ("server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: public\nlogging:\n  level: \"a[{f=.+7.......}]\"\n", "logging.level", ":6:"),
@@ -268,6 +270,34 @@ fn defaults_fill_every_optional_key() {
     assert_eq!(config.logging.format, LogFormat::Text);
     assert!(config.logging.access_log);
     assert_eq!(config.server.workers, 0, "one worker per CPU by default");
+    assert_eq!(
+        config.server.runtime,
+        RuntimeLayout::Shared,
+        "one multi-thread runtime by default"
+    );
+}
+
+#[test]
+fn runtime_takes_shared_or_per_core() {
+    let site = Site::new();
+    for (value, layout) in [
+        ("shared", RuntimeLayout::Shared),
+        ("per_core", RuntimeLayout::PerCore),
+    ] {
+        let config = site
+            .load(&format!(
+                "server:\n  listen_addr: \"127.0.0.1:0\"\n  workers: 2\n  runtime: {value}\nstatic_files:\n  root: public\n"
+            ))
+            .unwrap();
+        assert_eq!(config.server.runtime, layout, "{value}");
+    }
+    let message = site.error(
+        "server:\n  listen_addr: \"127.0.0.1:0\"\n  runtime: PerCore\nstatic_files:\n  root: public\n",
+    );
+    assert!(
+        message.contains("shared") && message.contains("per_core"),
+        "the error lists the values: {message}"
+    );
 }
 
 #[test]

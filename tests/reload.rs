@@ -350,11 +350,12 @@ fn a_changed_startup_only_key_is_named_in_a_warning_and_the_rest_applies() {
     let mark = daemon.log_len();
     let second = proxy_config(&[("b", b.addr)], "").replace(
         "  drain_timeout_ms: 5000\n",
-        "  drain_timeout_ms: 5000\n  workers: 3\n",
+        "  drain_timeout_ms: 5000\n  workers: 3\n  runtime: per_core\n",
     );
     daemon.write_by_rename(&second);
     let warning = daemon.wait_for_log_after(mark, "only after a restart", Duration::from_secs(5));
     assert!(warning.contains("server.workers"), "{warning}");
+    assert!(warning.contains("server.runtime"), "{warning}");
     assert!(!warning.contains("max_connections"), "{warning}");
     daemon.wait_for_log_after(mark, "config reloaded", Duration::from_secs(5));
     assert_eq!(get(daemon.addr, "/api/x").map(|r| r.1), Ok("b".into()));
@@ -380,10 +381,29 @@ fn sighup_reloads_even_when_only_an_error_page_changed() {
     );
 }
 
+/// `server.runtime: per_core` with two workers: a listening socket and an accept loop each.
+fn per_core(config: String) -> String {
+    config.replace(
+        "  drain_timeout_ms: 5000\n",
+        "  drain_timeout_ms: 5000\n  workers: 2\n  runtime: per_core\n",
+    )
+}
+
 #[test]
 fn a_new_listen_address_is_bound_before_the_old_is_released() {
+    new_listen_address_is_bound_before_the_old_is_released(|c| c);
+}
+
+/// Every worker moves to the new address, or some connections there would never be
+/// accepted (and some on the old one would still be).
+#[test]
+fn per_core_workers_all_move_to_a_new_listen_address() {
+    new_listen_address_is_bound_before_the_old_is_released(per_core);
+}
+
+fn new_listen_address_is_bound_before_the_old_is_released(layout: fn(String) -> String) {
     let a = NamedBackend::start("a", Duration::ZERO);
-    let config = proxy_config(&[("a", a.addr)], "");
+    let config = layout(proxy_config(&[("a", a.addr)], ""));
     let daemon = Daemon::start(&config);
     let old = daemon.addr;
 
@@ -405,7 +425,11 @@ fn a_new_listen_address_is_bound_before_the_old_is_released() {
     daemon.write_by_rename(&config.replace("127.0.0.1:0", &free.to_string()));
     let line = daemon.wait_for_log_after(mark, "config reloaded", Duration::from_secs(5));
     assert!(line.contains("listen_changed=true"), "{line}");
-    assert_eq!(get(free, "/api/x"), Ok((200, "a".into())));
+    // Fresh connections, so that with several listeners each is reached (all 16 on one of
+    // two: odds 2^-15).
+    for _ in 0..16 {
+        assert_eq!(get(free, "/api/x"), Ok((200, "a".into())));
+    }
     let deadline = Instant::now() + Duration::from_secs(5);
     while TcpStream::connect(old).is_ok() {
         assert!(Instant::now() < deadline, "the old address still accepts");
@@ -415,8 +439,19 @@ fn a_new_listen_address_is_bound_before_the_old_is_released() {
 
 #[test]
 fn sigterm_lets_in_flight_requests_finish_refuses_new_ones_and_exits_zero() {
+    sigterm_lets_in_flight_requests_finish(|c| c);
+}
+
+/// The in-flight requests are spread over both workers' runtimes, which must keep running
+/// until their requests end.
+#[test]
+fn per_core_sigterm_lets_in_flight_requests_finish_on_every_worker() {
+    sigterm_lets_in_flight_requests_finish(per_core);
+}
+
+fn sigterm_lets_in_flight_requests_finish(layout: fn(String) -> String) {
     let slow = NamedBackend::start("slow", Duration::from_millis(800));
-    let mut daemon = Daemon::start(&proxy_config(&[("slow", slow.addr)], ""));
+    let mut daemon = Daemon::start(&layout(proxy_config(&[("slow", slow.addr)], "")));
     let addr = daemon.addr;
     let in_flight: Vec<_> = (0..5)
         .map(|_| std::thread::spawn(move || get(addr, "/api/x")))

@@ -103,6 +103,8 @@ pub struct ServerConfig {
     pub listen_backlog: u32,
     /// Runtime worker threads; 0: one per CPU the process may run on.
     pub workers: usize,
+    /// How the workers are laid out when there is more than one. Startup-only.
+    pub runtime: RuntimeLayout,
     pub limits: ConnectionLimits,
 }
 
@@ -191,6 +193,21 @@ pub struct LoggingConfig {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// How `server.workers` threads share the work (`server.runtime`). With one worker both are
+/// the same single-threaded runtime.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuntimeLayout {
+    /// One multi-thread runtime: one listening socket, one accept loop, and the scheduler
+    /// moves (steals) tasks between the worker threads.
+    #[default]
+    Shared,
+    /// One single-threaded runtime per worker thread, each with its own `SO_REUSEPORT`
+    /// listening socket: the kernel spreads connections over the threads and a connection
+    /// stays on the thread that accepted it (no cross-thread wake-ups, no work stealing).
+    PerCore,
 }
 
 impl Config {
@@ -392,6 +409,7 @@ impl Validator<'_> {
         Ok(ServerConfig {
             listen_addr: s.listen_addr,
             workers: s.workers,
+            runtime: s.runtime,
             max_connections: positive("server.max_connections", s.max_connections as u64)? as usize,
             drain_timeout: Duration::from_millis(s.drain_timeout_ms),
             listen_backlog: positive("server.listen_backlog", u64::from(s.listen_backlog))? as u32,

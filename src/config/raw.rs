@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use serde::Deserialize;
 
-use super::LogFormat;
+use super::{LogFormat, RuntimeLayout};
 use crate::http::response::StatusCode;
 use crate::limits;
 
@@ -45,6 +45,7 @@ pub(super) struct RawServer {
     pub listen_backlog: u32,
     pub drain_timeout_ms: u64,
     pub workers: usize,
+    pub runtime: RuntimeLayout,
 }
 
 impl Default for RawServer {
@@ -67,6 +68,7 @@ impl Default for RawServer {
             listen_backlog: limits::DEFAULT_LISTEN_BACKLOG,
             drain_timeout_ms: millis(limits::DEFAULT_DRAIN_TIMEOUT),
             workers: 0,
+            runtime: RuntimeLayout::default(),
         }
     }
 }

@@ -1,6 +1,8 @@
-//! Accept loop: one task per connection, a semaphore for `server.max_connections`, and a
+//! Accept loops: one task per connection, a semaphore for `server.max_connections`, and a
 //! shutdown signal that stops accepting, tells idle connections to close, and waits (up to
-//! `server.drain_timeout_ms`) for in-flight requests to finish.
+//! `server.drain_timeout_ms`) for in-flight requests to finish. One loop on the caller's
+//! runtime, or (`server.runtime: per_core`) one per worker thread, each with a runtime and
+//! an `SO_REUSEPORT` listening socket of its own.
 
 use std::future::Future;
 use std::io;
@@ -10,14 +12,22 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 use super::SharedConfig;
 use crate::config::Config;
 use crate::http::connection::serve_connection;
 
-/// Start accepting on `new`; `old` closes (connections it accepted carry on).
-fn switch_listener(old: TcpListener, new: TcpListener) -> TcpListener {
+/// Start accepting on `new`; `old` closes (connections it accepted carry on). `new` is
+/// registered here, with the reactor of the runtime that will poll it.
+fn switch_listener(old: TcpListener, new: std::net::TcpListener) -> TcpListener {
+    let new = match TcpListener::from_std(new) {
+        Ok(new) => new,
+        Err(error) => {
+            tracing::error!(%error, "cannot use the new listening socket; keeping the old one");
+            return old;
+        }
+    };
     tracing::info!(
         from = %old.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
         to = %new.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
@@ -40,59 +50,99 @@ fn is_per_connection(error: &io::Error) -> bool {
 /// Pause after an accept error such as EMFILE, so a full fd table does not spin the loop.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
+/// Listening sockets are handed over as `std` sockets and registered by the accept loop that
+/// uses them: a tokio socket belongs to the reactor of the runtime that registered it.
+type Rebind = mpsc::UnboundedSender<std::net::TcpListener>;
+
 pub struct Server {
-    listener: TcpListener,
+    /// One per accept loop, all bound to the same address (`SO_REUSEPORT` when more than one).
+    listeners: Vec<std::net::TcpListener>,
     config: SharedConfig,
-    /// Listeners bound by a reload for a new `listen_addr`; the accept loop switches to each
-    /// as it arrives and closes the old one.
-    rebinds: mpsc::UnboundedReceiver<TcpListener>,
-    rebind_tx: mpsc::UnboundedSender<TcpListener>,
+    /// Per accept loop: listeners bound by a reload for a new `listen_addr`; the loop switches
+    /// to each as it arrives and closes the old one.
+    rebinds: Vec<mpsc::UnboundedReceiver<std::net::TcpListener>>,
+    rebind_txs: Arc<[Rebind]>,
+    /// Per-core layout: the worker threads, one per accept loop, each waiting for its loop.
+    /// `None`: the accept loop runs as a task on the caller's runtime.
+    workers: Option<Vec<Worker>>,
 }
 
 /// What a reload needs to change a running server: the config handle and a way to hand the
-/// accept loop a new listener.
+/// accept loops new listeners.
 #[derive(Clone)]
 pub struct ServerHandle {
     pub config: SharedConfig,
-    rebind_tx: mpsc::UnboundedSender<TcpListener>,
+    rebind_txs: Arc<[Rebind]>,
 }
 
 impl ServerHandle {
-    /// Bind `addr` now (so a failure leaves everything as it was) and have the accept loop
-    /// move to it; the old listener closes once the new one is accepting.
+    /// Bind `addr` now, once per accept loop (so a failure leaves everything as it was), and
+    /// have the accept loops move to it; the old listeners close once the new ones accept.
     pub fn rebind(&self, addr: SocketAddr, backlog: u32) -> io::Result<SocketAddr> {
-        let listener = bind_listener(addr, backlog)?;
-        let bound = listener.local_addr()?;
-        self.rebind_tx
-            .send(listener)
-            .map_err(|_| io::Error::other("the server has stopped"))?;
+        let listeners = bind_listeners(addr, backlog, self.rebind_txs.len())?;
+        let bound = first_addr(&listeners)?;
+        for (tx, listener) in self.rebind_txs.iter().zip(listeners) {
+            tx.send(listener)
+                .map_err(|_| io::Error::other("the server has stopped"))?;
+        }
         Ok(bound)
     }
 }
 
 impl Server {
-    /// Bind `config.server.listen_addr`. Fails at once (address in use, no permission) so the
-    /// process can exit with a clear message.
+    /// Bind `config.server.listen_addr` for one accept loop on the caller's runtime. Fails at
+    /// once (address in use, no permission) so the process can exit with a clear message.
     pub fn bind(config: Config) -> io::Result<Server> {
-        let listener = bind_listener(config.server.listen_addr, config.server.listen_backlog)?;
-        let (rebind_tx, rebinds) = mpsc::unbounded_channel();
+        Server::bind_loops(config, 1)
+    }
+
+    /// Bind `config.server.listen_addr` once per worker thread with `SO_REUSEPORT`, and
+    /// start the threads, each with its own current-thread runtime, waiting for `run`. All
+    /// that can fail fails here, before anything is served; call it outside any runtime (a
+    /// runtime that fails to start is dropped here, which no async context allows).
+    pub fn bind_per_core(config: Config, threads: usize) -> io::Result<Server> {
+        let threads = threads.max(1);
+        let mut server = Server::bind_loops(config, threads)?;
+        crate::proxy::pool::set_worker_threads(threads);
+        let workers = (0..threads)
+            .map(start_worker)
+            .collect::<io::Result<Vec<_>>>()?;
+        server.workers = Some(workers);
+        Ok(server)
+    }
+
+    fn bind_loops(config: Config, loops: usize) -> io::Result<Server> {
+        let listeners = bind_listeners(
+            config.server.listen_addr,
+            config.server.listen_backlog,
+            loops,
+        )?;
+        let (rebind_txs, rebinds): (Vec<_>, Vec<_>) =
+            (0..loops).map(|_| mpsc::unbounded_channel()).unzip();
         Ok(Server {
-            listener,
+            listeners,
             config: Arc::new(ArcSwap::from_pointee(config)),
             rebinds,
-            rebind_tx,
+            rebind_txs: rebind_txs.into(),
+            workers: None,
         })
     }
 
     pub fn handle(&self) -> ServerHandle {
         ServerHandle {
             config: Arc::clone(&self.config),
-            rebind_tx: self.rebind_tx.clone(),
+            rebind_txs: Arc::clone(&self.rebind_txs),
         }
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
+        first_addr(&self.listeners)
+    }
+
+    /// How many threads accept and serve connections: the per-core threads, or `None` when
+    /// the accept loop runs on the caller's runtime.
+    pub fn worker_threads(&self) -> Option<usize> {
+        self.workers.as_ref().map(Vec::len)
     }
 
     /// The handle through which a reload publishes a new configuration.
@@ -100,17 +150,167 @@ impl Server {
         Arc::clone(&self.config)
     }
 
-    /// Serve until `shutdown` completes, then drain.
-    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
+    /// Serve until `shutdown` completes, then drain: every accept loop stops accepting, idle
+    /// connections close, and each loop waits up to `server.drain_timeout_ms` for the rest.
+    /// Active health checks run on the caller's runtime.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
         crate::proxy::active::start_all(&self.config.load());
         let max_connections = self.config.load().server.max_connections;
+        // One semaphore for every loop: `max_connections` bounds the process, not a thread.
         let permits = Arc::new(Semaphore::new(max_connections));
         let (stop_tx, stop_rx) = watch::channel(false);
-        let mut listener = self.listener;
+        let Server {
+            listeners,
+            config,
+            rebinds,
+            workers,
+            ..
+        } = self;
+        let mut workers = workers.map(Vec::into_iter);
+        let mut running = Vec::with_capacity(listeners.len());
+        let mut closing = Vec::with_capacity(listeners.len());
+        for (listener, rebinds) in listeners.into_iter().zip(rebinds) {
+            let (closed, closed_rx) = oneshot::channel();
+            closing.push(closed_rx);
+            let accept = AcceptLoop {
+                listener,
+                rebinds,
+                config: Arc::clone(&config),
+                permits: Arc::clone(&permits),
+                stop: stop_rx.clone(),
+                closed,
+            };
+            running.push(match workers.as_mut().and_then(Iterator::next) {
+                Some(worker) => worker.start(accept),
+                // On the caller's runtime the loop is a task of its own, so a multi-thread
+                // runtime runs it on a worker: from the thread blocked in `block_on`, every
+                // accepted connection would be handed across threads (a futex wake and two
+                // context switches per connection, measured at ~20 % of the CPU time of
+                // short connections).
+                None => Running::Task(tokio::spawn(accept.run())),
+            });
+        }
+        shutdown.await;
+        let _ = stop_tx.send(true);
+        // Logged once every listening socket is closed, so that from this line on a new
+        // connection is refused (an error means the loop is gone, its socket with it).
+        for closed in closing {
+            let _ = closed.await;
+        }
+        tracing::info!(
+            in_flight = max_connections - permits.available_permits(),
+            drain_timeout = ?config.load().server.drain_timeout,
+            "stopped accepting; draining connections"
+        );
+        let mut still_open = 0;
+        for accept in running {
+            still_open += accept.finished().await;
+        }
+        if still_open == 0 {
+            tracing::info!("all connections closed");
+        } else {
+            tracing::warn!(
+                still_open,
+                "drain timeout reached; exiting with connections open"
+            );
+        }
+    }
+}
+
+/// A per-core worker thread, started by `bind_per_core` and idle until `run` hands it its
+/// accept loop. Dropping it unstarted ends the thread.
+struct Worker {
+    start: oneshot::Sender<AcceptLoop>,
+    done: oneshot::Receiver<usize>,
+}
+
+impl Worker {
+    fn start(self, accept: AcceptLoop) -> Running {
+        // A thread that is gone has already reported through `done` (its channel closed).
+        let _ = self.start.send(accept);
+        Running::Thread(self.done)
+    }
+}
+
+/// Worker thread `index` with its current-thread runtime. The runtime lives and dies on the
+/// thread: connections past the drain timeout end with it, before `done` reports.
+fn start_worker(index: usize) -> io::Result<Worker> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (start, start_rx) = oneshot::channel::<AcceptLoop>();
+    let (done_tx, done) = oneshot::channel();
+    std::thread::Builder::new()
+        .name(format!("sentinel-worker-{index}"))
+        .spawn(move || {
+            crate::proxy::pool::set_thread_worker(Some(index));
+            let still_open = runtime.block_on(async {
+                match start_rx.await {
+                    Ok(accept) => accept.run().await,
+                    Err(_) => 0,
+                }
+            });
+            drop(runtime);
+            let _ = done_tx.send(still_open);
+        })?;
+    Ok(Worker { start, done })
+}
+
+/// An accept loop that has been started.
+enum Running {
+    /// A task on the caller's runtime.
+    Task(tokio::task::JoinHandle<usize>),
+    /// A per-core worker thread; it reports when its runtime has stopped.
+    Thread(oneshot::Receiver<usize>),
+}
+
+impl Running {
+    /// Connections still open when the loop gave up draining.
+    async fn finished(self) -> usize {
+        match self {
+            Running::Task(task) => task.await.unwrap_or_else(|error| {
+                tracing::error!(%error, "an accept loop failed");
+                0
+            }),
+            Running::Thread(done) => done.await.unwrap_or_else(|_| {
+                tracing::error!("a worker thread failed");
+                0
+            }),
+        }
+    }
+}
+
+/// One listening socket's accept loop and the connections it accepted.
+struct AcceptLoop {
+    listener: std::net::TcpListener,
+    rebinds: mpsc::UnboundedReceiver<std::net::TcpListener>,
+    config: SharedConfig,
+    permits: Arc<Semaphore>,
+    /// `true` once shutdown starts: stop accepting; idle connections close.
+    stop: watch::Receiver<bool>,
+    /// Told when the listening socket has been closed at shutdown.
+    closed: oneshot::Sender<()>,
+}
+
+impl AcceptLoop {
+    /// Accept until the stop signal, then wait up to `drain_timeout_ms` for the connections
+    /// this loop accepted (their tasks live on this loop's runtime, which must keep running
+    /// until they end). Returns how many were still open.
+    async fn run(mut self) -> usize {
+        let mut listener = match TcpListener::from_std(self.listener) {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::error!(%error, "cannot use the listening socket");
+                return 0;
+            }
+        };
+        // Every connection task holds a sender; the receiver sees the end of the last one.
+        let (drain_tx, mut drained) = mpsc::channel::<()>(1);
+        let shutdown = stopped(self.stop.clone());
         tokio::pin!(shutdown);
         loop {
             let permit = tokio::select! {
-                permit = Arc::clone(&permits).acquire_owned() => match permit {
+                permit = Arc::clone(&self.permits).acquire_owned() => match permit {
                     Ok(permit) => permit,
                     Err(_) => break,
                 },
@@ -132,10 +332,12 @@ impl Server {
                 Ok((stream, peer)) => {
                     configure_stream(&stream);
                     let config = Arc::clone(&self.config);
-                    let stop = stop_rx.clone();
+                    let stop = self.stop.clone();
+                    let drain = drain_tx.clone();
                     tokio::spawn(async move {
                         serve_connection(stream, peer, config, stop).await;
                         drop(permit);
+                        drop(drain);
                     });
                 }
                 // A connection that died in the backlog is its client's problem: go on.
@@ -149,29 +351,69 @@ impl Server {
             }
         }
         drop(listener);
-        let _ = stop_tx.send(true);
+        let _ = self.closed.send(());
+        drop(drain_tx);
         let drain_timeout = self.config.load().server.drain_timeout;
-        let in_flight = max_connections - permits.available_permits();
-        tracing::info!(
-            in_flight,
-            ?drain_timeout,
-            "stopped accepting; draining connections"
-        );
-        // Config caps max_connections at 2^24, so the count fits.
-        let all_back = permits.acquire_many(u32::try_from(max_connections).unwrap_or(u32::MAX));
-        let drained = tokio::time::timeout(drain_timeout, all_back).await.is_ok();
-        if drained {
-            tracing::info!("all connections closed");
-        } else {
-            tracing::warn!(
-                still_open = max_connections - permits.available_permits(),
-                "drain timeout reached; exiting with connections open"
-            );
+        match tokio::time::timeout(drain_timeout, drained.recv()).await {
+            Ok(_) => 0,
+            Err(_) => drained.sender_strong_count(),
         }
     }
 }
 
-pub(crate) fn bind_listener(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+/// Resolves once `stop` says true (or its sender is gone, which also means stop).
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|&stop| stop).await;
+}
+
+fn first_addr(listeners: &[std::net::TcpListener]) -> io::Result<SocketAddr> {
+    listeners
+        .first()
+        .ok_or_else(|| io::Error::other("no listening socket"))?
+        .local_addr()
+}
+
+/// `count` listening sockets on `addr`. More than one share the address with `SO_REUSEPORT`
+/// (the kernel spreads new connections over them); when `addr` has port 0 they all get the
+/// port the first one picked.
+pub(crate) fn bind_listeners(
+    addr: SocketAddr,
+    backlog: u32,
+    count: usize,
+) -> io::Result<Vec<std::net::TcpListener>> {
+    if count <= 1 {
+        return Ok(vec![bind_listener(addr, backlog, false)?]);
+    }
+    // SO_REUSEPORT would also let the group join sockets that another process of the same
+    // user already listens with on `addr` (a second copy started by mistake would silently
+    // take half the connections). So first claim the address alone, as a lone socket would,
+    // failing with "address in use" like one, then let the group bind it.
+    let claim = claim_address(addr)?;
+    let bound = claim.local_addr()?;
+    drop(claim);
+    (0..count)
+        .map(|_| bind_listener(bound, backlog, true))
+        .collect()
+}
+
+/// A socket bound (not listening) to `addr` without `SO_REUSEPORT`: binding fails while any
+/// other socket listens there.
+fn claim_address(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+fn bind_listener(
+    addr: SocketAddr,
+    backlog: u32,
+    reuse_port: bool,
+) -> io::Result<std::net::TcpListener> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
@@ -179,13 +421,33 @@ pub(crate) fn bind_listener(addr: SocketAddr, backlog: u32) -> io::Result<TcpLis
     )?;
     // Lets a restarted server bind while old connections sit in TIME_WAIT.
     socket.set_reuse_address(true)?;
+    // Only for our own sibling sockets: set on a lone socket it would let another process
+    // of the same user bind the port too and take a share of its connections.
+    if reuse_port {
+        set_reuse_port(&socket)?;
+    }
     socket.set_nonblocking(true)?;
     // Responses are written whole, so Nagle would only delay the last segment of each. Linux
     // copies this to every accepted socket, which saves a system call per connection.
     socket.set_tcp_nodelay(true)?;
     socket.bind(&addr.into())?;
     socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
-    TcpListener::from_std(socket.into())
+    Ok(socket.into())
+}
+
+#[cfg(unix)]
+fn set_reuse_port(socket: &socket2::Socket) -> io::Result<()> {
+    socket.set_reuse_port(true)
+}
+
+/// Without `SO_REUSEPORT` the sibling sockets cannot share the address: the bind fails and
+/// says so.
+#[cfg(not(unix))]
+fn set_reuse_port(_socket: &socket2::Socket) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "server.runtime: per_core needs SO_REUSEPORT",
+    ))
 }
 
 /// Elsewhere accepted sockets do not inherit TCP_NODELAY from the listener.
@@ -205,11 +467,46 @@ mod tests {
 
     #[tokio::test]
     async fn accepted_sockets_have_nagle_off() {
-        let listener = bind_listener("127.0.0.1:0".parse().unwrap(), 16).unwrap();
+        let listener = bind_listener("127.0.0.1:0".parse().unwrap(), 16, false).unwrap();
+        let listener = TcpListener::from_std(listener).unwrap();
         let addr = listener.local_addr().unwrap();
         let _client = TcpStream::connect(addr).await.unwrap();
         let (accepted, _) = listener.accept().await.unwrap();
         configure_stream(&accepted);
         assert!(accepted.nodelay().unwrap());
+    }
+
+    #[test]
+    fn sibling_listeners_share_the_port_the_first_one_picked() {
+        let listeners = bind_listeners("127.0.0.1:0".parse().unwrap(), 16, 3).unwrap();
+        let port = listeners[0].local_addr().unwrap().port();
+        assert_ne!(port, 0);
+        for listener in &listeners {
+            assert_eq!(listener.local_addr().unwrap().port(), port);
+            assert!(socket2::SockRef::from(listener).reuse_port().unwrap());
+        }
+        // Only our own sockets share it: one without SO_REUSEPORT is refused.
+        let taken = std::net::TcpListener::bind(("127.0.0.1", port));
+        assert!(taken.is_err(), "an outsider bound the port");
+    }
+
+    /// A second copy of the server on the same address fails as it would without
+    /// SO_REUSEPORT, instead of silently taking a share of the first one's connections.
+    #[test]
+    fn a_group_does_not_join_another_group_on_its_address() {
+        let first = bind_listeners("127.0.0.1:0".parse().unwrap(), 16, 2).unwrap();
+        let addr = first[0].local_addr().unwrap();
+        let second = bind_listeners(addr, 16, 2);
+        assert_eq!(
+            second.map(|_| ()).map_err(|e| e.kind()),
+            Err(io::ErrorKind::AddrInUse)
+        );
+    }
+
+    #[test]
+    fn a_lone_listener_does_not_share_its_port() {
+        let listeners = bind_listeners("127.0.0.1:0".parse().unwrap(), 16, 1).unwrap();
+        assert_eq!(listeners.len(), 1);
+        assert!(!socket2::SockRef::from(&listeners[0]).reuse_port().unwrap());
     }
 }
