@@ -283,6 +283,15 @@ fn start_with_config(dir: &Path, yaml: &str) -> (std::process::Child, LogLines, 
     (child, lines, listening)
 }
 
+/// The address in a "listening" log line.
+fn listening_addr(line: &str) -> String {
+    line.split("addr=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("no addr= in the listening line")
+        .to_string()
+}
+
 #[test]
 fn server_workers_sets_the_runtime_worker_count() {
     let dir = tempfile::tempdir().unwrap();
@@ -315,12 +324,7 @@ fn one_worker_serves_reloads_and_drains() {
         ),
     );
     assert!(listening.contains("workers=1"), "{listening}");
-    let addr = listening
-        .split("addr=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap()
-        .to_string();
+    let addr = listening_addr(&listening);
     let fetch = || get_and_close(&addr, "/");
     assert!(fetch().ends_with("\r\n\r\nup"));
     let signal = |name: &str| {
@@ -405,12 +409,7 @@ fn per_core_workers_serve_reload_and_drain() {
         listening.contains("workers=2") && listening.contains("per_core"),
         "{listening}"
     );
-    let addr = listening
-        .split("addr=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap()
-        .to_string();
+    let addr = listening_addr(&listening);
     // The kernel picks a listener per connection by a hash of its addresses: 32 fresh
     // connections all answered means both accept loops work (all on one: odds 2^-31).
     for _ in 0..16 {

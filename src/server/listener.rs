@@ -399,14 +399,21 @@ pub(crate) fn bind_listeners(
 /// A socket bound (not listening) to `addr` without `SO_REUSEPORT`: binding fails while any
 /// other socket listens there.
 fn claim_address(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = tcp_socket(addr)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+/// A TCP socket for `addr`'s family with `SO_REUSEADDR`, which lets a restarted server bind
+/// while old connections sit in TIME_WAIT.
+fn tcp_socket(addr: SocketAddr) -> io::Result<socket2::Socket> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
         Some(socket2::Protocol::TCP),
     )?;
     socket.set_reuse_address(true)?;
-    socket.bind(&addr.into())?;
-    Ok(socket.into())
+    Ok(socket)
 }
 
 fn bind_listener(
@@ -414,13 +421,7 @@ fn bind_listener(
     backlog: u32,
     reuse_port: bool,
 ) -> io::Result<std::net::TcpListener> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::STREAM,
-        Some(socket2::Protocol::TCP),
-    )?;
-    // Lets a restarted server bind while old connections sit in TIME_WAIT.
-    socket.set_reuse_address(true)?;
+    let socket = tcp_socket(addr)?;
     // Only for our own sibling sockets: set on a lone socket it would let another process
     // of the same user bind the port too and take a share of its connections.
     if reuse_port {
