@@ -114,9 +114,7 @@ fn serves_public_on_listen_and_stops_cleanly_on_sigterm() {
     let custom_404 = std::fs::read_to_string(repo().join("public/errors/404.html")).unwrap();
     assert!(missing.ends_with(&custom_404), "custom 404 page expected");
 
-    let pid = child.id().to_string();
-    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert!(killed.success());
+    signal(&child, "TERM");
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -219,11 +217,7 @@ fn backend_ejection_and_recovery_are_logged() {
     for _ in 0..4 {
         assert!(fetch().ends_with("\r\n\r\nup"));
     }
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    signal(&child, "TERM");
     assert!(child.wait().unwrap().success());
     let log = drain.join().unwrap().join("\n");
     let ejected = log
@@ -274,13 +268,27 @@ fn start_with_config(dir: &Path, yaml: &str) -> (std::process::Child, LogLines, 
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let listening = loop {
-        let line = lines.next().expect("exited before listening").unwrap();
-        if line.contains("listening") {
-            break line;
-        }
-    };
+    let listening = next_line(&mut lines, |line| line.contains("listening"));
     (child, lines, listening)
+}
+
+/// Send signal `name` (`HUP`, `TERM`) to `child`.
+fn signal(child: &std::process::Child, name: &str) {
+    let sent = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill -{name} failed");
+}
+
+/// The next log line `wanted` accepts (the process must still be running to write it).
+fn next_line(lines: &mut LogLines, wanted: impl Fn(&str) -> bool) -> String {
+    loop {
+        let line = lines.next().expect("exited before the line").unwrap();
+        if wanted(&line) {
+            return line;
+        }
+    }
 }
 
 /// The address in a "listening" log line.
@@ -327,23 +335,11 @@ fn one_worker_serves_reloads_and_drains() {
     let addr = listening_addr(&listening);
     let fetch = || get_and_close(&addr, "/");
     assert!(fetch().ends_with("\r\n\r\nup"));
-    let signal = |name: &str| {
-        let sent = Command::new("kill")
-            .args([&format!("-{name}"), &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(sent.success());
-    };
-    signal("HUP");
-    let reloaded = loop {
-        let line = lines.next().expect("exited before reloading").unwrap();
-        if line.contains("config reloaded") {
-            break line;
-        }
-    };
+    signal(&child, "HUP");
+    let reloaded = next_line(&mut lines, |line| line.contains("config reloaded"));
     assert!(reloaded.contains("SIGHUP"), "{reloaded}");
     assert!(fetch().ends_with("\r\n\r\nup"));
-    signal("TERM");
+    signal(&child, "TERM");
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
@@ -447,21 +443,11 @@ fn per_core_workers_serve_reload_and_drain() {
         }
     }
 
-    let signal = |name: &str| {
-        let sent = Command::new("kill")
-            .args([&format!("-{name}"), &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(sent.success());
-    };
     std::fs::write(dir.path().join("config.yaml"), config(second_addr)).unwrap();
-    signal("HUP");
-    let reloaded = loop {
-        let line = lines.next().expect("exited before reloading").unwrap();
-        if line.contains("config reloaded") && line.contains("SIGHUP") {
-            break line;
-        }
-    };
+    signal(&child, "HUP");
+    let reloaded = next_line(&mut lines, |line| {
+        line.contains("config reloaded") && line.contains("SIGHUP")
+    });
     assert!(reloaded.contains("backends_added"), "{reloaded}");
     // Every worker sees the new config: on new connections and on the kept ones.
     for _ in 0..16 {
@@ -473,7 +459,7 @@ fn per_core_workers_serve_reload_and_drain() {
 
     // SIGTERM with idle keep-alive connections open on the workers: each worker stops
     // accepting, closes them, and the process exits well within drain_timeout_ms (10 s).
-    signal("TERM");
+    signal(&child, "TERM");
     let mut log = Vec::new();
     for line in lines.map_while(Result::ok) {
         log.push(line);
