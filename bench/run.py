@@ -145,17 +145,23 @@ class Settings:
 # ---------------------------------------------------------------- /proc accounting
 
 
-def proc_seconds(pids):
-    """User + system CPU seconds of the given processes (all their threads)."""
-    ticks = 0
+def proc_times(pids):
+    """(user, system) CPU seconds of the given processes (all their threads)."""
+    user = system = 0
     for pid in pids:
         try:
             with open(f"/proc/{pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
         except (FileNotFoundError, ProcessLookupError):
             continue
-        ticks += int(fields[11]) + int(fields[12])
-    return ticks / CLK_TCK
+        user += int(fields[11])
+        system += int(fields[12])
+    return user / CLK_TCK, system / CLK_TCK
+
+
+def proc_seconds(pids):
+    """User + system CPU seconds of the given processes (all their threads)."""
+    return sum(proc_times(pids))
 
 
 def machine_seconds():
@@ -575,7 +581,7 @@ def run_wrk(layout, scenario, system, seconds, settings, out_path):
     if scenario.close:
         argv += ["-H", "Connection: close"]
     argv.append(url)
-    server0 = proc_seconds(process.pids())
+    user0, system0 = proc_times(process.pids())
     backend0 = proc_seconds(layout.backends.pids())
     busy0, total0 = machine_seconds()
     with open(out_path, "wb") as out:
@@ -592,7 +598,8 @@ def run_wrk(layout, scenario, system, seconds, settings, out_path):
             time.sleep(0.05)
         wrk.returncode = os.waitstatus_to_exitcode(status)  # keep Popen from waiting again
     busy1, total1 = machine_seconds()
-    server_s = proc_seconds(process.pids()) - server0
+    user1, system1 = proc_times(process.pids())
+    server_s = user1 - user0 + system1 - system0
     backend_s = proc_seconds(layout.backends.pids()) - backend0
     wrk_s = usage.ru_utime + usage.ru_stime
     if not process.alive():
@@ -604,6 +611,11 @@ def run_wrk(layout, scenario, system, seconds, settings, out_path):
     wall = (total1 - total0) / NCPU
     result.update(
         server_cpu_s=server_s,
+        # Where a request's CPU goes: the kernel's share (loopback TCP, the same system calls
+        # for every proxy) against the server's own code.
+        user_us_per_req=1e6 * (user1 - user0) / result["requests"] if result["requests"] else None,
+        system_us_per_req=(1e6 * (system1 - system0) / result["requests"]
+                           if result["requests"] else None),
         req_per_cpu_s=result["requests"] / server_s if server_s > 0 else None,
         server_cores=server_s / wall if wall > 0 else None,
         other_pct=max(0.0, 100.0 * (busy1 - busy0 - server_s - wrk_s - backend_s)
@@ -867,6 +879,35 @@ def headline(results, layout):
     return rows
 
 
+def cpu_split(results, layout):
+    """Median CPU per request of each server, split into user space and kernel: the kernel's
+    part is mostly loopback TCP behind the same system calls for every proxy, the user part is
+    what the server's own code costs."""
+    rows = [
+        "| scenario | Sentinel user + system µs | nginx user + system µs "
+        "| HAProxy user + system µs | system share S / N / H |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for sid in results["settings"]["scenarios"]:
+        scenario = SCENARIOS[sid]
+        cells, shares = [], []
+        for system in NAMES:
+            runs = [r for r in results["runs"]
+                    if r["layout"] == layout and r["scenario"] == sid and r["system"] == system]
+            user = median(r.get("user_us_per_req") for r in runs)
+            kernel = median(r.get("system_us_per_req") for r in runs)
+            if user is None or kernel is None:
+                cells.append("n/a")
+                continue
+            cells.append(f"{user:.1f} + {kernel:.1f}")
+            if user + kernel > 0:
+                shares.append(f"{100 * kernel / (user + kernel):.0f} %")
+        if all(c == "n/a" for c in cells):
+            return []  # results from before the split was recorded
+        rows.append(f"| {scenario.label} | {' | '.join(cells)} | {' / '.join(shares)} |")
+    return rows
+
+
 def summary(results):
     """The part of the report that goes into docs/BENCHMARKS.md."""
     settings, facts = results["settings"], results["facts"]
@@ -900,6 +941,11 @@ def summary(results):
         out += [f"**Layout `{layout['name']}`**: {how}.", ""]
         out += headline(results, layout["name"])
         out.append("")
+        split = cpu_split(results, layout["name"])
+        if split:
+            out += [f"CPU per request in layout `{layout['name']}` (medians over rounds; user "
+                    "and system time from `/proc/PID/stat` over requests completed):", ""]
+            out += split + [""]
     disturbed = [r for r in results["runs"] if r["other_pct"] > OTHER_MAX]
     errors = [r for r in results["runs"] if r["errors"] or r["non2xx"]]
     out.append(f"{len(results['runs'])} measured runs; {len(disturbed)} disturbed by other "
