@@ -142,8 +142,9 @@ pub struct ParsedHead {
     pub expect_continue: bool,
 }
 
-/// A request head that owns its bytes. Cheap to create from the connection's read buffer
-/// (`split_to(consumed).freeze()` shares the allocation).
+/// A request head that owns its bytes: a share of the connection's read buffer when body
+/// bytes or a pipelined request follow it, else a copy of its own (the buffer then goes back
+/// to the pool while the request is served).
 #[derive(Debug, Clone)]
 pub struct RequestHead {
     bytes: Bytes,

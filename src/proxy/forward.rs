@@ -274,7 +274,10 @@ async fn exchange(
         send_body(client, head, body, &mut upstream, out, send_timeout).await?;
     }
 
-    let mut response_buf = buffer_pool::take(buffer_pool::Kind::Relay);
+    // Taken from the pool only once the backend has something to say (read_response_head):
+    // with thousands of requests waiting on backends at once, a buffer each would be
+    // thousands of 64 KiB allocations whose touched pages stay resident after the burst.
+    let mut response_buf = BytesMut::new();
     let result = receive(
         client,
         head,
@@ -286,7 +289,9 @@ async fn exchange(
         may_retry,
     )
     .await;
-    buffer_pool::give_back(buffer_pool::Kind::Relay, response_buf);
+    if response_buf.capacity() > 0 {
+        buffer_pool::give_back(buffer_pool::Kind::Relay, response_buf);
+    }
     result
 }
 
@@ -460,7 +465,9 @@ fn client_body_error(client: &Client<'_>, error: BodyError) -> AttemptError {
 }
 
 /// Read until a whole response head is parsed, skipping interim 1xx responses (other than
-/// 101, which ends the head). Returns the head and its length at the start of `buf`.
+/// 101, which ends the head). Returns the head and its length at the start of `buf`, which
+/// comes from the relay-buffer pool once the backend's socket is readable when it has no
+/// room yet.
 async fn read_response_head(
     upstream: &mut TcpStream,
     timer: &mut LazyTimer,
@@ -482,6 +489,18 @@ async fn read_response_head(
                     return Ok((response, used));
                 }
                 ResponseStatus::Partial => {}
+            }
+        }
+        if buf.capacity() == 0 {
+            let ready = tokio::select! {
+                biased;
+                ready = upstream.readable() => Ok(ready),
+                () = timer.until(deadline) => Err(()),
+            };
+            match ready {
+                Err(()) => return Err(AttemptError::Timeout),
+                Ok(Err(error)) => return Err(AttemptError::NoResponse(error)),
+                Ok(Ok(())) => *buf = buffer_pool::take(buffer_pool::Kind::Relay),
             }
         }
         let mut window = (&mut *buf).limit(HEAD_READ_BYTES);
