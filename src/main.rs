@@ -12,14 +12,6 @@ use sentinel::config::{Config, RuntimeLayout};
 use sentinel::reload::{self, Reloader};
 use sentinel::server::Server;
 
-/// mimalloc rather than the system allocator: every connection allocates its task and its I/O
-/// registration cache-line aligned, which glibc serves slowly (`posix_memalign` was ~1,600
-/// instructions per connection). Callgrind, new connection per request: 25,100 -> 22,400
-/// user instructions per request; keep-alive unchanged. Idle and 1 GiB-transfer memory
-/// stay within their targets (docs/BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// HTTP/1.1 web server and adaptive reverse proxy.
 #[derive(Debug, Parser)]
 #[command(name = "sentinel", version, about)]
