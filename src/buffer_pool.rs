@@ -49,9 +49,13 @@ pub fn take(kind: Kind) -> BytesMut {
         .unwrap_or_else(|| BytesMut::with_capacity(kind.bytes()))
 }
 
-/// Keep `buf` for another request, unless something grew it well past its size (a huge
+/// Keep `buf` for another request, unless it was never taken (no capacity: a caller that
+/// takes lazily may end up not needing one), something grew it well past its size (a huge
 /// head, a tunnel), or the thread has enough spares.
 pub fn give_back(kind: Kind, mut buf: BytesMut) {
+    if buf.capacity() == 0 {
+        return;
+    }
     buf.clear();
     // Use advances the buffer's start, which `capacity()` no longer counts: take the space
     // back (no allocation when, as usual, nothing else shares the memory).
@@ -106,6 +110,13 @@ mod tests {
             b"GET / HTTP/1.1\r\n\r\n",
             "the head was overwritten"
         );
+    }
+
+    #[test]
+    fn a_buffer_never_taken_is_not_kept() {
+        let before = spares(Kind::Relay);
+        give_back(Kind::Relay, BytesMut::new());
+        assert_eq!(spares(Kind::Relay), before);
     }
 
     #[test]

@@ -384,11 +384,8 @@ impl Connection {
             if must_parse {
                 match parse_request(&self.read_buf, &limits.parse).map_err(HeadError::Parse)? {
                     Status::Complete(parsed, consumed) => {
-                        let bodiless = matches!(
-                            parsed.framing,
-                            RequestFraming::Empty | RequestFraming::Length(0)
-                        );
-                        return Ok(RequestHead::new(self.take_head(consumed, bodiless), parsed));
+                        let bytes = self.take_head(consumed, parsed.framing);
+                        return Ok(RequestHead::new(bytes, parsed));
                     }
                     Status::Partial => {}
                 }
@@ -466,21 +463,18 @@ impl Connection {
     /// while the request waits on a backend: a burst of thousands of proxied requests in
     /// flight then costs a few hundred bytes each, not a buffer each whose touched pages
     /// stay resident after the burst.
-    fn take_head(&mut self, len: usize, bodiless: bool) -> Bytes {
+    fn take_head(&mut self, len: usize, framing: RequestFraming) -> Bytes {
+        let bodiless = matches!(framing, RequestFraming::Empty | RequestFraming::Length(0));
         if !bodiless || len < self.read_buf.len() {
             return self.read_buf.split_to(len).freeze();
         }
         let head = Bytes::copy_from_slice(&self.read_buf[..len]);
-        self.read_buf.clear();
         self.give_back_read_buf();
         head
     }
 
     fn give_back_read_buf(&mut self) {
-        let buf = std::mem::take(&mut self.read_buf);
-        if buf.capacity() > 0 {
-            buffer_pool::give_back(buffer_pool::Kind::Read, buf);
-        }
+        buffer_pool::give_back(buffer_pool::Kind::Read, std::mem::take(&mut self.read_buf));
     }
 
     /// Drop CR and LF bytes at the start of the buffer, between requests.

@@ -289,9 +289,7 @@ async fn exchange(
         may_retry,
     )
     .await;
-    if response_buf.capacity() > 0 {
-        buffer_pool::give_back(buffer_pool::Kind::Relay, response_buf);
-    }
+    buffer_pool::give_back(buffer_pool::Kind::Relay, response_buf);
     result
 }
 
