@@ -4,10 +4,14 @@
 //! Linux-only.
 #![cfg(target_os = "linux")]
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::backend::Backend;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sentinel");
 
@@ -176,12 +180,12 @@ fn an_idle_keep_alive_connection_costs_at_most_4_kib() {
 #[test]
 fn an_idle_proxied_keep_alive_connection_costs_at_most_4_kib() {
     let dir = tempfile::tempdir().unwrap();
-    let backend = spawn_keep_alive_backend();
+    let backend = Backend::named("hello, proxy\n");
     let daemon = Daemon::start_with(
-        &format!("proxy:\n  backends:\n    - name: b\n      address: \"{backend}\"\n"),
+        &format!("proxy:\n  backends:\n{}", backend.yaml_entry("b", "    ")),
         dir.path(),
     );
-    let per_connection = idle_connection_cost(&daemon, "/small", KEEP_ALIVE_BODY, Pace::OneByOne);
+    let per_connection = idle_connection_cost(&daemon, "/small", b"hello, proxy\n", Pace::OneByOne);
     assert!(
         per_connection <= 4096,
         "{per_connection} B of resident memory per idle proxied keep-alive connection"
@@ -250,59 +254,6 @@ fn idle_connection_cost(daemon: &Daemon, path: &str, body: &[u8], pace: Pace) ->
         "{count} idle connections to {path}: RSS {before} -> {after} KiB, {per_connection} B each"
     );
     per_connection
-}
-
-const KEEP_ALIVE_BODY: &[u8] = b"hello, proxy\n";
-
-/// A keep-alive backend answering every request with `KEEP_ALIVE_BODY`, on a runtime of its
-/// own so thousands of upstream connections cost the test no threads.
-fn spawn_keep_alive_backend() -> std::net::SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    listener.set_nonblocking(true).unwrap();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(answer_keep_alive(stream));
-            }
-        });
-    });
-    addr
-}
-
-async fn answer_keep_alive(mut stream: tokio::net::TcpStream) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut head = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let Ok(n) = stream.read(&mut buf).await else {
-            return;
-        };
-        if n == 0 {
-            return;
-        }
-        head.extend_from_slice(&buf[..n]);
-        // Bodiless GETs only: every blank line ends a request.
-        while let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-            head.drain(..end + 4);
-            let response = format!(
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
-                KEEP_ALIVE_BODY.len()
-            );
-            let sent = async {
-                stream.write_all(response.as_bytes()).await?;
-                stream.write_all(KEEP_ALIVE_BODY).await
-            };
-            if sent.await.is_err() {
-                return;
-            }
-        }
-    }
 }
 
 /// `wanted`, or fewer when the open-file limit (which the daemon inherits) is lower: each
