@@ -451,27 +451,16 @@ fn set_reuse_port(_socket: &socket2::Socket) -> io::Result<()> {
     ))
 }
 
+/// Elsewhere accepted sockets do not inherit TCP_NODELAY from the listener.
+#[cfg(not(target_os = "linux"))]
 fn configure_stream(stream: &TcpStream) {
-    // Linux accepted sockets inherit TCP_NODELAY from the listener; elsewhere they do not.
-    #[cfg(not(target_os = "linux"))]
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%error, "set_nodelay failed");
     }
-    wait_for_first_bytes(stream);
 }
 
-/// Drop tokio's guess that a just-accepted socket is readable, so the first read waits for
-/// the driver's event instead of trying the socket. The guess pays off when the request is
-/// already queued at accept; here the accept usually wins the race with the client's first
-/// bytes (a new connection per request from 64 clients: ~0.9 `recvfrom` per connection that
-/// found nothing and returned EAGAIN). Clearing it costs no system call, and no wake-up is
-/// lost: registering the socket with epoll reports bytes that are already there on the
-/// driver's next turn.
-fn wait_for_first_bytes(stream: &TcpStream) {
-    let _ = stream.try_io(tokio::io::Interest::READABLE, || {
-        Err::<(), _>(io::ErrorKind::WouldBlock.into())
-    });
-}
+#[cfg(target_os = "linux")]
+fn configure_stream(_stream: &TcpStream) {}
 
 #[cfg(test)]
 mod tests {
@@ -486,26 +475,6 @@ mod tests {
         let (accepted, _) = listener.accept().await.unwrap();
         configure_stream(&accepted);
         assert!(accepted.nodelay().unwrap());
-    }
-
-    #[tokio::test]
-    async fn the_first_read_waits_for_the_driver_and_still_gets_the_bytes() {
-        let listener = bind_listener("127.0.0.1:0".parse().unwrap(), 16, false).unwrap();
-        let listener = TcpListener::from_std(listener).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut client = std::net::TcpStream::connect(addr).unwrap();
-        std::io::Write::write_all(&mut client, b"GET / HTTP/1.1\r\n").unwrap();
-        let (accepted, _) = listener.accept().await.unwrap();
-        configure_stream(&accepted);
-        // The bytes are queued, yet no read is tried until the driver reports them.
-        let mut buf = [0u8; 64];
-        let tried = accepted.try_read(&mut buf);
-        assert_eq!(tried.unwrap_err().kind(), io::ErrorKind::WouldBlock);
-        tokio::time::timeout(Duration::from_secs(5), accepted.readable())
-            .await
-            .expect("the driver reports bytes queued before registration")
-            .unwrap();
-        assert_eq!(accepted.try_read(&mut buf).unwrap(), 16);
     }
 
     #[test]
