@@ -92,7 +92,8 @@ pub(super) async fn relay_response(
     let framings = framings(head.method(), head.version(), &response);
     let keep_alive = client.keep_alive && !framings.client_until_close;
     let response_head = &buf[..head_len];
-    let mut out = BytesMut::with_capacity(response_head.len() + 256);
+    // Room for the fields we add and a small body behind the head (see `Relay::send`).
+    let mut out = BytesMut::with_capacity(response_head.len() + 512);
     with_http_date(|date| {
         encode_response_head(
             &mut out,
@@ -324,12 +325,19 @@ impl Relay<'_, '_> {
             return Ok(());
         }
         let timeout = self.client.limits.write_timeout;
-        let result = if self.chunked {
+        if self.chunked {
             encode_chunk_header(&mut self.out, data.len());
-            let mut chain = Buf::chain(Buf::chain(&self.out[..], data), &b"\r\n"[..]);
-            write_all_with_progress(self.client.stream, &mut chain, timeout).await
+        }
+        let trailer: &[u8] = if self.chunked { b"\r\n" } else { b"" };
+        // A piece that fits the staging buffer's spare room is copied behind the staged bytes
+        // and goes out in one send(2): cheaper than the kernel's vectored path, and the common
+        // case of a head followed by a small body.
+        let result = if self.out.capacity() - self.out.len() >= data.len() + trailer.len() {
+            self.out.put_slice(data);
+            self.out.put_slice(trailer);
+            write_all_with_progress(self.client.stream, &mut &self.out[..], timeout).await
         } else {
-            let mut chain = Buf::chain(&self.out[..], data);
+            let mut chain = Buf::chain(Buf::chain(&self.out[..], data), trailer);
             write_all_with_progress(self.client.stream, &mut chain, timeout).await
         };
         self.out.clear();
