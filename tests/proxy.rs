@@ -182,6 +182,44 @@ fn expect_100_continue_is_answered_by_the_proxy() {
     assert_eq!(backend.seen()[0].header("expect"), None);
 }
 
+/// Body pieces below the response staging buffer's spare room are copied behind what is
+/// staged (one send); larger ones go out beside it. Both, in both client framings, must keep
+/// every byte in order and frame each piece once.
+#[test]
+fn small_and_large_body_pieces_are_relayed_byte_exact() {
+    let pieces: Vec<Vec<u8>> = [3usize, 700, 1, 40_000, 300, 9_000, 2]
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| (0..len).map(|j| b'a' + ((i * 7 + j) % 26) as u8).collect())
+        .collect();
+    let whole: Vec<u8> = pieces.concat();
+    let mut chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for piece in &pieces {
+        chunked.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        chunked.extend_from_slice(piece);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let mut by_length =
+        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", whole.len()).into_bytes();
+    by_length.extend_from_slice(&whole);
+    let backend = Backend::start(move |seen| match seen.target.as_str() {
+        "/chunked" => Reply::Send(chunked.clone()),
+        _ => Reply::Send(by_length.clone()),
+    });
+    let server = proxy(&[&backend]);
+    let mut client = server.connect();
+    for path in ["/chunked", "/length", "/chunked"] {
+        let response = get(&mut client, path);
+        assert_eq!(response.status, 200, "{path}");
+        assert!(
+            response.body == whole,
+            "{path}: body differs ({} bytes)",
+            response.body.len()
+        );
+    }
+}
+
 #[test]
 fn response_framings_are_relayed_and_reframed() {
     let backend = Backend::start(|seen| {

@@ -328,16 +328,16 @@ impl Relay<'_, '_> {
         if self.chunked {
             encode_chunk_header(&mut self.out, data.len());
         }
-        let trailer: &[u8] = if self.chunked { b"\r\n" } else { b"" };
+        let chunk_end: &[u8] = if self.chunked { b"\r\n" } else { b"" };
         // A piece that fits the staging buffer's spare room is copied behind the staged bytes
         // and goes out in one send(2): cheaper than the kernel's vectored path, and the common
         // case of a head followed by a small body.
-        let result = if self.out.capacity() - self.out.len() >= data.len() + trailer.len() {
+        let result = if self.out.capacity() - self.out.len() >= data.len() + chunk_end.len() {
             self.out.put_slice(data);
-            self.out.put_slice(trailer);
+            self.out.put_slice(chunk_end);
             write_all_with_progress(self.client.stream, &mut &self.out[..], timeout).await
         } else {
-            let mut chain = Buf::chain(Buf::chain(&self.out[..], data), trailer);
+            let mut chain = Buf::chain(Buf::chain(&self.out[..], data), chunk_end);
             write_all_with_progress(self.client.stream, &mut chain, timeout).await
         };
         self.out.clear();
