@@ -166,31 +166,12 @@ def main():
         sys.exit(f"[profile] error: {problem}")
     os.environ.setdefault("SCENARIOS", "small close")
     settings = run.Settings.from_env()
-    tools = {
-        "sentinel": os.environ.get("SENTINEL_BIN")
-        or os.path.join(run.REPO, "target", "release", "sentinel"),
-        "nginx": shutil.which("nginx") or "/usr/sbin/nginx",
-        "haproxy": shutil.which("haproxy") or "/usr/sbin/haproxy",
-    }
-    for name, path in tools.items():
-        if not os.access(path, os.X_OK):
-            sys.exit(f"[profile] error: {name} not found ({path}); bench/run.sh installs and builds")
+    tools = run.find_tools()
     scenarios = [run.SCENARIOS[s] for s in settings.scenarios]
     if any(s.kind != "proxy" for s in scenarios):
         sys.exit("[profile] error: SCENARIOS takes proxy scenarios only (small, 64k, close, "
                  "small-512)")
-    with open("/proc/cpuinfo") as f:
-        model = next((line.split(":", 1)[1].strip() for line in f
-                      if line.startswith("model name")), "unknown CPU")
-    facts = {
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "cpu": f"{run.NCPU} × {model}",
-        "kernel": os.uname().release,
-        "sentinel": run.version([tools["sentinel"], "--version"]),
-        "nginx": run.version([tools["nginx"], "-v"]).replace("nginx version: ", ""),
-        "haproxy": run.version([tools["haproxy"], "-v"]).replace("HAProxy version ", "")
-        .split(" ")[0],
-    }
+    facts = run.machine_facts(tools)
     work = tempfile.mkdtemp(prefix="sentinel-profile.")
     os.chmod(work, 0o755)
     root = run.make_root(work)

@@ -1054,6 +1054,42 @@ def version(argv):
         return "unknown"
 
 
+def find_tools():
+    """The servers under test, by path; exits when one is missing."""
+    tools = {
+        # SENTINEL_BIN: measure another build (an A/B of two commits in one sitting).
+        "sentinel": os.environ.get("SENTINEL_BIN")
+        or os.path.join(REPO, "target", "release", "sentinel"),
+        "nginx": shutil.which("nginx") or "/usr/sbin/nginx",
+        "haproxy": shutil.which("haproxy") or "/usr/sbin/haproxy",
+    }
+    for name, path in tools.items():
+        if not os.access(path, os.X_OK):
+            sys.exit(f"[bench] error: {name} not found ({path}); bench/run.sh installs and builds")
+    return tools
+
+
+def machine_facts(tools):
+    """When, on what, and which versions: the header of a report."""
+    commit = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip() or "unknown"
+    dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()
+    with open("/proc/cpuinfo") as f:
+        model = next((line.split(":", 1)[1].strip() for line in f
+                      if line.startswith("model name")), "unknown CPU")
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "cpu": f"{NCPU} × {model}",
+        "kernel": os.uname().release,
+        "sentinel": f"{version([tools['sentinel'], '--version'])} at {commit}"
+                    + (" + uncommitted changes" if dirty else ""),
+        "nginx": version([tools["nginx"], "-v"]).replace("nginx version: ", ""),
+        "haproxy": version([tools["haproxy"], "-v"]).replace("HAProxy version ", "").split(" ")[0],
+        "wrk": " ".join(version(["wrk", "-v"]).split()[:2]),
+    }
+
+
 def make_root(work):
     root = os.path.join(work, "root")
     shutil.copytree(os.path.join(REPO, "public"), root)
@@ -1094,16 +1130,7 @@ def main():
     if len(sys.argv) != 1:
         sys.exit(__doc__)
     settings = Settings.from_env()
-    tools = {
-        # SENTINEL_BIN: measure another build (an A/B of two commits in one sitting).
-        "sentinel": os.environ.get("SENTINEL_BIN")
-        or os.path.join(REPO, "target", "release", "sentinel"),
-        "nginx": shutil.which("nginx") or "/usr/sbin/nginx",
-        "haproxy": shutil.which("haproxy") or "/usr/sbin/haproxy",
-    }
-    for name, path in tools.items():
-        if not os.access(path, os.X_OK):
-            sys.exit(f"[bench] error: {name} not found ({path}); bench/run.sh installs and builds")
+    tools = find_tools()
     for name in ("wrk", "curl"):
         if not shutil.which(name):
             sys.exit(f"[bench] error: {name} not found; bench/run.sh installs it")
@@ -1119,29 +1146,13 @@ def main():
     os.makedirs(raw_dir)
     work = tempfile.mkdtemp(prefix="sentinel-bench.")
     os.chmod(work, 0o755)  # nginx's workers may run unprivileged: they must read the root
-    commit = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True).stdout.strip() or "unknown"
-    dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True).stdout.strip()
     command = " ".join(f"{k}={os.environ[k]}" for k in (
         "ROUNDS", "DURATION", "WARMUP", "THREADS", "SCENARIOS", "LAYOUTS", "IDLE_CONNECTIONS",
         "TRANSFER_MIB", "RETRIES", "SERVER_CPUS", "LOAD_CPUS", "SENTINEL_RUNTIME")
         if k in os.environ)
-    with open("/proc/cpuinfo") as f:
-        model = next((line.split(":", 1)[1].strip() for line in f
-                      if line.startswith("model name")), "unknown CPU")
-    facts = {
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "cpu": f"{NCPU} × {model}",
-        "load_before": load_average(),
-        "kernel": os.uname().release,
-        "sentinel": f"{version([tools['sentinel'], '--version'])} at {commit}"
-                    + (" + uncommitted changes" if dirty else ""),
-        "nginx": version([tools["nginx"], "-v"]).replace("nginx version: ", ""),
-        "haproxy": version([tools["haproxy"], "-v"]).replace("HAProxy version ", "").split(" ")[0],
-        "wrk": " ".join(version(["wrk", "-v"]).split()[:2]),
-        "command": (command + " " if command else "") + "bench/run.sh",
-    }
+    facts = machine_facts(tools)
+    facts["load_before"] = load_average()
+    facts["command"] = (command + " " if command else "") + "bench/run.sh"
     results = {"settings": dict(settings.__dict__), "facts": facts,
                "layouts": [], "runs": [], "idle": [], "transfers": []}
     root = make_root(work)
