@@ -14,6 +14,7 @@ Settings (environment): SCENARIOS (default "small close"), DURATION (seconds per
 default 5), SERVER_CPUS, LOAD_CPUS, THREADS, SENTINEL_BIN, as for bench/run.py.
 """
 
+import functools
 import os
 import re
 import shutil
@@ -25,8 +26,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run  # noqa: E402  (the benchmark's layout, processes and accounting)
 
-SYSCALLS = ("recvfrom", "writev", "sendto", "read", "write", "epoll_wait", "epoll_ctl",
-            "accept4", "close", "shutdown", "setsockopt", "getsockopt", "socket", "connect")
+SYSCALLS = ("recvfrom", "readv", "read", "sendto", "sendmsg", "writev", "write", "splice",
+            "epoll_wait", "epoll_pwait", "epoll_ctl", "accept4", "close", "shutdown",
+            "setsockopt", "getsockopt", "socket", "connect")
 TOP_SYMBOLS = 12
 
 
@@ -38,6 +40,14 @@ def perf_ok():
     if probe.returncode != 0:
         return f"perf cannot count system calls here: {probe.stderr.strip()[:200]}"
     return None
+
+
+@functools.lru_cache(maxsize=None)
+def countable(events):
+    """The events this kernel and perf can count (some system calls have no tracepoint on
+    some architectures, and perf refuses a whole list for one unknown event)."""
+    return [e for e in events
+            if subprocess.run(["perf", "stat", "-e", e, "true"], capture_output=True).returncode == 0]
 
 
 def wrk_argv(layout, scenario, system, seconds, settings):
@@ -58,15 +68,20 @@ def under_perf(perf_argv, layout, scenario, system, settings):
     """Run wrk while perf watches the server; returns (requests, server CPU seconds)."""
     process = layout.systems[(system, scenario.kind)]
     pids = ",".join(str(p) for p in process.pids())
-    # perf outlives wrk by a second: its counts then hold every request wrk counted.
-    perf = subprocess.Popen([*perf_argv, "-p", pids, "--", "sleep", str(settings.duration + 1)],
+    # perf starts before wrk and outlives it: its counts hold every request wrk counted.
+    perf = subprocess.Popen([*perf_argv, "-p", pids, "--", "sleep", str(settings.duration + 2)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    time.sleep(0.3)
-    cpu0 = run.proc_seconds(process.pids())
-    out = subprocess.run(wrk_argv(layout, scenario, system, settings.duration, settings),
-                         capture_output=True, text=True, timeout=settings.duration + 30)
-    cpu = run.proc_seconds(process.pids()) - cpu0
-    _, err = perf.communicate(timeout=60)
+    try:
+        time.sleep(0.3)
+        cpu0 = run.proc_seconds(process.pids())
+        out = subprocess.run(wrk_argv(layout, scenario, system, settings.duration, settings),
+                             capture_output=True, text=True, timeout=settings.duration + 30)
+        cpu = run.proc_seconds(process.pids()) - cpu0
+        _, err = perf.communicate(timeout=60)
+    finally:
+        if perf.poll() is None:
+            perf.kill()
+            perf.wait()
     if perf.returncode != 0:
         sys.exit(f"[profile] error: perf failed: {err.strip()[:300]}")
     requests = requests_of(out.stdout)
@@ -78,8 +93,8 @@ def under_perf(perf_argv, layout, scenario, system, settings):
 def counts(layout, scenario, system, settings, work):
     """System calls and context switches per request."""
     path = os.path.join(work, f"stat-{scenario.id}-{system}.csv")
-    events = ["context-switches", "raw_syscalls:sys_enter",
-              *(f"syscalls:sys_enter_{name}" for name in SYSCALLS)]
+    events = countable(("context-switches", "raw_syscalls:sys_enter",
+                        *(f"syscalls:sys_enter_{name}" for name in SYSCALLS)))
     requests, _ = under_perf(["perf", "stat", "-x", ",", "-o", path, "-e", ",".join(events)],
                              layout, scenario, system, settings)
     per_request = {}
@@ -110,37 +125,39 @@ def samples(layout, scenario, system, settings, work):
                 rows.append((found.group(2), float(found.group(1)) / 100 * us_per_request))
         return rows
 
-    return {"us_per_request": us_per_request, "dso": shares("dso"), "sym": shares("sym")}
+    # perf names a binary by its file name: the server's own code is the row of its binary.
+    own = os.path.basename(os.path.realpath(layout.tools[system]))
+    dso = shares("dso")
+    return {"us_per_request": us_per_request,
+            "own": sum(us for name, us in dso if name == own),
+            "dso": [(name, us) for name, us in dso if name != own],
+            "sym": shares("sym")}
 
 
 def report(results, settings, facts):
     out = [f"# Where the CPU goes, per request ({facts['date']})", "",
            f"{facts['cpu']}; kernel {facts['kernel']}; Sentinel {facts['sentinel']}, "
            f"nginx {facts['nginx']}, HAProxy {facts['haproxy']}. One worker each, pinned to "
-           f"CPU {settings.server_cpus}; wrk (-c64, -t{settings.threads}) and the backends on "
+           f"CPU {settings.server_cpus}; wrk (-t{settings.threads}) and the backends on "
            f"CPU {settings.load_cpus}; {settings.duration} s per run. µs = CPU µs per request "
            "of the server under test (/proc), split by perf's samples.", ""]
     for sid, by_system in results.items():
         systems = list(by_system)
-        out += [f"## {run.SCENARIOS[sid].label}", "",
+        scenario = run.SCENARIOS[sid]
+        out += [f"## {scenario.label} ({scenario.connections} connections)", "",
                 "| per request | " + " | ".join(systems) + " |",
                 "|---|" + "---:|" * len(systems)]
         out.append("| CPU µs | " + " | ".join(f"{by_system[s]['us_per_request']:.1f}"
                                               for s in systems) + " |")
+        out.append("| µs in the server's own code | " + " | ".join(
+            f"{by_system[s]['own']:.1f}" for s in systems) + " |")
         binaries = []
         for s in systems:
-            for name, _ in by_system[s]["dso"]:
-                key = "the server's own code" if name in (s, "sentinel", "nginx", "haproxy") \
-                    else name
-                if key not in binaries:
-                    binaries.append(key)
-        for key in binaries:
-            cells = []
-            for s in systems:
-                total = sum(us for name, us in by_system[s]["dso"]
-                            if (name == s and key == "the server's own code") or name == key)
-                cells.append(f"{total:.1f}")
-            out.append(f"| µs in {key} | " + " | ".join(cells) + " |")
+            binaries += [name for name, _ in by_system[s]["dso"] if name not in binaries]
+        for binary in binaries:
+            out.append(f"| µs in {binary} | " + " | ".join(
+                f"{sum(us for name, us in by_system[s]['dso'] if name == binary):.1f}"
+                for s in systems) + " |")
         names = []
         for s in systems:
             for name, value in by_system[s]["counts"].items():
@@ -174,6 +191,7 @@ def main():
     facts = run.machine_facts(tools)
     work = tempfile.mkdtemp(prefix="sentinel-profile.")
     os.chmod(work, 0o755)
+    run.log(f"profile: servers' logs and perf data in {work} (removed when the report is written)")
     root = run.make_root(work)
     layout = run.Layout("one", settings, work, root, tools)
     results = {}

@@ -182,9 +182,10 @@ fn expect_100_continue_is_answered_by_the_proxy() {
     assert_eq!(backend.seen()[0].header("expect"), None);
 }
 
-/// Body pieces below the response staging buffer's spare room are copied behind what is
-/// staged (one send); larger ones go out beside it. Both, in both client framings, must keep
-/// every byte in order and frame each piece once.
+/// A small body piece is copied behind what is staged (the head, a chunk header) and both go
+/// out in one send; a larger one goes out beside it. Re-chunked pieces on both sides of that
+/// line, and small and large bodies by length, must keep every byte in order and frame each
+/// piece once.
 #[test]
 fn small_and_large_body_pieces_are_relayed_byte_exact() {
     let pieces: Vec<Vec<u8>> = [3usize, 700, 1, 40_000, 300, 9_000, 2]
@@ -200,20 +201,30 @@ fn small_and_large_body_pieces_are_relayed_byte_exact() {
         chunked.extend_from_slice(b"\r\n");
     }
     chunked.extend_from_slice(b"0\r\n\r\n");
-    let mut by_length =
-        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", whole.len()).into_bytes();
-    by_length.extend_from_slice(&whole);
+    let by_length = |body: &[u8]| {
+        let mut response =
+            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+        response.extend_from_slice(body);
+        response
+    };
+    let (large, small) = (by_length(&whole), by_length(&whole[..300]));
     let backend = Backend::start(move |seen| match seen.target.as_str() {
         "/chunked" => Reply::Send(chunked.clone()),
-        _ => Reply::Send(by_length.clone()),
+        "/small" => Reply::Send(small.clone()),
+        _ => Reply::Send(large.clone()),
     });
     let server = proxy(&[&backend]);
     let mut client = server.connect();
-    for path in ["/chunked", "/length", "/chunked"] {
+    for (path, want) in [
+        ("/chunked", &whole[..]),
+        ("/small", &whole[..300]),
+        ("/large", &whole[..]),
+        ("/chunked", &whole[..]),
+    ] {
         let response = get(&mut client, path);
         assert_eq!(response.status, 200, "{path}");
         assert!(
-            response.body == whole,
+            response.body == want,
             "{path}: body differs ({} bytes)",
             response.body.len()
         );

@@ -20,6 +20,9 @@ use crate::http::request::{Method, RequestHead, Version};
 use crate::http::response_parser::{DeclaredFraming, ParsedResponse};
 use crate::http::writer::{encode_chunk_header, ConnectionState, ResponseFraming};
 
+/// Largest body piece copied behind a staged head or chunk header so both leave in one
+/// send(2); larger pieces go out beside it with a vectored write.
+const COPY_BEHIND_STAGED_BYTES: usize = 512;
 /// How the response body is delimited on each side.
 struct Framings {
     /// How to read it from the backend (`None`: there is no body).
@@ -93,7 +96,7 @@ pub(super) async fn relay_response(
     let keep_alive = client.keep_alive && !framings.client_until_close;
     let response_head = &buf[..head_len];
     // Room for the fields we add and a small body behind the head (see `Relay::send`).
-    let mut out = BytesMut::with_capacity(response_head.len() + 512);
+    let mut out = BytesMut::with_capacity(response_head.len() + COPY_BEHIND_STAGED_BYTES);
     with_http_date(|date| {
         encode_response_head(
             &mut out,
@@ -329,10 +332,13 @@ impl Relay<'_, '_> {
             encode_chunk_header(&mut self.out, data.len());
         }
         let chunk_end: &[u8] = if self.chunked { b"\r\n" } else { b"" };
-        // A piece that fits the staging buffer's spare room is copied behind the staged bytes
-        // and goes out in one send(2): cheaper than the kernel's vectored path, and the common
-        // case of a head followed by a small body.
-        let result = if self.out.capacity() - self.out.len() >= data.len() + chunk_end.len() {
+        // A small piece behind staged bytes (the head, a chunk header) is copied after them and
+        // the two go out in one send(2): cheaper than the kernel's vectored path, and the
+        // common case of a head followed by a small body. Only into spare room: no allocation.
+        let copy = !self.out.is_empty()
+            && data.len() <= COPY_BEHIND_STAGED_BYTES
+            && self.out.capacity() - self.out.len() >= data.len() + chunk_end.len();
+        let result = if copy {
             self.out.put_slice(data);
             self.out.put_slice(chunk_end);
             write_all_with_progress(self.client.stream, &mut &self.out[..], timeout).await
