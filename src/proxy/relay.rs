@@ -23,6 +23,7 @@ use crate::http::writer::{encode_chunk_header, ConnectionState, ResponseFraming}
 /// Largest body piece copied behind a staged head or chunk header so both leave in one
 /// send(2); larger pieces go out beside it with a vectored write.
 const COPY_BEHIND_STAGED_BYTES: usize = 512;
+
 /// How the response body is delimited on each side.
 struct Framings {
     /// How to read it from the backend (`None`: there is no body).
