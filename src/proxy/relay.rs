@@ -329,10 +329,12 @@ impl Relay<'_, '_> {
             return Ok(());
         }
         let timeout = self.client.limits.write_timeout;
-        if self.chunked {
+        let chunk_end: &[u8] = if self.chunked {
             encode_chunk_header(&mut self.out, data.len());
-        }
-        let chunk_end: &[u8] = if self.chunked { b"\r\n" } else { b"" };
+            b"\r\n"
+        } else {
+            b""
+        };
         // A small piece behind staged bytes (the head, a chunk header) is copied after them and
         // the two go out in one send(2): cheaper than the kernel's vectored path, and the
         // common case of a head followed by a small body. Only into spare room: no allocation.
