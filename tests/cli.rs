@@ -382,6 +382,17 @@ fn thread_names(pid: u32) -> Vec<String> {
 #[cfg(unix)]
 #[test]
 fn per_core_workers_serve_reload_and_drain() {
+    two_workers_serve_reload_and_drain("per_core");
+}
+
+/// The same with `server.runtime: shared`: one multi-thread runtime with two workers, one
+/// listener and one accept loop.
+#[test]
+fn shared_runtime_workers_serve_reload_and_drain() {
+    two_workers_serve_reload_and_drain("shared");
+}
+
+fn two_workers_serve_reload_and_drain(runtime: &str) {
     let first = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let first_addr = first.local_addr().unwrap();
     serve_body(first, "first");
@@ -390,7 +401,7 @@ fn per_core_workers_serve_reload_and_drain() {
     serve_body(second, "second");
     let config = |backend: std::net::SocketAddr| {
         format!(
-            "server:\n  listen_addr: \"127.0.0.1:0\"\n  workers: 2\n  runtime: per_core\n\
+            "server:\n  listen_addr: \"127.0.0.1:0\"\n  workers: 2\n  runtime: {runtime}\n\
              static_files:\n  root: \"{}\"\nproxy:\n  backends:\n    \
              - name: \"b\"\n      address: \"{backend}\"\n\
              routes:\n  - path_prefix: \"/api\"\n    upstream: default\n  \
@@ -402,12 +413,12 @@ fn per_core_workers_serve_reload_and_drain() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, mut lines, listening) = start_with_config(dir.path(), &config(first_addr));
     assert!(
-        listening.contains("workers=2") && listening.contains("per_core"),
+        listening.contains("workers=2") && listening.contains(runtime),
         "{listening}"
     );
     let addr = listening_addr(&listening);
-    // The kernel picks a listener per connection by a hash of its addresses: 32 fresh
-    // connections all answered means both accept loops work (all on one: odds 2^-31).
+    // Per core, the kernel picks a listener per connection by a hash of its addresses: 32
+    // fresh connections all answered means both accept loops work (all on one: odds 2^-31).
     for _ in 0..16 {
         let home = get_and_close(&addr, "/");
         assert!(home.starts_with("HTTP/1.1 200 OK\r\n"), "{home}");
@@ -415,7 +426,7 @@ fn per_core_workers_serve_reload_and_drain() {
     }
     // Checked once they have served: a thread names itself when it starts running.
     #[cfg(target_os = "linux")]
-    {
+    if runtime == "per_core" {
         let names = thread_names(child.id());
         let workers = names
             .iter()

@@ -270,11 +270,13 @@ fn defaults_fill_every_optional_key() {
     assert_eq!(config.logging.format, LogFormat::Text);
     assert!(config.logging.access_log);
     assert_eq!(config.server.workers, 0, "one worker per CPU by default");
-    assert_eq!(
-        config.server.runtime,
-        RuntimeLayout::Shared,
-        "one multi-thread runtime by default"
-    );
+    // Where SO_REUSEPORT exists, a runtime and a listening socket per worker by default.
+    let expected = if cfg!(unix) {
+        RuntimeLayout::PerCore
+    } else {
+        RuntimeLayout::Shared
+    };
+    assert_eq!(config.server.runtime, expected);
 }
 
 #[test]

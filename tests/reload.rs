@@ -350,7 +350,7 @@ fn a_changed_startup_only_key_is_named_in_a_warning_and_the_rest_applies() {
     let mark = daemon.log_len();
     let second = proxy_config(&[("b", b.addr)], "").replace(
         "  drain_timeout_ms: 5000\n",
-        "  drain_timeout_ms: 5000\n  workers: 3\n  runtime: per_core\n",
+        "  drain_timeout_ms: 5000\n  workers: 3\n  runtime: shared\n",
     );
     daemon.write_by_rename(&second);
     let warning = daemon.wait_for_log_after(mark, "only after a restart", Duration::from_secs(5));
