@@ -270,8 +270,9 @@ fn defaults_fill_every_optional_key() {
     assert_eq!(config.logging.format, LogFormat::Text);
     assert!(config.logging.access_log);
     assert_eq!(config.server.workers, 0, "one worker per CPU by default");
-    // Where SO_REUSEPORT exists, a runtime and a listening socket per worker by default.
-    let expected = if cfg!(unix) {
+    // On Linux, whose kernel spreads connections over SO_REUSEPORT sockets, a runtime and a
+    // listening socket per worker by default.
+    let expected = if cfg!(any(target_os = "linux", target_os = "android")) {
         RuntimeLayout::PerCore
     } else {
         RuntimeLayout::Shared

@@ -198,19 +198,21 @@ pub enum LogFormat {
 /// How `server.workers` threads share the work (`server.runtime`). With one worker both are
 /// the same single-threaded runtime.
 ///
-/// `per_core` is the default where `SO_REUSEPORT` exists: measured side by side, it used more
-/// of the CPU it was given, with the lower p99 (ADR 0006).
+/// `per_core` is the default on Linux: measured side by side, it used more of the CPU it was
+/// given, with the lower p99 (ADR 0006). Elsewhere `shared` is: macOS and the BSDs accept
+/// `SO_REUSEPORT` but hand every connection to one of the sockets, which would leave all but
+/// one worker idle.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RuntimeLayout {
     /// One multi-thread runtime: one listening socket, one accept loop, and the scheduler
     /// moves (steals) tasks between the worker threads.
-    #[cfg_attr(not(unix), default)]
+    #[cfg_attr(not(any(target_os = "linux", target_os = "android")), default)]
     Shared,
     /// One single-threaded runtime per worker thread, each with its own `SO_REUSEPORT`
     /// listening socket: the kernel spreads connections over the threads and a connection
     /// stays on the thread that accepted it (no cross-thread wake-ups, no work stealing).
-    #[cfg_attr(unix, default)]
+    #[cfg_attr(any(target_os = "linux", target_os = "android"), default)]
     PerCore,
 }
 
