@@ -387,11 +387,13 @@ fn per_core_workers_serve_reload_and_drain() {
 
 /// The same with `server.runtime: shared`: one multi-thread runtime with two workers, one
 /// listener and one accept loop.
+#[cfg(unix)]
 #[test]
 fn shared_runtime_workers_serve_reload_and_drain() {
     two_workers_serve_reload_and_drain("shared");
 }
 
+#[cfg(unix)]
 fn two_workers_serve_reload_and_drain(runtime: &str) {
     let first = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let first_addr = first.local_addr().unwrap();

@@ -381,6 +381,16 @@ fn sighup_reloads_even_when_only_an_error_page_changed() {
     );
 }
 
+/// `server.runtime: shared` with two workers: one multi-thread runtime, one listening socket
+/// and one accept loop. (Without a `runtime` line the config gets the platform's default,
+/// `per_core` on Linux.)
+fn shared(config: String) -> String {
+    config.replace(
+        "  drain_timeout_ms: 5000\n",
+        "  drain_timeout_ms: 5000\n  workers: 2\n  runtime: shared\n",
+    )
+}
+
 /// `server.runtime: per_core` with two workers: a listening socket and an accept loop each.
 fn per_core(config: String) -> String {
     config.replace(
@@ -391,7 +401,7 @@ fn per_core(config: String) -> String {
 
 #[test]
 fn a_new_listen_address_is_bound_before_the_old_is_released() {
-    new_listen_address_is_bound_before_the_old_is_released(|c| c);
+    new_listen_address_is_bound_before_the_old_is_released(shared);
 }
 
 /// Every worker moves to the new address, or some connections there would never be
@@ -439,7 +449,7 @@ fn new_listen_address_is_bound_before_the_old_is_released(layout: fn(String) -> 
 
 #[test]
 fn sigterm_lets_in_flight_requests_finish_refuses_new_ones_and_exits_zero() {
-    sigterm_lets_in_flight_requests_finish(|c| c);
+    sigterm_lets_in_flight_requests_finish(shared);
 }
 
 /// The in-flight requests are spread over both workers' runtimes, which must keep running

@@ -322,7 +322,7 @@ impl AcceptLoop {
                 () = &mut shutdown => break,
             };
             let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
+                accepted = accept(&listener, driver) => accepted,
                 Some(new) = self.rebinds.recv() => {
                     listener = switch_listener(listener, new);
                     continue;
@@ -331,7 +331,6 @@ impl AcceptLoop {
             };
             match accepted {
                 Ok((stream, peer)) => {
-                    configure_stream(&stream, driver);
                     let config = Arc::clone(&self.config);
                     let stop = self.stop.clone();
                     let drain = drain_tx.clone();
@@ -470,6 +469,14 @@ impl Driver {
     }
 }
 
+/// Accept a connection and configure its socket in the same poll: no `.await` may come
+/// between the two, or the driver could turn in between (see `wait_for_first_bytes`).
+async fn accept(listener: &TcpListener, driver: Driver) -> io::Result<(TcpStream, SocketAddr)> {
+    let (stream, peer) = listener.accept().await?;
+    configure_stream(&stream, driver);
+    Ok((stream, peer))
+}
+
 fn configure_stream(stream: &TcpStream, driver: Driver) {
     // Linux accepted sockets inherit TCP_NODELAY from the listener; elsewhere they do not.
     #[cfg(not(target_os = "linux"))]
@@ -484,12 +491,16 @@ fn configure_stream(stream: &TcpStream, driver: Driver) {
 /// Drop tokio's guess that a just-accepted socket is readable, so the first read waits for
 /// the driver's event instead of trying the socket. The guess pays off when the request is
 /// already queued at accept; under load the accept usually wins the race with the client's
-/// first bytes (a new connection per request from 64 clients: ~0.8 `recvfrom` per connection
-/// that found nothing). Clearing it costs no system call, and loses no wake-up as long as
-/// the driver has not turned since the socket was registered: epoll then reports bytes that
-/// are already there on its next turn. Only a current-thread runtime promises that (its
-/// driver turns between task polls on this thread); on a multi-thread runtime another worker
-/// may turn it in between, and the clear would erase the real, edge-triggered event.
+/// first bytes (a new connection per request from 64 clients: 0.8–0.9 `recvfrom` per
+/// connection that found nothing). Clearing it costs no system call, and loses no wake-up as
+/// long as the driver has not turned since the socket was registered: epoll then reports
+/// bytes that are already there on its next turn. Only a current-thread runtime promises that
+/// (its driver turns between task polls on this thread); on a multi-thread runtime another
+/// worker may turn it in between, and the clear would erase the real, edge-triggered event.
+///
+/// This leans on two behaviours of tokio (1.54): accepted sockets start out assumed ready
+/// (`with_many_workers_the_first_read_tries_the_socket_at_once` notices if that goes), and a
+/// current-thread runtime's driver is turned only by the thread that runs it.
 fn wait_for_first_bytes(stream: &TcpStream) {
     let _ = stream.try_io(tokio::io::Interest::READABLE, || {
         Err::<(), _>(io::ErrorKind::WouldBlock.into())
@@ -506,8 +517,9 @@ mod tests {
         let listener = TcpListener::from_std(listener).unwrap();
         let addr = listener.local_addr().unwrap();
         let _client = TcpStream::connect(addr).await.unwrap();
-        let (accepted, _) = listener.accept().await.unwrap();
-        configure_stream(&accepted, Driver::of_current_runtime());
+        let (accepted, _) = accept(&listener, Driver::of_current_runtime())
+            .await
+            .unwrap();
         assert!(accepted.nodelay().unwrap());
     }
 
@@ -543,9 +555,8 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let mut client = std::net::TcpStream::connect(addr).unwrap();
         std::io::Write::write_all(&mut client, b"GET / HTTP/1.1\r\n").unwrap();
-        let (accepted, _) = listener.accept().await.unwrap();
         let driver = Driver::of_current_runtime();
-        configure_stream(&accepted, driver);
+        let (accepted, _) = accept(&listener, driver).await.unwrap();
         Accepted {
             stream: accepted,
             _client: client,

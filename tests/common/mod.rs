@@ -68,8 +68,11 @@ impl TestServer {
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
+            // A current-thread runtime, as each worker of the default layout (`per_core`)
+            // and a lone worker run: the accept loop then takes the path that clears
+            // tokio's readability guess on accepted sockets. `shared` has binary tests of
+            // its own (tests/cli.rs, tests/reload.rs).
+            let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .expect("runtime");
