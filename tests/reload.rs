@@ -385,17 +385,18 @@ fn sighup_reloads_even_when_only_an_error_page_changed() {
 /// and one accept loop. (Without a `runtime` line the config gets the platform's default,
 /// `per_core` on Linux.)
 fn shared(config: String) -> String {
-    config.replace(
-        "  drain_timeout_ms: 5000\n",
-        "  drain_timeout_ms: 5000\n  workers: 2\n  runtime: shared\n",
-    )
+    two_workers(config, "shared")
 }
 
 /// `server.runtime: per_core` with two workers: a listening socket and an accept loop each.
 fn per_core(config: String) -> String {
+    two_workers(config, "per_core")
+}
+
+fn two_workers(config: String, runtime: &str) -> String {
     config.replace(
         "  drain_timeout_ms: 5000\n",
-        "  drain_timeout_ms: 5000\n  workers: 2\n  runtime: per_core\n",
+        &format!("  drain_timeout_ms: 5000\n  workers: 2\n  runtime: {runtime}\n"),
     )
 }
 
