@@ -15,3 +15,4 @@ pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod static_files;
+pub mod transport;

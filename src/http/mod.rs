@@ -1,8 +1,8 @@
-//! The hand-rolled HTTP/1.1 engine: a pure parser and body decoders, a pure response writer,
-//! and the connection state machine that owns the client socket.
+//! The hand-rolled HTTP/1.1 engine: a pure parser and body decoders, a pure response writer
+//! and a strict response parser. No sockets: the connection that owns the client socket is
+//! `server::connection`; this layer imports nothing of the crate but `limits`.
 
 pub mod body;
-pub mod connection;
 pub mod date;
 pub mod error;
 pub(crate) mod lazy_timer;
@@ -11,5 +11,3 @@ pub mod request;
 pub mod response;
 pub mod response_parser;
 pub mod writer;
-#[cfg(target_os = "linux")]
-pub mod zero_copy;

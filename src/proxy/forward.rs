@@ -22,7 +22,6 @@ use crate::balance::strategy::{hash_bytes, HashKey};
 use crate::buffer_pool;
 use crate::config::{ConnectionLimits, RouteConfig};
 use crate::http::body::{BodyDecoder, Step};
-use crate::http::connection::write_all_with_progress;
 use crate::http::error::{BodyError, ParseError};
 use crate::http::lazy_timer::LazyTimer;
 use crate::http::request::{RequestHead, Version};
@@ -31,6 +30,7 @@ use crate::http::response_parser::{
     parse_response, ParsedResponse, ResponseLimits, ResponseStatus,
 };
 use crate::http::writer::{encode_chunk_header, CONTINUE_RESPONSE};
+use crate::transport::write_all_with_progress;
 
 /// Size of the buffer upstream bytes are read into; also the largest piece relayed at once.
 pub(super) const RELAY_BUFFER_BYTES: usize = buffer_pool::Kind::Relay.bytes();

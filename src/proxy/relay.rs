@@ -14,11 +14,11 @@ use super::forward::{Client, Destination, Outcome, RELAY_BUFFER_BYTES};
 use super::headers::encode_response_head;
 use super::upstream::{Attempt, Backend};
 use crate::http::body::{BodyDecoder, BodyLimits, ChunkedDecoder, Step};
-use crate::http::connection::write_all_with_progress;
 use crate::http::date::with_http_date;
 use crate::http::request::{Method, RequestHead, Version};
 use crate::http::response_parser::{DeclaredFraming, ParsedResponse};
 use crate::http::writer::{encode_chunk_header, ConnectionState, ResponseFraming};
+use crate::transport::write_all_with_progress;
 
 /// Largest body piece copied behind a staged head or chunk header so both leave in one
 /// send(2); larger pieces go out beside it with a vectored write.

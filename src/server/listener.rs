@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 use super::SharedConfig;
 use crate::config::Config;
-use crate::http::connection::serve_connection;
+use super::connection::serve_connection;
 
 /// Start accepting on `new`; `old` closes (connections it accepted carry on). `new` is
 /// registered here, with the reactor of the runtime that will poll it.

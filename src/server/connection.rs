@@ -10,28 +10,28 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio::time::timeout;
 use tracing::Instrument;
 
-use super::body::{BodyDecoder, Step};
-use super::date::with_http_date;
-use super::error::{BodyError, ParseError};
-use super::lazy_timer::LazyTimer;
-use super::parser::{parse_request, Status};
-use super::request::{Method, RequestFraming, RequestHead, Version};
-use super::response::{Response, ResponseBody, StatusCode};
-use super::writer::{encode_response_head, ConnectionState, ResponseFraming};
-#[cfg(target_os = "linux")]
-use super::zero_copy;
+use super::SharedConfig;
 use crate::buffer_pool;
 use crate::config::{Config, ConnectionLimits};
+use crate::http::body::{BodyDecoder, Step};
+use crate::http::date::with_http_date;
+use crate::http::error::{BodyError, ParseError};
+use crate::http::lazy_timer::LazyTimer;
+use crate::http::parser::{parse_request, Status};
+use crate::http::request::{Method, RequestFraming, RequestHead, Version};
+use crate::http::response::{Response, ResponseBody, StatusCode};
 use crate::http::response_parser::ResponseLimits;
+use crate::http::writer::{encode_response_head, ConnectionState, ResponseFraming};
 use crate::limits::DEFAULT_READ_CHUNK_BYTES;
 use crate::limits::{DEFAULT_MAX_RESPONSE_HEAD_BYTES, MAX_RESPONSE_HEADERS};
 use crate::pages::error_response;
 use crate::proxy::forward::{forward, Client, Destination, Outcome};
 use crate::routing::Routed;
-use crate::server::SharedConfig;
+#[cfg(target_os = "linux")]
+use crate::transport::sendfile;
+use crate::transport::write_all_with_progress;
 
 /// Response limits when a route names an upstream but no proxy section exists (cannot happen
 /// with a validated config; keeps the lookup total).
@@ -630,7 +630,7 @@ impl Connection {
         write_timeout: Duration,
     ) -> WriteOutcome {
         let mut sent = 0;
-        let result = zero_copy::send_file(
+        let result = sendfile::send_file(
             &mut self.stream,
             &self.write_buf,
             &file,
@@ -760,37 +760,6 @@ impl Drop for Connection {
     fn drop(&mut self) {
         self.give_back_read_buf();
     }
-}
-
-/// Write all of `out`, failing only when the peer accepts nothing for `write_timeout`: a slow
-/// reader that keeps making progress gets its whole response, a stalled one is cut off.
-pub(crate) async fn write_all_with_progress<W, B>(
-    stream: &mut W,
-    out: &mut B,
-    write_timeout: Duration,
-) -> io::Result<()>
-where
-    W: tokio::io::AsyncWrite + Unpin,
-    B: Buf,
-{
-    while out.has_remaining() {
-        // One contiguous piece goes out with send(2): writev(2) with a single iovec costs the
-        // kernel's vectored-I/O path for nothing (perf: ~0.4 µs of `vfs_writev` per call).
-        let contiguous = out.chunk().len() == out.remaining();
-        let written = if contiguous {
-            timeout(write_timeout, stream.write(out.chunk())).await
-        } else {
-            timeout(write_timeout, stream.write_buf(out)).await
-        };
-        match written {
-            Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
-            Ok(Err(error)) => return Err(error),
-            Ok(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(Ok(n)) if contiguous => out.advance(n),
-            Ok(Ok(_)) => {}
-        }
-    }
-    Ok(())
 }
 
 /// What writing a response achieved: body bytes that reached the socket, and whether the
