@@ -15,17 +15,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::balance::strategy::Strategy;
-use crate::config::Config;
 use crate::http::parser::{parse_request, ParseLimits, Status};
 use crate::http::request::{Method, RequestHead};
 use crate::proxy::upstream::{Backend, Upstream};
-use crate::server::SharedConfig;
+use crate::snapshot::{SharedSnapshot, Snapshot};
 
 /// Whole-connection deadline: an admin request is one small head.
 const ADMIN_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Serve the admin endpoint on `listener` until the runtime stops.
-pub fn spawn(listener: TcpListener, config: SharedConfig) {
+pub fn spawn(listener: TcpListener, config: SharedSnapshot) {
     tokio::spawn(async move {
         loop {
             let Ok((stream, peer)) = listener.accept().await else {
@@ -50,7 +49,7 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
-async fn serve(mut stream: TcpStream, config: &SharedConfig) {
+async fn serve(mut stream: TcpStream, config: &SharedSnapshot) {
     let mut buf = BytesMut::with_capacity(2048);
     let limits = ParseLimits::default();
     let head = loop {
@@ -125,11 +124,10 @@ struct BackendReport<'a> {
 }
 
 /// The JSON document of `/admin/backends`.
-pub fn backends_json(config: &Config, now: Instant) -> String {
-    let upstreams = config
-        .proxy
+pub fn backends_json(snapshot: &Snapshot, now: Instant) -> String {
+    let upstreams = snapshot
+        .upstreams
         .iter()
-        .flat_map(|p| p.upstreams.values())
         .map(|u| upstream_report(u, now))
         .collect();
     serde_json::to_string_pretty(&Report { upstreams }).unwrap_or_else(|_| "{}".into())

@@ -14,5 +14,6 @@ pub mod proxy;
 pub mod reload;
 pub mod routing;
 pub mod server;
+pub mod snapshot;
 pub mod static_files;
 pub mod transport;

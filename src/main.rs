@@ -90,7 +90,7 @@ async fn serve(server: Server, path: PathBuf, listen: Option<String>) -> anyhow:
         },
     };
     tracing::info!(addr = %local, workers, runtime, version = env!("CARGO_PKG_VERSION"), "listening");
-    if let Some(admin_addr) = server.handle().config.load().admin_listen_addr {
+    if let Some(admin_addr) = server.handle().config.load().config.admin_listen_addr {
         let listener = sentinel::admin::bind(admin_addr)
             .await
             .with_context(|| format!("cannot listen on {admin_addr} (admin.listen_addr)"))?;

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 
 use crate::config::{Config, ConfigError, RouteTarget};
 use crate::server::ServerHandle;
+use crate::snapshot::Snapshot;
 
 /// Quiet time after the last file event before reloading: a save is often several events
 /// (truncate, write, rename), and reading between them would see half a file.
@@ -75,8 +76,9 @@ impl Reloader {
             }
             last.clone_from(&text);
         }
-        let current = self.server.config.load_full();
-        let next = Config::reload(&self.path, self.listen_override.as_deref(), Some(&current))?;
+        let current_snapshot = self.server.config.load_full();
+        let current = &current_snapshot.config;
+        let next = Config::load(&self.path, self.listen_override.as_deref())?;
         let listen_changed = next.server.listen_addr != current.server.listen_addr;
         if listen_changed {
             let addr = next.server.listen_addr;
@@ -86,9 +88,9 @@ impl Reloader {
         }
         let changes = Changes {
             listen_changed,
-            ..describe_changes(&current, &next)
+            ..describe_changes(current, &next)
         };
-        let restart_only = startup_keys_changed(&current, &next);
+        let restart_only = startup_keys_changed(current, &next);
         if !restart_only.is_empty() {
             tracing::warn!(
                 keys = ?restart_only,
@@ -98,9 +100,9 @@ impl Reloader {
         if next.logging.level != current.logging.level {
             crate::logging::set_level(&next.logging.level);
         }
-        let next = Arc::new(next);
+        let next = Arc::new(Snapshot::new(next, Some(&current_snapshot)));
         self.server.config.store(Arc::clone(&next));
-        crate::proxy::active::start_all(&next);
+        next.start_health_checks();
         Ok(Some(changes))
     }
 
@@ -218,7 +220,7 @@ pub fn describe_changes(old: &Config, new: &Config) -> Changes {
         config
             .proxy
             .iter()
-            .flat_map(|p| p.upstreams.values())
+            .flat_map(|p| p.upstreams.iter())
             .flat_map(|u| {
                 u.backends
                     .iter()
@@ -234,7 +236,11 @@ pub fn describe_changes(old: &Config, new: &Config) -> Changes {
             .map(|r| {
                 let target = match &r.target {
                     RouteTarget::Static => "static".to_string(),
-                    RouteTarget::Upstream(u) => u.name.clone(),
+                    RouteTarget::Upstream(index) => config
+                        .proxy
+                        .as_ref()
+                        .and_then(|p| p.upstreams.get(*index))
+                        .map_or_else(|| format!("#{index}"), |u| u.name.clone()),
                 };
                 format!(
                     "{:?} {} {} {} {} {:?} {:?}",

@@ -9,14 +9,14 @@ use std::borrow::Cow;
 
 use crate::config::{RouteConfig, RouteTarget};
 use crate::http::request::{Method, RequestHead};
-use crate::proxy::upstream::Upstream;
 
 #[derive(Debug)]
 pub enum Routed<'a> {
     Static,
     Proxy {
         route: &'a RouteConfig,
-        upstream: &'a Upstream,
+        /// Index of the upstream group (`RouteTarget::Upstream`).
+        upstream: usize,
         /// Origin-form target for the backend: normalized path (prefix stripped when the
         /// route says so) and the query as received. Borrowed from the request when that is
         /// what it already is, as it nearly always is.
@@ -51,6 +51,7 @@ pub fn route<'a>(head: &'a RequestHead, routes: &'a [RouteConfig]) -> Routed<'a>
     match &route.target {
         RouteTarget::Static => Routed::Static,
         RouteTarget::Upstream(upstream) => {
+            let upstream = *upstream;
             let unchanged = !route.strip_prefix
                 && parts.authority.is_none()
                 && matches!(path, Cow::Borrowed(_));

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sentinel::config::{Config, ConfigError, LogFormat, RuntimeLayout};
+use sentinel::snapshot::Snapshot;
 
 struct Site {
     dir: tempfile::TempDir,
@@ -329,18 +330,14 @@ fn a_reload_keeps_the_state_of_backends_whose_address_is_unchanged() {
         "    - name: a\n      address: \"127.0.0.1:3000\"\n    - name: b\n      address: \"127.0.0.1:3001\"\n",
         3,
     );
-    let first = Config::load(&path, None).unwrap();
+    let first = Snapshot::new(Config::load(&path, None).unwrap(), None);
     // b renamed and moved into a new group keeps its state; a removed; c new.
     write(
         "    - name: c\n      address: \"127.0.0.1:3002\"\n    - name: b2\n      address: \"127.0.0.1:3001\"\n",
         3,
     );
-    let second = Config::reload(&path, None, Some(&first)).unwrap();
-    let backends = |config: &Config| {
-        config.proxy.as_ref().unwrap().upstreams["default"]
-            .backends
-            .clone()
-    };
+    let second = Snapshot::new(Config::load(&path, None).unwrap(), Some(&first));
+    let backends = |snapshot: &Snapshot| snapshot.upstreams[0].backends.clone();
     let (old, new) = (backends(&first), backends(&second));
     assert!(
         new[1].shares_state_with(&old[1]),
@@ -351,10 +348,10 @@ fn a_reload_keeps_the_state_of_backends_whose_address_is_unchanged() {
     assert!(!new[0].shares_state_with(&old[1]));
     // Different health settings: a fresh record, since the old one was kept under other rules.
     write("    - name: b\n      address: \"127.0.0.1:3001\"\n", 5);
-    let third = Config::reload(&path, None, Some(&second)).unwrap();
+    let third = Snapshot::new(Config::load(&path, None).unwrap(), Some(&second));
     assert!(!backends(&third)[0].shares_state_with(&new[1]));
-    // Without a previous config nothing is shared.
-    let fresh = Config::load(&path, None).unwrap();
+    // Without a previous snapshot nothing is shared.
+    let fresh = Snapshot::new(Config::load(&path, None).unwrap(), None);
     assert!(!backends(&fresh)[0].shares_state_with(&backends(&third)[0]));
 }
 
@@ -364,11 +361,11 @@ fn a_reload_keeps_the_file_cache_of_an_unchanged_root() {
     let path = site.dir.path().join("config.yaml");
     let yaml = "server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: public\n";
     std::fs::write(&path, yaml).unwrap();
-    let first = Config::load(&path, None).unwrap();
-    let second = Config::reload(&path, None, Some(&first)).unwrap();
-    let cache = |c: &Config| std::sync::Arc::clone(&c.static_files.as_ref().unwrap().cache);
+    let first = Snapshot::new(Config::load(&path, None).unwrap(), None);
+    let second = Snapshot::new(Config::load(&path, None).unwrap(), Some(&first));
+    let cache = |s: &Snapshot| std::sync::Arc::clone(s.file_cache.as_ref().unwrap());
     assert!(std::sync::Arc::ptr_eq(&cache(&first), &cache(&second)));
     std::fs::write(&path, format!("{yaml}  cache_max_bytes: 1000\n")).unwrap();
-    let third = Config::reload(&path, None, Some(&second)).unwrap();
+    let third = Snapshot::new(Config::load(&path, None).unwrap(), Some(&second));
     assert!(!std::sync::Arc::ptr_eq(&cache(&second), &cache(&third)));
 }

@@ -5,14 +5,18 @@
 mod locate;
 mod proxy;
 mod raw;
+mod upstream;
 
 pub use proxy::{BackendConfig, ProxyConfig, RouteConfig, RouteTarget, DEFAULT_UPSTREAM};
+pub use upstream::{
+    BackendSettings, BreakerSettings, CheckSettings, GroupPolicy, HealthSettings,
+    RetryBudgetSettings, UpstreamConfig,
+};
 
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,7 +24,6 @@ use bytes::Bytes;
 use crate::http::body::BodyLimits;
 use crate::http::parser::ParseLimits;
 use crate::http::response::StatusCode;
-use crate::static_files::FileCache;
 use raw::{RawConfig, RawErrorPages};
 
 /// Highest accepted `server.workers`: far above any core count, low enough that a typo
@@ -163,9 +166,10 @@ pub struct StaticFilesConfig {
     /// Files up to this size are read whole and sent with the head in one write; larger ones
     /// are streamed in pieces of this size.
     pub read_chunk_bytes: usize,
-    /// Small files' content and headers, revalidated on every hit. Runtime state that lives
-    /// and dies with this snapshot: a reload starts with an empty cache.
-    pub cache: Arc<FileCache>,
+    /// Memory for the small-file cache (`static_files.cache_max_bytes`); 0 turns it off.
+    pub cache_max_bytes: u64,
+    /// Largest file the cache keeps (`static_files.cache_max_file_bytes`).
+    pub cache_max_file_bytes: u64,
 }
 
 /// Custom error pages, loaded into memory at config time so an error never touches disk.
@@ -220,17 +224,6 @@ impl Config {
     /// Read, parse and validate `path`. `listen_override` (the `LISTEN` environment variable)
     /// replaces `server.listen_addr`.
     pub fn load(path: &Path, listen_override: Option<&str>) -> Result<Config, ConfigError> {
-        Config::reload(path, listen_override, None)
-    }
-
-    /// As [`Config::load`], keeping runtime state from `previous` where the new config
-    /// describes the same thing: backends with the same address and settings keep their idle
-    /// connections and health, and an unchanged static root keeps its file cache.
-    pub fn reload(
-        path: &Path,
-        listen_override: Option<&str>,
-        previous: Option<&Config>,
-    ) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
@@ -239,7 +232,7 @@ impl Config {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        let mut config = Config::parse(&text, path, base_dir, previous)?;
+        let mut config = Config::parse(&text, path, base_dir)?;
         if let Some(listen) = listen_override {
             config.server.listen_addr =
                 listen.trim().parse().map_err(|_| ConfigError::Invalid {
@@ -254,15 +247,10 @@ impl Config {
 
     /// Parse and validate YAML `text`; relative paths in it are resolved against `base_dir`.
     pub fn from_yaml(text: &str, path: &Path, base_dir: &Path) -> Result<Config, ConfigError> {
-        Config::parse(text, path, base_dir, None)
+        Config::parse(text, path, base_dir)
     }
 
-    fn parse(
-        text: &str,
-        path: &Path,
-        base_dir: &Path,
-        previous: Option<&Config>,
-    ) -> Result<Config, ConfigError> {
+    fn parse(text: &str, path: &Path, base_dir: &Path) -> Result<Config, ConfigError> {
         let raw: RawConfig = serde_yaml::from_str(text).map_err(|error| ConfigError::Syntax {
             path: path.to_path_buf(),
             message: error.to_string(),
@@ -271,7 +259,6 @@ impl Config {
             text,
             path,
             base_dir,
-            previous,
         }
         .validate(raw)
     }
@@ -282,8 +269,6 @@ struct Validator<'a> {
     text: &'a str,
     path: &'a Path,
     base_dir: &'a Path,
-    /// The running config, when reloading: where runtime state is carried over from.
-    previous: Option<&'a Config>,
 }
 
 impl Validator<'_> {
@@ -462,13 +447,13 @@ impl Validator<'_> {
                 "must be at most 16777216 (16 MiB)",
             ));
         }
-        let cache = self.file_cache(&root, raw.cache_max_bytes, raw.cache_max_file_bytes);
         Ok(StaticFilesConfig {
             root,
             index: raw.index.clone(),
             serve_hidden: raw.serve_hidden,
             read_chunk_bytes: raw.read_chunk_bytes,
-            cache,
+            cache_max_bytes: raw.cache_max_bytes,
+            cache_max_file_bytes: raw.cache_max_file_bytes,
         })
     }
 
@@ -497,21 +482,6 @@ impl Validator<'_> {
             pages.insert(status, body);
         }
         Ok(ErrorPages { pages })
-    }
-
-    /// The running config's file cache when it caches the same root with the same limits
-    /// (entries are revalidated on every hit anyway); a new, empty one otherwise.
-    fn file_cache(&self, root: &Path, max_bytes: u64, max_file_bytes: u64) -> Arc<FileCache> {
-        let reusable = self
-            .previous
-            .and_then(|previous| previous.static_files.as_ref())
-            .filter(|previous| {
-                previous.root == root && previous.cache.limits() == (max_bytes, max_file_bytes)
-            });
-        match reusable {
-            Some(previous) => Arc::clone(&previous.cache),
-            None => Arc::new(FileCache::new(max_bytes, max_file_bytes)),
-        }
     }
 
     fn positive_millis(&self, key: &str, value: u64) -> Result<Duration, ConfigError> {

@@ -4,20 +4,18 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::raw::{RawBackend, RawHealthCheck, RawProxy, RawRoute, RawStrategy};
+use super::upstream::{
+    BackendSettings, BreakerSettings, CheckSettings, GroupPolicy, HealthSettings,
+    RetryBudgetSettings, UpstreamConfig,
+};
 use super::{ConfigError, Validator};
 use crate::balance::stats::BalanceSettings;
 use crate::balance::strategy::{HashKey, Strategy};
 use crate::http::response_parser::ResponseLimits;
 use crate::limits::{MAX_BACKEND_WEIGHT, MAX_RESPONSE_HEADERS, RETRY_BUDGET_WINDOW};
-use crate::proxy::active::CheckSettings;
-use crate::proxy::breaker::BreakerSettings;
-use crate::proxy::health::HealthSettings;
-use crate::proxy::retry_budget::RetryBudgetSettings;
-use crate::proxy::upstream::{Backend, BackendSettings, GroupPolicy, Upstream};
 
 /// The name `proxy.backends` is known by in `routes`.
 pub const DEFAULT_UPSTREAM: &str = "default";
@@ -30,9 +28,10 @@ pub struct ProxyConfig {
     pub connection_timeout: Duration,
     /// `proxy.request_timeout_ms`: default for every group and route.
     pub request_timeout: Duration,
-    /// Every group by name, `default` included when `proxy.backends` is set. Runtime state
-    /// (pools, health) lives in them.
-    pub upstreams: BTreeMap<String, Arc<Upstream>>,
+    /// Every group: `default` (`proxy.backends`, possibly empty) first, then the others by
+    /// name. Routes refer to a group by its index here; the runtime state built from each
+    /// group (pools, health) sits at the same index beside the snapshot.
+    pub upstreams: Vec<UpstreamConfig>,
     pub response_limits: ResponseLimits,
     /// Response header naming the backend that answered (`proxy.backend_header`).
     pub backend_header: Option<String>,
@@ -46,11 +45,19 @@ pub struct BackendConfig {
     pub weight: u32,
 }
 
+impl ProxyConfig {
+    /// The index of the group called `name`.
+    pub fn upstream_index(&self, name: &str) -> Option<usize> {
+        self.upstreams.iter().position(|u| u.name == name)
+    }
+}
+
 /// Where a route sends its requests.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RouteTarget {
     Static,
-    Upstream(Arc<Upstream>),
+    /// The group at this index of `ProxyConfig::upstreams`.
+    Upstream(usize),
 }
 
 /// One route, in the order routes are tried.
@@ -166,21 +173,15 @@ impl Validator<'_> {
         };
 
         let backends = self.backends("proxy.backends", &raw.backends)?;
-        let previous_proxy = self.previous.and_then(|p| p.proxy.as_ref());
-        let mut upstreams = BTreeMap::new();
+        let mut upstreams = vec![UpstreamConfig {
+            name: DEFAULT_UPSTREAM.to_string(),
+            backends: backends.clone(),
+            settings,
+            checks: default_checks.clone(),
+            strategy: default_strategy.clone(),
+            policy: policy.clone(),
+        }];
         let mut group_defaults = BTreeMap::new();
-        upstreams.insert(
-            DEFAULT_UPSTREAM.to_string(),
-            Arc::new(build_upstream(
-                DEFAULT_UPSTREAM,
-                &backends,
-                settings,
-                default_checks.as_ref(),
-                default_strategy.clone(),
-                policy.clone(),
-                previous_proxy,
-            )),
-        );
         group_defaults.insert(
             DEFAULT_UPSTREAM.to_string(),
             GroupDefaults {
@@ -234,18 +235,14 @@ impl Validator<'_> {
                 Some(check) => Some(self.health_check(&format!("{key}.health_check"), check)?),
                 None => default_checks.clone(),
             };
-            upstreams.insert(
-                name.clone(),
-                Arc::new(build_upstream(
-                    name,
-                    &backends,
-                    settings,
-                    checks.as_ref(),
-                    strategy,
-                    policy.clone(),
-                    previous_proxy,
-                )),
-            );
+            upstreams.push(UpstreamConfig {
+                name: name.clone(),
+                backends,
+                settings,
+                checks,
+                strategy,
+                policy: policy.clone(),
+            });
         }
         let config = ProxyConfig {
             backends,
@@ -379,14 +376,12 @@ impl Validator<'_> {
     ) -> Result<Vec<RouteConfig>, ConfigError> {
         if raw.is_empty() {
             let route = match proxy {
-                Some((config, defaults)) if defaults.has_default_group || !has_static => {
+                Some((_, defaults)) if defaults.has_default_group || !has_static => {
                     let group = &defaults.groups[DEFAULT_UPSTREAM];
                     RouteConfig {
                         host: None,
                         path_prefix: "/".into(),
-                        target: RouteTarget::Upstream(Arc::clone(
-                            &config.upstreams[DEFAULT_UPSTREAM],
-                        )),
+                        target: RouteTarget::Upstream(0),
                         strip_prefix: false,
                         pass_host: group.pass_host,
                         connection_timeout: group.connection_timeout,
@@ -436,11 +431,12 @@ impl Validator<'_> {
                 (None, true) => (RouteTarget::Static, None),
                 (Some(name), false) => {
                     let found = proxy.and_then(|(config, defaults)| {
-                        Some((config.upstreams.get(name)?, defaults.groups.get(name)?))
+                        let index = config.upstream_index(name)?;
+                        Some((index, &config.upstreams[index], defaults.groups.get(name)?))
                     });
                     match found {
-                        Some((upstream, group)) if !upstream.backends.is_empty() => {
-                            (RouteTarget::Upstream(Arc::clone(upstream)), Some(group))
+                        Some((index, upstream, group)) if !upstream.backends.is_empty() => {
+                            (RouteTarget::Upstream(index), Some(group))
                         }
                         _ => {
                             return Err(invalid(format!(
@@ -484,36 +480,6 @@ pub(super) struct ProxyDefaults {
     pass_host: bool,
     has_default_group: bool,
     groups: BTreeMap<String, GroupDefaults>,
-}
-
-fn build_upstream(
-    name: &str,
-    backends: &[BackendConfig],
-    settings: BackendSettings,
-    checks: Option<&CheckSettings>,
-    strategy: Strategy,
-    policy: GroupPolicy,
-    previous: Option<&ProxyConfig>,
-) -> Upstream {
-    let backends = backends
-        .iter()
-        .map(|b| {
-            let (name, address) = (b.name.clone(), b.address.clone());
-            // Same address anywhere in the running config: the same backend, whatever group
-            // or name it now has.
-            let same = previous.and_then(|p| {
-                p.upstreams
-                    .values()
-                    .flat_map(|u| u.backends.iter())
-                    .find(|old| old.address == b.address)
-            });
-            Arc::new(match same {
-                Some(old) => Backend::carried_over(name, address, b.weight, settings, checks, old),
-                None => Backend::new(name, address, b.weight, settings).with_checks(checks),
-            })
-        })
-        .collect();
-    Upstream::new(name.to_string(), backends, strategy, policy)
 }
 
 fn is_token_byte(b: u8) -> bool {

@@ -1,35 +1,19 @@
 //! Active health checks: one task per backend probes `GET path` at an interval (with jitter)
 //! and marks the backend down after `fall` failed probes in a row and up again after `rise`
 //! good ones. The task holds only a weak reference to the backend's check state, so it ends
-//! by itself once no config refers to the backend any more (removed by a reload).
+//! by itself once no snapshot refers to the backend any more (removed by a reload).
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::upstream::Backend;
 use crate::balance::rng::with_thread_rng;
 use crate::balance::stats::BackendStats;
-use crate::config::Config;
+pub use crate::config::CheckSettings;
 use crate::http::response_parser::{parse_response, ResponseLimits, ResponseStatus};
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CheckSettings {
-    pub path: String,
-    pub interval: Duration,
-    /// Up to this much is added to each interval, so checks of many backends (and of many
-    /// proxies) do not arrive in lockstep.
-    pub jitter: Duration,
-    pub timeout: Duration,
-    pub expected_status: u16,
-    /// Good probes in a row that bring a down backend back.
-    pub rise: u32,
-    /// Failed probes in a row that take a backend down.
-    pub fall: u32,
-}
 
 /// Largest probe response head we read.
 const PROBE_HEAD_LIMITS: ResponseLimits = ResponseLimits {
@@ -87,23 +71,25 @@ impl ActiveHealth {
     }
 }
 
-/// Start a probing task for every backend of `config` that has checks and no task yet.
-/// Call it on the runtime, after startup and after every reload.
-pub fn start_all(config: &Config) {
-    let Some(proxy) = &config.proxy else { return };
-    for backend in proxy.upstreams.values().flat_map(|u| u.backends.iter()) {
-        let Some(active) = &backend.active else {
-            continue;
-        };
-        if active.running.swap(true, Ordering::AcqRel) {
-            continue;
-        }
-        let state = Arc::downgrade(active);
-        let stats = Arc::downgrade(&backend.stats);
-        let name = Arc::clone(&backend.name);
-        let address = backend.address.clone();
-        tokio::spawn(probe_loop(state, stats, name, address));
+/// Start probing `address` for `active` unless a task already does (the state survives
+/// reloads, and so does its task). Call it on the runtime.
+pub fn start(
+    active: &Arc<ActiveHealth>,
+    stats: &Arc<BackendStats>,
+    name: &Arc<str>,
+    address: &str,
+) {
+    if active.running.swap(true, Ordering::AcqRel) {
+        return;
     }
+    let state = Arc::downgrade(active);
+    let stats = Arc::downgrade(stats);
+    tokio::spawn(probe_loop(
+        state,
+        stats,
+        Arc::clone(name),
+        address.to_string(),
+    ));
 }
 
 async fn probe_loop(
@@ -184,13 +170,10 @@ async fn probe(address: &str, settings: &CheckSettings) -> Result<(), String> {
     }
 }
 
-/// Whether `backend` may take requests as far as its checks know.
-pub fn passes(backend: &Backend) -> bool {
-    backend.active.as_ref().is_none_or(|a| a.is_healthy())
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn settings() -> CheckSettings {

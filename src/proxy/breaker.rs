@@ -11,17 +11,9 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct BreakerSettings {
-    /// Failure share (0..=1) that opens the breaker; 0 disables it.
-    pub failure_rate: f64,
-    pub min_requests: u32,
-    pub window: Duration,
-    pub open_for: Duration,
-    pub trial_requests: u32,
-}
+pub use crate::config::BreakerSettings;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BreakerState {
@@ -234,6 +226,8 @@ pub enum Admission {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     const SETTINGS: BreakerSettings = BreakerSettings {

@@ -9,15 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HealthSettings {
-    /// Consecutive failures that eject the backend; 0 never ejects.
-    pub max_fails: u32,
-    /// Length of the first ejection.
-    pub fail_timeout: Duration,
-    /// Longest ejection.
-    pub max_fail_timeout: Duration,
-}
+pub use crate::config::HealthSettings;
 
 /// A change worth a log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

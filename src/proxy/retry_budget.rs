@@ -8,14 +8,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RetryBudgetSettings {
-    pub ratio: f64,
-    pub min_per_sec: f64,
-    pub window: Duration,
-}
+pub use crate::config::RetryBudgetSettings;
 
 #[derive(Debug)]
 pub struct RetryBudget {
@@ -91,6 +86,8 @@ impl RetryBudget {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     const SETTINGS: RetryBudgetSettings = RetryBudgetSettings {

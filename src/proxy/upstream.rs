@@ -10,41 +10,16 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
 
-use super::active::{self, ActiveHealth, CheckSettings};
-use super::breaker::{Admission, Breaker, BreakerSettings, BreakerTransition};
-use super::health::{HealthSettings, PassiveHealth, Transition};
+use super::active::{self, ActiveHealth};
+use super::breaker::{Admission, Breaker, BreakerTransition};
+use super::health::{PassiveHealth, Transition};
 use super::pool::Pool;
-use super::retry_budget::{RetryBudget, RetryBudgetSettings};
+use super::retry_budget::RetryBudget;
 use crate::balance::rng::with_thread_rng;
-use crate::balance::stats::{BackendStats, BalanceSettings, InFlight};
+use crate::balance::stats::{BackendStats, InFlight};
 use crate::balance::strategy::{self, hash_bytes, Candidate, HashKey, PickInput, Strategy};
-
-/// Settings shared by every backend of a group.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct BackendSettings {
-    pub max_idle: usize,
-    pub idle_timeout: Duration,
-    pub health: HealthSettings,
-    pub balance: BalanceSettings,
-    pub breaker: BreakerSettings,
-    /// Most requests in flight at once; 0 for no limit.
-    pub max_concurrent: u32,
-}
-
-/// What a group does with its backends' outcomes.
-#[derive(Debug, Clone, PartialEq)]
-pub struct GroupPolicy {
-    /// Response statuses that count as a backend failure (and may be retried).
-    pub failure_statuses: Vec<u16>,
-    /// Responses slower than this count as a failure for health; zero turns it off.
-    pub slow_response: Duration,
-    /// Largest share of the group (percent) that may be ejected at once; at least one
-    /// backend always may be.
-    pub max_ejected_percent: u32,
-    /// Retries of a request after the first attempt (failed sends and failure statuses).
-    pub max_retries: u32,
-    pub retry_budget: RetryBudgetSettings,
-}
+pub use crate::config::{BackendSettings, GroupPolicy};
+use crate::config::{CheckSettings, UpstreamConfig};
 
 #[derive(Debug)]
 pub struct Backend {
@@ -114,6 +89,11 @@ impl Backend {
             backend.breaker = Arc::clone(&previous.breaker);
         }
         backend
+    }
+
+    /// Whether it may take requests as far as its active health checks know.
+    pub fn passes_checks(&self) -> bool {
+        self.active.as_ref().is_none_or(|a| a.is_healthy())
     }
 
     /// Whether this backend shares its runtime state with `other`.
@@ -263,6 +243,16 @@ fn log_breaker(backend: &Backend, transition: Option<BreakerTransition>) {
     }
 }
 
+/// Start the active health checks of every backend of `upstreams` that has them and no
+/// task yet. Call it on the runtime, after startup and after every reload.
+pub fn start_health_checks(upstreams: &[Arc<Upstream>]) {
+    for backend in upstreams.iter().flat_map(|u| u.backends.iter()) {
+        if let Some(checks) = &backend.active {
+            active::start(checks, &backend.stats, &backend.name, &backend.address);
+        }
+    }
+}
+
 /// A named pool of backends.
 #[derive(Debug)]
 pub struct Upstream {
@@ -295,6 +285,39 @@ impl Upstream {
         }
     }
 
+    /// The group `config` describes. A backend whose address is anywhere in `previous` (the
+    /// running snapshot's groups) is the same backend, whatever group or name it now has: it
+    /// keeps its idle connections, health, statistics and breaker when its settings did not
+    /// change, and its active checks when theirs did not.
+    pub fn build(config: &UpstreamConfig, previous: &[Arc<Upstream>]) -> Upstream {
+        let backends = config
+            .backends
+            .iter()
+            .map(|b| {
+                let (name, address) = (b.name.clone(), b.address.clone());
+                let same = previous
+                    .iter()
+                    .flat_map(|u| u.backends.iter())
+                    .find(|old| old.address == b.address);
+                let checks = config.checks.as_ref();
+                Arc::new(match same {
+                    Some(old) => {
+                        Backend::carried_over(name, address, b.weight, config.settings, checks, old)
+                    }
+                    None => {
+                        Backend::new(name, address, b.weight, config.settings).with_checks(checks)
+                    }
+                })
+            })
+            .collect();
+        Upstream::new(
+            config.name.clone(),
+            backends,
+            config.strategy.clone(),
+            config.policy.clone(),
+        )
+    }
+
     /// Choose a backend not in `tried`, by the group's strategy, among those that are
     /// healthy, whose breaker admits requests and that are under their concurrency cap.
     /// When none is both healthy and admitted, the group fails open: it chooses among all
@@ -316,7 +339,7 @@ impl Upstream {
             let backend = &self.backends[*i];
             backend.health.is_available(now)
                 && backend.breaker.allows(now)
-                && active::passes(backend)
+                && backend.passes_checks()
         };
         if self.strategy == Strategy::RoundRobin {
             return self.pick_round_robin(count, rotation, untried, with_room, healthy);
@@ -481,6 +504,8 @@ impl Upstream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::balance::stats::BalanceSettings;
+    use crate::config::{BreakerSettings, HealthSettings, RetryBudgetSettings};
 
     fn policy() -> GroupPolicy {
         GroupPolicy {

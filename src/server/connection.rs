@@ -12,7 +12,6 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use super::SharedConfig;
 use crate::buffer_pool;
 use crate::config::{Config, ConnectionLimits};
 use crate::http::body::{BodyDecoder, Step};
@@ -29,6 +28,7 @@ use crate::limits::{DEFAULT_MAX_RESPONSE_HEAD_BYTES, MAX_RESPONSE_HEADERS};
 use crate::pages::error_response;
 use crate::proxy::forward::{forward, Client, Destination, Outcome};
 use crate::routing::Routed;
+use crate::snapshot::SharedSnapshot;
 #[cfg(target_os = "linux")]
 use crate::transport::sendfile;
 use crate::transport::write_all_with_progress;
@@ -56,14 +56,14 @@ const READ_BUFFER_BYTES: usize = buffer_pool::Kind::Read.bytes();
 pub fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
-    config: SharedConfig,
+    snapshot: SharedSnapshot,
     shutdown: watch::Receiver<bool>,
 ) -> impl std::future::Future<Output = ()> + Send {
     let span = tracing::debug_span!("conn", %peer);
     let connection = Connection {
         stream,
         peer,
-        config,
+        snapshot,
         shutdown,
         read_buf: BytesMut::new(),
         write_buf: BytesMut::new(),
@@ -78,7 +78,7 @@ pub fn serve_connection(
 struct Connection {
     stream: TcpStream,
     peer: SocketAddr,
-    config: SharedConfig,
+    snapshot: SharedSnapshot,
     shutdown: watch::Receiver<bool>,
     read_buf: BytesMut,
     write_buf: BytesMut,
@@ -128,20 +128,19 @@ impl Connection {
         loop {
             // Limits for reading the head come from the snapshot current while we wait; the
             // request itself is served under the snapshot current when its head arrived.
-            let waiting_config = self.config.load_full();
+            let waiting = self.snapshot.load_full();
+            let waiting_config = &waiting.config;
             let head = match self.read_head(&waiting_config.server.limits).await {
                 Ok(head) => head,
                 Err(HeadError::Closed) => return,
                 Err(HeadError::Parse(error)) => {
                     let status = error.status();
                     tracing::info!(client = %self.peer, %error, status = status.as_u16(), "rejected request head");
-                    return self.fail(status, &waiting_config).await;
+                    return self.fail(status, waiting_config).await;
                 }
                 Err(HeadError::Timeout) => {
                     tracing::info!(client = %self.peer, "request head timed out");
-                    return self
-                        .fail(StatusCode::REQUEST_TIMEOUT, &waiting_config)
-                        .await;
+                    return self.fail(StatusCode::REQUEST_TIMEOUT, waiting_config).await;
                 }
                 Err(HeadError::Io(error)) => {
                     tracing::debug!(client = %self.peer, %error, "read failed");
@@ -151,7 +150,7 @@ impl Connection {
             let keep_going = self.serve_request(head).await;
             self.served += 1;
             if !keep_going {
-                let limits = self.config.load().server.limits;
+                let limits = self.snapshot.load().config.server.limits;
                 return self.close(&limits).await;
             }
             self.release_idle_buffers();
@@ -160,7 +159,8 @@ impl Connection {
 
     /// Handle one request end to end. Returns whether the connection stays open.
     async fn serve_request(&mut self, head: RequestHead) -> bool {
-        let config = self.config.load_full();
+        let snapshot = self.snapshot.load_full();
+        let config = &snapshot.config;
         let limits = &config.server.limits;
         let mut exchange = Exchange {
             method: head.method(),
@@ -184,7 +184,7 @@ impl Connection {
                 self.unread_input = true;
                 let response = error_response(error.status(), &config.error_pages);
                 return self
-                    .answer(response, &head, &exchange, &config, &request_span)
+                    .answer(response, &head, &exchange, config, &request_span)
                     .await;
             }
         };
@@ -196,6 +196,17 @@ impl Connection {
             client_host,
         } = &routed
         {
+            let Some(upstream) = snapshot.upstream(*upstream) else {
+                // A validated config names only groups it defines, and the snapshot builds
+                // one per group: this is a bug, not a client's fault.
+                tracing::error!(parent: &request_span, index = *upstream, "route names an upstream the snapshot lacks");
+                let response =
+                    error_response(StatusCode::INTERNAL_SERVER_ERROR, &config.error_pages);
+                exchange.keep_alive = false;
+                return self
+                    .answer(response, &head, &exchange, config, &request_span)
+                    .await;
+            };
             let destination = Destination {
                 upstream,
                 route,
@@ -211,11 +222,11 @@ impl Connection {
                     .and_then(|p| p.backend_header.as_deref()),
             };
             return self
-                .serve_proxied(&head, decoder, &destination, &mut exchange, &config)
+                .serve_proxied(&head, decoder, &destination, &mut exchange, config)
                 .instrument(request_span)
                 .await;
         }
-        let response = request_span.in_scope(|| crate::dispatch::handle(&head, &config, &routed));
+        let response = request_span.in_scope(|| crate::dispatch::handle(&head, &snapshot, &routed));
         let response = match self.drain_body(decoder, &head, limits).await {
             Ok(Drained::Complete) => response,
             Ok(Drained::Abandoned) => {
@@ -238,7 +249,7 @@ impl Connection {
             Err(DrainError::Closed) => {
                 tracing::debug!(parent: &request_span, "client closed during request body");
                 self.log_access(
-                    &config,
+                    config,
                     Some(&head),
                     CLIENT_CLOSED_REQUEST,
                     0,
@@ -248,7 +259,7 @@ impl Connection {
                 return false;
             }
         };
-        self.answer(response, &head, &exchange, &config, &request_span)
+        self.answer(response, &head, &exchange, config, &request_span)
             .await
     }
 

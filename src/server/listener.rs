@@ -10,13 +10,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
-use super::SharedConfig;
-use crate::config::Config;
 use super::connection::serve_connection;
+use crate::config::Config;
+use crate::snapshot::{SharedSnapshot, Snapshot};
 
 /// Start accepting on `new`; `old` closes (connections it accepted carry on). `new` is
 /// registered here, with the reactor of the runtime that will poll it.
@@ -57,7 +56,7 @@ type Rebind = mpsc::UnboundedSender<std::net::TcpListener>;
 pub struct Server {
     /// One per accept loop, all bound to the same address (`SO_REUSEPORT` when more than one).
     listeners: Vec<std::net::TcpListener>,
-    config: SharedConfig,
+    config: SharedSnapshot,
     /// Per accept loop: listeners bound by a reload for a new `listen_addr`; the loop switches
     /// to each as it arrives and closes the old one.
     rebinds: Vec<mpsc::UnboundedReceiver<std::net::TcpListener>>,
@@ -71,7 +70,7 @@ pub struct Server {
 /// accept loops new listeners.
 #[derive(Clone)]
 pub struct ServerHandle {
-    pub config: SharedConfig,
+    pub config: SharedSnapshot,
     rebind_txs: Arc<[Rebind]>,
 }
 
@@ -121,7 +120,7 @@ impl Server {
             (0..loops).map(|_| mpsc::unbounded_channel()).unzip();
         Ok(Server {
             listeners,
-            config: Arc::new(ArcSwap::from_pointee(config)),
+            config: Snapshot::shared(config),
             rebinds,
             rebind_txs: rebind_txs.into(),
             workers: None,
@@ -146,7 +145,7 @@ impl Server {
     }
 
     /// The handle through which a reload publishes a new configuration.
-    pub fn config(&self) -> SharedConfig {
+    pub fn config(&self) -> SharedSnapshot {
         Arc::clone(&self.config)
     }
 
@@ -154,8 +153,8 @@ impl Server {
     /// connections close, and each loop waits up to `server.drain_timeout_ms` for the rest.
     /// Active health checks run on the caller's runtime.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        crate::proxy::active::start_all(&self.config.load());
-        let max_connections = self.config.load().server.max_connections;
+        self.config.load().start_health_checks();
+        let max_connections = self.config.load().config.server.max_connections;
         // One semaphore for every loop: `max_connections` bounds the process, not a thread.
         let permits = Arc::new(Semaphore::new(max_connections));
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -199,7 +198,7 @@ impl Server {
         }
         tracing::info!(
             in_flight = max_connections - permits.available_permits(),
-            drain_timeout = ?config.load().server.drain_timeout,
+            drain_timeout = ?config.load().config.server.drain_timeout,
             "stopped accepting; draining connections"
         );
         let mut still_open = 0;
@@ -284,7 +283,7 @@ impl Running {
 struct AcceptLoop {
     listener: std::net::TcpListener,
     rebinds: mpsc::UnboundedReceiver<std::net::TcpListener>,
-    config: SharedConfig,
+    config: SharedSnapshot,
     permits: Arc<Semaphore>,
     /// `true` once shutdown starts: stop accepting; idle connections close.
     stop: watch::Receiver<bool>,
@@ -353,7 +352,7 @@ impl AcceptLoop {
         drop(listener);
         let _ = self.closed.send(());
         drop(drain_tx);
-        let drain_timeout = self.config.load().server.drain_timeout;
+        let drain_timeout = self.config.load().config.server.drain_timeout;
         match tokio::time::timeout(drain_timeout, drained.recv()).await {
             Ok(_) => 0,
             Err(_) => drained.sender_strong_count(),

@@ -5,13 +5,3 @@ mod connection;
 mod listener;
 
 pub use listener::{Server, ServerHandle};
-
-use std::sync::Arc;
-
-use arc_swap::ArcSwap;
-
-use crate::config::Config;
-
-/// The live configuration: each request loads one snapshot and keeps it; a reload swaps the
-/// whole thing at once.
-pub type SharedConfig = Arc<ArcSwap<Config>>;

@@ -31,7 +31,12 @@ use cache::{CachedFile, FileIdentity};
 use conditional::{evaluate_preconditions, if_range_matches, Validators};
 
 /// Answer a request from the static root.
-pub fn respond(head: &RequestHead, config: &StaticFilesConfig, pages: &ErrorPages) -> Response {
+pub fn respond(
+    head: &RequestHead,
+    config: &StaticFilesConfig,
+    cache: &FileCache,
+    pages: &ErrorPages,
+) -> Response {
     match head.method() {
         Method::Get | Method::Head => {}
         _ => {
@@ -47,12 +52,12 @@ pub fn respond(head: &RequestHead, config: &StaticFilesConfig, pages: &ErrorPage
             return error_response(error.status(), pages);
         }
     };
-    if let Some(cached) = config.cache.lookup(&safe) {
+    if let Some(cached) = cache.lookup(&safe) {
         let content = Content::Memory(cached.content.clone());
         return file_response(head, &cached.headers, content, pages);
     }
     match resolve(config, &safe) {
-        Ok(Resolved::File { path }) => match open_file(&path, config, safe) {
+        Ok(Resolved::File { path }) => match open_file(&path, config, cache, safe) {
             Ok((headers, content)) => file_response(head, &headers, content, pages),
             Err(FileError::Status(status)) => error_response(status, pages),
             Err(FileError::Io(error)) => io_error_response(&error, &path, pages),
@@ -91,6 +96,7 @@ enum Content {
 fn open_file(
     path: &Path,
     config: &StaticFilesConfig,
+    cache: &FileCache,
     key: SafePath,
 ) -> Result<(FileHeaders, Content), FileError> {
     let mut file = open_nonblocking(path)?;
@@ -103,13 +109,13 @@ fn open_file(
         content_type: content_type(path),
         size: metadata.len(),
     };
-    let cacheable = config.cache.admits(headers.size);
+    let cacheable = cache.admits(headers.size);
     if !cacheable && headers.size > config.read_chunk_bytes as u64 {
         return Ok((headers, Content::File(file)));
     }
     let content = read_whole(&mut file, &metadata)?;
     if cacheable {
-        config.cache.insert(
+        cache.insert(
             key,
             CachedFile {
                 path: path.to_path_buf(),

@@ -20,8 +20,8 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct TestServer {
     pub addr: SocketAddr,
     pub dir: tempfile::TempDir,
-    /// The running server's live config (with its runtime state: pools, health, stats).
-    pub config: sentinel::server::SharedConfig,
+    /// The running server's live snapshot: config and runtime state (pools, health, stats).
+    pub config: sentinel::snapshot::SharedSnapshot,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }

@@ -1,0 +1,74 @@
+//! What a request runs on: one validated [`Config`] and the runtime state built beside it
+//! (upstream groups with their pools, health and statistics; the static file cache). A
+//! reload builds the next snapshot from the next config, carrying over the state of
+//! whatever it still describes, and publishes it with one swap; a request loads one
+//! snapshot and keeps it to its end.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::config::Config;
+use crate::proxy::upstream::{start_health_checks, Upstream};
+use crate::static_files::FileCache;
+
+/// The live snapshot: each request loads one and keeps it; a reload swaps the whole thing.
+pub type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
+
+#[derive(Debug)]
+pub struct Snapshot {
+    pub config: Config,
+    /// One per `config.proxy.upstreams`, at the same index (`RouteTarget::Upstream`).
+    pub upstreams: Vec<Arc<Upstream>>,
+    /// The static handler's small-file cache, when there is a static root.
+    pub file_cache: Option<Arc<FileCache>>,
+}
+
+impl Snapshot {
+    /// The runtime state for `config`, carried over from `previous` where the config
+    /// describes the same thing: backends with the same address and settings keep their idle
+    /// connections, health and statistics; the same static root under the same cache limits
+    /// keeps its file cache (entries are revalidated on every hit anyway).
+    pub fn new(config: Config, previous: Option<&Snapshot>) -> Snapshot {
+        let previous_upstreams = previous.map_or(&[][..], |p| &p.upstreams[..]);
+        let upstreams = config
+            .proxy
+            .iter()
+            .flat_map(|proxy| proxy.upstreams.iter())
+            .map(|group| Arc::new(Upstream::build(group, previous_upstreams)))
+            .collect();
+        let file_cache = config.static_files.as_ref().map(|site| {
+            let limits = (site.cache_max_bytes, site.cache_max_file_bytes);
+            let reusable = previous.and_then(|p| {
+                let old_site = p.config.static_files.as_ref()?;
+                let old_cache = p.file_cache.as_ref()?;
+                (old_site.root == site.root && old_cache.limits() == limits).then_some(old_cache)
+            });
+            match reusable {
+                Some(cache) => Arc::clone(cache),
+                None => Arc::new(FileCache::new(limits.0, limits.1)),
+            }
+        });
+        Snapshot {
+            config,
+            upstreams,
+            file_cache,
+        }
+    }
+
+    /// A snapshot ready to be shared, for the first config of the process.
+    pub fn shared(config: Config) -> SharedSnapshot {
+        Arc::new(ArcSwap::from_pointee(Snapshot::new(config, None)))
+    }
+
+    /// The group a route's `RouteTarget::Upstream(index)` names.
+    pub fn upstream(&self, index: usize) -> Option<&Arc<Upstream>> {
+        self.upstreams.get(index)
+    }
+
+    /// Start the active health checks that are not running yet. Call it on the runtime,
+    /// after startup and after every reload.
+    pub fn start_health_checks(&self) {
+        start_health_checks(&self.upstreams);
+    }
+}
