@@ -406,3 +406,59 @@ fn h1_046_empty_lines_between_requests_do_not_start_the_head_timeout() {
     let response = client.read_response();
     assert_eq!(response.status, 200, "an idle connection got {response:?}");
 }
+
+/// One rule for the bytes before every request on a connection (RFC 9112 §2.2): whole empty
+/// lines (CRLF) are skipped, a bare CR or LF is refused with 400, the same before the first
+/// request as after a bodiless one, a Content-Length body or a chunked one, whether the stray
+/// bytes arrive with the request before them or with the one after.
+#[test]
+fn h1_002_only_whole_empty_lines_are_skipped_before_any_request() {
+    let server = TestServer::start();
+    let next = b"GET /hello.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    let before: [(&str, &[u8], u16); 4] = [
+        ("connection start", b"", 0),
+        ("bodiless", b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n", 200),
+        (
+            "content-length body",
+            b"POST /hello.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nZ",
+            405,
+        ),
+        (
+            "chunked body",
+            b"POST /hello.txt HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nZ\r\n0\r\n\r\n",
+            405,
+        ),
+    ];
+    let separators: [(&[u8], u16); 6] = [
+        (b"\r\n", 200),
+        (b"\r\n\r\n", 200),
+        (b"\r", 400),
+        (b"\n", 400),
+        (b"\r\r\n", 400),
+        (b"\r\n\n", 400),
+    ];
+    for (position, first, first_status) in before {
+        for (separator, expected) in separators {
+            for split in [false, true] {
+                let case = format!("{position}, {separator:?}, split between reads: {split}");
+                let mut client = server.connect();
+                let mut stray_first = first.to_vec();
+                stray_first.extend_from_slice(separator);
+                if split && !first.is_empty() {
+                    client.send(&stray_first);
+                    assert_eq!(client.read_response().status, first_status, "{case}");
+                    client.send(next);
+                } else {
+                    let mut all = stray_first;
+                    all.extend_from_slice(next);
+                    client.send(&all);
+                    if !first.is_empty() {
+                        assert_eq!(client.read_response().status, first_status, "{case}");
+                    }
+                }
+                let second = client.read_response();
+                assert_eq!(second.status, expected, "{case}");
+            }
+        }
+    }
+}

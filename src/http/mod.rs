@@ -7,6 +7,7 @@ pub mod date;
 pub mod error;
 pub(crate) mod lazy_timer;
 pub mod parser;
+pub mod persistence;
 pub mod request;
 pub mod response;
 pub mod response_parser;

@@ -8,32 +8,30 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
+use super::exchange::RELAY_BUFFER_BYTES;
+pub use super::exchange::{Client, Destination, Outcome};
 use super::headers::{encode_request_head, UpstreamRequest};
 use super::relay::{relay_response, tunnel};
-use super::upstream::{Attempt, Pick, Upstream};
+use super::upstream::{Attempt, Pick};
 use crate::balance::strategy::{hash_bytes, HashKey};
 use crate::buffer_pool;
-use crate::config::{ConnectionLimits, RouteConfig};
 use crate::http::body::{BodyDecoder, Step};
 use crate::http::error::{BodyError, ParseError};
 use crate::http::lazy_timer::LazyTimer;
+use crate::http::persistence::Persistence;
 use crate::http::request::{RequestHead, Version};
 use crate::http::response::StatusCode;
 use crate::http::response_parser::{
     parse_response, ParsedResponse, ResponseLimits, ResponseStatus,
 };
 use crate::http::writer::{encode_chunk_header, CONTINUE_RESPONSE};
-use crate::transport::write_all_with_progress;
-
-/// Size of the buffer upstream bytes are read into; also the largest piece relayed at once.
-pub(super) const RELAY_BUFFER_BYTES: usize = buffer_pool::Kind::Relay.bytes();
+use crate::transport::{write_all_with_progress, Transport};
 
 /// Most bytes one read takes while the response head is incomplete: a head and a small body
 /// arrive whole, and a body long enough to be spliced (Linux) is left in the socket for
@@ -42,51 +40,6 @@ const HEAD_READ_BYTES: usize = 16 * 1024;
 
 /// Most backends one request is offered to (connect failures move on to the next).
 const MAX_ATTEMPTS: usize = 8;
-
-/// The client side of the exchange, lent by the connection for the length of one request.
-pub struct Client<'a> {
-    pub stream: &'a mut TcpStream,
-    /// Bytes read from the client and not yet used: the start of the request body.
-    pub read_buf: &'a mut BytesMut,
-    pub peer: SocketAddr,
-    pub limits: &'a ConnectionLimits,
-    /// Whether the client asked to keep the connection open after this response.
-    pub keep_alive: bool,
-    /// The wait for each response head, on one lazily re-armed timer per client connection.
-    pub(crate) response_timer: &'a mut LazyTimer,
-}
-
-/// Where and how to forward.
-pub struct Destination<'a> {
-    pub upstream: &'a Upstream,
-    pub route: &'a RouteConfig,
-    /// Origin-form target to send.
-    pub target: &'a str,
-    pub client_host: Option<&'a str>,
-    pub response_limits: ResponseLimits,
-    /// Response header naming the backend, when configured.
-    pub backend_header: Option<&'a str>,
-}
-
-/// How a forwarded request ended, for the connection to act on and log.
-#[derive(Debug)]
-pub enum Outcome {
-    /// A response head reached the client (the body may have been cut short, in which case
-    /// `keep_alive` is false and the connection must close).
-    Responded {
-        status: StatusCode,
-        body_bytes: u64,
-        keep_alive: bool,
-        backend: Arc<str>,
-    },
-    /// Nothing was sent to the client: answer with this status's error page.
-    Failed {
-        status: StatusCode,
-        keep_alive: bool,
-    },
-    /// The client went away.
-    ClientGone,
-}
 
 /// Why one attempt at one backend failed, which decides what happens next.
 enum AttemptError {
@@ -107,8 +60,8 @@ enum AttemptError {
 }
 
 /// Forward `head` (and its body, from `body`) and relay the response to the client.
-pub async fn forward(
-    client: &mut Client<'_>,
+pub async fn forward<S: Transport>(
+    client: &mut Client<'_, S>,
     head: &RequestHead,
     mut body: BodyDecoder,
     destination: &Destination<'_>,
@@ -134,7 +87,7 @@ pub async fn forward(
                 tracing::warn!(upstream = %upstream.name, "every backend is at its concurrency cap");
                 return Outcome::Failed {
                     status: StatusCode::SERVICE_UNAVAILABLE,
-                    keep_alive: body.is_done(),
+                    persistence: Persistence::after_body(body.is_done()),
                 };
             }
             Pick::Exhausted => break,
@@ -159,7 +112,7 @@ pub async fn forward(
             };
         // A failed attempt may have consumed part of the request body: then the client
         // connection cannot carry another request.
-        let keep_alive = body.is_done();
+        let persistence = Persistence::after_body(body.is_done());
         match error {
             AttemptError::Connect(error) => {
                 tracing::warn!(backend = %backend.name, address = %backend.address, %error, "connect to backend failed");
@@ -171,7 +124,7 @@ pub async fn forward(
                 if !(may_retry && upstream.retry_budget.try_withdraw(Instant::now())) {
                     return Outcome::Failed {
                         status: StatusCode::BAD_GATEWAY,
-                        keep_alive,
+                        persistence,
                     };
                 }
                 retries += 1;
@@ -186,7 +139,7 @@ pub async fn forward(
                 attempt.fail("timeout", None);
                 return Outcome::Failed {
                     status: StatusCode::GATEWAY_TIMEOUT,
-                    keep_alive,
+                    persistence,
                 };
             }
             AttemptError::BadResponse(error) => {
@@ -194,7 +147,7 @@ pub async fn forward(
                 attempt.fail("malformed response", None);
                 return Outcome::Failed {
                     status: StatusCode::BAD_GATEWAY,
-                    keep_alive,
+                    persistence,
                 };
             }
             AttemptError::Client(outcome) => return outcome,
@@ -203,15 +156,15 @@ pub async fn forward(
     tracing::warn!(upstream = %upstream.name, tried = tries, "no backend could take the request");
     Outcome::Failed {
         status: StatusCode::BAD_GATEWAY,
-        keep_alive: body.is_done(),
+        persistence: Persistence::after_body(body.is_done()),
     }
 }
 
 /// One backend: a pooled connection if there is a live one, else a new one. A pooled
 /// connection that turns out dead before any response byte is normal (the backend closed it
 /// while idle): the request goes once more over a new connection, when it can be replayed.
-async fn try_backend(
-    client: &mut Client<'_>,
+async fn try_backend<S: Transport>(
+    client: &mut Client<'_, S>,
     head: &RequestHead,
     body: &mut BodyDecoder,
     attempt: &Attempt<'_>,
@@ -237,8 +190,8 @@ async fn try_backend(
 }
 
 /// Send the request over `upstream` and relay the response.
-async fn exchange(
-    client: &mut Client<'_>,
+async fn exchange<S: Transport>(
+    client: &mut Client<'_, S>,
     head: &RequestHead,
     body: &mut BodyDecoder,
     mut upstream: TcpStream,
@@ -295,8 +248,8 @@ async fn exchange(
 
 /// Read the response head from `upstream` and relay the response.
 #[allow(clippy::too_many_arguments)]
-async fn receive(
-    client: &mut Client<'_>,
+async fn receive<S: Transport>(
+    client: &mut Client<'_, S>,
     head: &RequestHead,
     mut upstream: TcpStream,
     upgrade: Option<&[u8]>,
@@ -365,8 +318,8 @@ async fn receive(
 /// Stream the request body from the client to `upstream`, behind the head in `out`, with the
 /// one framing the head announced: the same bytes for Content-Length, re-chunked for chunked
 /// (so chunk extensions and trailers never reach the backend).
-async fn send_body(
-    client: &mut Client<'_>,
+async fn send_body<S: Transport>(
+    client: &mut Client<'_, S>,
     head: &RequestHead,
     body: &mut BodyDecoder,
     upstream: &mut TcpStream,
@@ -434,7 +387,7 @@ async fn send_body(
         .map_err(AttemptError::NoResponse)
 }
 
-async fn read_client_body(client: &mut Client<'_>) -> Result<(), AttemptError> {
+async fn read_client_body<S: Transport>(client: &mut Client<'_, S>) -> Result<(), AttemptError> {
     client.read_buf.reserve(RELAY_BUFFER_BYTES / 4);
     let read = tokio::time::timeout(
         client.limits.body_read_timeout,
@@ -446,7 +399,7 @@ async fn read_client_body(client: &mut Client<'_>) -> Result<(), AttemptError> {
             tracing::info!(client = %client.peer, "request body timed out");
             Err(AttemptError::Client(Outcome::Failed {
                 status: StatusCode::REQUEST_TIMEOUT,
-                keep_alive: false,
+                persistence: Persistence::LingeringClose,
             }))
         }
         Ok(Ok(0)) | Ok(Err(_)) => Err(AttemptError::Client(Outcome::ClientGone)),
@@ -454,11 +407,11 @@ async fn read_client_body(client: &mut Client<'_>) -> Result<(), AttemptError> {
     }
 }
 
-fn client_body_error(client: &Client<'_>, error: BodyError) -> AttemptError {
+fn client_body_error<S: Transport>(client: &Client<'_, S>, error: BodyError) -> AttemptError {
     tracing::info!(client = %client.peer, %error, "request body rejected");
     AttemptError::Client(Outcome::Failed {
         status: error.status(),
-        keep_alive: false,
+        persistence: Persistence::LingeringClose,
     })
 }
 

@@ -10,15 +10,16 @@ use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::forward::{Client, Destination, Outcome, RELAY_BUFFER_BYTES};
+use super::exchange::{Client, Destination, Outcome, RELAY_BUFFER_BYTES};
 use super::headers::encode_response_head;
 use super::upstream::{Attempt, Backend};
 use crate::http::body::{BodyDecoder, BodyLimits, ChunkedDecoder, Step};
 use crate::http::date::with_http_date;
+use crate::http::persistence::Persistence;
 use crate::http::request::{Method, RequestHead, Version};
 use crate::http::response_parser::{DeclaredFraming, ParsedResponse};
 use crate::http::writer::{encode_chunk_header, ConnectionState, ResponseFraming};
-use crate::transport::write_all_with_progress;
+use crate::transport::{write_all_with_progress, Transport};
 
 /// Largest body piece copied behind a staged head or chunk header so both leave in one
 /// send(2); larger pieces go out beside it with a vectored write.
@@ -82,8 +83,8 @@ fn framings(method: Method, version: Version, response: &ParsedResponse) -> Fram
 /// it. The head is re-encoded and then skipped in place rather than split off, so that `buf`
 /// stays the sole owner of its memory and is reused for the body instead of reallocated.
 #[allow(clippy::too_many_arguments)]
-pub(super) async fn relay_response(
-    client: &mut Client<'_>,
+pub(super) async fn relay_response<S: Transport>(
+    client: &mut Client<'_, S>,
     head: &RequestHead,
     mut upstream: TcpStream,
     response: ParsedResponse,
@@ -128,7 +129,7 @@ pub(super) async fn relay_response(
         return Outcome::Responded {
             status,
             body_bytes: 0,
-            keep_alive: keep_alive && sent.is_ok(),
+            persistence: Persistence::keep_if(keep_alive && sent.is_ok()),
             backend: backend_name,
         };
     };
@@ -158,7 +159,7 @@ pub(super) async fn relay_response(
             Outcome::Responded {
                 status,
                 body_bytes,
-                keep_alive,
+                persistence: Persistence::keep_if(keep_alive),
                 backend: backend_name,
             }
         }
@@ -169,7 +170,7 @@ pub(super) async fn relay_response(
             Outcome::Responded {
                 status,
                 body_bytes,
-                keep_alive: false,
+                persistence: Persistence::Close,
                 backend: backend_name,
             }
         }
@@ -178,7 +179,7 @@ pub(super) async fn relay_response(
             Outcome::Responded {
                 status,
                 body_bytes,
-                keep_alive: false,
+                persistence: Persistence::Close,
                 backend: backend_name,
             }
         }
@@ -191,8 +192,8 @@ enum RelayError {
 }
 
 /// Relays a response body piece by piece, re-framing it for the client.
-struct Relay<'c, 'a> {
-    client: &'c mut Client<'a>,
+struct Relay<'c, 'a, S> {
+    client: &'c mut Client<'a, S>,
     /// Bytes staged to go out before the next piece of body (the head, chunk framing).
     out: BytesMut,
     chunked: bool,
@@ -200,7 +201,7 @@ struct Relay<'c, 'a> {
     sent: u64,
 }
 
-impl Relay<'_, '_> {
+impl<S: Transport> Relay<'_, '_, S> {
     async fn body(
         &mut self,
         upstream: &mut TcpStream,
@@ -295,6 +296,10 @@ impl Relay<'_, '_> {
         idle_timeout: Duration,
     ) -> Result<bool, RelayError> {
         use super::splice::{relay_body, SpliceError};
+        // Only a plain socket can take pages from a pipe; anything else gets copies.
+        if self.client.stream.as_plain_tcp().is_none() {
+            return Ok(false);
+        }
         let write_timeout = self.client.limits.write_timeout;
         if !self.out.is_empty() {
             let staged =
@@ -303,9 +308,12 @@ impl Relay<'_, '_> {
             self.out.clear();
             staged.map_err(RelayError::Client)?;
         }
+        let Some(client_socket) = self.client.stream.as_plain_tcp() else {
+            return Ok(false);
+        };
         let moved = relay_body(
             upstream,
-            self.client.stream,
+            client_socket,
             len,
             idle_timeout,
             write_timeout,
@@ -372,8 +380,8 @@ impl Relay<'_, '_> {
 
 /// `101 Switching Protocols`: send the head, then copy bytes both ways until either side
 /// closes. The client connection is not reused afterwards.
-pub(super) async fn tunnel(
-    client: &mut Client<'_>,
+pub(super) async fn tunnel<S: Transport>(
+    client: &mut Client<'_, S>,
     mut upstream: TcpStream,
     response: &ParsedResponse,
     response_head: &[u8],
@@ -400,7 +408,7 @@ pub(super) async fn tunnel(
     let outcome = Outcome::Responded {
         status: response.status,
         body_bytes: 0,
-        keep_alive: false,
+        persistence: Persistence::Close,
         backend: Arc::clone(&backend.name),
     };
     if write_all_with_progress(client.stream, &mut &out[..], timeout)

@@ -19,6 +19,7 @@ use crate::http::date::with_http_date;
 use crate::http::error::{BodyError, ParseError};
 use crate::http::lazy_timer::LazyTimer;
 use crate::http::parser::{parse_request, Status};
+use crate::http::persistence::Persistence;
 use crate::http::request::{Method, RequestFraming, RequestHead, Version};
 use crate::http::response::{Response, ResponseBody, StatusCode};
 use crate::http::response_parser::ResponseLimits;
@@ -31,7 +32,7 @@ use crate::routing::Routed;
 use crate::snapshot::SharedSnapshot;
 #[cfg(target_os = "linux")]
 use crate::transport::sendfile;
-use crate::transport::write_all_with_progress;
+use crate::transport::{self, write_all_with_progress, Transport};
 
 /// Response limits when a route names an upstream but no proxy section exists (cannot happen
 /// with a validated config; keeps the lookup total).
@@ -48,13 +49,14 @@ const INLINE_BODY_BYTES: usize = 16 * 1024;
 /// heads fit; the buffer grows up to the head limit.
 const READ_BUFFER_BYTES: usize = buffer_pool::Kind::Read.bytes();
 
-/// Serve one client connection until it closes, fails or the server shuts down.
+/// Serve one client connection until it closes, fails or the server shuts down. `stream`
+/// is any [`Transport`]: plain TCP (with its zero-copy paths) or a stream layered on it.
 ///
 /// The connection's state (about 2 KiB) is boxed here rather than held in the spawned task:
 /// the runtime moves a task's future by value as the task starts and ends, three copies of
 /// the whole state per connection (callgrind: ~900 instructions, more than the allocation).
-pub fn serve_connection(
-    stream: TcpStream,
+pub fn serve_connection<S: Transport>(
+    stream: S,
     peer: SocketAddr,
     snapshot: SharedSnapshot,
     shutdown: watch::Receiver<bool>,
@@ -68,15 +70,14 @@ pub fn serve_connection(
         read_buf: BytesMut::new(),
         write_buf: BytesMut::new(),
         served: 0,
-        unread_input: false,
         head_timer: LazyTimer::default(),
         response_timer: LazyTimer::default(),
     };
     Box::pin(connection.run().instrument(span))
 }
 
-struct Connection {
-    stream: TcpStream,
+struct Connection<S> {
+    stream: S,
     peer: SocketAddr,
     snapshot: SharedSnapshot,
     shutdown: watch::Receiver<bool>,
@@ -84,9 +85,6 @@ struct Connection {
     write_buf: BytesMut,
     /// Requests answered on this connection so far.
     served: u64,
-    /// Whether the client may have sent bytes we did not read (an abandoned body, an error
-    /// mid-request), which calls for a lingering close.
-    unread_input: bool,
     /// The keep-alive and header deadlines.
     head_timer: LazyTimer,
     /// Upstream response-head deadlines (proxied requests only).
@@ -114,16 +112,36 @@ enum Drained {
     Abandoned,
 }
 
-/// Everything the access log and the keep-alive decision need about the request, kept after
-/// the head itself is gone.
+/// Everything the writer, the access log and the keep-alive decision need about the request,
+/// kept after the head itself is gone.
 struct Exchange {
-    method: Method,
+    /// `None` when no request head could be read (a malformed or late head).
+    method: Option<Method>,
     version: Version,
-    keep_alive: bool,
+    /// Every reason so far to keep or close the connection, folded into one.
+    persistence: Persistence,
     started: Instant,
 }
 
-impl Connection {
+impl Exchange {
+    /// The answer to bytes that never became a request head: HTTP/1.1 framing, a body, and a
+    /// lingering close, since the client may still be sending the rest of what it meant.
+    fn without_request() -> Exchange {
+        Exchange {
+            method: None,
+            version: Version::Http11,
+            persistence: Persistence::LingeringClose,
+            started: Instant::now(),
+        }
+    }
+
+    /// Refuse whatever the client may still send after a refused or abandoned body.
+    fn abandon_body(&mut self) {
+        self.persistence = self.persistence.and(Persistence::LingeringClose);
+    }
+}
+
+impl<S: Transport> Connection<S> {
     async fn run(mut self) {
         loop {
             // Limits for reading the head come from the snapshot current while we wait; the
@@ -147,27 +165,32 @@ impl Connection {
                     return;
                 }
             };
-            let keep_going = self.serve_request(head).await;
+            let persistence = self.serve_request(head).await;
             self.served += 1;
-            if !keep_going {
-                let limits = self.snapshot.load().config.server.limits;
-                return self.close(&limits).await;
+            // The one place the connection's fate is decided.
+            match persistence {
+                Persistence::KeepAlive => self.release_idle_buffers(),
+                Persistence::Close | Persistence::LingeringClose => {
+                    let limits = self.snapshot.load().config.server.limits;
+                    return self.close(persistence, &limits).await;
+                }
             }
-            self.release_idle_buffers();
         }
     }
 
-    /// Handle one request end to end. Returns whether the connection stays open.
-    async fn serve_request(&mut self, head: RequestHead) -> bool {
+    /// Handle one request end to end, and say what becomes of the connection.
+    async fn serve_request(&mut self, head: RequestHead) -> Persistence {
         let snapshot = self.snapshot.load_full();
         let config = &snapshot.config;
         let limits = &config.server.limits;
         let mut exchange = Exchange {
-            method: head.method(),
+            method: Some(head.method()),
             version: head.version(),
-            keep_alive: head.wants_keep_alive()
-                && self.served + 1 < limits.max_requests_per_connection
-                && !*self.shutdown.borrow(),
+            persistence: Persistence::keep_if(
+                head.wants_keep_alive()
+                    && self.served + 1 < limits.max_requests_per_connection
+                    && !*self.shutdown.borrow(),
+            ),
             started: Instant::now(),
         };
         let request_span = tracing::debug_span!(
@@ -180,8 +203,7 @@ impl Connection {
             Ok(decoder) => decoder,
             Err(error) => {
                 tracing::info!(parent: &request_span, client = %self.peer, %error, "request body refused");
-                exchange.keep_alive = false;
-                self.unread_input = true;
+                exchange.abandon_body();
                 let response = error_response(error.status(), &config.error_pages);
                 return self
                     .answer(response, &head, &exchange, config, &request_span)
@@ -202,7 +224,7 @@ impl Connection {
                 tracing::error!(parent: &request_span, index = *upstream, "route names an upstream the snapshot lacks");
                 let response =
                     error_response(StatusCode::INTERNAL_SERVER_ERROR, &config.error_pages);
-                exchange.keep_alive = false;
+                exchange.abandon_body();
                 return self
                     .answer(response, &head, &exchange, config, &request_span)
                     .await;
@@ -230,20 +252,17 @@ impl Connection {
         let response = match self.drain_body(decoder, &head, limits).await {
             Ok(Drained::Complete) => response,
             Ok(Drained::Abandoned) => {
-                exchange.keep_alive = false;
-                self.unread_input = true;
+                exchange.abandon_body();
                 response
             }
             Err(DrainError::Body(error)) => {
                 tracing::info!(parent: &request_span, client = %self.peer, %error, "request body rejected");
-                exchange.keep_alive = false;
-                self.unread_input = true;
+                exchange.abandon_body();
                 error_response(error.status(), &config.error_pages)
             }
             Err(DrainError::Timeout) => {
                 tracing::info!(parent: &request_span, client = %self.peer, "request body timed out");
-                exchange.keep_alive = false;
-                self.unread_input = true;
+                exchange.abandon_body();
                 error_response(StatusCode::REQUEST_TIMEOUT, &config.error_pages)
             }
             Err(DrainError::Closed) => {
@@ -256,14 +275,14 @@ impl Connection {
                     &exchange,
                     None,
                 );
-                return false;
+                return Persistence::Close;
             }
         };
         self.answer(response, &head, &exchange, config, &request_span)
             .await
     }
 
-    /// Write a locally made response, log it, and say whether the connection stays open.
+    /// Write a locally made response, log it, and say what becomes of the connection.
     async fn answer(
         &mut self,
         response: Response,
@@ -271,7 +290,7 @@ impl Connection {
         exchange: &Exchange,
         config: &Config,
         request_span: &tracing::Span,
-    ) -> bool {
+    ) -> Persistence {
         let status = response.status;
         let outcome = Box::pin(
             self.write_response(response, exchange, config)
@@ -289,7 +308,10 @@ impl Connection {
             exchange,
             None,
         );
-        outcome.result.is_ok() && exchange.keep_alive
+        // A response that did not get out whole leaves a connection nobody can trust.
+        exchange
+            .persistence
+            .and(Persistence::keep_if(outcome.result.is_ok()))
     }
 
     /// Forward the request to an upstream; errors before a response become error pages.
@@ -300,13 +322,13 @@ impl Connection {
         destination: &Destination<'_>,
         exchange: &mut Exchange,
         config: &Config,
-    ) -> bool {
+    ) -> Persistence {
         let mut client = Client {
             stream: &mut self.stream,
             read_buf: &mut self.read_buf,
             peer: self.peer,
             limits: &config.server.limits,
-            keep_alive: exchange.keep_alive,
+            keep_alive: exchange.persistence.is_keep_alive(),
             response_timer: &mut self.response_timer,
         };
         // Boxed: inline, the proxy's state would size every connection's task, idle or not.
@@ -314,7 +336,7 @@ impl Connection {
             Outcome::Responded {
                 status,
                 body_bytes,
-                keep_alive,
+                persistence,
                 backend,
             } => {
                 self.log_access(
@@ -325,11 +347,13 @@ impl Connection {
                     exchange,
                     Some(&backend),
                 );
-                keep_alive && exchange.keep_alive
+                exchange.persistence.and(persistence)
             }
-            Outcome::Failed { status, keep_alive } => {
-                exchange.keep_alive &= keep_alive;
-                self.unread_input |= !keep_alive;
+            Outcome::Failed {
+                status,
+                persistence,
+            } => {
+                exchange.persistence = exchange.persistence.and(persistence);
                 let mut response = error_response(status, &config.error_pages);
                 if status == StatusCode::SERVICE_UNAVAILABLE {
                     // Every backend is at its concurrency cap: a moment later may do.
@@ -340,7 +364,7 @@ impl Connection {
             }
             Outcome::ClientGone => {
                 self.log_access(config, Some(head), CLIENT_CLOSED_REQUEST, 0, exchange, None);
-                false
+                Persistence::Close
             }
         }
     }
@@ -410,7 +434,7 @@ impl Connection {
                 // the task wakes for them, the deadline's timer is never registered.
                 tokio::select! {
                     biased;
-                    ready = self.stream.readable() => ready.map_err(HeadError::Io)?,
+                    ready = transport::readable(&mut self.stream) => ready.map_err(HeadError::Io)?,
                     () = self.head_timer.until(deadline) => {
                         return Err(if before == 0 { HeadError::Closed } else { HeadError::Timeout });
                     }
@@ -488,17 +512,20 @@ impl Connection {
         buffer_pool::give_back(buffer_pool::Kind::Read, std::mem::take(&mut self.read_buf));
     }
 
-    /// Drop CR and LF bytes at the start of the buffer, between requests.
+    /// Drop the empty lines (whole CRLF pairs) at the start of the buffer, between requests:
+    /// RFC 9112 §2.2 lets a client send them after a body, and they must not swap the
+    /// keep-alive wait for the head timeout. Nothing else is skipped: a bare CR or LF stays
+    /// for the parser to refuse, exactly as it would before the first request.
     fn skip_empty_lines(&mut self) {
         if self.served == 0 {
             return;
         }
-        let blank = self
+        let pairs = self
             .read_buf
-            .iter()
-            .take_while(|&&b| b == b'\r' || b == b'\n')
+            .chunks_exact(2)
+            .take_while(|pair| *pair == b"\r\n")
             .count();
-        self.read_buf.advance(blank);
+        self.read_buf.advance(pairs * 2);
     }
 
     /// Read and discard the request body the handler did not consume, so the next pipelined
@@ -583,7 +610,7 @@ impl Connection {
         };
         let connection = ConnectionState {
             request_version: exchange.version,
-            keep_alive: exchange.keep_alive,
+            keep_alive: exchange.persistence.is_keep_alive(),
         };
         self.write_buf.clear();
         with_http_date(|date| {
@@ -596,7 +623,7 @@ impl Connection {
                 date,
             )
         });
-        let send_body = exchange.method != Method::Head && !status.is_bodyless();
+        let send_body = exchange.method != Some(Method::Head) && !status.is_bodyless();
         let write_timeout = config.server.limits.write_timeout;
         match body {
             ResponseBody::Full(bytes) if send_body => {
@@ -628,22 +655,48 @@ impl Connection {
         }
     }
 
-    /// Stream `len` bytes of `file` from `offset`, one bounded piece at a time: memory per
-    /// response is one piece, whatever the file size. The head already in the write buffer
-    /// goes out with the first piece.
-    #[cfg(target_os = "linux")]
+    /// Send `len` bytes of `file` from `offset` behind the head in the write buffer: with
+    /// `sendfile(2)` on a plain socket (Linux), else copied one bounded piece at a time.
+    /// Memory per response is one piece at most, whatever the file size.
     async fn stream_file(
         &mut self,
         file: std::fs::File,
         offset: u64,
         len: u64,
-        _piece: usize,
+        piece: usize,
+        write_timeout: Duration,
+    ) -> WriteOutcome {
+        #[cfg(target_os = "linux")]
+        if let Some(socket) = self.stream.as_plain_tcp() {
+            return Self::send_file(
+                socket,
+                &mut self.write_buf,
+                file,
+                offset,
+                len,
+                write_timeout,
+            )
+            .await;
+        }
+        self.copy_file(file, offset, len, piece, write_timeout)
+            .await
+    }
+
+    /// The head goes out with `MSG_MORE` and the file with `sendfile(2)`: no copy of the file
+    /// through user space.
+    #[cfg(target_os = "linux")]
+    async fn send_file(
+        socket: &mut TcpStream,
+        write_buf: &mut BytesMut,
+        file: std::fs::File,
+        offset: u64,
+        len: u64,
         write_timeout: Duration,
     ) -> WriteOutcome {
         let mut sent = 0;
         let result = sendfile::send_file(
-            &mut self.stream,
-            &self.write_buf,
+            socket,
+            write_buf,
             &file,
             offset,
             len,
@@ -651,15 +704,16 @@ impl Connection {
             &mut sent,
         )
         .await;
-        self.write_buf.clear();
+        write_buf.clear();
         WriteOutcome {
             body_bytes: sent,
             result,
         }
     }
 
-    #[cfg(not(target_os = "linux"))]
-    async fn stream_file(
+    /// Read and write the file one piece at a time (streams that are not a plain socket, and
+    /// systems without `sendfile`).
+    async fn copy_file(
         &mut self,
         mut file: std::fs::File,
         offset: u64,
@@ -723,12 +777,7 @@ impl Connection {
     /// Answer a connection-level error with its page, then close.
     async fn fail(mut self, status: StatusCode, config: &Config) {
         let response = error_response(status, &config.error_pages);
-        let exchange = Exchange {
-            method: Method::Get,
-            version: Version::Http11,
-            keep_alive: false,
-            started: Instant::now(),
-        };
+        let exchange = Exchange::without_request();
         let outcome = self.write_response(response, &exchange, config).await;
         self.log_access(
             config,
@@ -738,16 +787,22 @@ impl Connection {
             &exchange,
             None,
         );
-        self.unread_input = true;
-        self.close(&config.server.limits).await;
+        self.close(exchange.persistence, &config.server.limits)
+            .await;
     }
 
-    /// Half-close, then, if the client may still be sending, read and discard for a moment so
-    /// it receives our last response instead of a reset caused by its unread bytes (nginx's
-    /// lingering close). A client whose every byte was read gets a plain close.
-    async fn close(mut self, limits: &ConnectionLimits) {
-        if !self.unread_input && self.read_buf.is_empty() {
-            // Dropping the socket sends the FIN; no half-close needed first.
+    /// Close as `how` says. A lingering close half-closes, then reads and discards for a
+    /// moment so the client receives our last response instead of a reset caused by its
+    /// unread bytes (nginx's lingering close); so does a plain close that finds unread bytes
+    /// (a pipelined request behind one that closes the connection).
+    async fn close(mut self, how: Persistence, limits: &ConnectionLimits) {
+        let linger = how == Persistence::LingeringClose || !self.read_buf.is_empty();
+        if !linger {
+            // On a plain socket dropping it sends the FIN; a layered stream (TLS) has a
+            // goodbye of its own to say first, within the write timeout.
+            if self.stream.as_plain_tcp().is_none() {
+                let _ = tokio::time::timeout(limits.write_timeout, self.stream.shutdown()).await;
+            }
             return;
         }
         if self.stream.shutdown().await.is_err() {
@@ -764,12 +819,12 @@ impl Connection {
     }
 }
 
-impl Drop for Connection {
+impl<S> Drop for Connection<S> {
     /// The read buffer goes to the next connection on this thread rather than back to the
     /// allocator: with a new connection per request, allocating 8 KiB afresh each time cost
     /// about 1,000 instructions per connection (callgrind).
     fn drop(&mut self) {
-        self.give_back_read_buf();
+        buffer_pool::give_back(buffer_pool::Kind::Read, std::mem::take(&mut self.read_buf));
     }
 }
 
@@ -787,4 +842,153 @@ enum DrainError {
     Body(BodyError),
     Timeout,
     Closed,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, DuplexStream, ReadBuf};
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::snapshot::Snapshot;
+
+    /// A byte stream that is no socket, as a TLS stream will be: no zero-copy path applies.
+    struct Pipe(DuplexStream);
+
+    impl AsyncRead for Pipe {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.0).poll_read(cx, buf)
+        }
+    }
+
+    impl tokio::io::AsyncWrite for Pipe {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Pin::new(&mut self.0).poll_write(cx, buf)
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.0).poll_flush(cx)
+        }
+
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.0).poll_shutdown(cx)
+        }
+    }
+
+    impl Transport for Pipe {}
+
+    /// Body bytes that no piece size divides evenly, so a lost or repeated piece shows.
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i % 251) as u8).collect()
+    }
+
+    /// A backend that answers one request with `body` under Content-Length: long enough that
+    /// a plain socket would take the `splice(2)` path.
+    async fn one_shot_backend(body: Vec<u8>) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind backend");
+        let addr = listener.local_addr().expect("backend address");
+        tokio::spawn(async move {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                match socket.read(&mut byte).await {
+                    Ok(1) => head.push(byte[0]),
+                    _ => return,
+                }
+            }
+            let response = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+            let _ = socket.write_all(response.as_bytes()).await;
+            let _ = socket.write_all(&body).await;
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn serves_files_and_proxied_bodies_over_a_stream_that_is_not_a_socket() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("public");
+        std::fs::create_dir(&root).expect("root");
+        std::fs::write(root.join("index.html"), b"<p>hi</p>\n").expect("index");
+        let file = pattern(100_003);
+        std::fs::write(root.join("big.bin"), &file).expect("big file");
+        let proxied = pattern(70_001);
+        let backend = one_shot_backend(proxied.clone()).await;
+        let yaml = format!(
+            "server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: \"{}\"\n  \
+             read_chunk_bytes: 4096\n  cache_max_file_bytes: 1024\n\
+             proxy:\n  backends:\n    - name: b\n      address: \"{backend}\"\n\
+             routes:\n  - path_prefix: \"/api\"\n    upstream: \"default\"\n  \
+             - path_prefix: \"/\"\n    static: true\n",
+            root.display()
+        );
+        let path = dir.path().join("config.yaml");
+        let config = Config::from_yaml(&yaml, &path, dir.path()).expect("config");
+        let (mut client, server) = tokio::io::duplex(16 * 1024);
+        let (_stop, shutdown) = watch::channel(false);
+        let peer: SocketAddr = "127.0.0.1:9".parse().expect("peer");
+        let task = tokio::spawn(serve_connection(
+            Pipe(server),
+            peer,
+            Snapshot::shared(config),
+            shutdown,
+        ));
+        client
+            .write_all(
+                b"GET / HTTP/1.1\r\nHost: t\r\n\r\n\
+                  GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n\
+                  GET /api/x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+            )
+            .await
+            .expect("send");
+        let mut received = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut received))
+            .await
+            .expect("the connection closes after the last response")
+            .expect("read");
+        task.await.expect("connection task");
+
+        let mut expected = Vec::new();
+        for body in [&b"<p>hi</p>\n"[..], &file, &proxied] {
+            expected.push(body);
+        }
+        let mut rest = &received[..];
+        for (i, body) in expected.iter().enumerate() {
+            let head_end = rest
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .unwrap_or_else(|| panic!("response {i} has no complete head"))
+                + 4;
+            let head = String::from_utf8_lossy(&rest[..head_end]).to_ascii_lowercase();
+            assert!(head.starts_with("http/1.1 200"), "response {i}: {head}");
+            assert!(
+                head.contains(&format!("content-length: {}\r\n", body.len())),
+                "response {i}: {head}"
+            );
+            let end = head_end + body.len();
+            assert!(rest.len() >= end, "response {i} cut short");
+            assert!(rest[head_end..end] == **body, "response {i}: body differs");
+            rest = &rest[end..];
+        }
+        assert!(
+            rest.is_empty(),
+            "{} stray bytes after the last response",
+            rest.len()
+        );
+    }
 }

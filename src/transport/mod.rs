@@ -43,8 +43,8 @@ impl Transport for TcpStream {
 }
 
 /// Wait until `stream` has something to read (see [`Transport::poll_read_ready`]).
-pub async fn readable<S: Transport>(stream: &S) -> io::Result<()> {
-    std::future::poll_fn(|cx| stream.poll_read_ready(cx)).await
+pub async fn readable<S: Transport>(stream: &mut S) -> io::Result<()> {
+    std::future::poll_fn(move |cx| stream.poll_read_ready(cx)).await
 }
 
 /// Write all of `out`, failing only when the peer accepts nothing for `write_timeout`: a slow
