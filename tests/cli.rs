@@ -50,6 +50,51 @@ fn version_prints_the_crate_version() {
     assert!(String::from_utf8_lossy(&output.stdout).contains(env!("CARGO_PKG_VERSION")));
 }
 
+/// The commit `build.rs` embeds, as `git` sees it now: the full hash of HEAD when this crate
+/// is the top of a git checkout, `None` when the binary must say `unknown` (no `git`, no
+/// checkout, or a crate inside some other repository).
+fn head_commit() -> Option<String> {
+    let git = |args: &[&str]| {
+        let output = Command::new("git")
+            .arg("-C")
+            .arg(repo())
+            .args(args)
+            .output()
+            .ok()?;
+        let text = String::from_utf8(output.stdout).ok()?.trim().to_string();
+        (output.status.success() && !text.is_empty()).then_some(text)
+    };
+    let top = git(&["rev-parse", "--show-toplevel"])?;
+    let is_top = Path::new(&top).canonicalize().ok()? == repo().canonicalize().ok()?;
+    is_top.then(|| git(&["rev-parse", "HEAD"])).flatten()
+}
+
+/// Asserts that `commit`, as the binary printed it, is the commit it was built from.
+fn assert_is_head_commit(commit: &str, context: &str) {
+    match head_commit() {
+        Some(full) => assert!(
+            commit.len() >= 7
+                && commit.bytes().all(|b| b.is_ascii_hexdigit())
+                && full.starts_with(commit),
+            "commit {commit:?} is not HEAD ({full}): {context}"
+        ),
+        None => assert_eq!(commit, "unknown", "{context}"),
+    }
+}
+
+#[test]
+fn version_names_the_commit_it_was_built_from() {
+    let output = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let commit = stdout
+        .trim()
+        .strip_prefix(concat!("sentinel ", env!("CARGO_PKG_VERSION"), " (commit "))
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("not `sentinel VERSION (commit HASH)`: {stdout:?}"));
+    assert_is_head_commit(commit, &stdout);
+}
+
 #[test]
 fn missing_config_fails_fast_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
