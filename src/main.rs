@@ -23,9 +23,21 @@ const VERSION: &str = concat!(
     ")"
 );
 
+/// What `--help` says after the options: what the process reads besides its arguments.
+const AFTER_HELP: &str = "\
+Environment:
+  LISTEN=IP:PORT     Overrides server.listen_addr (when set and non-empty)
+  RUST_LOG=FILTER    Overrides logging.level (tracing directives: info, debug, ...)
+
+Signals:
+  SIGHUP             Reload the configuration (changing the file reloads it too)
+  SIGINT, SIGTERM    Stop accepting, let in-flight requests finish (up to
+                     server.drain_timeout_ms), then exit 0; a second one exits at
+                     once with status 1";
+
 /// HTTP/1.1 web server and adaptive reverse proxy.
 #[derive(Debug, Parser)]
-#[command(name = "sentinel", version = VERSION, about)]
+#[command(name = "sentinel", version = VERSION, about, after_help = AFTER_HELP)]
 struct Cli {
     /// Configuration file.
     #[arg(short, long, value_name = "PATH", default_value = "config.yaml")]

@@ -96,6 +96,27 @@ fn version_names_the_commit_it_was_built_from() {
 }
 
 #[test]
+fn help_names_the_environment_variables_and_signals() {
+    let output = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for needle in [
+        "LISTEN",
+        "server.listen_addr",
+        "RUST_LOG",
+        "logging.level",
+        "SIGHUP",
+        "SIGINT",
+        "SIGTERM",
+    ] {
+        assert!(
+            help.contains(needle),
+            "--help does not mention {needle}:\n{help}"
+        );
+    }
+}
+
+#[test]
 fn missing_config_fails_fast_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let output = Command::new(BIN).current_dir(dir.path()).output().unwrap();
