@@ -1,5 +1,5 @@
-//! The `sentinel` binary: `--check`, `--version`, `LISTEN`, startup failures and a clean
-//! stop on SIGTERM. Runs the real executable.
+//! The `sentinel` binary: `--check`, `--version`, `--help`, `LISTEN`, startup failures, what
+//! its log lines say, and a clean stop on SIGTERM. Runs the real executable.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -554,5 +554,42 @@ fn two_workers_serve_reload_and_drain(runtime: &str) {
             matches!(read, Ok(0)) || read.is_err(),
             "closed by the drain: {read:?}"
         );
+    }
+}
+
+/// Regression: the watch line logged `file=Some("config.yaml")`, Rust's debug formatting of an
+/// `Option`. Paths are logged as paths, and the `listening` line names the commit.
+#[cfg(unix)]
+#[test]
+fn log_lines_show_paths_and_the_commit_not_debug_formatting() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, mut lines, listening) = start_with_config(
+        dir.path(),
+        &format!(
+            "server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: \"{}\"\n\
+             logging:\n  level: \"info\"\n",
+            repo().join("public").display()
+        ),
+    );
+    let commit = listening
+        .split("commit=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no commit= in the listening line: {listening}"))
+        .trim_matches('"');
+    assert_is_head_commit(commit, &listening);
+
+    let config = dir.path().join("config.yaml");
+    let file_field = format!("file={}", config.display());
+    let watching = next_line(&mut lines, |line| line.contains("watching the config"));
+    assert!(watching.contains(&file_field), "{watching}");
+    signal(&child, "HUP");
+    let reloaded = next_line(&mut lines, |line| line.contains("config reloaded"));
+    assert!(reloaded.contains(&file_field), "{reloaded}");
+    signal(&child, "TERM");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(child.wait().unwrap().success());
+    for line in [&listening, &watching, &reloaded].into_iter().chain(&rest) {
+        assert!(!line.contains("Some("), "debug-formatted Option: {line}");
     }
 }
