@@ -7,8 +7,15 @@
     ports 3000, 3001, 3002 (override with -Ports or the BACKEND_PORTS
     environment variable, e.g. $env:BACKEND_PORTS = "4000 4001 4002"),
     waits for Sentinel to answer at -SentinelUrl, then sends -Requests
-    requests and shows which backend answered each one. The backends this
+    requests to -SentinelUrl + -ProxyPrefix + /hello and shows which backend
+    answered each one, and prints more requests to try. The backends this
     script started are stopped at the end, also on Ctrl-C or error.
+
+    -ProxyPrefix (or the PROXY_PREFIX environment variable) is the path
+    prefix Sentinel proxies to these backends: /api by default, as in
+    docs/examples/proxy-demo.yaml, which strips it (/api/hello reaches a
+    backend as /hello). Pass -ProxyPrefix '' for a config that proxies every
+    path.
 
     Works with Windows PowerShell 5.1 and PowerShell 7+.
 
@@ -16,11 +23,14 @@
     .\test_proxy.ps1
 .EXAMPLE
     .\test_proxy.ps1 -Requests 20 -SentinelUrl http://127.0.0.1:9090/
+.EXAMPLE
+    .\test_proxy.ps1 -ProxyPrefix ''
 #>
 [CmdletBinding()]
 param(
     [int[]]  $Ports,
     [string] $SentinelUrl = 'http://127.0.0.1:8080/',
+    [string] $ProxyPrefix,
     [int]    $Requests = 10,
     [int]    $WaitSeconds = 30,
     [string] $Python,
@@ -36,6 +46,14 @@ if (-not $Ports) {
         $Ports = 3000, 3001, 3002
     }
 }
+
+# An unset [string] parameter is '', so ask whether it was passed: '' is a valid prefix.
+if (-not $PSBoundParameters.ContainsKey('ProxyPrefix')) {
+    if ($null -ne $env:PROXY_PREFIX) { $ProxyPrefix = $env:PROXY_PREFIX } else { $ProxyPrefix = '/api' }
+}
+# Where requests go. The demo config strips the prefix, so $api/hello reaches a backend as /hello.
+$api = $SentinelUrl.TrimEnd('/') + $ProxyPrefix
+$requestUrl = "$api/hello"
 
 # Pick a Python 3 interpreter: -Python, $env:PYTHON, then python / python3 / py.
 if (-not $Python) { $Python = $env:PYTHON }
@@ -95,7 +113,8 @@ try {
         Write-Host ("  backend{0}  http://127.0.0.1:{1}/" -f ($i + 1), $Ports[$i])
     }
     Write-Host ''
-    Write-Host "Point Sentinel's upstream pool at these addresses and start it."
+    Write-Host "Start Sentinel with a config that proxies $ProxyPrefix/ to these addresses"
+    Write-Host '(docs/examples/proxy-demo.yaml does, with the default ports).'
     Write-Host "Waiting up to $WaitSeconds s for Sentinel at $SentinelUrl ..."
 
     $deadline = (Get-Date).AddSeconds($WaitSeconds)
@@ -107,7 +126,7 @@ try {
     $counts = @{}
     for ($n = 1; $n -le $Requests; $n++) {
         try {
-            $response = Invoke-WebRequest -Uri $SentinelUrl -UseBasicParsing -TimeoutSec 10
+            $response = Invoke-WebRequest -Uri $requestUrl -UseBasicParsing -TimeoutSec 10
             $backend = Get-BackendName $response
             Write-Host ("{0,3}: {1} {2}" -f $n, [int]$response.StatusCode, $backend)
         } catch {
@@ -129,6 +148,17 @@ try {
     foreach ($key in ($counts.Keys | Sort-Object)) {
         Write-Host ("  {0,-20} {1}" -f $key, $counts[$key])
     }
+
+    Write-Host ''
+    Write-Host 'More to try:'
+    Write-Host "  Invoke-RestMethod $api/hello                  # JSON says which backend answered"
+    Write-Host "  (Invoke-WebRequest $api/hello -UseBasicParsing).Headers['X-Backend']"
+    Write-Host "  Invoke-RestMethod '$api/slow?ms=500'          # a slow request"
+    Write-Host "  try { Invoke-WebRequest $api/status/503 -UseBasicParsing } catch { [int]`$_.Exception.Response.StatusCode }  # an upstream error status"
+    Write-Host "  (Invoke-WebRequest $api/bytes/1048576 -UseBasicParsing).RawContentLength  # a 1 MiB streamed body"
+    Write-Host "  Invoke-RestMethod $api/echo -Method Post -Body 'hi'  # request body echoed back"
+    Write-Host ''
+    Write-Host 'Stop one backend (Stop-Process -Id <PID>) to watch Sentinel route around it.'
 
     if (-not $NoPrompt) {
         Write-Host ''

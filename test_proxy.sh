@@ -12,6 +12,9 @@
 #   BACKEND_PORTS  space-separated ports   (default "3000 3001 3002")
 #   PYTHON         Python 3 interpreter    (default python3)
 #   SENTINEL_URL   where Sentinel listens  (default http://127.0.0.1:8080)
+#   PROXY_PREFIX   the path prefix Sentinel proxies to these backends, as in
+#                  the request hints printed below (default /api, as in
+#                  docs/examples/proxy-demo.yaml; empty when it proxies every path)
 
 set -u
 
@@ -19,6 +22,10 @@ SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 BACKEND="$SCRIPT_DIR/backend_server.py"
 PYTHON="${PYTHON:-python3}"
 SENTINEL_URL="${SENTINEL_URL:-http://127.0.0.1:8080}"
+PROXY_PREFIX="${PROXY_PREFIX-/api}"
+# Where the hints send requests. The demo config strips the prefix, so
+# $API/hello reaches a backend as /hello.
+API="${SENTINEL_URL%/}$PROXY_PREFIX"
 read -r -a PORTS <<< "${BACKEND_PORTS:-3000 3001 3002}"
 
 PIDS=()
@@ -81,16 +88,17 @@ cat <<INFO
 Backends are running:
 $(for idx in "${!PORTS[@]}"; do echo "  backend$((idx + 1))  http://127.0.0.1:${PORTS[$idx]}/"; done)
 
-Point Sentinel's upstream pool at the addresses above, start it, then try:
+Start Sentinel with a config that proxies ${PROXY_PREFIX}/ to the addresses
+above (docs/examples/proxy-demo.yaml does, with the default ports), then try:
 
-  curl -s $SENTINEL_URL/                       # JSON says which backend answered
-  curl -si $SENTINEL_URL/ | grep -i x-backend  # or look at the X-Backend header
-  for i in \$(seq 10); do curl -s -o /dev/null -D - $SENTINEL_URL/ | grep -i x-backend; done
+  curl -s $API/hello                       # JSON says which backend answered
+  curl -si $API/hello | grep -i x-backend  # or look at the X-Backend header
+  for i in \$(seq 10); do curl -s -o /dev/null -D - $API/hello | grep -i x-backend; done
 
-  curl -s "$SENTINEL_URL/slow?ms=500"          # a slow request
-  curl -s $SENTINEL_URL/status/503             # an upstream error status
-  curl -s $SENTINEL_URL/bytes/1048576 | wc -c  # a 1 MiB streamed body
-  curl -s --data-binary 'hi' $SENTINEL_URL/echo  # request body echoed back
+  curl -s "$API/slow?ms=500"               # a slow request
+  curl -s -o /dev/null -w '%{http_code}\\n' $API/status/503  # an upstream error status
+  curl -s $API/bytes/1048576 | wc -c       # a 1 MiB streamed body
+  curl -s --data-binary 'hi' $API/echo     # request body echoed back
 
 Stop one backend (kill <PID>) to watch Sentinel route around it.
 Press Ctrl-C to stop all backends.

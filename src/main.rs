@@ -12,9 +12,32 @@ use sentinel::config::{Config, RuntimeLayout};
 use sentinel::reload::{self, Reloader};
 use sentinel::server::Server;
 
+/// The commit the binary was built from (`build.rs`), or `unknown` outside a git checkout.
+const COMMIT: &str = env!("SENTINEL_COMMIT");
+
+/// `--version`: `sentinel 0.1.0 (commit 1a2b3c4)`.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("SENTINEL_COMMIT"),
+    ")"
+);
+
+/// What `--help` says after the options: what the process reads besides its arguments.
+const AFTER_HELP: &str = "\
+Environment:
+  LISTEN=IP:PORT     Overrides server.listen_addr (when set and non-empty)
+  RUST_LOG=FILTER    Overrides logging.level (tracing directives: info, debug, ...)
+
+Signals:
+  SIGHUP             Reload the configuration (changing the file reloads it too)
+  SIGINT, SIGTERM    Stop accepting, let in-flight requests finish (up to
+                     server.drain_timeout_ms), then exit 0; a second one exits at
+                     once with status 1";
+
 /// HTTP/1.1 web server and adaptive reverse proxy.
 #[derive(Debug, Parser)]
-#[command(name = "sentinel", version, about)]
+#[command(name = "sentinel", version = VERSION, about, after_help = AFTER_HELP)]
 struct Cli {
     /// Configuration file.
     #[arg(short, long, value_name = "PATH", default_value = "config.yaml")]
@@ -89,7 +112,14 @@ async fn serve(server: Server, path: PathBuf, listen: Option<String>) -> anyhow:
             _ => (current.metrics().num_workers(), "shared"),
         },
     };
-    tracing::info!(addr = %local, workers, runtime, version = env!("CARGO_PKG_VERSION"), "listening");
+    tracing::info!(
+        addr = %local,
+        workers,
+        runtime,
+        version = env!("CARGO_PKG_VERSION"),
+        commit = COMMIT,
+        "listening"
+    );
     if let Some(admin_addr) = server.handle().config.load().config.admin_listen_addr {
         let listener = sentinel::admin::bind(admin_addr)
             .await

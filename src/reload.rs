@@ -164,7 +164,6 @@ fn startup_keys_changed(current: &Config, next: &Config) -> Vec<&'static str> {
 /// seen.
 pub fn watch(reloader: Arc<Reloader>) -> notify::Result<()> {
     let (events_tx, mut events) = mpsc::unbounded_channel::<()>();
-    let file_name = reloader.path.file_name().map(|n| n.to_os_string());
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         // Any event in the directory may be ours (a symlink swap renames a sibling), but
         // access events are not changes.
@@ -176,7 +175,11 @@ pub fn watch(reloader: Arc<Reloader>) -> notify::Result<()> {
     })?;
     let dir = watch_dir(&reloader.path);
     watcher.watch(&dir, RecursiveMode::NonRecursive)?;
-    tracing::info!(dir = %dir.display(), file = ?file_name, "watching the config for changes");
+    tracing::info!(
+        dir = %dir.display(),
+        file = %reloader.path.display(),
+        "watching the config for changes"
+    );
     tokio::spawn(async move {
         // The watcher lives as long as this task.
         let _watcher = watcher;

@@ -1,5 +1,5 @@
-//! The `sentinel` binary: `--check`, `--version`, `LISTEN`, startup failures and a clean
-//! stop on SIGTERM. Runs the real executable.
+//! The `sentinel` binary: `--check`, `--version`, `--help`, `LISTEN`, startup failures, what
+//! its log lines say, and a clean stop on SIGTERM. Runs the real executable.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -48,6 +48,72 @@ fn version_prints_the_crate_version() {
     let output = Command::new(BIN).arg("--version").output().unwrap();
     assert!(output.status.success());
     assert!(String::from_utf8_lossy(&output.stdout).contains(env!("CARGO_PKG_VERSION")));
+}
+
+/// The commit `build.rs` embeds, as `git` sees it now: the full hash of HEAD when this crate
+/// is the top of a git checkout, `None` when the binary must say `unknown` (no `git`, no
+/// checkout, or a crate inside some other repository).
+fn head_commit() -> Option<String> {
+    let git = |args: &[&str]| {
+        let output = Command::new("git")
+            .arg("-C")
+            .arg(repo())
+            .args(args)
+            .output()
+            .ok()?;
+        let text = String::from_utf8(output.stdout).ok()?.trim().to_string();
+        (output.status.success() && !text.is_empty()).then_some(text)
+    };
+    let top = git(&["rev-parse", "--show-toplevel"])?;
+    let is_top = Path::new(&top).canonicalize().ok()? == repo().canonicalize().ok()?;
+    is_top.then(|| git(&["rev-parse", "HEAD"])).flatten()
+}
+
+/// Asserts that `commit`, as the binary printed it, is the commit it was built from.
+fn assert_is_head_commit(commit: &str, context: &str) {
+    match head_commit() {
+        Some(full) => assert!(
+            commit.len() >= 7
+                && commit.bytes().all(|b| b.is_ascii_hexdigit())
+                && full.starts_with(commit),
+            "commit {commit:?} is not HEAD ({full}): {context}"
+        ),
+        None => assert_eq!(commit, "unknown", "{context}"),
+    }
+}
+
+#[test]
+fn version_names_the_commit_it_was_built_from() {
+    let output = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let commit = stdout
+        .trim()
+        .strip_prefix(concat!("sentinel ", env!("CARGO_PKG_VERSION"), " (commit "))
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("not `sentinel VERSION (commit HASH)`: {stdout:?}"));
+    assert_is_head_commit(commit, &stdout);
+}
+
+#[test]
+fn help_names_the_environment_variables_and_signals() {
+    let output = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for needle in [
+        "LISTEN",
+        "server.listen_addr",
+        "RUST_LOG",
+        "logging.level",
+        "SIGHUP",
+        "SIGINT",
+        "SIGTERM",
+    ] {
+        assert!(
+            help.contains(needle),
+            "--help does not mention {needle}:\n{help}"
+        );
+    }
 }
 
 #[test]
@@ -488,5 +554,42 @@ fn two_workers_serve_reload_and_drain(runtime: &str) {
             matches!(read, Ok(0)) || read.is_err(),
             "closed by the drain: {read:?}"
         );
+    }
+}
+
+/// Regression: the watch line logged `file=Some("config.yaml")`, Rust's debug formatting of an
+/// `Option`. Paths are logged as paths, and the `listening` line names the commit.
+#[cfg(unix)]
+#[test]
+fn log_lines_show_paths_and_the_commit_not_debug_formatting() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, mut lines, listening) = start_with_config(
+        dir.path(),
+        &format!(
+            "server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: \"{}\"\n\
+             logging:\n  level: \"info\"\n",
+            repo().join("public").display()
+        ),
+    );
+    let commit = listening
+        .split("commit=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no commit= in the listening line: {listening}"))
+        .trim_matches('"');
+    assert_is_head_commit(commit, &listening);
+
+    let config = dir.path().join("config.yaml");
+    let file_field = format!("file={}", config.display());
+    let watching = next_line(&mut lines, |line| line.contains("watching the config"));
+    assert!(watching.contains(&file_field), "{watching}");
+    signal(&child, "HUP");
+    let reloaded = next_line(&mut lines, |line| line.contains("config reloaded"));
+    assert!(reloaded.contains(&file_field), "{reloaded}");
+    signal(&child, "TERM");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(child.wait().unwrap().success());
+    for line in [&listening, &watching, &reloaded].into_iter().chain(&rest) {
+        assert!(!line.contains("Some("), "debug-formatted Option: {line}");
     }
 }
