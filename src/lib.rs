@@ -6,6 +6,7 @@ pub mod balance;
 pub mod buffer_pool;
 pub mod config;
 pub mod dispatch;
+pub mod fault;
 pub mod http;
 pub mod limits;
 pub mod logging;

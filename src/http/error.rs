@@ -1,9 +1,8 @@
-//! Typed errors of the HTTP layer and the one table that maps them to response statuses.
-
-use super::response::StatusCode;
+//! Typed errors of the HTTP layer. What the client is answered for each is decided by the
+//! error table (`fault.rs`), not here.
 
 /// Why a request head was rejected. Small and `Copy` so the parser stays allocation-free;
-/// the connection logs it and answers with [`ParseError::status`].
+/// the connection logs it and answers with the status the error table gives it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
     #[error("request line longer than the limit")]
@@ -58,43 +57,6 @@ pub enum ParseError {
     InvalidStatusLine,
 }
 
-impl ParseError {
-    /// The status a client gets for this error. RFC 9112/9110 section in each arm's reason.
-    pub fn status(self) -> StatusCode {
-        match self {
-            ParseError::RequestLineTooLong => StatusCode::URI_TOO_LONG,
-            ParseError::HeadTooLarge | ParseError::TooManyHeaders => {
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
-            }
-            // RFC 9112 §6.1: a transfer coding the server does not understand.
-            ParseError::UnsupportedTransferCoding => StatusCode::NOT_IMPLEMENTED,
-            ParseError::UnsupportedVersion => StatusCode::HTTP_VERSION_NOT_SUPPORTED,
-            // RFC 9110 §10.1.1: an expectation we cannot meet.
-            ParseError::UnsupportedExpectation => StatusCode::EXPECTATION_FAILED,
-            ParseError::InvalidRequestLine
-            | ParseError::InvalidMethod
-            | ParseError::InvalidTarget
-            | ParseError::InvalidVersion
-            | ParseError::BareLineFeed
-            | ParseError::BareCarriageReturn
-            | ParseError::ObsoleteLineFolding
-            | ParseError::WhitespaceBeforeColon
-            | ParseError::InvalidHeaderName
-            | ParseError::InvalidHeaderValue
-            | ParseError::InvalidContentLength
-            | ParseError::ConflictingContentLength
-            | ParseError::TransferEncodingWithContentLength
-            | ParseError::TransferEncodingInHttp10
-            | ParseError::InvalidTransferEncoding
-            | ParseError::MissingHost
-            | ParseError::DuplicateHost
-            | ParseError::InvalidHost => StatusCode::BAD_REQUEST,
-            // Only upstream responses have a status line: the client gets 502 for it.
-            ParseError::InvalidStatusLine => StatusCode::BAD_GATEWAY,
-        }
-    }
-}
-
 /// Why a message body could not be decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum BodyError {
@@ -114,19 +76,4 @@ pub enum BodyError {
     TrailersTooLarge,
     #[error("body larger than the limit")]
     BodyTooLarge,
-}
-
-impl BodyError {
-    pub fn status(self) -> StatusCode {
-        match self {
-            BodyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            BodyError::TrailersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            BodyError::InvalidChunkSize
-            | BodyError::ChunkSizeOverflow
-            | BodyError::ChunkExtensionTooLong
-            | BodyError::InvalidChunkExtension
-            | BodyError::InvalidChunkTerminator
-            | BodyError::InvalidTrailer => StatusCode::BAD_REQUEST,
-        }
-    }
 }

@@ -202,7 +202,6 @@ fn h1_004_versions() {
     for v in ["HTTP/2.0", "HTTP/0.9", "HTTP/3.0"] {
         let input = format!("GET / {v}\r\nHost: a\r\n\r\n");
         assert_eq!(error(input.as_bytes()), E::UnsupportedVersion, "{v}");
-        assert_eq!(E::UnsupportedVersion.status().as_u16(), 505);
     }
     for v in [
         "http/1.1",
@@ -399,7 +398,6 @@ fn h1_015_transfer_codings() {
             E::UnsupportedTransferCoding,
             "{te}"
         );
-        assert_eq!(E::UnsupportedTransferCoding.status().as_u16(), 501);
     }
     // Split over two fields: the codings concatenate (RFC 9110 §5.3).
     assert_eq!(error(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n"), E::UnsupportedTransferCoding);
@@ -473,7 +471,6 @@ fn h1_018_only_100_continue_is_an_accepted_expectation() {
         error(b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\n\r\n"),
         E::UnsupportedExpectation
     );
-    assert_eq!(E::UnsupportedExpectation.status().as_u16(), 417);
 }
 
 fn small_limits() -> ParseLimits {
@@ -500,7 +497,6 @@ fn h1_019_request_line_limit_edge() {
         parse_split(over.as_bytes(), &limits),
         Err(E::RequestLineTooLong)
     );
-    assert_eq!(E::RequestLineTooLong.status().as_u16(), 414);
     // Without any line end the limit trips as soon as it is certain.
     let endless = "GET /".to_string() + &"a".repeat(200);
     assert_eq!(
@@ -526,7 +522,6 @@ fn h1_020_head_size_limit_edge() {
         parse_split(build(129).as_bytes(), &limits),
         Err(E::HeadTooLarge)
     );
-    assert_eq!(E::HeadTooLarge.status().as_u16(), 431);
 }
 
 #[test]
@@ -539,7 +534,6 @@ fn h1_021_header_count_limit_edge() {
     ));
     let four = b"GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n";
     assert_eq!(parse_split(four, &limits), Err(E::TooManyHeaders));
-    assert_eq!(E::TooManyHeaders.status().as_u16(), 431);
 }
 
 #[test]

@@ -9,6 +9,7 @@ use bytes::BytesMut;
 use super::upstream::Upstream;
 use crate::buffer_pool;
 use crate::config::{ConnectionLimits, RouteConfig};
+use crate::http::error::{BodyError, ParseError};
 use crate::http::lazy_timer::LazyTimer;
 use crate::http::persistence::Persistence;
 use crate::http::response::StatusCode;
@@ -53,12 +54,52 @@ pub enum Outcome {
         persistence: Persistence,
         backend: Arc<str>,
     },
-    /// Nothing was sent to the client: answer with this status's error page.
+    /// Nothing was sent to the client: answer with the error page the error table gives.
     Failed {
-        status: StatusCode,
+        error: ForwardError,
         /// `LingeringClose` when part of the request body may still be unread.
         persistence: Persistence,
     },
     /// The client went away.
     ClientGone,
+}
+
+/// Why no response came back from upstream, as the client will be told (the error table in
+/// `fault.rs` gives each its status). Per-attempt failures that were retried are logged where
+/// they happen and never reach this.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    #[error("every backend is at its concurrency cap")]
+    Saturated,
+    #[error("no backend could take the request (tried {tried})")]
+    NoBackend { tried: usize },
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    /// The client's request body was malformed or over a limit while it was being sent on.
+    #[error("request body: {0}")]
+    ClientBody(BodyError),
+    #[error("request body timed out")]
+    ClientBodyTimeout,
+}
+
+/// What went wrong with one backend before its response could be relayed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("connect failed: {0}")]
+    Connect(std::io::Error),
+    /// Sending failed, or the backend closed or reset the connection before any byte of a
+    /// response.
+    #[error("failed before responding: {0}")]
+    NoResponse(std::io::Error),
+    #[error("no response head within the request timeout")]
+    Timeout,
+    #[error("malformed response head: {0}")]
+    MalformedHead(ParseError),
+    #[error("connection closed in the middle of the response head")]
+    ClosedMidHead,
+    #[error("connection failed in the middle of the response head: {0}")]
+    FailedMidHead(std::io::Error),
+    /// `101 Switching Protocols` to a request that asked for no upgrade (RFC 9110 §15.2.2).
+    #[error("switched protocols although the request asked for no upgrade")]
+    UnrequestedUpgrade,
 }

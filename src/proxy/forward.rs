@@ -15,14 +15,14 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 use super::exchange::RELAY_BUFFER_BYTES;
-pub use super::exchange::{Client, Destination, Outcome};
+pub use super::exchange::{Client, Destination, ForwardError, Outcome, UpstreamError};
 use super::headers::{encode_request_head, UpstreamRequest};
 use super::relay::{relay_response, tunnel};
 use super::upstream::{Attempt, Pick};
 use crate::balance::strategy::{hash_bytes, HashKey};
 use crate::buffer_pool;
 use crate::http::body::{BodyDecoder, Step};
-use crate::http::error::{BodyError, ParseError};
+use crate::http::error::BodyError;
 use crate::http::lazy_timer::LazyTimer;
 use crate::http::persistence::Persistence;
 use crate::http::request::{RequestHead, Version};
@@ -50,8 +50,8 @@ enum AttemptError {
     NoResponse(io::Error),
     /// No response head within the request timeout.
     Timeout,
-    /// The backend's response head is not valid HTTP/1.1.
-    BadResponse(ParseError),
+    /// The backend's response head is not valid HTTP/1.1, or was cut short.
+    BadResponse(UpstreamError),
     /// The backend answered with one of the group's failure statuses, and the request is
     /// going to be retried on another backend.
     RetryStatus(StatusCode),
@@ -86,7 +86,7 @@ pub async fn forward<S: Transport>(
             Pick::Saturated => {
                 tracing::warn!(upstream = %upstream.name, "every backend is at its concurrency cap");
                 return Outcome::Failed {
-                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    error: ForwardError::Saturated,
                     persistence: Persistence::after_body(body.is_done()),
                 };
             }
@@ -123,7 +123,7 @@ pub async fn forward<S: Transport>(
                 attempt.fail("no response", None);
                 if !(may_retry && upstream.retry_budget.try_withdraw(Instant::now())) {
                     return Outcome::Failed {
-                        status: StatusCode::BAD_GATEWAY,
+                        error: UpstreamError::NoResponse(error).into(),
                         persistence,
                     };
                 }
@@ -138,7 +138,7 @@ pub async fn forward<S: Transport>(
                 tracing::warn!(backend = %backend.name, address = %backend.address, timeout_ms = destination.route.request_timeout.as_millis() as u64, "backend response timed out");
                 attempt.fail("timeout", None);
                 return Outcome::Failed {
-                    status: StatusCode::GATEWAY_TIMEOUT,
+                    error: UpstreamError::Timeout.into(),
                     persistence,
                 };
             }
@@ -146,7 +146,7 @@ pub async fn forward<S: Transport>(
                 tracing::warn!(backend = %backend.name, address = %backend.address, %error, "malformed response from backend");
                 attempt.fail("malformed response", None);
                 return Outcome::Failed {
-                    status: StatusCode::BAD_GATEWAY,
+                    error: error.into(),
                     persistence,
                 };
             }
@@ -155,7 +155,7 @@ pub async fn forward<S: Transport>(
     }
     tracing::warn!(upstream = %upstream.name, tried = tries, "no backend could take the request");
     Outcome::Failed {
-        status: StatusCode::BAD_GATEWAY,
+        error: ForwardError::NoBackend { tried: tries },
         persistence: Persistence::after_body(body.is_done()),
     }
 }
@@ -289,7 +289,7 @@ async fn receive<S: Transport>(
 
     if response.status.as_u16() == 101 {
         if upgrade.is_none() {
-            return Err(AttemptError::BadResponse(ParseError::InvalidStatusLine));
+            return Err(AttemptError::BadResponse(UpstreamError::UnrequestedUpgrade));
         }
         let response_head = response_buf.split_to(head_len);
         return Ok(tunnel(
@@ -344,7 +344,7 @@ async fn send_body<S: Transport>(
     loop {
         let step = body
             .decode(&client.read_buf[..])
-            .map_err(|error| client_body_error(client, error))?;
+            .map_err(client_body_error)?;
         match step {
             Step::Data { start, end } => {
                 let data = &client.read_buf[start..end];
@@ -395,22 +395,19 @@ async fn read_client_body<S: Transport>(client: &mut Client<'_, S>) -> Result<()
     )
     .await;
     match read {
-        Err(_) => {
-            tracing::info!(client = %client.peer, "request body timed out");
-            Err(AttemptError::Client(Outcome::Failed {
-                status: StatusCode::REQUEST_TIMEOUT,
-                persistence: Persistence::LingeringClose,
-            }))
-        }
+        Err(_) => Err(AttemptError::Client(Outcome::Failed {
+            error: ForwardError::ClientBodyTimeout,
+            persistence: Persistence::LingeringClose,
+        })),
         Ok(Ok(0)) | Ok(Err(_)) => Err(AttemptError::Client(Outcome::ClientGone)),
         Ok(Ok(_)) => Ok(()),
     }
 }
 
-fn client_body_error<S: Transport>(client: &Client<'_, S>, error: BodyError) -> AttemptError {
-    tracing::info!(client = %client.peer, %error, "request body rejected");
+/// The client's body is bad: the connection reports it (the error table logs it once).
+fn client_body_error(error: BodyError) -> AttemptError {
     AttemptError::Client(Outcome::Failed {
-        status: error.status(),
+        error: ForwardError::ClientBody(error),
         persistence: Persistence::LingeringClose,
     })
 }
@@ -430,7 +427,9 @@ async fn read_response_head(
     let mut received_any = false;
     loop {
         if !buf.is_empty() {
-            match parse_response(buf, limits).map_err(AttemptError::BadResponse)? {
+            match parse_response(buf, limits)
+                .map_err(|error| AttemptError::BadResponse(UpstreamError::MalformedHead(error)))?
+            {
                 ResponseStatus::Complete(response, used) => {
                     let status = response.status.as_u16();
                     if (100..200).contains(&status) && status != 101 {
@@ -467,9 +466,13 @@ async fn read_response_head(
                     io::ErrorKind::UnexpectedEof.into(),
                 ))
             }
-            Ok(Ok(0)) => return Err(AttemptError::BadResponse(ParseError::InvalidStatusLine)),
+            Ok(Ok(0)) => return Err(AttemptError::BadResponse(UpstreamError::ClosedMidHead)),
             Ok(Err(error)) if !received_any => return Err(AttemptError::NoResponse(error)),
-            Ok(Err(_)) => return Err(AttemptError::BadResponse(ParseError::InvalidStatusLine)),
+            Ok(Err(error)) => {
+                return Err(AttemptError::BadResponse(UpstreamError::FailedMidHead(
+                    error,
+                )))
+            }
             Ok(Ok(_)) => received_any = true,
         }
     }

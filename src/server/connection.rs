@@ -14,6 +14,7 @@ use tracing::Instrument;
 
 use crate::buffer_pool;
 use crate::config::{Config, ConnectionLimits};
+use crate::fault::Fault;
 use crate::http::body::{BodyDecoder, Step};
 use crate::http::date::with_http_date;
 use crate::http::error::{BodyError, ParseError};
@@ -21,12 +22,11 @@ use crate::http::lazy_timer::LazyTimer;
 use crate::http::parser::{parse_request, Status};
 use crate::http::persistence::Persistence;
 use crate::http::request::{Method, RequestFraming, RequestHead, Version};
-use crate::http::response::{Response, ResponseBody, StatusCode};
+use crate::http::response::{Response, ResponseBody};
 use crate::http::response_parser::ResponseLimits;
 use crate::http::writer::{encode_response_head, ConnectionState, ResponseFraming};
 use crate::limits::DEFAULT_READ_CHUNK_BYTES;
 use crate::limits::{DEFAULT_MAX_RESPONSE_HEAD_BYTES, MAX_RESPONSE_HEADERS};
-use crate::pages::error_response;
 use crate::proxy::forward::{forward, Client, Destination, Outcome};
 use crate::routing::Routed;
 use crate::snapshot::SharedSnapshot;
@@ -152,13 +152,10 @@ impl<S: Transport> Connection<S> {
                 Ok(head) => head,
                 Err(HeadError::Closed) => return,
                 Err(HeadError::Parse(error)) => {
-                    let status = error.status();
-                    tracing::info!(client = %self.peer, %error, status = status.as_u16(), "rejected request head");
-                    return self.fail(status, waiting_config).await;
+                    return self.fail(Fault::Head(error), waiting_config).await;
                 }
                 Err(HeadError::Timeout) => {
-                    tracing::info!(client = %self.peer, "request head timed out");
-                    return self.fail(StatusCode::REQUEST_TIMEOUT, waiting_config).await;
+                    return self.fail(Fault::HeadTimeout, waiting_config).await;
                 }
                 Err(HeadError::Io(error)) => {
                     tracing::debug!(client = %self.peer, %error, "read failed");
@@ -202,11 +199,9 @@ impl<S: Transport> Connection<S> {
         let decoder = match BodyDecoder::for_request(head.framing(), limits.body_limits()) {
             Ok(decoder) => decoder,
             Err(error) => {
-                tracing::info!(parent: &request_span, client = %self.peer, %error, "request body refused");
                 exchange.abandon_body();
-                let response = error_response(error.status(), &config.error_pages);
                 return self
-                    .answer(response, &head, &exchange, config, &request_span)
+                    .refuse(Fault::Body(error), &head, &exchange, config, &request_span)
                     .await;
             }
         };
@@ -221,12 +216,10 @@ impl<S: Transport> Connection<S> {
             let Some(upstream) = snapshot.upstream(*upstream) else {
                 // A validated config names only groups it defines, and the snapshot builds
                 // one per group: this is a bug, not a client's fault.
-                tracing::error!(parent: &request_span, index = *upstream, "route names an upstream the snapshot lacks");
-                let response =
-                    error_response(StatusCode::INTERNAL_SERVER_ERROR, &config.error_pages);
+                let fault = Fault::Internal("route names an upstream the snapshot lacks");
                 exchange.abandon_body();
                 return self
-                    .answer(response, &head, &exchange, config, &request_span)
+                    .refuse(fault, &head, &exchange, config, &request_span)
                     .await;
             };
             let destination = Destination {
@@ -248,22 +241,20 @@ impl<S: Transport> Connection<S> {
                 .instrument(request_span)
                 .await;
         }
-        let response = request_span.in_scope(|| crate::dispatch::handle(&head, &snapshot, &routed));
-        let response = match self.drain_body(decoder, &head, limits).await {
-            Ok(Drained::Complete) => response,
+        let handled = request_span.in_scope(|| crate::dispatch::handle(&head, &snapshot, &routed));
+        let handled = match self.drain_body(decoder, &head, limits).await {
+            Ok(Drained::Complete) => handled,
             Ok(Drained::Abandoned) => {
                 exchange.abandon_body();
-                response
+                handled
             }
             Err(DrainError::Body(error)) => {
-                tracing::info!(parent: &request_span, client = %self.peer, %error, "request body rejected");
                 exchange.abandon_body();
-                error_response(error.status(), &config.error_pages)
+                Err(Fault::Body(error))
             }
             Err(DrainError::Timeout) => {
-                tracing::info!(parent: &request_span, client = %self.peer, "request body timed out");
                 exchange.abandon_body();
-                error_response(StatusCode::REQUEST_TIMEOUT, &config.error_pages)
+                Err(Fault::BodyTimeout)
             }
             Err(DrainError::Closed) => {
                 tracing::debug!(parent: &request_span, "client closed during request body");
@@ -278,7 +269,30 @@ impl<S: Transport> Connection<S> {
                 return Persistence::Close;
             }
         };
-        self.answer(response, &head, &exchange, config, &request_span)
+        match handled {
+            Ok(response) => {
+                self.answer(response, &head, &exchange, config, &request_span)
+                    .await
+            }
+            Err(fault) => {
+                self.refuse(fault, &head, &exchange, config, &request_span)
+                    .await
+            }
+        }
+    }
+
+    /// Log `fault` and answer it with the error table's response.
+    async fn refuse(
+        &mut self,
+        fault: Fault,
+        head: &RequestHead,
+        exchange: &Exchange,
+        config: &Config,
+        request_span: &tracing::Span,
+    ) -> Persistence {
+        request_span.in_scope(|| fault.log(self.peer));
+        let response = fault.response(&config.error_pages);
+        self.answer(response, head, exchange, config, request_span)
             .await
     }
 
@@ -349,18 +363,11 @@ impl<S: Transport> Connection<S> {
                 );
                 exchange.persistence.and(persistence)
             }
-            Outcome::Failed {
-                status,
-                persistence,
-            } => {
+            Outcome::Failed { error, persistence } => {
                 exchange.persistence = exchange.persistence.and(persistence);
-                let mut response = error_response(status, &config.error_pages);
-                if status == StatusCode::SERVICE_UNAVAILABLE {
-                    // Every backend is at its concurrency cap: a moment later may do.
-                    response = response.with_header("Retry-After", "1");
-                }
                 let span = tracing::Span::current();
-                self.answer(response, head, exchange, config, &span).await
+                self.refuse(Fault::Forward(error), head, exchange, config, &span)
+                    .await
             }
             Outcome::ClientGone => {
                 self.log_access(config, Some(head), CLIENT_CLOSED_REQUEST, 0, exchange, None);
@@ -774,9 +781,11 @@ impl<S: Transport> Connection<S> {
         result
     }
 
-    /// Answer a connection-level error with its page, then close.
-    async fn fail(mut self, status: StatusCode, config: &Config) {
-        let response = error_response(status, &config.error_pages);
+    /// Answer a fault found before any request head was whole with its page, then close.
+    async fn fail(mut self, fault: Fault, config: &Config) {
+        fault.log(self.peer);
+        let status = fault.status();
+        let response = fault.response(&config.error_pages);
         let exchange = Exchange::without_request();
         let outcome = self.write_response(response, &exchange, config).await;
         self.log_access(

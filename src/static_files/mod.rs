@@ -30,48 +30,67 @@ use crate::pages::error_response;
 use cache::{CachedFile, FileIdentity};
 use conditional::{evaluate_preconditions, if_range_matches, Validators};
 
-/// Answer a request from the static root.
+/// Why a file could not be served. The error table (`fault.rs`) gives each its status.
+#[derive(Debug, thiserror::Error)]
+pub enum StaticError {
+    #[error("only GET and HEAD are served")]
+    MethodNotAllowed,
+    #[error("refused path: {0}")]
+    Path(PathError),
+    /// A directory where a file was named (`/file.txt/`), or no regular file (a FIFO).
+    #[error("no such file")]
+    NotFound,
+    #[error("symlink leads outside the root")]
+    SymlinkLeavesRoot,
+    #[error("directory without an index file")]
+    DirectoryWithoutIndex,
+    #[error("precondition failed")]
+    PreconditionFailed,
+    #[error("range not satisfiable for {size} bytes")]
+    RangeNotSatisfiable { size: u64 },
+    #[error("{0}")]
+    FileSystem(io::Error),
+    /// The file cannot be held in memory on this platform (larger than `usize`).
+    #[error("file of {0} bytes cannot be read whole")]
+    Unreadable(u64),
+}
+
+impl From<io::Error> for StaticError {
+    fn from(error: io::Error) -> StaticError {
+        StaticError::FileSystem(error)
+    }
+}
+
+/// Answer a request from the static root. `pages` gives the redirect its body.
 pub fn respond(
     head: &RequestHead,
     config: &StaticFilesConfig,
     cache: &FileCache,
     pages: &ErrorPages,
-) -> Response {
+) -> Result<Response, StaticError> {
     match head.method() {
         Method::Get | Method::Head => {}
-        _ => {
-            return error_response(StatusCode::METHOD_NOT_ALLOWED, pages)
-                .with_header("Allow", "GET, HEAD")
-        }
+        _ => return Err(StaticError::MethodNotAllowed),
     }
     let (raw_path, query) = split_target(head.target());
-    let safe = match sanitize_path(raw_path, config.serve_hidden) {
-        Ok(safe) => safe,
-        Err(error) => {
-            tracing::debug!(path = raw_path, %error, "refused request path");
-            return error_response(error.status(), pages);
-        }
-    };
+    let safe = sanitize_path(raw_path, config.serve_hidden).map_err(StaticError::Path)?;
     if let Some(cached) = cache.lookup(&safe) {
         let content = Content::Memory(cached.content.clone());
-        return file_response(head, &cached.headers, content, pages);
+        return file_response(head, &cached.headers, content);
     }
-    match resolve(config, &safe) {
-        Ok(Resolved::File { path }) => match open_file(&path, config, cache, safe) {
-            Ok((headers, content)) => file_response(head, &headers, content, pages),
-            Err(FileError::Status(status)) => error_response(status, pages),
-            Err(FileError::Io(error)) => io_error_response(&error, &path, pages),
-        },
-        Ok(Resolved::Directory) if !safe.trailing_slash => {
+    match resolve(config, &safe)? {
+        Resolved::File { path } => {
+            let (headers, content) = open_file(&path, config, cache, safe)?;
+            file_response(head, &headers, content)
+        }
+        Resolved::Directory if !safe.trailing_slash => {
             // RFC 9110 §15.4.2: send the canonical URL so relative links resolve. Built from
             // the normalised segments, never from the raw path: `//evil.example/../docs`
             // must redirect to `/docs/`, not to a scheme-relative URL on another host.
-            error_response(StatusCode::MOVED_PERMANENTLY, pages)
-                .with_header("Location", directory_location(&safe, query))
+            Ok(error_response(StatusCode::MOVED_PERMANENTLY, pages)
+                .with_header("Location", directory_location(&safe, query)))
         }
-        Ok(Resolved::Directory) => error_response(StatusCode::FORBIDDEN, pages),
-        Err(FileError::Status(status)) => error_response(status, pages),
-        Err(FileError::Io(error)) => io_error_response(&error, &config.root, pages),
+        Resolved::Directory => Err(StaticError::DirectoryWithoutIndex),
     }
 }
 
@@ -98,11 +117,11 @@ fn open_file(
     config: &StaticFilesConfig,
     cache: &FileCache,
     key: SafePath,
-) -> Result<(FileHeaders, Content), FileError> {
+) -> Result<(FileHeaders, Content), StaticError> {
     let mut file = open_nonblocking(path)?;
     let metadata = file.metadata()?;
     if !metadata.is_file() {
-        return Err(FileError::Status(StatusCode::NOT_FOUND));
+        return Err(StaticError::NotFound);
     }
     let headers = FileHeaders {
         validators: Validators::of(&metadata),
@@ -128,9 +147,9 @@ fn open_file(
     Ok((headers, Content::Memory(content)))
 }
 
-fn read_whole(file: &mut File, metadata: &Metadata) -> Result<Bytes, FileError> {
-    let len = usize::try_from(metadata.len())
-        .map_err(|_| FileError::Status(StatusCode::INTERNAL_SERVER_ERROR))?;
+fn read_whole(file: &mut File, metadata: &Metadata) -> Result<Bytes, StaticError> {
+    let len =
+        usize::try_from(metadata.len()).map_err(|_| StaticError::Unreadable(metadata.len()))?;
     let mut content = vec![0; len];
     file.read_exact(&mut content)?;
     Ok(Bytes::from(content))
@@ -141,13 +160,12 @@ fn file_response(
     head: &RequestHead,
     headers: &FileHeaders,
     content: Content,
-    pages: &ErrorPages,
-) -> Response {
+) -> Result<Response, StaticError> {
     let validators = &headers.validators;
     if let Some(status) = evaluate_preconditions(head, validators) {
         return match status {
-            StatusCode::NOT_MODIFIED => with_validators(Response::new(status), validators),
-            _ => error_response(status, pages),
+            StatusCode::NOT_MODIFIED => Ok(with_validators(Response::new(status), validators)),
+            _ => Err(StaticError::PreconditionFailed),
         };
     }
     let size = headers.size;
@@ -163,11 +181,7 @@ fn file_response(
         RangeRequest::Satisfiable { start, end } => {
             (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
         }
-        RangeRequest::Unsatisfiable => {
-            return error_response(StatusCode::RANGE_NOT_SATISFIABLE, pages)
-                .with_header("Content-Range", format!("bytes */{size}"))
-                .with_header("Accept-Ranges", "bytes");
-        }
+        RangeRequest::Unsatisfiable => return Err(StaticError::RangeNotSatisfiable { size }),
     };
     let mut response = with_validators(Response::new(status), validators)
         .with_header("Content-Type", headers.content_type.clone())
@@ -186,7 +200,7 @@ fn file_response(
         }
         Content::File(file) => ResponseBody::File { file, offset, len },
     };
-    response.with_body(body)
+    Ok(response.with_body(body))
 }
 
 fn with_validators(response: Response, validators: &Validators) -> Response {
@@ -230,34 +244,6 @@ const PATH_SEGMENT: &AsciiSet = &CONTROLS
     .add(b'[')
     .add(b']');
 
-fn io_error_response(error: &io::Error, path: &Path, pages: &ErrorPages) -> Response {
-    let status = match error.kind() {
-        // A name too long for the file system is a name that does not exist: the client
-        // chose it, so it must not produce a 500 and an error-level log line.
-        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory | io::ErrorKind::InvalidFilename => {
-            StatusCode::NOT_FOUND
-        }
-        io::ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
-        _ => {
-            tracing::error!(path = %path.display(), %error, "file system error");
-            StatusCode::INTERNAL_SERVER_ERROR
-        }
-    };
-    error_response(status, pages)
-}
-
-#[derive(Debug)]
-enum FileError {
-    Status(StatusCode),
-    Io(io::Error),
-}
-
-impl From<io::Error> for FileError {
-    fn from(error: io::Error) -> FileError {
-        FileError::Io(error)
-    }
-}
-
 enum Resolved {
     File {
         path: PathBuf,
@@ -269,20 +255,20 @@ enum Resolved {
 /// Find what `safe` names under the root, refusing anything reached through a symlink that
 /// leaves the root. Only the components below the (already canonical) root are checked, one
 /// `lstat` each.
-fn resolve(config: &StaticFilesConfig, safe: &SafePath) -> Result<Resolved, FileError> {
+fn resolve(config: &StaticFilesConfig, safe: &SafePath) -> Result<Resolved, StaticError> {
     let path = config.root.join(safe.to_relative());
     let metadata = metadata_inside_root(&config.root, &path, safe.segments.len())?;
     if metadata.is_file() {
         // `/file.txt/` names a directory that does not exist (ENOTDIR), as in nginx.
         if safe.trailing_slash {
-            return Err(FileError::Status(StatusCode::NOT_FOUND));
+            return Err(StaticError::NotFound);
         }
         return Ok(Resolved::File { path });
     }
     if !metadata.is_dir() {
         // FIFOs, sockets, devices: opening a FIFO would block this worker until a writer
         // appears.
-        return Err(FileError::Status(StatusCode::NOT_FOUND));
+        return Err(StaticError::NotFound);
     }
     if !safe.trailing_slash {
         return Ok(Resolved::Directory);
@@ -291,7 +277,7 @@ fn resolve(config: &StaticFilesConfig, safe: &SafePath) -> Result<Resolved, File
     match metadata_inside_root(&config.root, &index, safe.segments.len() + 1) {
         Ok(meta) if meta.is_file() => Ok(Resolved::File { path: index }),
         Ok(_) => Ok(Resolved::Directory),
-        Err(FileError::Io(error)) if error.kind() == io::ErrorKind::NotFound => {
+        Err(StaticError::FileSystem(error)) if error.kind() == io::ErrorKind::NotFound => {
             Ok(Resolved::Directory)
         }
         Err(other) => Err(other),
@@ -300,7 +286,7 @@ fn resolve(config: &StaticFilesConfig, safe: &SafePath) -> Result<Resolved, File
 
 /// Metadata of `path` (which has `depth` components below `root`), following symlinks only
 /// when their target stays inside `root`.
-fn metadata_inside_root(root: &Path, path: &Path, depth: usize) -> Result<Metadata, FileError> {
+fn metadata_inside_root(root: &Path, path: &Path, depth: usize) -> Result<Metadata, StaticError> {
     let mut saw_symlink = false;
     let mut last = None;
     let components: Vec<_> = path.components().collect();
@@ -316,7 +302,7 @@ fn metadata_inside_root(root: &Path, path: &Path, depth: usize) -> Result<Metada
         let real = path.canonicalize()?;
         if !real.starts_with(root) {
             tracing::warn!(path = %path.display(), target = %real.display(), "symlink leaves the static root");
-            return Err(FileError::Status(StatusCode::FORBIDDEN));
+            return Err(StaticError::SymlinkLeavesRoot);
         }
         return Ok(std::fs::metadata(&real)?);
     }

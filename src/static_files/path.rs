@@ -3,8 +3,6 @@
 
 use std::path::PathBuf;
 
-use crate::http::response::StatusCode;
-
 /// Why a request path cannot name a file under the root.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
@@ -20,20 +18,6 @@ pub enum PathError {
     Hidden,
     #[error("path is not valid UTF-8")]
     NotUtf8,
-}
-
-impl PathError {
-    pub fn status(self) -> StatusCode {
-        match self {
-            // Hidden files are treated as absent, not as forbidden: no hint they exist.
-            PathError::Hidden => StatusCode::NOT_FOUND,
-            PathError::BadEncoding
-            | PathError::NulByte
-            | PathError::Backslash
-            | PathError::EscapesRoot
-            | PathError::NotUtf8 => StatusCode::BAD_REQUEST,
-        }
-    }
 }
 
 /// A request path made safe to join onto the root: no `..`, no empty or `.` segments, no
