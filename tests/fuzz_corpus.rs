@@ -59,6 +59,42 @@ fn parse_request_corpus() {
 }
 
 #[test]
+fn parse_response_corpus() {
+    replay("parse_response", |input| {
+        checks::check_response_stream(input, Effort::Sampled);
+        checks::check_response_stream(input, Effort::Exhaustive);
+    });
+}
+
+/// The seeds' names say what they are; hold them to it under the default limits, so a seed
+/// meant to be refused keeps exercising a refusal (and not, say, a `Partial`).
+#[test]
+fn parse_response_seed_names_match_their_verdicts() {
+    use sentinel::http::response_parser::{parse_response, ResponseLimits, ResponseStatus};
+    let limits = ResponseLimits {
+        max_head_bytes: sentinel::limits::DEFAULT_MAX_RESPONSE_HEAD_BYTES,
+        max_headers: sentinel::limits::MAX_RESPONSE_HEADERS,
+    };
+    for path in corpus("parse_response") {
+        let name = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .unwrap_or("");
+        let input = fs::read(&path).expect("read corpus file");
+        let verdict = parse_response(&input, &limits);
+        let fits = match name.split('_').next() {
+            Some("valid" | "over" | "truncated") => {
+                matches!(verdict, Ok(ResponseStatus::Complete(..)))
+            }
+            Some("bad") => verdict.is_err(),
+            Some("partial") => verdict == Ok(ResponseStatus::Partial),
+            _ => true,
+        };
+        assert!(fits, "{name} gave {verdict:?}");
+    }
+}
+
+#[test]
 fn decode_chunked_corpus() {
     replay("decode_chunked", |input| {
         checks::check_chunked(input, Effort::Sampled);

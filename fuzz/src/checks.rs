@@ -2,9 +2,9 @@
 //! (`tests/fuzz_corpus.rs` includes this file with `#[path]`), so a corpus file is judged the
 //! same way by `cargo test` as by `cargo fuzz`. Each check panics on a broken invariant.
 //!
-//! Inputs are raw bytes as a client would send them, so corpus files stay readable. Read
-//! boundaries are not encoded in the input: each check replays the input under several
-//! boundary plans itself (every prefix of a short request head, byte-at-a-time bodies, and
+//! Inputs are raw bytes as a client (or a backend) would send them, so corpus files stay
+//! readable. Read boundaries are not encoded in the input: each check replays the input under
+//! several boundary plans itself (every prefix of a short head, byte-at-a-time bodies, and
 //! plans drawn from a generator seeded by the input), which covers far more splits per run
 //! than a single fuzzer-chosen cut.
 //!
@@ -17,7 +17,10 @@ use sentinel::config::Config;
 use sentinel::http::body::{BodyLimits, ChunkedDecoder, Step};
 use sentinel::http::error::{BodyError, ParseError};
 use sentinel::http::parser::{parse_request, ParseLimits, Status};
-use sentinel::http::request::{RequestFraming, RequestHead, Version};
+use sentinel::http::request::{ConnectionOptions, RequestFraming, RequestHead, Version};
+use sentinel::http::response_parser::{
+    parse_response, DeclaredFraming, ParsedResponse, ResponseLimits, ResponseStatus,
+};
 use sentinel::static_files::{sanitize_path, PathError};
 
 /// How much work a check may spend on one input.
@@ -279,6 +282,260 @@ fn check_head(head: RequestHead) {
 /// RFC 9110 §5.6.2 `tchar`, written out again rather than borrowed from the parser.
 fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Response heads (what backends send)
+// ---------------------------------------------------------------------------------------------
+
+/// The limit sets every response head is parsed under: the defaults, the smallest head the
+/// config accepts (`proxy.max_response_head_bytes: 1024`) with the active checks' header cap,
+/// and two small sets the config cannot express but the parser must honour like any other,
+/// so that fuzz-sized inputs reach the head-size and header-count limits.
+fn response_limit_sets() -> [ResponseLimits; 4] {
+    [
+        ResponseLimits {
+            max_head_bytes: sentinel::limits::DEFAULT_MAX_RESPONSE_HEAD_BYTES,
+            max_headers: sentinel::limits::MAX_RESPONSE_HEADERS,
+        },
+        ResponseLimits {
+            max_head_bytes: 1024,
+            max_headers: 100,
+        },
+        ResponseLimits {
+            max_head_bytes: 160,
+            max_headers: 4,
+        },
+        ResponseLimits {
+            max_head_bytes: 64,
+            max_headers: 1,
+        },
+    ]
+}
+
+/// Parse a stream of responses from one backend connection under every limit set, the way the
+/// proxy reads them: interim 1xx heads (other than 101) are followed by the next head, bodies
+/// are skipped by their framing (1xx, 204 and 304 have none; chunked ones go through
+/// [`check_chunked_body`]), and a body that runs until close or a 101 ends the stream.
+///
+/// For each head: every prefix parses as `Partial` or exactly as the whole input does. The
+/// proxy re-parses its grown buffer after every read, so that is what makes the verdict the
+/// same for any split into reads (two reads are a prefix, then the whole). A `Complete` head
+/// fits its limits, re-parses identically from its own bytes, and its spans, status and
+/// framing agree with an independent reading of those bytes.
+pub fn check_response_stream(input: &[u8], effort: Effort) {
+    check_response_limit_monotonicity(input);
+    for limits in response_limit_sets() {
+        let mut rest = input;
+        for _ in 0..MAX_PIPELINED {
+            let Some(used) = check_response(rest, &limits, effort) else {
+                break;
+            };
+            rest = &rest[used..];
+            if rest.is_empty() {
+                break;
+            }
+        }
+    }
+}
+
+/// Larger limits only let more through: a verdict under smaller limits that is not one of
+/// them tripping (including `Partial`) is the verdict under larger limits too.
+fn check_response_limit_monotonicity(input: &[u8]) {
+    let sets = response_limit_sets();
+    let verdicts = sets.map(|limits| parse_response(input, &limits));
+    for (larger, larger_verdict) in sets.iter().zip(&verdicts) {
+        for (smaller, smaller_verdict) in sets.iter().zip(&verdicts) {
+            let tripped = matches!(
+                smaller_verdict,
+                Err(ParseError::HeadTooLarge | ParseError::TooManyHeaders)
+            );
+            let contained = smaller.max_head_bytes <= larger.max_head_bytes
+                && smaller.max_headers <= larger.max_headers;
+            assert!(
+                tripped || !contained || smaller_verdict == larger_verdict,
+                "{smaller:?} gave {smaller_verdict:?} but {larger:?} gave {larger_verdict:?}; \
+                 input b\"{}\"",
+                escape(input)
+            );
+        }
+    }
+}
+
+/// Check the response head at the start of `input`; the bytes its head and body used, if the
+/// stream goes on after them.
+fn check_response(input: &[u8], limits: &ResponseLimits, effort: Effort) -> Option<usize> {
+    let whole = parse_response(input, limits);
+    for cut in prefixes(input, effort) {
+        let prefix = parse_response(&input[..cut], limits);
+        assert!(
+            prefix == Ok(ResponseStatus::Partial) || prefix == whole,
+            "split dependence under {limits:?}: the first {cut} bytes gave {prefix:?}, \
+             all {} gave {whole:?}; input b\"{}\"",
+            input.len(),
+            escape(input)
+        );
+    }
+    if whole == Ok(ResponseStatus::Partial) {
+        assert!(
+            input.len() < limits.max_head_bytes,
+            "Partial with {} bytes under {limits:?}",
+            input.len()
+        );
+    }
+    let Ok(ResponseStatus::Complete(parsed, consumed)) = whole.clone() else {
+        return None;
+    };
+    assert!(
+        consumed <= input.len() && consumed <= limits.max_head_bytes,
+        "consumed {consumed} of {} under {limits:?}",
+        input.len()
+    );
+    let head_bytes = &input[..consumed];
+    assert!(
+        head_bytes.ends_with(b"\r\n\r\n"),
+        "head does not end in an empty line"
+    );
+    assert_eq!(
+        parse_response(head_bytes, limits),
+        whole,
+        "the head alone parses differently"
+    );
+    assert_eq!(
+        parse_response(&head_bytes[..consumed - 1], limits),
+        Ok(ResponseStatus::Partial),
+        "the head less its last byte is not Partial"
+    );
+    assert!(
+        parsed.headers.len() <= limits.max_headers,
+        "{} fields accepted under {limits:?}",
+        parsed.headers.len()
+    );
+    check_response_head(head_bytes, &parsed);
+
+    let status = parsed.status.as_u16();
+    if status == 101 {
+        // The connection now speaks another protocol: no next response to look for.
+        return None;
+    }
+    let body = &input[consumed..];
+    let body_used = if parsed.status.is_bodyless() {
+        0
+    } else {
+        match parsed.framing {
+            DeclaredFraming::Length(length) => usize::try_from(length)
+                .ok()
+                .filter(|&length| length <= body.len())?,
+            DeclaredFraming::Chunked => {
+                match check_chunked_body(body, default_body_limits(), effort) {
+                    BodyEnd::Done { used } => used,
+                    BodyEnd::NeedMore | BodyEnd::Failed(_) => return None,
+                }
+            }
+            DeclaredFraming::UntilClose => return None,
+        }
+    };
+    Some(consumed + body_used)
+}
+
+/// Everything `ParsedResponse` says agrees with the head bytes, read again independently:
+/// the status line, spans that lie inside the head in order and cover a token name and a
+/// trimmed value, the framing and the connection options the fields declare.
+fn check_response_head(head: &[u8], parsed: &ParsedResponse) {
+    // Status line: `HTTP/1.x SP 3DIGIT`, the digits being the status.
+    let version = parsed.version;
+    assert!(head.starts_with(version.as_str().as_bytes()), "version");
+    let status = parsed.status.as_u16();
+    assert!((100..=999).contains(&status), "status {status}");
+    assert_eq!(
+        head.get(8..12),
+        Some(format!(" {status:03}").as_bytes()),
+        "status line of b\"{}\"",
+        escape(head)
+    );
+    let status_line_end = head
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .expect("a complete head has a line end");
+
+    let mut previous_end = status_line_end;
+    let mut transfer_encoding = false;
+    let mut content_length = None;
+    let mut connection = ConnectionOptions::default();
+    for field in &parsed.headers {
+        let (name, value) = (field.name, field.value);
+        assert!(
+            previous_end + 2 <= name.start
+                && name.start < name.end
+                && name.end < value.start
+                && value.start <= value.end
+                && value.end + 4 <= head.len(),
+            "span {field:?} out of order or outside a head of {} bytes (previous field \
+             ended at {previous_end})",
+            head.len()
+        );
+        previous_end = value.end;
+        let name = &head[name.start..name.end];
+        let value = &head[value.start..value.end];
+        assert!(
+            name.iter().all(|&b| is_tchar(b)),
+            "field name b\"{}\"",
+            escape(name)
+        );
+        assert_eq!(head[field.name.end], b':', "no colon after the name");
+        assert!(
+            !value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0),
+            "field value b\"{}\"",
+            escape(value)
+        );
+        assert!(
+            !value.starts_with(b" ")
+                && !value.starts_with(b"\t")
+                && !value.ends_with(b" ")
+                && !value.ends_with(b"\t"),
+            "untrimmed field value b\"{}\"",
+            escape(value)
+        );
+        if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            transfer_encoding = true;
+        } else if name.eq_ignore_ascii_case(b"content-length") && content_length.is_none() {
+            content_length = value
+                .split(|&b| b == b',')
+                .next()
+                .and_then(|first| std::str::from_utf8(first).ok())
+                .and_then(|first| first.trim_matches([' ', '\t']).parse::<u64>().ok());
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for token in value.split(|&b| b == b',') {
+                let token = std::str::from_utf8(token).unwrap_or("");
+                let token = token.trim_matches([' ', '\t']);
+                connection.close |= token.eq_ignore_ascii_case("close");
+                connection.keep_alive |= token.eq_ignore_ascii_case("keep-alive");
+                connection.upgrade |= token.eq_ignore_ascii_case("upgrade");
+            }
+        }
+    }
+
+    // Framing: one reading only (RFC 9112 §6.3), as the fields say.
+    let expected = match (transfer_encoding, content_length) {
+        (true, None) => {
+            assert_eq!(
+                version,
+                Version::Http11,
+                "Transfer-Encoding accepted in 1.0"
+            );
+            DeclaredFraming::Chunked
+        }
+        (true, Some(_)) => panic!("Transfer-Encoding and Content-Length both accepted"),
+        (false, Some(length)) => DeclaredFraming::Length(length),
+        (false, None) => DeclaredFraming::UntilClose,
+    };
+    assert_eq!(parsed.framing, expected);
+    assert_eq!(parsed.connection, connection, "Connection options");
+    let keeps_alive = match version {
+        Version::Http11 => !connection.close,
+        Version::Http10 => connection.keep_alive && !connection.close,
+    };
+    assert_eq!(parsed.keeps_alive(), keeps_alive);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,7 +1,10 @@
 //! Peak-EWMA latency estimate (Finagle's and Linkerd's "peak EWMA"): a slower sample than the
 //! estimate replaces it at once; faster ones pull it down exponentially with time constant
 //! `tau`. The estimate also decays toward zero while no sample arrives, evaluated at pick
-//! time, so a backend penalised long ago is tried again and re-measured.
+//! time, so a backend penalised long ago is tried again and re-measured. Reading the estimate
+//! does not store the decayed value or move the stamp (tower's `load()` does both), so how
+//! much a sample counts depends on the time since the previous sample, not on how often the
+//! backend was considered in between.
 //!
 //! Pure arithmetic on an injected clock. Nanoseconds as `f64`: the range needed (µs to
 //! minutes) is far inside its exact integer range, and `exp` is the natural operation.
@@ -31,15 +34,26 @@ impl PeakEwma {
         (-elapsed / self.tau_ns).exp()
     }
 
-    /// Record a latency sample taken at `now`.
+    /// Record a latency sample taken at `now`. A sample above the stored estimate replaces it
+    /// (the peak); any other is averaged in as `old·w + sample·(1 − w)`, `w = exp(−Δt/τ)` for
+    /// the `Δt` since the previous sample, as Finagle's and Linkerd's (tower's) peak EWMA do.
+    ///
+    /// `w` is applied once. The decay toward zero that `estimate_ns` shows between samples is
+    /// that same `old·w` term, not an extra step: multiplying the decayed value by `w` again
+    /// would weigh the old estimate `w²`, leave the weights summing below 1 (a sample equal to
+    /// the estimate would lower it), and halve the time constant.
+    ///
+    /// The comparison is against the stored estimate, not the decayed one, so the result is
+    /// `max(sample, old·w + sample·(1 − w))`: continuous and rising in the sample. Comparing
+    /// with the decayed value instead would let a slightly slower sample leave a lower
+    /// estimate than a slightly faster one.
     pub fn observe(&mut self, sample: Duration, now: Instant) {
         let sample_ns = sample.as_nanos() as f64;
-        let decayed = self.estimate_ns * self.weight(now);
-        self.estimate_ns = if sample_ns > decayed {
+        self.estimate_ns = if sample_ns > self.estimate_ns {
             sample_ns
         } else {
             let w = self.weight(now);
-            decayed * w + sample_ns * (1.0 - w)
+            self.estimate_ns * w + sample_ns * (1.0 - w)
         };
         self.stamp = now;
     }
@@ -87,12 +101,12 @@ mod tests {
         let t0 = Instant::now();
         let tau = Duration::from_secs(10);
         let mut ewma = PeakEwma::new(ms(100), tau, t0);
-        // One time constant later, a 0 ms sample: decayed old value e^-1 * 100 ms, then
-        // averaged with weight e^-1 again.
+        // One time constant later, a 10 ms sample: the old 100 ms weighs e^-1 once, the
+        // sample 1 - e^-1.
         let t1 = t0 + tau;
-        ewma.observe(Duration::ZERO, t1);
+        ewma.observe(ms(10), t1);
         let w = (-1.0f64).exp();
-        let expected = 100.0 * MS * w * w;
+        let expected = 100.0 * MS * w + 10.0 * MS * (1.0 - w);
         assert!(
             (ewma.estimate_ns(t1) - expected).abs() < 1.0,
             "{}",
@@ -103,6 +117,84 @@ mod tests {
         let before = ewma.estimate_ns(t1);
         ewma.observe(Duration::from_nanos(before as u64), t1);
         assert!((ewma.estimate_ns(t1) - before).abs() < 2.0);
+    }
+
+    #[test]
+    fn a_sample_equal_to_the_estimate_leaves_it_unchanged_however_late() {
+        // The weights of old estimate and sample sum to 1. With the decay applied twice they
+        // would sum to w^2 + 1 - w < 1, and a backend answering exactly at its estimate would
+        // look faster with every answer.
+        let t0 = Instant::now();
+        let tau = Duration::from_secs(10);
+        for elapsed in [
+            ms(1),
+            ms(500),
+            Duration::from_secs(10),
+            Duration::from_secs(30),
+        ] {
+            let mut ewma = PeakEwma::new(ms(50), tau, t0);
+            ewma.observe(ms(50), t0 + elapsed);
+            let estimate = ewma.estimate_ns(t0 + elapsed);
+            assert!(
+                (estimate - 50.0 * MS).abs() < 1.0,
+                "after {elapsed:?}: {} ms",
+                estimate / MS
+            );
+        }
+    }
+
+    #[test]
+    fn the_time_constant_holds_for_steady_samples_after_a_step_down() {
+        // A backend that answered in 100 ms starts answering in 10 ms. With samples arriving
+        // at a fixed interval, after one time constant the estimate has covered 1 - 1/e
+        // (63.2 %) of the step, whatever the interval.
+        let tau = Duration::from_secs(1);
+        let (high, low) = (100.0 * MS, 10.0 * MS);
+        let expected = 1.0 - (-1.0f64).exp();
+        for interval in [ms(1), ms(10), ms(100)] {
+            let t0 = Instant::now();
+            let mut ewma = PeakEwma::new(ms(100), tau, t0);
+            ewma.observe(ms(100), t0);
+            let steps = (tau.as_nanos() / interval.as_nanos()) as u32;
+            let mut now = t0;
+            for _ in 0..steps {
+                now += interval;
+                ewma.observe(ms(10), now);
+            }
+            assert_eq!(now - t0, tau);
+            let moved = (high - ewma.estimate_ns(now)) / (high - low);
+            assert!(
+                (moved - expected).abs() <= 0.05 * expected,
+                "every {interval:?}: moved {:.1} % of the step in one time constant",
+                moved * 100.0
+            );
+        }
+    }
+
+    #[test]
+    fn a_slower_sample_never_leaves_a_lower_estimate_than_a_faster_one() {
+        // Continuity at the peak threshold: samples between the decayed and the stored
+        // estimate must not fall into a gap where the result drops.
+        let t0 = Instant::now();
+        let tau = Duration::from_secs(1);
+        let later = t0 + ms(700);
+        let mut previous = 0.0;
+        for sample_ms in 0..=200 {
+            let mut ewma = PeakEwma::new(ms(100), tau, t0);
+            ewma.observe(ms(sample_ms), later);
+            let estimate = ewma.estimate_ns(later);
+            assert!(
+                estimate >= previous,
+                "{sample_ms} ms gave {} ms, below {} ms for a faster sample",
+                estimate / MS,
+                previous / MS
+            );
+            assert!(
+                estimate >= ms(sample_ms).as_nanos() as f64,
+                "below the sample"
+            );
+            previous = estimate;
+        }
     }
 
     #[test]
@@ -121,9 +213,10 @@ mod tests {
         let tau = Duration::from_secs(1);
         let mut ewma = PeakEwma::new(ms(5), tau, t0);
         ewma.observe(ms(100), t0);
-        // Then a steady 5 ms every 10 ms for 3 s.
+        // Then a steady 5 ms every 10 ms for 5 s, five time constants: e^-5, under 1 % of
+        // the 95 ms step, is left.
         let mut now = t0;
-        for _ in 0..300 {
+        for _ in 0..500 {
             now += ms(10);
             ewma.observe(ms(5), now);
         }

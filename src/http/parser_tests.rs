@@ -421,6 +421,47 @@ fn h1_015_transfer_codings() {
 }
 
 #[test]
+fn h1_015_empty_transfer_coding_elements_are_refused_not_ignored() {
+    // RFC 9110 §5.6.1 lets a recipient ignore empty list elements, so `chunked,` could be
+    // read as `chunked`. In the one field that decides where a body ends we refuse instead:
+    // a hop that counts the empty element (as a last coding that is not chunked, say) would
+    // frame the message differently. See H1-015 in specs/http1.md.
+    for te in [
+        "chunked,",
+        ",chunked",
+        ", chunked",
+        "chunked ,",
+        "chunked, ,",
+        "chunked,,",
+        ", ,chunked",
+        "chunked,\t",
+        ",",
+        " , ",
+    ] {
+        let input = format!("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: {te}\r\n\r\n");
+        assert_eq!(
+            error(input.as_bytes()),
+            E::InvalidTransferEncoding,
+            "{te:?}"
+        );
+        assert_eq!(E::InvalidTransferEncoding.status().as_u16(), 400);
+    }
+    // An empty element in either of two fields, whose values concatenate (RFC 9110 §5.3).
+    for fields in [
+        "Transfer-Encoding: ,\r\nTransfer-Encoding: chunked",
+        "Transfer-Encoding: chunked\r\nTransfer-Encoding: ,",
+        "Transfer-Encoding: gzip,\r\nTransfer-Encoding: chunked",
+    ] {
+        let input = format!("POST / HTTP/1.1\r\nHost: a\r\n{fields}\r\n\r\n");
+        assert_eq!(
+            error(input.as_bytes()),
+            E::InvalidTransferEncoding,
+            "{fields:?}"
+        );
+    }
+}
+
+#[test]
 fn h1_016_http11_needs_exactly_one_host() {
     assert_eq!(error(b"GET / HTTP/1.1\r\n\r\n"), E::MissingHost);
     assert_eq!(
