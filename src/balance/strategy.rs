@@ -23,6 +23,34 @@ pub enum Strategy {
     Adaptive,
 }
 
+/// How a strategy that compares candidates chooses among them. Round-robin is not one: it
+/// takes the next backend that passes the caller's filters and needs no candidate list, so
+/// the caller (`Upstream::pick`) rotates without building one, and `pick` cannot be asked to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chooser {
+    WeightedRoundRobin,
+    LeastConnections,
+    Random,
+    P2c,
+    ConsistentHash,
+    Adaptive,
+}
+
+impl Strategy {
+    /// The chooser over a candidate list, or `None` for round-robin, which needs none.
+    pub fn chooser(&self) -> Option<Chooser> {
+        match self {
+            Strategy::RoundRobin => None,
+            Strategy::WeightedRoundRobin => Some(Chooser::WeightedRoundRobin),
+            Strategy::LeastConnections => Some(Chooser::LeastConnections),
+            Strategy::Random => Some(Chooser::Random),
+            Strategy::P2c => Some(Chooser::P2c),
+            Strategy::ConsistentHash(_) => Some(Chooser::ConsistentHash),
+            Strategy::Adaptive => Some(Chooser::Adaptive),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HashKey {
     ClientIp,
@@ -53,7 +81,7 @@ impl Candidate {
 
 /// Everything beyond the candidates that a pick may use.
 pub struct PickInput<'a> {
-    /// A counter that advances once per pick (round-robin position, tie rotation).
+    /// A counter that advances once per pick (least-connections' tie rotation).
     pub rotation: usize,
     pub rng: &'a mut Rng,
     /// Hash of the request's key (`ConsistentHash` only).
@@ -63,18 +91,17 @@ pub struct PickInput<'a> {
 }
 
 /// The chosen candidate's `index`, or `None` when there are no candidates.
-pub fn pick(strategy: &Strategy, candidates: &[Candidate], input: PickInput<'_>) -> Option<usize> {
+pub fn pick(chooser: Chooser, candidates: &[Candidate], input: PickInput<'_>) -> Option<usize> {
     if candidates.len() <= 1 {
         return candidates.first().map(|c| c.index);
     }
-    let chosen = match strategy {
-        Strategy::RoundRobin => &candidates[input.rotation % candidates.len()],
-        Strategy::WeightedRoundRobin => smooth_weighted(candidates, input.swrr),
-        Strategy::LeastConnections => least_loaded(candidates, input.rotation),
-        Strategy::Random => weighted_random(candidates, input.rng),
-        Strategy::P2c => two_choices(candidates, input.rng, Candidate::load),
-        Strategy::Adaptive => two_choices(candidates, input.rng, |c| c.cost),
-        Strategy::ConsistentHash(_) => rendezvous(candidates, input.key_hash),
+    let chosen = match chooser {
+        Chooser::WeightedRoundRobin => smooth_weighted(candidates, input.swrr),
+        Chooser::LeastConnections => least_loaded(candidates, input.rotation),
+        Chooser::Random => weighted_random(candidates, input.rng),
+        Chooser::P2c => two_choices(candidates, input.rng, Candidate::load),
+        Chooser::Adaptive => two_choices(candidates, input.rng, |c| c.cost),
+        Chooser::ConsistentHash => rendezvous(candidates, input.key_hash),
     };
     Some(chosen.index)
 }
@@ -200,7 +227,7 @@ mod tests {
 
     /// Run `picks` picks and count per backend.
     fn distribution(
-        strategy: &Strategy,
+        chooser: Chooser,
         list: &[Candidate],
         picks: usize,
         seed: u64,
@@ -216,7 +243,7 @@ mod tests {
                 key_hash: rotation as u64,
                 swrr: &mut running,
             };
-            let chosen = pick(strategy, list, input).unwrap();
+            let chosen = pick(chooser, list, input).unwrap();
             counts[chosen] += 1;
             order.push(chosen);
         }
@@ -224,16 +251,26 @@ mod tests {
     }
 
     #[test]
-    fn round_robin_is_exact_over_a_cycle() {
-        let (counts, order) = distribution(&Strategy::RoundRobin, &candidates(&[1.0; 3]), 300, 1);
-        assert_eq!(counts, [100, 100, 100]);
-        assert_eq!(&order[..6], &[0, 1, 2, 0, 1, 2]);
+    fn round_robin_alone_has_no_chooser() {
+        // Round-robin rotates in `Upstream::pick` without a candidate list (tested there);
+        // every other strategy compares candidates.
+        assert_eq!(Strategy::RoundRobin.chooser(), None);
+        for strategy in [
+            Strategy::WeightedRoundRobin,
+            Strategy::LeastConnections,
+            Strategy::Random,
+            Strategy::P2c,
+            Strategy::ConsistentHash(HashKey::ClientIp),
+            Strategy::Adaptive,
+        ] {
+            assert!(strategy.chooser().is_some(), "{strategy:?}");
+        }
     }
 
     #[test]
     fn smooth_weighted_round_robin_is_exact_and_never_bursts() {
         let list = candidates(&[5.0, 1.0, 1.0]);
-        let (counts, order) = distribution(&Strategy::WeightedRoundRobin, &list, 70, 1);
+        let (counts, order) = distribution(Chooser::WeightedRoundRobin, &list, 70, 1);
         assert_eq!(counts, [50, 10, 10]);
         // nginx's documented sequence for 5:1:1 is a a b a c a a: never more than the
         // weight's fair run, and the light ones spread through the cycle.
@@ -254,7 +291,7 @@ mod tests {
         list[0].in_flight = 2;
         list[1].in_flight = 1;
         list[2].in_flight = 2; // 1 per unit of weight: ties with [1]
-        let (counts, _) = distribution(&Strategy::LeastConnections, &list, 100, 1);
+        let (counts, _) = distribution(Chooser::LeastConnections, &list, 100, 1);
         assert_eq!(counts[0], 0);
         assert_eq!(counts[1] + counts[2], 100);
         assert!(counts[1] > 20 && counts[2] > 20, "ties rotate: {counts:?}");
@@ -262,7 +299,7 @@ mod tests {
 
     #[test]
     fn random_follows_the_weights() {
-        let (counts, _) = distribution(&Strategy::Random, &candidates(&[1.0, 3.0]), 40_000, 9);
+        let (counts, _) = distribution(Chooser::Random, &candidates(&[1.0, 3.0]), 40_000, 9);
         let share = counts[1] as f64 / 40_000.0;
         assert!((0.73..0.77).contains(&share), "{counts:?}");
     }
@@ -271,7 +308,7 @@ mod tests {
     fn power_of_two_choices_avoids_the_busiest() {
         let mut list = candidates(&[1.0; 3]);
         list[2].in_flight = 10;
-        let (counts, _) = distribution(&Strategy::P2c, &list, 3000, 3);
+        let (counts, _) = distribution(Chooser::P2c, &list, 3000, 3);
         // The busiest loses every comparison it is drawn into.
         assert_eq!(counts[2], 0, "{counts:?}");
         assert!(counts[0] > 1200 && counts[1] > 1200, "{counts:?}");
@@ -281,14 +318,13 @@ mod tests {
     fn adaptive_prefers_the_cheapest_and_still_spreads() {
         let mut list = candidates(&[1.0; 3]);
         list[0].cost = 20.0;
-        let (counts, _) = distribution(&Strategy::Adaptive, &list, 3000, 5);
+        let (counts, _) = distribution(Chooser::Adaptive, &list, 3000, 5);
         assert_eq!(counts[0], 0, "the 20x costlier one never wins a comparison");
         assert!(counts[1] > 1200 && counts[2] > 1200);
     }
 
     #[test]
     fn consistent_hash_is_stable_and_moves_only_the_removed_backends_keys() {
-        let strategy = Strategy::ConsistentHash(HashKey::Path);
         let all = candidates(&[1.0; 5]);
         let pick_for = |list: &[Candidate], key: u64| {
             let mut rng = Rng::seeded(0);
@@ -299,7 +335,7 @@ mod tests {
                 key_hash: hash_bytes(&key.to_le_bytes()),
                 swrr: &mut running,
             };
-            pick(&strategy, list, input).unwrap()
+            pick(Chooser::ConsistentHash, list, input).unwrap()
         };
         let keys = 10_000u64;
         let before: Vec<usize> = (0..keys).map(|k| pick_for(&all, k)).collect();

@@ -341,9 +341,9 @@ impl Upstream {
                 && backend.breaker.allows(now)
                 && backend.passes_checks()
         };
-        if self.strategy == Strategy::RoundRobin {
+        let Some(chooser) = self.strategy.chooser() else {
             return self.pick_round_robin(count, rotation, untried, with_room, healthy);
-        }
+        };
         let mut fail_open = false;
         let mut candidates: Vec<Candidate> = (0..count)
             .filter(untried)
@@ -373,7 +373,7 @@ impl Upstream {
         let mut swrr = self.swrr.lock().unwrap_or_else(|p| p.into_inner());
         let chosen = with_thread_rng(|rng| {
             strategy::pick(
-                &self.strategy,
+                chooser,
                 &candidates,
                 PickInput {
                     rotation,
@@ -571,10 +571,14 @@ mod tests {
         let upstream = upstream(3);
         let now = Instant::now();
         let mut counts = [0; 3];
+        let mut order = Vec::new();
         for _ in 0..300 {
-            counts[chosen(upstream.pick(now, &[], |_| 0))] += 1;
+            let index = chosen(upstream.pick(now, &[], |_| 0));
+            counts[index] += 1;
+            order.push(index);
         }
         assert_eq!(counts, [100, 100, 100]);
+        assert_eq!(&order[..6], &[0, 1, 2, 0, 1, 2]);
     }
 
     #[test]
