@@ -479,6 +479,12 @@ fn new_listen_address_is_bound_before_the_old_is_released(layout: fn(String) -> 
     wait_until(Instant::now() + WAIT, "the old address to refuse", || {
         TcpStream::connect(old).is_err()
     });
+    // One line for the operator, however many accept loops moved.
+    let moved = daemon.log.lock().unwrap()[mark..]
+        .iter()
+        .filter(|line| line.contains("listening on the new address"))
+        .count();
+    assert_eq!(moved, 1, "{}", daemon.log.lock().unwrap().join("\n"));
 }
 
 #[test]

@@ -27,10 +27,11 @@ fn switch_listener(old: TcpListener, new: std::net::TcpListener) -> TcpListener 
             return old;
         }
     };
-    tracing::info!(
+    // Once per accept loop; the operator's line is logged once, by `ServerHandle::rebind`.
+    tracing::debug!(
         from = %old.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
         to = %new.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
-        "listening on the new address"
+        "accept loop moved to the new address"
     );
     new
 }
@@ -84,6 +85,7 @@ impl ServerHandle {
             tx.send(listener)
                 .map_err(|_| io::Error::other("the server has stopped"))?;
         }
+        tracing::info!(addr = %bound, accept_loops = self.rebind_txs.len(), "listening on the new address");
         Ok(bound)
     }
 }
