@@ -84,23 +84,28 @@ impl Fault {
     }
 
     /// Log the fault once, at the level its blame calls for. Upstream faults were logged at
-    /// warn by the proxy attempt by attempt, so their summary here is debug.
-    pub fn log(&self, client: std::net::SocketAddr) {
+    /// warn by the proxy attempt by attempt, so their summary here is debug. `target` is the
+    /// request target when a head was read (it names the file behind a file-system error).
+    pub fn log(&self, client: std::net::SocketAddr, target: Option<&str>) {
         let status = self.status().as_u16();
+        let target = target.unwrap_or("-");
         match (self.blame(), self) {
             (Blame::Server, _) => {
-                tracing::error!(%client, fault = %self, status, "request failed");
+                tracing::error!(%client, target, fault = %self, status, "request failed");
             }
             (
                 Blame::Client,
-                Fault::Head(_) | Fault::HeadTimeout | Fault::Body(_) | Fault::BodyTimeout,
-            )
-            | (Blame::Client, Fault::Forward(_)) => {
-                tracing::info!(%client, fault = %self, status, "request refused");
+                Fault::Head(_)
+                | Fault::HeadTimeout
+                | Fault::Body(_)
+                | Fault::BodyTimeout
+                | Fault::Forward(_),
+            ) => {
+                tracing::info!(%client, target, fault = %self, status, "request refused");
             }
             // 404s and the like are routine: the access log has them.
             (Blame::Client | Blame::Upstream, _) => {
-                tracing::debug!(%client, fault = %self, status, "request refused");
+                tracing::debug!(%client, target, fault = %self, status, "request refused");
             }
         }
     }
@@ -233,8 +238,7 @@ fn forward_status(error: &ForwardError) -> StatusCode {
         ForwardError::NoBackend { .. } => StatusCode::BAD_GATEWAY,
         ForwardError::Upstream(UpstreamError::Timeout) => StatusCode::GATEWAY_TIMEOUT,
         ForwardError::Upstream(
-            UpstreamError::Connect(_)
-            | UpstreamError::NoResponse(_)
+            UpstreamError::NoResponse(_)
             | UpstreamError::MalformedHead(_)
             | UpstreamError::ClosedMidHead
             | UpstreamError::FailedMidHead(_)

@@ -85,8 +85,6 @@ pub enum ForwardError {
 /// What went wrong with one backend before its response could be relayed.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    #[error("connect failed: {0}")]
-    Connect(std::io::Error),
     /// Sending failed, or the backend closed or reset the connection before any byte of a
     /// response.
     #[error("failed before responding: {0}")]

@@ -290,7 +290,7 @@ impl<S: Transport> Connection<S> {
         config: &Config,
         request_span: &tracing::Span,
     ) -> Persistence {
-        request_span.in_scope(|| fault.log(self.peer));
+        request_span.in_scope(|| fault.log(self.peer, Some(head.target())));
         let response = fault.response(&config.error_pages);
         self.answer(response, head, exchange, config, request_span)
             .await
@@ -783,7 +783,7 @@ impl<S: Transport> Connection<S> {
 
     /// Answer a fault found before any request head was whole with its page, then close.
     async fn fail(mut self, fault: Fault, config: &Config) {
-        fault.log(self.peer);
+        fault.log(self.peer, None);
         let status = fault.status();
         let response = fault.response(&config.error_pages);
         let exchange = Exchange::without_request();
