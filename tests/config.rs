@@ -198,8 +198,8 @@ fn bad_values_are_errors_naming_key_and_line() {
         ("server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: missing\n", "static_files.root", ":4:"),
         ("server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: public\n  index: \"../x\"\n", "static_files.index", ":5:"),
         ("server:\n  listen_addr: \"127.0.0.1:0\"\n  max_request_line_bytes: 9000\n  max_head_bytes: 9000\nstatic_files:\n  root: public\n", "server.max_request_line_bytes", ":3:"),
-        ("server:\n  listen_addr: \"127.0.0.1:0\"\nproxy:\n  backends:\n    - name: a\n      address: \"no-port\"\n", "proxy.backends", ":4:"),
-        ("server:\n  listen_addr: \"127.0.0.1:0\"\nproxy:\n  backends:\n    - name: a\n      address: \"h:1\"\n    - name: a\n      address: \"h:2\"\n", "proxy.backends", "unique"),
+        ("server:\n  listen_addr: \"127.0.0.1:0\"\nproxy:\n  backends:\n    - name: a\n      address: \"no-port\"\n", "proxy.backends[0].address", ":6:"),
+        ("server:\n  listen_addr: \"127.0.0.1:0\"\nproxy:\n  backends:\n    - name: a\n      address: \"h:1\"\n    - name: a\n      address: \"h:2\"\n", "proxy.backends[1].name", "unique"),
         ("server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: public\nlogging:\n  format: xml\n", "logging.format", "line 6"),
         ("server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: public\nlogging:\n  level: \"[[\"\n", "logging.level", ":6:"),
         ("server:\n  listen_addr: \"127.0.0.1:0\"\n  max_connections: 100000000\nstatic_files:\n  root: public\n", "server.max_connections", ":3:"),
@@ -368,4 +368,60 @@ fn a_reload_keeps_the_file_cache_of_an_unchanged_root() {
     std::fs::write(&path, format!("{yaml}  cache_max_bytes: 1000\n")).unwrap();
     let third = Snapshot::new(Config::load(&path, None).unwrap(), Some(&second));
     assert!(!std::sync::Arc::ptr_eq(&cache(&second), &cache(&third)));
+}
+
+/// Two backends; the second's address (line 8) is the one set by each case.
+fn two_backends(second_address: &str) -> String {
+    format!(
+        "server:\n  listen_addr: \"127.0.0.1:0\"\nproxy:\n  backends:\n    - name: a\n      \
+         address: \"127.0.0.1:3000\"\n    - name: b\n      address: \"{second_address}\"\n"
+    )
+}
+
+#[test]
+fn a_bad_backend_address_points_at_its_own_entry_and_says_why() {
+    let site = Site::new();
+    for (address, reason) in [
+        ("127.0.0.1:70000", "port 70000 is out of range (1-65535)"),
+        ("127.0.0.1:0", "port 0 is out of range (1-65535)"),
+        (
+            "localhost:99999999999999999999",
+            "is out of range (1-65535)",
+        ),
+        ("[::1]:65536", "port 65536 is out of range (1-65535)"),
+        ("no-port", "\"no-port\" is not host:port"),
+        ("bad host:80", "is not host:port"),
+    ] {
+        let message = site.error(&two_backends(address));
+        assert!(
+            message.contains("config.yaml:8: proxy.backends[1].address: "),
+            "{message}"
+        );
+        assert!(message.contains(reason), "{reason} missing from: {message}");
+    }
+    for address in ["127.0.0.1:65535", "[::1]:1", "backend-1.internal:8080"] {
+        assert!(site.load(&two_backends(address)).is_ok(), "{address}");
+    }
+    // The same inside a named group, entries starting in their key's column.
+    let message = site.error(
+        "server:\n  listen_addr: \"127.0.0.1:0\"\nproxy:\n  upstreams:\n    api:\n      backends:\n      \
+         - name: a\n        address: \"h:1\"\n      - name: b\n        weight: 0\n        address: \"h:2\"\n",
+    );
+    assert!(
+        message.contains(":10: proxy.upstreams.api.backends[1].weight: "),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_route_to_an_undefined_upstream_points_at_its_upstream_key() {
+    let site = Site::new();
+    let message = site.error(&format!(
+        "{}routes:\n  - path_prefix: /a\n    upstream: default\n  - path_prefix: /b\n    upstream: nope\n",
+        two_backends("127.0.0.1:3001")
+    ));
+    assert!(
+        message.contains("config.yaml:13: routes[1].upstream: upstream \"nope\" is not defined"),
+        "{message}"
+    );
 }

@@ -2,8 +2,8 @@
 //! group named `default`), pool and health settings, and the routes that send a request to
 //! an upstream or to the static handler.
 
-use std::collections::{BTreeMap, HashSet};
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv6Addr;
 use std::time::Duration;
 
 use super::raw::{RawBackend, RawHealthCheck, RawProxy, RawRoute, RawStrategy};
@@ -326,35 +326,32 @@ impl Validator<'_> {
         })
     }
 
+    /// Each entry's errors name the entry and its key (`proxy.backends[1].address`), so the
+    /// line is the entry's own, not the list's.
     fn backends(&self, key: &str, raw: &[RawBackend]) -> Result<Vec<BackendConfig>, ConfigError> {
-        let mut names = HashSet::new();
+        let mut names: HashMap<&str, usize> = HashMap::new();
         let mut backends = Vec::with_capacity(raw.len());
-        for backend in raw {
-            if backend.name.is_empty() || !names.insert(backend.name.as_str()) {
+        for (i, backend) in raw.iter().enumerate() {
+            let entry = format!("{key}[{i}]");
+            if backend.name.is_empty() {
+                return Err(self.invalid(&format!("{entry}.name"), "must not be empty"));
+            }
+            if let Some(first) = names.insert(backend.name.as_str(), i) {
                 return Err(self.invalid(
-                    key,
+                    &format!("{entry}.name"),
                     format!(
-                        "backend names must be unique and non-empty ({:?})",
+                        "backend names must be unique: {:?} is also {key}[{first}]",
                         backend.name
                     ),
                 ));
             }
-            if !is_host_port(&backend.address) {
-                return Err(self.invalid(
-                    key,
-                    format!(
-                        "backend {:?}: address {:?} is not host:port",
-                        backend.name, backend.address
-                    ),
-                ));
+            if let Err(reason) = check_host_port(&backend.address) {
+                return Err(self.invalid(&format!("{entry}.address"), reason));
             }
             if backend.weight == 0 || backend.weight > MAX_BACKEND_WEIGHT {
                 return Err(self.invalid(
-                    key,
-                    format!(
-                        "backend {:?}: weight must be between 1 and {MAX_BACKEND_WEIGHT}",
-                        backend.name
-                    ),
+                    &format!("{entry}.weight"),
+                    format!("must be between 1 and {MAX_BACKEND_WEIGHT}"),
                 ));
             }
             backends.push(BackendConfig {
@@ -405,14 +402,17 @@ impl Validator<'_> {
             let key = format!("routes[{i}]");
             let invalid = |reason: String| self.invalid(&key, reason);
             if !route.path_prefix.starts_with('/') {
-                return Err(invalid(format!(
-                    "path_prefix {:?} must start with /",
-                    route.path_prefix
-                )));
+                return Err(self.invalid(
+                    &format!("{key}.path_prefix"),
+                    format!("path_prefix {:?} must start with /", route.path_prefix),
+                ));
             }
             let host = match &route.host {
                 Some(host) if host.is_empty() || !host.bytes().all(is_host_byte) => {
-                    return Err(invalid(format!("host {host:?} is not a host name")))
+                    return Err(self.invalid(
+                        &format!("{key}.host"),
+                        format!("host {host:?} is not a host name"),
+                    ))
                 }
                 Some(host) => Some(host.to_ascii_lowercase()),
                 None => None,
@@ -424,8 +424,9 @@ impl Validator<'_> {
                     ))
                 }
                 (None, true) if !has_static => {
-                    return Err(invalid(
-                        "`static: true` needs a static_files section".into(),
+                    return Err(self.invalid(
+                        &format!("{key}.static"),
+                        "`static: true` needs a static_files section",
                     ))
                 }
                 (None, true) => (RouteTarget::Static, None),
@@ -439,10 +440,13 @@ impl Validator<'_> {
                             (RouteTarget::Upstream(index), Some(group))
                         }
                         _ => {
-                            return Err(invalid(format!(
+                            return Err(self.invalid(
+                                &format!("{key}.upstream"),
+                                format!(
                                 "upstream {name:?} is not defined (proxy.backends is \"default\", \
                                  others are under proxy.upstreams)"
-                            )))
+                            ),
+                            ))
                         }
                     }
                 }
@@ -490,17 +494,26 @@ fn is_host_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'-' || b == b'.'
 }
 
-/// `host:port` with a numeric port and a non-empty host (IPv6 in brackets).
-fn is_host_port(address: &str) -> bool {
-    if let Ok(socket) = address.parse::<SocketAddr>() {
-        return socket.port() != 0;
+/// Highest TCP port; 0 is not a port one can connect to.
+const PORTS: std::ops::RangeInclusive<u64> = 1..=65535;
+
+/// `host:port` with a port in 1-65535 and a non-empty host (IPv6 in brackets); the reason in
+/// the user's terms otherwise.
+fn check_host_port(address: &str) -> Result<(), String> {
+    let not_host_port = || format!("{address:?} is not host:port (such as 127.0.0.1:3000)");
+    let Some((host, port)) = address.rsplit_once(':') else {
+        return Err(not_host_port());
+    };
+    let is_host = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<Ipv6Addr>().is_ok(),
+        None => !host.is_empty() && host.bytes().all(is_host_byte),
+    };
+    if !is_host || port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(not_host_port());
     }
-    match address.rsplit_once(':') {
-        Some((host, port)) => {
-            !host.is_empty()
-                && port.parse::<u16>().is_ok_and(|p| p != 0)
-                && host.bytes().all(is_host_byte)
-        }
-        None => false,
+    // Digits beyond u64 are out of range too, not "not a number".
+    match port.parse::<u64>() {
+        Ok(number) if PORTS.contains(&number) => Ok(()),
+        _ => Err(format!("port {port} is out of range (1-65535)")),
     }
 }
