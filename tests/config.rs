@@ -425,3 +425,113 @@ fn a_route_to_an_undefined_upstream_points_at_its_upstream_key() {
         "{message}"
     );
 }
+
+#[test]
+fn every_validation_error_is_reported_each_on_its_own_line_in_file_order() {
+    let site = Site::new();
+    let yaml = "\
+server:
+  listen_addr: \"127.0.0.1:0\"
+  max_headers: 0
+  workers: 5000
+static_files:
+  root: public
+  index: \"../x\"
+proxy:
+  backends:
+    - name: a
+      address: \"127.0.0.1:70000\"
+routes:
+  - upstream: nope
+logging:
+  level: \"[[\"
+";
+    let error = site.load(yaml).unwrap_err();
+    let ConfigError::Many { errors, .. } = &error else {
+        panic!("expected several errors, got: {error}");
+    };
+    let lines: Vec<(Option<usize>, String)> = errors
+        .iter()
+        .map(|e| match e {
+            ConfigError::Invalid { line, key, .. } => (*line, key.clone()),
+            other => panic!("not a validation error: {other}"),
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            (Some(3), "server.max_headers".to_string()),
+            (Some(4), "server.workers".to_string()),
+            (Some(7), "static_files.index".to_string()),
+            (Some(11), "proxy.backends[0].address".to_string()),
+            (Some(13), "routes[0].upstream".to_string()),
+            (Some(15), "logging.level".to_string()),
+        ]
+    );
+    let message = error.to_string();
+    let printed: Vec<&str> = message.lines().collect();
+    assert_eq!(printed.len(), 7, "{message}");
+    assert!(printed[0].ends_with("config.yaml:3: server.max_headers: must be greater than 0"));
+    assert!(printed[3].ends_with(
+        "config.yaml:11: proxy.backends[0].address: port 70000 is out of range (1-65535)"
+    ));
+    assert!(
+        printed[6].starts_with("configuration file ") && printed[6].ends_with(" has 6 errors"),
+        "{message}"
+    );
+    assert_eq!(error.errors().len(), 6);
+}
+
+#[test]
+fn a_single_error_is_still_one_invalid_error() {
+    let site = Site::new();
+    let error = site
+        .load("server:\n  listen_addr: \"127.0.0.1:0\"\n  max_headers: 0\nstatic_files:\n  root: public\n")
+        .unwrap_err();
+    assert!(
+        matches!(&error, ConfigError::Invalid { line: Some(3), key, .. } if key == "server.max_headers"),
+        "{error:?}"
+    );
+    assert_eq!(error.errors().len(), 1);
+    assert_eq!(error.to_string().lines().count(), 1);
+}
+
+#[test]
+fn one_mistake_is_one_error_not_a_cascade() {
+    let site = Site::new();
+    let cases = [
+        // The error pages are looked for under the root: not also "page not found".
+        "server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: nope\n  error_pages:\n    not_found: errors/404.html\n    bad_request: errors/400.html\n",
+        // A zero head size: not also "the request line must fit in the head".
+        "server:\n  listen_addr: \"127.0.0.1:0\"\n  max_head_bytes: 0\nstatic_files:\n  root: public\n",
+        // A zero fail timeout: not also "max_fail_timeout_ms must be at least it".
+        "server:\n  listen_addr: \"127.0.0.1:0\"\nproxy:\n  fail_timeout_ms: 0\n  backends:\n    - name: a\n      address: \"h:1\"\n",
+        // An empty group: routes to it are not also "not defined".
+        "server:\n  listen_addr: \"127.0.0.1:0\"\nproxy:\n  upstreams:\n    api:\n      backends: []\nroutes:\n  - upstream: api\n",
+        // A bad backend: its group still exists for the routes.
+        "server:\n  listen_addr: \"127.0.0.1:0\"\nproxy:\n  backends:\n    - name: a\n      address: \"nope\"\nroutes:\n  - upstream: default\n",
+    ];
+    for yaml in cases {
+        let error = site.load(yaml).unwrap_err();
+        assert_eq!(error.errors().len(), 1, "{error}");
+    }
+}
+
+#[test]
+fn a_bad_listen_variable_joins_the_file_errors() {
+    let site = Site::new();
+    let path = site.dir.path().join("config.yaml");
+    std::fs::write(
+        &path,
+        "server:\n  listen_addr: \"127.0.0.1:0\"\n  workers: 5000\nstatic_files:\n  root: public\n",
+    )
+    .unwrap();
+    let error = Config::load(&path, Some("nonsense")).unwrap_err();
+    let message = error.to_string();
+    assert_eq!(error.errors().len(), 2, "{message}");
+    assert!(
+        message.contains("config.yaml:3: server.workers"),
+        "{message}"
+    );
+    assert!(message.contains("LISTEN (environment)"), "{message}");
+}
