@@ -38,7 +38,7 @@ fn check_accepts_the_bundled_config_and_rejects_a_bad_one() {
     assert_eq!(failed.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&failed.stderr);
     assert!(
-        stderr.contains("typo") && stderr.contains("line 3"),
+        stderr.contains("typo") && stderr.contains("bad.yaml:3:"),
         "{stderr}"
     );
 }

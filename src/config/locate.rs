@@ -1,6 +1,7 @@
 //! Finds the line of a key path (`static_files.root`, `proxy.backends[1].address`) in
-//! block-style YAML, so errors found after parsing can still point at a line. Best effort:
-//! flow style or anchors yield the nearest enclosing line found, or `None`.
+//! block-style YAML, so errors found after parsing can still point at a line, and finds every
+//! occurrence of a key in one mapping, so a duplicate can be pointed at. Best effort: flow
+//! style or anchors yield the nearest enclosing line found, or `None`.
 
 use std::ops::Range;
 
@@ -10,6 +11,24 @@ pub(super) fn key_line(text: &str, path: &str) -> Option<usize> {
     let lines = significant_lines(text);
     let (deepest, _) = walk(&lines, path);
     deepest.map(|index| lines[index].number)
+}
+
+/// 1-based lines of every `key` directly inside the mapping at `parent` (`""`: the top
+/// level), in file order.
+pub(super) fn key_lines(text: &str, parent: &str, key: &str) -> Vec<usize> {
+    let lines = significant_lines(text);
+    let scope = if parent.is_empty() {
+        Some(0..lines.len())
+    } else {
+        walk(&lines, parent).1
+    };
+    scope
+        .map(|scope| {
+            find_key(&lines, scope, key)
+                .map(|index| lines[index].number)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// A line that is neither blank nor a comment.
@@ -162,7 +181,7 @@ fn list_entry(lines: &[Line<'_>], scope: Range<usize>, index: usize) -> Option<R
 
 #[cfg(test)]
 mod tests {
-    use super::key_line;
+    use super::{key_line, key_lines};
 
     const YAML: &str = "server:\n  listen_addr: \"127.0.0.1:8080\"\n# comment\nstatic_files:\n  root: ./public\n  error_pages:\n    not_found: a.html\n";
 
@@ -231,5 +250,15 @@ routes:
         assert_eq!(key_line(LISTS, "proxy.backends[1].weight"), Some(5));
         // A key that is not a list keeps its own line.
         assert_eq!(key_line(LISTS, "proxy[0]"), Some(1));
+    }
+
+    #[test]
+    fn finds_every_occurrence_of_a_key_in_one_mapping() {
+        let yaml = "server:\n  listen_addr: a\n  nested:\n    listen_addr: b\n  listen_addr: c\nlisten_addr: d\n";
+        assert_eq!(key_lines(yaml, "server", "listen_addr"), [2, 5]);
+        assert_eq!(key_lines(yaml, "", "listen_addr"), [6]);
+        let entries = "backends:\n  - name: a\n    name: b\n  - name: c\n";
+        assert_eq!(key_lines(entries, "backends[0]", "name"), [2, 3]);
+        assert_eq!(key_lines(entries, "backends[1]", "name"), [4]);
     }
 }

@@ -6,6 +6,7 @@ mod locate;
 mod proxy;
 mod raw;
 mod upstream;
+mod yaml;
 
 pub use proxy::{BackendConfig, ProxyConfig, RouteConfig, RouteTarget, DEFAULT_UPSTREAM};
 pub use upstream::{
@@ -48,10 +49,14 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    /// YAML syntax, unknown keys and values of the wrong type; the message from the YAML
-    /// library already names the key path and line.
-    #[error("{}: {message}", path.display())]
-    Syntax { path: PathBuf, message: String },
+    /// YAML that cannot be read as YAML (the library's message). Unknown keys and values of
+    /// the wrong type are `Invalid`, reworded.
+    #[error("{}", SyntaxDisplay(self))]
+    Syntax {
+        path: PathBuf,
+        line: Option<usize>,
+        message: String,
+    },
     #[error("{}", InvalidDisplay(self))]
     Invalid {
         path: PathBuf,
@@ -81,7 +86,7 @@ impl ConfigError {
     /// The line the problem is on, when known.
     pub fn line(&self) -> Option<usize> {
         match self {
-            ConfigError::Invalid { line, .. } => *line,
+            ConfigError::Invalid { line, .. } | ConfigError::Syntax { line, .. } => *line,
             _ => None,
         }
     }
@@ -139,13 +144,41 @@ impl fmt::Display for InvalidDisplay<'_> {
             reason,
         } = self.0
         {
-            match line {
-                Some(line) => write!(f, "{}:{line}: {key}: {reason}", path.display()),
-                None => write!(f, "{}: {key}: {reason}", path.display()),
+            write_location(f, path, *line)?;
+            // A problem with the top level (an unknown section) has no key path.
+            if !key.is_empty() {
+                write!(f, "{key}: ")?;
             }
+            f.write_str(reason)
         } else {
             Ok(())
         }
+    }
+}
+
+struct SyntaxDisplay<'a>(&'a ConfigError);
+
+impl fmt::Display for SyntaxDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let ConfigError::Syntax {
+            path,
+            line,
+            message,
+        } = self.0
+        {
+            write_location(f, path, *line)?;
+            f.write_str(message)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// `file:line: ` (or `file: `), the form editors and `grep -n` use.
+fn write_location(f: &mut fmt::Formatter<'_>, path: &Path, line: Option<usize>) -> fmt::Result {
+    match line {
+        Some(line) => write!(f, "{}:{line}: ", path.display()),
+        None => write!(f, "{}: ", path.display()),
     }
 }
 
@@ -346,10 +379,8 @@ impl Config {
     }
 
     fn parse(text: &str, path: &Path, base_dir: &Path) -> Result<Config, ConfigError> {
-        let raw: RawConfig = serde_yaml::from_str(text).map_err(|error| ConfigError::Syntax {
-            path: path.to_path_buf(),
-            message: error.to_string(),
-        })?;
+        let raw: RawConfig =
+            serde_yaml::from_str(text).map_err(|error| yaml::translate(&error, text, path))?;
         Validator {
             text,
             path,
