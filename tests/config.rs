@@ -552,6 +552,11 @@ fn a_duplicate_key_points_at_its_second_occurrence() {
             "server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: public\nserver: {}\n",
             "config.yaml:5: duplicate key \"server\" (first on line 1)",
         ),
+        // A group name given twice was silently the last one.
+        (
+            "server:\n  listen_addr: \"127.0.0.1:0\"\nproxy:\n  upstreams:\n    api:\n      backends: [{name: a, address: \"h:1\"}]\n    api:\n      backends: [{name: b, address: \"h:2\"}]\n",
+            "config.yaml:7: proxy.upstreams: duplicate key \"api\" (first on line 5)",
+        ),
     ];
     for (yaml, wanted) in cases {
         let message = site.error(yaml);
