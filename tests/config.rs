@@ -659,3 +659,33 @@ fn yaml_syntax_errors_have_a_line_and_explain_tabs() {
     assert!(message.contains("config.yaml:"), "{message}");
     assert!(message.contains("invalid YAML: "), "{message}");
 }
+
+#[test]
+fn paths_in_errors_are_as_written_without_dot_repetition() {
+    // `sentinel -c config.yaml`: the config's directory is `.`, and `./nope` was reported
+    // as `././nope`.
+    let yaml = "server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: ./nope\n";
+    let error = Config::from_yaml(yaml, Path::new("config.yaml"), Path::new(".")).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "config.yaml:4: static_files.root: ./nope does not exist"
+    );
+    let site = Site::new();
+    let message = site.error(yaml);
+    assert!(message.ends_with("/nope does not exist"), "{message}");
+    assert!(!message.contains("/./"), "{message}");
+    // An error page too big to keep, named with ./ under a root named with ./.
+    std::fs::write(
+        site.dir.path().join("public/big.html"),
+        vec![b'x'; 1024 * 1024 + 1],
+    )
+    .unwrap();
+    let message = site.error(
+        "server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: ./public\n  error_pages:\n    not_found: ./big.html\n",
+    );
+    assert!(
+        message.contains("/public/big.html is 1048577 bytes"),
+        "{message}"
+    );
+    assert!(!message.contains("/./"), "{message}");
+}

@@ -557,33 +557,29 @@ impl Validator<'_> {
         }
     }
 
+    /// `path` as written, against the config file's directory if relative. Without `.`
+    /// components: the directory of `sentinel -c config.yaml` is `.`, and `./public` would
+    /// otherwise be resolved, and reported, as `././public`.
     fn resolve(&self, path: &str) -> PathBuf {
         let path = Path::new(path);
-        if path.is_absolute() {
+        let joined = if path.is_absolute() {
             path.to_path_buf()
         } else {
             self.base_dir.join(path)
-        }
+        };
+        joined.components().collect()
     }
 
     /// The canonical root directory, or `None` (reported) if there is none.
     fn root(&self, raw_root: &str) -> Option<PathBuf> {
         let root = self.resolve(raw_root);
-        let root = match root.canonicalize() {
-            Ok(root) => root,
-            Err(error) => {
-                self.report("static_files.root", format!("{}: {error}", root.display()));
-                return None;
-            }
+        let reason = match root.canonicalize() {
+            Ok(canonical) if canonical.is_dir() => return Some(canonical),
+            Ok(_) => format!("{} is not a directory", root.display()),
+            Err(error) => io_reason(&root, &error),
         };
-        if !root.is_dir() {
-            self.report(
-                "static_files.root",
-                format!("{} is not a directory", root.display()),
-            );
-            return None;
-        }
-        Some(root)
+        self.report("static_files.root", reason);
+        None
     }
 
     fn static_files(&self, raw: &raw::RawStaticFiles, root: PathBuf) -> StaticFilesConfig {
@@ -625,7 +621,8 @@ impl Validator<'_> {
         for (key, status, file) in raw.entries() {
             let Some(file) = file else { continue };
             let key = format!("static_files.error_pages.{key}");
-            let candidates = [root_dir.join(file), self.resolve(file)];
+            let under_root: PathBuf = root_dir.join(file).components().collect();
+            let candidates = [under_root, self.resolve(file)];
             let Some(found) = candidates.iter().find(|p| p.is_file()) else {
                 self.report(
                     &key,
@@ -650,7 +647,7 @@ impl Validator<'_> {
 
 fn read_small_file(path: &Path) -> Result<Bytes, String> {
     let size = std::fs::metadata(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?
+        .map_err(|e| io_reason(path, &e))?
         .len();
     if size > MAX_ERROR_PAGE_BYTES {
         return Err(format!(
@@ -660,5 +657,17 @@ fn read_small_file(path: &Path) -> Result<Bytes, String> {
     }
     std::fs::read(path)
         .map(Bytes::from)
-        .map_err(|e| format!("{}: {e}", path.display()))
+        .map_err(|e| io_reason(path, &e))
+}
+
+/// Why `path` could not be used, in words rather than an OS error number where the cause is
+/// a common one.
+fn io_reason(path: &Path, error: &std::io::Error) -> String {
+    match error.kind() {
+        std::io::ErrorKind::NotFound => format!("{} does not exist", path.display()),
+        std::io::ErrorKind::PermissionDenied => {
+            format!("{} cannot be read (permission denied)", path.display())
+        }
+        _ => format!("{}: {error}", path.display()),
+    }
 }
