@@ -52,7 +52,11 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("sentinel: {error:#}");
+            // A config with several errors is one per line (then a count): each gets the
+            // prefix, so every line of the output says where it came from.
+            for line in format!("{error:#}").lines() {
+                eprintln!("sentinel: {line}");
+            }
             ExitCode::FAILURE
         }
     }

@@ -38,7 +38,7 @@ fn check_accepts_the_bundled_config_and_rejects_a_bad_one() {
     assert_eq!(failed.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&failed.stderr);
     assert!(
-        stderr.contains("typo") && stderr.contains("line 3"),
+        stderr.contains("typo") && stderr.contains("bad.yaml:3:"),
         "{stderr}"
     );
 }
@@ -592,4 +592,43 @@ fn log_lines_show_paths_and_the_commit_not_debug_formatting() {
     for line in [&listening, &watching, &reloaded].into_iter().chain(&rest) {
         assert!(!line.contains("Some("), "debug-formatted Option: {line}");
     }
+}
+
+#[test]
+fn check_reports_every_error_with_its_line_then_a_count() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("public")).unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "server:\n  listen_addr: \"127.0.0.1:0\"\n  max_headers: 0\nstatic_files:\n  root: public\n\
+         proxy:\n  backends:\n    - name: a\n      address: \"127.0.0.1:3000\"\n    - name: b\n      \
+         address: \"127.0.0.1:70000\"\nroutes:\n  - upstream: nope\n",
+    )
+    .unwrap();
+    let failed = Command::new(BIN)
+        .args(["--check", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(failed.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    let expected = [
+        ":3: server.max_headers: must be greater than 0",
+        ":11: proxy.backends[1].address: port 70000 is out of range (1-65535)",
+        ":13: routes[0].upstream: upstream \"nope\" is not defined",
+    ];
+    assert_eq!(lines.len(), expected.len() + 1, "{stderr}");
+    for (line, wanted) in lines.iter().zip(expected) {
+        assert!(
+            line.starts_with("sentinel: ") && line.contains("bad.yaml") && line.contains(wanted),
+            "{wanted} missing from: {stderr}"
+        );
+    }
+    assert!(
+        lines[3].starts_with("sentinel: configuration file ") && lines[3].ends_with("has 3 errors"),
+        "{stderr}"
+    );
+    assert!(failed.stdout.is_empty());
 }

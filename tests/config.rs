@@ -100,7 +100,7 @@ fn routes_are_validated_with_key_and_line() {
         (
             "routes:\n  - upstream: default\n    hots: a\n",
             "hots",
-            "line 9",
+            ":9:",
         ),
     ];
     for (routes, key, reason) in cases {
@@ -174,16 +174,16 @@ fn unknown_keys_are_errors_with_a_line() {
     let message = site.error(
         "server:\n  listen_addr: \"127.0.0.1:0\"\n  listen_adr: x\nstatic_files:\n  root: public\n",
     );
-    assert!(message.contains("unknown field `listen_adr`"), "{message}");
-    assert!(message.contains("line 3"), "{message}");
+    assert!(message.contains("unknown key \"listen_adr\""), "{message}");
+    assert!(message.contains(":3:"), "{message}");
     let message = site.error("server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: public\n  error_pages:\n    not_fund: x\n");
     assert!(
-        message.contains("not_fund") && message.contains("line 6"),
+        message.contains("not_fund") && message.contains(":6:"),
         "{message}"
     );
     let message = site.error("server:\n  listen_addr: \"127.0.0.1:0\"\nstatics: {}\n");
     assert!(
-        message.contains("statics") && message.contains("line 3"),
+        message.contains("statics") && message.contains(":3:"),
         "{message}"
     );
 }
@@ -192,26 +192,26 @@ fn unknown_keys_are_errors_with_a_line() {
 fn bad_values_are_errors_naming_key_and_line() {
     let site = Site::new();
     let cases = [
-        ("server:\n  listen_addr: \"nope\"\nstatic_files:\n  root: public\n", "server.listen_addr", "line 2"),
-        ("server:\n  listen_addr: \"127.0.0.1:0\"\n  max_headers: -1\nstatic_files:\n  root: public\n", "server.max_headers", "line 3"),
+        ("server:\n  listen_addr: \"nope\"\nstatic_files:\n  root: public\n", "server.listen_addr", ":2:"),
+        ("server:\n  listen_addr: \"127.0.0.1:0\"\n  max_headers: -1\nstatic_files:\n  root: public\n", "server.max_headers", ":3:"),
         ("server:\n  listen_addr: \"127.0.0.1:0\"\n  header_read_timeout_ms: 0\nstatic_files:\n  root: public\n", "server.header_read_timeout_ms", ":3:"),
         ("server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: missing\n", "static_files.root", ":4:"),
         ("server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: public\n  index: \"../x\"\n", "static_files.index", ":5:"),
         ("server:\n  listen_addr: \"127.0.0.1:0\"\n  max_request_line_bytes: 9000\n  max_head_bytes: 9000\nstatic_files:\n  root: public\n", "server.max_request_line_bytes", ":3:"),
-        ("server:\n  listen_addr: \"127.0.0.1:0\"\nproxy:\n  backends:\n    - name: a\n      address: \"no-port\"\n", "proxy.backends", ":4:"),
-        ("server:\n  listen_addr: \"127.0.0.1:0\"\nproxy:\n  backends:\n    - name: a\n      address: \"h:1\"\n    - name: a\n      address: \"h:2\"\n", "proxy.backends", "unique"),
-        ("server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: public\nlogging:\n  format: xml\n", "logging.format", "line 6"),
+        ("server:\n  listen_addr: \"127.0.0.1:0\"\nproxy:\n  backends:\n    - name: a\n      address: \"no-port\"\n", "proxy.backends[0].address", ":6:"),
+        ("server:\n  listen_addr: \"127.0.0.1:0\"\nproxy:\n  backends:\n    - name: a\n      address: \"h:1\"\n    - name: a\n      address: \"h:2\"\n", "proxy.backends[1].name", "unique"),
+        ("server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: public\nlogging:\n  format: xml\n", "logging.format", ":6:"),
         ("server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: public\nlogging:\n  level: \"[[\"\n", "logging.level", ":6:"),
         ("server:\n  listen_addr: \"127.0.0.1:0\"\n  max_connections: 100000000\nstatic_files:\n  root: public\n", "server.max_connections", ":3:"),
         ("server:\n  listen_addr: \"127.0.0.1:0\"\n  workers: 1025\nstatic_files:\n  root: public\n", "server.workers", ":3:"),
-        ("server:\n  listen_addr: \"127.0.0.1:0\"\n  workers: -1\nstatic_files:\n  root: public\n", "server.workers", "line 3"),
-        ("server:\n  listen_addr: \"127.0.0.1:0\"\n  runtime: per_thread\nstatic_files:\n  root: public\n", "server.runtime", "line 3"),
-        ("server:\n  listen_addr: \"127.0.0.1:0\"\n  runtime: 2\nstatic_files:\n  root: public\n", "server.runtime", "line 3"),
+        ("server:\n  listen_addr: \"127.0.0.1:0\"\n  workers: -1\nstatic_files:\n  root: public\n", "server.workers", ":3:"),
+        ("server:\n  listen_addr: \"127.0.0.1:0\"\n  runtime: per_thread\nstatic_files:\n  root: public\n", "server.runtime", ":3:"),
+        ("server:\n  listen_addr: \"127.0.0.1:0\"\n  runtime: 2\nstatic_files:\n  root: public\n", "server.runtime", ":3:"),
         ("server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: public\n  cache_max_file_bytes: 16777217\n", "static_files.cache_max_file_bytes", ":5:"),
         // Field filters compile exponential regexes (found by fuzzing): refused outright.
         ("server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: public\nlogging:\n  level: \"a[{f=.+7.......}]\"\n", "logging.level", ":6:"),
         ("server:\n  listen_addr: \"127.0.0.1:0\"\n", "nothing to serve", "static_files"),
-        ("server: [\n", "server", "line"),
+        ("server: [\n", "server", ":1:"),
     ];
     for (yaml, key, location) in cases {
         let message = site.error(yaml);
@@ -368,4 +368,324 @@ fn a_reload_keeps_the_file_cache_of_an_unchanged_root() {
     std::fs::write(&path, format!("{yaml}  cache_max_bytes: 1000\n")).unwrap();
     let third = Snapshot::new(Config::load(&path, None).unwrap(), Some(&second));
     assert!(!std::sync::Arc::ptr_eq(&cache(&second), &cache(&third)));
+}
+
+/// Two backends; the second's address (line 8) is the one set by each case.
+fn two_backends(second_address: &str) -> String {
+    format!(
+        "server:\n  listen_addr: \"127.0.0.1:0\"\nproxy:\n  backends:\n    - name: a\n      \
+         address: \"127.0.0.1:3000\"\n    - name: b\n      address: \"{second_address}\"\n"
+    )
+}
+
+#[test]
+fn a_bad_backend_address_points_at_its_own_entry_and_says_why() {
+    let site = Site::new();
+    for (address, reason) in [
+        ("127.0.0.1:70000", "port 70000 is out of range (1-65535)"),
+        ("127.0.0.1:0", "port 0 is out of range (1-65535)"),
+        (
+            "localhost:99999999999999999999",
+            "is out of range (1-65535)",
+        ),
+        ("[::1]:65536", "port 65536 is out of range (1-65535)"),
+        ("no-port", "\"no-port\" is not host:port"),
+        ("bad host:80", "is not host:port"),
+    ] {
+        let message = site.error(&two_backends(address));
+        assert!(
+            message.contains("config.yaml:8: proxy.backends[1].address: "),
+            "{message}"
+        );
+        assert!(message.contains(reason), "{reason} missing from: {message}");
+    }
+    for address in ["127.0.0.1:65535", "[::1]:1", "backend-1.internal:8080"] {
+        assert!(site.load(&two_backends(address)).is_ok(), "{address}");
+    }
+    // The same inside a named group, entries starting in their key's column.
+    let message = site.error(
+        "server:\n  listen_addr: \"127.0.0.1:0\"\nproxy:\n  upstreams:\n    api:\n      backends:\n      \
+         - name: a\n        address: \"h:1\"\n      - name: b\n        weight: 0\n        address: \"h:2\"\n",
+    );
+    assert!(
+        message.contains(":10: proxy.upstreams.api.backends[1].weight: "),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_route_to_an_undefined_upstream_points_at_its_upstream_key() {
+    let site = Site::new();
+    let message = site.error(&format!(
+        "{}routes:\n  - path_prefix: /a\n    upstream: default\n  - path_prefix: /b\n    upstream: nope\n",
+        two_backends("127.0.0.1:3001")
+    ));
+    assert!(
+        message.contains("config.yaml:13: routes[1].upstream: upstream \"nope\" is not defined"),
+        "{message}"
+    );
+}
+
+#[test]
+fn every_validation_error_is_reported_each_on_its_own_line_in_file_order() {
+    let site = Site::new();
+    let yaml = "\
+server:
+  listen_addr: \"127.0.0.1:0\"
+  max_headers: 0
+  workers: 5000
+static_files:
+  root: public
+  index: \"../x\"
+proxy:
+  backends:
+    - name: a
+      address: \"127.0.0.1:70000\"
+routes:
+  - upstream: nope
+logging:
+  level: \"[[\"
+";
+    let error = site.load(yaml).unwrap_err();
+    let ConfigError::Many { errors, .. } = &error else {
+        panic!("expected several errors, got: {error}");
+    };
+    let lines: Vec<(Option<usize>, String)> = errors
+        .iter()
+        .map(|e| match e {
+            ConfigError::Invalid { line, key, .. } => (*line, key.clone()),
+            other => panic!("not a validation error: {other}"),
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            (Some(3), "server.max_headers".to_string()),
+            (Some(4), "server.workers".to_string()),
+            (Some(7), "static_files.index".to_string()),
+            (Some(11), "proxy.backends[0].address".to_string()),
+            (Some(13), "routes[0].upstream".to_string()),
+            (Some(15), "logging.level".to_string()),
+        ]
+    );
+    let message = error.to_string();
+    let printed: Vec<&str> = message.lines().collect();
+    assert_eq!(printed.len(), 7, "{message}");
+    assert!(printed[0].ends_with("config.yaml:3: server.max_headers: must be greater than 0"));
+    assert!(printed[3].ends_with(
+        "config.yaml:11: proxy.backends[0].address: port 70000 is out of range (1-65535)"
+    ));
+    assert!(
+        printed[6].starts_with("configuration file ") && printed[6].ends_with(" has 6 errors"),
+        "{message}"
+    );
+    assert_eq!(error.errors().len(), 6);
+}
+
+#[test]
+fn a_single_error_is_still_one_invalid_error() {
+    let site = Site::new();
+    let error = site
+        .load("server:\n  listen_addr: \"127.0.0.1:0\"\n  max_headers: 0\nstatic_files:\n  root: public\n")
+        .unwrap_err();
+    assert!(
+        matches!(&error, ConfigError::Invalid { line: Some(3), key, .. } if key == "server.max_headers"),
+        "{error:?}"
+    );
+    assert_eq!(error.errors().len(), 1);
+    assert_eq!(error.to_string().lines().count(), 1);
+}
+
+#[test]
+fn one_mistake_is_one_error_not_a_cascade() {
+    let site = Site::new();
+    let cases = [
+        // The error pages are looked for under the root: not also "page not found".
+        "server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: nope\n  error_pages:\n    not_found: errors/404.html\n    bad_request: errors/400.html\n",
+        // A zero head size: not also "the request line must fit in the head".
+        "server:\n  listen_addr: \"127.0.0.1:0\"\n  max_head_bytes: 0\nstatic_files:\n  root: public\n",
+        // A zero fail timeout: not also "max_fail_timeout_ms must be at least it".
+        "server:\n  listen_addr: \"127.0.0.1:0\"\nproxy:\n  fail_timeout_ms: 0\n  backends:\n    - name: a\n      address: \"h:1\"\n",
+        // An empty group: routes to it are not also "not defined".
+        "server:\n  listen_addr: \"127.0.0.1:0\"\nproxy:\n  upstreams:\n    api:\n      backends: []\nroutes:\n  - upstream: api\n",
+        // A bad backend: its group still exists for the routes.
+        "server:\n  listen_addr: \"127.0.0.1:0\"\nproxy:\n  backends:\n    - name: a\n      address: \"nope\"\nroutes:\n  - upstream: default\n",
+    ];
+    for yaml in cases {
+        let error = site.load(yaml).unwrap_err();
+        assert_eq!(error.errors().len(), 1, "{error}");
+    }
+}
+
+#[test]
+fn a_bad_listen_variable_joins_the_file_errors() {
+    let site = Site::new();
+    let path = site.dir.path().join("config.yaml");
+    std::fs::write(
+        &path,
+        "server:\n  listen_addr: \"127.0.0.1:0\"\n  workers: 5000\nstatic_files:\n  root: public\n",
+    )
+    .unwrap();
+    let error = Config::load(&path, Some("nonsense")).unwrap_err();
+    let message = error.to_string();
+    assert_eq!(error.errors().len(), 2, "{message}");
+    assert!(
+        message.contains("config.yaml:3: server.workers"),
+        "{message}"
+    );
+    assert!(message.contains("LISTEN (environment)"), "{message}");
+}
+
+#[test]
+fn a_duplicate_key_points_at_its_second_occurrence() {
+    let site = Site::new();
+    let cases = [
+        (
+            "server:\n  listen_addr: \"127.0.0.1:0\"\n  workers: 1\n  listen_addr: \"127.0.0.1:1\"\nstatic_files:\n  root: public\n",
+            "config.yaml:4: server: duplicate key \"listen_addr\" (first on line 2)",
+        ),
+        (
+            "server:\n  listen_addr: \"127.0.0.1:0\"\nproxy:\n  backends:\n    - name: a\n      address: \"h:1\"\n      name: b\n",
+            "config.yaml:7: proxy.backends[0]: duplicate key \"name\" (first on line 5)",
+        ),
+        (
+            "server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: public\nserver: {}\n",
+            "config.yaml:5: duplicate key \"server\" (first on line 1)",
+        ),
+        // A group name given twice was silently the last one.
+        (
+            "server:\n  listen_addr: \"127.0.0.1:0\"\nproxy:\n  upstreams:\n    api:\n      backends: [{name: a, address: \"h:1\"}]\n    api:\n      backends: [{name: b, address: \"h:2\"}]\n",
+            "config.yaml:7: proxy.upstreams: duplicate key \"api\" (first on line 5)",
+        ),
+    ];
+    for (yaml, wanted) in cases {
+        let message = site.error(yaml);
+        assert!(
+            message.ends_with(wanted),
+            "{wanted} missing from: {message}"
+        );
+    }
+}
+
+#[test]
+fn wrong_types_are_named_in_the_users_words() {
+    let site = Site::new();
+    let server = "server:\n  listen_addr: \"127.0.0.1:0\"\n";
+    let cases = [
+        ("  max_headers: abc\n", ":3: server.max_headers: expected a whole number, found \"abc\""),
+        ("  max_headers: 1.5\n", ":3: server.max_headers: expected a whole number, found 1.5"),
+        ("  workers: -1\n", ":3: server.workers: expected a whole number (0 or more), found -1"),
+        ("  listen_backlog: 99999999999\n", ":3: server.listen_backlog: 99999999999 is too large (at most 4294967295)"),
+        ("  max_headers:\n", ":3: server.max_headers: expected a whole number, found an empty value"),
+        ("static_files:\n  root: public\n  serve_hidden: yes\n", ":5: static_files.serve_hidden: expected true or false, found \"yes\""),
+        ("static_files: [public]\n", ":3: static_files: expected a mapping, found a list"),
+        ("static_files:\n  root: [public]\n", ":4: static_files.root: expected text, found a list"),
+        ("proxy:\n  backends: 3\n", ":4: proxy.backends: expected a list, found 3"),
+        ("proxy:\n  breaker:\n    failure_rate: high\n", ":5: proxy.breaker.failure_rate: expected a number, found \"high\""),
+        ("proxy:\n  upstreams: [a]\n", ":4: proxy.upstreams: expected a mapping, found a list"),
+        ("logging:\n  format: [json]\n", ":4: logging.format: expected a single name, found a list"),
+        ("admin:\n  listen_addr: \"localhost\"\n", ":4: admin.listen_addr: \"localhost\" is not an IP:port address (such as 127.0.0.1:8080)"),
+    ];
+    for (rest, wanted) in cases {
+        let yaml = format!("{server}{rest}");
+        let message = site.error(&yaml);
+        assert!(
+            message.ends_with(wanted),
+            "{wanted} missing from: {message}"
+        );
+        for rust in [
+            "usize", "u32", "u64", "f64", "struct", "boolean", "sequence", "Raw",
+        ] {
+            assert!(!message.contains(rust), "{rust} in: {message}");
+        }
+    }
+    let message = site.error("server: 3\n");
+    assert!(
+        message.ends_with("config.yaml:1: server: expected a mapping, found 3"),
+        "{message}"
+    );
+    let message = site.error("- server\n");
+    assert!(
+        message.ends_with("config.yaml:1: expected a mapping, found a list"),
+        "{message}"
+    );
+    let message = site.error("static_files:\n  root: public\n");
+    assert!(
+        message.ends_with("config.yaml:1: server: missing (this key is required)"),
+        "{message}"
+    );
+    let message =
+        site.error("server:\n  listen_addr: \"127.0.0.1:0\"\nproxy:\n  backends:\n    - name: a\n");
+    assert!(
+        message
+            .ends_with("config.yaml:5: proxy.backends[0].address: missing (this key is required)"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_misspelt_key_or_value_gets_a_suggestion() {
+    let site = Site::new();
+    let cases = [
+        ("server:\n  lisen_addr: \"127.0.0.1:0\"\n", ":2: server: unknown key \"lisen_addr\" (did you mean \"listen_addr\"?)"),
+        ("sever:\n  listen_addr: \"127.0.0.1:0\"\n", ":1: unknown key \"sever\" (did you mean \"server\"?)"),
+        ("server: {}\nproxy:\n  backends:\n    - name: a\n      adress: \"h:1\"\n", ":5: proxy.backends[0]: unknown key \"adress\" (did you mean \"address\"?)"),
+        ("server: {}\nstatic_files:\n  root: public\n  error_pages:\n    not_fund: x\n", ":5: static_files.error_pages: unknown key \"not_fund\" (did you mean \"not_found\"?)"),
+        ("server:\n  runtime: per-core\n", ":2: server.runtime: unknown value \"per-core\" (did you mean \"per_core\"? expected shared or per_core)"),
+        // Nothing near: the accepted names instead of a wild guess.
+        ("server: {}\nstatics: {}\n", ":2: unknown key \"statics\" (expected one of server, static_files, proxy, routes, admin, logging)"),
+        ("server: {}\nlogging:\n  colour: true\n", ":3: logging: unknown key \"colour\" (expected one of level, format, access_log)"),
+        ("server:\n  runtime: threads\n", ":2: server.runtime: unknown value \"threads\" (expected shared or per_core)"),
+    ];
+    for (yaml, wanted) in cases {
+        let message = site.error(yaml);
+        assert!(
+            message.ends_with(wanted),
+            "{wanted} missing from: {message}"
+        );
+    }
+}
+
+#[test]
+fn yaml_syntax_errors_have_a_line_and_explain_tabs() {
+    let site = Site::new();
+    let message = site.error("server:\n\tlisten_addr: \"127.0.0.1:0\"\n");
+    assert!(
+        message.contains("config.yaml:2: invalid YAML: "),
+        "{message}"
+    );
+    assert!(message.contains("indented with spaces"), "{message}");
+    let message = site.error("server:\n  listen_addr: \"127.0.0.1:0\nstatic_files: {}\n");
+    assert!(message.contains("config.yaml:"), "{message}");
+    assert!(message.contains("invalid YAML: "), "{message}");
+}
+
+#[test]
+fn paths_in_errors_are_as_written_without_dot_repetition() {
+    // `sentinel -c config.yaml`: the config's directory is `.`, and `./nope` was reported
+    // as `././nope`.
+    let yaml = "server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: ./nope\n";
+    let error = Config::from_yaml(yaml, Path::new("config.yaml"), Path::new(".")).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "config.yaml:4: static_files.root: ./nope does not exist"
+    );
+    let site = Site::new();
+    let message = site.error(yaml);
+    assert!(message.ends_with("/nope does not exist"), "{message}");
+    assert!(!message.contains("/./"), "{message}");
+    // An error page too big to keep, named with ./ under a root named with ./.
+    std::fs::write(
+        site.dir.path().join("public/big.html"),
+        vec![b'x'; 1024 * 1024 + 1],
+    )
+    .unwrap();
+    let message = site.error(
+        "server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: ./public\n  error_pages:\n    not_found: ./big.html\n",
+    );
+    assert!(
+        message.contains("/public/big.html is 1048577 bytes"),
+        "{message}"
+    );
+    assert!(!message.contains("/./"), "{message}");
 }

@@ -6,6 +6,7 @@ mod locate;
 mod proxy;
 mod raw;
 mod upstream;
+mod yaml;
 
 pub use proxy::{BackendConfig, ProxyConfig, RouteConfig, RouteTarget, DEFAULT_UPSTREAM};
 pub use upstream::{
@@ -13,6 +14,7 @@ pub use upstream::{
     RetryBudgetSettings, UpstreamConfig,
 };
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -47,10 +49,14 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    /// YAML syntax, unknown keys and values of the wrong type; the message from the YAML
-    /// library already names the key path and line.
-    #[error("{}: {message}", path.display())]
-    Syntax { path: PathBuf, message: String },
+    /// YAML that cannot be read as YAML (the library's message). Unknown keys and values of
+    /// the wrong type are `Invalid`, reworded.
+    #[error("{}", SyntaxDisplay(self))]
+    Syntax {
+        path: PathBuf,
+        line: Option<usize>,
+        message: String,
+    },
     #[error("{}", InvalidDisplay(self))]
     Invalid {
         path: PathBuf,
@@ -58,6 +64,73 @@ pub enum ConfigError {
         line: Option<usize>,
         reason: String,
     },
+    /// Several problems, in file order: validation goes on after an error wherever the
+    /// next checks still mean something, so one `--check` lists everything to fix.
+    /// Displayed one per line, then a count.
+    #[error("{}", ManyDisplay(self))]
+    Many {
+        path: PathBuf,
+        errors: Vec<ConfigError>,
+    },
+}
+
+impl ConfigError {
+    /// The single problems this error stands for: itself, or each of `Many`.
+    pub fn errors(&self) -> &[ConfigError] {
+        match self {
+            ConfigError::Many { errors, .. } => errors,
+            single => std::slice::from_ref(single),
+        }
+    }
+
+    /// The line the problem is on, when known.
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            ConfigError::Invalid { line, .. } | ConfigError::Syntax { line, .. } => *line,
+            _ => None,
+        }
+    }
+
+    /// `errors` as one error: none, the only one, or `Many` in file order.
+    fn from_all(path: &Path, mut errors: Vec<ConfigError>) -> Option<ConfigError> {
+        match errors.len() {
+            0 | 1 => errors.pop(),
+            _ => {
+                sort_by_line(&mut errors);
+                Some(ConfigError::Many {
+                    path: path.to_path_buf(),
+                    errors,
+                })
+            }
+        }
+    }
+
+    /// This error and `other` as one `Many`, in file order.
+    fn and(self, other: ConfigError) -> ConfigError {
+        let path = match &self {
+            ConfigError::Read { path, .. }
+            | ConfigError::Syntax { path, .. }
+            | ConfigError::Invalid { path, .. }
+            | ConfigError::Many { path, .. } => path.clone(),
+        };
+        let mut errors = self.into_errors();
+        errors.extend(other.into_errors());
+        sort_by_line(&mut errors);
+        ConfigError::Many { path, errors }
+    }
+
+    fn into_errors(self) -> Vec<ConfigError> {
+        match self {
+            ConfigError::Many { errors, .. } => errors,
+            single => vec![single],
+        }
+    }
+}
+
+/// File order. Stable, so problems on one line keep the order they were found in; those
+/// without a line go last.
+fn sort_by_line(errors: &mut [ConfigError]) {
+    errors.sort_by_key(|error| error.line().unwrap_or(usize::MAX));
 }
 
 struct InvalidDisplay<'a>(&'a ConfigError);
@@ -71,10 +144,58 @@ impl fmt::Display for InvalidDisplay<'_> {
             reason,
         } = self.0
         {
-            match line {
-                Some(line) => write!(f, "{}:{line}: {key}: {reason}", path.display()),
-                None => write!(f, "{}: {key}: {reason}", path.display()),
+            write_location(f, path, *line)?;
+            // A problem with the top level (an unknown section) has no key path.
+            if !key.is_empty() {
+                write!(f, "{key}: ")?;
             }
+            f.write_str(reason)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+struct SyntaxDisplay<'a>(&'a ConfigError);
+
+impl fmt::Display for SyntaxDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let ConfigError::Syntax {
+            path,
+            line,
+            message,
+        } = self.0
+        {
+            write_location(f, path, *line)?;
+            f.write_str(message)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// `file:line: ` (or `file: `), the form editors and `grep -n` use.
+fn write_location(f: &mut fmt::Formatter<'_>, path: &Path, line: Option<usize>) -> fmt::Result {
+    match line {
+        Some(line) => write!(f, "{}:{line}: ", path.display()),
+        None => write!(f, "{}: ", path.display()),
+    }
+}
+
+struct ManyDisplay<'a>(&'a ConfigError);
+
+impl fmt::Display for ManyDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let ConfigError::Many { path, errors } = self.0 {
+            for error in errors {
+                writeln!(f, "{error}")?;
+            }
+            write!(
+                f,
+                "configuration file {} has {} errors",
+                path.display(),
+                errors.len()
+            )
         } else {
             Ok(())
         }
@@ -232,17 +353,24 @@ impl Config {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        let mut config = Config::parse(&text, path, base_dir)?;
-        if let Some(listen) = listen_override {
-            config.server.listen_addr =
-                listen.trim().parse().map_err(|_| ConfigError::Invalid {
-                    path: path.to_path_buf(),
-                    key: "LISTEN (environment)".into(),
-                    line: None,
-                    reason: format!("{listen:?} is not an IP:port socket address"),
-                })?;
+        let config = Config::parse(&text, path, base_dir);
+        let Some(listen) = listen_override else {
+            return config;
+        };
+        let listen_addr = listen.trim().parse().map_err(|_| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key: "LISTEN (environment)".into(),
+            line: None,
+            reason: format!("{listen:?} is not an IP:port socket address"),
+        });
+        match (config, listen_addr) {
+            (Ok(mut config), Ok(listen_addr)) => {
+                config.server.listen_addr = listen_addr;
+                Ok(config)
+            }
+            (Err(error), Ok(_)) | (Ok(_), Err(error)) => Err(error),
+            (Err(config_error), Err(listen_error)) => Err(config_error.and(listen_error)),
         }
-        Ok(config)
     }
 
     /// Parse and validate YAML `text`; relative paths in it are resolved against `base_dir`.
@@ -251,24 +379,29 @@ impl Config {
     }
 
     fn parse(text: &str, path: &Path, base_dir: &Path) -> Result<Config, ConfigError> {
-        let raw: RawConfig = serde_yaml::from_str(text).map_err(|error| ConfigError::Syntax {
-            path: path.to_path_buf(),
-            message: error.to_string(),
-        })?;
+        let raw: RawConfig =
+            serde_yaml::from_str(text).map_err(|error| yaml::translate(&error, text, path))?;
         Validator {
             text,
             path,
             base_dir,
+            errors: RefCell::new(Vec::new()),
         }
         .validate(raw)
     }
 }
 
 /// Second stage: checks that need more than a type (files exist, limits agree).
+///
+/// A failed check is reported and validation goes on, with the value as it was (or a
+/// stand-in) in its place: the config is thrown away if anything was reported, so a stand-in
+/// is never served. A check whose input already failed is skipped, so one mistake is one
+/// error, not a cascade.
 struct Validator<'a> {
     text: &'a str,
     path: &'a Path,
     base_dir: &'a Path,
+    errors: RefCell<Vec<ConfigError>>,
 }
 
 impl Validator<'_> {
@@ -281,33 +414,51 @@ impl Validator<'_> {
         }
     }
 
+    fn report(&self, key: &str, reason: impl Into<String>) {
+        let error = self.invalid(key, reason);
+        self.errors.borrow_mut().push(error);
+    }
+
+    /// `value`, reporting `key` if it is 0.
+    fn positive(&self, key: &str, value: u64) -> u64 {
+        if value == 0 {
+            self.report(key, "must be greater than 0");
+        }
+        value
+    }
+
+    fn positive_millis(&self, key: &str, value: u64) -> Duration {
+        Duration::from_millis(self.positive(key, value))
+    }
+
     fn validate(&self, raw: RawConfig) -> Result<Config, ConfigError> {
-        let server = self.server(&raw)?;
-        let static_files = match &raw.static_files {
-            Some(static_files) => Some(self.static_files(static_files)?),
-            None => None,
-        };
-        let error_pages = match &raw.static_files {
-            Some(static_files) => {
-                self.error_pages(&static_files.error_pages, &static_files.root)?
+        let server = self.server(&raw);
+        let (static_files, error_pages) = match &raw.static_files {
+            Some(raw_static) => {
+                let root = self.root(&raw_static.root);
+                // Pages are looked for under the root first: with the root wrong, every
+                // "page not found" would only repeat that error.
+                let error_pages = match root {
+                    Some(_) => self.error_pages(&raw_static.error_pages, &raw_static.root),
+                    None => ErrorPages::default(),
+                };
+                let root = root.unwrap_or_else(|| self.resolve(&raw_static.root));
+                (Some(self.static_files(raw_static, root)), error_pages)
             }
-            None => ErrorPages::default(),
+            None => (None, ErrorPages::default()),
         };
-        let proxy = match &raw.proxy {
-            Some(proxy) => Some(self.proxy(proxy)?),
-            None => None,
-        };
+        let proxy = raw.proxy.as_ref().map(|proxy| self.proxy(proxy));
         let routes = self.routes(
             &raw.routes,
             proxy.as_ref().map(|(config, defaults)| (config, defaults)),
             static_files.is_some(),
-        )?;
+        );
         let proxy = proxy.map(|(config, _)| config);
         if static_files.is_none() && proxy.is_none() {
-            return Err(self.invalid(
+            self.report(
                 "static_files",
                 "nothing to serve: configure static_files, proxy, or both",
-            ));
+            );
         }
         let logging = LoggingConfig {
             level: raw.logging.level.clone(),
@@ -319,15 +470,15 @@ impl Validator<'_> {
         if logging.level.contains(['[', '{'])
             || tracing_subscriber::EnvFilter::try_new(&logging.level).is_err()
         {
-            return Err(self.invalid(
+            self.report(
                 "logging.level",
                 format!(
                     "{:?} is not a log filter (try info or debug)",
                     logging.level
                 ),
-            ));
+            );
         }
-        Ok(Config {
+        let config = Config {
             source: self.path.to_path_buf(),
             server,
             static_files,
@@ -336,166 +487,167 @@ impl Validator<'_> {
             routes,
             admin_listen_addr: raw.admin.as_ref().map(|a| a.listen_addr),
             logging,
-        })
+        };
+        match ConfigError::from_all(self.path, self.errors.take()) {
+            None => Ok(config),
+            Some(error) => Err(error),
+        }
     }
 
-    fn server(&self, raw: &RawConfig) -> Result<ServerConfig, ConfigError> {
+    fn server(&self, raw: &RawConfig) -> ServerConfig {
         let s = &raw.server;
-        let positive = |key: &str, value: u64| {
-            if value == 0 {
-                Err(self.invalid(key, "must be greater than 0"))
-            } else {
-                Ok(value)
-            }
-        };
-        let millis = |key: &str, value: u64| positive(key, value).map(Duration::from_millis);
+        let positive = |key: &str, value: u64| self.positive(key, value);
+        let millis = |key: &str, value: u64| self.positive_millis(key, value);
         let limits = ConnectionLimits {
             parse: ParseLimits {
                 max_request_line_bytes: positive(
                     "server.max_request_line_bytes",
                     s.max_request_line_bytes as u64,
-                )? as usize,
-                max_head_bytes: positive("server.max_head_bytes", s.max_head_bytes as u64)?
-                    as usize,
-                max_headers: positive("server.max_headers", s.max_headers as u64)? as usize,
+                ) as usize,
+                max_head_bytes: positive("server.max_head_bytes", s.max_head_bytes as u64) as usize,
+                max_headers: positive("server.max_headers", s.max_headers as u64) as usize,
             },
             max_body_bytes: s.max_body_bytes,
             max_chunk_ext_bytes: s.max_chunk_ext_bytes,
-            header_read_timeout: millis("server.header_read_timeout_ms", s.header_read_timeout_ms)?,
-            body_read_timeout: millis("server.body_read_timeout_ms", s.body_read_timeout_ms)?,
-            keepalive_timeout: millis("server.keepalive_timeout_ms", s.keepalive_timeout_ms)?,
-            write_timeout: millis("server.write_timeout_ms", s.write_timeout_ms)?,
+            header_read_timeout: millis("server.header_read_timeout_ms", s.header_read_timeout_ms),
+            body_read_timeout: millis("server.body_read_timeout_ms", s.body_read_timeout_ms),
+            keepalive_timeout: millis("server.keepalive_timeout_ms", s.keepalive_timeout_ms),
+            write_timeout: millis("server.write_timeout_ms", s.write_timeout_ms),
             max_requests_per_connection: positive(
                 "server.max_requests_per_connection",
                 s.max_requests_per_connection,
-            )?,
+            ),
             max_discard_bytes: s.max_discard_bytes,
             linger_timeout: Duration::from_millis(s.linger_timeout_ms),
         };
         // The request line must fit inside the head with room for a Host header, or every
-        // long-but-legal request line would be reported as the wrong error.
-        if limits.parse.max_request_line_bytes.saturating_add(64) > limits.parse.max_head_bytes {
-            return Err(self.invalid(
+        // long-but-legal request line would be reported as the wrong error. (A zero head is
+        // reported above.)
+        if s.max_head_bytes != 0 && s.max_request_line_bytes.saturating_add(64) > s.max_head_bytes {
+            self.report(
                 "server.max_request_line_bytes",
                 format!(
                     "must be at least 64 bytes below server.max_head_bytes ({})",
-                    limits.parse.max_head_bytes
+                    s.max_head_bytes
                 ),
-            ));
+            );
         }
         // The connection limit sizes a semaphore (and the drain waits for all its permits):
         // keep it where both are exact.
         if s.max_connections > MAX_CONNECTIONS_CEILING {
-            return Err(self.invalid(
+            self.report(
                 "server.max_connections",
                 format!("must be at most {MAX_CONNECTIONS_CEILING}"),
-            ));
+            );
         }
         if s.workers > MAX_WORKERS {
-            return Err(self.invalid(
+            self.report(
                 "server.workers",
                 format!("must be at most {MAX_WORKERS} (0: one per CPU)"),
-            ));
+            );
         }
-        Ok(ServerConfig {
+        ServerConfig {
             listen_addr: s.listen_addr,
             workers: s.workers,
             runtime: s.runtime,
-            max_connections: positive("server.max_connections", s.max_connections as u64)? as usize,
+            max_connections: positive("server.max_connections", s.max_connections as u64) as usize,
             drain_timeout: Duration::from_millis(s.drain_timeout_ms),
-            listen_backlog: positive("server.listen_backlog", u64::from(s.listen_backlog))? as u32,
+            listen_backlog: positive("server.listen_backlog", u64::from(s.listen_backlog)) as u32,
             limits,
-        })
+        }
     }
 
+    /// `path` as written, against the config file's directory if relative. Without `.`
+    /// components: the directory of `sentinel -c config.yaml` is `.`, and `./public` would
+    /// otherwise be resolved, and reported, as `././public`.
     fn resolve(&self, path: &str) -> PathBuf {
         let path = Path::new(path);
-        if path.is_absolute() {
+        let joined = if path.is_absolute() {
             path.to_path_buf()
         } else {
             self.base_dir.join(path)
-        }
+        };
+        joined.components().collect()
     }
 
-    fn static_files(&self, raw: &raw::RawStaticFiles) -> Result<StaticFilesConfig, ConfigError> {
-        let root = self.resolve(&raw.root);
-        let root = root.canonicalize().map_err(|error| {
-            self.invalid("static_files.root", format!("{}: {error}", root.display()))
-        })?;
-        if !root.is_dir() {
-            return Err(self.invalid(
-                "static_files.root",
-                format!("{} is not a directory", root.display()),
-            ));
-        }
+    /// The canonical root directory, or `None` (reported) if there is none.
+    fn root(&self, raw_root: &str) -> Option<PathBuf> {
+        let root = self.resolve(raw_root);
+        let reason = match root.canonicalize() {
+            Ok(canonical) if canonical.is_dir() => return Some(canonical),
+            Ok(_) => format!("{} is not a directory", root.display()),
+            Err(error) => io_reason(&root, &error),
+        };
+        self.report("static_files.root", reason);
+        None
+    }
+
+    fn static_files(&self, raw: &raw::RawStaticFiles, root: PathBuf) -> StaticFilesConfig {
         if raw.index.is_empty() || raw.index.contains(['/', '\\', '\0']) || raw.index == ".." {
-            return Err(self.invalid(
+            self.report(
                 "static_files.index",
                 "must be a plain file name such as index.html",
-            ));
+            );
         }
         if raw.read_chunk_bytes < 4096 || raw.read_chunk_bytes > 16 * 1024 * 1024 {
-            return Err(self.invalid(
+            self.report(
                 "static_files.read_chunk_bytes",
                 "must be between 4096 and 16777216",
-            ));
+            );
         }
         // A cache miss reads the whole file into memory, so this bounds memory per response.
         if raw.cache_max_file_bytes > MAX_CACHED_FILE_BYTES {
-            return Err(self.invalid(
+            self.report(
                 "static_files.cache_max_file_bytes",
                 "must be at most 16777216 (16 MiB)",
-            ));
+            );
         }
-        Ok(StaticFilesConfig {
+        StaticFilesConfig {
             root,
             index: raw.index.clone(),
             serve_hidden: raw.serve_hidden,
             read_chunk_bytes: raw.read_chunk_bytes,
             cache_max_bytes: raw.cache_max_bytes,
             cache_max_file_bytes: raw.cache_max_file_bytes,
-        })
+        }
     }
 
     /// Error pages are found relative to the static root first (like nginx's `error_page`
     /// URIs), then relative to the config file, so both `errors/404.html` and
     /// `public/errors/404.html` work; a page that is in neither place is a config error.
-    fn error_pages(&self, raw: &RawErrorPages, root: &str) -> Result<ErrorPages, ConfigError> {
+    fn error_pages(&self, raw: &RawErrorPages, root: &str) -> ErrorPages {
         let root_dir = self.resolve(root);
         let mut pages = HashMap::new();
         for (key, status, file) in raw.entries() {
             let Some(file) = file else { continue };
-            let candidates = [root_dir.join(file), self.resolve(file)];
+            let key = format!("static_files.error_pages.{key}");
+            let under_root: PathBuf = root_dir.join(file).components().collect();
+            let candidates = [under_root, self.resolve(file)];
             let Some(found) = candidates.iter().find(|p| p.is_file()) else {
-                return Err(self.invalid(
-                    &format!("static_files.error_pages.{key}"),
+                self.report(
+                    &key,
                     format!(
                         "{file} not found (looked in {} and {})",
                         root_dir.display(),
                         self.base_dir.display()
                     ),
-                ));
+                );
+                continue;
             };
-            let body = read_small_file(found).map_err(|reason| {
-                self.invalid(&format!("static_files.error_pages.{key}"), reason)
-            })?;
-            pages.insert(status, body);
+            match read_small_file(found) {
+                Ok(body) => {
+                    pages.insert(status, body);
+                }
+                Err(reason) => self.report(&key, reason),
+            }
         }
-        Ok(ErrorPages { pages })
-    }
-
-    fn positive_millis(&self, key: &str, value: u64) -> Result<Duration, ConfigError> {
-        if value == 0 {
-            Err(self.invalid(key, "must be greater than 0"))
-        } else {
-            Ok(Duration::from_millis(value))
-        }
+        ErrorPages { pages }
     }
 }
 
 fn read_small_file(path: &Path) -> Result<Bytes, String> {
     let size = std::fs::metadata(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?
+        .map_err(|e| io_reason(path, &e))?
         .len();
     if size > MAX_ERROR_PAGE_BYTES {
         return Err(format!(
@@ -505,5 +657,17 @@ fn read_small_file(path: &Path) -> Result<Bytes, String> {
     }
     std::fs::read(path)
         .map(Bytes::from)
-        .map_err(|e| format!("{}: {e}", path.display()))
+        .map_err(|e| io_reason(path, &e))
+}
+
+/// Why `path` could not be used, in words rather than an OS error number where the cause is
+/// a common one.
+fn io_reason(path: &Path, error: &std::io::Error) -> String {
+    match error.kind() {
+        std::io::ErrorKind::NotFound => format!("{} does not exist", path.display()),
+        std::io::ErrorKind::PermissionDenied => {
+            format!("{} cannot be read (permission denied)", path.display())
+        }
+        _ => format!("{}: {error}", path.display()),
+    }
 }

@@ -2,8 +2,8 @@
 //! group named `default`), pool and health settings, and the routes that send a request to
 //! an upstream or to the static handler.
 
-use std::collections::{BTreeMap, HashSet};
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv6Addr;
 use std::time::Duration;
 
 use super::raw::{RawBackend, RawHealthCheck, RawProxy, RawRoute, RawStrategy};
@@ -11,7 +11,7 @@ use super::upstream::{
     BackendSettings, BreakerSettings, CheckSettings, GroupPolicy, HealthSettings,
     RetryBudgetSettings, UpstreamConfig,
 };
-use super::{ConfigError, Validator};
+use super::Validator;
 use crate::balance::stats::BalanceSettings;
 use crate::balance::strategy::{HashKey, Strategy};
 use crate::http::response_parser::ResponseLimits;
@@ -84,59 +84,52 @@ struct GroupDefaults {
 }
 
 impl Validator<'_> {
-    pub(super) fn proxy(
-        &self,
-        raw: &RawProxy,
-    ) -> Result<(ProxyConfig, ProxyDefaults), ConfigError> {
+    pub(super) fn proxy(&self, raw: &RawProxy) -> (ProxyConfig, ProxyDefaults) {
         let millis = |key: &str, value: u64| self.positive_millis(key, value);
         let settings = BackendSettings {
             max_idle: raw.max_idle_per_backend,
-            idle_timeout: millis("proxy.idle_timeout_ms", raw.idle_timeout_ms)?,
+            idle_timeout: millis("proxy.idle_timeout_ms", raw.idle_timeout_ms),
             health: HealthSettings {
                 max_fails: raw.max_fails,
-                fail_timeout: millis("proxy.fail_timeout_ms", raw.fail_timeout_ms)?,
-                max_fail_timeout: millis("proxy.max_fail_timeout_ms", raw.max_fail_timeout_ms)?,
+                fail_timeout: millis("proxy.fail_timeout_ms", raw.fail_timeout_ms),
+                max_fail_timeout: millis("proxy.max_fail_timeout_ms", raw.max_fail_timeout_ms),
             },
             balance: BalanceSettings {
-                default_latency: millis("proxy.default_latency_ms", raw.default_latency_ms)?,
-                decay: millis("proxy.ewma_decay_ms", raw.ewma_decay_ms)?,
-                failure_penalty: millis("proxy.failure_penalty_ms", raw.failure_penalty_ms)?,
+                default_latency: millis("proxy.default_latency_ms", raw.default_latency_ms),
+                decay: millis("proxy.ewma_decay_ms", raw.ewma_decay_ms),
+                failure_penalty: millis("proxy.failure_penalty_ms", raw.failure_penalty_ms),
                 slow_start: Duration::from_millis(raw.slow_start_ms),
             },
             breaker: BreakerSettings {
                 failure_rate: raw.breaker.failure_rate,
                 min_requests: raw.breaker.min_requests.max(1),
-                window: millis("proxy.breaker.window_ms", raw.breaker.window_ms)?,
-                open_for: millis("proxy.breaker.open_ms", raw.breaker.open_ms)?,
+                window: millis("proxy.breaker.window_ms", raw.breaker.window_ms),
+                open_for: millis("proxy.breaker.open_ms", raw.breaker.open_ms),
                 trial_requests: raw.breaker.trial_requests.max(1),
             },
             max_concurrent: raw.max_concurrent_requests,
         };
         if !(0.0..=1.0).contains(&raw.breaker.failure_rate) {
-            return Err(self.invalid(
+            self.report(
                 "proxy.breaker.failure_rate",
                 "must be between 0 (off) and 1",
-            ));
+            );
         }
         if let Some(bad) = raw
             .failure_statuses
             .iter()
             .find(|s| !(400..=599).contains(*s))
         {
-            return Err(self.invalid(
+            self.report(
                 "proxy.failure_statuses",
                 format!("{bad} is not a 4xx or 5xx status"),
-            ));
+            );
         }
-        if raw.max_ejected_percent > 100 || raw.retry_budget_percent > 1000 {
-            return Err(self.invalid(
-                if raw.max_ejected_percent > 100 {
-                    "proxy.max_ejected_percent"
-                } else {
-                    "proxy.retry_budget_percent"
-                },
-                "out of range (max_ejected_percent 0..=100, retry_budget_percent 0..=1000)",
-            ));
+        if raw.max_ejected_percent > 100 {
+            self.report("proxy.max_ejected_percent", "must be between 0 and 100");
+        }
+        if raw.retry_budget_percent > 1000 {
+            self.report("proxy.retry_budget_percent", "must be between 0 and 1000");
         }
         let policy = GroupPolicy {
             failure_statuses: raw.failure_statuses.clone(),
@@ -150,29 +143,30 @@ impl Validator<'_> {
             },
         };
         let default_strategy =
-            self.strategy("proxy.strategy", raw.strategy, raw.hash_key.as_deref())?;
-        let default_checks = match &raw.health_check {
-            Some(check) => Some(self.health_check("proxy.health_check", check)?),
-            None => None,
-        };
-        if settings.health.max_fail_timeout < settings.health.fail_timeout {
-            return Err(self.invalid(
+            self.strategy("proxy.strategy", raw.strategy, raw.hash_key.as_deref());
+        let default_checks = raw
+            .health_check
+            .as_ref()
+            .map(|check| self.health_check("proxy.health_check", check));
+        // A zero timeout is reported above; compared with it, this would only repeat that.
+        if raw.fail_timeout_ms != 0 && raw.max_fail_timeout_ms < raw.fail_timeout_ms {
+            self.report(
                 "proxy.max_fail_timeout_ms",
                 "must be at least proxy.fail_timeout_ms",
-            ));
+            );
         }
         if raw.max_response_head_bytes < 1024 {
-            return Err(self.invalid("proxy.max_response_head_bytes", "must be at least 1024"));
+            self.report("proxy.max_response_head_bytes", "must be at least 1024");
         }
         let defaults = ProxyDefaults {
-            connection_timeout: millis("proxy.connection_timeout_ms", raw.connection_timeout_ms)?,
-            request_timeout: millis("proxy.request_timeout_ms", raw.request_timeout_ms)?,
+            connection_timeout: millis("proxy.connection_timeout_ms", raw.connection_timeout_ms),
+            request_timeout: millis("proxy.request_timeout_ms", raw.request_timeout_ms),
             pass_host: raw.pass_host,
             has_default_group: !raw.backends.is_empty(),
             groups: BTreeMap::new(),
         };
 
-        let backends = self.backends("proxy.backends", &raw.backends)?;
+        let backends = self.backends("proxy.backends", &raw.backends);
         let mut upstreams = vec![UpstreamConfig {
             name: DEFAULT_UPSTREAM.to_string(),
             backends: backends.clone(),
@@ -193,19 +187,20 @@ impl Validator<'_> {
         for (name, group) in &raw.upstreams {
             let key = format!("proxy.upstreams.{name}");
             if name == DEFAULT_UPSTREAM || name.is_empty() {
-                return Err(self.invalid(
+                self.report(
                     &key,
                     "\"default\" is the name of proxy.backends; choose another name",
-                ));
+                );
+                continue;
             }
+            // Reported, but the group stays: routes to it are still checked, and not told
+            // that it does not exist.
             if group.backends.is_empty() {
-                return Err(self.invalid(&key, "an upstream needs at least one backend"));
+                self.report(&key, "an upstream needs at least one backend");
             }
-            let backends = self.backends(&format!("{key}.backends"), &group.backends)?;
-            let optional_millis = |field: &str, value: Option<u64>, fallback: Duration| match value
-            {
-                Some(value) => millis(&format!("{key}.{field}"), value),
-                None => Ok(fallback),
+            let backends = self.backends(&format!("{key}.backends"), &group.backends);
+            let optional_millis = |field: &str, value: Option<u64>, fallback: Duration| {
+                value.map_or(fallback, |value| millis(&format!("{key}.{field}"), value))
             };
             group_defaults.insert(
                 name.clone(),
@@ -214,12 +209,12 @@ impl Validator<'_> {
                         "connection_timeout_ms",
                         group.connection_timeout_ms,
                         defaults.connection_timeout,
-                    )?,
+                    ),
                     request_timeout: optional_millis(
                         "request_timeout_ms",
                         group.request_timeout_ms,
                         defaults.request_timeout,
-                    )?,
+                    ),
                     pass_host: group.pass_host.unwrap_or(defaults.pass_host),
                 },
             );
@@ -228,11 +223,11 @@ impl Validator<'_> {
                     &format!("{key}.strategy"),
                     strategy,
                     group.hash_key.as_deref().or(raw.hash_key.as_deref()),
-                )?,
+                ),
                 None => default_strategy.clone(),
             };
             let checks = match &group.health_check {
-                Some(check) => Some(self.health_check(&format!("{key}.health_check"), check)?),
+                Some(check) => Some(self.health_check(&format!("{key}.health_check"), check)),
                 None => default_checks.clone(),
             };
             upstreams.push(UpstreamConfig {
@@ -244,6 +239,14 @@ impl Validator<'_> {
                 policy: policy.clone(),
             });
         }
+        if let Some(name) = &raw.backend_header {
+            if name.is_empty() || !name.bytes().all(is_token_byte) {
+                self.report(
+                    "proxy.backend_header",
+                    format!("{name:?} is not a header name"),
+                );
+            }
+        }
         let config = ProxyConfig {
             backends,
             connection_timeout: defaults.connection_timeout,
@@ -253,34 +256,21 @@ impl Validator<'_> {
                 max_head_bytes: raw.max_response_head_bytes,
                 max_headers: MAX_RESPONSE_HEADERS,
             },
-            backend_header: match &raw.backend_header {
-                Some(name) if name.is_empty() || !name.bytes().all(is_token_byte) => {
-                    return Err(self.invalid(
-                        "proxy.backend_header",
-                        format!("{name:?} is not a header name"),
-                    ))
-                }
-                other => other.clone(),
-            },
+            backend_header: raw.backend_header.clone(),
         };
-        Ok((
+        (
             config,
             ProxyDefaults {
                 groups: group_defaults,
                 ..defaults
             },
-        ))
+        )
     }
 
     /// A strategy and, for `consistent_hash`, its key: `client_ip` (default), `path` or
     /// `header:NAME`.
-    fn strategy(
-        &self,
-        key: &str,
-        raw: RawStrategy,
-        hash_key: Option<&str>,
-    ) -> Result<Strategy, ConfigError> {
-        Ok(match raw {
+    fn strategy(&self, key: &str, raw: RawStrategy, hash_key: Option<&str>) -> Strategy {
+        match raw {
             RawStrategy::RoundRobin => Strategy::RoundRobin,
             RawStrategy::WeightedRoundRobin => Strategy::WeightedRoundRobin,
             RawStrategy::LeastConnections => Strategy::LeastConnections,
@@ -295,67 +285,65 @@ impl Validator<'_> {
                         HashKey::Header(name.to_ascii_lowercase())
                     }
                     _ => {
-                        return Err(self.invalid(
+                        self.report(
                             key,
                             format!("hash_key {other:?} must be client_ip, path or header:NAME"),
-                        ))
+                        );
+                        HashKey::ClientIp
                     }
                 },
             }),
-        })
+        }
     }
 
-    fn health_check(&self, key: &str, raw: &RawHealthCheck) -> Result<CheckSettings, ConfigError> {
+    fn health_check(&self, key: &str, raw: &RawHealthCheck) -> CheckSettings {
         if !raw.path.starts_with('/') || !raw.path.bytes().all(|b| (0x21..0x7f).contains(&b)) {
-            return Err(self.invalid(
+            self.report(
                 &format!("{key}.path"),
                 format!("{:?} must be an absolute path of visible ASCII", raw.path),
-            ));
+            );
         }
         if !(100..=599).contains(&raw.expected_status) {
-            return Err(self.invalid(&format!("{key}.expected_status"), "not a status code"));
+            self.report(&format!("{key}.expected_status"), "not a status code");
         }
-        Ok(CheckSettings {
+        CheckSettings {
             path: raw.path.clone(),
-            interval: self.positive_millis(&format!("{key}.interval_ms"), raw.interval_ms)?,
+            interval: self.positive_millis(&format!("{key}.interval_ms"), raw.interval_ms),
             jitter: Duration::from_millis(raw.jitter_ms),
-            timeout: self.positive_millis(&format!("{key}.timeout_ms"), raw.timeout_ms)?,
+            timeout: self.positive_millis(&format!("{key}.timeout_ms"), raw.timeout_ms),
             expected_status: raw.expected_status,
             rise: raw.rise.max(1),
             fall: raw.fall.max(1),
-        })
+        }
     }
 
-    fn backends(&self, key: &str, raw: &[RawBackend]) -> Result<Vec<BackendConfig>, ConfigError> {
-        let mut names = HashSet::new();
+    /// Each entry's errors name the entry and its key (`proxy.backends[1].address`), so the
+    /// line is the entry's own, not the list's. Every entry is kept, good or not, so the
+    /// group is not mistaken for an empty one.
+    fn backends(&self, key: &str, raw: &[RawBackend]) -> Vec<BackendConfig> {
+        let mut names: HashMap<&str, usize> = HashMap::new();
         let mut backends = Vec::with_capacity(raw.len());
-        for backend in raw {
-            if backend.name.is_empty() || !names.insert(backend.name.as_str()) {
-                return Err(self.invalid(
-                    key,
+        for (i, backend) in raw.iter().enumerate() {
+            let entry = format!("{key}[{i}]");
+            if backend.name.is_empty() {
+                self.report(&format!("{entry}.name"), "must not be empty");
+            } else if let Some(first) = names.insert(backend.name.as_str(), i) {
+                self.report(
+                    &format!("{entry}.name"),
                     format!(
-                        "backend names must be unique and non-empty ({:?})",
+                        "backend names must be unique: {:?} is also {key}[{first}]",
                         backend.name
                     ),
-                ));
+                );
             }
-            if !is_host_port(&backend.address) {
-                return Err(self.invalid(
-                    key,
-                    format!(
-                        "backend {:?}: address {:?} is not host:port",
-                        backend.name, backend.address
-                    ),
-                ));
+            if let Err(reason) = check_host_port(&backend.address) {
+                self.report(&format!("{entry}.address"), reason);
             }
             if backend.weight == 0 || backend.weight > MAX_BACKEND_WEIGHT {
-                return Err(self.invalid(
-                    key,
-                    format!(
-                        "backend {:?}: weight must be between 1 and {MAX_BACKEND_WEIGHT}",
-                        backend.name
-                    ),
-                ));
+                self.report(
+                    &format!("{entry}.weight"),
+                    format!("must be between 1 and {MAX_BACKEND_WEIGHT}"),
+                );
             }
             backends.push(BackendConfig {
                 name: backend.name.clone(),
@@ -363,7 +351,7 @@ impl Validator<'_> {
                 weight: backend.weight,
             });
         }
-        Ok(backends)
+        backends
     }
 
     /// Routes as configured, or the implicit one: everything to `default` when the proxy has
@@ -373,7 +361,7 @@ impl Validator<'_> {
         raw: &[RawRoute],
         proxy: Option<(&ProxyConfig, &ProxyDefaults)>,
         has_static: bool,
-    ) -> Result<Vec<RouteConfig>, ConfigError> {
+    ) -> Vec<RouteConfig> {
         if raw.is_empty() {
             let route = match proxy {
                 Some((_, defaults)) if defaults.has_default_group || !has_static => {
@@ -398,58 +386,76 @@ impl Validator<'_> {
                     request_timeout: Duration::ZERO,
                 },
             };
-            return Ok(vec![route]);
+            return vec![route];
         }
         let mut routes = Vec::with_capacity(raw.len());
         for (i, route) in raw.iter().enumerate() {
             let key = format!("routes[{i}]");
-            let invalid = |reason: String| self.invalid(&key, reason);
             if !route.path_prefix.starts_with('/') {
-                return Err(invalid(format!(
-                    "path_prefix {:?} must start with /",
-                    route.path_prefix
-                )));
+                self.report(
+                    &format!("{key}.path_prefix"),
+                    format!("path_prefix {:?} must start with /", route.path_prefix),
+                );
             }
             let host = match &route.host {
                 Some(host) if host.is_empty() || !host.bytes().all(is_host_byte) => {
-                    return Err(invalid(format!("host {host:?} is not a host name")))
+                    self.report(
+                        &format!("{key}.host"),
+                        format!("host {host:?} is not a host name"),
+                    );
+                    None
                 }
                 Some(host) => Some(host.to_ascii_lowercase()),
                 None => None,
             };
             let (target, group) = match (&route.upstream, route.static_files) {
                 (Some(_), true) | (None, false) => {
-                    return Err(invalid(
-                        "needs exactly one of `upstream: NAME` or `static: true`".into(),
-                    ))
+                    self.report(
+                        &key,
+                        "needs exactly one of `upstream: NAME` or `static: true`",
+                    );
+                    (RouteTarget::Static, None)
                 }
-                (None, true) if !has_static => {
-                    return Err(invalid(
-                        "`static: true` needs a static_files section".into(),
-                    ))
+                (None, true) => {
+                    if !has_static {
+                        self.report(
+                            &format!("{key}.static"),
+                            "`static: true` needs a static_files section",
+                        );
+                    }
+                    (RouteTarget::Static, None)
                 }
-                (None, true) => (RouteTarget::Static, None),
                 (Some(name), false) => {
                     let found = proxy.and_then(|(config, defaults)| {
                         let index = config.upstream_index(name)?;
-                        Some((index, &config.upstreams[index], defaults.groups.get(name)?))
+                        let upstream = config.upstreams.get(index)?;
+                        Some((index, upstream, defaults.groups.get(name)?))
                     });
                     match found {
-                        Some((index, upstream, group)) if !upstream.backends.is_empty() => {
+                        // An empty named group is reported where it is defined; only the
+                        // default one (no proxy.backends) is missing for a route.
+                        Some((index, upstream, group))
+                            if index != 0 || !upstream.backends.is_empty() =>
+                        {
                             (RouteTarget::Upstream(index), Some(group))
                         }
                         _ => {
-                            return Err(invalid(format!(
-                                "upstream {name:?} is not defined (proxy.backends is \"default\", \
-                                 others are under proxy.upstreams)"
-                            )))
+                            self.report(
+                                &format!("{key}.upstream"),
+                                format!(
+                                    "upstream {name:?} is not defined (proxy.backends is \
+                                     \"default\", others are under proxy.upstreams)"
+                                ),
+                            );
+                            (RouteTarget::Static, None)
                         }
                     }
                 }
             };
-            let millis = |field: &str, value: Option<u64>, fallback: Duration| match value {
-                Some(value) => self.positive_millis(&format!("{key}.{field}"), value),
-                None => Ok(fallback),
+            let millis = |field: &str, value: Option<u64>, fallback: Duration| {
+                value.map_or(fallback, |value| {
+                    self.positive_millis(&format!("{key}.{field}"), value)
+                })
             };
             routes.push(RouteConfig {
                 host,
@@ -461,15 +467,15 @@ impl Validator<'_> {
                     "connection_timeout_ms",
                     route.connection_timeout_ms,
                     group.map_or(Duration::ZERO, |g| g.connection_timeout),
-                )?,
+                ),
                 request_timeout: millis(
                     "request_timeout_ms",
                     route.request_timeout_ms,
                     group.map_or(Duration::ZERO, |g| g.request_timeout),
-                )?,
+                ),
             });
         }
-        Ok(routes)
+        routes
     }
 }
 
@@ -490,17 +496,26 @@ fn is_host_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'-' || b == b'.'
 }
 
-/// `host:port` with a numeric port and a non-empty host (IPv6 in brackets).
-fn is_host_port(address: &str) -> bool {
-    if let Ok(socket) = address.parse::<SocketAddr>() {
-        return socket.port() != 0;
+/// Highest TCP port; 0 is not a port one can connect to.
+const PORTS: std::ops::RangeInclusive<u64> = 1..=65535;
+
+/// `host:port` with a port in 1-65535 and a non-empty host (IPv6 in brackets); the reason in
+/// the user's terms otherwise.
+fn check_host_port(address: &str) -> Result<(), String> {
+    let not_host_port = || format!("{address:?} is not host:port (such as 127.0.0.1:3000)");
+    let Some((host, port)) = address.rsplit_once(':') else {
+        return Err(not_host_port());
+    };
+    let is_host = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<Ipv6Addr>().is_ok(),
+        None => !host.is_empty() && host.bytes().all(is_host_byte),
+    };
+    if !is_host || port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(not_host_port());
     }
-    match address.rsplit_once(':') {
-        Some((host, port)) => {
-            !host.is_empty()
-                && port.parse::<u16>().is_ok_and(|p| p != 0)
-                && host.bytes().all(is_host_byte)
-        }
-        None => false,
+    // Digits beyond u64 are out of range too, not "not a number".
+    match port.parse::<u64>() {
+        Ok(number) if PORTS.contains(&number) => Ok(()),
+        _ => Err(format!("port {port} is out of range (1-65535)")),
     }
 }

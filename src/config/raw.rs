@@ -1,8 +1,12 @@
 //! The YAML schema as serde sees it. Every struct refuses unknown keys so a typo is an error
 //! with a line number, not a silently ignored setting. Defaults live in `crate::limits`.
 
+use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
 use std::net::SocketAddr;
 
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
 use super::{LogFormat, RuntimeLayout};
@@ -231,8 +235,8 @@ pub(super) struct RawProxy {
     pub connection_timeout_ms: u64,
     #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
-    #[serde(default)]
-    pub upstreams: std::collections::BTreeMap<String, RawUpstream>,
+    #[serde(default, deserialize_with = "unique_names")]
+    pub upstreams: BTreeMap<String, RawUpstream>,
     #[serde(default = "default_true")]
     pub pass_host: bool,
     #[serde(default = "default_max_idle_per_backend")]
@@ -279,6 +283,39 @@ pub(super) struct RawProxy {
     pub backend_header: Option<String>,
     /// Active health checks for every group without its own; off by default.
     pub health_check: Option<RawHealthCheck>,
+}
+
+/// A mapping of names in which a name given twice is an error, as YAML says it is: serde's
+/// map would silently keep the last one and the YAML library does not check. The message is
+/// serde's own for a struct, so it is reported the same way (at the second occurrence).
+fn unique_names<'de, D, T>(deserializer: D) -> Result<BTreeMap<String, T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct UniqueNames<T>(PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for UniqueNames<T> {
+        type Value = BTreeMap<String, T>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a map")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut names = BTreeMap::new();
+            while let Some(name) = map.next_key::<String>()? {
+                if names.contains_key(&name) {
+                    return Err(de::Error::custom(format_args!("duplicate field `{name}`")));
+                }
+                let value = map.next_value()?;
+                names.insert(name, value);
+            }
+            Ok(names)
+        }
+    }
+
+    deserializer.deserialize_map(UniqueNames(PhantomData))
 }
 
 #[derive(Debug, Deserialize)]
