@@ -9,14 +9,17 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 
 use crate::balance::strategy::Strategy;
+use crate::http::date::with_http_date;
 use crate::http::parser::{parse_request, ParseLimits, Status};
-use crate::http::request::{Method, RequestHead};
+use crate::http::request::{Method, RequestHead, Version};
+use crate::http::response::{Response, ResponseBody, StatusCode};
+use crate::http::writer::{encode_response_head, ConnectionState, ResponseFraming};
 use crate::proxy::upstream::{Backend, Upstream};
 use crate::snapshot::{SharedSnapshot, Snapshot};
 
@@ -49,7 +52,8 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
-async fn serve(mut stream: TcpStream, config: &SharedSnapshot) {
+/// Read one request, answer it, close.
+async fn serve(mut stream: impl AsyncRead + AsyncWrite + Unpin, config: &SharedSnapshot) {
     let mut buf = BytesMut::with_capacity(2048);
     let limits = ParseLimits::default();
     let head = loop {
@@ -58,33 +62,77 @@ async fn serve(mut stream: TcpStream, config: &SharedSnapshot) {
                 break RequestHead::new(buf.split_to(used).freeze(), parsed)
             }
             Ok(Status::Partial) => {}
-            Err(_) => return respond(&mut stream, 400, "text/plain", "bad request\n").await,
+            Err(_) => {
+                let response = text(StatusCode::BAD_REQUEST, "bad request\n");
+                return respond(&mut stream, response, Version::Http11, true).await;
+            }
         }
         match stream.read_buf(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
     };
+    let response = route(&head, config);
+    let send_body = head.method() != Method::Head;
+    respond(&mut stream, response, head.version(), send_body).await
+}
+
+/// The answer to `head`.
+fn route(head: &RequestHead, config: &SharedSnapshot) -> Response {
     let path = head.target().split('?').next().unwrap_or("");
     match (head.method(), path) {
         (Method::Get | Method::Head, "/admin/backends") => {
             let body = backends_json(&config.load(), Instant::now());
-            respond(&mut stream, 200, "application/json", &body).await
+            Response::new(StatusCode::OK)
+                .with_header("Content-Type", "application/json")
+                .with_header("Cache-Control", "no-store")
+                .with_body(ResponseBody::Full(Bytes::from(body)))
         }
-        (_, "/admin/backends") => respond(&mut stream, 405, "text/plain", "GET only\n").await,
-        _ => respond(&mut stream, 404, "text/plain", "not found\n").await,
+        (_, "/admin/backends") => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n").with_header("Allow", "GET, HEAD")
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }
 
-async fn respond(stream: &mut TcpStream, status: u16, content_type: &str, body: &str) {
-    let reason = crate::http::response::StatusCode::from_u16(status).map_or("", |s| s.reason());
-    let head = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
-         Cache-Control: no-store\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    let _ = stream.write_all(head.as_bytes()).await;
-    let _ = stream.write_all(body.as_bytes()).await;
+fn text(status: StatusCode, body: &'static str) -> Response {
+    Response::new(status)
+        .with_header("Content-Type", "text/plain")
+        .with_header("Cache-Control", "no-store")
+        .with_body(ResponseBody::Full(Bytes::from_static(body.as_bytes())))
+}
+
+/// Write `response` through the writer (framing, `Date`, `Server`, `Connection: close`),
+/// its body too unless `send_body` is false (HEAD), and close.
+async fn respond(
+    stream: &mut (impl AsyncWrite + Unpin),
+    response: Response,
+    request_version: Version,
+    send_body: bool,
+) {
+    let body = match response.body {
+        ResponseBody::Full(bytes) => bytes,
+        // The admin endpoint only builds in-memory bodies.
+        ResponseBody::Empty | ResponseBody::File { .. } => Bytes::new(),
+    };
+    let mut out = BytesMut::with_capacity(256 + body.len());
+    with_http_date(|date| {
+        encode_response_head(
+            &mut out,
+            response.status,
+            &response.headers,
+            ResponseFraming::Length(body.len() as u64),
+            ConnectionState {
+                request_version,
+                keep_alive: false,
+            },
+            date,
+        )
+    });
+    if send_body {
+        out.extend_from_slice(&body);
+    }
+    let _ = stream.write_all(&out).await;
     let _ = stream.shutdown().await;
 }
 
@@ -190,5 +238,77 @@ fn strategy_name(strategy: &Strategy) -> String {
         Strategy::P2c => "p2c".into(),
         Strategy::Adaptive => "adaptive".into(),
         Strategy::ConsistentHash(key) => format!("consistent_hash({key:?})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::snapshot::Snapshot;
+
+    fn snapshot() -> SharedSnapshot {
+        let yaml =
+            "server: {}\nproxy:\n  backends:\n    - name: a\n      address: \"127.0.0.1:1\"\n";
+        let config = Config::from_yaml(yaml, Path::new("test.yaml"), Path::new(".")).unwrap();
+        Snapshot::shared(config)
+    }
+
+    /// The bytes the admin endpoint answers `request` with.
+    async fn exchange(request: &[u8]) -> String {
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let config = snapshot();
+        let serving = tokio::spawn(async move { serve(server, &config).await });
+        client.write_all(request).await.unwrap();
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).await.unwrap();
+        serving.await.unwrap();
+        String::from_utf8(answer).unwrap()
+    }
+
+    #[tokio::test]
+    async fn answers_go_through_the_writer() {
+        let answer = exchange(b"GET /admin/backends HTTP/1.1\r\nHost: a\r\n\r\n").await;
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        for field in [
+            "\r\nServer: sentinel/",
+            "\r\nDate: ",
+            "\r\nContent-Type: application/json\r\n",
+            "\r\nConnection: close",
+            &format!("\r\nContent-Length: {}", body.len()),
+        ] {
+            assert!(head.contains(field), "{field:?} missing:\n{head}");
+        }
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(json["upstreams"][0]["backends"][0]["name"], "a");
+    }
+
+    #[tokio::test]
+    async fn head_gets_the_length_without_the_body() {
+        let answer = exchange(b"HEAD /admin/backends HTTP/1.1\r\nHost: a\r\n\r\n").await;
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert!(!head.contains("Content-Length: 0\r\n"), "{head}");
+        assert_eq!(body, "", "HEAD must not carry the body");
+    }
+
+    #[tokio::test]
+    async fn other_methods_paths_and_bad_heads_are_refused() {
+        let answer = exchange(b"POST /admin/backends HTTP/1.1\r\nHost: a\r\n\r\n").await;
+        assert!(
+            answer.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"),
+            "{answer}"
+        );
+        assert!(answer.contains("\r\nAllow: GET, HEAD\r\n"), "{answer}");
+        let answer = exchange(b"GET /elsewhere HTTP/1.1\r\nHost: a\r\n\r\n").await;
+        assert!(answer.starts_with("HTTP/1.1 404 Not Found\r\n"), "{answer}");
+        let answer = exchange(b"GET /admin/backends HTTP/1.1\nHost: a\r\n\r\n").await;
+        assert!(
+            answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+            "{answer}"
+        );
     }
 }
