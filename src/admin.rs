@@ -2,17 +2,22 @@
 //! JSON describing every upstream group and backend as the balancer sees it right now, so
 //! an operator can see why traffic goes where it goes.
 //!
-//! Deliberately small: one request per connection, the same strict request parser as the
-//! main listener, a short deadline per connection. It should listen on loopback or a private
-//! interface: it has no authentication.
+//! Deliberately small: one request per connection, the same strict request parser and
+//! response writer as the main listener, a deadline per connection
+//! ([`ADMIN_CONNECTION_TIMEOUT`]) and a cap on connections (`admin.max_connections`: more
+//! wait in the backlog). A reload may start it, move it or stop it; shutdown stops it. It
+//! should listen on loopback or a private interface: it has no authentication.
 
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::balance::strategy::Strategy;
 use crate::http::date::with_http_date;
@@ -20,40 +25,181 @@ use crate::http::parser::{parse_request, ParseLimits, Status};
 use crate::http::request::{Method, RequestHead, Version};
 use crate::http::response::{Response, ResponseBody, StatusCode};
 use crate::http::writer::{encode_response_head, ConnectionState, ResponseFraming};
+use crate::limits::{ADMIN_CONNECTION_TIMEOUT, DEFAULT_ADMIN_MAX_CONNECTIONS};
 use crate::proxy::upstream::{Backend, Upstream};
+use crate::server::{is_per_connection, ACCEPT_ERROR_BACKOFF};
 use crate::snapshot::{SharedSnapshot, Snapshot};
 
-/// Whole-connection deadline: an admin request is one small head.
-const ADMIN_DEADLINE: Duration = Duration::from_secs(5);
+/// Start the admin task. It serves on `initial` (the startup address, already bound) when
+/// there is one, then on each listening socket `moves` hands it (a reload bound it, so a
+/// failed bind rejected the reload instead): the new socket accepts before the old one
+/// closes; `None` stops serving. When `stop` turns true the listening socket closes at
+/// once, connections waiting for their request close, an answer being written finishes,
+/// and the task ends after the last connection (each has [`ADMIN_CONNECTION_TIMEOUT`] in
+/// all). Await the handle to wait for that.
+pub fn spawn(
+    initial: Option<std::net::TcpListener>,
+    moves: mpsc::UnboundedReceiver<Option<std::net::TcpListener>>,
+    config: SharedSnapshot,
+    stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let cap = max_connections(&config);
+    let admin = AdminLoop {
+        listener: None,
+        moves,
+        moves_open: true,
+        config,
+        permits: Arc::new(Semaphore::new(cap)),
+        cap,
+        stop,
+    };
+    tokio::spawn(admin.run(initial).instrument(tracing::info_span!("admin")))
+}
 
-/// Serve the admin endpoint on `listener` until the runtime stops.
-pub fn spawn(listener: TcpListener, config: SharedSnapshot) {
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, peer)) = listener.accept().await else {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            };
-            let config = config.clone();
-            tokio::spawn(async move {
-                if tokio::time::timeout(ADMIN_DEADLINE, serve(stream, &config))
-                    .await
-                    .is_err()
-                {
-                    tracing::debug!(%peer, "admin connection timed out");
-                }
-            });
+/// The cap the current config sets (the default when the admin section is gone: a moment
+/// before a stop arrives).
+fn max_connections(config: &SharedSnapshot) -> usize {
+    config
+        .load()
+        .config
+        .admin
+        .map_or(DEFAULT_ADMIN_MAX_CONNECTIONS, |admin| admin.max_connections)
+}
+
+/// The admin accept loop and the connections it accepted.
+struct AdminLoop {
+    listener: Option<TcpListener>,
+    moves: mpsc::UnboundedReceiver<Option<std::net::TcpListener>>,
+    /// False once every sender is gone: no move can come any more.
+    moves_open: bool,
+    config: SharedSnapshot,
+    permits: Arc<Semaphore>,
+    /// The size `permits` was made with.
+    cap: usize,
+    stop: watch::Receiver<bool>,
+}
+
+impl AdminLoop {
+    async fn run(mut self, initial: Option<std::net::TcpListener>) {
+        if let Some(initial) = initial {
+            self.move_to(Some(initial));
         }
-    });
+        // Every connection task holds a sender; the receiver sees the end of the last one.
+        let (drain_tx, mut drained) = mpsc::channel::<()>(1);
+        let shutdown = stopped(self.stop.clone());
+        tokio::pin!(shutdown);
+        loop {
+            self.follow_cap();
+            let accepted = tokio::select! {
+                () = &mut shutdown => break,
+                moved = self.moves.recv(), if self.moves_open => {
+                    match moved {
+                        Some(next) => self.move_to(next),
+                        None => self.moves_open = false,
+                    }
+                    continue;
+                }
+                accepted = accept_within_cap(self.listener.as_ref(), &self.permits) => accepted,
+            };
+            match accepted {
+                (permit, Ok((stream, peer))) => {
+                    let config = Arc::clone(&self.config);
+                    let stop = self.stop.clone();
+                    let drain = drain_tx.clone();
+                    let connection = async move {
+                        let served = tokio::time::timeout(
+                            ADMIN_CONNECTION_TIMEOUT,
+                            serve(stream, &config, stop),
+                        );
+                        if served.await.is_err() {
+                            tracing::debug!("admin connection timed out");
+                        }
+                        drop(permit);
+                        drop(drain);
+                    };
+                    tokio::spawn(connection.instrument(tracing::debug_span!("conn", %peer)));
+                }
+                (_, Err(error)) if is_per_connection(&error) => {
+                    tracing::debug!(%error, "accepted admin connection failed");
+                }
+                (_, Err(error)) => {
+                    tracing::warn!(%error, "admin accept failed; pausing");
+                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                }
+            }
+        }
+        if let Some(listener) = self.listener.take() {
+            drop(listener);
+            tracing::info!("admin listener closed");
+        }
+        drop(drain_tx);
+        // Bounded anyway: each connection ends within its own deadline.
+        let _ = tokio::time::timeout(ADMIN_CONNECTION_TIMEOUT, drained.recv()).await;
+    }
+
+    /// Serve on `next` from now on (closing the current socket after `next` is in place),
+    /// or on nothing when `None`. Connections already accepted carry on.
+    fn move_to(&mut self, next: Option<std::net::TcpListener>) {
+        let Some(next) = next else {
+            if self.listener.take().is_some() {
+                tracing::info!("admin listener stopped");
+            }
+            return;
+        };
+        match TcpListener::from_std(next) {
+            Ok(next) => {
+                let addr = next
+                    .local_addr()
+                    .map_or_else(|e| e.to_string(), |a| a.to_string());
+                tracing::info!(%addr, "admin listening");
+                self.listener = Some(next);
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot use the new admin socket; keeping the old one");
+            }
+        }
+    }
+
+    /// A reload may have changed `admin.max_connections`: connections accepted from now on
+    /// count against the new cap, those already open against the old one (they end within
+    /// their deadline).
+    fn follow_cap(&mut self) {
+        let cap = max_connections(&self.config);
+        if cap != self.cap {
+            self.permits = Arc::new(Semaphore::new(cap));
+            self.cap = cap;
+        }
+    }
 }
 
-/// Bind the admin address (at startup: a failure is fatal, like the main listener's).
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
+/// The next connection on `listener` once a permit is free; never, without a listener.
+async fn accept_within_cap(
+    listener: Option<&TcpListener>,
+    permits: &Arc<Semaphore>,
+) -> (
+    Option<OwnedSemaphorePermit>,
+    std::io::Result<(TcpStream, std::net::SocketAddr)>,
+) {
+    let Some(listener) = listener else {
+        return std::future::pending().await;
+    };
+    // A closed semaphore never happens (nothing closes it); treat it as no cap.
+    let permit = Arc::clone(permits).acquire_owned().await.ok();
+    (permit, listener.accept().await)
 }
 
-/// Read one request, answer it, close.
-async fn serve(mut stream: impl AsyncRead + AsyncWrite + Unpin, config: &SharedSnapshot) {
+/// Resolves once `stop` says true (or its sender is gone, which also means stop).
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|&stop| stop).await;
+}
+
+/// Read one request, answer it, close. A connection still waiting for its request when
+/// `stop` turns true is closed without an answer.
+async fn serve(
+    mut stream: impl AsyncRead + AsyncWrite + Unpin,
+    config: &SharedSnapshot,
+    stop: watch::Receiver<bool>,
+) {
     let mut buf = BytesMut::with_capacity(2048);
     let limits = ParseLimits::default();
     let head = loop {
@@ -67,7 +213,11 @@ async fn serve(mut stream: impl AsyncRead + AsyncWrite + Unpin, config: &SharedS
                 return respond(&mut stream, response, Version::Http11, true).await;
             }
         }
-        match stream.read_buf(&mut buf).await {
+        let read = tokio::select! {
+            read = stream.read_buf(&mut buf) => read,
+            () = stopped(stop.clone()) => return,
+        };
+        match read {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
@@ -260,7 +410,8 @@ mod tests {
     async fn exchange(request: &[u8]) -> String {
         let (mut client, server) = tokio::io::duplex(64 * 1024);
         let config = snapshot();
-        let serving = tokio::spawn(async move { serve(server, &config).await });
+        let (_stop_tx, stop) = watch::channel(false);
+        let serving = tokio::spawn(async move { serve(server, &config, stop).await });
         client.write_all(request).await.unwrap();
         let mut answer = Vec::new();
         client.read_to_end(&mut answer).await.unwrap();
