@@ -26,6 +26,7 @@ use crate::http::request::{Method, RequestHead, Version};
 use crate::http::response::{Response, ResponseBody, StatusCode};
 use crate::http::writer::{encode_response_head, ConnectionState, ResponseFraming};
 use crate::limits::{ADMIN_CONNECTION_TIMEOUT, DEFAULT_ADMIN_MAX_CONNECTIONS};
+use crate::proxy::standing::Standing;
 use crate::proxy::upstream::{Backend, Upstream};
 use crate::server::{is_per_connection, ACCEPT_ERROR_BACKOFF};
 use crate::snapshot::{SharedSnapshot, Snapshot};
@@ -295,6 +296,8 @@ struct Report<'a> {
 struct UpstreamReport<'a> {
     name: &'a str,
     strategy: String,
+    /// No backend is available: every pick ignores health and breakers.
+    fail_open: bool,
     backends: Vec<BackendReport<'a>>,
 }
 
@@ -302,11 +305,18 @@ struct UpstreamReport<'a> {
 struct BackendReport<'a> {
     name: &'a str,
     address: &'a str,
-    /// "healthy", "ejected" or "breaker open".
+    /// What the balancer believes, combining every signal (`proxy::standing`).
     state: &'static str,
+    /// Why, in a sentence.
+    reason: String,
+    /// Whether a pick may choose it now.
+    in_rotation: bool,
+    /// `null` when the group has no active checks.
+    active_check: Option<ActiveCheckReport>,
     /// Why the last failure counted (connect, timeout, failure status, ...).
     last_failure: Option<&'static str>,
     ejected_for_ms: Option<u64>,
+    /// Failures since the last success; on an ejected backend, those that ejected it.
     consecutive_failures: u32,
     ejections: u64,
     breaker: &'static str,
@@ -331,34 +341,55 @@ pub fn backends_json(snapshot: &Snapshot, now: Instant) -> String {
     serde_json::to_string_pretty(&Report { upstreams }).unwrap_or_else(|_| "{}".into())
 }
 
+#[derive(Serialize)]
+struct ActiveCheckReport {
+    /// "up" or "down".
+    state: &'static str,
+    consecutive_failures: u32,
+    consecutive_successes: u32,
+    /// Why the last failed probe failed (kept after later successes).
+    last_error: Option<String>,
+    fall: u32,
+    rise: u32,
+}
+
 fn upstream_report(upstream: &Upstream, now: Instant) -> UpstreamReport<'_> {
     UpstreamReport {
         name: &upstream.name,
         strategy: strategy_name(&upstream.strategy),
+        fail_open: upstream.fails_open(now),
         backends: upstream
             .backends
             .iter()
-            .map(|b| backend_report(b, now))
+            .zip(upstream.standings(now))
+            .map(|(backend, standing)| backend_report(backend, standing, now))
             .collect(),
     }
 }
 
-fn backend_report(backend: &Backend, now: Instant) -> BackendReport<'_> {
+fn backend_report(backend: &Backend, standing: Standing, now: Instant) -> BackendReport<'_> {
     let health = backend.health.snapshot(now);
     let breaker = backend.breaker.state(now);
-    let state = if health.ejected_for.is_some() {
-        "ejected"
-    } else if !backend.breaker.allows(now) {
-        "breaker open"
-    } else {
-        "healthy"
-    };
+    let active_check = backend.active.as_ref().map(|active| {
+        let active = active.snapshot();
+        ActiveCheckReport {
+            state: if active.healthy { "up" } else { "down" },
+            consecutive_failures: active.failures_in_a_row,
+            consecutive_successes: active.successes_in_a_row,
+            last_error: active.last_error,
+            fall: active.fall,
+            rise: active.rise,
+        }
+    });
     let factor = backend.stats.slow_start_factor(now);
     let weight = f64::from(backend.weight) * factor;
     BackendReport {
         name: &backend.name,
         address: &backend.address,
-        state,
+        state: standing.state.as_str(),
+        reason: standing.reason,
+        in_rotation: standing.in_rotation,
+        active_check,
         last_failure: health.last_failure,
         ejected_for_ms: health.ejected_for.map(|d| d.as_millis() as u64),
         consecutive_failures: health.consecutive_failures,
