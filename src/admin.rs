@@ -33,8 +33,8 @@ use crate::snapshot::{SharedSnapshot, Snapshot};
 
 /// Start the admin task. It serves on `initial` (the startup address, already bound) when
 /// there is one, then on each listening socket `moves` hands it (a reload bound it, so a
-/// failed bind rejected the reload instead): the new socket accepts before the old one
-/// closes; `None` stops serving. When `stop` turns true the listening socket closes at
+/// failed bind rejected the reload instead): the new socket is listening before the old
+/// one closes; `None` stops serving. When `stop` turns true the listening socket closes at
 /// once, connections waiting for their request close, an answer being written finishes,
 /// and the task ends after the last connection (each has [`ADMIN_CONNECTION_TIMEOUT`] in
 /// all). Await the handle to wait for that.
@@ -54,7 +54,7 @@ pub fn spawn(
         cap,
         stop,
     };
-    tokio::spawn(admin.run(initial).instrument(tracing::info_span!("admin")))
+    tokio::spawn(admin.run(initial).instrument(tracing::debug_span!("admin")))
 }
 
 /// The cap the current config sets (the default when the admin section is gone: a moment
