@@ -2,54 +2,205 @@
 //! JSON describing every upstream group and backend as the balancer sees it right now, so
 //! an operator can see why traffic goes where it goes.
 //!
-//! Deliberately small: one request per connection, the same strict request parser as the
-//! main listener, a short deadline per connection. It should listen on loopback or a private
-//! interface: it has no authentication.
+//! Deliberately small: one request per connection, the same strict request parser and
+//! response writer as the main listener, a deadline per connection
+//! ([`ADMIN_CONNECTION_TIMEOUT`]) and a cap on connections (`admin.max_connections`: more
+//! wait in the backlog). A reload may start it, move it or stop it; shutdown stops it. It
+//! should listen on loopback or a private interface: it has no authentication.
 
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::balance::strategy::Strategy;
+use crate::http::date::with_http_date;
 use crate::http::parser::{parse_request, ParseLimits, Status};
-use crate::http::request::{Method, RequestHead};
+use crate::http::request::{Method, RequestHead, Version};
+use crate::http::response::{Response, ResponseBody, StatusCode};
+use crate::http::writer::{encode_response_head, ConnectionState, ResponseFraming};
+use crate::limits::{ADMIN_CONNECTION_TIMEOUT, DEFAULT_ADMIN_MAX_CONNECTIONS};
+use crate::proxy::standing::Standing;
 use crate::proxy::upstream::{Backend, Upstream};
+use crate::server::{is_per_connection, ACCEPT_ERROR_BACKOFF};
 use crate::snapshot::{SharedSnapshot, Snapshot};
 
-/// Whole-connection deadline: an admin request is one small head.
-const ADMIN_DEADLINE: Duration = Duration::from_secs(5);
+/// Start the admin task. It serves on `initial` (the startup address, already bound) when
+/// there is one, then on each listening socket `moves` hands it (a reload bound it, so a
+/// failed bind rejected the reload instead): the new socket is listening before the old
+/// one closes; `None` stops serving. When `stop` turns true the listening socket closes at
+/// once, connections waiting for their request close, an answer being written finishes,
+/// and the task ends after the last connection (each has [`ADMIN_CONNECTION_TIMEOUT`] in
+/// all). Await the handle to wait for that.
+pub fn spawn(
+    initial: Option<std::net::TcpListener>,
+    moves: mpsc::UnboundedReceiver<Option<std::net::TcpListener>>,
+    config: SharedSnapshot,
+    stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let cap = max_connections(&config);
+    let admin = AdminLoop {
+        listener: None,
+        moves,
+        moves_open: true,
+        config,
+        permits: Arc::new(Semaphore::new(cap)),
+        cap,
+        stop,
+    };
+    tokio::spawn(admin.run(initial).instrument(tracing::debug_span!("admin")))
+}
 
-/// Serve the admin endpoint on `listener` until the runtime stops.
-pub fn spawn(listener: TcpListener, config: SharedSnapshot) {
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, peer)) = listener.accept().await else {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            };
-            let config = config.clone();
-            tokio::spawn(async move {
-                if tokio::time::timeout(ADMIN_DEADLINE, serve(stream, &config))
-                    .await
-                    .is_err()
-                {
-                    tracing::debug!(%peer, "admin connection timed out");
-                }
-            });
+/// The cap the current config sets (the default when the admin section is gone: a moment
+/// before a stop arrives).
+fn max_connections(config: &SharedSnapshot) -> usize {
+    config
+        .load()
+        .config
+        .admin
+        .map_or(DEFAULT_ADMIN_MAX_CONNECTIONS, |admin| admin.max_connections)
+}
+
+/// The admin accept loop and the connections it accepted.
+struct AdminLoop {
+    listener: Option<TcpListener>,
+    moves: mpsc::UnboundedReceiver<Option<std::net::TcpListener>>,
+    /// False once every sender is gone: no move can come any more.
+    moves_open: bool,
+    config: SharedSnapshot,
+    permits: Arc<Semaphore>,
+    /// The size `permits` was made with.
+    cap: usize,
+    stop: watch::Receiver<bool>,
+}
+
+impl AdminLoop {
+    async fn run(mut self, initial: Option<std::net::TcpListener>) {
+        if let Some(initial) = initial {
+            self.move_to(Some(initial));
         }
-    });
+        // Every connection task holds a sender; the receiver sees the end of the last one.
+        let (drain_tx, mut drained) = mpsc::channel::<()>(1);
+        let shutdown = stopped(self.stop.clone());
+        tokio::pin!(shutdown);
+        loop {
+            self.follow_cap();
+            let accepted = tokio::select! {
+                () = &mut shutdown => break,
+                moved = self.moves.recv(), if self.moves_open => {
+                    match moved {
+                        Some(next) => self.move_to(next),
+                        None => self.moves_open = false,
+                    }
+                    continue;
+                }
+                accepted = accept_within_cap(self.listener.as_ref(), &self.permits) => accepted,
+            };
+            match accepted {
+                (permit, Ok((stream, peer))) => {
+                    let config = Arc::clone(&self.config);
+                    let stop = self.stop.clone();
+                    let drain = drain_tx.clone();
+                    let connection = async move {
+                        let served = tokio::time::timeout(
+                            ADMIN_CONNECTION_TIMEOUT,
+                            serve(stream, &config, stop),
+                        );
+                        if served.await.is_err() {
+                            tracing::debug!("admin connection timed out");
+                        }
+                        drop(permit);
+                        drop(drain);
+                    };
+                    tokio::spawn(connection.instrument(tracing::debug_span!("conn", %peer)));
+                }
+                (_, Err(error)) if is_per_connection(&error) => {
+                    tracing::debug!(%error, "accepted admin connection failed");
+                }
+                (_, Err(error)) => {
+                    tracing::warn!(%error, "admin accept failed; pausing");
+                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                }
+            }
+        }
+        if let Some(listener) = self.listener.take() {
+            drop(listener);
+            tracing::info!("admin listener closed");
+        }
+        drop(drain_tx);
+        // Bounded anyway: each connection ends within its own deadline.
+        let _ = tokio::time::timeout(ADMIN_CONNECTION_TIMEOUT, drained.recv()).await;
+    }
+
+    /// Serve on `next` from now on (closing the current socket after `next` is in place),
+    /// or on nothing when `None`. Connections already accepted carry on.
+    fn move_to(&mut self, next: Option<std::net::TcpListener>) {
+        let Some(next) = next else {
+            if self.listener.take().is_some() {
+                tracing::info!("admin listener stopped");
+            }
+            return;
+        };
+        match TcpListener::from_std(next) {
+            Ok(next) => {
+                let addr = next
+                    .local_addr()
+                    .map_or_else(|e| e.to_string(), |a| a.to_string());
+                tracing::info!(%addr, "admin listening");
+                self.listener = Some(next);
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot use the new admin socket; keeping the old one");
+            }
+        }
+    }
+
+    /// A reload may have changed `admin.max_connections`: connections accepted from now on
+    /// count against the new cap, those already open against the old one (they end within
+    /// their deadline).
+    fn follow_cap(&mut self) {
+        let cap = max_connections(&self.config);
+        if cap != self.cap {
+            self.permits = Arc::new(Semaphore::new(cap));
+            self.cap = cap;
+        }
+    }
 }
 
-/// Bind the admin address (at startup: a failure is fatal, like the main listener's).
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
+/// The next connection on `listener` once a permit is free; never, without a listener.
+async fn accept_within_cap(
+    listener: Option<&TcpListener>,
+    permits: &Arc<Semaphore>,
+) -> (
+    Option<OwnedSemaphorePermit>,
+    std::io::Result<(TcpStream, std::net::SocketAddr)>,
+) {
+    let Some(listener) = listener else {
+        return std::future::pending().await;
+    };
+    // A closed semaphore never happens (nothing closes it); treat it as no cap.
+    let permit = Arc::clone(permits).acquire_owned().await.ok();
+    (permit, listener.accept().await)
 }
 
-async fn serve(mut stream: TcpStream, config: &SharedSnapshot) {
+/// Resolves once `stop` says true (or its sender is gone, which also means stop).
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|&stop| stop).await;
+}
+
+/// Read one request, answer it, close. A connection still waiting for its request when
+/// `stop` turns true is closed without an answer.
+async fn serve(
+    mut stream: impl AsyncRead + AsyncWrite + Unpin,
+    config: &SharedSnapshot,
+    stop: watch::Receiver<bool>,
+) {
     let mut buf = BytesMut::with_capacity(2048);
     let limits = ParseLimits::default();
     let head = loop {
@@ -58,33 +209,81 @@ async fn serve(mut stream: TcpStream, config: &SharedSnapshot) {
                 break RequestHead::new(buf.split_to(used).freeze(), parsed)
             }
             Ok(Status::Partial) => {}
-            Err(_) => return respond(&mut stream, 400, "text/plain", "bad request\n").await,
+            Err(_) => {
+                let response = text(StatusCode::BAD_REQUEST, "bad request\n");
+                return respond(&mut stream, response, Version::Http11, true).await;
+            }
         }
-        match stream.read_buf(&mut buf).await {
+        let read = tokio::select! {
+            read = stream.read_buf(&mut buf) => read,
+            () = stopped(stop.clone()) => return,
+        };
+        match read {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
     };
+    let response = route(&head, config);
+    let send_body = head.method() != Method::Head;
+    respond(&mut stream, response, head.version(), send_body).await
+}
+
+/// The answer to `head`.
+fn route(head: &RequestHead, config: &SharedSnapshot) -> Response {
     let path = head.target().split('?').next().unwrap_or("");
     match (head.method(), path) {
         (Method::Get | Method::Head, "/admin/backends") => {
             let body = backends_json(&config.load(), Instant::now());
-            respond(&mut stream, 200, "application/json", &body).await
+            Response::new(StatusCode::OK)
+                .with_header("Content-Type", "application/json")
+                .with_header("Cache-Control", "no-store")
+                .with_body(ResponseBody::Full(Bytes::from(body)))
         }
-        (_, "/admin/backends") => respond(&mut stream, 405, "text/plain", "GET only\n").await,
-        _ => respond(&mut stream, 404, "text/plain", "not found\n").await,
+        (_, "/admin/backends") => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n").with_header("Allow", "GET, HEAD")
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }
 
-async fn respond(stream: &mut TcpStream, status: u16, content_type: &str, body: &str) {
-    let reason = crate::http::response::StatusCode::from_u16(status).map_or("", |s| s.reason());
-    let head = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
-         Cache-Control: no-store\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    let _ = stream.write_all(head.as_bytes()).await;
-    let _ = stream.write_all(body.as_bytes()).await;
+fn text(status: StatusCode, body: &'static str) -> Response {
+    Response::new(status)
+        .with_header("Content-Type", "text/plain")
+        .with_header("Cache-Control", "no-store")
+        .with_body(ResponseBody::Full(Bytes::from_static(body.as_bytes())))
+}
+
+/// Write `response` through the writer (framing, `Date`, `Server`, `Connection: close`),
+/// its body too unless `send_body` is false (HEAD), and close.
+async fn respond(
+    stream: &mut (impl AsyncWrite + Unpin),
+    response: Response,
+    request_version: Version,
+    send_body: bool,
+) {
+    let body = match response.body {
+        ResponseBody::Full(bytes) => bytes,
+        // The admin endpoint only builds in-memory bodies.
+        ResponseBody::Empty | ResponseBody::File { .. } => Bytes::new(),
+    };
+    let mut out = BytesMut::with_capacity(256 + body.len());
+    with_http_date(|date| {
+        encode_response_head(
+            &mut out,
+            response.status,
+            &response.headers,
+            ResponseFraming::Length(body.len() as u64),
+            ConnectionState {
+                request_version,
+                keep_alive: false,
+            },
+            date,
+        )
+    });
+    if send_body {
+        out.extend_from_slice(&body);
+    }
+    let _ = stream.write_all(&out).await;
     let _ = stream.shutdown().await;
 }
 
@@ -97,6 +296,8 @@ struct Report<'a> {
 struct UpstreamReport<'a> {
     name: &'a str,
     strategy: String,
+    /// No backend is available: every pick ignores health and breakers.
+    fail_open: bool,
     backends: Vec<BackendReport<'a>>,
 }
 
@@ -104,11 +305,18 @@ struct UpstreamReport<'a> {
 struct BackendReport<'a> {
     name: &'a str,
     address: &'a str,
-    /// "healthy", "ejected" or "breaker open".
+    /// What the balancer believes, combining every signal (`proxy::standing`).
     state: &'static str,
+    /// Why, in a sentence.
+    reason: String,
+    /// Whether a pick may choose it now.
+    in_rotation: bool,
+    /// `null` when the group has no active checks.
+    active_check: Option<ActiveCheckReport>,
     /// Why the last failure counted (connect, timeout, failure status, ...).
     last_failure: Option<&'static str>,
     ejected_for_ms: Option<u64>,
+    /// Failures since the last success; on an ejected backend, those that ejected it.
     consecutive_failures: u32,
     ejections: u64,
     breaker: &'static str,
@@ -133,34 +341,55 @@ pub fn backends_json(snapshot: &Snapshot, now: Instant) -> String {
     serde_json::to_string_pretty(&Report { upstreams }).unwrap_or_else(|_| "{}".into())
 }
 
+#[derive(Serialize)]
+struct ActiveCheckReport {
+    /// "up" or "down".
+    state: &'static str,
+    consecutive_failures: u32,
+    consecutive_successes: u32,
+    /// Why the last failed probe failed (kept after later successes).
+    last_error: Option<String>,
+    fall: u32,
+    rise: u32,
+}
+
 fn upstream_report(upstream: &Upstream, now: Instant) -> UpstreamReport<'_> {
     UpstreamReport {
         name: &upstream.name,
         strategy: strategy_name(&upstream.strategy),
+        fail_open: upstream.fails_open(now),
         backends: upstream
             .backends
             .iter()
-            .map(|b| backend_report(b, now))
+            .zip(upstream.standings(now))
+            .map(|(backend, standing)| backend_report(backend, standing, now))
             .collect(),
     }
 }
 
-fn backend_report(backend: &Backend, now: Instant) -> BackendReport<'_> {
+fn backend_report(backend: &Backend, standing: Standing, now: Instant) -> BackendReport<'_> {
     let health = backend.health.snapshot(now);
     let breaker = backend.breaker.state(now);
-    let state = if health.ejected_for.is_some() {
-        "ejected"
-    } else if !backend.breaker.allows(now) {
-        "breaker open"
-    } else {
-        "healthy"
-    };
+    let active_check = backend.active.as_ref().map(|active| {
+        let active = active.snapshot();
+        ActiveCheckReport {
+            state: if active.healthy { "up" } else { "down" },
+            consecutive_failures: active.failures_in_a_row,
+            consecutive_successes: active.successes_in_a_row,
+            last_error: active.last_error,
+            fall: active.fall,
+            rise: active.rise,
+        }
+    });
     let factor = backend.stats.slow_start_factor(now);
     let weight = f64::from(backend.weight) * factor;
     BackendReport {
         name: &backend.name,
         address: &backend.address,
-        state,
+        state: standing.state.as_str(),
+        reason: standing.reason,
+        in_rotation: standing.in_rotation,
+        active_check,
         last_failure: health.last_failure,
         ejected_for_ms: health.ejected_for.map(|d| d.as_millis() as u64),
         consecutive_failures: health.consecutive_failures,
@@ -190,5 +419,78 @@ fn strategy_name(strategy: &Strategy) -> String {
         Strategy::P2c => "p2c".into(),
         Strategy::Adaptive => "adaptive".into(),
         Strategy::ConsistentHash(key) => format!("consistent_hash({key:?})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::snapshot::Snapshot;
+
+    fn snapshot() -> SharedSnapshot {
+        let yaml =
+            "server: {}\nproxy:\n  backends:\n    - name: a\n      address: \"127.0.0.1:1\"\n";
+        let config = Config::from_yaml(yaml, Path::new("test.yaml"), Path::new(".")).unwrap();
+        Snapshot::shared(config)
+    }
+
+    /// The bytes the admin endpoint answers `request` with.
+    async fn exchange(request: &[u8]) -> String {
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let config = snapshot();
+        let (_stop_tx, stop) = watch::channel(false);
+        let serving = tokio::spawn(async move { serve(server, &config, stop).await });
+        client.write_all(request).await.unwrap();
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).await.unwrap();
+        serving.await.unwrap();
+        String::from_utf8(answer).unwrap()
+    }
+
+    #[tokio::test]
+    async fn answers_go_through_the_writer() {
+        let answer = exchange(b"GET /admin/backends HTTP/1.1\r\nHost: a\r\n\r\n").await;
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        for field in [
+            "\r\nServer: sentinel/",
+            "\r\nDate: ",
+            "\r\nContent-Type: application/json\r\n",
+            "\r\nConnection: close",
+            &format!("\r\nContent-Length: {}", body.len()),
+        ] {
+            assert!(head.contains(field), "{field:?} missing:\n{head}");
+        }
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(json["upstreams"][0]["backends"][0]["name"], "a");
+    }
+
+    #[tokio::test]
+    async fn head_gets_the_length_without_the_body() {
+        let answer = exchange(b"HEAD /admin/backends HTTP/1.1\r\nHost: a\r\n\r\n").await;
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert!(!head.contains("Content-Length: 0\r\n"), "{head}");
+        assert_eq!(body, "", "HEAD must not carry the body");
+    }
+
+    #[tokio::test]
+    async fn other_methods_paths_and_bad_heads_are_refused() {
+        let answer = exchange(b"POST /admin/backends HTTP/1.1\r\nHost: a\r\n\r\n").await;
+        assert!(
+            answer.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"),
+            "{answer}"
+        );
+        assert!(answer.contains("\r\nAllow: GET, HEAD\r\n"), "{answer}");
+        let answer = exchange(b"GET /elsewhere HTTP/1.1\r\nHost: a\r\n\r\n").await;
+        assert!(answer.starts_with("HTTP/1.1 404 Not Found\r\n"), "{answer}");
+        let answer = exchange(b"GET /admin/backends HTTP/1.1\nHost: a\r\n\r\n").await;
+        assert!(
+            answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+            "{answer}"
+        );
     }
 }

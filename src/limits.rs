@@ -59,6 +59,20 @@ pub const DEFAULT_LINGER_TIMEOUT: Duration = Duration::from_secs(2);
 /// whole discard must also finish within the body read timeout.
 pub const DEFAULT_MAX_DISCARD_BYTES: u64 = 64 * 1024;
 
+/// Admin connections open at once (`admin.max_connections`). Breach: further connections
+/// wait in the admin socket's accept backlog until one closes, as on the main listener. The
+/// admin endpoint is for an operator and a scraper or two; the cap keeps a flood of admin
+/// connections from costing the proxy more than a few tasks.
+pub const DEFAULT_ADMIN_MAX_CONNECTIONS: usize = 64;
+
+/// Whole life of one admin connection: reading its one request and writing the answer
+/// (internal bound). Breach: the connection is closed. An admin request is one small head.
+pub const ADMIN_CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Pending admin connections the kernel may queue before `accept` (internal bound); those
+/// over `admin.max_connections` wait here.
+pub const ADMIN_LISTEN_BACKLOG: u32 = 64;
+
 /// Pending connections the kernel may queue before `accept` (nginx's default on Linux).
 pub const DEFAULT_LISTEN_BACKLOG: u32 = 511;
 

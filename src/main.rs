@@ -124,24 +124,39 @@ async fn serve(server: Server, path: PathBuf, listen: Option<String>) -> anyhow:
         commit = COMMIT,
         "listening"
     );
-    if let Some(admin_addr) = server.handle().config.load().config.admin_listen_addr {
-        let listener = sentinel::admin::bind(admin_addr)
-            .await
-            .with_context(|| format!("cannot listen on {admin_addr} (admin.listen_addr)"))?;
-        tracing::info!(addr = %listener.local_addr()?, "admin listening");
-        sentinel::admin::spawn(listener, server.handle().config);
-    }
-    let reloader = Arc::new(Reloader::new(path, listen, server.handle()));
+    // One stop signal for the accept loops and the admin listener.
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let admin_config = server.handle().config.load().config.admin;
+    let admin_listener = match admin_config {
+        Some(admin) => Some(
+            sentinel::server::bind_lone_listener(
+                admin.listen_addr,
+                sentinel::limits::ADMIN_LISTEN_BACKLOG,
+            )
+            .with_context(|| {
+                format!("cannot listen on {} (admin.listen_addr)", admin.listen_addr)
+            })?,
+        ),
+        None => None,
+    };
+    // Always running, so a reload can start it when the config gains an admin section.
+    let (admin_moves, admin_moves_rx) = tokio::sync::mpsc::unbounded_channel();
+    let admin = sentinel::admin::spawn(
+        admin_listener,
+        admin_moves_rx,
+        server.handle().config,
+        stop_rx.clone(),
+    );
+    let reloader = Arc::new(Reloader::new(path, listen, server.handle(), admin_moves));
     // Without a watch the server still runs (SIGHUP reloads); an operator should know.
     if let Err(error) = reload::watch(Arc::clone(&reloader)) {
         tracing::warn!(%error, "cannot watch the config file; reload with SIGHUP");
     }
     #[cfg(unix)]
     reload::reload_on_sighup(reloader).context("cannot watch SIGHUP")?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         shutdown_signal().await;
-        let _ = stop_tx.send(());
+        let _ = stop_tx.send(true);
         // An operator who signals twice wants out now, not after the drain.
         shutdown_signal().await;
         tracing::warn!("second shutdown signal: exiting without waiting for the drain");
@@ -151,9 +166,13 @@ async fn serve(server: Server, path: PathBuf, listen: Option<String>) -> anyhow:
     // per-core threads) and waits here for the stop and the drain.
     server
         .run(async {
-            let _ = stop_rx.await;
+            let _ = stop_rx.wait_for(|&stop| stop).await;
         })
         .await;
+    // Admin connections end within their own deadline, so this wait is bounded.
+    if let Err(error) = admin.await {
+        tracing::error!(%error, "the admin listener failed");
+    }
     tracing::info!("stopped");
     Ok(())
 }

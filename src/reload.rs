@@ -1,6 +1,6 @@
 //! Hot reload: re-read the config file when it changes (watched with `notify`) or on SIGHUP,
-//! validate the whole new config, carry runtime state over, bind a new listen address first
-//! if it changed, and publish the result with one atomic swap. A config that fails any step
+//! validate the whole new config, carry runtime state over, bind a new listen address (and
+//! admin address) first if it changed, and publish the result with one atomic swap. A config that fails any step
 //! is logged (file, line, reason) and the running one keeps serving.
 //!
 //! The directory is watched rather than the file, because editors save by writing a new
@@ -15,7 +15,8 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 use crate::config::{Config, ConfigError, RouteTarget};
-use crate::server::ServerHandle;
+use crate::limits::ADMIN_LISTEN_BACKLOG;
+use crate::server::{bind_lone_listener, ServerHandle};
 use crate::snapshot::Snapshot;
 
 /// Quiet time after the last file event before reloading: a save is often several events
@@ -32,7 +33,17 @@ pub enum ReloadError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot listen on {addr} (admin.listen_addr): {source}")]
+    AdminBind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
+
+/// Where a reload sends the admin listener's next listening socket (bound by the reload,
+/// so a failure rejects it), or `None` to stop it. The admin task holds the receiving end:
+/// a plain channel, so this layer does not import the one above it.
+pub type AdminMoves = mpsc::UnboundedSender<Option<std::net::TcpListener>>;
 
 /// What a successful reload changed.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -42,12 +53,15 @@ pub struct Changes {
     pub backends_removed: Vec<String>,
     pub routes_changed: bool,
     pub listen_changed: bool,
+    /// `admin.listen_addr` was added, changed or removed.
+    pub admin_changed: bool,
 }
 
 pub struct Reloader {
     path: PathBuf,
     listen_override: Option<String>,
     server: ServerHandle,
+    admin: AdminMoves,
     /// The bytes of the file at the last attempt, good or bad, so events that did not change
     /// it (a touch, another file in the directory, our own log file) cost a read, not a
     /// reload, and a rejected file is reported once, not on every event.
@@ -55,12 +69,18 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    pub fn new(path: PathBuf, listen_override: Option<String>, server: ServerHandle) -> Reloader {
+    pub fn new(
+        path: PathBuf,
+        listen_override: Option<String>,
+        server: ServerHandle,
+        admin: AdminMoves,
+    ) -> Reloader {
         let last_text = std::fs::read(&path).ok();
         Reloader {
             path,
             listen_override,
             server,
+            admin,
             last_text: Mutex::new(last_text),
         }
     }
@@ -79,17 +99,28 @@ impl Reloader {
         let current_snapshot = self.server.config.load_full();
         let current = &current_snapshot.config;
         let next = Config::load(&self.path, self.listen_override.as_deref())?;
-        let listen_changed = next.server.listen_addr != current.server.listen_addr;
-        if listen_changed {
+        let changes = describe_changes(current, &next);
+        // Everything that can fail is bound before anything moves: the admin socket is only
+        // handed over once the main listener has moved too, and dropped (closed) otherwise.
+        let admin_listener = match next.admin.filter(|_| changes.admin_changed) {
+            Some(admin) => {
+                let addr = admin.listen_addr;
+                let listener = bind_lone_listener(addr, ADMIN_LISTEN_BACKLOG)
+                    .map_err(|source| ReloadError::AdminBind { addr, source })?;
+                Some(listener)
+            }
+            None => None,
+        };
+        if changes.listen_changed {
             let addr = next.server.listen_addr;
             self.server
                 .rebind(addr, next.server.listen_backlog)
                 .map_err(|source| ReloadError::Bind { addr, source })?;
         }
-        let changes = Changes {
-            listen_changed,
-            ..describe_changes(current, &next)
-        };
+        if changes.admin_changed {
+            // Refused only when the admin task has ended, that is while the process stops.
+            let _ = self.admin.send(admin_listener);
+        }
         let restart_only = startup_keys_changed(current, &next);
         if !restart_only.is_empty() {
             tracing::warn!(
@@ -118,6 +149,7 @@ impl Reloader {
                 backends_removed = ?changes.backends_removed,
                 routes_changed = changes.routes_changed,
                 listen_changed = changes.listen_changed,
+                admin_changed = changes.admin_changed,
                 "config reloaded"
             ),
             Ok(None) => tracing::debug!(trigger, "config file unchanged; not reloaded"),
@@ -148,10 +180,6 @@ fn startup_keys_changed(current: &Config, next: &Config) -> Vec<&'static str> {
         (
             "logging.format",
             current.logging.format != next.logging.format,
-        ),
-        (
-            "admin.listen_addr",
-            current.admin_listen_addr != next.admin_listen_addr,
         ),
     ]
     .into_iter()
@@ -271,5 +299,6 @@ pub fn describe_changes(old: &Config, new: &Config) -> Changes {
             .collect(),
         routes_changed: routes(old) != routes(new),
         listen_changed: old.server.listen_addr != new.server.listen_addr,
+        admin_changed: old.admin.map(|a| a.listen_addr) != new.admin.map(|a| a.listen_addr),
     }
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::backend::{ok, Backend, Reply};
+use common::backend::{closed_port, ok, Backend, Reply};
 use common::{Options, TestServer};
 
 fn proxy_with(backends: &[(&str, &Backend, u32)], proxy_keys: &str) -> TestServer {
@@ -355,4 +355,117 @@ fn active_health_checks_take_a_backend_out_and_bring_it_back() {
         tally(&server, 10, "").contains_key("checked"),
         "never came back"
     );
+}
+
+/// The backend entries of `/admin/backends` for the first group, as the endpoint renders them.
+fn reported_backends(server: &TestServer) -> Vec<serde_json::Value> {
+    let report = sentinel::admin::backends_json(&server.config.load(), std::time::Instant::now());
+    let json: serde_json::Value = serde_json::from_str(&report).unwrap();
+    json["upstreams"][0]["backends"].as_array().unwrap().clone()
+}
+
+/// Poll `report` until `condition` holds for it; fail with the last report after `wait`.
+fn wait_for_report(
+    server: &TestServer,
+    wait: Duration,
+    what: &str,
+    condition: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        let backends = reported_backends(server);
+        if condition(&backends) {
+            return backends;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {backends:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn the_admin_report_says_down_when_the_active_check_takes_a_backend_out() {
+    let checked = Backend::named("checked");
+    let other = Backend::named("other");
+    let server = proxy_with(
+        &[("checked", &checked, 1), ("other", &other, 1)],
+        "  health_check:\n    path: /healthz\n    interval_ms: 100\n    jitter_ms: 50\n    \
+         timeout_ms: 500\n    rise: 2\n    fall: 2\n",
+    );
+    let backends = wait_for_report(&server, Duration::from_secs(5), "a passed probe", |b| {
+        b[0]["active_check"]["consecutive_successes"].as_u64() >= Some(1)
+    });
+    assert_eq!(backends[0]["state"], "healthy");
+    assert_eq!(backends[0]["active_check"]["state"], "up");
+
+    // The backend's process goes away: its port refuses connections.
+    drop(checked);
+    let backends = wait_for_report(
+        &server,
+        Duration::from_secs(5),
+        "the check to say down",
+        |b| b[0]["state"] == "down",
+    );
+    let down = &backends[0];
+    assert_eq!(down["active_check"]["state"], "down");
+    assert!(down["active_check"]["consecutive_failures"].as_u64() >= Some(2));
+    let last_error = down["active_check"]["last_error"].as_str().unwrap();
+    assert!(last_error.starts_with("connect:"), "{last_error}");
+    let reason = down["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("active health check down") && reason.contains(last_error),
+        "{reason}"
+    );
+    assert_eq!(down["in_rotation"], false);
+    assert_eq!(backends[1]["state"], "healthy");
+    assert_eq!(backends[1]["active_check"]["state"], "up");
+}
+
+#[test]
+fn a_refusing_backend_kept_in_rotation_by_the_ejection_limit_is_not_reported_healthy() {
+    let good = Backend::named("good");
+    let (first, second) = (closed_port(), closed_port());
+    let yaml = format!(
+        "proxy:\n  backends:\n    - name: \"good\"\n      address: \"{}\"\n    \
+         - name: \"refusing1\"\n      address: \"{first}\"\n    \
+         - name: \"refusing2\"\n      address: \"{second}\"\n  \
+         max_fails: 2\n  max_ejected_percent: 50\n",
+        good.addr
+    );
+    let server = TestServer::start_with(Options {
+        extra_yaml: yaml,
+        ..Options::default()
+    });
+    // 50 % of three backends: one may be ejected, so the second refusing one stays in.
+    let mut states = Vec::new();
+    for _ in 0..60 {
+        server.get("/");
+        let backends = reported_backends(&server);
+        states = backends[1..]
+            .iter()
+            .map(|b| b["state"].as_str().unwrap_or("").to_string())
+            .collect();
+        states.sort();
+        if states == ["ejected", "kept_by_ejection_limit"] {
+            break;
+        }
+    }
+    assert_eq!(states, ["ejected", "kept_by_ejection_limit"]);
+    let backends = reported_backends(&server);
+    assert_eq!(backends[0]["state"], "healthy");
+    for backend in &backends[1..] {
+        // The count that ejected it (or that the limit held back), not 0.
+        assert!(
+            backend["consecutive_failures"].as_u64() >= Some(2),
+            "{backend:#}"
+        );
+        assert_eq!(backend["last_failure"], "connect", "{backend:#}");
+        if backend["state"] == "kept_by_ejection_limit" {
+            assert_eq!(backend["in_rotation"], true);
+            let reason = backend["reason"].as_str().unwrap();
+            assert!(reason.contains("max_ejected_percent (50%)"), "{reason}");
+        }
+    }
 }

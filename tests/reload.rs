@@ -185,6 +185,16 @@ impl Daemon {
         self.wait_for_log_after(0, needle, wait)
     }
 
+    /// The address of the admin listener from the first `admin listening` line after `skip`.
+    fn admin_addr_after(&self, skip: usize) -> SocketAddr {
+        let line = self.wait_for_log_after(skip, "admin listening", WAIT);
+        line.split("addr=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|addr| addr.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line}"))
+    }
+
     fn log_len(&self) -> usize {
         self.log.lock().unwrap().len()
     }
@@ -654,13 +664,7 @@ fn the_admin_listener_serves_the_backend_report() {
     let a = NamedBackend::start("a", Duration::ZERO);
     let config = proxy_config(&[("a", a.addr)], "admin:\n  listen_addr: \"127.0.0.1:0\"\n");
     let daemon = Daemon::start(&config);
-    let line = daemon.wait_for_log("admin listening", WAIT);
-    let admin: SocketAddr = line
-        .split("addr=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|addr| addr.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line}"));
+    let admin = daemon.admin_addr_after(0);
     assert_eq!(get(daemon.addr, "/api/x"), Ok((200, "a".into())));
     let (status, body) = get(admin, "/admin/backends").unwrap();
     assert_eq!(status, 200);
@@ -671,6 +675,145 @@ fn the_admin_listener_serves_the_backend_report() {
     assert_eq!(get(admin, "/elsewhere").map(|r| r.0), Ok(404));
     // The proxy listener does not serve it.
     assert_eq!(get(daemon.addr, "/admin/backends").map(|r| r.0), Ok(404));
+}
+
+/// An address that was free a moment ago (bound, then released).
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn admin_section(addr: &str, max_connections: usize) -> String {
+    format!("admin:\n  listen_addr: \"{addr}\"\n  max_connections: {max_connections}\n")
+}
+
+#[test]
+fn the_admin_listener_serves_at_most_max_connections_at_once() {
+    let a = NamedBackend::start("a", Duration::ZERO);
+    let daemon = Daemon::start(&proxy_config(
+        &[("a", a.addr)],
+        &admin_section("127.0.0.1:0", 2),
+    ));
+    let admin = daemon.admin_addr_after(0);
+    // Two connections that never send a request hold both places (accepted in order).
+    let mut idle: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(admin).unwrap()).collect();
+    let mut third = TcpStream::connect(admin).unwrap();
+    third
+        .write_all(b"GET /admin/backends HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    // Deliberate: proving that an answer does NOT come needs a window.
+    third
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut first_byte = [0u8; 1];
+    let early = third.read(&mut first_byte);
+    assert!(
+        matches!(&early, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
+        "served beyond max_connections: {early:?}"
+    );
+    // One place frees up: the waiting connection is accepted and answered.
+    drop(idle.pop());
+    third.set_read_timeout(Some(WAIT)).unwrap();
+    let mut answer = String::new();
+    third.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+}
+
+#[test]
+fn the_admin_listener_stops_with_the_server() {
+    let slow = NamedBackend::start("slow", Duration::from_secs(3));
+    let mut daemon = Daemon::start(&proxy_config(
+        &[("slow", slow.addr)],
+        &admin_section("127.0.0.1:0", 8),
+    ));
+    let admin = daemon.admin_addr_after(0);
+    assert_eq!(get(admin, "/admin/backends").map(|r| r.0), Ok(200));
+    let mut idle = TcpStream::connect(admin).unwrap();
+    let addr = daemon.addr;
+    let in_flight = std::thread::spawn(move || get(addr, "/api/x"));
+    wait_until(Instant::now() + WAIT, "the request at the backend", || {
+        slow.arrived() == 1
+    });
+    let signalled = Instant::now();
+    daemon.signal("TERM");
+    wait_until(signalled + WAIT, "the admin port to refuse", || {
+        TcpStream::connect(admin).is_err()
+    });
+    // An idle admin connection is closed at shutdown, not at its 5 s deadline.
+    idle.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut byte = [0u8; 1];
+    let read = idle.read(&mut byte);
+    assert!(
+        matches!(&read, Ok(0))
+            || matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the idle admin connection stayed open: {read:?}"
+    );
+    // The process is still draining the proxied request: the admin port closed because the
+    // admin listener stopped, not because the process was gone.
+    assert!(daemon.child.try_wait().unwrap().is_none());
+    assert_eq!(in_flight.join().unwrap(), Ok((200, "slow".into())));
+    let mut status = None;
+    wait_until(signalled + WAIT, "an exit after the drain", || {
+        status = daemon.child.try_wait().unwrap();
+        status.is_some()
+    });
+    assert!(status.unwrap().success());
+}
+
+#[test]
+fn a_reload_starts_moves_and_stops_the_admin_listener() {
+    let a = NamedBackend::start("a", Duration::ZERO);
+    let without = proxy_config(&[("a", a.addr)], "");
+    let with =
+        |addr: SocketAddr| proxy_config(&[("a", a.addr)], &admin_section(&addr.to_string(), 4));
+    let daemon = Daemon::start(&without);
+    let admin_status = |addr: SocketAddr| get(addr, "/admin/backends").map(|r| r.0);
+
+    // Added: served there.
+    let first = free_addr();
+    let mark = daemon.log_len();
+    daemon.write_by_rename(&with(first));
+    let line = daemon.wait_for_log_after(mark, "config reloaded", WAIT);
+    assert!(line.contains("admin_changed=true"), "{line}");
+    assert!(!daemon.log.lock().unwrap()[mark..]
+        .iter()
+        .any(|l| l.contains("only after a restart")));
+    assert_eq!(admin_status(first), Ok(200));
+
+    // An address that is taken: the reload is refused and the admin listener stays.
+    let squatter = TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = squatter.local_addr().unwrap();
+    let mark = daemon.log_len();
+    daemon.write_by_rename(&with(taken));
+    let line = daemon.wait_for_log_after(mark, "config reload rejected", WAIT);
+    assert!(
+        line.contains(&taken.to_string()) && line.contains("admin.listen_addr"),
+        "{line}"
+    );
+    assert_eq!(admin_status(first), Ok(200));
+
+    // Moved: the new address answers, the old one closes.
+    let second = free_addr();
+    let mark = daemon.log_len();
+    daemon.write_by_rename(&with(second));
+    daemon.wait_for_log_after(mark, "config reloaded", WAIT);
+    assert_eq!(admin_status(second), Ok(200));
+    wait_until(
+        Instant::now() + WAIT,
+        "the old admin address to refuse",
+        || TcpStream::connect(first).is_err(),
+    );
+
+    // Removed: nothing answers any more; the proxy carries on.
+    let mark = daemon.log_len();
+    daemon.write_by_rename(&without);
+    daemon.wait_for_log_after(mark, "config reloaded", WAIT);
+    wait_until(Instant::now() + WAIT, "the admin address to refuse", || {
+        TcpStream::connect(second).is_err()
+    });
+    assert_eq!(get(daemon.addr, "/api/x"), Ok((200, "a".into())));
 }
 
 #[test]

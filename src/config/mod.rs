@@ -213,9 +213,17 @@ pub struct Config {
     pub proxy: Option<ProxyConfig>,
     /// Tried in order; the first whose host and path prefix match takes the request.
     pub routes: Vec<RouteConfig>,
-    /// Where `/admin/backends` is served; off when `None`. Startup-only.
-    pub admin_listen_addr: Option<SocketAddr>,
+    /// The admin listener; off when `None`.
+    pub admin: Option<AdminConfig>,
     pub logging: LoggingConfig,
+}
+
+/// Where and how `/admin/backends` is served (`admin`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdminConfig {
+    pub listen_addr: SocketAddr,
+    /// Admin connections open at once; more wait in the accept backlog.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -485,7 +493,10 @@ impl Validator<'_> {
             error_pages,
             proxy,
             routes,
-            admin_listen_addr: raw.admin.as_ref().map(|a| a.listen_addr),
+            admin: raw.admin.as_ref().map(|a| AdminConfig {
+                listen_addr: a.listen_addr,
+                max_connections: a.max_connections.get(),
+            }),
             logging,
         };
         match ConfigError::from_all(self.path, self.errors.take()) {

@@ -491,6 +491,14 @@ fn default_weight() -> u32 {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAdmin {
     pub listen_addr: SocketAddr,
+    /// Non-zero by type, so a 0 is refused with its line like any type error.
+    #[serde(default = "default_admin_max_connections")]
+    pub max_connections: std::num::NonZeroUsize,
+}
+
+fn default_admin_max_connections() -> std::num::NonZeroUsize {
+    std::num::NonZeroUsize::new(limits::DEFAULT_ADMIN_MAX_CONNECTIONS)
+        .unwrap_or(std::num::NonZeroUsize::MIN)
 }
 
 /// One entry of `routes`: which requests (host, path prefix) go where.

@@ -77,3 +77,12 @@ pub enum BodyError {
     #[error("body larger than the limit")]
     BodyTooLarge,
 }
+
+/// Why the head of a request Sentinel sends on its own behalf could not be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RequestHeadError {
+    #[error("the method has no name to send")]
+    UnnamedMethod,
+    #[error("the target is not an origin-form path of visible ASCII")]
+    InvalidTarget,
+}

@@ -1,11 +1,14 @@
 //! PURE response encoding: status line, headers and framing into a `BytesMut`. No I/O.
+//! Also the heads of the few requests Sentinel sends on its own behalf (health probes);
+//! forwarded requests are rewritten by `proxy::headers`.
 //!
 //! Framing headers are decided here and nowhere else, so a handler can never announce a
 //! length that disagrees with what is sent, or a body on a status that forbids one.
 
 use bytes::{BufMut, BytesMut};
 
-use super::request::Version;
+use super::error::RequestHeadError;
+use super::request::{Method, Version};
 use super::response::{HeaderValue, StatusCode};
 
 /// The `Server` header value.
@@ -94,6 +97,45 @@ pub(crate) fn put_framing_and_connection(
     dst.put_slice(b"\r\n");
 }
 
+/// Append the head of a request Sentinel originates (a health probe), as opposed to one it
+/// forwards (`proxy::headers::encode_request_head`): the request line, `headers` (which
+/// must include `Host`), `Connection: close` and the blank line. No content: one request
+/// per connection, so a probe never depends on a pooled connection's state.
+///
+/// Writes nothing and fails when `method` has no name or `target` is not an origin-form
+/// path of visible ASCII: a space or CRLF in it would change the request line or start a
+/// second request. As in responses, header values with controls are dropped, and framing
+/// and `Connection` fields are the writer's.
+pub fn encode_originated_request_head(
+    dst: &mut BytesMut,
+    method: Method,
+    target: &str,
+    headers: &[(&'static str, HeaderValue)],
+) -> Result<(), RequestHeadError> {
+    let method = method.name().ok_or(RequestHeadError::UnnamedMethod)?;
+    let is_origin_form =
+        target.starts_with('/') && target.bytes().all(|b| (0x21..0x7f).contains(&b));
+    if !is_origin_form {
+        return Err(RequestHeadError::InvalidTarget);
+    }
+    dst.reserve(128 + target.len());
+    dst.put_slice(method.as_bytes());
+    dst.put_u8(b' ');
+    dst.put_slice(target.as_bytes());
+    dst.put_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        if !is_safe_header_value(value) || is_framing(name) {
+            continue;
+        }
+        dst.put_slice(name.as_bytes());
+        dst.put_slice(b": ");
+        dst.put_slice(value.as_bytes());
+        dst.put_slice(b"\r\n");
+    }
+    dst.put_slice(b"Connection: close\r\n\r\n");
+    Ok(())
+}
+
 /// The interim response that tells a client waiting on `Expect: 100-continue` to send.
 pub const CONTINUE_RESPONSE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
@@ -106,15 +148,17 @@ pub fn encode_chunk_header(dst: &mut BytesMut, len: usize) {
 
 /// Fields only the writer states, so a handler can never contradict the framing it chose.
 fn is_writer_owned(name: &str) -> bool {
-    [
-        "content-length",
-        "transfer-encoding",
-        "connection",
-        "date",
-        "server",
-    ]
-    .iter()
-    .any(|owned| name.eq_ignore_ascii_case(owned))
+    is_framing(name)
+        || ["date", "server"]
+            .iter()
+            .any(|owned| name.eq_ignore_ascii_case(owned))
+}
+
+/// Fields that frame a message or manage its connection: only the writer states them.
+fn is_framing(name: &str) -> bool {
+    ["content-length", "transfer-encoding", "connection"]
+        .iter()
+        .any(|owned| name.eq_ignore_ascii_case(owned))
 }
 
 fn is_safe_header_value(value: &HeaderValue) -> bool {
@@ -269,5 +313,68 @@ mod tests {
         );
         assert!(!text.contains("other") && !text.contains("then"), "{text}");
         assert!(text.contains("X-Ok: fine\r\n"));
+    }
+
+    fn originated(method: Method, target: &str, headers: &[(&'static str, HeaderValue)]) -> String {
+        let mut dst = BytesMut::new();
+        encode_originated_request_head(&mut dst, method, target, headers).unwrap();
+        String::from_utf8(dst.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn an_originated_request_states_its_fields_and_closes() {
+        let text = originated(
+            Method::Get,
+            "/health?deep=1",
+            &[
+                ("Host", "10.0.0.1:8080".into()),
+                ("User-Agent", "sentinel-health-check".into()),
+            ],
+        );
+        assert_eq!(
+            text,
+            "GET /health?deep=1 HTTP/1.1\r\nHost: 10.0.0.1:8080\r\n\
+             User-Agent: sentinel-health-check\r\nConnection: close\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn an_originated_request_cannot_be_split_or_reframed() {
+        let text = originated(
+            Method::Head,
+            "/",
+            &[
+                ("X-Bad", "a\r\nX-Injected: 1".into()),
+                ("Connection", "keep-alive".into()),
+                ("Content-Length", "5".into()),
+                ("Transfer-Encoding", "chunked".into()),
+                ("Host", "h".into()),
+            ],
+        );
+        assert_eq!(
+            text,
+            "HEAD / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+        );
+        for target in [
+            "/a b",
+            "/a\r\nGET /b HTTP/1.1",
+            "relative",
+            "",
+            "/caf\u{e9}",
+        ] {
+            let mut dst = BytesMut::new();
+            assert_eq!(
+                encode_originated_request_head(&mut dst, Method::Get, target, &[]),
+                Err(RequestHeadError::InvalidTarget),
+                "{target:?}"
+            );
+            assert!(dst.is_empty(), "nothing written for {target:?}");
+        }
+        let mut dst = BytesMut::new();
+        assert_eq!(
+            encode_originated_request_head(&mut dst, Method::Other, "/", &[]),
+            Err(RequestHeadError::UnnamedMethod)
+        );
+        assert!(dst.is_empty());
     }
 }

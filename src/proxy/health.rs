@@ -25,6 +25,8 @@ pub enum Transition {
 
 #[derive(Debug, Default)]
 struct State {
+    /// Failures since the last success (not counting those of requests already in flight
+    /// when the backend was ejected). Not reset by an ejection: it is what caused it.
     consecutive_failures: u32,
     /// Ejections since the last success; sets the next cooldown.
     ejections: u32,
@@ -33,13 +35,19 @@ struct State {
     last_failure: Option<&'static str>,
     /// Ejections over the backend's life.
     total_ejections: u64,
+    /// The failures reached the threshold, but the group was at its ejection limit: kept
+    /// in rotation until a success clears the record or the next failure ejects it.
+    held_back: bool,
 }
 
 /// What the admin endpoint shows of a backend's passive health.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthSnapshot {
     pub ejected_for: Option<Duration>,
+    /// Failures since the last success; on an ejected backend, those that ejected it.
     pub consecutive_failures: u32,
+    /// Reached the ejection threshold while the group was at `max_ejected_percent`.
+    pub held_back: bool,
     pub ejections_in_a_row: u32,
     pub total_ejections: u64,
     pub last_failure: Option<&'static str>,
@@ -87,6 +95,10 @@ impl PassiveHealth {
         until == 0 || self.nanos_since_epoch(now) >= until
     }
 
+    pub fn settings(&self) -> &HealthSettings {
+        &self.settings
+    }
+
     pub fn snapshot(&self, now: Instant) -> HealthSnapshot {
         let state = self.state();
         HealthSnapshot {
@@ -95,6 +107,7 @@ impl PassiveHealth {
                 .filter(|&until| now < until)
                 .map(|until| until - now),
             consecutive_failures: state.consecutive_failures,
+            held_back: state.held_back,
             ejections_in_a_row: state.ejections,
             total_ejections: state.total_ejections,
             last_failure: state.last_failure,
@@ -140,7 +153,7 @@ impl PassiveHealth {
         if state.ejected_until.is_some_and(|until| now < until) {
             return None;
         }
-        state.consecutive_failures += 1;
+        state.consecutive_failures = state.consecutive_failures.saturating_add(1);
         self.has_record.store(true, Ordering::Release);
         // A backend on probation after a cooldown goes straight back out on its first failure.
         let threshold = if state.ejections > 0 {
@@ -152,8 +165,8 @@ impl PassiveHealth {
             return None;
         }
         if !may_eject {
-            // Stay at the threshold: the next failure asks again.
-            state.consecutive_failures = threshold - 1;
+            // At or past the threshold: the next failure asks again.
+            state.held_back = true;
             return Some(Transition::HeldBack);
         }
         let doublings = state.ejections.min(16);
@@ -164,7 +177,7 @@ impl PassiveHealth {
             .min(self.settings.max_fail_timeout);
         state.ejections += 1;
         state.total_ejections += 1;
-        state.consecutive_failures = 0;
+        state.held_back = false;
         state.ejected_until = Some(now + duration);
         self.ejected_until_nanos
             .store(self.nanos_since_epoch(now + duration), Ordering::Release);
@@ -200,6 +213,8 @@ mod tests {
             })
         );
         assert!(!health.is_available(t0 + Duration::from_secs(9)));
+        // The count that ejected it stays on record (it used to read 0 once ejected).
+        assert_eq!(health.snapshot(t0).consecutive_failures, 3);
         // In-flight failures during the ejection do not extend it.
         assert_eq!(
             health.record_failure(t0 + Duration::from_secs(5), true),
@@ -257,11 +272,20 @@ mod tests {
         health.record_failure(t0, false);
         assert_eq!(health.record_failure(t0, false), Some(Transition::HeldBack));
         assert!(health.is_available(t0));
+        let held = health.snapshot(t0);
+        assert!(held.held_back);
+        assert_eq!(
+            held.consecutive_failures, 3,
+            "the real count, not max_fails - 1"
+        );
+        assert_eq!(health.record_failure(t0, false), Some(Transition::HeldBack));
+        assert_eq!(health.snapshot(t0).consecutive_failures, 4);
         // Once the group has room, the very next failure ejects.
         assert!(matches!(
             health.record_failure(t0, true),
             Some(Transition::Ejected { .. })
         ));
+        assert!(!health.snapshot(t0).held_back);
     }
 
     #[test]

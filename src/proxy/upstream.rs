@@ -15,6 +15,7 @@ use super::breaker::{Admission, Breaker, BreakerTransition};
 use super::health::{PassiveHealth, Transition};
 use super::pool::Pool;
 use super::retry_budget::RetryBudget;
+use super::standing::{self, Signals, Standing};
 use crate::balance::rng::with_thread_rng;
 use crate::balance::stats::{BackendStats, InFlight};
 use crate::balance::strategy::{self, hash_bytes, Candidate, HashKey, PickInput, Strategy};
@@ -94,6 +95,12 @@ impl Backend {
     /// Whether it may take requests as far as its active health checks know.
     pub fn passes_checks(&self) -> bool {
         self.active.as_ref().is_none_or(|a| a.is_healthy())
+    }
+
+    /// Whether a pick may choose it at `now` outside fail-open: not ejected, admitted by its
+    /// breaker, passing its active checks.
+    fn is_selectable(&self, now: Instant) -> bool {
+        self.health.is_available(now) && self.breaker.allows(now) && self.passes_checks()
     }
 
     /// Whether this backend shares its runtime state with `other`.
@@ -335,12 +342,7 @@ impl Upstream {
         let rotation = self.cursor.fetch_add(1, Ordering::Relaxed);
         let untried = |i: &usize| !tried.contains(i);
         let with_room = |i: &usize| self.backends[*i].has_room();
-        let healthy = |i: &usize| {
-            let backend = &self.backends[*i];
-            backend.health.is_available(now)
-                && backend.breaker.allows(now)
-                && backend.passes_checks()
-        };
+        let healthy = |i: &usize| self.backends[*i].is_selectable(now);
         let Some(chooser) = self.strategy.chooser() else {
             return self.pick_round_robin(count, rotation, untried, with_room, healthy);
         };
@@ -469,6 +471,34 @@ impl Upstream {
             recorded: AtomicBool::new(false),
             _in_flight: backend.stats.start(),
         })
+    }
+
+    /// Whether no backend passes every filter at `now`, so picks fail open and try them all
+    /// (concurrency caps aside, which depend on the moment's requests).
+    pub fn fails_open(&self, now: Instant) -> bool {
+        !self.backends.iter().any(|b| b.is_selectable(now))
+    }
+
+    /// What the balancer believes about each backend at `now`, and why, in the order of
+    /// `backends` (see [`standing::judge`]).
+    pub fn standings(&self, now: Instant) -> Vec<Standing> {
+        let group_fails_open = self.fails_open(now);
+        self.backends
+            .iter()
+            .map(|backend| {
+                let passive = backend.health.snapshot(now);
+                let active = backend.active.as_ref().map(|a| a.snapshot());
+                standing::judge(&Signals {
+                    passive: &passive,
+                    max_fails: backend.health.settings().max_fails,
+                    breaker: backend.breaker.state(now),
+                    breaker_admits: backend.breaker.allows(now),
+                    active: active.as_ref(),
+                    max_ejected_percent: self.policy.max_ejected_percent,
+                    group_fails_open,
+                })
+            })
+            .collect()
     }
 
     /// Whether one more backend may be ejected: the group's share of ejected backends stays
@@ -808,5 +838,98 @@ mod tests {
             .filter(|b| !b.health.is_available(now))
             .count();
         assert_eq!(ejected, 2);
+    }
+
+    #[test]
+    fn standings_follow_the_pick_at_an_injected_time() {
+        use super::super::standing::BackendState;
+        let checks = CheckSettings {
+            path: "/health".into(),
+            interval: Duration::from_secs(1),
+            jitter: Duration::ZERO,
+            timeout: Duration::from_secs(1),
+            expected_status: 200,
+            rise: 1,
+            fall: 1,
+        };
+        let plain = upstream_with(4, Strategy::RoundRobin);
+        let backends: Vec<Arc<Backend>> = plain
+            .backends
+            .iter()
+            .map(|b| {
+                let backend = Backend::new(b.name.to_string(), b.address.clone(), 1, b.settings);
+                Arc::new(backend.with_checks(Some(&checks)))
+            })
+            .collect();
+        // 50 % of 4: two may be ejected at once.
+        let group = Upstream::new(
+            "s".into(),
+            backends,
+            Strategy::RoundRobin,
+            GroupPolicy {
+                max_ejected_percent: 50,
+                ..policy()
+            },
+        );
+        let t0 = Instant::now();
+        let states = |at: Instant| -> Vec<(BackendState, bool)> {
+            group
+                .standings(at)
+                .iter()
+                .map(|s| (s.state, s.in_rotation))
+                .collect()
+        };
+        assert!(states(t0)
+            .iter()
+            .all(|&state| state == (BackendState::Healthy, true)));
+
+        // b0 and b1 ejected (max_fails 1), b2 held back by the limit, b3 down by its check.
+        for index in 0..3 {
+            group.begin(index, false, t0).unwrap().fail("connect", None);
+        }
+        let b3_checks = group.backends[3].active.as_ref().unwrap();
+        assert_eq!(b3_checks.record(false), Some(false));
+        assert_eq!(
+            states(t0),
+            [
+                (BackendState::Ejected, false),
+                (BackendState::Ejected, false),
+                (BackendState::KeptByEjectionLimit, true),
+                (BackendState::Down, false),
+            ]
+        );
+        assert!(!group.fails_open(t0), "b2 is still selectable");
+        let standings = group.standings(t0);
+        assert!(
+            standings[0]
+                .reason
+                .starts_with("ejected for 10.0 s more after 1 failures"),
+            "{}",
+            standings[0].reason
+        );
+
+        // The ejections (10 s from the failures, a moment after t0) are over: back in
+        // rotation on probation.
+        let t1 = t0 + Duration::from_secs(11);
+        assert_eq!(states(t1)[0], (BackendState::Healthy, true));
+        assert!(group.standings(t1)[0].reason.contains("on probation"));
+
+        // With every backend out, the group fails open: each is in rotation, keeping its
+        // own state.
+        let b2_checks = group.backends[2].active.as_ref().unwrap();
+        assert_eq!(b2_checks.record(false), Some(false));
+        assert!(group.fails_open(t0));
+        assert_eq!(
+            states(t0),
+            [
+                (BackendState::Ejected, true),
+                (BackendState::Ejected, true),
+                (BackendState::Down, true),
+                (BackendState::Down, true),
+            ]
+        );
+        assert!(group.standings(t0)[2]
+            .reason
+            .ends_with("so the group fails open and tries it anyway"));
     }
 }

@@ -37,7 +37,7 @@ fn switch_listener(old: TcpListener, new: std::net::TcpListener) -> TcpListener 
 }
 
 /// Errors that concern one pending connection, not the listener or the process.
-fn is_per_connection(error: &io::Error) -> bool {
+pub(crate) fn is_per_connection(error: &io::Error) -> bool {
     matches!(
         error.kind(),
         io::ErrorKind::ConnectionAborted
@@ -48,7 +48,7 @@ fn is_per_connection(error: &io::Error) -> bool {
 }
 
 /// Pause after an accept error such as EMFILE, so a full fd table does not spin the loop.
-const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+pub(crate) const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Listening sockets are handed over as `std` sockets and registered by the accept loop that
 /// uses them: a tokio socket belongs to the reactor of the runtime that registered it.
@@ -395,6 +395,13 @@ pub(crate) fn bind_listeners(
     (0..count)
         .map(|_| bind_listener(bound, backlog, true))
         .collect()
+}
+
+/// One listening socket on `addr` for a listener of its own (the admin endpoint), set up as
+/// the main listener's are (`SO_REUSEADDR`, non-blocking, Nagle off) and not yet registered
+/// with a runtime: the task that accepts on it registers it.
+pub fn bind_lone_listener(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener> {
+    bind_listener(addr, backlog, false)
 }
 
 /// A socket bound (not listening) to `addr` without `SO_REUSEPORT`: binding fails while any

@@ -4,4 +4,5 @@
 mod connection;
 mod listener;
 
-pub use listener::{Server, ServerHandle};
+pub use listener::{bind_lone_listener, Server, ServerHandle};
+pub(crate) use listener::{is_per_connection, ACCEPT_ERROR_BACKOFF};
