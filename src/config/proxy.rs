@@ -22,12 +22,6 @@ pub const DEFAULT_UPSTREAM: &str = "default";
 
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
-    /// The original design's `proxy.backends` (the `default` group).
-    pub backends: Vec<BackendConfig>,
-    /// `proxy.connection_timeout_ms`: default for every group and route.
-    pub connection_timeout: Duration,
-    /// `proxy.request_timeout_ms`: default for every group and route.
-    pub request_timeout: Duration,
     /// Every group: `default` (`proxy.backends`, possibly empty) first, then the others by
     /// name. Routes refer to a group by its index here; the runtime state built from each
     /// group (pools, health) sits at the same index beside the snapshot.
@@ -175,7 +169,7 @@ impl Validator<'_> {
         let backends = self.backends("proxy.backends", &raw.backends)?;
         let mut upstreams = vec![UpstreamConfig {
             name: DEFAULT_UPSTREAM.to_string(),
-            backends: backends.clone(),
+            backends,
             settings,
             checks: default_checks.clone(),
             strategy: default_strategy.clone(),
@@ -245,9 +239,6 @@ impl Validator<'_> {
             });
         }
         let config = ProxyConfig {
-            backends,
-            connection_timeout: defaults.connection_timeout,
-            request_timeout: defaults.request_timeout,
             upstreams,
             response_limits: ResponseLimits {
                 max_head_bytes: raw.max_response_head_bytes,
