@@ -30,7 +30,7 @@ use crate::http::response::StatusCode;
 use crate::http::response_parser::{
     parse_response, ParsedResponse, ResponseLimits, ResponseStatus,
 };
-use crate::http::writer::{encode_chunk_header, CONTINUE_RESPONSE};
+use crate::http::writer::{encode_chunk, CONTINUE_RESPONSE, LAST_CHUNK};
 use crate::transport::{write_all_with_progress, Transport};
 
 /// Most bytes one read takes while the response head is incomplete: a head and a small body
@@ -341,6 +341,8 @@ async fn send_body<S: Transport>(
             return Err(AttemptError::Client(Outcome::ClientGone));
         }
     }
+    // Each turn decodes what the client sent so far: body data is framed into `out`, which
+    // is sent when it is full or the client's bytes are used up (then more are read).
     loop {
         let step = body
             .decode(&client.read_buf[..])
@@ -349,42 +351,43 @@ async fn send_body<S: Transport>(
             Step::Data { start, end } => {
                 let data = &client.read_buf[start..end];
                 if chunked {
-                    encode_chunk_header(&mut out, data.len());
-                    out.put_slice(data);
-                    out.put_slice(b"\r\n");
+                    encode_chunk(&mut out, data);
                 } else {
                     out.put_slice(data);
                 }
                 client.read_buf.advance(end);
-                if body.is_done() && !chunked {
-                    break;
-                }
-                if out.len() < RELAY_BUFFER_BYTES && !client.read_buf.is_empty() {
-                    continue;
+                if out.len() >= RELAY_BUFFER_BYTES {
+                    send_staged(upstream, &mut out, send_timeout).await?;
                 }
             }
             Step::Done { consumed } => {
                 client.read_buf.advance(consumed);
                 if chunked {
-                    out.put_slice(b"0\r\n\r\n");
+                    out.put_slice(LAST_CHUNK);
                 }
-                break;
+                return send_staged(upstream, &mut out, send_timeout).await;
             }
-            Step::NeedMore => client.read_buf.clear(),
-        }
-        if !out.is_empty() {
-            write_all_with_progress(upstream, &mut &out[..], send_timeout)
-                .await
-                .map_err(AttemptError::NoResponse)?;
-            out.clear();
-        }
-        if client.read_buf.is_empty() {
-            read_client_body(client).await?;
+            Step::NeedMore => {
+                client.read_buf.clear();
+                send_staged(upstream, &mut out, send_timeout).await?;
+                read_client_body(client).await?;
+            }
         }
     }
-    write_all_with_progress(upstream, &mut &out[..], send_timeout)
-        .await
-        .map_err(AttemptError::NoResponse)
+}
+
+/// Send what is staged in `out` and empty it.
+async fn send_staged(
+    upstream: &mut TcpStream,
+    out: &mut BytesMut,
+    send_timeout: Duration,
+) -> Result<(), AttemptError> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    let sent = write_all_with_progress(upstream, &mut &out[..], send_timeout).await;
+    out.clear();
+    sent.map_err(AttemptError::NoResponse)
 }
 
 async fn read_client_body<S: Transport>(client: &mut Client<'_, S>) -> Result<(), AttemptError> {

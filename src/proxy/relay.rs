@@ -18,7 +18,9 @@ use crate::http::date::with_http_date;
 use crate::http::persistence::Persistence;
 use crate::http::request::{Method, RequestHead, Version};
 use crate::http::response_parser::{DeclaredFraming, ParsedResponse};
-use crate::http::writer::{encode_chunk_header, ConnectionState, ResponseFraming};
+use crate::http::writer::{
+    encode_chunk_header, ConnectionState, ResponseFraming, CHUNK_DATA_END, LAST_CHUNK,
+};
 use crate::transport::{write_all_with_progress, Transport};
 
 /// Largest body piece copied behind a staged head or chunk header so both leave in one
@@ -220,36 +222,30 @@ impl<S: Transport> Relay<'_, '_, S> {
             }
             DeclaredFraming::UntilClose => None,
         };
+        // Each turn decodes what the backend sent so far and relays the body data in it;
+        // when it is used up, more is read. A body read until close has no framing to decode.
         loop {
-            if !buf.is_empty() {
-                let step = match decoder.as_mut() {
-                    Some(decoder) => decoder.decode(buf).map_err(|error| {
-                        RelayError::Upstream(io::Error::new(io::ErrorKind::InvalidData, error))
-                    })?,
-                    None => Step::Data {
-                        start: 0,
-                        end: buf.len(),
-                    },
-                };
-                match step {
-                    Step::Data { start, end } => {
-                        self.send(&buf[start..end]).await?;
-                        buf.advance(end);
-                        if decoder.as_ref().is_some_and(|d| d.is_done())
-                            && matches!(framing, DeclaredFraming::Length(_))
-                        {
-                            return self.finish().await;
-                        }
-                        continue;
-                    }
-                    Step::Done { consumed } => {
-                        buf.advance(consumed);
-                        return self.finish().await;
-                    }
-                    Step::NeedMore => buf.clear(),
+            let step = match decoder.as_mut() {
+                Some(decoder) => decoder.decode(buf).map_err(|error| {
+                    RelayError::Upstream(io::Error::new(io::ErrorKind::InvalidData, error))
+                })?,
+                None if buf.is_empty() => Step::NeedMore,
+                None => Step::Data {
+                    start: 0,
+                    end: buf.len(),
+                },
+            };
+            match step {
+                Step::Data { start, end } => {
+                    self.send(&buf[start..end]).await?;
+                    buf.advance(end);
+                    continue;
                 }
-            } else if decoder.as_ref().is_some_and(|d| d.is_done()) {
-                return self.finish().await;
+                Step::Done { consumed } => {
+                    buf.advance(consumed);
+                    return self.finish().await;
+                }
+                Step::NeedMore => buf.clear(),
             }
             #[cfg(target_os = "linux")]
             if let Some(BodyDecoder::Length { remaining }) = decoder.as_mut() {
@@ -339,7 +335,7 @@ impl<S: Transport> Relay<'_, '_, S> {
         let timeout = self.client.limits.write_timeout;
         let chunk_end: &[u8] = if self.chunked {
             encode_chunk_header(&mut self.out, data.len());
-            b"\r\n"
+            CHUNK_DATA_END
         } else {
             b""
         };
@@ -366,7 +362,7 @@ impl<S: Transport> Relay<'_, '_, S> {
     /// End the body: the last chunk when chunked, and whatever is still staged.
     async fn finish(&mut self) -> Result<(), RelayError> {
         if self.chunked {
-            self.out.put_slice(b"0\r\n\r\n");
+            self.out.put_slice(LAST_CHUNK);
         }
         if self.out.is_empty() {
             return Ok(());
