@@ -155,6 +155,48 @@ fn proxy_timeouts_default_as_designed() {
     let route = &config.routes[0];
     assert_eq!(route.connection_timeout, Duration::from_millis(5000));
     assert_eq!(route.request_timeout, Duration::from_millis(30000));
+    // Added later, with nginx's and HAProxy's defaults.
+    assert_eq!(route.send_timeout, Duration::from_secs(60));
+    assert_eq!(route.read_timeout, Duration::from_secs(60));
+    assert_eq!(route.tunnel_idle_timeout, Duration::from_secs(3600));
+}
+
+#[test]
+fn send_read_and_tunnel_timeouts_resolve_route_then_group_then_proxy() {
+    let site = Site::new();
+    let config = site
+        .load(
+            "server:\n  listen_addr: \"127.0.0.1:0\"\n\
+             proxy:\n  send_timeout_ms: 1000\n  read_timeout_ms: 2000\n  \
+             tunnel_idle_timeout_ms: 3000\n  upstreams:\n    api:\n      backends:\n        \
+             - name: a\n          address: \"127.0.0.1:9\"\n      send_timeout_ms: 10\n      \
+             read_timeout_ms: 20\n      tunnel_idle_timeout_ms: 30\n    \
+             other:\n      backends:\n        - name: o\n          address: \"127.0.0.1:9\"\n\
+             routes:\n  - path_prefix: /ws\n    upstream: api\n    tunnel_idle_timeout_ms: 300\n  \
+             - path_prefix: /api\n    upstream: api\n  - path_prefix: /\n    upstream: other\n",
+        )
+        .unwrap();
+    let timeouts = |i: usize| {
+        let route = &config.routes[i];
+        (
+            route.send_timeout.as_millis(),
+            route.read_timeout.as_millis(),
+            route.tunnel_idle_timeout.as_millis(),
+        )
+    };
+    assert_eq!(timeouts(0), (10, 20, 300), "route over group");
+    assert_eq!(timeouts(1), (10, 20, 30), "group over proxy");
+    assert_eq!(timeouts(2), (1000, 2000, 3000), "proxy-wide");
+    for key in [
+        "send_timeout_ms",
+        "read_timeout_ms",
+        "tunnel_idle_timeout_ms",
+    ] {
+        let yaml = format!(
+            "server:\n  listen_addr: \"127.0.0.1:0\"\nproxy:\n  backends: []\n  {key}: 0\n"
+        );
+        assert!(site.error(&yaml).contains(&format!("proxy.{key}")), "{key}");
+    }
 }
 
 #[test]

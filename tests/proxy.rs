@@ -4,9 +4,9 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use common::backend::{closed_port, ok, Backend, Reply};
@@ -434,6 +434,150 @@ fn no_response_within_the_request_timeout_is_a_504_and_the_connection_is_dropped
         1,
         "timed-out connection was kept"
     );
+}
+
+/// Sentinel proxying to one backend at `address`, with extra `proxy:` and `server:` keys.
+fn proxy_to(address: SocketAddr, proxy_keys: &str, server_yaml: &str) -> TestServer {
+    TestServer::start_with(Options {
+        server_yaml: server_yaml.into(),
+        static_yaml: "    gateway_timeout: \"errors/504.html\"\n".into(),
+        extra_yaml: format!(
+            "proxy:\n  backends:\n    - name: \"b0\"\n      address: \"{address}\"\n{proxy_keys}"
+        ),
+    })
+}
+
+/// A backend that reads one request head and then nothing more, holding the connection
+/// until the returned sender is dropped.
+fn backend_reading_only_the_head() -> (SocketAddr, mpsc::Sender<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let (release, released) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let Ok((mut stream, _)) = listener.accept() else {
+            return;
+        };
+        // Byte by byte, so not one byte of the body is taken off the socket.
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match stream.read(&mut byte) {
+                Ok(1) => head.push(byte[0]),
+                _ => return,
+            }
+        }
+        let _ = released.recv_timeout(common::IO_TIMEOUT);
+    });
+    (address, release)
+}
+
+#[test]
+fn a_backend_that_stops_taking_the_request_body_is_a_504_after_the_send_timeout() {
+    let (address, release) = backend_reading_only_the_head();
+    let server = proxy_to(
+        address,
+        "  request_timeout_ms: 10000\n  send_timeout_ms: 200\n",
+        "  max_body_bytes: 1073741824\n",
+    );
+    // Far more than the socket buffers between the proxy and the backend hold.
+    let len = 64 * 1024 * 1024;
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream.set_read_timeout(Some(common::IO_TIMEOUT)).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let started = Instant::now();
+    let sender = std::thread::spawn(move || {
+        let head = format!("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: {len}\r\n\r\n");
+        writer.write_all(head.as_bytes())?;
+        let piece = vec![b'u'; 256 * 1024];
+        for _ in 0..len / piece.len() {
+            writer.write_all(&piece)?;
+        }
+        Ok::<(), std::io::Error>(())
+    });
+    let mut received = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !received.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut chunk) {
+            Ok(n @ 1..) => received.extend_from_slice(&chunk[..n]),
+            other => panic!("no response head: {other:?}"),
+        }
+    }
+    let took = started.elapsed();
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.starts_with("HTTP/1.1 504 "), "{text}");
+    assert!(took >= Duration::from_millis(150), "504 after {took:?}");
+    assert!(
+        took < Duration::from_secs(3),
+        "the send timeout, not the request timeout, decides: {took:?}"
+    );
+    // Unblock the client's writer (its body will never be read), then the backend.
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    let _ = sender.join();
+    drop(release);
+}
+
+#[test]
+fn a_backend_stalling_mid_body_is_cut_after_the_read_timeout() {
+    let backend = Backend::start(|_| {
+        Reply::Takeover(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\npartial".to_vec(),
+            Box::new(|mut stream: TcpStream| {
+                // Hold the connection open, silent, until the proxy gives up on it.
+                stream.set_read_timeout(Some(common::IO_TIMEOUT)).unwrap();
+                let _ = stream.read(&mut [0u8; 1]);
+            }),
+        )
+    });
+    let server = proxy_with(
+        &[&backend],
+        "  request_timeout_ms: 10000\n  read_timeout_ms: 200\n",
+        "",
+    );
+    let mut client = server.connect();
+    let started = Instant::now();
+    client.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    let mut received = Vec::new();
+    let _ = client.stream.read_to_end(&mut received);
+    let took = started.elapsed();
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(text.ends_with("\r\n\r\npartial"), "{text}");
+    assert!(took >= Duration::from_millis(150), "cut after {took:?}");
+    assert!(
+        took < Duration::from_secs(3),
+        "the read timeout, not the request timeout, decides: {took:?}"
+    );
+}
+
+#[test]
+fn a_body_trickling_faster_than_the_read_timeout_outlives_the_request_timeout() {
+    // Five pieces 200 ms apart: every gap is over the request timeout and under the read
+    // timeout, and the whole body takes longer than either.
+    let backend = Backend::start(|_| {
+        Reply::Takeover(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n".to_vec(),
+            Box::new(|mut stream: TcpStream| {
+                stream.set_nodelay(true).unwrap();
+                for byte in b"abcde" {
+                    std::thread::sleep(Duration::from_millis(200));
+                    if stream.write_all(&[*byte]).is_err() {
+                        return;
+                    }
+                }
+            }),
+        )
+    });
+    let server = proxy_with(
+        &[&backend],
+        "  request_timeout_ms: 100\n  read_timeout_ms: 600\n",
+        "",
+    );
+    let mut client = server.connect();
+    let started = Instant::now();
+    let response = get(&mut client, "/");
+    assert_eq!(response.status, 200);
+    assert_eq!(response.body_text(), "abcde");
+    assert!(started.elapsed() >= Duration::from_millis(800));
 }
 
 #[test]

@@ -48,6 +48,8 @@ enum AttemptError {
     /// The connection failed before any byte of a response: sending failed, or the
     /// backend closed or reset it.
     NoResponse(io::Error),
+    /// The backend accepted none of the request for the send timeout.
+    SendTimeout,
     /// No response head within the request timeout.
     Timeout,
     /// The backend's response head is not valid HTTP/1.1, or was cut short.
@@ -134,6 +136,14 @@ pub async fn forward<S: Transport>(
                 tracing::info!(backend = %backend.name, status = status.as_u16(), "retrying a failure status on another backend");
                 retries += 1;
             }
+            AttemptError::SendTimeout => {
+                tracing::warn!(backend = %backend.name, address = %backend.address, timeout_ms = destination.route.send_timeout.as_millis() as u64, "backend stopped taking the request");
+                attempt.fail("send timeout", None);
+                return Outcome::Failed {
+                    error: UpstreamError::SendTimeout.into(),
+                    persistence,
+                };
+            }
             AttemptError::Timeout => {
                 tracing::warn!(backend = %backend.name, address = %backend.address, timeout_ms = destination.route.request_timeout.as_millis() as u64, "backend response timed out");
                 attempt.fail("timeout", None);
@@ -218,11 +228,11 @@ async fn exchange<S: Transport>(
             upgrade,
         },
     );
-    let send_timeout = route.request_timeout;
+    let send_timeout = route.send_timeout;
     if body.is_done() {
         write_all_with_progress(&mut upstream, &mut &out[..], send_timeout)
             .await
-            .map_err(AttemptError::NoResponse)?;
+            .map_err(send_error)?;
     } else {
         send_body(client, head, body, &mut upstream, out, send_timeout).await?;
     }
@@ -387,7 +397,17 @@ async fn send_staged(
     }
     let sent = write_all_with_progress(upstream, &mut &out[..], send_timeout).await;
     out.clear();
-    sent.map_err(AttemptError::NoResponse)
+    sent.map_err(send_error)
+}
+
+/// Why sending the request failed: the backend took nothing for the send timeout, or the
+/// connection failed. (An OS-level `ETIMEDOUT` means the kernel gave up retransmitting to it:
+/// no less a stalled backend.)
+fn send_error(error: io::Error) -> AttemptError {
+    match error.kind() {
+        io::ErrorKind::TimedOut => AttemptError::SendTimeout,
+        _ => AttemptError::NoResponse(error),
+    }
 }
 
 async fn read_client_body<S: Transport>(client: &mut Client<'_, S>) -> Result<(), AttemptError> {

@@ -146,7 +146,7 @@ pub(super) async fn relay_response<S: Transport>(
             &mut upstream,
             buf,
             upstream_framing,
-            destination.route.request_timeout,
+            destination.route.read_timeout,
         )
         .await;
     let body_bytes = relay.sent;
@@ -209,7 +209,7 @@ impl<S: Transport> Relay<'_, '_, S> {
         upstream: &mut TcpStream,
         buf: &mut BytesMut,
         framing: DeclaredFraming,
-        idle_timeout: Duration,
+        read_timeout: Duration,
     ) -> Result<(), RelayError> {
         let mut decoder = match framing {
             DeclaredFraming::Length(length) => Some(BodyDecoder::Length { remaining: length }),
@@ -250,7 +250,7 @@ impl<S: Transport> Relay<'_, '_, S> {
             #[cfg(target_os = "linux")]
             if let Some(BodyDecoder::Length { remaining }) = decoder.as_mut() {
                 if !self.chunked && *remaining >= super::splice::MIN_BYTES {
-                    match self.splice_rest(upstream, *remaining, idle_timeout).await {
+                    match self.splice_rest(upstream, *remaining, read_timeout).await {
                         Ok(true) => {
                             *remaining = 0;
                             return self.finish().await;
@@ -261,7 +261,7 @@ impl<S: Transport> Relay<'_, '_, S> {
                 }
             }
             buf.reserve(RELAY_BUFFER_BYTES);
-            let read = tokio::time::timeout(idle_timeout, upstream.read_buf(buf)).await;
+            let read = tokio::time::timeout(read_timeout, upstream.read_buf(buf)).await;
             match read {
                 Err(_) => {
                     return Err(RelayError::Upstream(io::Error::new(
@@ -289,7 +289,7 @@ impl<S: Transport> Relay<'_, '_, S> {
         &mut self,
         upstream: &TcpStream,
         len: u64,
-        idle_timeout: Duration,
+        read_timeout: Duration,
     ) -> Result<bool, RelayError> {
         use super::splice::{relay_body, SpliceError};
         // Only a plain socket can take pages from a pipe; anything else gets copies.
@@ -311,7 +311,7 @@ impl<S: Transport> Relay<'_, '_, S> {
             upstream,
             client_socket,
             len,
-            idle_timeout,
+            read_timeout,
             write_timeout,
             &mut self.sent,
         )
