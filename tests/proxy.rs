@@ -6,7 +6,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::backend::{closed_port, ok, Backend, Reply};
@@ -695,6 +695,126 @@ fn switching_protocols_becomes_a_tunnel() {
         (response.status, response.body_text().as_str()),
         (200, "none")
     );
+}
+
+/// A WebSocket backend whose tunnel does what the request path says: `/idle` nothing,
+/// `/upload` reports each byte it receives, `/download` sends `xxxxxxxx!` a byte every
+/// 100 ms. Each reports on `closed` when the proxy closes the tunnel.
+fn tunnel_backend(received: mpsc::Sender<u8>, closed: mpsc::Sender<()>) -> Backend {
+    let (received, closed) = (Mutex::new(received), Mutex::new(closed));
+    Backend::start(move |seen| {
+        let received = received.lock().unwrap().clone();
+        let closed = closed.lock().unwrap().clone();
+        let target = seen.target.clone();
+        Reply::Takeover(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+                .to_vec(),
+            Box::new(move |mut stream: TcpStream| {
+                stream.set_nodelay(true).unwrap();
+                stream.set_read_timeout(Some(common::IO_TIMEOUT)).unwrap();
+                if target == "/download" {
+                    for &byte in b"xxxxxxxx!" {
+                        std::thread::sleep(Duration::from_millis(100));
+                        if stream.write_all(&[byte]).is_err() {
+                            return;
+                        }
+                    }
+                }
+                let mut byte = [0u8; 1];
+                while let Ok(1) = stream.read(&mut byte) {
+                    let _ = received.send(byte[0]);
+                }
+                let _ = closed.send(());
+            }),
+        )
+    })
+}
+
+/// Open a WebSocket tunnel to `path`; the client's buffer may already hold tunnel bytes.
+fn open_tunnel(server: &TestServer, path: &str) -> common::RawClient {
+    let mut client = server.connect();
+    client.send(
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    assert_eq!(client.read_response_to(true).status, 101);
+    client
+}
+
+const TUNNEL_IDLE: Duration = Duration::from_millis(400);
+
+fn tunnel_proxy(backend: &Backend) -> TestServer {
+    let keys = format!("  tunnel_idle_timeout_ms: {}\n", TUNNEL_IDLE.as_millis());
+    proxy_with(&[backend], &keys, "")
+}
+
+#[test]
+fn an_idle_tunnel_is_closed_on_both_sides_after_the_tunnel_idle_timeout() {
+    let (received, _) = mpsc::channel();
+    let (closed, backend_closed) = mpsc::channel();
+    let backend = tunnel_backend(received, closed);
+    let server = tunnel_proxy(&backend);
+    let mut client = open_tunnel(&server, "/idle");
+    let opened = Instant::now();
+    assert!(
+        client.is_closed_within(Duration::from_secs(5)),
+        "the idle tunnel stayed open"
+    );
+    let took = opened.elapsed();
+    assert!(
+        took >= TUNNEL_IDLE - Duration::from_millis(50),
+        "closed after {took:?}"
+    );
+    backend_closed
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the backend side stayed open");
+}
+
+#[test]
+fn a_tunnel_carrying_bytes_only_to_the_backend_stays_open_past_the_idle_timeout() {
+    let (received, backend_received) = mpsc::channel();
+    let (closed, backend_closed) = mpsc::channel();
+    let backend = tunnel_backend(received, closed);
+    let server = tunnel_proxy(&backend);
+    let mut client = open_tunnel(&server, "/upload");
+    let opened = Instant::now();
+    // A byte every 100 ms for twice the idle timeout, nothing coming back.
+    for byte in b"abcdefgh" {
+        std::thread::sleep(Duration::from_millis(100));
+        client.send(&[*byte]);
+        let got = backend_received.recv_timeout(Duration::from_secs(5));
+        assert_eq!(got, Ok(*byte), "after {:?}", opened.elapsed());
+    }
+    assert!(opened.elapsed() >= 2 * TUNNEL_IDLE);
+    assert!(backend_closed.try_recv().is_err(), "closed while in use");
+    // Once quiet, it is closed like any idle tunnel.
+    assert!(client.is_closed_within(Duration::from_secs(5)));
+}
+
+#[test]
+fn a_tunnel_carrying_bytes_only_to_the_client_stays_open_past_the_idle_timeout() {
+    let (received, _) = mpsc::channel();
+    let (closed, backend_closed) = mpsc::channel();
+    let backend = tunnel_backend(received, closed);
+    let server = tunnel_proxy(&backend);
+    let mut client = open_tunnel(&server, "/download");
+    let opened = Instant::now();
+    let mut got = client.leftover().to_vec();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(b"!") {
+        match client.stream.read(&mut byte) {
+            Ok(1) => got.push(byte[0]),
+            other => panic!("tunnel ended after {:?}: {other:?}", opened.elapsed()),
+        }
+    }
+    assert_eq!(got, b"xxxxxxxx!");
+    assert!(opened.elapsed() >= 2 * TUNNEL_IDLE - Duration::from_millis(100));
+    assert!(client.is_closed_within(Duration::from_secs(5)));
+    backend_closed
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the backend side stayed open");
 }
 
 #[test]

@@ -17,7 +17,8 @@ use tokio::net::TcpStream;
 use super::exchange::RELAY_BUFFER_BYTES;
 pub use super::exchange::{Client, Destination, ForwardError, Outcome, UpstreamError};
 use super::headers::{encode_request_head, UpstreamRequest};
-use super::relay::{relay_response, tunnel};
+use super::relay::relay_response;
+use super::tunnel::tunnel;
 use super::upstream::{Attempt, Pick};
 use crate::balance::strategy::{hash_bytes, HashKey};
 use crate::buffer_pool;
@@ -309,6 +310,7 @@ async fn receive<S: Transport>(
             &response_head,
             std::mem::take(response_buf),
             attempt.backend,
+            route.tunnel_idle_timeout,
         )
         .await);
     }

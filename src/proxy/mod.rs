@@ -13,4 +13,5 @@ pub mod relay;
 pub mod retry_budget;
 #[cfg(target_os = "linux")]
 mod splice;
+mod tunnel;
 pub mod upstream;

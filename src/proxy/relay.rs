@@ -1,18 +1,18 @@
 //! Relaying a response to the client once its head has arrived: the framing each side uses,
 //! the body piece by piece (re-chunked where the framing changes), the upstream connection
-//! back to its pool when it ended clean, and `101 Switching Protocols` tunnels.
+//! back to its pool when it ended clean. (`101 Switching Protocols` tunnels: `tunnel.rs`.)
 
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 use super::exchange::{Client, Destination, Outcome, RELAY_BUFFER_BYTES};
 use super::headers::encode_response_head;
-use super::upstream::{Attempt, Backend};
+use super::upstream::Attempt;
 use crate::http::body::{BodyDecoder, BodyLimits, ChunkedDecoder, Step};
 use crate::http::date::with_http_date;
 use crate::http::persistence::Persistence;
@@ -372,59 +372,4 @@ impl<S: Transport> Relay<'_, '_, S> {
         self.out.clear();
         result.map_err(RelayError::Client)
     }
-}
-
-/// `101 Switching Protocols`: send the head, then copy bytes both ways until either side
-/// closes. The client connection is not reused afterwards.
-pub(super) async fn tunnel<S: Transport>(
-    client: &mut Client<'_, S>,
-    mut upstream: TcpStream,
-    response: &ParsedResponse,
-    response_head: &[u8],
-    leftover: BytesMut,
-    backend: &Backend,
-) -> Outcome {
-    let mut out = BytesMut::with_capacity(response_head.len() + 64);
-    with_http_date(|date| {
-        encode_response_head(
-            &mut out,
-            response,
-            response_head,
-            ResponseFraming::Bodyless,
-            ConnectionState {
-                request_version: Version::Http11,
-                keep_alive: true,
-            },
-            date,
-            None,
-        )
-    });
-    out.extend_from_slice(&leftover);
-    let timeout = client.limits.write_timeout;
-    let outcome = Outcome::Responded {
-        status: response.status,
-        body_bytes: 0,
-        persistence: Persistence::Close,
-        backend: Arc::clone(&backend.name),
-    };
-    if write_all_with_progress(client.stream, &mut &out[..], timeout)
-        .await
-        .is_err()
-    {
-        return outcome;
-    }
-    // Bytes the client sent after its head already belong to the new protocol.
-    if !client.read_buf.is_empty() {
-        if upstream.write_all(client.read_buf).await.is_err() {
-            return outcome;
-        }
-        client.read_buf.clear();
-    }
-    match tokio::io::copy_bidirectional(client.stream, &mut upstream).await {
-        Ok((to_backend, to_client)) => {
-            tracing::debug!(to_backend, to_client, "upgraded connection closed");
-        }
-        Err(error) => tracing::debug!(%error, "upgraded connection failed"),
-    }
-    outcome
 }
