@@ -101,6 +101,15 @@ pub const DEFAULT_UPSTREAM_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// otherwise hold both connections forever. Breach: both sides are closed.
 pub const DEFAULT_TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 
+/// Window within which a repeated backend failure (same backend, same reason) is logged only
+/// once; the next line logged after it says how many were held back (internal). Long enough
+/// that a dead backend under load costs a line every few seconds, not one per request.
+pub const FAILURE_LOG_WINDOW: Duration = Duration::from_secs(10);
+
+/// Most (backend, reason) pairs the failure log limiter tracks at once (internal). Breach:
+/// pairs whose window has passed are forgotten; if none has, new pairs are logged unlimited.
+pub const MAX_FAILURE_LOG_KEYS: usize = 1024;
+
 /// Idle keep-alive connections kept per backend for reuse (`proxy.max_idle_per_backend`).
 /// Sized for the concurrency a busy proxy sees per backend: beyond the pool, every request in
 /// flight over it opens and closes a connection of its own. At 512 client connections over

@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 use super::exchange::RELAY_BUFFER_BYTES;
 pub use super::exchange::{Client, Destination, ForwardError, Outcome, UpstreamError};
 use super::headers::{encode_request_head, UpstreamRequest};
+use super::log_limit::admit_failure;
 use super::relay::relay_response;
 use super::tunnel::tunnel;
 use super::upstream::{Attempt, Pick};
@@ -87,7 +88,9 @@ pub async fn forward<S: Transport>(
         let (index, fail_open) = match upstream.pick(now, &tried[..tries], key_hash) {
             Pick::Backend { index, fail_open } => (index, fail_open),
             Pick::Saturated => {
-                tracing::warn!(upstream = %upstream.name, "every backend is at its concurrency cap");
+                if let Some(suppressed) = admit_failure(&upstream.name, "saturated") {
+                    tracing::warn!(upstream = %upstream.name, suppressed, "every backend is at its concurrency cap");
+                }
                 return Outcome::Failed {
                     error: ForwardError::Saturated,
                     persistence: Persistence::after_body(body.is_done()),
@@ -118,11 +121,15 @@ pub async fn forward<S: Transport>(
         let persistence = Persistence::after_body(body.is_done());
         match error {
             AttemptError::Connect(error) => {
-                tracing::warn!(backend = %backend.name, address = %backend.address, %error, "connect to backend failed");
+                if let Some(suppressed) = admit_failure(&backend.address, "connect") {
+                    tracing::warn!(backend = %backend.name, address = %backend.address, %error, suppressed, "connect to backend failed");
+                }
                 attempt.fail("connect", None);
             }
             AttemptError::NoResponse(error) => {
-                tracing::warn!(backend = %backend.name, address = %backend.address, %error, "backend failed before responding");
+                if let Some(suppressed) = admit_failure(&backend.address, "no response") {
+                    tracing::warn!(backend = %backend.name, address = %backend.address, %error, suppressed, "backend failed before responding");
+                }
                 attempt.fail("no response", None);
                 if !(may_retry && upstream.retry_budget.try_withdraw(Instant::now())) {
                     return Outcome::Failed {
@@ -138,7 +145,9 @@ pub async fn forward<S: Transport>(
                 retries += 1;
             }
             AttemptError::SendTimeout => {
-                tracing::warn!(backend = %backend.name, address = %backend.address, timeout_ms = destination.route.send_timeout.as_millis() as u64, "backend stopped taking the request");
+                if let Some(suppressed) = admit_failure(&backend.address, "send timeout") {
+                    tracing::warn!(backend = %backend.name, address = %backend.address, timeout_ms = destination.route.send_timeout.as_millis() as u64, suppressed, "backend stopped taking the request");
+                }
                 attempt.fail("send timeout", None);
                 return Outcome::Failed {
                     error: UpstreamError::SendTimeout.into(),
@@ -146,7 +155,9 @@ pub async fn forward<S: Transport>(
                 };
             }
             AttemptError::Timeout => {
-                tracing::warn!(backend = %backend.name, address = %backend.address, timeout_ms = destination.route.request_timeout.as_millis() as u64, "backend response timed out");
+                if let Some(suppressed) = admit_failure(&backend.address, "timeout") {
+                    tracing::warn!(backend = %backend.name, address = %backend.address, timeout_ms = destination.route.request_timeout.as_millis() as u64, suppressed, "backend response timed out");
+                }
                 attempt.fail("timeout", None);
                 return Outcome::Failed {
                     error: UpstreamError::Timeout.into(),
@@ -154,7 +165,9 @@ pub async fn forward<S: Transport>(
                 };
             }
             AttemptError::BadResponse(error) => {
-                tracing::warn!(backend = %backend.name, address = %backend.address, %error, "malformed response from backend");
+                if let Some(suppressed) = admit_failure(&backend.address, "malformed response") {
+                    tracing::warn!(backend = %backend.name, address = %backend.address, %error, suppressed, "malformed response from backend");
+                }
                 attempt.fail("malformed response", None);
                 return Outcome::Failed {
                     error: error.into(),
@@ -164,7 +177,9 @@ pub async fn forward<S: Transport>(
             AttemptError::Client(outcome) => return outcome,
         }
     }
-    tracing::warn!(upstream = %upstream.name, tried = tries, "no backend could take the request");
+    if let Some(suppressed) = admit_failure(&upstream.name, "no backend") {
+        tracing::warn!(upstream = %upstream.name, tried = tries, suppressed, "no backend could take the request");
+    }
     Outcome::Failed {
         error: ForwardError::NoBackend { tried: tries },
         persistence: Persistence::after_body(body.is_done()),

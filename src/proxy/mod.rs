@@ -8,6 +8,7 @@ pub mod exchange;
 pub mod forward;
 pub mod headers;
 pub mod health;
+mod log_limit;
 pub mod pool;
 pub mod relay;
 pub mod retry_budget;

@@ -12,6 +12,7 @@ use tokio::net::TcpStream;
 
 use super::exchange::{Client, Destination, Outcome, RELAY_BUFFER_BYTES};
 use super::headers::encode_response_head;
+use super::log_limit::admit_failure;
 use super::upstream::Attempt;
 use crate::http::body::{BodyDecoder, BodyLimits, ChunkedDecoder, Step};
 use crate::http::date::with_http_date;
@@ -167,7 +168,9 @@ pub(super) async fn relay_response<S: Transport>(
         }
         Err(RelayError::Upstream(error)) => {
             // The client got a head promising more than it will get: only closing tells it.
-            tracing::warn!(backend = %backend.name, %error, sent = body_bytes, "backend failed mid-response; cutting the client connection");
+            if let Some(suppressed) = admit_failure(&backend.address, "failed mid-response") {
+                tracing::warn!(backend = %backend.name, address = %backend.address, %error, sent = body_bytes, suppressed, "backend failed mid-response; cutting the client connection");
+            }
             attempt.fail("failed mid-response", None);
             Outcome::Responded {
                 status,
