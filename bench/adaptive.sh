@@ -256,6 +256,9 @@ proxy:
 $(backend_lines '    - {name: %s, address: "%s"}\n')
   connection_timeout_ms: 1000
   request_timeout_ms: $((TIMEOUT * 1000))
+  # nginx's proxy_send_timeout and proxy_read_timeout below.
+  send_timeout_ms: $((TIMEOUT * 1000))
+  read_timeout_ms: $((TIMEOUT * 1000))
   # Like nginx-retry's proxy_next_upstream http_500 http_502 http_503: these statuses are
   # backend failures (penalised, counted by the breaker) and idempotent requests getting
   # one are retried on another backend, within the retry budget.

@@ -236,7 +236,9 @@ fn forward_status(error: &ForwardError) -> StatusCode {
     match error {
         ForwardError::Saturated => StatusCode::SERVICE_UNAVAILABLE,
         ForwardError::NoBackend { .. } => StatusCode::BAD_GATEWAY,
-        ForwardError::Upstream(UpstreamError::Timeout) => StatusCode::GATEWAY_TIMEOUT,
+        ForwardError::Upstream(UpstreamError::Timeout | UpstreamError::SendTimeout) => {
+            StatusCode::GATEWAY_TIMEOUT
+        }
         ForwardError::Upstream(
             UpstreamError::NoResponse(_)
             | UpstreamError::MalformedHead(_)
@@ -301,6 +303,7 @@ mod tests {
     fn upstream_faults_are_502_but_a_timeout_is_504_and_a_full_group_503() {
         let upstream = |error| Fault::Forward(ForwardError::Upstream(error));
         assert_eq!(status(upstream(UpstreamError::Timeout)), 504);
+        assert_eq!(status(upstream(UpstreamError::SendTimeout)), 504);
         assert_eq!(status(upstream(UpstreamError::ClosedMidHead)), 502);
         assert_eq!(status(upstream(UpstreamError::UnrequestedUpgrade)), 502);
         assert_eq!(

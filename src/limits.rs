@@ -93,10 +93,36 @@ pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// the next backend is tried; 502 when none is left.
 pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Time for a backend to start its response after the request was sent, and the longest
-/// silence while its body streams (`proxy.request_timeout_ms`). Breach: 504 before the
-/// response started, a cut connection after.
+/// Time for a backend to start its response — its whole head to arrive — once the request
+/// was sent (`proxy.request_timeout_ms`). Breach: 504. The body that follows is bounded by
+/// `DEFAULT_UPSTREAM_READ_TIMEOUT` instead.
 pub const DEFAULT_UPSTREAM_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Longest a backend may accept none of the request we are sending it; each write that moves
+/// bytes restarts it, so a slow but steady reader gets the whole body (`proxy.send_timeout_ms`,
+/// nginx's `proxy_send_timeout`). Breach: 504, as nginx answers, and the attempt counts as a
+/// backend failure.
+pub const DEFAULT_UPSTREAM_SEND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Longest gap between two successive reads of a response body from the backend
+/// (`proxy.read_timeout_ms`, nginx's `proxy_read_timeout`). Breach: the client connection is
+/// cut, since the response head is already out.
+pub const DEFAULT_UPSTREAM_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Longest a `101 Switching Protocols` tunnel (WebSocket) may carry no byte in either
+/// direction (`proxy.tunnel_idle_timeout_ms`, HAProxy's `timeout tunnel`). Long, because an
+/// idle WebSocket is normal; bounded, because a peer that vanished without a FIN would
+/// otherwise hold both connections forever. Breach: both sides are closed.
+pub const DEFAULT_TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+
+/// Window within which a repeated backend failure (same backend, same reason) is logged only
+/// once; the next line logged after it says how many were held back (internal). Long enough
+/// that a dead backend under load costs a line every few seconds, not one per request.
+pub const FAILURE_LOG_WINDOW: Duration = Duration::from_secs(10);
+
+/// Most (backend, reason) pairs the failure log limiter tracks at once (internal). Breach:
+/// pairs whose window has passed are forgotten; if none has, new pairs are logged unlimited.
+pub const MAX_FAILURE_LOG_KEYS: usize = 1024;
 
 /// Idle keep-alive connections kept per backend for reuse (`proxy.max_idle_per_backend`).
 /// Sized for the concurrency a busy proxy sees per backend: beyond the pool, every request in

@@ -274,14 +274,17 @@ pub fn describe_changes(old: &Config, new: &Config) -> Changes {
                         .map_or_else(|| format!("#{index}"), |u| u.name.clone()),
                 };
                 format!(
-                    "{:?} {} {} {} {} {:?} {:?}",
+                    "{:?} {} {} {} {} {:?} {:?} {:?} {:?} {:?}",
                     r.host,
                     r.path_prefix,
                     target,
                     r.strip_prefix,
                     r.pass_host,
                     r.connection_timeout,
-                    r.request_timeout
+                    r.request_timeout,
+                    r.send_timeout,
+                    r.read_timeout,
+                    r.tunnel_idle_timeout
                 )
             })
             .collect()

@@ -301,6 +301,45 @@ fn backend_ejection_and_recovery_are_logged() {
     );
 }
 
+#[cfg(unix)]
+#[test]
+fn a_dead_group_logs_each_failure_once_per_window_not_once_per_request() {
+    // Two reserved, freed ports: both backends refuse every connection.
+    let dead = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    let (first, second) = (dead(), dead());
+    let dir = tempfile::tempdir().unwrap();
+    let (child, lines, listening) = start_with_config(
+        dir.path(),
+        &format!(
+            "server:\n  listen_addr: \"127.0.0.1:0\"\nproxy:\n  backends:\n    \
+             - name: \"one\"\n      address: \"{first}\"\n    \
+             - name: \"two\"\n      address: \"{second}\"\n\
+             logging:\n  level: \"info\"\n  access_log: false\n"
+        ),
+    );
+    let addr = listening_addr(&listening);
+    let drain = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    for _ in 0..10 {
+        assert!(get_and_close(&addr, "/").starts_with("HTTP/1.1 502 "));
+    }
+    signal(&child, "TERM");
+    let mut child = child;
+    assert!(child.wait().unwrap().success());
+    let log = drain.join().unwrap();
+    let count = |needle: &str| log.iter().filter(|l| l.contains(needle)).count();
+    assert_eq!(
+        count("connect to backend failed"),
+        2,
+        "one per backend: {log:#?}"
+    );
+    assert_eq!(count("no backend could take the request"), 1, "{log:#?}");
+}
+
 /// `GET path` on a fresh connection with `Connection: close`; the whole answer as text.
 fn get_and_close(addr: &str, path: &str) -> String {
     let mut stream = TcpStream::connect(addr).unwrap();

@@ -55,7 +55,8 @@ fn the_proxy_walkthrough_config_is_valid_and_routes_api_to_the_three_backends() 
     let config = Config::load(&repo_file("docs/examples/proxy-demo.yaml"), None)
         .expect("docs/examples/proxy-demo.yaml");
     let proxy = config.proxy.expect("proxy");
-    let addresses: Vec<&str> = proxy.backends.iter().map(|b| b.address.as_str()).collect();
+    let default_group = &proxy.upstreams[0].backends;
+    let addresses: Vec<&str> = default_group.iter().map(|b| b.address.as_str()).collect();
     assert_eq!(
         addresses,
         ["127.0.0.1:3000", "127.0.0.1:3001", "127.0.0.1:3002"]
@@ -133,10 +134,13 @@ fn original_design_keys_work_exactly() {
         .unwrap();
     assert_eq!(config.server.listen_addr.port(), 9090);
     let proxy = config.proxy.unwrap();
-    assert_eq!(proxy.backends.len(), 2);
-    assert_eq!(proxy.backends[1].address, "localhost:3001");
-    assert_eq!(proxy.connection_timeout, Duration::from_millis(1500));
-    assert_eq!(proxy.request_timeout, Duration::from_millis(20000));
+    let backends = &proxy.upstreams[0].backends;
+    assert_eq!(backends.len(), 2);
+    assert_eq!(backends[1].address, "localhost:3001");
+    // The proxy-wide timeouts reach every route, the implicit one included.
+    let route = &config.routes[0];
+    assert_eq!(route.connection_timeout, Duration::from_millis(1500));
+    assert_eq!(route.request_timeout, Duration::from_millis(20000));
     let not_found = sentinel::http::response::StatusCode::NOT_FOUND;
     assert_eq!(config.error_pages.get(not_found).unwrap().as_ref(), b"404");
 }
@@ -147,9 +151,52 @@ fn proxy_timeouts_default_as_designed() {
     let config = site
         .load("server:\n  listen_addr: \"127.0.0.1:0\"\nproxy:\n  backends: []\n")
         .unwrap();
-    let proxy = config.proxy.unwrap();
-    assert_eq!(proxy.connection_timeout, Duration::from_millis(5000));
-    assert_eq!(proxy.request_timeout, Duration::from_millis(30000));
+    // No static site: the implicit route sends everything to the (empty) default group.
+    let route = &config.routes[0];
+    assert_eq!(route.connection_timeout, Duration::from_millis(5000));
+    assert_eq!(route.request_timeout, Duration::from_millis(30000));
+    // Added later, with nginx's and HAProxy's defaults.
+    assert_eq!(route.send_timeout, Duration::from_secs(60));
+    assert_eq!(route.read_timeout, Duration::from_secs(60));
+    assert_eq!(route.tunnel_idle_timeout, Duration::from_secs(3600));
+}
+
+#[test]
+fn send_read_and_tunnel_timeouts_resolve_route_then_group_then_proxy() {
+    let site = Site::new();
+    let config = site
+        .load(
+            "server:\n  listen_addr: \"127.0.0.1:0\"\n\
+             proxy:\n  send_timeout_ms: 1000\n  read_timeout_ms: 2000\n  \
+             tunnel_idle_timeout_ms: 3000\n  upstreams:\n    api:\n      backends:\n        \
+             - name: a\n          address: \"127.0.0.1:9\"\n      send_timeout_ms: 10\n      \
+             read_timeout_ms: 20\n      tunnel_idle_timeout_ms: 30\n    \
+             other:\n      backends:\n        - name: o\n          address: \"127.0.0.1:9\"\n\
+             routes:\n  - path_prefix: /ws\n    upstream: api\n    tunnel_idle_timeout_ms: 300\n  \
+             - path_prefix: /api\n    upstream: api\n  - path_prefix: /\n    upstream: other\n",
+        )
+        .unwrap();
+    let timeouts = |i: usize| {
+        let route = &config.routes[i];
+        (
+            route.send_timeout.as_millis(),
+            route.read_timeout.as_millis(),
+            route.tunnel_idle_timeout.as_millis(),
+        )
+    };
+    assert_eq!(timeouts(0), (10, 20, 300), "route over group");
+    assert_eq!(timeouts(1), (10, 20, 30), "group over proxy");
+    assert_eq!(timeouts(2), (1000, 2000, 3000), "proxy-wide");
+    for key in [
+        "send_timeout_ms",
+        "read_timeout_ms",
+        "tunnel_idle_timeout_ms",
+    ] {
+        let yaml = format!(
+            "server:\n  listen_addr: \"127.0.0.1:0\"\nproxy:\n  backends: []\n  {key}: 0\n"
+        );
+        assert!(site.error(&yaml).contains(&format!("proxy.{key}")), "{key}");
+    }
 }
 
 #[test]

@@ -4,9 +4,9 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::backend::{closed_port, ok, Backend, Reply};
@@ -436,6 +436,150 @@ fn no_response_within_the_request_timeout_is_a_504_and_the_connection_is_dropped
     );
 }
 
+/// Sentinel proxying to one backend at `address`, with extra `proxy:` and `server:` keys.
+fn proxy_to(address: SocketAddr, proxy_keys: &str, server_yaml: &str) -> TestServer {
+    TestServer::start_with(Options {
+        server_yaml: server_yaml.into(),
+        static_yaml: "    gateway_timeout: \"errors/504.html\"\n".into(),
+        extra_yaml: format!(
+            "proxy:\n  backends:\n    - name: \"b0\"\n      address: \"{address}\"\n{proxy_keys}"
+        ),
+    })
+}
+
+/// A backend that reads one request head and then nothing more, holding the connection
+/// until the returned sender is dropped.
+fn backend_reading_only_the_head() -> (SocketAddr, mpsc::Sender<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let (release, released) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let Ok((mut stream, _)) = listener.accept() else {
+            return;
+        };
+        // Byte by byte, so not one byte of the body is taken off the socket.
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match stream.read(&mut byte) {
+                Ok(1) => head.push(byte[0]),
+                _ => return,
+            }
+        }
+        let _ = released.recv_timeout(common::IO_TIMEOUT);
+    });
+    (address, release)
+}
+
+#[test]
+fn a_backend_that_stops_taking_the_request_body_is_a_504_after_the_send_timeout() {
+    let (address, release) = backend_reading_only_the_head();
+    let server = proxy_to(
+        address,
+        "  request_timeout_ms: 10000\n  send_timeout_ms: 200\n",
+        "  max_body_bytes: 1073741824\n",
+    );
+    // Far more than the socket buffers between the proxy and the backend hold.
+    let len = 64 * 1024 * 1024;
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream.set_read_timeout(Some(common::IO_TIMEOUT)).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let started = Instant::now();
+    let sender = std::thread::spawn(move || {
+        let head = format!("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: {len}\r\n\r\n");
+        writer.write_all(head.as_bytes())?;
+        let piece = vec![b'u'; 256 * 1024];
+        for _ in 0..len / piece.len() {
+            writer.write_all(&piece)?;
+        }
+        Ok::<(), std::io::Error>(())
+    });
+    let mut received = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !received.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut chunk) {
+            Ok(n @ 1..) => received.extend_from_slice(&chunk[..n]),
+            other => panic!("no response head: {other:?}"),
+        }
+    }
+    let took = started.elapsed();
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.starts_with("HTTP/1.1 504 "), "{text}");
+    assert!(took >= Duration::from_millis(150), "504 after {took:?}");
+    assert!(
+        took < Duration::from_secs(3),
+        "the send timeout, not the request timeout, decides: {took:?}"
+    );
+    // Unblock the client's writer (its body will never be read), then the backend.
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    let _ = sender.join();
+    drop(release);
+}
+
+#[test]
+fn a_backend_stalling_mid_body_is_cut_after_the_read_timeout() {
+    let backend = Backend::start(|_| {
+        Reply::Takeover(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\npartial".to_vec(),
+            Box::new(|mut stream: TcpStream| {
+                // Hold the connection open, silent, until the proxy gives up on it.
+                stream.set_read_timeout(Some(common::IO_TIMEOUT)).unwrap();
+                let _ = stream.read(&mut [0u8; 1]);
+            }),
+        )
+    });
+    let server = proxy_with(
+        &[&backend],
+        "  request_timeout_ms: 10000\n  read_timeout_ms: 200\n",
+        "",
+    );
+    let mut client = server.connect();
+    let started = Instant::now();
+    client.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    let mut received = Vec::new();
+    let _ = client.stream.read_to_end(&mut received);
+    let took = started.elapsed();
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(text.ends_with("\r\n\r\npartial"), "{text}");
+    assert!(took >= Duration::from_millis(150), "cut after {took:?}");
+    assert!(
+        took < Duration::from_secs(3),
+        "the read timeout, not the request timeout, decides: {took:?}"
+    );
+}
+
+#[test]
+fn a_body_trickling_faster_than_the_read_timeout_outlives_the_request_timeout() {
+    // Five pieces 200 ms apart: every gap is over the request timeout and under the read
+    // timeout, and the whole body takes longer than either.
+    let backend = Backend::start(|_| {
+        Reply::Takeover(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n".to_vec(),
+            Box::new(|mut stream: TcpStream| {
+                stream.set_nodelay(true).unwrap();
+                for byte in b"abcde" {
+                    std::thread::sleep(Duration::from_millis(200));
+                    if stream.write_all(&[*byte]).is_err() {
+                        return;
+                    }
+                }
+            }),
+        )
+    });
+    let server = proxy_with(
+        &[&backend],
+        "  request_timeout_ms: 100\n  read_timeout_ms: 600\n",
+        "",
+    );
+    let mut client = server.connect();
+    let started = Instant::now();
+    let response = get(&mut client, "/");
+    assert_eq!(response.status, 200);
+    assert_eq!(response.body_text(), "abcde");
+    assert!(started.elapsed() >= Duration::from_millis(800));
+}
+
 #[test]
 fn a_malformed_response_is_a_502() {
     let backend =
@@ -551,6 +695,126 @@ fn switching_protocols_becomes_a_tunnel() {
         (response.status, response.body_text().as_str()),
         (200, "none")
     );
+}
+
+/// A WebSocket backend whose tunnel does what the request path says: `/idle` nothing,
+/// `/upload` reports each byte it receives, `/download` sends `xxxxxxxx!` a byte every
+/// 100 ms. Each reports on `closed` when the proxy closes the tunnel.
+fn tunnel_backend(received: mpsc::Sender<u8>, closed: mpsc::Sender<()>) -> Backend {
+    let (received, closed) = (Mutex::new(received), Mutex::new(closed));
+    Backend::start(move |seen| {
+        let received = received.lock().unwrap().clone();
+        let closed = closed.lock().unwrap().clone();
+        let target = seen.target.clone();
+        Reply::Takeover(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+                .to_vec(),
+            Box::new(move |mut stream: TcpStream| {
+                stream.set_nodelay(true).unwrap();
+                stream.set_read_timeout(Some(common::IO_TIMEOUT)).unwrap();
+                if target == "/download" {
+                    for &byte in b"xxxxxxxx!" {
+                        std::thread::sleep(Duration::from_millis(100));
+                        if stream.write_all(&[byte]).is_err() {
+                            return;
+                        }
+                    }
+                }
+                let mut byte = [0u8; 1];
+                while let Ok(1) = stream.read(&mut byte) {
+                    let _ = received.send(byte[0]);
+                }
+                let _ = closed.send(());
+            }),
+        )
+    })
+}
+
+/// Open a WebSocket tunnel to `path`; the client's buffer may already hold tunnel bytes.
+fn open_tunnel(server: &TestServer, path: &str) -> common::RawClient {
+    let mut client = server.connect();
+    client.send(
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    assert_eq!(client.read_response_to(true).status, 101);
+    client
+}
+
+const TUNNEL_IDLE: Duration = Duration::from_millis(400);
+
+fn tunnel_proxy(backend: &Backend) -> TestServer {
+    let keys = format!("  tunnel_idle_timeout_ms: {}\n", TUNNEL_IDLE.as_millis());
+    proxy_with(&[backend], &keys, "")
+}
+
+#[test]
+fn an_idle_tunnel_is_closed_on_both_sides_after_the_tunnel_idle_timeout() {
+    let (received, _) = mpsc::channel();
+    let (closed, backend_closed) = mpsc::channel();
+    let backend = tunnel_backend(received, closed);
+    let server = tunnel_proxy(&backend);
+    let mut client = open_tunnel(&server, "/idle");
+    let opened = Instant::now();
+    assert!(
+        client.is_closed_within(Duration::from_secs(5)),
+        "the idle tunnel stayed open"
+    );
+    let took = opened.elapsed();
+    assert!(
+        took >= TUNNEL_IDLE - Duration::from_millis(50),
+        "closed after {took:?}"
+    );
+    backend_closed
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the backend side stayed open");
+}
+
+#[test]
+fn a_tunnel_carrying_bytes_only_to_the_backend_stays_open_past_the_idle_timeout() {
+    let (received, backend_received) = mpsc::channel();
+    let (closed, backend_closed) = mpsc::channel();
+    let backend = tunnel_backend(received, closed);
+    let server = tunnel_proxy(&backend);
+    let mut client = open_tunnel(&server, "/upload");
+    let opened = Instant::now();
+    // A byte every 100 ms for twice the idle timeout, nothing coming back.
+    for byte in b"abcdefgh" {
+        std::thread::sleep(Duration::from_millis(100));
+        client.send(&[*byte]);
+        let got = backend_received.recv_timeout(Duration::from_secs(5));
+        assert_eq!(got, Ok(*byte), "after {:?}", opened.elapsed());
+    }
+    assert!(opened.elapsed() >= 2 * TUNNEL_IDLE);
+    assert!(backend_closed.try_recv().is_err(), "closed while in use");
+    // Once quiet, it is closed like any idle tunnel.
+    assert!(client.is_closed_within(Duration::from_secs(5)));
+}
+
+#[test]
+fn a_tunnel_carrying_bytes_only_to_the_client_stays_open_past_the_idle_timeout() {
+    let (received, _) = mpsc::channel();
+    let (closed, backend_closed) = mpsc::channel();
+    let backend = tunnel_backend(received, closed);
+    let server = tunnel_proxy(&backend);
+    let mut client = open_tunnel(&server, "/download");
+    let opened = Instant::now();
+    let mut got = client.leftover().to_vec();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(b"!") {
+        match client.stream.read(&mut byte) {
+            Ok(1) => got.push(byte[0]),
+            other => panic!("tunnel ended after {:?}: {other:?}", opened.elapsed()),
+        }
+    }
+    assert_eq!(got, b"xxxxxxxx!");
+    assert!(opened.elapsed() >= 2 * TUNNEL_IDLE - Duration::from_millis(100));
+    assert!(client.is_closed_within(Duration::from_secs(5)));
+    backend_closed
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the backend side stayed open");
 }
 
 #[test]

@@ -22,12 +22,6 @@ pub const DEFAULT_UPSTREAM: &str = "default";
 
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
-    /// The original design's `proxy.backends` (the `default` group).
-    pub backends: Vec<BackendConfig>,
-    /// `proxy.connection_timeout_ms`: default for every group and route.
-    pub connection_timeout: Duration,
-    /// `proxy.request_timeout_ms`: default for every group and route.
-    pub request_timeout: Duration,
     /// Every group: `default` (`proxy.backends`, possibly empty) first, then the others by
     /// name. Routes refer to a group by its index here; the runtime state built from each
     /// group (pools, health) sits at the same index beside the snapshot.
@@ -73,13 +67,23 @@ pub struct RouteConfig {
     /// Send the client's `Host` upstream (otherwise the backend's address).
     pub pass_host: bool,
     pub connection_timeout: Duration,
+    /// The wait for the response head, once the request is sent.
     pub request_timeout: Duration,
+    /// The longest the backend may accept none of the request.
+    pub send_timeout: Duration,
+    /// The longest gap between two reads of the response body.
+    pub read_timeout: Duration,
+    /// The longest a `101` tunnel may carry no byte either way.
+    pub tunnel_idle_timeout: Duration,
 }
 
 /// Per-group settings resolved against the proxy-wide defaults.
 struct GroupDefaults {
     connection_timeout: Duration,
     request_timeout: Duration,
+    send_timeout: Duration,
+    read_timeout: Duration,
+    tunnel_idle_timeout: Duration,
     pass_host: bool,
 }
 
@@ -161,6 +165,9 @@ impl Validator<'_> {
         let defaults = ProxyDefaults {
             connection_timeout: millis("proxy.connection_timeout_ms", raw.connection_timeout_ms),
             request_timeout: millis("proxy.request_timeout_ms", raw.request_timeout_ms),
+            send_timeout: millis("proxy.send_timeout_ms", raw.send_timeout_ms),
+            read_timeout: millis("proxy.read_timeout_ms", raw.read_timeout_ms),
+            tunnel_idle_timeout: millis("proxy.tunnel_idle_timeout_ms", raw.tunnel_idle_timeout_ms),
             pass_host: raw.pass_host,
             has_default_group: !raw.backends.is_empty(),
             groups: BTreeMap::new(),
@@ -169,7 +176,7 @@ impl Validator<'_> {
         let backends = self.backends("proxy.backends", &raw.backends);
         let mut upstreams = vec![UpstreamConfig {
             name: DEFAULT_UPSTREAM.to_string(),
-            backends: backends.clone(),
+            backends,
             settings,
             checks: default_checks.clone(),
             strategy: default_strategy.clone(),
@@ -181,6 +188,9 @@ impl Validator<'_> {
             GroupDefaults {
                 connection_timeout: defaults.connection_timeout,
                 request_timeout: defaults.request_timeout,
+                send_timeout: defaults.send_timeout,
+                read_timeout: defaults.read_timeout,
+                tunnel_idle_timeout: defaults.tunnel_idle_timeout,
                 pass_host: defaults.pass_host,
             },
         );
@@ -215,6 +225,21 @@ impl Validator<'_> {
                         group.request_timeout_ms,
                         defaults.request_timeout,
                     ),
+                    send_timeout: optional_millis(
+                        "send_timeout_ms",
+                        group.send_timeout_ms,
+                        defaults.send_timeout,
+                    ),
+                    read_timeout: optional_millis(
+                        "read_timeout_ms",
+                        group.read_timeout_ms,
+                        defaults.read_timeout,
+                    ),
+                    tunnel_idle_timeout: optional_millis(
+                        "tunnel_idle_timeout_ms",
+                        group.tunnel_idle_timeout_ms,
+                        defaults.tunnel_idle_timeout,
+                    ),
                     pass_host: group.pass_host.unwrap_or(defaults.pass_host),
                 },
             );
@@ -248,9 +273,6 @@ impl Validator<'_> {
             }
         }
         let config = ProxyConfig {
-            backends,
-            connection_timeout: defaults.connection_timeout,
-            request_timeout: defaults.request_timeout,
             upstreams,
             response_limits: ResponseLimits {
                 max_head_bytes: raw.max_response_head_bytes,
@@ -374,6 +396,9 @@ impl Validator<'_> {
                         pass_host: group.pass_host,
                         connection_timeout: group.connection_timeout,
                         request_timeout: group.request_timeout,
+                        send_timeout: group.send_timeout,
+                        read_timeout: group.read_timeout,
+                        tunnel_idle_timeout: group.tunnel_idle_timeout,
                     }
                 }
                 _ => RouteConfig {
@@ -384,6 +409,9 @@ impl Validator<'_> {
                     pass_host: true,
                     connection_timeout: Duration::ZERO,
                     request_timeout: Duration::ZERO,
+                    send_timeout: Duration::ZERO,
+                    read_timeout: Duration::ZERO,
+                    tunnel_idle_timeout: Duration::ZERO,
                 },
             };
             return vec![route];
@@ -473,6 +501,21 @@ impl Validator<'_> {
                     route.request_timeout_ms,
                     group.map_or(Duration::ZERO, |g| g.request_timeout),
                 ),
+                send_timeout: millis(
+                    "send_timeout_ms",
+                    route.send_timeout_ms,
+                    group.map_or(Duration::ZERO, |g| g.send_timeout),
+                ),
+                read_timeout: millis(
+                    "read_timeout_ms",
+                    route.read_timeout_ms,
+                    group.map_or(Duration::ZERO, |g| g.read_timeout),
+                ),
+                tunnel_idle_timeout: millis(
+                    "tunnel_idle_timeout_ms",
+                    route.tunnel_idle_timeout_ms,
+                    group.map_or(Duration::ZERO, |g| g.tunnel_idle_timeout),
+                ),
             });
         }
         routes
@@ -483,6 +526,9 @@ impl Validator<'_> {
 pub(super) struct ProxyDefaults {
     connection_timeout: Duration,
     request_timeout: Duration,
+    send_timeout: Duration,
+    read_timeout: Duration,
+    tunnel_idle_timeout: Duration,
     pass_host: bool,
     has_default_group: bool,
     groups: BTreeMap<String, GroupDefaults>,

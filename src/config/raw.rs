@@ -235,6 +235,12 @@ pub(super) struct RawProxy {
     pub connection_timeout_ms: u64,
     #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
+    #[serde(default = "default_send_timeout_ms")]
+    pub send_timeout_ms: u64,
+    #[serde(default = "default_read_timeout_ms")]
+    pub read_timeout_ms: u64,
+    #[serde(default = "default_tunnel_idle_timeout_ms")]
+    pub tunnel_idle_timeout_ms: u64,
     #[serde(default, deserialize_with = "unique_names")]
     pub upstreams: BTreeMap<String, RawUpstream>,
     #[serde(default = "default_true")]
@@ -434,6 +440,9 @@ pub(super) struct RawUpstream {
     pub health_check: Option<RawHealthCheck>,
     pub connection_timeout_ms: Option<u64>,
     pub request_timeout_ms: Option<u64>,
+    pub send_timeout_ms: Option<u64>,
+    pub read_timeout_ms: Option<u64>,
+    pub tunnel_idle_timeout_ms: Option<u64>,
     pub pass_host: Option<bool>,
 }
 
@@ -447,6 +456,18 @@ fn default_connection_timeout_ms() -> u64 {
 
 fn default_request_timeout_ms() -> u64 {
     millis(limits::DEFAULT_UPSTREAM_REQUEST_TIMEOUT)
+}
+
+fn default_send_timeout_ms() -> u64 {
+    millis(limits::DEFAULT_UPSTREAM_SEND_TIMEOUT)
+}
+
+fn default_read_timeout_ms() -> u64 {
+    millis(limits::DEFAULT_UPSTREAM_READ_TIMEOUT)
+}
+
+fn default_tunnel_idle_timeout_ms() -> u64 {
+    millis(limits::DEFAULT_TUNNEL_IDLE_TIMEOUT)
 }
 
 fn default_max_idle_per_backend() -> usize {
@@ -515,6 +536,9 @@ pub(super) struct RawRoute {
     pub strip_prefix: bool,
     pub connection_timeout_ms: Option<u64>,
     pub request_timeout_ms: Option<u64>,
+    pub send_timeout_ms: Option<u64>,
+    pub read_timeout_ms: Option<u64>,
+    pub tunnel_idle_timeout_ms: Option<u64>,
 }
 
 fn default_path_prefix() -> String {

@@ -20,7 +20,11 @@ pub struct BodyLimits {
     pub max_trailer_bytes: usize,
 }
 
-/// One step of decoding.
+/// One step of decoding. Every caller (the proxy both ways, the connection discarding an
+/// unwanted body) runs the same loop: `Data` → use `input[start..end]`, drop `end` bytes;
+/// `Done` → drop `consumed` bytes and stop; `NeedMore` → drop everything, read more. Decode
+/// before each read even when nothing is buffered: a body whose length ran out reports
+/// `Done` without waiting for bytes that are not coming.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
     /// Body bytes at `input[start..end]`; `end` bytes of the input were used.

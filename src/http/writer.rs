@@ -139,11 +139,29 @@ pub fn encode_originated_request_head(
 /// The interim response that tells a client waiting on `Expect: 100-continue` to send.
 pub const CONTINUE_RESPONSE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
+// Chunked framing as we send it (RFC 9112 §7.1), the one place both directions of the proxy
+// take it from: a size line, the data, `CHUNK_DATA_END`; after the last chunk, `LAST_CHUNK`.
+// We never send chunk extensions or trailers.
+
 /// The chunk-size line of a chunk of `len` bytes (`len` must not be 0: that ends the body).
+/// For a caller that sends the data without copying it behind the size line.
 pub fn encode_chunk_header(dst: &mut BytesMut, len: usize) {
     let mut hex = [0u8; 16];
     dst.put_slice(format_hex(len as u64, &mut hex));
     dst.put_slice(b"\r\n");
+}
+
+/// What follows a chunk's data.
+pub const CHUNK_DATA_END: &[u8] = b"\r\n";
+
+/// The zero-size chunk and the empty trailer section that end a chunked body.
+pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// One whole chunk carrying `data` (which must not be empty: that would end the body).
+pub fn encode_chunk(dst: &mut BytesMut, data: &[u8]) {
+    encode_chunk_header(dst, data.len());
+    dst.put_slice(data);
+    dst.put_slice(CHUNK_DATA_END);
 }
 
 /// Fields only the writer states, so a handler can never contradict the framing it chose.
@@ -194,6 +212,7 @@ fn format_hex(mut value: u64, out: &mut [u8; 16]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::body::{BodyLimits, ChunkedDecoder, Step};
 
     fn head(
         status: StatusCode,
@@ -287,6 +306,39 @@ mod tests {
             encode_chunk_header(&mut dst, len);
             assert_eq!(dst, line.as_bytes());
         }
+    }
+
+    #[test]
+    fn encoded_chunks_decode_to_the_same_body() {
+        let mut dst = BytesMut::new();
+        encode_chunk(&mut dst, b"hello");
+        assert_eq!(dst, &b"5\r\nhello\r\n"[..]);
+        let long = vec![b'x'; 300];
+        encode_chunk(&mut dst, &long);
+        dst.extend_from_slice(LAST_CHUNK);
+
+        let mut decoder = ChunkedDecoder::new(BodyLimits {
+            max_body_bytes: u64::MAX,
+            max_chunk_ext_bytes: 0,
+            max_trailer_bytes: 0,
+        });
+        let mut body = Vec::new();
+        let mut input = &dst[..];
+        loop {
+            match decoder.decode(input).unwrap() {
+                Step::Data { start, end } => {
+                    body.extend_from_slice(&input[start..end]);
+                    input = &input[end..];
+                }
+                Step::Done { consumed } => {
+                    assert_eq!(consumed, input.len(), "nothing after the last chunk");
+                    break;
+                }
+                Step::NeedMore => panic!("framing ended early"),
+            }
+        }
+        assert_eq!(&body[..5], b"hello");
+        assert_eq!(&body[5..], &long[..]);
     }
 
     #[test]

@@ -89,6 +89,10 @@ pub enum UpstreamError {
     /// response.
     #[error("failed before responding: {0}")]
     NoResponse(std::io::Error),
+    /// The backend accepted none of the request for the send timeout (nginx answers its
+    /// `proxy_send_timeout` with 504 too).
+    #[error("the backend took none of the request within the send timeout")]
+    SendTimeout,
     #[error("no response head within the request timeout")]
     Timeout,
     #[error("malformed response head: {0}")]

@@ -17,7 +17,9 @@ use tokio::net::TcpStream;
 use super::exchange::RELAY_BUFFER_BYTES;
 pub use super::exchange::{Client, Destination, ForwardError, Outcome, UpstreamError};
 use super::headers::{encode_request_head, UpstreamRequest};
-use super::relay::{relay_response, tunnel};
+use super::log_limit::admit_failure;
+use super::relay::relay_response;
+use super::tunnel::tunnel;
 use super::upstream::{Attempt, Pick};
 use crate::balance::strategy::{hash_bytes, HashKey};
 use crate::buffer_pool;
@@ -30,7 +32,7 @@ use crate::http::response::StatusCode;
 use crate::http::response_parser::{
     parse_response, ParsedResponse, ResponseLimits, ResponseStatus,
 };
-use crate::http::writer::{encode_chunk_header, CONTINUE_RESPONSE};
+use crate::http::writer::{encode_chunk, CONTINUE_RESPONSE, LAST_CHUNK};
 use crate::transport::{write_all_with_progress, Transport};
 
 /// Most bytes one read takes while the response head is incomplete: a head and a small body
@@ -48,6 +50,8 @@ enum AttemptError {
     /// The connection failed before any byte of a response: sending failed, or the
     /// backend closed or reset it.
     NoResponse(io::Error),
+    /// The backend accepted none of the request for the send timeout.
+    SendTimeout,
     /// No response head within the request timeout.
     Timeout,
     /// The backend's response head is not valid HTTP/1.1, or was cut short.
@@ -84,7 +88,9 @@ pub async fn forward<S: Transport>(
         let (index, fail_open) = match upstream.pick(now, &tried[..tries], key_hash) {
             Pick::Backend { index, fail_open } => (index, fail_open),
             Pick::Saturated => {
-                tracing::warn!(upstream = %upstream.name, "every backend is at its concurrency cap");
+                if let Some(suppressed) = admit_failure(&upstream.name, "saturated") {
+                    tracing::warn!(upstream = %upstream.name, suppressed, "every backend is at its concurrency cap");
+                }
                 return Outcome::Failed {
                     error: ForwardError::Saturated,
                     persistence: Persistence::after_body(body.is_done()),
@@ -115,11 +121,15 @@ pub async fn forward<S: Transport>(
         let persistence = Persistence::after_body(body.is_done());
         match error {
             AttemptError::Connect(error) => {
-                tracing::warn!(backend = %backend.name, address = %backend.address, %error, "connect to backend failed");
+                if let Some(suppressed) = admit_failure(&backend.address, "connect") {
+                    tracing::warn!(backend = %backend.name, address = %backend.address, %error, suppressed, "connect to backend failed");
+                }
                 attempt.fail("connect", None);
             }
             AttemptError::NoResponse(error) => {
-                tracing::warn!(backend = %backend.name, address = %backend.address, %error, "backend failed before responding");
+                if let Some(suppressed) = admit_failure(&backend.address, "no response") {
+                    tracing::warn!(backend = %backend.name, address = %backend.address, %error, suppressed, "backend failed before responding");
+                }
                 attempt.fail("no response", None);
                 if !(may_retry && upstream.retry_budget.try_withdraw(Instant::now())) {
                     return Outcome::Failed {
@@ -134,8 +144,20 @@ pub async fn forward<S: Transport>(
                 tracing::info!(backend = %backend.name, status = status.as_u16(), "retrying a failure status on another backend");
                 retries += 1;
             }
+            AttemptError::SendTimeout => {
+                if let Some(suppressed) = admit_failure(&backend.address, "send timeout") {
+                    tracing::warn!(backend = %backend.name, address = %backend.address, timeout_ms = destination.route.send_timeout.as_millis() as u64, suppressed, "backend stopped taking the request");
+                }
+                attempt.fail("send timeout", None);
+                return Outcome::Failed {
+                    error: UpstreamError::SendTimeout.into(),
+                    persistence,
+                };
+            }
             AttemptError::Timeout => {
-                tracing::warn!(backend = %backend.name, address = %backend.address, timeout_ms = destination.route.request_timeout.as_millis() as u64, "backend response timed out");
+                if let Some(suppressed) = admit_failure(&backend.address, "timeout") {
+                    tracing::warn!(backend = %backend.name, address = %backend.address, timeout_ms = destination.route.request_timeout.as_millis() as u64, suppressed, "backend response timed out");
+                }
                 attempt.fail("timeout", None);
                 return Outcome::Failed {
                     error: UpstreamError::Timeout.into(),
@@ -143,7 +165,9 @@ pub async fn forward<S: Transport>(
                 };
             }
             AttemptError::BadResponse(error) => {
-                tracing::warn!(backend = %backend.name, address = %backend.address, %error, "malformed response from backend");
+                if let Some(suppressed) = admit_failure(&backend.address, "malformed response") {
+                    tracing::warn!(backend = %backend.name, address = %backend.address, %error, suppressed, "malformed response from backend");
+                }
                 attempt.fail("malformed response", None);
                 return Outcome::Failed {
                     error: error.into(),
@@ -153,7 +177,9 @@ pub async fn forward<S: Transport>(
             AttemptError::Client(outcome) => return outcome,
         }
     }
-    tracing::warn!(upstream = %upstream.name, tried = tries, "no backend could take the request");
+    if let Some(suppressed) = admit_failure(&upstream.name, "no backend") {
+        tracing::warn!(upstream = %upstream.name, tried = tries, suppressed, "no backend could take the request");
+    }
     Outcome::Failed {
         error: ForwardError::NoBackend { tried: tries },
         persistence: Persistence::after_body(body.is_done()),
@@ -218,11 +244,11 @@ async fn exchange<S: Transport>(
             upgrade,
         },
     );
-    let send_timeout = route.request_timeout;
+    let send_timeout = route.send_timeout;
     if body.is_done() {
         write_all_with_progress(&mut upstream, &mut &out[..], send_timeout)
             .await
-            .map_err(AttemptError::NoResponse)?;
+            .map_err(send_error)?;
     } else {
         send_body(client, head, body, &mut upstream, out, send_timeout).await?;
     }
@@ -299,6 +325,7 @@ async fn receive<S: Transport>(
             &response_head,
             std::mem::take(response_buf),
             attempt.backend,
+            route.tunnel_idle_timeout,
         )
         .await);
     }
@@ -341,6 +368,8 @@ async fn send_body<S: Transport>(
             return Err(AttemptError::Client(Outcome::ClientGone));
         }
     }
+    // Each turn decodes what the client sent so far: body data is framed into `out`, which
+    // is sent when it is full or the client's bytes are used up (then more are read).
     loop {
         let step = body
             .decode(&client.read_buf[..])
@@ -349,42 +378,53 @@ async fn send_body<S: Transport>(
             Step::Data { start, end } => {
                 let data = &client.read_buf[start..end];
                 if chunked {
-                    encode_chunk_header(&mut out, data.len());
-                    out.put_slice(data);
-                    out.put_slice(b"\r\n");
+                    encode_chunk(&mut out, data);
                 } else {
                     out.put_slice(data);
                 }
                 client.read_buf.advance(end);
-                if body.is_done() && !chunked {
-                    break;
-                }
-                if out.len() < RELAY_BUFFER_BYTES && !client.read_buf.is_empty() {
-                    continue;
+                if out.len() >= RELAY_BUFFER_BYTES {
+                    send_staged(upstream, &mut out, send_timeout).await?;
                 }
             }
             Step::Done { consumed } => {
                 client.read_buf.advance(consumed);
                 if chunked {
-                    out.put_slice(b"0\r\n\r\n");
+                    out.put_slice(LAST_CHUNK);
                 }
-                break;
+                return send_staged(upstream, &mut out, send_timeout).await;
             }
-            Step::NeedMore => client.read_buf.clear(),
-        }
-        if !out.is_empty() {
-            write_all_with_progress(upstream, &mut &out[..], send_timeout)
-                .await
-                .map_err(AttemptError::NoResponse)?;
-            out.clear();
-        }
-        if client.read_buf.is_empty() {
-            read_client_body(client).await?;
+            Step::NeedMore => {
+                client.read_buf.clear();
+                send_staged(upstream, &mut out, send_timeout).await?;
+                read_client_body(client).await?;
+            }
         }
     }
-    write_all_with_progress(upstream, &mut &out[..], send_timeout)
-        .await
-        .map_err(AttemptError::NoResponse)
+}
+
+/// Send what is staged in `out` and empty it.
+async fn send_staged(
+    upstream: &mut TcpStream,
+    out: &mut BytesMut,
+    send_timeout: Duration,
+) -> Result<(), AttemptError> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    let sent = write_all_with_progress(upstream, &mut &out[..], send_timeout).await;
+    out.clear();
+    sent.map_err(send_error)
+}
+
+/// Why sending the request failed: the backend took nothing for the send timeout, or the
+/// connection failed. (An OS-level `ETIMEDOUT` means the kernel gave up retransmitting to it:
+/// no less a stalled backend.)
+fn send_error(error: io::Error) -> AttemptError {
+    match error.kind() {
+        io::ErrorKind::TimedOut => AttemptError::SendTimeout,
+        _ => AttemptError::NoResponse(error),
+    }
 }
 
 async fn read_client_body<S: Transport>(client: &mut Client<'_, S>) -> Result<(), AttemptError> {

@@ -8,10 +8,12 @@ pub mod exchange;
 pub mod forward;
 pub mod headers;
 pub mod health;
+mod log_limit;
 pub mod pool;
 pub mod relay;
 pub mod retry_budget;
 #[cfg(target_os = "linux")]
 mod splice;
 pub mod standing;
+mod tunnel;
 pub mod upstream;

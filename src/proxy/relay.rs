@@ -1,24 +1,27 @@
 //! Relaying a response to the client once its head has arrived: the framing each side uses,
 //! the body piece by piece (re-chunked where the framing changes), the upstream connection
-//! back to its pool when it ended clean, and `101 Switching Protocols` tunnels.
+//! back to its pool when it ended clean. (`101 Switching Protocols` tunnels: `tunnel.rs`.)
 
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 use super::exchange::{Client, Destination, Outcome, RELAY_BUFFER_BYTES};
 use super::headers::encode_response_head;
-use super::upstream::{Attempt, Backend};
+use super::log_limit::admit_failure;
+use super::upstream::Attempt;
 use crate::http::body::{BodyDecoder, BodyLimits, ChunkedDecoder, Step};
 use crate::http::date::with_http_date;
 use crate::http::persistence::Persistence;
 use crate::http::request::{Method, RequestHead, Version};
 use crate::http::response_parser::{DeclaredFraming, ParsedResponse};
-use crate::http::writer::{encode_chunk_header, ConnectionState, ResponseFraming};
+use crate::http::writer::{
+    encode_chunk_header, ConnectionState, ResponseFraming, CHUNK_DATA_END, LAST_CHUNK,
+};
 use crate::transport::{write_all_with_progress, Transport};
 
 /// Largest body piece copied behind a staged head or chunk header so both leave in one
@@ -144,7 +147,7 @@ pub(super) async fn relay_response<S: Transport>(
             &mut upstream,
             buf,
             upstream_framing,
-            destination.route.request_timeout,
+            destination.route.read_timeout,
         )
         .await;
     let body_bytes = relay.sent;
@@ -165,7 +168,9 @@ pub(super) async fn relay_response<S: Transport>(
         }
         Err(RelayError::Upstream(error)) => {
             // The client got a head promising more than it will get: only closing tells it.
-            tracing::warn!(backend = %backend.name, %error, sent = body_bytes, "backend failed mid-response; cutting the client connection");
+            if let Some(suppressed) = admit_failure(&backend.address, "failed mid-response") {
+                tracing::warn!(backend = %backend.name, address = %backend.address, %error, sent = body_bytes, suppressed, "backend failed mid-response; cutting the client connection");
+            }
             attempt.fail("failed mid-response", None);
             Outcome::Responded {
                 status,
@@ -207,7 +212,7 @@ impl<S: Transport> Relay<'_, '_, S> {
         upstream: &mut TcpStream,
         buf: &mut BytesMut,
         framing: DeclaredFraming,
-        idle_timeout: Duration,
+        read_timeout: Duration,
     ) -> Result<(), RelayError> {
         let mut decoder = match framing {
             DeclaredFraming::Length(length) => Some(BodyDecoder::Length { remaining: length }),
@@ -220,41 +225,35 @@ impl<S: Transport> Relay<'_, '_, S> {
             }
             DeclaredFraming::UntilClose => None,
         };
+        // Each turn decodes what the backend sent so far and relays the body data in it;
+        // when it is used up, more is read. A body read until close has no framing to decode.
         loop {
-            if !buf.is_empty() {
-                let step = match decoder.as_mut() {
-                    Some(decoder) => decoder.decode(buf).map_err(|error| {
-                        RelayError::Upstream(io::Error::new(io::ErrorKind::InvalidData, error))
-                    })?,
-                    None => Step::Data {
-                        start: 0,
-                        end: buf.len(),
-                    },
-                };
-                match step {
-                    Step::Data { start, end } => {
-                        self.send(&buf[start..end]).await?;
-                        buf.advance(end);
-                        if decoder.as_ref().is_some_and(|d| d.is_done())
-                            && matches!(framing, DeclaredFraming::Length(_))
-                        {
-                            return self.finish().await;
-                        }
-                        continue;
-                    }
-                    Step::Done { consumed } => {
-                        buf.advance(consumed);
-                        return self.finish().await;
-                    }
-                    Step::NeedMore => buf.clear(),
+            let step = match decoder.as_mut() {
+                Some(decoder) => decoder.decode(buf).map_err(|error| {
+                    RelayError::Upstream(io::Error::new(io::ErrorKind::InvalidData, error))
+                })?,
+                None if buf.is_empty() => Step::NeedMore,
+                None => Step::Data {
+                    start: 0,
+                    end: buf.len(),
+                },
+            };
+            match step {
+                Step::Data { start, end } => {
+                    self.send(&buf[start..end]).await?;
+                    buf.advance(end);
+                    continue;
                 }
-            } else if decoder.as_ref().is_some_and(|d| d.is_done()) {
-                return self.finish().await;
+                Step::Done { consumed } => {
+                    buf.advance(consumed);
+                    return self.finish().await;
+                }
+                Step::NeedMore => buf.clear(),
             }
             #[cfg(target_os = "linux")]
             if let Some(BodyDecoder::Length { remaining }) = decoder.as_mut() {
                 if !self.chunked && *remaining >= super::splice::MIN_BYTES {
-                    match self.splice_rest(upstream, *remaining, idle_timeout).await {
+                    match self.splice_rest(upstream, *remaining, read_timeout).await {
                         Ok(true) => {
                             *remaining = 0;
                             return self.finish().await;
@@ -265,7 +264,7 @@ impl<S: Transport> Relay<'_, '_, S> {
                 }
             }
             buf.reserve(RELAY_BUFFER_BYTES);
-            let read = tokio::time::timeout(idle_timeout, upstream.read_buf(buf)).await;
+            let read = tokio::time::timeout(read_timeout, upstream.read_buf(buf)).await;
             match read {
                 Err(_) => {
                     return Err(RelayError::Upstream(io::Error::new(
@@ -293,7 +292,7 @@ impl<S: Transport> Relay<'_, '_, S> {
         &mut self,
         upstream: &TcpStream,
         len: u64,
-        idle_timeout: Duration,
+        read_timeout: Duration,
     ) -> Result<bool, RelayError> {
         use super::splice::{relay_body, SpliceError};
         // Only a plain socket can take pages from a pipe; anything else gets copies.
@@ -315,7 +314,7 @@ impl<S: Transport> Relay<'_, '_, S> {
             upstream,
             client_socket,
             len,
-            idle_timeout,
+            read_timeout,
             write_timeout,
             &mut self.sent,
         )
@@ -339,7 +338,7 @@ impl<S: Transport> Relay<'_, '_, S> {
         let timeout = self.client.limits.write_timeout;
         let chunk_end: &[u8] = if self.chunked {
             encode_chunk_header(&mut self.out, data.len());
-            b"\r\n"
+            CHUNK_DATA_END
         } else {
             b""
         };
@@ -366,7 +365,7 @@ impl<S: Transport> Relay<'_, '_, S> {
     /// End the body: the last chunk when chunked, and whatever is still staged.
     async fn finish(&mut self) -> Result<(), RelayError> {
         if self.chunked {
-            self.out.put_slice(b"0\r\n\r\n");
+            self.out.put_slice(LAST_CHUNK);
         }
         if self.out.is_empty() {
             return Ok(());
@@ -376,59 +375,4 @@ impl<S: Transport> Relay<'_, '_, S> {
         self.out.clear();
         result.map_err(RelayError::Client)
     }
-}
-
-/// `101 Switching Protocols`: send the head, then copy bytes both ways until either side
-/// closes. The client connection is not reused afterwards.
-pub(super) async fn tunnel<S: Transport>(
-    client: &mut Client<'_, S>,
-    mut upstream: TcpStream,
-    response: &ParsedResponse,
-    response_head: &[u8],
-    leftover: BytesMut,
-    backend: &Backend,
-) -> Outcome {
-    let mut out = BytesMut::with_capacity(response_head.len() + 64);
-    with_http_date(|date| {
-        encode_response_head(
-            &mut out,
-            response,
-            response_head,
-            ResponseFraming::Bodyless,
-            ConnectionState {
-                request_version: Version::Http11,
-                keep_alive: true,
-            },
-            date,
-            None,
-        )
-    });
-    out.extend_from_slice(&leftover);
-    let timeout = client.limits.write_timeout;
-    let outcome = Outcome::Responded {
-        status: response.status,
-        body_bytes: 0,
-        persistence: Persistence::Close,
-        backend: Arc::clone(&backend.name),
-    };
-    if write_all_with_progress(client.stream, &mut &out[..], timeout)
-        .await
-        .is_err()
-    {
-        return outcome;
-    }
-    // Bytes the client sent after its head already belong to the new protocol.
-    if !client.read_buf.is_empty() {
-        if upstream.write_all(client.read_buf).await.is_err() {
-            return outcome;
-        }
-        client.read_buf.clear();
-    }
-    match tokio::io::copy_bidirectional(client.stream, &mut upstream).await {
-        Ok((to_backend, to_client)) => {
-            tracing::debug!(to_backend, to_client, "upgraded connection closed");
-        }
-        Err(error) => tracing::debug!(%error, "upgraded connection failed"),
-    }
-    outcome
 }
