@@ -338,6 +338,10 @@ fn a_dead_group_logs_each_failure_once_per_window_not_once_per_request() {
         "one per backend: {log:#?}"
     );
     assert_eq!(count("no backend could take the request"), 1, "{log:#?}");
+    assert!(
+        count("backend not ejected") <= 2,
+        "at most one per backend: {log:#?}"
+    );
 }
 
 /// `GET path` on a fresh connection with `Connection: close`; the whole answer as text.

@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 use super::active::{self, ActiveHealth};
 use super::breaker::{Admission, Breaker, BreakerTransition};
 use super::health::{PassiveHealth, Transition};
+use super::log_limit::admit_failure;
 use super::pool::Pool;
 use super::retry_budget::RetryBudget;
 use super::standing::{self, Signals, Standing};
@@ -197,13 +198,19 @@ impl Attempt<'_> {
                 ejections,
                 "backend ejected"
             ),
-            Some(Transition::HeldBack) => tracing::warn!(
-                backend = %backend.name,
-                address = %backend.address,
-                reason,
-                max_ejected_percent = self.upstream.policy.max_ejected_percent,
-                "backend not ejected: the group is at its ejection limit"
-            ),
+            // Every failure of a held-back backend says the same: once per window will do.
+            Some(Transition::HeldBack) => {
+                if let Some(suppressed) = admit_failure(&backend.address, "held back") {
+                    tracing::warn!(
+                        backend = %backend.name,
+                        address = %backend.address,
+                        reason,
+                        max_ejected_percent = self.upstream.policy.max_ejected_percent,
+                        suppressed,
+                        "backend not ejected: the group is at its ejection limit"
+                    );
+                }
+            }
             _ => {}
         }
         log_breaker(backend, backend.breaker.record(self.admission, false, now));
