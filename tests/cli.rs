@@ -675,3 +675,45 @@ fn check_reports_every_error_with_its_line_then_a_count() {
     );
     assert!(failed.stdout.is_empty());
 }
+
+/// Regression: a 504 after the backend timed out was logged with `backend="-"`, so the access
+/// log could not say which backend let the request down.
+#[cfg(unix)]
+#[test]
+fn the_access_event_of_a_504_names_the_backend_that_timed_out() {
+    // Accepts connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let held = silent.accept();
+        let _ = released.recv();
+        drop(held);
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let (child, lines, listening) = start_with_config(
+        dir.path(),
+        &format!(
+            "server:\n  listen_addr: \"127.0.0.1:0\"\nproxy:\n  request_timeout_ms: 200\n  \
+             backends:\n    - name: \"silent\"\n      address: \"{silent_addr}\"\n\
+             logging:\n  level: \"info\"\n  access_log: true\n"
+        ),
+    );
+    let addr = listening_addr(&listening);
+    let drain = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    assert!(get_and_close(&addr, "/").starts_with("HTTP/1.1 504 "));
+    release.send(()).unwrap();
+    signal(&child, "TERM");
+    let mut child = child;
+    assert!(child.wait().unwrap().success());
+    let log = drain.join().unwrap();
+    let access = log
+        .iter()
+        .find(|l| l.contains("sentinel::access"))
+        .unwrap_or_else(|| panic!("no access event: {log:#?}"));
+    assert!(
+        access.contains("status=504") && access.contains("backend=\"silent\""),
+        "{access}"
+    );
+    holder.join().unwrap();
+}

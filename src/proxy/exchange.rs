@@ -59,9 +59,29 @@ pub enum Outcome {
         error: ForwardError,
         /// `LingeringClose` when part of the request body may still be unread.
         persistence: Persistence,
+        /// The backend of the last attempt, for the access log (`None`: none was tried).
+        backend: Option<Arc<str>>,
     },
     /// The client went away.
     ClientGone,
+}
+
+impl Outcome {
+    /// A failure found while talking to `backend` names it, unless it already names one.
+    pub(super) fn from_backend(self, backend: &Arc<str>) -> Outcome {
+        match self {
+            Outcome::Failed {
+                error,
+                persistence,
+                backend: None,
+            } => Outcome::Failed {
+                error,
+                persistence,
+                backend: Some(Arc::clone(backend)),
+            },
+            other => other,
+        }
+    }
 }
 
 /// Why no response came back from upstream, as the client will be told (the error table in

@@ -8,6 +8,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, BytesMut};
@@ -82,6 +83,8 @@ pub async fn forward<S: Transport>(
     upstream.retry_budget.deposit(arrived);
     let peer = client.peer;
     let key_hash = |key: &HashKey| request_key_hash(key, head, peer, destination.target);
+    // Named in the access log when every attempt failed.
+    let mut last_tried: Option<Arc<str>> = None;
     while tries < MAX_ATTEMPTS {
         // One clock read serves the first pick too: it is the common, only one.
         let now = if tries == 0 { arrived } else { Instant::now() };
@@ -94,6 +97,7 @@ pub async fn forward<S: Transport>(
                 return Outcome::Failed {
                     error: ForwardError::Saturated,
                     persistence: Persistence::after_body(body.is_done()),
+                    backend: None,
                 };
             }
             Pick::Exhausted => break,
@@ -105,6 +109,7 @@ pub async fn forward<S: Transport>(
             continue;
         };
         let backend = attempt.backend;
+        last_tried = Some(Arc::clone(&backend.name));
         // A retry after something was sent needs an idempotent, replayable request, a retry
         // left and, at the time of the failure, a token from the group's budget.
         let may_retry = replayable
@@ -135,6 +140,7 @@ pub async fn forward<S: Transport>(
                     return Outcome::Failed {
                         error: UpstreamError::NoResponse(error).into(),
                         persistence,
+                        backend: Some(Arc::clone(&backend.name)),
                     };
                 }
                 retries += 1;
@@ -152,6 +158,7 @@ pub async fn forward<S: Transport>(
                 return Outcome::Failed {
                     error: UpstreamError::SendTimeout.into(),
                     persistence,
+                    backend: Some(Arc::clone(&backend.name)),
                 };
             }
             AttemptError::Timeout => {
@@ -162,6 +169,7 @@ pub async fn forward<S: Transport>(
                 return Outcome::Failed {
                     error: UpstreamError::Timeout.into(),
                     persistence,
+                    backend: Some(Arc::clone(&backend.name)),
                 };
             }
             AttemptError::BadResponse(error) => {
@@ -172,9 +180,10 @@ pub async fn forward<S: Transport>(
                 return Outcome::Failed {
                     error: error.into(),
                     persistence,
+                    backend: Some(Arc::clone(&backend.name)),
                 };
             }
-            AttemptError::Client(outcome) => return outcome,
+            AttemptError::Client(outcome) => return outcome.from_backend(&backend.name),
         }
     }
     if let Some(suppressed) = admit_failure(&upstream.name, "no backend") {
@@ -183,6 +192,7 @@ pub async fn forward<S: Transport>(
     Outcome::Failed {
         error: ForwardError::NoBackend { tried: tries },
         persistence: Persistence::after_body(body.is_done()),
+        backend: last_tried,
     }
 }
 
@@ -438,6 +448,7 @@ async fn read_client_body<S: Transport>(client: &mut Client<'_, S>) -> Result<()
         Err(_) => Err(AttemptError::Client(Outcome::Failed {
             error: ForwardError::ClientBodyTimeout,
             persistence: Persistence::LingeringClose,
+            backend: None,
         })),
         Ok(Ok(0)) | Ok(Err(_)) => Err(AttemptError::Client(Outcome::ClientGone)),
         Ok(Ok(_)) => Ok(()),
@@ -449,6 +460,7 @@ fn client_body_error(error: BodyError) -> AttemptError {
     AttemptError::Client(Outcome::Failed {
         error: ForwardError::ClientBody(error),
         persistence: Persistence::LingeringClose,
+        backend: None,
     })
 }
 

@@ -4,6 +4,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -120,6 +121,8 @@ struct Exchange {
     version: Version,
     /// Every reason so far to keep or close the connection, folded into one.
     persistence: Persistence,
+    /// The backend that answered a proxied request, or the last one tried.
+    backend: Option<Arc<str>>,
     started: Instant,
 }
 
@@ -131,6 +134,7 @@ impl Exchange {
             method: None,
             version: Version::Http11,
             persistence: Persistence::LingeringClose,
+            backend: None,
             started: Instant::now(),
         }
     }
@@ -188,6 +192,7 @@ impl<S: Transport> Connection<S> {
                     && self.served + 1 < limits.max_requests_per_connection
                     && !*self.shutdown.borrow(),
             ),
+            backend: None,
             started: Instant::now(),
         };
         let request_span = tracing::debug_span!(
@@ -258,14 +263,7 @@ impl<S: Transport> Connection<S> {
             }
             Err(DrainError::Closed) => {
                 tracing::debug!(parent: &request_span, "client closed during request body");
-                self.log_access(
-                    config,
-                    Some(&head),
-                    CLIENT_CLOSED_REQUEST,
-                    0,
-                    &exchange,
-                    None,
-                );
+                self.log_access(config, Some(&head), CLIENT_CLOSED_REQUEST, 0, &exchange);
                 return Persistence::Close;
             }
         };
@@ -320,7 +318,6 @@ impl<S: Transport> Connection<S> {
             status.as_u16(),
             outcome.body_bytes,
             exchange,
-            None,
         );
         // A response that did not get out whole leaves a connection nobody can trust.
         exchange
@@ -353,24 +350,23 @@ impl<S: Transport> Connection<S> {
                 persistence,
                 backend,
             } => {
-                self.log_access(
-                    config,
-                    Some(head),
-                    status.as_u16(),
-                    body_bytes,
-                    exchange,
-                    Some(&backend),
-                );
+                exchange.backend = Some(backend);
+                self.log_access(config, Some(head), status.as_u16(), body_bytes, exchange);
                 exchange.persistence.and(persistence)
             }
-            Outcome::Failed { error, persistence } => {
+            Outcome::Failed {
+                error,
+                persistence,
+                backend,
+            } => {
                 exchange.persistence = exchange.persistence.and(persistence);
+                exchange.backend = backend;
                 let span = tracing::Span::current();
                 self.refuse(Fault::Forward(error), head, exchange, config, &span)
                     .await
             }
             Outcome::ClientGone => {
-                self.log_access(config, Some(head), CLIENT_CLOSED_REQUEST, 0, exchange, None);
+                self.log_access(config, Some(head), CLIENT_CLOSED_REQUEST, 0, exchange);
                 Persistence::Close
             }
         }
@@ -384,7 +380,6 @@ impl<S: Transport> Connection<S> {
         status: u16,
         bytes: u64,
         exchange: &Exchange,
-        backend: Option<&str>,
     ) {
         if !config.logging.access_log {
             return;
@@ -398,7 +393,7 @@ impl<S: Transport> Connection<S> {
             status,
             bytes,
             duration_us = exchange.started.elapsed().as_micros() as u64,
-            backend = backend.unwrap_or("-"),
+            backend = exchange.backend.as_deref().unwrap_or("-"),
         );
     }
 
@@ -788,14 +783,7 @@ impl<S: Transport> Connection<S> {
         let response = fault.response(&config.error_pages);
         let exchange = Exchange::without_request();
         let outcome = self.write_response(response, &exchange, config).await;
-        self.log_access(
-            config,
-            None,
-            status.as_u16(),
-            outcome.body_bytes,
-            &exchange,
-            None,
-        );
+        self.log_access(config, None, status.as_u16(), outcome.body_bytes, &exchange);
         self.close(exchange.persistence, &config.server.limits)
             .await;
     }
