@@ -68,7 +68,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// A failure found while talking to `backend` names it, unless it already names one.
-    pub(super) fn from_backend(self, backend: &Arc<str>) -> Outcome {
+    pub(super) fn naming_backend(self, backend: &Arc<str>) -> Outcome {
         match self {
             Outcome::Failed {
                 error,

@@ -183,7 +183,7 @@ pub async fn forward<S: Transport>(
                     backend: Some(Arc::clone(&backend.name)),
                 };
             }
-            AttemptError::Client(outcome) => return outcome.from_backend(&backend.name),
+            AttemptError::Client(outcome) => return outcome.naming_backend(&backend.name),
         }
     }
     if let Some(suppressed) = admit_failure(&upstream.name, "no backend") {
