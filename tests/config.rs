@@ -12,6 +12,17 @@ struct Site {
 }
 
 impl Site {
+    /// Each YAML of `cases` is refused with a message ending in its expected text.
+    fn assert_each_error_ends_with(&self, cases: &[(&str, &str)]) {
+        for (yaml, wanted) in cases {
+            let message = self.error(yaml);
+            assert!(
+                message.ends_with(wanted),
+                "{wanted} missing from: {message}"
+            );
+        }
+    }
+
     fn new() -> Site {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("public/errors")).unwrap();
@@ -605,13 +616,7 @@ fn a_duplicate_key_points_at_its_second_occurrence() {
             "config.yaml:7: proxy.upstreams: duplicate key \"api\" (first on line 5)",
         ),
     ];
-    for (yaml, wanted) in cases {
-        let message = site.error(yaml);
-        assert!(
-            message.ends_with(wanted),
-            "{wanted} missing from: {message}"
-        );
-    }
+    site.assert_each_error_ends_with(&cases);
 }
 
 #[test]
@@ -684,13 +689,7 @@ fn a_misspelt_key_or_value_gets_a_suggestion() {
         ("server: {}\nlogging:\n  colour: true\n", ":3: logging: unknown key \"colour\" (expected one of level, format, access_log)"),
         ("server:\n  runtime: threads\n", ":2: server.runtime: unknown value \"threads\" (expected shared or per_core)"),
     ];
-    for (yaml, wanted) in cases {
-        let message = site.error(yaml);
-        assert!(
-            message.ends_with(wanted),
-            "{wanted} missing from: {message}"
-        );
-    }
+    site.assert_each_error_ends_with(&cases);
 }
 
 #[test]

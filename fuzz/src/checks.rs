@@ -71,15 +71,22 @@ fn parse_limit_sets() -> [ParseLimits; 3] {
 pub fn check_request_stream(input: &[u8], effort: Effort) {
     check_limit_monotonicity(input);
     for limits in parse_limit_sets() {
-        let mut rest = input;
-        for _ in 0..MAX_PIPELINED {
-            let Some(used) = check_request(rest, &limits, effort) else {
-                break;
-            };
-            rest = &rest[used..];
-            if rest.is_empty() {
-                break;
-            }
+        walk_stream(input, |rest| check_request(rest, &limits, effort));
+    }
+}
+
+/// Check one message after another from the start of `input` (at most `MAX_PIPELINED`):
+/// `check_one` checks the message at the start of what is left and says how many bytes it
+/// took, or `None` when the stream cannot go on.
+fn walk_stream(input: &[u8], mut check_one: impl FnMut(&[u8]) -> Option<usize>) {
+    let mut rest = input;
+    for _ in 0..MAX_PIPELINED {
+        let Some(used) = check_one(rest) else {
+            break;
+        };
+        rest = &rest[used..];
+        if rest.is_empty() {
+            break;
         }
     }
 }
@@ -326,16 +333,7 @@ fn response_limit_sets() -> [ResponseLimits; 4] {
 pub fn check_response_stream(input: &[u8], effort: Effort) {
     check_response_limit_monotonicity(input);
     for limits in response_limit_sets() {
-        let mut rest = input;
-        for _ in 0..MAX_PIPELINED {
-            let Some(used) = check_response(rest, &limits, effort) else {
-                break;
-            };
-            rest = &rest[used..];
-            if rest.is_empty() {
-                break;
-            }
-        }
+        walk_stream(input, |rest| check_response(rest, &limits, effort));
     }
 }
 
