@@ -96,19 +96,41 @@ fn walk_stream(input: &[u8], mut check_one: impl FnMut(&[u8]) -> Option<usize>) 
 fn check_limit_monotonicity(input: &[u8]) {
     let sets = parse_limit_sets();
     let verdicts = sets.map(|limits| parse_request(input, &limits));
-    for (larger, larger_verdict) in sets.iter().zip(&verdicts) {
-        for (smaller, smaller_verdict) in sets.iter().zip(&verdicts) {
-            let tripped = matches!(
-                smaller_verdict,
+    assert_monotonic(
+        input,
+        &sets,
+        &verdicts,
+        |verdict| {
+            matches!(
+                verdict,
                 Err(ParseError::RequestLineTooLong
                     | ParseError::HeadTooLarge
                     | ParseError::TooManyHeaders)
-            );
-            let contained = smaller.max_request_line_bytes <= larger.max_request_line_bytes
+            )
+        },
+        |smaller, larger| {
+            smaller.max_request_line_bytes <= larger.max_request_line_bytes
                 && smaller.max_head_bytes <= larger.max_head_bytes
-                && smaller.max_headers <= larger.max_headers;
+                && smaller.max_headers <= larger.max_headers
+        },
+    );
+}
+
+/// For every pair of limit sets where `smaller` fits inside `larger`: the verdict under
+/// `smaller` is the one under `larger`, unless it is a limit tripping (`tripped`).
+fn assert_monotonic<L: std::fmt::Debug, V: PartialEq + std::fmt::Debug>(
+    input: &[u8],
+    sets: &[L],
+    verdicts: &[V],
+    tripped: impl Fn(&V) -> bool,
+    contained: impl Fn(&L, &L) -> bool,
+) {
+    for (larger, larger_verdict) in sets.iter().zip(verdicts) {
+        for (smaller, smaller_verdict) in sets.iter().zip(verdicts) {
             assert!(
-                tripped || !contained || smaller_verdict == larger_verdict,
+                tripped(smaller_verdict)
+                    || !contained(smaller, larger)
+                    || smaller_verdict == larger_verdict,
                 "{smaller:?} gave {smaller_verdict:?} but {larger:?} gave {larger_verdict:?}; \
                  input b\"{}\"",
                 escape(input)
@@ -342,22 +364,21 @@ pub fn check_response_stream(input: &[u8], effort: Effort) {
 fn check_response_limit_monotonicity(input: &[u8]) {
     let sets = response_limit_sets();
     let verdicts = sets.map(|limits| parse_response(input, &limits));
-    for (larger, larger_verdict) in sets.iter().zip(&verdicts) {
-        for (smaller, smaller_verdict) in sets.iter().zip(&verdicts) {
-            let tripped = matches!(
-                smaller_verdict,
+    assert_monotonic(
+        input,
+        &sets,
+        &verdicts,
+        |verdict| {
+            matches!(
+                verdict,
                 Err(ParseError::HeadTooLarge | ParseError::TooManyHeaders)
-            );
-            let contained = smaller.max_head_bytes <= larger.max_head_bytes
-                && smaller.max_headers <= larger.max_headers;
-            assert!(
-                tripped || !contained || smaller_verdict == larger_verdict,
-                "{smaller:?} gave {smaller_verdict:?} but {larger:?} gave {larger_verdict:?}; \
-                 input b\"{}\"",
-                escape(input)
-            );
-        }
-    }
+            )
+        },
+        |smaller, larger| {
+            smaller.max_head_bytes <= larger.max_head_bytes
+                && smaller.max_headers <= larger.max_headers
+        },
+    );
 }
 
 /// Check the response head at the start of `input`; the bytes its head and body used, if the
