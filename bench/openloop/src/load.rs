@@ -6,8 +6,8 @@
 //! `t0 + i / rate` exactly with `--arrivals fixed` (no two requests ever closer than 1/rate,
 //! which hides queueing).
 //!
-//! With `--backend-stats URL`, each backend's counters are read at every phase start and at
-//! the end, so per-phase counts of what each backend *received* (including requests it reset
+//! With `--backend-stats URL`, each backend's counters are read at every phase start (just
+//! after its control URLs are POSTed) and at the end, so per-phase counts of what each backend *received* (including requests it reset
 //! or failed, and those a proxy retried elsewhere) can be reported beside the client's view.
 //!
 //! Requests go over a pool of keep-alive connections; when none is idle a new one is opened,
@@ -502,19 +502,21 @@ async fn backend_stats(url: &str) -> String {
     }
 }
 
-/// Everything done at a phase boundary, in order: the backends' counters are read first
-/// (they close the previous phase), then the phase's control URLs are POSTed.
+/// Everything done at a phase boundary, in order: the phase's control URLs are POSTed first
+/// (the switch is what must be on time: a request sent a millisecond later must see the new
+/// behaviour), then the backends' counters are read (they close the previous phase; the
+/// requests that arrive in between, a millisecond's worth, are counted in it).
 async fn phase_boundary(
     stats_urls: Vec<String>,
     controls: Vec<String>,
 ) -> (Vec<String>, Vec<String>) {
-    let mut stats = Vec::with_capacity(stats_urls.len());
-    for url in &stats_urls {
-        stats.push(backend_stats(url).await);
-    }
     let mut answers = Vec::with_capacity(controls.len());
     for url in &controls {
         answers.push(control(url).await);
+    }
+    let mut stats = Vec::with_capacity(stats_urls.len());
+    for url in &stats_urls {
+        stats.push(backend_stats(url).await);
     }
     (stats, answers)
 }
