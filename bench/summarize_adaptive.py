@@ -2,6 +2,11 @@
 """Markdown report of bench/adaptive.sh from the load generator's JSON lines.
 
 usage: summarize_adaptive.py MANIFEST FACTS TIMELINE
+       summarize_adaptive.py --median RUN_DIR RUN_DIR ...
+
+The second form prints the summary table of several runs of the same timeline (each a
+bench/results/adaptive-<timestamp>/ directory) with the median of every figure over the runs
+and its range: one run on a shared machine is one sample.
 
 MANIFEST: one line per system, tab-separated: system, ok|n/a, jsonl, busy % before,
 load average, proxy ticks, load-side ticks (backends + generator), machine busy ticks,
@@ -246,7 +251,125 @@ def cell(data, phase, a99, rr_a99):
     return "–"
 
 
+def phase_figures(data, phase, a99):
+    """The figures the summary reports for `phase`, as numbers (None when missing)."""
+    p = data["phases"].get(phase["name"])
+    if p is None:
+        return None
+    backend = phase["backend"]
+    return {
+        "p99": p["p99_ms"],
+        "ratio": ratio(p["p99_ms"], a99),
+        "errors": pct_value(p["errors"], p["count"]),
+        "share": received_share(data, phase["name"], backend) if backend else None,
+    }
+
+
+def median(values):
+    values = sorted(v for v in values if v is not None)
+    if not values:
+        return None
+    middle = len(values) // 2
+    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+
+
+def spread_text(values, fmt, unit=""):
+    """`median (min–max) unit` of the runs' values; just the value when they agree."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return "–"
+    low, mid, high = fmt(min(present)), fmt(median(present)), fmt(max(present))
+    if low == high:
+        return f"{mid}{unit}"
+    return f"{mid} ({low}–{high}){unit}"
+
+
+def percent(value):
+    if 0 < value < 0.1:
+        return "<0.1"
+    return f"{value:.1f}"
+
+
+def median_report(run_dirs):
+    runs = []
+    for run_dir in run_dirs:
+        run_dir = run_dir.rstrip("/")
+        facts = {}
+        with open(f"{run_dir}/facts.tsv") as f:
+            for line in f:
+                key, _, value = line.rstrip("\n").partition("\t")
+                facts[key] = value
+        timeline = [p for p in read_timeline(f"{run_dir}/timeline.tsv") if p["role"] != "warmup"]
+        systems = {}
+        with open(f"{run_dir}/manifest.tsv") as f:
+            for line in f:
+                fields = line.rstrip("\n").split("\t")
+                if len(fields) > 2 and fields[1] == "ok":
+                    systems[fields[0]] = load(fields[2])
+        runs.append((run_dir, facts, timeline, systems))
+    shape = [(p["name"], p["role"], p["backend"]) for p in runs[0][2]]
+    for run_dir, _, timeline, _ in runs[1:]:
+        if [(p["name"], p["role"], p["backend"]) for p in timeline] != shape:
+            sys.exit(f"{run_dir}: a different timeline from {runs[0][0]}'s")
+    timeline = runs[0][2]
+    order = [s for s in LABELS if all(s in r[3] for r in runs)]
+
+    def figures(system):
+        """{phase: [figures of each run]}, and each run's A p99 and round-robin's A p99."""
+        out = {}
+        for _, _, _, systems in runs:
+            data = systems[system]
+            a99 = next((data["phases"].get(p["name"], {}).get("p99_ms") for p in timeline
+                        if p["role"] == "baseline"), None)
+            rr = systems.get("sentinel-rr")
+            rr_a99 = next((rr["phases"].get(p["name"], {}).get("p99_ms") for p in timeline
+                           if p["role"] == "baseline"), None) if rr and system != "sentinel-rr" else None
+            for phase in timeline:
+                f = phase_figures(data, phase, a99) or {}
+                f["vs_rr"] = ratio(a99, rr_a99)
+                out.setdefault(phase["name"], []).append(f)
+        return out
+
+    times_fmt = lambda v: f"{v:.1f}"  # noqa: E731
+    out = []
+    w = out.append
+    kinds = sorted({r[1].get("backend_kind", "?") for r in runs})
+    w(f"Median over {len(runs)} runs, {', '.join(kinds)} backends (the range over the runs in brackets where they "
+      "differ): " + ", ".join(f"`{r[0].rsplit('/', 1)[-1]}`" for r in runs) + ".")
+    w("")
+    w("| phase | " + " | ".join(LABELS.get(s, s) for s in order) + " |")
+    w("|---|" + "---|" * len(order))
+    all_figures = {s: figures(s) for s in order}
+    for phase in timeline:
+        cells = []
+        for s in order:
+            runs_f = all_figures[s][phase["name"]]
+            get = lambda key: [f.get(key) for f in runs_f]  # noqa: E731
+            mid = lambda key: median(get(key))  # noqa: E731
+            role, backend = phase["role"], phase["backend"]
+            if role == "baseline":
+                text = spread_text(get("p99"), num, " ms")
+                if s != "sentinel-rr" and mid("vs_rr") is not None:
+                    text += f" ({mid('vs_rr'):.2f}× round-robin's)"
+            elif role in ("slow", "recovered"):
+                text = (f"**{spread_text(get('ratio'), times_fmt, '×')}** (p99 {num(mid('p99'))} ms); "
+                        f"{backend} got {spread_text(get('share'), percent, ' %')}")
+                if mid("errors"):
+                    text += f"; {percent(mid('errors'))} % errors"
+            else:
+                text = (f"**{spread_text(get('errors'), percent, ' %')}**; {backend} got "
+                        f"{spread_text(get('share'), percent, ' %')}")
+            cells.append(text)
+        label = {"baseline": "p99", "slow": "p99 / A p99", "recovered": "p99 / A p99",
+                 "fail": "client errors", "reset": "client errors"}.get(phase["role"], "")
+        w(f"| **{phase['name']}** {label} | " + " | ".join(cells) + " |")
+    print("\n".join(out))
+
+
 def main():
+    if len(sys.argv) > 2 and sys.argv[1] == "--median":
+        median_report(sys.argv[2:])
+        return
     manifest_path, facts_path, timeline_path = sys.argv[1:4]
     facts = {}
     with open(facts_path) as f:
