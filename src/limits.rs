@@ -164,6 +164,16 @@ pub const DEFAULT_EWMA_DECAY: Duration = Duration::from_secs(10);
 /// are still in flight (`proxy.failure_penalty_ms`).
 pub const DEFAULT_FAILURE_PENALTY: Duration = Duration::from_secs(1);
 
+/// Response statuses that count as a backend error (`proxy.error_statuses`) in a group whose
+/// strategy is `adaptive`, when the key is not set; other strategies count none by default
+/// (nginx's behaviour: a response is a response). The adaptive strategy exists to steer
+/// around a backend that fails unevenly, and a backend answering `500` at once otherwise
+/// looks like the fastest one and gets the most traffic (issue 16: half a group's requests
+/// went to the backend failing half of them). These four say the backend (or what is behind
+/// it) could not serve the request; the rest of 5xx (501, 505, ...) and every 4xx describe
+/// the request, and would count a client's mistakes against a healthy backend.
+pub const DEFAULT_ADAPTIVE_ERROR_STATUSES: [u16; 4] = [500, 502, 503, 504];
+
 /// Largest `weight` of a backend.
 pub const MAX_BACKEND_WEIGHT: u32 = 1000;
 

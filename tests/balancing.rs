@@ -172,6 +172,37 @@ fn failure_statuses_are_retried_elsewhere_for_idempotent_requests_only() {
 }
 
 #[test]
+fn an_adaptive_group_counts_a_500_against_the_backend_and_still_delivers_it() {
+    // Issue 16: by default a 500 was a success, and a backend answering 500 at once looked
+    // the cheapest. Now an adaptive group counts it (error_statuses), and the client still
+    // gets the backend's answer: without failure_statuses nothing is retried.
+    let failing = Backend::start(|_| {
+        Reply::Send(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 4\r\n\r\nfail".to_vec())
+    });
+    for (strategy, counted) in [("adaptive", true), ("round_robin", false)] {
+        let server = proxy_with(
+            &[("failing", &failing, 1)],
+            &format!("  strategy: {strategy}\n"),
+        );
+        let response = server.get("/");
+        assert_eq!(response.status, 500, "{strategy}");
+        assert_eq!(response.body_text(), "fail", "{strategy}");
+        let backend = &reported_backends(&server)[0];
+        if counted {
+            assert_eq!(backend["errors"], 1, "{backend:#}");
+            assert_eq!(backend["last_failure"], "error status", "{backend:#}");
+        } else {
+            assert_eq!(backend["errors"], 0, "{backend:#}");
+            assert_eq!(
+                backend["last_failure"],
+                serde_json::Value::Null,
+                "{backend:#}"
+            );
+        }
+    }
+}
+
+#[test]
 fn a_breaker_stops_traffic_to_a_backend_failing_half_its_requests() {
     let served = Arc::new(AtomicUsize::new(0));
     let counter = served.clone();

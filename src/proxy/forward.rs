@@ -306,17 +306,23 @@ async fn receive<S: Transport>(
     )
     .await?;
     // The backend answered with a valid head. Whether that counts as a success depends on
-    // the group's policy: a failure status, or a response over the slow threshold, does not.
+    // the group's policy: a failure or error status, or a response over the slow threshold,
+    // does not.
     let answered = Instant::now();
     let latency = answered.duration_since(sent);
     let policy = &upstream_group.policy;
-    if policy.failure_statuses.contains(&response.status.as_u16()) {
+    let status = response.status.as_u16();
+    if policy.failure_statuses.contains(&status) {
         attempt.fail("failure status", Some(latency));
         // Retry elsewhere if allowed (the connection is dropped: its body is not read);
         // otherwise the client gets this response as it is.
         if may_retry && upstream_group.retry_budget.try_withdraw(Instant::now()) {
             return Err(AttemptError::RetryStatus(response.status));
         }
+    } else if policy.error_statuses.contains(&status) {
+        // Counted against the backend (its cost, passive health, breaker), never retried:
+        // the client gets the backend's answer.
+        attempt.fail("error status", Some(latency));
     } else if !policy.slow_response.is_zero() && latency > policy.slow_response {
         attempt.fail("slow response", Some(latency));
     } else {

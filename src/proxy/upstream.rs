@@ -547,6 +547,7 @@ mod tests {
     fn policy() -> GroupPolicy {
         GroupPolicy {
             failure_statuses: vec![],
+            error_statuses: vec![],
             slow_response: Duration::ZERO,
             max_ejected_percent: 100,
             max_retries: 1,
