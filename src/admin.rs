@@ -322,6 +322,8 @@ struct BackendReport<'a> {
     breaker: &'static str,
     in_flight: u64,
     latency_ewma_ms: f64,
+    /// Decaying share of recent requests that failed, 0 to 1.
+    failure_rate: f64,
     /// What the adaptive strategy would compare (lower is better).
     cost: f64,
     weight: u32,
@@ -397,6 +399,7 @@ fn backend_report(backend: &Backend, standing: Standing, now: Instant) -> Backen
         breaker: breaker.as_str(),
         in_flight: backend.stats.in_flight(),
         latency_ewma_ms: round3(backend.stats.latency_ns(now) / 1e6),
+        failure_rate: round3(backend.stats.failure_rate(now)),
         cost: round3(backend.stats.cost(now, weight) / 1e6),
         weight: backend.weight,
         slow_start_factor: round3(factor),

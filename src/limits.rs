@@ -160,9 +160,24 @@ pub const DEFAULT_BACKEND_LATENCY: Duration = Duration::from_millis(10);
 /// (`proxy.ewma_decay_ms`).
 pub const DEFAULT_EWMA_DECAY: Duration = Duration::from_secs(10);
 
-/// Latency recorded for a failed request, and assumed for a backend whose first requests
-/// are still in flight (`proxy.failure_penalty_ms`).
+/// What one failure costs in the adaptive cost, and the latency assumed for a backend whose
+/// first requests are still in flight (`proxy.failure_penalty_ms`). The cost adds the failure
+/// rate times this to the latency estimate: a backend failing half its requests costs like
+/// one answering in 500 ms, far above a healthy backend even several times slower.
 pub const DEFAULT_FAILURE_PENALTY: Duration = Duration::from_secs(1);
+
+/// Time constant of a backend's failure rate (internal): how fast successes wash out
+/// failures, and how fast the rate decays while the backend gets no requests. Short, because
+/// the penalty it multiplies is large. From a rate `r`, the failures add `r·P·e^(-t/τ)` to
+/// the cost `t` after they stop, `P` the penalty; that is within a fifth of a healthy 5 ms
+/// peer's cost (1 ms) after `t = τ·ln(r·P / 1 ms)`: with `r` = 0.5 and `P` = 1 s, 6.2 τ,
+/// 2.5 s here. Issue 16's phase D asks for the healed backend's share back within about a
+/// second or two of a 15 s phase (its p99 within 1.3× of the healthy baseline), and a backend
+/// is already cheap enough to win against a busy peer (cost 5 ms × 3 in flight) once
+/// `r·P < 10 ms`: 1.4 s after a failure. The 10 s of the latency estimate would take 60 s.
+/// Between failures of a backend failing half its requests, the rate falls to that level in
+/// about as long, so such a backend gets a request or two every second or so, not a share.
+pub const FAILURE_RATE_DECAY: Duration = Duration::from_millis(400);
 
 /// Response statuses that count as a backend error (`proxy.error_statuses`) in a group whose
 /// strategy is `adaptive`, when the key is not set; other strategies count none by default

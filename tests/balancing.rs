@@ -312,6 +312,7 @@ fn the_admin_report_explains_the_balancer() {
         "state",
         "in_flight",
         "latency_ewma_ms",
+        "failure_rate",
         "cost",
         "slow_start_factor",
         "ejections",

@@ -65,17 +65,36 @@ impl PeakEwma {
     }
 }
 
-/// Cost of sending one more request to a backend: its latency estimate times the requests
-/// it would then have in flight, divided by its effective weight. A backend with requests in
-/// flight but no sample yet gets `penalty_ns` instead of an estimate: it might be arbitrarily
-/// slow, and looking cheap would send it everything until the first answer comes back.
-pub fn cost(estimate_ns: f64, in_flight: u64, samples: u64, penalty_ns: f64, weight: f64) -> f64 {
-    let latency = if samples == 0 && in_flight > 0 {
+/// Cost of sending one more request to a backend: its expected latency times the requests
+/// it would then have in flight, divided by its effective weight. The expected latency is the
+/// latency estimate plus the failure rate times `penalty_ns` (`failure_penalty_ms`): a failure
+/// costs the client as much as an answer that took the penalty (an error, or a retry after a
+/// wait), so a backend failing half its requests at once costs like one answering in half the
+/// penalty, not like the fastest backend of the group.
+///
+/// A backend with requests in flight but no latency sample yet gets `penalty_ns` as its
+/// latency: it might be arbitrarily slow, and looking cheap would send it everything until
+/// the first answer comes back.
+pub fn cost(load: Load, penalty_ns: f64, weight: f64) -> f64 {
+    let latency = if load.samples == 0 && load.in_flight > 0 {
         penalty_ns
     } else {
-        estimate_ns
+        load.latency_ns
     };
-    latency * (in_flight as f64 + 1.0) / weight.max(f64::MIN_POSITIVE)
+    let expected = latency + load.failure_rate * penalty_ns;
+    expected * (load.in_flight as f64 + 1.0) / weight.max(f64::MIN_POSITIVE)
+}
+
+/// What the cost of one backend is computed from, read at one instant.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Load {
+    /// The latency estimate, decayed to now.
+    pub latency_ns: f64,
+    /// The failure rate, decayed to now, in `0..=1`.
+    pub failure_rate: f64,
+    pub in_flight: u64,
+    /// Latency samples recorded so far.
+    pub samples: u64,
 }
 
 #[cfg(test)]
@@ -225,13 +244,21 @@ mod tests {
     }
 
     #[test]
-    fn cost_grows_with_load_and_shrinks_with_weight_and_penalises_the_unmeasured() {
-        assert_eq!(cost(10.0, 0, 5, 1e9, 1.0), 10.0);
-        assert_eq!(cost(10.0, 3, 5, 1e9, 1.0), 40.0);
-        assert_eq!(cost(10.0, 3, 5, 1e9, 2.0), 20.0);
+    fn cost_grows_with_load_and_failures_and_shrinks_with_weight_and_penalises_the_unmeasured() {
+        let load = |latency_ns, failure_rate, in_flight, samples| Load {
+            latency_ns,
+            failure_rate,
+            in_flight,
+            samples,
+        };
+        assert_eq!(cost(load(10.0, 0.0, 0, 5), 1e9, 1.0), 10.0);
+        assert_eq!(cost(load(10.0, 0.0, 3, 5), 1e9, 1.0), 40.0);
+        assert_eq!(cost(load(10.0, 0.0, 3, 5), 1e9, 2.0), 20.0);
         // In flight but never answered: the penalty, not the (default) estimate.
-        assert_eq!(cost(10.0, 1, 0, 1e9, 1.0), 2e9);
+        assert_eq!(cost(load(10.0, 0.0, 1, 0), 1e9, 1.0), 2e9);
         // Idle and never measured: the default estimate, so new backends get tried.
-        assert_eq!(cost(10.0, 0, 0, 1e9, 1.0), 10.0);
+        assert_eq!(cost(load(10.0, 0.0, 0, 0), 1e9, 1.0), 10.0);
+        // Failing a tenth of its requests adds a tenth of the penalty to each.
+        assert_eq!(cost(load(10.0, 0.1, 1, 5), 1000.0, 1.0), 220.0);
     }
 }

@@ -16,7 +16,8 @@ use crate::balance::stats::BalanceSettings;
 use crate::balance::strategy::{HashKey, Strategy};
 use crate::http::response_parser::ResponseLimits;
 use crate::limits::{
-    DEFAULT_ADAPTIVE_ERROR_STATUSES, MAX_BACKEND_WEIGHT, MAX_RESPONSE_HEADERS, RETRY_BUDGET_WINDOW,
+    DEFAULT_ADAPTIVE_ERROR_STATUSES, FAILURE_RATE_DECAY, MAX_BACKEND_WEIGHT, MAX_RESPONSE_HEADERS,
+    RETRY_BUDGET_WINDOW,
 };
 
 /// The name `proxy.backends` is known by in `routes`.
@@ -104,6 +105,7 @@ impl Validator<'_> {
                 default_latency: millis("proxy.default_latency_ms", raw.default_latency_ms),
                 decay: millis("proxy.ewma_decay_ms", raw.ewma_decay_ms),
                 failure_penalty: millis("proxy.failure_penalty_ms", raw.failure_penalty_ms),
+                failure_decay: FAILURE_RATE_DECAY,
                 slow_start: Duration::from_millis(raw.slow_start_ms),
             },
             breaker: BreakerSettings {

@@ -174,7 +174,8 @@ impl Attempt<'_> {
     }
 
     /// The backend failed this request for `reason`. `latency`, when it did answer (a
-    /// failure status, a slow response), is recorded as measured; otherwise the penalty is.
+    /// failure status, a slow response), is a latency sample when it is slower than the
+    /// estimate; either way the failure raises the backend's failure rate.
     pub fn fail(&self, reason: &'static str, latency: Option<Duration>) {
         if !self.first_record() {
             return;
@@ -584,6 +585,7 @@ mod tests {
                 default_latency: Duration::from_millis(10),
                 decay: Duration::from_secs(10),
                 failure_penalty: Duration::from_secs(1),
+                failure_decay: crate::limits::FAILURE_RATE_DECAY,
                 slow_start: Duration::ZERO,
             },
             breaker: BreakerSettings {
