@@ -189,6 +189,39 @@ pub const FAILURE_RATE_DECAY: Duration = Duration::from_millis(400);
 /// the request, and would count a client's mistakes against a healthy backend.
 pub const DEFAULT_ADAPTIVE_ERROR_STATUSES: [u16; 4] = [500, 502, 503, 504];
 
+/// An adaptive group's backend whose typical latency is more than this many times the median
+/// of the others' leaves the cost race and gets probes only (internal). Below it, the race's
+/// cost comparison decides, and sends a slower backend what it can take without queueing.
+/// Beyond it, nearly every request the slow backend wins is one the group's tail is made of:
+/// at half load a single-slot backend's p99 is about twice its mean latency (one service
+/// time of queueing at most, most of the time), so a request answered in four times the
+/// typical latency is past the p99 the other backends give. Issue 16's slow backend is 20
+/// times slower, and still several times slower than its peers once they queue its share.
+pub const OUTLIER_LATENCY_RATIO: f64 = 4.0;
+
+/// ...and whose typical latency is above this (internal): a request that lands on the
+/// slowest backend of a fast group (1 ms against 0.2 ms) is not a tail anyone notices, while
+/// taking the backend out of the race costs the group its share of the capacity.
+pub const OUTLIER_LATENCY_FLOOR: Duration = Duration::from_millis(20);
+
+/// Time constant of the typical latency the outlier rule compares (internal). Long enough
+/// to average a hundred answers of a backend at 100 requests a second, so that queueing noise
+/// does not make a healthy backend an outlier; short enough that the few answers of a backend
+/// the race already avoids (a second or so apart) move it most of the way each, so a backend
+/// that turned slow is out of the race after two or three of them.
+pub const TYPICAL_LATENCY_DECAY: Duration = Duration::from_secs(1);
+
+/// A backend out of an adaptive group's race (a latency outlier, or ejected, or with its
+/// breaker open) gets one probe per this interval... (internal)
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// ...or one per this many of the group's requests (0.5 %), whichever is more, one at a time
+/// (internal). A probe is a real request: answered slowly by a slow backend, it is in the
+/// group's tail, so the probes must stay well under 1 % of the traffic to stay out of its
+/// p99; one a second finds a recovery within a second at low traffic, and half a percent
+/// within 0.7 s at 300 requests a second.
+pub const PROBE_EVERY_PICKS: u64 = 200;
+
 /// Largest `weight` of a backend.
 pub const MAX_BACKEND_WEIGHT: u32 = 1000;
 

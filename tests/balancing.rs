@@ -142,6 +142,68 @@ fn adaptive_steers_around_a_slow_backend() {
     assert!(counts["a"] >= 10 && counts["b"] >= 10, "{counts:?}");
 }
 
+/// A backend that serves one request at a time (a queue in front of one slot, like issue
+/// 16's), taking `service` for each, answering `name`.
+fn single_slot(name: &'static str, service: Duration) -> Backend {
+    let slot = Arc::new(std::sync::Mutex::new(()));
+    Backend::start(move |_| {
+        let _serving = slot.lock().unwrap();
+        std::thread::sleep(service);
+        Reply::Send(ok(name))
+    })
+}
+
+#[test]
+fn adaptive_gives_a_much_slower_backend_probes_not_traffic() {
+    // Issue 16, phase B, in small: three single-slot backends, one 20 times slower, and
+    // nothing configured but `strategy: adaptive`. In the cost race, the slow backend won
+    // every pick in which the others were busy enough, and each of those requests waited
+    // 100 ms; now, once its typical latency is known, it leaves the race and gets probes.
+    let fast = [
+        single_slot("a", Duration::from_millis(5)),
+        single_slot("b", Duration::from_millis(5)),
+    ];
+    let slow = single_slot("slow", Duration::from_millis(100));
+    let server = proxy_with(
+        &[("a", &fast[0], 1), ("b", &fast[1], 1), ("slow", &slow, 1)],
+        "  strategy: adaptive\n",
+    );
+    let addr = server.addr;
+    let run = Duration::from_secs(4);
+    let started = std::time::Instant::now();
+    let clients: Vec<_> = (0..6)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut client = common::RawClient::connect(addr);
+                let mut served = 0;
+                while started.elapsed() < run {
+                    client.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+                    assert_eq!(client.read_response().status, 200);
+                    served += 1;
+                }
+                served
+            })
+        })
+        .collect();
+    let total: usize = clients.into_iter().map(|c| c.join().unwrap()).sum();
+    let elapsed = started.elapsed().as_secs_f64();
+    let slow_count = slow.request_count();
+    // Until its first answers are in it looks like the others: a handful of requests.
+    // After that, probes: one a second, or 0.5 % of the requests if that is more.
+    let probes = (elapsed.ceil() as usize).max(total / 200);
+    let detection = 12;
+    assert!(
+        slow_count <= detection + probes,
+        "the slow backend got {slow_count} of {total} in {elapsed:.1} s"
+    );
+    let backends = reported_backends(&server);
+    assert_eq!(backends[2]["state"], "probing", "{:#?}", backends[2]);
+    assert_eq!(backends[2]["in_rotation"], false);
+    assert!(backends[2]["probe_rate_per_sec"].as_f64() >= Some(1.0));
+    let reason = backends[2]["reason"].as_str().unwrap();
+    assert!(reason.starts_with("latency estimate "), "{reason}");
+}
+
 #[test]
 fn failure_statuses_are_retried_elsewhere_for_idempotent_requests_only() {
     let failing = Backend::start(|_| {

@@ -63,6 +63,59 @@ impl PeakEwma {
     pub fn estimate_ns(&self, now: Instant) -> f64 {
         self.estimate_ns * self.weight(now)
     }
+
+    /// Forget the past: the estimate becomes `sample`, as if it were the first.
+    pub fn reset(&mut self, sample: Duration, now: Instant) {
+        self.estimate_ns = sample.as_nanos() as f64;
+        self.stamp = now;
+    }
+}
+
+/// A plain time-weighted EWMA of latency that moves only on samples: the backend's *typical*
+/// latency, which the latency-outlier rule compares between backends (`balance/outlier.rs`).
+/// The peak estimate does not serve there: it sits near the largest latency of the last few
+/// time constants, and a healthy backend's queueing peaks are several times its typical
+/// latency, so comparing peaks would flag healthy backends and miss slow ones. Nor does it
+/// decay while no sample arrives: a backend kept out of the race gets only probes, and
+/// between two probes nothing new is known about it; a reading that drifted toward zero
+/// would let it back in before any probe said it recovered.
+#[derive(Debug, Clone, Copy)]
+pub struct MeanEwma {
+    value_ns: f64,
+    stamp: Instant,
+    tau_ns: f64,
+}
+
+impl MeanEwma {
+    /// A fresh estimate of `initial` at `now`.
+    pub fn new(initial: Duration, tau: Duration, now: Instant) -> MeanEwma {
+        MeanEwma {
+            value_ns: initial.as_nanos() as f64,
+            stamp: now,
+            tau_ns: (tau.as_nanos() as f64).max(1.0),
+        }
+    }
+
+    /// Average in a sample taken at `now`, weighted by the time since the previous one:
+    /// `value·w + sample·(1 − w)`, `w = exp(−Δt/τ)`. Sparse samples weigh much (a backend
+    /// that gets a request a second is judged by its last few), dense ones little.
+    pub fn observe(&mut self, sample: Duration, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.stamp).as_nanos() as f64;
+        let w = (-elapsed / self.tau_ns).exp();
+        self.value_ns = self.value_ns * w + sample.as_nanos() as f64 * (1.0 - w);
+        self.stamp = now;
+    }
+
+    /// Forget the past: the estimate becomes `sample` (a probe's answer is the only news
+    /// about a backend kept out of the race).
+    pub fn reset(&mut self, sample: Duration, now: Instant) {
+        self.value_ns = sample.as_nanos() as f64;
+        self.stamp = now;
+    }
+
+    pub fn value_ns(&self) -> f64 {
+        self.value_ns
+    }
 }
 
 /// Cost of sending one more request to a backend: its expected latency times the requests
@@ -241,6 +294,29 @@ mod tests {
         }
         let estimate = ewma.estimate_ns(now) / MS;
         assert!((4.0..6.5).contains(&estimate), "{estimate} ms");
+    }
+
+    #[test]
+    fn the_mean_moves_only_on_samples_and_sparse_samples_weigh_more() {
+        let t0 = Instant::now();
+        let tau = Duration::from_secs(1);
+        let mut mean = MeanEwma::new(ms(5), tau, t0);
+        // No decay while nothing is observed, however long.
+        assert_eq!(mean.value_ns(), 5.0 * MS);
+        // A slow sample after a second of silence weighs 1 - 1/e; the same sample 10 ms
+        // after the previous one weighs 1 %.
+        mean.observe(ms(100), t0 + Duration::from_secs(1));
+        let w = (-1.0f64).exp();
+        assert!((mean.value_ns() - (5.0 * w + 100.0 * (1.0 - w)) * MS).abs() < 1.0);
+        let mut dense = MeanEwma::new(ms(5), tau, t0);
+        dense.observe(ms(100), t0 + ms(10));
+        assert!(dense.value_ns() < 6.0 * MS, "{}", dense.value_ns() / MS);
+        // Unlike the peak, a fast sample counts as much as a slow one.
+        let before = mean.value_ns();
+        mean.observe(ms(5), t0 + Duration::from_secs(2));
+        assert!(mean.value_ns() < before * 0.5);
+        mean.reset(ms(7), t0 + Duration::from_secs(3));
+        assert_eq!(mean.value_ns(), 7.0 * MS);
     }
 
     #[test]

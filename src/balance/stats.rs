@@ -1,13 +1,16 @@
 //! Per-backend balancing state shared by every request: requests in flight, the peak-EWMA
-//! latency estimate, the failure rate, counters, and when the backend (re)joined, for slow
-//! start. Survives a reload together with the backend's pool and health.
+//! latency estimate, the typical latency, the failure rate, the probe allowance, counters,
+//! and when the backend (re)joined, for slow start. Survives a reload together with the
+//! backend's pool and health.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::ewma::{self, Load, PeakEwma};
+use super::ewma::{self, Load, MeanEwma, PeakEwma};
 use super::failure_rate::FailureRate;
+use super::outlier::{ProbeAllowance, ProbeRule};
+use crate::limits::TYPICAL_LATENCY_DECAY;
 
 /// Balancing settings of an upstream group.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -30,10 +33,13 @@ pub struct BalanceSettings {
 /// Share of its weight a backend in slow start gets at first.
 const SLOW_START_FLOOR: f64 = 0.1;
 
-/// The estimates one lock guards: every outcome updates both, every cost reads both.
+/// The estimates one lock guards: every outcome updates them together.
 #[derive(Debug)]
 struct Estimates {
+    /// For the cost: peaks at once, recovers with `decay`.
     latency: PeakEwma,
+    /// For the outlier rule: the plain average, moved only by samples.
+    typical: MeanEwma,
     failures: FailureRate,
 }
 
@@ -44,6 +50,7 @@ pub struct BackendStats {
     requests: AtomicU64,
     errors: AtomicU64,
     estimates: Mutex<Estimates>,
+    probe: Mutex<ProbeAllowance>,
     joined: Mutex<Instant>,
     settings: BalanceSettings,
 }
@@ -57,8 +64,10 @@ impl BackendStats {
             errors: AtomicU64::new(0),
             estimates: Mutex::new(Estimates {
                 latency: PeakEwma::new(settings.default_latency, settings.decay, now),
+                typical: MeanEwma::new(settings.default_latency, TYPICAL_LATENCY_DECAY, now),
                 failures: FailureRate::new(settings.failure_decay, now),
             }),
+            probe: Mutex::new(ProbeAllowance::new()),
             joined: Mutex::new(now),
             settings,
         }
@@ -96,6 +105,20 @@ impl BackendStats {
         self.samples.fetch_add(1, Ordering::Relaxed);
         let mut estimates = self.estimates();
         estimates.latency.observe(latency, now);
+        estimates.typical.observe(latency, now);
+        estimates.failures.observe(false, now);
+    }
+
+    /// A probe was answered after `latency`: the only news about a backend kept out of the
+    /// race, so it replaces both latency estimates rather than being averaged into what made
+    /// the backend an outlier. A backend that recovered is back in the race at its new
+    /// latency at once (averaged in, one answer a second would take several seconds to undo
+    /// a 20× slowdown); one that did not is judged by this answer alone, and stays out.
+    pub fn observe_probe_answer(&self, latency: Duration, now: Instant) {
+        self.samples.fetch_add(1, Ordering::Relaxed);
+        let mut estimates = self.estimates();
+        estimates.latency.reset(latency, now);
+        estimates.typical.reset(latency, now);
         estimates.failures.observe(false, now);
     }
 
@@ -107,9 +130,13 @@ impl BackendStats {
         self.errors.fetch_add(1, Ordering::Relaxed);
         let mut estimates = self.estimates();
         estimates.failures.observe(true, now);
-        if latency.as_nanos() as f64 > estimates.latency.estimate_ns(now) {
+        let latency_ns = latency.as_nanos() as f64;
+        if latency_ns > estimates.latency.estimate_ns(now) {
             self.samples.fetch_add(1, Ordering::Relaxed);
             estimates.latency.observe(latency, now);
+        }
+        if latency_ns > estimates.typical.value_ns() {
+            estimates.typical.observe(latency, now);
         }
     }
 
@@ -123,6 +150,37 @@ impl BackendStats {
     /// The latency estimate at `now`, in nanoseconds.
     pub fn latency_ns(&self, now: Instant) -> f64 {
         self.estimates().latency.estimate_ns(now)
+    }
+
+    /// The typical latency (the plain average, moved only by samples), in nanoseconds.
+    pub fn typical_latency_ns(&self) -> f64 {
+        self.estimates().typical.value_ns()
+    }
+
+    fn probe(&self) -> std::sync::MutexGuard<'_, ProbeAllowance> {
+        self.probe.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Take the probe token if the allowance has one at `now`, the group's `pick`-th pick in
+    /// a group of `group_size`: then the caller sends a probe, and must call
+    /// [`BackendStats::end_probe`] when it ends.
+    pub fn try_probe(&self, rule: ProbeRule, now: Instant, pick: u64, group_size: usize) -> bool {
+        let mut probe = self.probe();
+        let due = probe.is_due(rule, now, pick, group_size);
+        if due {
+            probe.take(now, pick);
+        }
+        due
+    }
+
+    /// The probe taken with [`BackendStats::try_probe`] ended.
+    pub fn end_probe(&self) {
+        self.probe().finish();
+    }
+
+    /// The most probes a second the allowance gives now.
+    pub fn probe_rate_per_sec(&self, rule: ProbeRule) -> f64 {
+        self.probe().rate_per_sec(rule)
     }
 
     /// The failure rate at `now`, in `0..=1`.

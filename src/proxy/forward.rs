@@ -88,8 +88,8 @@ pub async fn forward<S: Transport>(
     while tries < MAX_ATTEMPTS {
         // One clock read serves the first pick too: it is the common, only one.
         let now = if tries == 0 { arrived } else { Instant::now() };
-        let (index, fail_open) = match upstream.pick(now, &tried[..tries], key_hash) {
-            Pick::Backend { index, fail_open } => (index, fail_open),
+        let (index, via) = match upstream.pick(now, &tried[..tries], key_hash) {
+            Pick::Backend { index, via } => (index, via),
             Pick::Saturated => {
                 if let Some(suppressed) = admit_failure(&upstream.name, "saturated") {
                     tracing::warn!(upstream = %upstream.name, suppressed, "every backend is at its concurrency cap");
@@ -105,7 +105,7 @@ pub async fn forward<S: Transport>(
         tried[tries] = index;
         tries += 1;
         // The breaker's last trial slot went to another request meanwhile: choose again.
-        let Some(attempt) = upstream.begin(index, fail_open, now) else {
+        let Some(attempt) = upstream.begin(index, via, now) else {
             continue;
         };
         let backend = attempt.backend;
