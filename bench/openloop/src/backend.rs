@@ -9,7 +9,13 @@
 //!                                      (RST, no response byte), without taking the slot
 //!   POST /_control?reset=1             slow_factor=1, fail_ratio=0, reset_ratio=0,
 //!                                      counters zeroed
-//!   GET  /_stats                       counters as JSON
+//!   GET  /_stats                       counters as JSON (`received` counts every request
+//!                                      other than these two, whatever became of it)
+//!
+//! Which requests fail (or are reset) is `--failures spread` (exactly the ratio, evenly
+//! spaced) or `random` (each independently, seeded): at 0.5, `spread` never fails two in a
+//! row, which keeps a consecutive-failure counter such as a passive health check's
+//! `max_fails` from ever reaching 2.
 //!
 //! A request still waiting for the slot when its client closes the connection is dropped
 //! (counted as `abandoned`), as a server that notices disconnects would do; a request being
@@ -23,6 +29,17 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::http::{json_str, query_pairs, Conn, Head};
+use crate::rng::Rng;
+use crate::Pattern;
+
+pub struct Args {
+    pub port: u16,
+    pub host: String,
+    pub service_ms: f64,
+    pub name: Option<String>,
+    pub failures: Pattern,
+    pub seed: u64,
+}
 
 struct State {
     name: String,
@@ -32,9 +49,14 @@ struct State {
     slow_factor: AtomicU64,
     /// f64 bits.
     fail_ratio: AtomicU64,
-    /// Deterministic failure spreading: every request adds `fail_ratio`; one whose
-    /// addition crosses 1 fails. Exactly that share fails, evenly spaced.
+    /// Deterministic failure spreading (`Pattern::Spread`): every request adds
+    /// `fail_ratio`; one whose addition crosses 1 fails. Exactly that share fails, evenly
+    /// spaced.
     fail_credit: Mutex<f64>,
+    pattern: Pattern,
+    /// Draws of `Pattern::Random`.
+    rng: Mutex<Rng>,
+    received: AtomicU64,
     /// f64 bits.
     reset_ratio: AtomicU64,
     reset_credit: Mutex<f64>,
@@ -56,15 +78,25 @@ impl State {
         f64::from_bits(self.fail_ratio.load(Ordering::Relaxed))
     }
 
+    fn reset_ratio(&self) -> f64 {
+        f64::from_bits(self.reset_ratio.load(Ordering::Relaxed))
+    }
+
     fn should_fail(&self) -> bool {
-        spread(self.fail_ratio(), &self.fail_credit)
+        self.choose(self.fail_ratio(), &self.fail_credit)
     }
 
     fn should_reset(&self) -> bool {
-        spread(
-            f64::from_bits(self.reset_ratio.load(Ordering::Relaxed)),
-            &self.reset_credit,
-        )
+        self.choose(self.reset_ratio(), &self.reset_credit)
+    }
+
+    fn choose(&self, ratio: f64, credit: &Mutex<f64>) -> bool {
+        match self.pattern {
+            Pattern::Spread => spread(ratio, credit),
+            Pattern::Random => {
+                ratio > 0.0 && self.rng.lock().unwrap_or_else(|p| p.into_inner()).unit() < ratio
+            }
+        }
     }
 
     fn reset(&self) {
@@ -74,6 +106,7 @@ impl State {
         *self.fail_credit.lock().unwrap_or_else(|p| p.into_inner()) = 0.0;
         *self.reset_credit.lock().unwrap_or_else(|p| p.into_inner()) = 0.0;
         for counter in [
+            &self.received,
             &self.resets,
             &self.ok,
             &self.failed,
@@ -87,11 +120,17 @@ impl State {
 
     fn stats_json(&self) -> String {
         format!(
-            "{{\"name\":{},\"service_ms\":{},\"slow_factor\":{},\"fail_ratio\":{},\"resets\":{},\"ok\":{},\"failed\":{},\"abandoned\":{},\"busy_ms\":{:.1},\"waiting\":{},\"max_waiting\":{}}}\n",
+            "{{\"name\":{},\"kind\":\"openloop\",\"service_ms\":{},\"slow_factor\":{},\"fail_ratio\":{},\"reset_ratio\":{},\"failures\":\"{}\",\"received\":{},\"resets\":{},\"ok\":{},\"failed\":{},\"abandoned\":{},\"busy_ms\":{:.1},\"waiting\":{},\"max_waiting\":{}}}\n",
             json_str(&self.name),
             self.service.as_secs_f64() * 1000.0,
             self.slow_factor(),
             self.fail_ratio(),
+            self.reset_ratio(),
+            match self.pattern {
+                Pattern::Spread => "spread",
+                Pattern::Random => "random",
+            },
+            self.received.load(Ordering::Relaxed),
             self.resets.load(Ordering::Relaxed),
             self.ok.load(Ordering::Relaxed),
             self.failed.load(Ordering::Relaxed),
@@ -103,12 +142,15 @@ impl State {
     }
 }
 
-pub async fn run(
-    port: u16,
-    host: String,
-    service_ms: f64,
-    name: Option<String>,
-) -> std::io::Result<()> {
+pub async fn run(args: Args) -> std::io::Result<()> {
+    let Args {
+        port,
+        host,
+        service_ms,
+        name,
+        failures,
+        seed,
+    } = args;
     let listener = TcpListener::bind((host.as_str(), port)).await?;
     let local = listener.local_addr()?;
     let state = Arc::new(State {
@@ -118,6 +160,9 @@ pub async fn run(
         slow_factor: AtomicU64::new(1f64.to_bits()),
         fail_ratio: AtomicU64::new(0f64.to_bits()),
         fail_credit: Mutex::new(0.0),
+        pattern: failures,
+        rng: Mutex::new(Rng::new(seed)),
+        received: AtomicU64::new(0),
         reset_ratio: AtomicU64::new(0f64.to_bits()),
         reset_credit: Mutex::new(0.0),
         resets: AtomicU64::new(0),
@@ -129,7 +174,7 @@ pub async fn run(
         max_waiting: AtomicU64::new(0),
     });
     eprintln!(
-        "openloop backend {} listening on {local}, service {service_ms} ms, one request at a time",
+        "openloop backend {} listening on {local}, service {service_ms} ms, one request at a time, failures {failures:?} (seed {seed})",
         state.name
     );
     loop {
@@ -213,6 +258,7 @@ async fn serve(mut conn: Conn, state: Arc<State>) -> std::io::Result<()> {
                 respond(&mut conn, &state, 200, &body, keep_alive).await?;
             }
             _ => {
+                state.received.fetch_add(1, Ordering::Relaxed);
                 if state.should_reset() {
                     state.resets.fetch_add(1, Ordering::Relaxed);
                     // Linger 0: closing sends RST, the harshest way to fail a request.
@@ -278,7 +324,7 @@ async fn take_slot_and_serve(conn: &mut Conn, state: &State) -> std::io::Result<
 fn control(state: &State, target: &str) -> Result<(), String> {
     let pairs = query_pairs(target);
     if pairs.is_empty() {
-        return Err("expected ?slow_factor=F, ?fail_ratio=R or ?reset=1".into());
+        return Err("expected ?slow_factor=F, ?fail_ratio=R, ?reset_ratio=R or ?reset=1".into());
     }
     for (key, value) in pairs {
         match key.as_str() {

@@ -1,6 +1,14 @@
-//! Open-loop load: request i is due at t0 + i / rate whatever happened to earlier requests,
-//! and its latency is measured from that due time (not from when it was actually written),
-//! so a stalled system is charged for its whole backlog (no coordinated omission).
+//! Open-loop load: every request has a due time fixed before the run, whatever happens to
+//! earlier requests, and its latency is measured from that due time (not from when it was
+//! actually written), so a stalled system is charged for its whole backlog (no coordinated
+//! omission). Due times are a seeded Poisson process by default (exponential gaps: the bursts
+//! independent clients make, which fill a single-slot backend's queue now and then), or
+//! `t0 + i / rate` exactly with `--arrivals fixed` (no two requests ever closer than 1/rate,
+//! which hides queueing).
+//!
+//! With `--backend-stats URL`, each backend's counters are read at every phase start (just
+//! after its control URLs are POSTed) and at the end, so per-phase counts of what each backend *received* (including requests it reset
+//! or failed, and those a proxy retried elsewhere) can be reported beside the client's view.
 //!
 //! Requests go over a pool of keep-alive connections; when none is idle a new one is opened,
 //! up to `--connections`; a request that finds the cap reached is counted as a `cap` error.
@@ -21,6 +29,8 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::http::{invalid, json_str, split_url, Conn};
+use crate::rng::Rng;
+use crate::Arrivals;
 
 /// An idle connection older than this is closed instead of reused: well under the
 /// keep-alive timeouts of the proxies measured (60 s), so a reused connection is rarely one
@@ -31,6 +41,9 @@ const CONTROL_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct Args {
     pub url: String,
     pub rate: f64,
+    pub arrivals: Arrivals,
+    pub seed: u64,
+    pub backend_stats: Vec<String>,
     pub duration: Option<f64>,
     pub connections: usize,
     pub phase_file: Option<PathBuf>,
@@ -440,17 +453,14 @@ async fn one_request(pool: Arc<Pool>, request: Arc<Vec<u8>>, deadline: Instant) 
     Outcome::Io("exchange: closed early twice".into())
 }
 
-/// POST a control URL; returns a one-line description of the answer.
-async fn control(url: &str) -> String {
-    let (authority, path) = match split_url(url) {
-        Ok(parts) => parts,
-        Err(e) => return e,
-    };
+/// One request on a connection of its own: the status line and the body, or why not.
+async fn request_once(method: &str, url: &str) -> Result<(String, String), String> {
+    let (authority, path) = split_url(url)?;
     let attempt = async {
         let stream = TcpStream::connect(authority.as_str()).await?;
         let mut conn = Conn::new(stream);
         let request = format!(
-            "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         );
         conn.write_all(request.as_bytes()).await?;
         let head = conn
@@ -461,16 +471,75 @@ async fn control(url: &str) -> String {
             Some(length) => conn.read_exact_body(length).await?,
             None => Vec::new(),
         };
-        io::Result::Ok(format!(
-            "{} {}",
+        io::Result::Ok((
             head.start,
-            String::from_utf8_lossy(&body).trim()
+            String::from_utf8_lossy(&body).trim().to_string(),
         ))
     };
     match tokio::time::timeout(CONTROL_TIMEOUT, attempt).await {
-        Ok(Ok(answer)) => answer,
-        Ok(Err(e)) => format!("error: {e}"),
-        Err(_) => "error: timed out".into(),
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(e)) => Err(format!("error: {e}")),
+        Err(_) => Err("error: timed out".into()),
+    }
+}
+
+/// POST a control URL; returns a one-line description of the answer.
+async fn control(url: &str) -> String {
+    match request_once("POST", url).await {
+        Ok((start, body)) => format!("{start} {body}"),
+        Err(e) => e,
+    }
+}
+
+/// GET a backend's stats: its JSON object, or a JSON string saying why not.
+async fn backend_stats(url: &str) -> String {
+    match request_once("GET", url).await {
+        Ok((start, body)) if start.split(' ').nth(1) == Some("200") && body.starts_with('{') => {
+            body
+        }
+        Ok((start, body)) => json_str(&format!("{start} {body}")),
+        Err(e) => json_str(&e),
+    }
+}
+
+/// Everything done at a phase boundary, in order: the phase's control URLs are POSTed first
+/// (the switch is what must be on time: a request sent a millisecond later must see the new
+/// behaviour), then the backends' counters are read (they close the previous phase; the
+/// requests that arrive in between, a millisecond's worth, are counted in it).
+async fn phase_boundary(
+    stats_urls: Vec<String>,
+    controls: Vec<String>,
+) -> (Vec<String>, Vec<String>) {
+    let mut answers = Vec::with_capacity(controls.len());
+    for url in &controls {
+        answers.push(control(url).await);
+    }
+    let mut stats = Vec::with_capacity(stats_urls.len());
+    for url in &stats_urls {
+        stats.push(backend_stats(url).await);
+    }
+    (stats, answers)
+}
+
+/// Due times (offsets from t0) of every request in `total`.
+fn schedule(arrivals: Arrivals, rate: f64, total: Duration, seed: u64) -> Vec<Duration> {
+    match arrivals {
+        Arrivals::Fixed => {
+            let count = (total.as_secs_f64() * rate).floor() as u64;
+            (0..count)
+                .map(|i| Duration::from_secs_f64(i as f64 / rate))
+                .collect()
+        }
+        Arrivals::Poisson => {
+            let mut rng = Rng::new(seed);
+            let mut offsets = Vec::with_capacity((total.as_secs_f64() * rate * 1.1) as usize);
+            let mut t = rng.exponential(rate);
+            while t < total.as_secs_f64() {
+                offsets.push(Duration::from_secs_f64(t));
+                t += rng.exponential(rate);
+            }
+            offsets
+        }
     }
 }
 
@@ -522,9 +591,17 @@ pub async fn run(args: Args) -> Result<(), String> {
         stale: AtomicU64::new(0),
     });
     let timeout = Duration::from_secs_f64(args.timeout);
-    let count = (total.as_secs_f64() * args.rate).floor() as u64;
+    for url in &args.backend_stats {
+        split_url(url)?;
+    }
+    let offsets = schedule(args.arrivals, args.rate, total, args.seed);
+    let count = offsets.len() as u64;
+    let arrivals = match args.arrivals {
+        Arrivals::Poisson => format!("poisson (seed {})", args.seed),
+        Arrivals::Fixed => "fixed".to_string(),
+    };
     eprintln!(
-        "openloop load: {} req/s to {} for {:.1} s ({count} requests), timeout {:.1} s, at most {} connections, phases: {}",
+        "openloop load: {} req/s ({arrivals}) to {} for {:.1} s ({count} requests), timeout {:.1} s, at most {} connections, phases: {}",
         args.rate,
         args.url,
         total.as_secs_f64(),
@@ -546,20 +623,20 @@ pub async fn run(args: Args) -> Result<(), String> {
         let phases = phases.clone();
         let pool = Arc::clone(&pool);
         let recorder = Arc::clone(&recorder);
-        let rate = args.rate;
+        let stats_urls = args.backend_stats.clone();
         std::thread::Builder::new()
             .name("openloop-dispatch".into())
             .spawn(move || {
-                let mut tasks = Vec::with_capacity(count as usize);
-                let mut controls = Vec::new();
+                let mut tasks = Vec::with_capacity(offsets.len());
+                let mut boundaries = Vec::new();
                 let t0 = std::time::Instant::now() + Duration::from_millis(100);
                 let mut next_phase = 0;
                 let mut max_lag = Duration::ZERO;
                 let mut phase_of = 0usize;
-                for i in 0..count {
-                    let offset = Duration::from_secs_f64(i as f64 / rate);
-                    // Start every phase that begins at or before this request: its controls
-                    // are sent at the phase's own start time, not at the request's.
+                // Start every phase that begins at or before the next request (all of them
+                // after the last one): its boundary work runs at the phase's own start time,
+                // not at the request's.
+                let mut start_phases_until = |offset: Duration, phase_of: &mut usize| {
                     while next_phase < phases.len() && phases[next_phase].start <= offset {
                         let phase = &phases[next_phase];
                         sleep_until(t0 + phase.start);
@@ -568,17 +645,19 @@ pub async fn run(args: Args) -> Result<(), String> {
                             phase.start.as_secs_f64(),
                             phase.name
                         );
-                        for url in &phase.controls {
-                            let url_owned = url.clone();
-                            controls.push((
-                                phase.start.as_secs_f64(),
-                                url.clone(),
-                                runtime.spawn(async move { control(&url_owned).await }),
-                            ));
-                        }
-                        phase_of = next_phase;
+                        boundaries.push((
+                            phase.start.as_secs_f64(),
+                            phase.name.clone(),
+                            phase.controls.clone(),
+                            runtime
+                                .spawn(phase_boundary(stats_urls.clone(), phase.controls.clone())),
+                        ));
+                        *phase_of = next_phase;
                         next_phase += 1;
                     }
+                };
+                for &offset in &offsets {
+                    start_phases_until(offset, &mut phase_of);
                     let due = t0 + offset;
                     sleep_until(due);
                     max_lag = max_lag.max(std::time::Instant::now().saturating_duration_since(due));
@@ -602,11 +681,21 @@ pub async fn run(args: Args) -> Result<(), String> {
                         rec.total.record(&outcome, latency_us);
                     }));
                 }
-                let _ = sent.send((tasks, controls, max_lag));
+                // Phases after the last request (a short run), then the closing read of the
+                // backends' counters at the end of the last phase.
+                start_phases_until(total, &mut phase_of);
+                sleep_until(t0 + total);
+                boundaries.push((
+                    total.as_secs_f64(),
+                    "end".to_string(),
+                    Vec::new(),
+                    runtime.spawn(phase_boundary(stats_urls.clone(), Vec::new())),
+                ));
+                let _ = sent.send((tasks, boundaries, max_lag));
             })
             .map_err(|e| format!("cannot start the dispatch thread: {e}"))?
     };
-    let (tasks, control_log, max_lag) = dispatched
+    let (tasks, boundaries, max_lag) = dispatched
         .await
         .map_err(|_| "the dispatch thread failed".to_string())?;
     let _ = dispatcher.join();
@@ -632,15 +721,29 @@ pub async fn run(args: Args) -> Result<(), String> {
         None => Box::new(io::BufWriter::new(io::stdout())),
     };
     let write_err = |e: io::Error| format!("writing results: {e}");
-    for (at, url, handle) in control_log {
-        let answer = handle.await.unwrap_or_else(|e| format!("error: {e}"));
-        writeln!(
-            out,
-            "{{\"type\":\"control\",\"t\":{at:.3},\"url\":{},\"answer\":{}}}",
-            json_str(&url),
-            json_str(&answer)
-        )
-        .map_err(write_err)?;
+    for (at, phase, controls, handle) in boundaries {
+        let (stats, answers) = handle
+            .await
+            .unwrap_or_else(|e| (Vec::new(), vec![format!("error: {e}"); controls.len()]));
+        for (url, answer) in controls.iter().zip(&answers) {
+            writeln!(
+                out,
+                "{{\"type\":\"control\",\"t\":{at:.3},\"phase\":{},\"url\":{},\"answer\":{}}}",
+                json_str(&phase),
+                json_str(url),
+                json_str(answer)
+            )
+            .map_err(write_err)?;
+        }
+        for (url, stats) in args.backend_stats.iter().zip(&stats) {
+            writeln!(
+                out,
+                "{{\"type\":\"backend_stats\",\"t\":{at:.3},\"phase\":{},\"url\":{},\"stats\":{stats}}}",
+                json_str(&phase),
+                json_str(url),
+            )
+            .map_err(write_err)?;
+        }
     }
     let rec = recorder.lock().unwrap_or_else(|p| p.into_inner());
     for (i, bucket) in rec.windows.iter().enumerate() {
@@ -675,8 +778,9 @@ pub async fn run(args: Args) -> Result<(), String> {
     }
     writeln!(
         out,
-        "{{\"type\":\"total\",\"rate\":{},\"duration\":{:.3},\"timeout_s\":{},\"window_ms\":{},\"requests_scheduled\":{count},\"unfinished\":{unfinished},\"connections_opened\":{},\"max_open_connections\":{},\"connection_cap\":{},\"stale_retries\":{},\"max_dispatch_lag_ms\":{:.3},{}}}",
+        "{{\"type\":\"total\",\"rate\":{},\"arrivals\":{},\"duration\":{:.3},\"timeout_s\":{},\"window_ms\":{},\"requests_scheduled\":{count},\"unfinished\":{unfinished},\"connections_opened\":{},\"max_open_connections\":{},\"connection_cap\":{},\"stale_retries\":{},\"max_dispatch_lag_ms\":{:.3},{}}}",
         args.rate,
+        json_str(&arrivals),
         total.as_secs_f64(),
         args.timeout,
         args.window_ms,
