@@ -168,16 +168,23 @@ pub const DEFAULT_FAILURE_PENALTY: Duration = Duration::from_secs(1);
 
 /// Time constant of a backend's failure rate (internal): how fast successes wash out
 /// failures, and how fast the rate decays while the backend gets no requests. Short, because
-/// the penalty it multiplies is large. From a rate `r`, the failures add `r·P·e^(-t/τ)` to
-/// the cost `t` after they stop, `P` the penalty; that is within a fifth of a healthy 5 ms
-/// peer's cost (1 ms) after `t = τ·ln(r·P / 1 ms)`: with `r` = 0.5 and `P` = 1 s, 6.2 τ,
-/// 2.5 s here. Issue 16's phase D asks for the healed backend's share back within about a
-/// second or two of a 15 s phase (its p99 within 1.3× of the healthy baseline), and a backend
-/// is already cheap enough to win against a busy peer (cost 5 ms × 3 in flight) once
-/// `r·P < 10 ms`: 1.4 s after a failure. The 10 s of the latency estimate would take 60 s.
-/// Between failures of a backend failing half its requests, the rate falls to that level in
-/// about as long, so such a backend gets a request or two every second or so, not a share.
-pub const FAILURE_RATE_DECAY: Duration = Duration::from_millis(400);
+/// the penalty it multiplies is large: a rate `r` adds `r·P` to the cost (`P` the failure
+/// penalty, 1 s), so even 1 % of failures weighs like 10 ms of latency. After the failures
+/// stop, what they add is `r·P·e^(-t/τ)`:
+/// - within a fifth of a healthy 5 ms peer's cost (1 ms) after `t = τ·ln(r·P / 1 ms)`: from
+///   a rate of 0.5, 6.2 τ = 1.6 s here;
+/// - low enough to win against a busy peer (5 ms × 3 in flight, so `r·P` under 10 ms) after
+///   `τ·ln(100)` = 1.2 s from a rate near 1, the rate right after a failure that follows a
+///   quiet spell. A backend failing half its requests therefore gets about one request a
+///   second from the race, half of them errors: at 300 requests a second, 0.2 %.
+///
+/// On issue 16's scenario (`bench/adaptive.sh`, 10 s phases, one run each, two builds that
+/// differ in this constant only, both with `ewma_decay_ms` at 2 s), 0.4 s left the healed
+/// backend of phase D short of its third for a second or two and D's p99 at 1.4× the
+/// baseline's; 0.25 s gave it its third from the first second (0.9×), for 0.2 points more
+/// errors in the failing phase C1 (1.0 % against 0.8 %). The 10 s of the latency estimate,
+/// which failures used to be recorded in, would take a minute.
+pub const FAILURE_RATE_DECAY: Duration = Duration::from_millis(250);
 
 /// Response statuses that count as a backend error (`proxy.error_statuses`) in a group whose
 /// strategy is `adaptive`, when the key is not set; other strategies count none by default

@@ -38,30 +38,39 @@ impl Outlier {
     }
 }
 
-/// The verdict on each of `latencies` (typical latencies in nanoseconds, one per backend in
-/// the race), in order. With fewer than two backends there is nothing to compare, and a
-/// verdict that would leave no backend in the race is withdrawn: then every backend races,
-/// as without the rule.
-pub fn judge(latencies: &[f64], rule: OutlierRule) -> Vec<Option<Outlier>> {
-    let mut verdicts = vec![None; latencies.len()];
-    if latencies.len() < 2 {
+/// What the outlier rule knows of one backend in the race.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Racer {
+    /// Its typical latency, in nanoseconds: what it is judged by.
+    pub latency_ns: f64,
+    /// What a request sent to it is expected to cost instead, in nanoseconds: its typical
+    /// latency plus its failure rate times the failure penalty. The others are compared
+    /// with the median of these: a peer failing half its requests is no yardstick of what
+    /// the group delivers, and a slow backend's answers beat its errors (issue 16: when one
+    /// backend recovered from being slow just as another began to fail, the slow one
+    /// waited for its next probe while the last healthy backend drowned).
+    pub expected_ns: f64,
+}
+
+/// The verdict on each of `racers` (the backends in the race), in order. With fewer than
+/// two there is nothing to compare, and a verdict that would leave no backend in the race is
+/// withdrawn: then every backend races, as without the rule.
+pub fn judge(racers: &[Racer], rule: OutlierRule) -> Vec<Option<Outlier>> {
+    let mut verdicts = vec![None; racers.len()];
+    if racers.len() < 2 {
         return verdicts;
     }
     let floor_ns = rule.floor.as_nanos() as f64;
-    let mut others = Vec::with_capacity(latencies.len() - 1);
-    for (i, &latency_ns) in latencies.iter().enumerate() {
+    // Sorted once: the median of all but one is then two lookups, so a pick costs
+    // O(n log n) for n backends, not O(n² log n).
+    let mut sorted: Vec<f64> = racers.iter().map(|r| r.expected_ns).collect();
+    sorted.sort_by(f64::total_cmp);
+    for (i, racer) in racers.iter().enumerate() {
+        let latency_ns = racer.latency_ns;
         if latency_ns <= floor_ns {
             continue;
         }
-        others.clear();
-        others.extend(
-            latencies
-                .iter()
-                .enumerate()
-                .filter(|&(j, _)| j != i)
-                .map(|(_, &l)| l),
-        );
-        let median_ns = median(&mut others);
+        let median_ns = median_without(&sorted, racer.expected_ns);
         if latency_ns > rule.ratio * median_ns {
             verdicts[i] = Some(Outlier {
                 latency_ns,
@@ -75,15 +84,18 @@ pub fn judge(latencies: &[f64], rule: OutlierRule) -> Vec<Option<Outlier>> {
     verdicts
 }
 
-/// Median of a non-empty list (the mean of the middle two for an even count); NaN-free
-/// input assumed (latencies are finite).
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let middle = values.len() / 2;
-    if values.len().is_multiple_of(2) {
-        (values[middle - 1] + values[middle]) / 2.0
+/// The median of `sorted` (two or more values, in order) without one occurrence of
+/// `removed`, which it holds: the mean of the middle two for an even count.
+fn median_without(sorted: &[f64], removed: f64) -> f64 {
+    let at = sorted.partition_point(|&v| v < removed);
+    // The remaining list, by position: skip `at`.
+    let remaining = |j: usize| if j < at { sorted[j] } else { sorted[j + 1] };
+    let count = sorted.len() - 1;
+    let middle = count / 2;
+    if count.is_multiple_of(2) {
+        (remaining(middle - 1) + remaining(middle)) / 2.0
     } else {
-        values[middle]
+        remaining(middle)
     }
 }
 
@@ -184,15 +196,28 @@ mod tests {
         every_picks: 200,
     };
 
+    /// Racers without failures, by typical latency in ms.
+    fn racers(latencies_ms: &[f64]) -> Vec<Racer> {
+        latencies_ms
+            .iter()
+            .map(|l| Racer {
+                latency_ns: l * MS,
+                expected_ns: l * MS,
+            })
+            .collect()
+    }
+
     fn outliers(latencies_ms: &[f64]) -> Vec<bool> {
-        let ns: Vec<f64> = latencies_ms.iter().map(|l| l * MS).collect();
-        judge(&ns, RULE).iter().map(Option::is_some).collect()
+        judge(&racers(latencies_ms), RULE)
+            .iter()
+            .map(Option::is_some)
+            .collect()
     }
 
     #[test]
     fn far_above_the_median_of_the_others_and_above_the_floor_is_an_outlier() {
         assert_eq!(outliers(&[5.0, 6.0, 100.0]), [false, false, true]);
-        let verdict = judge(&[5.0 * MS, 6.0 * MS, 100.0 * MS], RULE)[2].unwrap();
+        let verdict = judge(&racers(&[5.0, 6.0, 100.0]), RULE)[2].unwrap();
         assert_eq!(verdict.median_ns, 5.5 * MS);
         assert!((verdict.ratio() - 100.0 / 5.5).abs() < 1e-9);
         // 3.6 times: slow, but the cost race handles it.
@@ -205,6 +230,36 @@ mod tests {
             outliers(&[5.0, 5.0, 5.0, 90.0, 100.0]),
             [false, false, false, true, true]
         );
+    }
+
+    #[test]
+    fn a_failing_peer_is_no_yardstick() {
+        // The 100 ms backend next to a 5 ms one and one failing half its requests (5 ms
+        // answers, 500 ms expected with a 1 s penalty): its answers beat the failing one's
+        // errors, so it races.
+        let mut group = racers(&[5.0, 5.0, 100.0]);
+        group[1].expected_ns = 505.0 * MS;
+        assert_eq!(
+            judge(&group, RULE)
+                .iter()
+                .map(Option::is_some)
+                .collect::<Vec<_>>(),
+            [false; 3]
+        );
+        // Judged by its own typical latency, not its failures: the cost deals with those.
+        let mut failing = racers(&[5.0, 5.0, 5.0]);
+        failing[2].expected_ns = 505.0 * MS;
+        assert!(judge(&failing, RULE).iter().all(Option::is_none));
+    }
+
+    #[test]
+    fn the_median_of_the_others_is_the_median_without_one_occurrence() {
+        let sorted = [1.0, 2.0, 2.0, 5.0, 9.0];
+        assert_eq!(median_without(&sorted, 1.0), 3.5);
+        assert_eq!(median_without(&sorted, 2.0), 3.5);
+        assert_eq!(median_without(&sorted, 9.0), 2.0);
+        assert_eq!(median_without(&[3.0, 7.0], 7.0), 3.0);
+        assert_eq!(median_without(&[3.0, 7.0, 8.0], 3.0), 7.5);
     }
 
     #[test]

@@ -275,12 +275,12 @@ mod tests {
         let t1 = t0 + Duration::from_secs(1);
         stats.observe(Duration::from_millis(4), t1);
         assert!(stats.cost(t1, 1.0) < 10.0 * MS);
-        // A failure a second later weighs 1 - e^(-1/0.4): the rate jumps to 0.92 and the
-        // cost by that share of the penalty. It used to record a 1 s latency sample instead.
+        // A failure a second later weighs 1 - e^(-1 s/τ): the rate jumps almost to 1 and
+        // the cost by that share of the penalty. It used to record a 1 s latency sample.
         let t2 = t1 + Duration::from_secs(1);
         let latency = stats.latency_ns(t2);
         stats.observe_failure(t2);
-        let rate = 1.0 - (-1.0f64 / 0.4).exp();
+        let rate = 1.0 - (-1.0 / crate::limits::FAILURE_RATE_DECAY.as_secs_f64()).exp();
         assert!((stats.failure_rate(t2) - rate).abs() < 1e-9);
         assert_eq!(stats.latency_ns(t2), latency, "no latency sample");
         assert!((stats.cost(t2, 1.0) - (latency + rate * 1e9)).abs() < 1.0);

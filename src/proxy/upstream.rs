@@ -17,7 +17,7 @@ use super::log_limit::admit_failure;
 use super::pool::Pool;
 use super::retry_budget::RetryBudget;
 use super::standing::{self, Signals, Standing};
-use crate::balance::outlier::{self, Outlier, OutlierRule, ProbeRule};
+use crate::balance::outlier::{self, Outlier, OutlierRule, ProbeRule, Racer};
 use crate::balance::rng::with_thread_rng;
 use crate::balance::stats::{BackendStats, InFlight};
 use crate::balance::strategy::{
@@ -114,8 +114,20 @@ impl Backend {
     /// breaker open, but passing its active checks (a backend they hold down gets their
     /// probes, and comes back when they pass).
     fn is_probed_when_out(&self, now: Instant) -> bool {
+        // `allows` first: a closed breaker answers it without a lock, on every pick.
         self.passes_checks()
-            && (!self.health.is_available(now) || self.breaker.state(now) == BreakerState::Open)
+            && (!self.health.is_available(now)
+                || (!self.breaker.allows(now) && self.breaker.state(now) == BreakerState::Open))
+    }
+
+    /// What the latency-outlier rule reads of it at `now`.
+    fn racer(&self, now: Instant) -> Racer {
+        let latency_ns = self.stats.typical_latency_ns();
+        let penalty_ns = self.settings.balance.failure_penalty.as_nanos() as f64;
+        Racer {
+            latency_ns,
+            expected_ns: latency_ns + self.stats.failure_rate(now) * penalty_ns,
+        }
     }
 
     /// Whether this backend shares its runtime state with `other`.
@@ -512,11 +524,11 @@ impl Upstream {
         rotation: usize,
         tried: &[usize],
     ) -> Option<usize> {
-        let latencies: Vec<f64> = candidates
+        let racers: Vec<Racer> = candidates
             .iter()
-            .map(|c| self.backends[c.index].stats.typical_latency_ns())
+            .map(|c| self.backends[c.index].racer(now))
             .collect();
-        let verdicts = outlier::judge(&latencies, OUTLIER_RULE);
+        let verdicts = outlier::judge(&racers, OUTLIER_RULE);
         let mut probed: Vec<usize> = candidates
             .iter()
             .zip(&verdicts)
@@ -654,13 +666,13 @@ impl Upstream {
         let racing: Vec<usize> = (0..self.backends.len())
             .filter(|&i| self.backends[i].is_selectable(now))
             .collect();
-        let latencies: Vec<f64> = racing
+        let racers: Vec<Racer> = racing
             .iter()
-            .map(|&i| self.backends[i].stats.typical_latency_ns())
+            .map(|&i| self.backends[i].racer(now))
             .collect();
         for (i, verdict) in racing
             .into_iter()
-            .zip(outlier::judge(&latencies, OUTLIER_RULE))
+            .zip(outlier::judge(&racers, OUTLIER_RULE))
         {
             verdicts[i] = verdict;
         }
@@ -1117,6 +1129,39 @@ mod tests {
             "the decayed estimate"
         );
         assert_eq!(group.standings(later)[0].state, BackendState::Probing);
+    }
+
+    #[test]
+    fn an_outlier_races_again_as_soon_as_a_peer_fails_without_waiting_for_a_probe() {
+        // Issue 16, the start of phase C1: the slow backend recovered at the moment another
+        // began to fail half its requests. The slow one waited for its next probe while the
+        // last healthy backend took everything and queued; the failing one, cheaper than
+        // that queue, got the traffic and the client the errors. Measured against what its
+        // peers are expected to cost, failures included, the slow backend is no outlier
+        // once a peer fails.
+        let (group, t0) = adaptive_group(3);
+        let start = make_an_outlier(&group, 0, t0);
+        assert_eq!(group.standings(start)[0].state, BackendState::Probing);
+        let mut now = start;
+        for _ in 0..5 {
+            now += Duration::from_millis(5);
+            group.backends[2]
+                .stats
+                .observe_failed_answer(Duration::from_micros(200), now);
+            now += Duration::from_millis(5);
+            group.backends[2].stats.observe(FAST, now);
+        }
+        let standing = &group.standings(now)[0];
+        assert_eq!(standing.state, BackendState::Healthy, "{}", standing.reason);
+        // In the race: a pick no longer spends the probe that a fresh allowance would give
+        // an outlier at once.
+        assert!(matches!(
+            group.pick(now, &[], |_| 0),
+            Pick::Backend {
+                via: Via::Strategy,
+                ..
+            }
+        ));
     }
 
     #[test]
