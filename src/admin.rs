@@ -311,6 +311,8 @@ struct BackendReport<'a> {
     reason: String,
     /// Whether a pick may choose it now.
     in_rotation: bool,
+    /// The most probes a second it gets while out of the race; `null` when not probed.
+    probe_rate_per_sec: Option<f64>,
     /// `null` when the group has no active checks.
     active_check: Option<ActiveCheckReport>,
     /// Why the last failure counted (connect, timeout, failure status, ...).
@@ -322,6 +324,10 @@ struct BackendReport<'a> {
     breaker: &'static str,
     in_flight: u64,
     latency_ewma_ms: f64,
+    /// The plain average the latency-outlier rule compares.
+    latency_typical_ms: f64,
+    /// Decaying share of recent requests that failed, 0 to 1.
+    failure_rate: f64,
     /// What the adaptive strategy would compare (lower is better).
     cost: f64,
     weight: u32,
@@ -389,6 +395,7 @@ fn backend_report(backend: &Backend, standing: Standing, now: Instant) -> Backen
         state: standing.state.as_str(),
         reason: standing.reason,
         in_rotation: standing.in_rotation,
+        probe_rate_per_sec: standing.probe_rate.map(round3),
         active_check,
         last_failure: health.last_failure,
         ejected_for_ms: health.ejected_for.map(|d| d.as_millis() as u64),
@@ -397,6 +404,8 @@ fn backend_report(backend: &Backend, standing: Standing, now: Instant) -> Backen
         breaker: breaker.as_str(),
         in_flight: backend.stats.in_flight(),
         latency_ewma_ms: round3(backend.stats.latency_ns(now) / 1e6),
+        latency_typical_ms: round3(backend.stats.typical_latency_ns() / 1e6),
+        failure_rate: round3(backend.stats.failure_rate(now)),
         cost: round3(backend.stats.cost(now, weight) / 1e6),
         weight: backend.weight,
         slow_start_factor: round3(factor),

@@ -160,9 +160,74 @@ pub const DEFAULT_BACKEND_LATENCY: Duration = Duration::from_millis(10);
 /// (`proxy.ewma_decay_ms`).
 pub const DEFAULT_EWMA_DECAY: Duration = Duration::from_secs(10);
 
-/// Latency recorded for a failed request, and assumed for a backend whose first requests
-/// are still in flight (`proxy.failure_penalty_ms`).
+/// What one failure costs in the adaptive cost, and the latency assumed for a backend whose
+/// first requests are still in flight (`proxy.failure_penalty_ms`). The cost adds the failure
+/// rate times this to the latency estimate: a backend failing half its requests costs like
+/// one answering in 500 ms, far above a healthy backend even several times slower.
 pub const DEFAULT_FAILURE_PENALTY: Duration = Duration::from_secs(1);
+
+/// Time constant of a backend's failure rate (internal): how fast successes wash out
+/// failures, and how fast the rate decays while the backend gets no requests. Short, because
+/// the penalty it multiplies is large: a rate `r` adds `r·P` to the cost (`P` the failure
+/// penalty, 1 s), so even 1 % of failures weighs like 10 ms of latency. After the failures
+/// stop, what they add is `r·P·e^(-t/τ)`:
+/// - within a fifth of a healthy 5 ms peer's cost (1 ms) after `t = τ·ln(r·P / 1 ms)`: from
+///   a rate of 0.5, 6.2 τ = 1.6 s here;
+/// - low enough to win against a busy peer (5 ms × 3 in flight, so `r·P` under 10 ms) after
+///   `τ·ln(100)` = 1.2 s from a rate near 1, the rate right after a failure that follows a
+///   quiet spell. A backend failing half its requests therefore gets about one request a
+///   second from the race, half of them errors: at 300 requests a second, 0.2 %.
+///
+/// On issue 16's scenario (`bench/adaptive.sh`, 10 s phases, one run each, two builds that
+/// differ in this constant only, both with `ewma_decay_ms` at 2 s), 0.4 s left the healed
+/// backend of phase D short of its third for a second or two and D's p99 at 1.4× the
+/// baseline's; 0.25 s gave it its third from the first second (0.9×), for 0.2 points more
+/// errors in the failing phase C1 (1.0 % against 0.8 %). The 10 s of the latency estimate,
+/// which failures used to be recorded in, would take a minute.
+pub const FAILURE_RATE_DECAY: Duration = Duration::from_millis(250);
+
+/// Response statuses that count as a backend error (`proxy.error_statuses`) in a group whose
+/// strategy is `adaptive`, when the key is not set; other strategies count none by default
+/// (nginx's behaviour: a response is a response). The adaptive strategy exists to steer
+/// around a backend that fails unevenly, and a backend answering `500` at once otherwise
+/// looks like the fastest one and gets the most traffic (issue 16: half a group's requests
+/// went to the backend failing half of them). These four say the backend (or what is behind
+/// it) could not serve the request; the rest of 5xx (501, 505, ...) and every 4xx describe
+/// the request, and would count a client's mistakes against a healthy backend.
+pub const DEFAULT_ADAPTIVE_ERROR_STATUSES: [u16; 4] = [500, 502, 503, 504];
+
+/// An adaptive group's backend whose typical latency is more than this many times the median
+/// of the others' leaves the cost race and gets probes only (internal). Below it, the race's
+/// cost comparison decides, and sends a slower backend what it can take without queueing.
+/// Beyond it, nearly every request the slow backend wins is one the group's tail is made of:
+/// at half load a single-slot backend's p99 is about twice its mean latency (one service
+/// time of queueing at most, most of the time), so a request answered in four times the
+/// typical latency is past the p99 the other backends give. Issue 16's slow backend is 20
+/// times slower, and still several times slower than its peers once they queue its share.
+pub const OUTLIER_LATENCY_RATIO: f64 = 4.0;
+
+/// ...and whose typical latency is above this (internal): a request that lands on the
+/// slowest backend of a fast group (1 ms against 0.2 ms) is not a tail anyone notices, while
+/// taking the backend out of the race costs the group its share of the capacity.
+pub const OUTLIER_LATENCY_FLOOR: Duration = Duration::from_millis(20);
+
+/// Time constant of the typical latency the outlier rule compares (internal). Long enough
+/// to average a hundred answers of a backend at 100 requests a second, so that queueing noise
+/// does not make a healthy backend an outlier; short enough that the few answers of a backend
+/// the race already avoids (a second or so apart) move it most of the way each, so a backend
+/// that turned slow is out of the race after two or three of them.
+pub const TYPICAL_LATENCY_DECAY: Duration = Duration::from_secs(1);
+
+/// A backend out of an adaptive group's race (a latency outlier, or ejected, or with its
+/// breaker open) gets one probe per this interval... (internal)
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// ...or one per this many of the group's requests (0.5 %), whichever is more, one at a time
+/// (internal). A probe is a real request: answered slowly by a slow backend, it is in the
+/// group's tail, so the probes must stay well under 1 % of the traffic to stay out of its
+/// p99; one a second finds a recovery within a second at low traffic, and half a percent
+/// within 0.7 s at 300 requests a second.
+pub const PROBE_EVERY_PICKS: u64 = 200;
 
 /// Largest `weight` of a backend.
 pub const MAX_BACKEND_WEIGHT: u32 = 1000;

@@ -172,6 +172,57 @@ fn proxy_timeouts_default_as_designed() {
     assert_eq!(route.tunnel_idle_timeout, Duration::from_secs(3600));
 }
 
+/// `proxy.error_statuses` of each group of `yaml`'s proxy section, in group order
+/// (`default` first, then by name).
+fn error_statuses(site: &Site, proxy_keys: &str) -> Vec<Vec<u16>> {
+    let yaml = format!(
+        "server:\n  listen_addr: \"127.0.0.1:0\"\nproxy:\n  backends:\n    - name: a\n      \
+         address: \"127.0.0.1:9\"\n  upstreams:\n    rr:\n      backends:\n        - name: b\n          \
+         address: \"127.0.0.1:10\"\n      strategy: round_robin\n{proxy_keys}"
+    );
+    let config = site.load(&yaml).unwrap();
+    let proxy = config.proxy.unwrap();
+    proxy
+        .upstreams
+        .iter()
+        .map(|u| u.policy.error_statuses.clone())
+        .collect()
+}
+
+#[test]
+fn error_statuses_default_by_strategy_and_an_explicit_list_applies_to_every_group() {
+    // Issue 16: with only `strategy: adaptive`, a backend answering 500 at once looked the
+    // fastest and got half the traffic. An adaptive group counts 500, 502, 503 and 504 against
+    // the backend by default; other strategies keep nginx's behaviour and count none.
+    let site = Site::new();
+    let none: Vec<u16> = Vec::new();
+    assert_eq!(
+        error_statuses(&site, "  strategy: adaptive\n"),
+        [vec![500, 502, 503, 504], none.clone()]
+    );
+    assert_eq!(error_statuses(&site, ""), [none.clone(), none.clone()]);
+    // Set, the list is every group's, whatever its strategy; `[]` turns the counting off.
+    assert_eq!(
+        error_statuses(&site, "  strategy: adaptive\n  error_statuses: []\n"),
+        [none.clone(), none]
+    );
+    assert_eq!(
+        error_statuses(&site, "  error_statuses: [503]\n"),
+        [vec![503], vec![503]]
+    );
+    let message = site.error(
+        "server:\n  listen_addr: \"127.0.0.1:0\"\nproxy:\n  backends: []\n  error_statuses: [200]\n",
+    );
+    assert!(
+        message.contains("proxy.error_statuses") && message.contains(":5:"),
+        "{message}"
+    );
+    assert!(
+        message.contains("200 is not a 4xx or 5xx status"),
+        "{message}"
+    );
+}
+
 #[test]
 fn send_read_and_tunnel_timeouts_resolve_route_then_group_then_proxy() {
     let site = Site::new();

@@ -63,19 +63,91 @@ impl PeakEwma {
     pub fn estimate_ns(&self, now: Instant) -> f64 {
         self.estimate_ns * self.weight(now)
     }
+
+    /// Forget the past: the estimate becomes `sample`, as if it were the first.
+    pub fn reset(&mut self, sample: Duration, now: Instant) {
+        self.estimate_ns = sample.as_nanos() as f64;
+        self.stamp = now;
+    }
 }
 
-/// Cost of sending one more request to a backend: its latency estimate times the requests
-/// it would then have in flight, divided by its effective weight. A backend with requests in
-/// flight but no sample yet gets `penalty_ns` instead of an estimate: it might be arbitrarily
-/// slow, and looking cheap would send it everything until the first answer comes back.
-pub fn cost(estimate_ns: f64, in_flight: u64, samples: u64, penalty_ns: f64, weight: f64) -> f64 {
-    let latency = if samples == 0 && in_flight > 0 {
+/// A plain time-weighted EWMA of latency that moves only on samples: the backend's *typical*
+/// latency, which the latency-outlier rule compares between backends (`balance/outlier.rs`).
+/// The peak estimate does not serve there: it sits near the largest latency of the last few
+/// time constants, and a healthy backend's queueing peaks are several times its typical
+/// latency, so comparing peaks would flag healthy backends and miss slow ones. Nor does it
+/// decay while no sample arrives: a backend kept out of the race gets only probes, and
+/// between two probes nothing new is known about it; a reading that drifted toward zero
+/// would let it back in before any probe said it recovered.
+#[derive(Debug, Clone, Copy)]
+pub struct MeanEwma {
+    value_ns: f64,
+    stamp: Instant,
+    tau_ns: f64,
+}
+
+impl MeanEwma {
+    /// A fresh estimate of `initial` at `now`.
+    pub fn new(initial: Duration, tau: Duration, now: Instant) -> MeanEwma {
+        MeanEwma {
+            value_ns: initial.as_nanos() as f64,
+            stamp: now,
+            tau_ns: (tau.as_nanos() as f64).max(1.0),
+        }
+    }
+
+    /// Average in a sample taken at `now`, weighted by the time since the previous one:
+    /// `value·w + sample·(1 − w)`, `w = exp(−Δt/τ)`. Sparse samples weigh much (a backend
+    /// that gets a request a second is judged by its last few), dense ones little.
+    pub fn observe(&mut self, sample: Duration, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.stamp).as_nanos() as f64;
+        let w = (-elapsed / self.tau_ns).exp();
+        self.value_ns = self.value_ns * w + sample.as_nanos() as f64 * (1.0 - w);
+        self.stamp = now;
+    }
+
+    /// Forget the past: the estimate becomes `sample` (a probe's answer is the only news
+    /// about a backend kept out of the race).
+    pub fn reset(&mut self, sample: Duration, now: Instant) {
+        self.value_ns = sample.as_nanos() as f64;
+        self.stamp = now;
+    }
+
+    pub fn value_ns(&self) -> f64 {
+        self.value_ns
+    }
+}
+
+/// Cost of sending one more request to a backend: its expected latency times the requests
+/// it would then have in flight, divided by its effective weight. The expected latency is the
+/// latency estimate plus the failure rate times `penalty_ns` (`failure_penalty_ms`): a failure
+/// costs the client as much as an answer that took the penalty (an error, or a retry after a
+/// wait), so a backend failing half its requests at once costs like one answering in half the
+/// penalty, not like the fastest backend of the group.
+///
+/// A backend with requests in flight but no latency sample yet gets `penalty_ns` as its
+/// latency: it might be arbitrarily slow, and looking cheap would send it everything until
+/// the first answer comes back.
+pub fn cost(load: Load, penalty_ns: f64, weight: f64) -> f64 {
+    let latency = if load.samples == 0 && load.in_flight > 0 {
         penalty_ns
     } else {
-        estimate_ns
+        load.latency_ns
     };
-    latency * (in_flight as f64 + 1.0) / weight.max(f64::MIN_POSITIVE)
+    let expected = latency + load.failure_rate * penalty_ns;
+    expected * (load.in_flight as f64 + 1.0) / weight.max(f64::MIN_POSITIVE)
+}
+
+/// What the cost of one backend is computed from, read at one instant.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Load {
+    /// The latency estimate, decayed to now.
+    pub latency_ns: f64,
+    /// The failure rate, decayed to now, in `0..=1`.
+    pub failure_rate: f64,
+    pub in_flight: u64,
+    /// Latency samples recorded so far.
+    pub samples: u64,
 }
 
 #[cfg(test)]
@@ -225,13 +297,44 @@ mod tests {
     }
 
     #[test]
-    fn cost_grows_with_load_and_shrinks_with_weight_and_penalises_the_unmeasured() {
-        assert_eq!(cost(10.0, 0, 5, 1e9, 1.0), 10.0);
-        assert_eq!(cost(10.0, 3, 5, 1e9, 1.0), 40.0);
-        assert_eq!(cost(10.0, 3, 5, 1e9, 2.0), 20.0);
+    fn the_mean_moves_only_on_samples_and_sparse_samples_weigh_more() {
+        let t0 = Instant::now();
+        let tau = Duration::from_secs(1);
+        let mut mean = MeanEwma::new(ms(5), tau, t0);
+        // No decay while nothing is observed, however long.
+        assert_eq!(mean.value_ns(), 5.0 * MS);
+        // A slow sample after a second of silence weighs 1 - 1/e; the same sample 10 ms
+        // after the previous one weighs 1 %.
+        mean.observe(ms(100), t0 + Duration::from_secs(1));
+        let w = (-1.0f64).exp();
+        assert!((mean.value_ns() - (5.0 * w + 100.0 * (1.0 - w)) * MS).abs() < 1.0);
+        let mut dense = MeanEwma::new(ms(5), tau, t0);
+        dense.observe(ms(100), t0 + ms(10));
+        assert!(dense.value_ns() < 6.0 * MS, "{}", dense.value_ns() / MS);
+        // Unlike the peak, a fast sample counts as much as a slow one.
+        let before = mean.value_ns();
+        mean.observe(ms(5), t0 + Duration::from_secs(2));
+        assert!(mean.value_ns() < before * 0.5);
+        mean.reset(ms(7), t0 + Duration::from_secs(3));
+        assert_eq!(mean.value_ns(), 7.0 * MS);
+    }
+
+    #[test]
+    fn cost_grows_with_load_and_failures_and_shrinks_with_weight_and_penalises_the_unmeasured() {
+        let load = |latency_ns, failure_rate, in_flight, samples| Load {
+            latency_ns,
+            failure_rate,
+            in_flight,
+            samples,
+        };
+        assert_eq!(cost(load(10.0, 0.0, 0, 5), 1e9, 1.0), 10.0);
+        assert_eq!(cost(load(10.0, 0.0, 3, 5), 1e9, 1.0), 40.0);
+        assert_eq!(cost(load(10.0, 0.0, 3, 5), 1e9, 2.0), 20.0);
         // In flight but never answered: the penalty, not the (default) estimate.
-        assert_eq!(cost(10.0, 1, 0, 1e9, 1.0), 2e9);
+        assert_eq!(cost(load(10.0, 0.0, 1, 0), 1e9, 1.0), 2e9);
         // Idle and never measured: the default estimate, so new backends get tried.
-        assert_eq!(cost(10.0, 0, 0, 1e9, 1.0), 10.0);
+        assert_eq!(cost(load(10.0, 0.0, 0, 0), 1e9, 1.0), 10.0);
+        // Failing a tenth of its requests adds a tenth of the penalty to each.
+        assert_eq!(cost(load(10.0, 0.1, 1, 5), 1000.0, 1.0), 220.0);
     }
 }

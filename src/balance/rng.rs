@@ -43,6 +43,12 @@ fn seed_for_thread() -> u64 {
     time ^ (std::ptr::addr_of!(local) as u64).rotate_left(32)
 }
 
+/// Seed this thread's generator, so that a test's sequence of picks repeats.
+#[cfg(test)]
+pub fn seed_thread_rng(seed: u64) {
+    THREAD_RNG.with(|cell| cell.set(seed));
+}
+
 /// Run `f` with this thread's generator.
 pub fn with_thread_rng<T>(f: impl FnOnce(&mut Rng) -> T) -> T {
     THREAD_RNG.with(|cell| {

@@ -19,9 +19,19 @@ pub enum Strategy {
     /// Rendezvous hashing of a request key: a key keeps its backend while that backend is
     /// available, and only the keys of a removed backend move.
     ConsistentHash(HashKey),
-    /// Power of two choices on peak-EWMA latency × (in flight + 1) / weight.
+    /// The cheapest by cost (latency and failures × (in flight + 1) / weight): every
+    /// candidate compared in a small group, two drawn at random in a large one.
     Adaptive,
 }
+
+/// Most candidates the adaptive strategy compares all of; beyond, it compares two drawn at
+/// random (power of two choices). With three backends at half load, two random choices
+/// leave the idle backend out of a third of the comparisons, and p99 was 1.2× round-robin's
+/// (issue 16's phase A, `bench/adaptive.sh`); comparing all three brings it level. The costs
+/// are computed for every candidate anyway, so comparing them all costs nothing more; two
+/// choices remain for large groups, where they spread the requests of many balancers that
+/// share a pool and see the same latencies.
+pub const ADAPTIVE_COMPARE_ALL_MAX: usize = 8;
 
 /// How a strategy that compares candidates chooses among them. Round-robin is not one: it
 /// takes the next backend that passes the caller's filters and needs no candidate list, so
@@ -100,6 +110,9 @@ pub fn pick(chooser: Chooser, candidates: &[Candidate], input: PickInput<'_>) ->
         Chooser::LeastConnections => least_loaded(candidates, input.rotation),
         Chooser::Random => weighted_random(candidates, input.rng),
         Chooser::P2c => two_choices(candidates, input.rng, Candidate::load),
+        Chooser::Adaptive if candidates.len() <= ADAPTIVE_COMPARE_ALL_MAX => {
+            cheapest(candidates, input.rng, |c| c.cost)
+        }
         Chooser::Adaptive => two_choices(candidates, input.rng, |c| c.cost),
         Chooser::ConsistentHash => rendezvous(candidates, input.key_hash),
     };
@@ -166,6 +179,31 @@ fn two_choices<'c>(
     } else {
         a
     }
+}
+
+/// The candidate with the lowest `cost`; among equals, one at random (each of `k` equal
+/// ones replaces the one kept with probability 1/k as it is met), so they share the picks
+/// evenly.
+fn cheapest<'c>(
+    candidates: &'c [Candidate],
+    rng: &mut Rng,
+    cost: impl Fn(&Candidate) -> f64,
+) -> &'c Candidate {
+    let mut best = &candidates[0];
+    let mut best_cost = cost(best);
+    let mut equals = 1;
+    for candidate in &candidates[1..] {
+        let candidate_cost = cost(candidate);
+        if candidate_cost < best_cost {
+            (best, best_cost, equals) = (candidate, candidate_cost, 1);
+        } else if candidate_cost == best_cost {
+            equals += 1;
+            if rng.below(equals) == 0 {
+                best = candidate;
+            }
+        }
+    }
+    best
 }
 
 /// Weighted rendezvous hashing: score = -weight / ln(u), u uniform in (0,1) from
@@ -321,6 +359,26 @@ mod tests {
         let (counts, _) = distribution(Chooser::Adaptive, &list, 3000, 5);
         assert_eq!(counts[0], 0, "the 20x costlier one never wins a comparison");
         assert!(counts[1] > 1200 && counts[2] > 1200);
+    }
+
+    #[test]
+    fn adaptive_compares_every_candidate_of_a_small_group_and_two_of_a_large_one() {
+        // Three backends, one idle (cost 1) and two busy: two random choices miss the idle
+        // one in a third of the picks; comparing all never does.
+        let mut small = candidates(&[1.0; 3]);
+        small[0].cost = 3.0;
+        small[1].cost = 3.0;
+        let (counts, _) = distribution(Chooser::Adaptive, &small, 300, 6);
+        assert_eq!(counts, [0, 0, 300]);
+        // Beyond ADAPTIVE_COMPARE_ALL_MAX, two choices: the cheapest wins only when drawn.
+        let mut large = candidates(&[1.0; ADAPTIVE_COMPARE_ALL_MAX + 1]);
+        for candidate in &mut large[1..] {
+            candidate.cost = 3.0;
+        }
+        let (counts, _) = distribution(Chooser::Adaptive, &large, 9000, 6);
+        let share = counts[0] as f64 / 9000.0;
+        // Drawn in 2 of every 9 pairs: 22 %.
+        assert!((0.19..0.26).contains(&share), "{counts:?}");
     }
 
     #[test]

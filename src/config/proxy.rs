@@ -15,7 +15,10 @@ use super::Validator;
 use crate::balance::stats::BalanceSettings;
 use crate::balance::strategy::{HashKey, Strategy};
 use crate::http::response_parser::ResponseLimits;
-use crate::limits::{MAX_BACKEND_WEIGHT, MAX_RESPONSE_HEADERS, RETRY_BUDGET_WINDOW};
+use crate::limits::{
+    DEFAULT_ADAPTIVE_ERROR_STATUSES, FAILURE_RATE_DECAY, MAX_BACKEND_WEIGHT, MAX_RESPONSE_HEADERS,
+    RETRY_BUDGET_WINDOW,
+};
 
 /// The name `proxy.backends` is known by in `routes`.
 pub const DEFAULT_UPSTREAM: &str = "default";
@@ -102,6 +105,7 @@ impl Validator<'_> {
                 default_latency: millis("proxy.default_latency_ms", raw.default_latency_ms),
                 decay: millis("proxy.ewma_decay_ms", raw.ewma_decay_ms),
                 failure_penalty: millis("proxy.failure_penalty_ms", raw.failure_penalty_ms),
+                failure_decay: FAILURE_RATE_DECAY,
                 slow_start: Duration::from_millis(raw.slow_start_ms),
             },
             breaker: BreakerSettings {
@@ -119,15 +123,18 @@ impl Validator<'_> {
                 "must be between 0 (off) and 1",
             );
         }
-        if let Some(bad) = raw
-            .failure_statuses
-            .iter()
-            .find(|s| !(400..=599).contains(*s))
-        {
-            self.report(
-                "proxy.failure_statuses",
-                format!("{bad} is not a 4xx or 5xx status"),
-            );
+        let statuses = [
+            ("proxy.failure_statuses", Some(&raw.failure_statuses)),
+            ("proxy.error_statuses", raw.error_statuses.as_ref()),
+        ];
+        for (key, list) in statuses {
+            if let Some(bad) = list
+                .into_iter()
+                .flatten()
+                .find(|s| !(400..=599).contains(*s))
+            {
+                self.report(key, format!("{bad} is not a 4xx or 5xx status"));
+            }
         }
         if raw.max_ejected_percent > 100 {
             self.report("proxy.max_ejected_percent", "must be between 0 and 100");
@@ -137,6 +144,8 @@ impl Validator<'_> {
         }
         let policy = GroupPolicy {
             failure_statuses: raw.failure_statuses.clone(),
+            // Set per group below, by its strategy.
+            error_statuses: Vec::new(),
             slow_response: Duration::from_millis(raw.slow_response_ms),
             max_ejected_percent: raw.max_ejected_percent,
             max_retries: raw.max_retries,
@@ -148,6 +157,16 @@ impl Validator<'_> {
         };
         let default_strategy =
             self.strategy("proxy.strategy", raw.strategy, raw.hash_key.as_deref());
+        // `error_statuses` is one key for every group, but its default depends on the
+        // group's strategy: only the adaptive one counts 5xx answers unless told to.
+        let policy_for = |strategy: &Strategy| GroupPolicy {
+            error_statuses: match (&raw.error_statuses, strategy) {
+                (Some(statuses), _) => statuses.clone(),
+                (None, Strategy::Adaptive) => DEFAULT_ADAPTIVE_ERROR_STATUSES.to_vec(),
+                (None, _) => Vec::new(),
+            },
+            ..policy.clone()
+        };
         let default_checks = raw
             .health_check
             .as_ref()
@@ -180,7 +199,7 @@ impl Validator<'_> {
             settings,
             checks: default_checks.clone(),
             strategy: default_strategy.clone(),
-            policy: policy.clone(),
+            policy: policy_for(&default_strategy),
         }];
         let mut group_defaults = BTreeMap::new();
         group_defaults.insert(
@@ -260,8 +279,8 @@ impl Validator<'_> {
                 backends,
                 settings,
                 checks,
+                policy: policy_for(&strategy),
                 strategy,
-                policy: policy.clone(),
             });
         }
         if let Some(name) = &raw.backend_header {

@@ -273,6 +273,10 @@ pub(super) struct RawProxy {
     pub max_concurrent_requests: u32,
     #[serde(default)]
     pub failure_statuses: Vec<u16>,
+    /// Statuses that count against a backend without being retried; `None` (unset) takes
+    /// each group's default by its strategy.
+    #[serde(default)]
+    pub error_statuses: Option<Vec<u16>>,
     #[serde(default)]
     pub slow_response_ms: u64,
     #[serde(default = "default_max_ejected_percent")]

@@ -38,6 +38,10 @@ pub struct BackendSettings {
 pub struct GroupPolicy {
     /// Response statuses that count as a backend failure (and may be retried).
     pub failure_statuses: Vec<u16>,
+    /// Response statuses that count as a backend failure without being retried: the client
+    /// gets the response. `proxy.error_statuses`, or by default 500, 502, 503 and 504 for an
+    /// adaptive group and none for the others.
+    pub error_statuses: Vec<u16>,
     /// Responses slower than this count as a failure for health; zero turns it off.
     pub slow_response: Duration,
     /// Largest share of the group (percent) that may be ejected at once; at least one

@@ -163,6 +163,19 @@ impl Breaker {
         }
         let settings = self.settings;
         let mut inner = self.inner();
+        if admission == Admission::Probe && inner.state == BreakerState::Open {
+            // A probe past an open breaker (adaptive groups probe backends out of the race):
+            // a success ends the open time early, and the trials decide as usual; a failure
+            // starts it again.
+            if success {
+                inner.state = BreakerState::HalfOpen;
+                inner.trials_in_flight = 0;
+                inner.trial_successes = 0;
+                return Some(BreakerTransition::HalfOpened);
+            }
+            inner.opened_at = now;
+            return None;
+        }
         if admission == Admission::Trial && inner.state == BreakerState::HalfOpen {
             inner.trials_in_flight = inner.trials_in_flight.saturating_sub(1);
             if !success {
@@ -222,6 +235,9 @@ pub enum Admission {
     Normal,
     /// One of the half-open state's trial requests.
     Trial,
+    /// A probe, sent whatever the state (an adaptive group probes backends it keeps out of
+    /// the race, an open breaker's among them). Not reserved with [`Breaker::admit`].
+    Probe,
 }
 
 #[cfg(test)]
@@ -310,6 +326,35 @@ mod tests {
         ));
         assert!(!breaker.allows(t2 + Duration::from_secs(4)));
         assert!(breaker.allows(t2 + Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn a_probe_that_succeeds_ends_the_open_time_early_and_one_that_fails_restarts_it() {
+        let t0 = Instant::now();
+        let breaker = Breaker::new(SETTINGS, t0);
+        record_many(&breaker, t0, &[false; 10]);
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(breaker.record(Admission::Probe, false, t1), None);
+        // Open for the full 5 s from the failed probe, not from the opening.
+        assert!(!breaker.allows(t1 + Duration::from_millis(4_900)));
+        assert!(breaker.allows(t1 + Duration::from_secs(5)));
+        let t2 = t1 + Duration::from_secs(2);
+        assert_eq!(
+            breaker.record(Admission::Probe, true, t2),
+            Some(BreakerTransition::HalfOpened)
+        );
+        assert_eq!(breaker.state(t2), BreakerState::HalfOpen);
+        // Then the trials decide, as after an open time.
+        let (first, _) = breaker.admit(t2).unwrap();
+        let (second, _) = breaker.admit(t2).unwrap();
+        assert_eq!(first, Admission::Trial);
+        breaker.record(first, true, t2);
+        assert_eq!(
+            breaker.record(second, true, t2),
+            Some(BreakerTransition::Closed)
+        );
+        // A probe of a closed breaker counts like any request.
+        assert_eq!(breaker.record(Admission::Probe, true, t2), None);
     }
 
     #[test]

@@ -88,8 +88,8 @@ pub async fn forward<S: Transport>(
     while tries < MAX_ATTEMPTS {
         // One clock read serves the first pick too: it is the common, only one.
         let now = if tries == 0 { arrived } else { Instant::now() };
-        let (index, fail_open) = match upstream.pick(now, &tried[..tries], key_hash) {
-            Pick::Backend { index, fail_open } => (index, fail_open),
+        let (index, via) = match upstream.pick(now, &tried[..tries], key_hash) {
+            Pick::Backend { index, via } => (index, via),
             Pick::Saturated => {
                 if let Some(suppressed) = admit_failure(&upstream.name, "saturated") {
                     tracing::warn!(upstream = %upstream.name, suppressed, "every backend is at its concurrency cap");
@@ -105,7 +105,7 @@ pub async fn forward<S: Transport>(
         tried[tries] = index;
         tries += 1;
         // The breaker's last trial slot went to another request meanwhile: choose again.
-        let Some(attempt) = upstream.begin(index, fail_open, now) else {
+        let Some(attempt) = upstream.begin(index, via, now) else {
             continue;
         };
         let backend = attempt.backend;
@@ -306,17 +306,23 @@ async fn receive<S: Transport>(
     )
     .await?;
     // The backend answered with a valid head. Whether that counts as a success depends on
-    // the group's policy: a failure status, or a response over the slow threshold, does not.
+    // the group's policy: a failure or error status, or a response over the slow threshold,
+    // does not.
     let answered = Instant::now();
     let latency = answered.duration_since(sent);
     let policy = &upstream_group.policy;
-    if policy.failure_statuses.contains(&response.status.as_u16()) {
+    let status = response.status.as_u16();
+    if policy.failure_statuses.contains(&status) {
         attempt.fail("failure status", Some(latency));
         // Retry elsewhere if allowed (the connection is dropped: its body is not read);
         // otherwise the client gets this response as it is.
         if may_retry && upstream_group.retry_budget.try_withdraw(Instant::now()) {
             return Err(AttemptError::RetryStatus(response.status));
         }
+    } else if policy.error_statuses.contains(&status) {
+        // Counted against the backend (its cost, passive health, breaker), never retried:
+        // the client gets the backend's answer.
+        attempt.fail("error status", Some(latency));
     } else if !policy.slow_response.is_zero() && latency > policy.slow_response {
         attempt.fail("slow response", Some(latency));
     } else {

@@ -1,6 +1,7 @@
 //! What the balancer believes about one backend and why: passive ejection, the active health
-//! check, the circuit breaker and the group's ejection limit combined into one state and one
-//! sentence, by the same rules the pick follows. Pure: it reads the snapshots of a backend's
+//! check, the circuit breaker, the group's ejection limit and (in adaptive groups) the
+//! latency-outlier rule and probes combined into one state and one sentence, by the same
+//! rules the pick follows. Pure: it reads the snapshots of a backend's
 //! state taken at one `now`; `Upstream::standings` gathers them and the admin endpoint only
 //! serializes the result.
 
@@ -9,6 +10,7 @@ use std::fmt::Write;
 use super::active::ActiveSnapshot;
 use super::breaker::BreakerState;
 use super::health::HealthSnapshot;
+use crate::balance::outlier::Outlier;
 
 /// One backend's state, in the order of precedence: when several hold, the first one named
 /// here is the state and the reason lists the others after it.
@@ -28,6 +30,9 @@ pub enum BackendState {
     /// Its failures in a row reached `max_fails`, but the group already has as many backends
     /// ejected as `max_ejected_percent` allows: kept in rotation although failing.
     KeptByEjectionLimit,
+    /// Adaptive groups: its typical latency is far above the others', so it is out of the
+    /// cost race and gets probes only, until a probe's answer brings it back under the bar.
+    Probing,
     /// In rotation and nothing holds against it.
     Healthy,
 }
@@ -40,13 +45,14 @@ impl BackendState {
             BackendState::BreakerOpen => "breaker_open",
             BackendState::HalfOpen => "half_open",
             BackendState::KeptByEjectionLimit => "kept_by_ejection_limit",
+            BackendState::Probing => "probing",
             BackendState::Healthy => "healthy",
         }
     }
 }
 
 /// The verdict on one backend.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Standing {
     pub state: BackendState,
     /// Why, in a sentence: every condition that holds, the state's own first.
@@ -54,6 +60,8 @@ pub struct Standing {
     /// Whether a pick may choose it now: it is healthy, half-open or kept by the ejection
     /// limit, or the group fails open (no backend passes every filter, so all are tried).
     pub in_rotation: bool,
+    /// The most probes a second it gets while out of the race; `None` when not probed.
+    pub probe_rate: Option<f64>,
 }
 
 /// Everything the verdict depends on, read at one instant.
@@ -71,6 +79,12 @@ pub struct Signals<'a> {
     pub max_ejected_percent: u32,
     /// No backend of the group passes every filter: the pick ignores them all.
     pub group_fails_open: bool,
+    /// Adaptive groups: the latency-outlier rule's verdict against it, among the backends
+    /// that pass every filter.
+    pub outlier: Option<Outlier>,
+    /// Adaptive groups: the most probes a second it gets while out of the race (a latency
+    /// outlier, or ejected or its breaker open); `None` when it is not probed.
+    pub probe_rate: Option<f64>,
 }
 
 /// The state, reason and rotation of one backend from its `signals`.
@@ -125,6 +139,18 @@ pub fn judge(signals: &Signals<'_>) -> Standing {
             ),
         ));
     }
+    if let Some(outlier) = signals.outlier {
+        conditions.push((
+            BackendState::Probing,
+            format!(
+                "latency estimate {:.1} ms is {:.1}× the group median {:.1} ms; probe rate {:.1}/s",
+                outlier.latency_ns / 1e6,
+                outlier.ratio(),
+                outlier.median_ns / 1e6,
+                signals.probe_rate.unwrap_or(0.0)
+            ),
+        ));
+    }
     // Pushed in the order of precedence, so the first is the state.
     let state = conditions
         .first()
@@ -147,8 +173,21 @@ pub fn judge(signals: &Signals<'_>) -> Standing {
             );
         }
     }
+    if signals.outlier.is_none()
+        && matches!(state, BackendState::Ejected | BackendState::BreakerOpen)
+    {
+        if let Some(rate) = signals.probe_rate {
+            let _ = write!(
+                reason,
+                "; probe rate {rate:.1}/s: a probe that succeeds brings it back"
+            );
+        }
+    }
     let selectable = match state {
-        BackendState::Down | BackendState::Ejected | BackendState::BreakerOpen => false,
+        BackendState::Down
+        | BackendState::Ejected
+        | BackendState::BreakerOpen
+        | BackendState::Probing => false,
         BackendState::HalfOpen => signals.breaker_admits,
         BackendState::KeptByEjectionLimit | BackendState::Healthy => true,
     };
@@ -161,6 +200,7 @@ pub fn judge(signals: &Signals<'_>) -> Standing {
         state,
         reason,
         in_rotation: selectable || signals.group_fails_open,
+        probe_rate: signals.probe_rate,
     }
 }
 
@@ -201,6 +241,8 @@ mod tests {
             active: None,
             max_ejected_percent: 50,
             group_fails_open: false,
+            outlier: None,
+            probe_rate: None,
         }
     }
 
@@ -332,6 +374,45 @@ mod tests {
         assert!(parts[0].starts_with("active health check down"));
         assert!(parts[1].starts_with("ejected for 5.0 s"));
         assert!(parts[2].starts_with("circuit breaker open"));
+    }
+
+    #[test]
+    fn a_latency_outlier_is_probing_out_of_rotation_and_says_by_how_much() {
+        let quiet = passive();
+        let standing = judge(&Signals {
+            outlier: Some(Outlier {
+                latency_ns: 104.0e6,
+                median_ns: 5.2e6,
+            }),
+            probe_rate: Some(1.5),
+            ..signals(&quiet)
+        });
+        assert_eq!(standing.state, BackendState::Probing);
+        assert_eq!(standing.state.as_str(), "probing");
+        assert!(!standing.in_rotation, "it gets probes only");
+        assert_eq!(
+            standing.reason,
+            "latency estimate 104.0 ms is 20.0× the group median 5.2 ms; probe rate 1.5/s"
+        );
+        // An ejection outranks it, and an ejected backend that is probed says so.
+        let ejected = HealthSnapshot {
+            ejected_for: Some(Duration::from_secs(4)),
+            consecutive_failures: 3,
+            last_failure: Some("error status"),
+            ..passive()
+        };
+        let standing = judge(&Signals {
+            probe_rate: Some(1.0),
+            ..signals(&ejected)
+        });
+        assert_eq!(standing.state, BackendState::Ejected);
+        assert!(
+            standing
+                .reason
+                .ends_with("; probe rate 1.0/s: a probe that succeeds brings it back"),
+            "{}",
+            standing.reason
+        );
     }
 
     #[test]
