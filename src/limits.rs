@@ -214,6 +214,15 @@ pub const DEFAULT_ADAPTIVE_ERROR_STATUSES: [u16; 4] = [500, 502, 503, 504];
 /// times slower, and still several times slower than its peers once they queue its share.
 pub const OUTLIER_LATENCY_RATIO: f64 = 4.0;
 
+/// Such an outlier races again once its typical latency (that is, a probe's answer) is
+/// under this many times that median (internal). Apart from the entry bar so that a backend
+/// near it does not flap: each time back in, the race may queue several requests on it at
+/// once. Issue 16's phase B on the asyncio backends, where the peers' own queueing brought
+/// the 20× slower backend within 4× of them: with one bar it flapped, got 1 % of the
+/// requests instead of 0.5 %, and one second's p99 reached 502 ms. A recovered backend
+/// answers a probe in about its peers' time, far under either bar.
+pub const OUTLIER_EXIT_RATIO: f64 = 2.0;
+
 /// ...and whose typical latency is above this (internal): a request that lands on the
 /// slowest backend of a fast group (1 ms against 0.2 ms) is not a tail anyone notices, while
 /// taking the backend out of the race costs the group its share of the capacity.
