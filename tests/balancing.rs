@@ -158,8 +158,8 @@ fn single_slot(name: &'static str, service: Duration) -> Backend {
 
 #[test]
 fn adaptive_gives_a_much_slower_backend_probes_not_traffic() {
-    // Issue 16, phase B, in small: three single-slot backends, one 20 times slower. In the
-    // cost race, the slow backend won
+    // Issue 16, phase B, in small: three single-slot backends, one 20 times slower, and
+    // nothing configured but `strategy: adaptive`. In the cost race, the slow backend won
     // every pick in which the others were busy enough, and each of those requests waited
     // 100 ms; now, once its typical latency is known, it leaves the race and gets probes.
     let fast = [
@@ -167,13 +167,9 @@ fn adaptive_gives_a_much_slower_backend_probes_not_traffic() {
         single_slot("b", Duration::from_millis(5)),
     ];
     let slow = single_slot("slow", Duration::from_millis(100));
-    // With the default 10 s latency memory, the cost race alone keeps the slow backend
-    // away for longer than this test runs (its one slow answer takes that long to fade); a
-    // 1 s memory lets the race try it again every second or so, as bursts of load do over a
-    // longer run, and shows the outlier rule holding it to probes.
     let server = proxy_with(
         &[("a", &fast[0], 1), ("b", &fast[1], 1), ("slow", &slow, 1)],
-        "  strategy: adaptive\n  ewma_decay_ms: 1000\n",
+        "  strategy: adaptive\n",
     );
     let addr = server.addr;
     let run = Duration::from_secs(4);

@@ -1,7 +1,7 @@
 //! The decaying share of a backend's recent requests that failed, for the adaptive cost. Kept
 //! apart from the latency estimate: a failure used to be recorded there as a 1 s latency
-//! sample, and the peak EWMA, which takes a slow sample at once and lets it go with a 10 s
-//! time constant, then held a backend that had failed for a moment at 1 s for most of a
+//! sample, and the peak EWMA, which takes a slow sample at once and let it go with a 10 s
+//! time constant then, held a backend that had failed for a moment at 1 s for most of a
 //! minute (issue 16, phase D: the healed backend got 10 % of the traffic instead of a third).
 //!
 //! The rate is a time-weighted EWMA of outcomes (1 for a failure, 0 for a success) with its

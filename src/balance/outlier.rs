@@ -17,8 +17,15 @@ use std::time::{Duration, Instant};
 /// When a typical latency makes a backend an outlier.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct OutlierRule {
-    /// Outlier above this many times the median of the other backends' typical latencies.
+    /// A backend in the race becomes an outlier above this many times the median of what
+    /// the others are expected to cost.
     pub ratio: f64,
+    /// An outlier stays one until it is under this many times that median: apart from the
+    /// entry bar, so that a backend near it does not flap in and out. Each time in, the race
+    /// may queue several requests on it at once, which is the tail the rule is there to
+    /// avoid (issue 16's phase B on the asyncio backends: the peers' queueing brought the
+    /// 20× slower backend within 4× of them, and one second's p99 reached 502 ms).
+    pub exit_ratio: f64,
     /// ...and above this, so that tiny latencies (0.2 ms against 0.04 ms) never count.
     pub floor: Duration,
 }
@@ -50,6 +57,9 @@ pub struct Racer {
     /// backend recovered from being slow just as another began to fail, the slow one
     /// waited for its next probe while the last healthy backend drowned).
     pub expected_ns: f64,
+    /// Whether it is an outlier already (kept out of the race by the last verdict), which
+    /// sets the bar it is judged by: `exit_ratio` rather than `ratio`.
+    pub is_out: bool,
 }
 
 /// The verdict on each of `racers` (the backends in the race), in order. With fewer than
@@ -71,7 +81,12 @@ pub fn judge(racers: &[Racer], rule: OutlierRule) -> Vec<Option<Outlier>> {
             continue;
         }
         let median_ns = median_without(&sorted, racer.expected_ns);
-        if latency_ns > rule.ratio * median_ns {
+        let ratio = if racer.is_out {
+            rule.exit_ratio
+        } else {
+            rule.ratio
+        };
+        if latency_ns > ratio * median_ns {
             verdicts[i] = Some(Outlier {
                 latency_ns,
                 median_ns,
@@ -189,6 +204,7 @@ mod tests {
     const MS: f64 = 1_000_000.0;
     const RULE: OutlierRule = OutlierRule {
         ratio: 4.0,
+        exit_ratio: 2.0,
         floor: Duration::from_millis(20),
     };
     const PROBES: ProbeRule = ProbeRule {
@@ -203,6 +219,7 @@ mod tests {
             .map(|l| Racer {
                 latency_ns: l * MS,
                 expected_ns: l * MS,
+                is_out: false,
             })
             .collect()
     }
@@ -230,6 +247,18 @@ mod tests {
             outliers(&[5.0, 5.0, 5.0, 90.0, 100.0]),
             [false, false, false, true, true]
         );
+    }
+
+    #[test]
+    fn an_outlier_stays_out_until_it_is_under_the_lower_exit_bar() {
+        // 3× its peers: not enough to leave the race, not enough to come back to it.
+        let mut group = racers(&[10.0, 10.0, 30.0]);
+        assert!(judge(&group, RULE).iter().all(Option::is_none));
+        group[2].is_out = true;
+        assert!(judge(&group, RULE)[2].is_some());
+        group[2].latency_ns = 19.0 * MS;
+        group[2].expected_ns = 19.0 * MS;
+        assert!(judge(&group, RULE)[2].is_none(), "under 2×");
     }
 
     #[test]

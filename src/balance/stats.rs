@@ -3,7 +3,7 @@
 //! and when the backend (re)joined, for slow start. Survives a reload together with the
 //! backend's pool and health.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -51,6 +51,8 @@ pub struct BackendStats {
     errors: AtomicU64,
     estimates: Mutex<Estimates>,
     probe: Mutex<ProbeAllowance>,
+    /// Kept out of an adaptive group's race by the outlier rule's last verdict.
+    outlier: AtomicBool,
     joined: Mutex<Instant>,
     settings: BalanceSettings,
 }
@@ -68,6 +70,7 @@ impl BackendStats {
                 failures: FailureRate::new(settings.failure_decay, now),
             }),
             probe: Mutex::new(ProbeAllowance::new()),
+            outlier: AtomicBool::new(false),
             joined: Mutex::new(now),
             settings,
         }
@@ -155,6 +158,16 @@ impl BackendStats {
     /// The typical latency (the plain average, moved only by samples), in nanoseconds.
     pub fn typical_latency_ns(&self) -> f64 {
         self.estimates().typical.value_ns()
+    }
+
+    /// Whether the outlier rule's last verdict keeps it out of the race.
+    pub fn is_outlier(&self) -> bool {
+        self.outlier.load(Ordering::Relaxed)
+    }
+
+    /// Record the outlier rule's verdict.
+    pub fn set_outlier(&self, outlier: bool) {
+        self.outlier.store(outlier, Ordering::Relaxed);
     }
 
     fn probe(&self) -> std::sync::MutexGuard<'_, ProbeAllowance> {

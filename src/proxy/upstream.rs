@@ -26,7 +26,8 @@ use crate::balance::strategy::{
 pub use crate::config::{BackendSettings, GroupPolicy};
 use crate::config::{CheckSettings, UpstreamConfig};
 use crate::limits::{
-    OUTLIER_LATENCY_FLOOR, OUTLIER_LATENCY_RATIO, PROBE_EVERY_PICKS, PROBE_INTERVAL,
+    OUTLIER_EXIT_RATIO, OUTLIER_LATENCY_FLOOR, OUTLIER_LATENCY_RATIO, PROBE_EVERY_PICKS,
+    PROBE_INTERVAL,
 };
 
 #[derive(Debug)]
@@ -127,6 +128,7 @@ impl Backend {
         Racer {
             latency_ns,
             expected_ns: latency_ns + self.stats.failure_rate(now) * penalty_ns,
+            is_out: self.stats.is_outlier(),
         }
     }
 
@@ -161,6 +163,7 @@ impl Backend {
 /// The latency-outlier rule of adaptive groups (`balance/outlier.rs`).
 const OUTLIER_RULE: OutlierRule = OutlierRule {
     ratio: OUTLIER_LATENCY_RATIO,
+    exit_ratio: OUTLIER_EXIT_RATIO,
     floor: OUTLIER_LATENCY_FLOOR,
 };
 
@@ -529,6 +532,11 @@ impl Upstream {
             .map(|c| self.backends[c.index].racer(now))
             .collect();
         let verdicts = outlier::judge(&racers, OUTLIER_RULE);
+        for (candidate, verdict) in candidates.iter().zip(&verdicts) {
+            self.backends[candidate.index]
+                .stats
+                .set_outlier(verdict.is_some());
+        }
         let mut probed: Vec<usize> = candidates
             .iter()
             .zip(&verdicts)
@@ -1142,8 +1150,18 @@ mod tests {
         let (group, t0) = adaptive_group(3);
         let start = make_an_outlier(&group, 0, t0);
         assert_eq!(group.standings(start)[0].state, BackendState::Probing);
+        // A pick records the verdict (and spends the fresh allowance on a probe, abandoned).
+        let probe = group.pick(start, &[], |_| 0);
+        assert_eq!(
+            probe,
+            Pick::Backend {
+                index: 0,
+                via: Via::Probe
+            }
+        );
+        drop(group.begin(0, Via::Probe, start));
         let mut now = start;
-        for _ in 0..5 {
+        for _ in 0..20 {
             now += Duration::from_millis(5);
             group.backends[2]
                 .stats
