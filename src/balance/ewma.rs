@@ -11,6 +11,14 @@
 
 use std::time::{Duration, Instant};
 
+/// `exp(−Δt/τ)` for the `Δt` from `stamp` to `now` (zero if `now` is earlier): how much a
+/// value recorded at `stamp` still weighs at `now`. Every time-weighted average of the
+/// balancer decays with it.
+pub(super) fn decay_weight(stamp: Instant, now: Instant, tau_ns: f64) -> f64 {
+    let elapsed = now.saturating_duration_since(stamp).as_nanos() as f64;
+    (-elapsed / tau_ns).exp()
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct PeakEwma {
     estimate_ns: f64,
@@ -30,8 +38,7 @@ impl PeakEwma {
 
     /// Weight of the old estimate after `now - stamp` has passed.
     fn weight(&self, now: Instant) -> f64 {
-        let elapsed = now.saturating_duration_since(self.stamp).as_nanos() as f64;
-        (-elapsed / self.tau_ns).exp()
+        decay_weight(self.stamp, now, self.tau_ns)
     }
 
     /// Record a latency sample taken at `now`. A sample above the stored estimate replaces it
@@ -100,8 +107,7 @@ impl MeanEwma {
     /// `value·w + sample·(1 − w)`, `w = exp(−Δt/τ)`. Sparse samples weigh much (a backend
     /// that gets a request a second is judged by its last few), dense ones little.
     pub fn observe(&mut self, sample: Duration, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.stamp).as_nanos() as f64;
-        let w = (-elapsed / self.tau_ns).exp();
+        let w = decay_weight(self.stamp, now, self.tau_ns);
         self.value_ns = self.value_ns * w + sample.as_nanos() as f64 * (1.0 - w);
         self.stamp = now;
     }

@@ -17,6 +17,8 @@
 
 use std::time::{Duration, Instant};
 
+use super::ewma::decay_weight;
+
 #[derive(Debug, Clone, Copy)]
 pub struct FailureRate {
     rate: f64,
@@ -36,8 +38,7 @@ impl FailureRate {
 
     /// Weight of the stored rate after `now - stamp` has passed.
     fn weight(&self, now: Instant) -> f64 {
-        let elapsed = now.saturating_duration_since(self.stamp).as_nanos() as f64;
-        (-elapsed / self.tau_ns).exp()
+        decay_weight(self.stamp, now, self.tau_ns)
     }
 
     /// Record the outcome of one request, finished at `now`. The time since the previous
