@@ -26,7 +26,11 @@ Two views of where requests went, both per phase:
 """
 
 import json
+import os
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import ideal_dispatch  # noqa: E402  (a sibling script, not an installed module)
 
 LABELS = {
     "sentinel-adaptive": "Sentinel `adaptive`, defaults",
@@ -466,6 +470,15 @@ def main():
                 r = ratio(a99, rr_a99)
                 cells.append(f"{times(r)} {mark(r is not None and r <= TARGETS['vs_rr'])}")
             w(f"| {LABELS.get(s, s)} | " + " | ".join(cells) + " |")
+        w("")
+        # The floor under B: what perfect dispatch with no proxy overhead would give (one FIFO
+        # queue before the healthy backends); see bench/ideal_dispatch.py.
+        per_request = service + (float(facts.get("overhead_ms", 0)) if kind == "asyncio" else 0.0)
+        floor_a, floor_b, floor_ratio = ideal_dispatch.floors(rate, per_request, int(facts.get("seed", 1) or 1))
+        w(f"Floor under **B p99 / A p99** at this rate (Poisson arrivals, simulated): **{floor_ratio:.2f}×** (A {floor_a:.1f} ms, B "
+          f"{floor_b:.1f} ms): a shared FIFO queue in front of the healthy backends at {per_request:g} ms per "
+          f"request, no proxy overhead, the slow backend given nothing. No balancer can go below it; the target "
+          f"of {TARGETS['slow']:g}× lies under it whenever the floor is above {TARGETS['slow']:g}×.")
         w("")
 
     # ---- setup
