@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 use super::exchange::RELAY_BUFFER_BYTES;
 pub use super::exchange::{Client, Destination, ForwardError, Outcome, UpstreamError};
@@ -444,25 +444,8 @@ async fn send_staged(
     let sent = write_all_with_progress(upstream, &mut &out[..], send_timeout).await;
     out.clear();
     sent.map_err(send_error)?;
-    push_out_tls_records(upstream, send_timeout)
-        .await
-        .map_err(send_error)
-}
-
-/// Over TLS a write is taken once rustls has it, and when the socket was full the last
-/// records wait inside rustls for the next write: after the end of a request there is none,
-/// and the backend would wait for bytes we count as sent. A plain socket holds nothing back.
-async fn push_out_tls_records(
-    upstream: &mut UpstreamStream,
-    send_timeout: Duration,
-) -> io::Result<()> {
-    if upstream.as_plain_tcp().is_some() {
-        return Ok(());
-    }
-    match tokio::time::timeout(send_timeout, upstream.flush()).await {
-        Ok(flushed) => flushed,
-        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
-    }
+    // After the end of a request no later write would push out what rustls still holds.
+    upstream.push_out(send_timeout).await.map_err(send_error)
 }
 
 /// Why sending the request failed: the backend took nothing for the send timeout, or the

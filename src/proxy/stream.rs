@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
@@ -82,6 +84,20 @@ impl UpstreamStream {
         match self {
             UpstreamStream::Plain(tcp) => tcp,
             UpstreamStream::Tls(tls) => tls.get_ref().0,
+        }
+    }
+
+    /// Hand whatever rustls still holds to the kernel, waiting at most `wait` for room. A
+    /// write over TLS is done once rustls has the bytes: when the socket was full, the last
+    /// records wait inside rustls for the next write, and at the end of a request there is
+    /// none. A plain socket holds nothing back, and costs nothing here.
+    pub async fn push_out(&mut self, wait: Duration) -> io::Result<()> {
+        let UpstreamStream::Tls(tls) = self else {
+            return Ok(());
+        };
+        match tokio::time::timeout(wait, tls.flush()).await {
+            Ok(flushed) => flushed,
+            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
         }
     }
 
@@ -180,5 +196,98 @@ impl AsyncWrite for UpstreamStream {
             UpstreamStream::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
             UpstreamStream::Tls(tls) => Pin::new(tls.as_mut()).poll_shutdown(cx),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+    use tokio_rustls::TlsAcceptor;
+
+    use super::*;
+    use crate::config::TlsRoots;
+    use crate::proxy::tls::GroupTls;
+
+    /// A TLS server on loopback with a self-signed certificate for 127.0.0.1, and a target
+    /// that trusts it.
+    async fn tls_server() -> (TcpListener, TlsAcceptor, TlsTarget) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+        let certificate = params.self_signed(&key).unwrap();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![certificate.der().clone()],
+                rustls_pki_types::PrivatePkcs8KeyDer::from(key.serialize_der()).into(),
+            )
+            .unwrap();
+        let roots = TlsRoots::File {
+            path: "test.pem".into(),
+            certificates: Arc::from(vec![certificate.der().clone()]),
+        };
+        let group = GroupTls::carried_over(&roots, None, "test");
+        let ip = std::net::IpAddr::from([127, 0, 0, 1]);
+        let target = TlsTarget::new(&group, rustls_pki_types::ServerName::from(ip));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        (listener, TlsAcceptor::from(Arc::new(config)), target)
+    }
+
+    #[tokio::test]
+    async fn push_out_returns_once_the_kernel_has_every_record_rustls_held() {
+        let (listener, acceptor, target) = tls_server().await;
+        let addr = listener.local_addr().unwrap();
+        let address = addr.to_string();
+        let accept = async {
+            let (tcp, _) = listener.accept().await.unwrap();
+            acceptor.accept(tcp).await.unwrap()
+        };
+        let (client, server) = tokio::join!(connect(&address, Some(addr), Some(&target)), accept);
+        let mut client = client.unwrap();
+        let mut server = server;
+        let UpstreamStream::Tls(tls) = &mut client else {
+            panic!("not TLS");
+        };
+        // With no limit rustls takes any write at once, whatever the socket can take: far
+        // more than a loopback socket buffers while its peer reads nothing.
+        tls.get_mut().1.set_buffer_limit(None);
+        let sent = vec![7u8; 48 * 1024 * 1024];
+        assert_eq!(
+            client.write(&sent).await.unwrap(),
+            sent.len(),
+            "all taken by rustls"
+        );
+        let stuck = client.push_out(Duration::from_millis(100)).await;
+        assert_eq!(
+            stuck.map_err(|e| e.kind()),
+            Err(io::ErrorKind::TimedOut),
+            "the peer reads nothing: the records cannot all have left"
+        );
+        let reader = tokio::spawn(async move {
+            let mut received = 0;
+            let mut chunk = vec![0u8; 256 * 1024];
+            while received < sent.len() {
+                let n = server.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "closed after {received} bytes");
+                received += n;
+            }
+            received
+        });
+        client.push_out(Duration::from_secs(30)).await.unwrap();
+        assert_eq!(reader.await.unwrap(), 48 * 1024 * 1024);
+    }
+
+    #[tokio::test]
+    async fn push_out_on_a_plain_socket_is_free() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut client = connect(&addr.to_string(), Some(addr), None).await.unwrap();
+        assert!(client.as_plain_tcp().is_some());
+        client.push_out(Duration::ZERO).await.unwrap();
     }
 }

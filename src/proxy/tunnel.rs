@@ -76,12 +76,8 @@ pub(super) async fn tunnel<S: Transport>(
         {
             return outcome;
         }
-        // Over TLS the last records may wait in rustls for a write that the client may
-        // never make before it hears back.
-        if !matches!(
-            tokio::time::timeout(idle_timeout, upstream.flush()).await,
-            Ok(Ok(()))
-        ) {
+        // The client may wait to hear back before it sends more.
+        if upstream.push_out(idle_timeout).await.is_err() {
             return outcome;
         }
         client.read_buf.clear();
