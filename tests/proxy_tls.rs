@@ -463,6 +463,19 @@ fn a_reload_keeps_the_tls_configuration_and_pool_only_while_nothing_tls_changed(
 }
 
 #[test]
+fn the_tls_backends_example_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/examples/tls-backends.yaml");
+    let config = Config::load(&path, None).unwrap_or_else(|e| panic!("{e}"));
+    let proxy = config.proxy.expect("proxy");
+    let backends = &proxy.upstreams[0].backends;
+    assert!(backends.iter().all(|b| b.tls.is_some()));
+    assert_eq!(
+        proxy.upstreams[0].tls_roots,
+        sentinel::config::TlsRoots::System
+    );
+}
+
+#[test]
 fn check_refuses_a_missing_or_garbage_ca_file_and_a_name_without_tls() {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new("check CA");
