@@ -13,6 +13,7 @@ use crate::http::error::{BodyError, ParseError};
 use crate::http::response::{Response, StatusCode};
 use crate::pages::error_response;
 use crate::proxy::exchange::{ForwardError, UpstreamError};
+use crate::proxy::stream::ConnectError;
 use crate::static_files::{PathError, StaticError};
 
 /// Why a request gets an error response.
@@ -235,7 +236,13 @@ fn is_missing_or_denied(error: &io::Error) -> bool {
 fn forward_status(error: &ForwardError) -> StatusCode {
     match error {
         ForwardError::Saturated => StatusCode::SERVICE_UNAVAILABLE,
-        ForwardError::NoBackend { .. } => StatusCode::BAD_GATEWAY,
+        // However the last backend failed to connect (refused, timed out, its TLS
+        // certificate refused): the gateway found no one to ask, which is a 502 as nginx
+        // gives for an upstream handshake failure, not a 503 that would promise a retry.
+        ForwardError::NoBackend {
+            last: None | Some(ConnectError::Tcp(_) | ConnectError::TimedOut | ConnectError::Tls(_)),
+            ..
+        } => StatusCode::BAD_GATEWAY,
         ForwardError::Upstream(UpstreamError::Timeout | UpstreamError::SendTimeout) => {
             StatusCode::GATEWAY_TIMEOUT
         }
@@ -314,7 +321,10 @@ mod tests {
         );
         assert_eq!(upstream(UpstreamError::Timeout).blame(), Blame::Upstream);
         assert_eq!(
-            status(Fault::Forward(ForwardError::NoBackend { tried: 3 })),
+            status(Fault::Forward(ForwardError::NoBackend {
+                tried: 3,
+                last: None
+            })),
             502
         );
         let saturated = Fault::Forward(ForwardError::Saturated);
@@ -324,6 +334,26 @@ mod tests {
             .headers
             .iter()
             .any(|(name, _)| *name == "Retry-After"));
+    }
+
+    #[test]
+    fn a_refused_backend_certificate_is_a_502_blamed_on_the_upstream_with_its_reason() {
+        let refused =
+            crate::proxy::tls::TlsFailure::Certificate(rustls::CertificateError::NotValidForName);
+        let fault = Fault::Forward(ForwardError::NoBackend {
+            tried: 2,
+            last: Some(ConnectError::Tls(refused)),
+        });
+        assert_eq!((status_of(&fault), fault.blame()), (502, Blame::Upstream));
+        assert_eq!(
+            fault.to_string(),
+            "proxy: no backend could take the request (tried 2); last: TLS certificate \
+             refused: NotValidForName"
+        );
+    }
+
+    fn status_of(fault: &Fault) -> u16 {
+        fault.status().as_u16()
     }
 
     #[test]

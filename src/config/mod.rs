@@ -5,10 +5,12 @@
 mod locate;
 mod proxy;
 mod raw;
+mod tls;
 mod upstream;
 mod yaml;
 
 pub use proxy::{BackendConfig, ProxyConfig, RouteConfig, RouteTarget, DEFAULT_UPSTREAM};
+pub use tls::{BackendTls, TlsRoots};
 pub use upstream::{
     BackendSettings, BreakerSettings, CheckSettings, GroupPolicy, HealthSettings,
     RetryBudgetSettings, UpstreamConfig,

@@ -7,6 +7,7 @@ use std::net::Ipv6Addr;
 use std::time::Duration;
 
 use super::raw::{RawBackend, RawHealthCheck, RawProxy, RawRoute, RawStrategy};
+use super::tls::{BackendTls, TlsRoots};
 use super::upstream::{
     BackendSettings, BreakerSettings, CheckSettings, GroupPolicy, HealthSettings,
     RetryBudgetSettings, UpstreamConfig,
@@ -40,6 +41,8 @@ pub struct BackendConfig {
     /// `host:port`; resolved when connecting.
     pub address: String,
     pub weight: u32,
+    /// `None`: plain HTTP.
+    pub tls: Option<BackendTls>,
 }
 
 impl ProxyConfig {
@@ -193,10 +196,16 @@ impl Validator<'_> {
         };
 
         let backends = self.backends("proxy.backends", &raw.backends);
+        let default_roots = self.tls_roots(
+            "proxy.tls_ca_file",
+            raw.tls_ca_file.as_deref(),
+            &TlsRoots::System,
+        );
         let mut upstreams = vec![UpstreamConfig {
             name: DEFAULT_UPSTREAM.to_string(),
             backends,
             settings,
+            tls_roots: default_roots.clone(),
             checks: default_checks.clone(),
             strategy: default_strategy.clone(),
             policy: policy_for(&default_strategy),
@@ -274,10 +283,16 @@ impl Validator<'_> {
                 Some(check) => Some(self.health_check(&format!("{key}.health_check"), check)),
                 None => default_checks.clone(),
             };
+            let tls_roots = self.tls_roots(
+                &format!("{key}.tls_ca_file"),
+                group.tls_ca_file.as_deref(),
+                &default_roots,
+            );
             upstreams.push(UpstreamConfig {
                 name: name.clone(),
                 backends,
                 settings,
+                tls_roots,
                 checks,
                 policy: policy_for(&strategy),
                 strategy,
@@ -390,6 +405,7 @@ impl Validator<'_> {
                 name: backend.name.clone(),
                 address: backend.address.clone(),
                 weight: backend.weight,
+                tls: self.backend_tls(&entry, backend),
             });
         }
         backends

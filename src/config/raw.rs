@@ -293,6 +293,9 @@ pub(super) struct RawProxy {
     pub backend_header: Option<String>,
     /// Active health checks for every group without its own; off by default.
     pub health_check: Option<RawHealthCheck>,
+    /// CA certificates (PEM) that TLS backends of every group without its own are verified
+    /// against, instead of the system's trust store.
+    pub tls_ca_file: Option<String>,
 }
 
 /// A mapping of names in which a name given twice is an error, as YAML says it is: serde's
@@ -448,6 +451,7 @@ pub(super) struct RawUpstream {
     pub read_timeout_ms: Option<u64>,
     pub tunnel_idle_timeout_ms: Option<u64>,
     pub pass_host: Option<bool>,
+    pub tls_ca_file: Option<String>,
 }
 
 fn default_true() -> bool {
@@ -505,6 +509,11 @@ pub(super) struct RawBackend {
     pub address: String,
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// Speak TLS to this backend.
+    #[serde(default)]
+    pub tls: bool,
+    /// The name its certificate must carry; by default the host of `address`.
+    pub tls_server_name: Option<String>,
 }
 
 fn default_weight() -> u32 {

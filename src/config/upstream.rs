@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::BackendConfig;
+use super::{BackendConfig, TlsRoots};
 use crate::balance::stats::BalanceSettings;
 use crate::balance::strategy::Strategy;
 
@@ -15,6 +15,8 @@ pub struct UpstreamConfig {
     pub name: String,
     pub backends: Vec<BackendConfig>,
     pub settings: BackendSettings,
+    /// What its TLS backends are verified against (`tls_ca_file`).
+    pub tls_roots: TlsRoots,
     /// Active health checks, when the group has them.
     pub checks: Option<CheckSettings>,
     pub strategy: Strategy,

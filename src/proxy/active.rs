@@ -1,7 +1,9 @@
 //! Active health checks: one task per backend probes `GET path` at an interval (with jitter)
 //! and marks the backend down after `fall` failed probes in a row and up again after `rise`
 //! good ones. The task holds only a weak reference to the backend's check state, so it ends
-//! by itself once no snapshot refers to the backend any more (removed by a reload).
+//! by itself once no snapshot refers to the backend any more (removed by a reload). A TLS
+//! backend is probed over TLS, its certificate verified as for requests: a backend whose
+//! certificate is refused cannot serve, so it is down.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -11,6 +13,8 @@ use std::time::Instant;
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::stream::{self, ConnectError};
+use super::tls::TlsTarget;
 use crate::balance::rng::with_thread_rng;
 use crate::balance::stats::BackendStats;
 pub use crate::config::CheckSettings;
@@ -29,7 +33,7 @@ const PROBE_HEAD_LIMITS: ResponseLimits = ResponseLimits {
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
     #[error("connect: {0}")]
-    Connect(io::Error),
+    Connect(ConnectError),
     #[error("cannot write the probe request: {0}")]
     Request(RequestHeadError),
     #[error("send: {0}")]
@@ -152,6 +156,7 @@ pub fn start(
     stats: &Arc<BackendStats>,
     name: &Arc<str>,
     address: &str,
+    tls: Option<&TlsTarget>,
 ) {
     if active.running.swap(true, Ordering::AcqRel) {
         return;
@@ -163,6 +168,7 @@ pub fn start(
         stats,
         Arc::clone(name),
         address.to_string(),
+        tls.cloned(),
     ));
 }
 
@@ -171,6 +177,7 @@ async fn probe_loop(
     stats: Weak<BackendStats>,
     name: Arc<str>,
     address: String,
+    tls: Option<TlsTarget>,
 ) {
     loop {
         let Some(settings) = state.upgrade().map(|s| s.settings.clone()) else {
@@ -179,7 +186,7 @@ async fn probe_loop(
         };
         let jitter = with_thread_rng(|rng| settings.jitter.mul_f64(rng.unit()));
         tokio::time::sleep(settings.interval + jitter).await;
-        let outcome = probe(&address, &settings).await;
+        let outcome = probe(&address, tls.as_ref(), &settings).await;
         let Some(active) = state.upgrade() else {
             return;
         };
@@ -203,8 +210,13 @@ async fn probe_loop(
     }
 }
 
-/// One probe: `Ok` when the expected status came back within the timeout.
-async fn probe(address: &str, settings: &CheckSettings) -> Result<(), ProbeError> {
+/// One probe: `Ok` when the expected status came back within the timeout (which covers the
+/// TLS handshake too).
+async fn probe(
+    address: &str,
+    tls: Option<&TlsTarget>,
+    settings: &CheckSettings,
+) -> Result<(), ProbeError> {
     let mut request = BytesMut::with_capacity(256);
     encode_originated_request_head(
         &mut request,
@@ -217,10 +229,12 @@ async fn probe(address: &str, settings: &CheckSettings) -> Result<(), ProbeError
     )
     .map_err(ProbeError::Request)?;
     let attempt = async {
-        let mut stream = tokio::net::TcpStream::connect(address)
+        let mut stream = stream::connect(address, address.parse().ok(), tls)
             .await
             .map_err(ProbeError::Connect)?;
         stream.write_all(&request).await.map_err(ProbeError::Send)?;
+        // Over TLS the request may still sit in rustls after the write.
+        stream.flush().await.map_err(ProbeError::Send)?;
         let mut buf = BytesMut::with_capacity(1024);
         loop {
             match parse_response(&buf, &PROBE_HEAD_LIMITS) {
@@ -292,7 +306,11 @@ mod tests {
     #[test]
     fn the_snapshot_counts_the_current_run_and_keeps_the_last_error() {
         let active = ActiveHealth::new(settings());
-        let refused = || Err(ProbeError::Connect(io::ErrorKind::ConnectionRefused.into()));
+        let refused = || {
+            Err(ProbeError::Connect(ConnectError::Tcp(
+                io::ErrorKind::ConnectionRefused.into(),
+            )))
+        };
         assert_eq!(active.record_probe(&refused()), None);
         assert_eq!(active.record_probe(&refused()), None);
         assert_eq!(active.record_probe(&refused()), Some(false));
@@ -338,7 +356,7 @@ mod tests {
             timeout: Duration::from_millis(300),
             ..settings()
         };
-        let outcome = probe(&address, &settings).await;
+        let outcome = probe(&address, None, &settings).await;
         if reply.is_some() {
             let request = server.await.unwrap();
             assert_eq!(
@@ -382,7 +400,7 @@ mod tests {
         let address = closed.local_addr().unwrap().to_string();
         drop(closed);
         assert!(matches!(
-            probe(&address, &settings()).await,
+            probe(&address, None, &settings()).await,
             Err(ProbeError::Connect(_))
         ));
     }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 
+use super::stream::ConnectError;
 use super::upstream::Upstream;
 use crate::buffer_pool;
 use crate::config::{ConnectionLimits, RouteConfig};
@@ -91,8 +92,16 @@ impl Outcome {
 pub enum ForwardError {
     #[error("every backend is at its concurrency cap")]
     Saturated,
-    #[error("no backend could take the request (tried {tried})")]
-    NoBackend { tried: usize },
+    #[error(
+        "no backend could take the request (tried {tried}){}",
+        LastFailure(last)
+    )]
+    NoBackend {
+        tried: usize,
+        /// Why the last backend tried could not be connected to, when that is how it
+        /// failed (a refused TLS certificate among them).
+        last: Option<ConnectError>,
+    },
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
     /// The client's request body was malformed or over a limit while it was being sent on.
@@ -124,4 +133,16 @@ pub enum UpstreamError {
     /// `101 Switching Protocols` to a request that asked for no upgrade (RFC 9110 §15.2.2).
     #[error("switched protocols although the request asked for no upgrade")]
     UnrequestedUpgrade,
+}
+
+/// `; last: <why>` after the `NoBackend` message when there is a why.
+struct LastFailure<'a>(&'a Option<ConnectError>);
+
+impl std::fmt::Display for LastFailure<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(error) => write!(f, "; last: {error}"),
+            None => Ok(()),
+        }
+    }
 }

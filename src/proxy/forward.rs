@@ -13,13 +13,13 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
 
 use super::exchange::RELAY_BUFFER_BYTES;
 pub use super::exchange::{Client, Destination, ForwardError, Outcome, UpstreamError};
 use super::headers::{encode_request_head, UpstreamRequest};
 use super::log_limit::admit_failure;
 use super::relay::relay_response;
+use super::stream::{ConnectError, UpstreamStream};
 use super::tunnel::tunnel;
 use super::upstream::{Attempt, Pick};
 use crate::balance::strategy::{hash_bytes, HashKey};
@@ -47,7 +47,7 @@ const MAX_ATTEMPTS: usize = 8;
 /// Why one attempt at one backend failed, which decides what happens next.
 enum AttemptError {
     /// No connection was made: nothing was sent, any request may go elsewhere.
-    Connect(io::Error),
+    Connect(ConnectError),
     /// The connection failed before any byte of a response: sending failed, or the
     /// backend closed or reset it.
     NoResponse(io::Error),
@@ -85,6 +85,8 @@ pub async fn forward<S: Transport>(
     let key_hash = |key: &HashKey| request_key_hash(key, head, peer, destination.target);
     // Named in the access log when every attempt failed.
     let mut last_tried: Option<Arc<str>> = None;
+    // Why the last attempt could not connect, when that is how it failed.
+    let mut last_connect: Option<ConnectError> = None;
     while tries < MAX_ATTEMPTS {
         // One clock read serves the first pick too: it is the common, only one.
         let now = if tries == 0 { arrived } else { Instant::now() };
@@ -124,12 +126,22 @@ pub async fn forward<S: Transport>(
         // A failed attempt may have consumed part of the request body: then the client
         // connection cannot carry another request.
         let persistence = Persistence::after_body(body.is_done());
+        last_connect = None;
         match error {
             AttemptError::Connect(error) => {
-                if let Some(suppressed) = admit_failure(&backend.address, "connect") {
-                    tracing::warn!(backend = %backend.name, address = %backend.address, %error, suppressed, "connect to backend failed");
+                let reason = error.reason();
+                if let Some(suppressed) = admit_failure(&backend.address, reason) {
+                    match &error {
+                        ConnectError::Tls(failure) => {
+                            tracing::warn!(backend = %backend.name, address = %backend.address, reason = %failure, suppressed, "TLS handshake with backend failed");
+                        }
+                        ConnectError::Tcp(_) | ConnectError::TimedOut => {
+                            tracing::warn!(backend = %backend.name, address = %backend.address, %error, suppressed, "connect to backend failed");
+                        }
+                    }
                 }
-                attempt.fail("connect", None);
+                attempt.fail(reason, None);
+                last_connect = Some(error);
             }
             AttemptError::NoResponse(error) => {
                 if let Some(suppressed) = admit_failure(&backend.address, "no response") {
@@ -190,7 +202,10 @@ pub async fn forward<S: Transport>(
         tracing::warn!(upstream = %upstream.name, tried = tries, suppressed, "no backend could take the request");
     }
     Outcome::Failed {
-        error: ForwardError::NoBackend { tried: tries },
+        error: ForwardError::NoBackend {
+            tried: tries,
+            last: last_connect,
+        },
         persistence: Persistence::after_body(body.is_done()),
         backend: last_tried,
     }
@@ -230,7 +245,7 @@ async fn exchange<S: Transport>(
     client: &mut Client<'_, S>,
     head: &RequestHead,
     body: &mut BodyDecoder,
-    mut upstream: TcpStream,
+    mut upstream: UpstreamStream,
     attempt: &Attempt<'_>,
     destination: &Destination<'_>,
     may_retry: bool,
@@ -256,9 +271,7 @@ async fn exchange<S: Transport>(
     );
     let send_timeout = route.send_timeout;
     if body.is_done() {
-        write_all_with_progress(&mut upstream, &mut &out[..], send_timeout)
-            .await
-            .map_err(send_error)?;
+        send_staged(&mut upstream, &mut out, send_timeout).await?;
     } else {
         send_body(client, head, body, &mut upstream, out, send_timeout).await?;
     }
@@ -287,7 +300,7 @@ async fn exchange<S: Transport>(
 async fn receive<S: Transport>(
     client: &mut Client<'_, S>,
     head: &RequestHead,
-    mut upstream: TcpStream,
+    mut upstream: UpstreamStream,
     upgrade: Option<&[u8]>,
     response_buf: &mut BytesMut,
     attempt: &Attempt<'_>,
@@ -365,7 +378,7 @@ async fn send_body<S: Transport>(
     client: &mut Client<'_, S>,
     head: &RequestHead,
     body: &mut BodyDecoder,
-    upstream: &mut TcpStream,
+    upstream: &mut UpstreamStream,
     mut out: BytesMut,
     send_timeout: Duration,
 ) -> Result<(), AttemptError> {
@@ -421,7 +434,7 @@ async fn send_body<S: Transport>(
 
 /// Send what is staged in `out` and empty it.
 async fn send_staged(
-    upstream: &mut TcpStream,
+    upstream: &mut UpstreamStream,
     out: &mut BytesMut,
     send_timeout: Duration,
 ) -> Result<(), AttemptError> {
@@ -430,7 +443,9 @@ async fn send_staged(
     }
     let sent = write_all_with_progress(upstream, &mut &out[..], send_timeout).await;
     out.clear();
-    sent.map_err(send_error)
+    sent.map_err(send_error)?;
+    // After the end of a request no later write would push out what rustls still holds.
+    upstream.push_out(send_timeout).await.map_err(send_error)
 }
 
 /// Why sending the request failed: the backend took nothing for the send timeout, or the
@@ -475,7 +490,7 @@ fn client_body_error(error: BodyError) -> AttemptError {
 /// comes from the relay-buffer pool once the backend's socket is readable when it has no
 /// room yet.
 async fn read_response_head(
-    upstream: &mut TcpStream,
+    upstream: &mut UpstreamStream,
     timer: &mut LazyTimer,
     buf: &mut BytesMut,
     limits: &ResponseLimits,

@@ -15,5 +15,7 @@ pub mod retry_budget;
 #[cfg(target_os = "linux")]
 mod splice;
 pub mod standing;
+pub mod stream;
+pub mod tls;
 mod tunnel;
 pub mod upstream;

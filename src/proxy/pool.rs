@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpStream;
+use super::stream::UpstreamStream;
 
 thread_local! {
     /// This thread's per-core worker index; `None` on every other thread.
@@ -55,7 +55,7 @@ struct Stack {
 
 #[derive(Debug)]
 struct Idle {
-    stream: TcpStream,
+    stream: UpstreamStream,
     since: Instant,
 }
 
@@ -119,24 +119,24 @@ impl Pool {
     }
 
     /// A live idle connection opened by this thread's runtime, if there is one.
-    pub fn take(&self) -> Option<TcpStream> {
+    pub fn take(&self) -> Option<UpstreamStream> {
         let stack = self.stack();
         let now = Instant::now();
         loop {
-            let idle = stack.idle().pop()?;
+            let mut idle = stack.idle().pop()?;
             if now.duration_since(idle.since) >= self.idle_timeout {
                 // Everything below is older still.
                 stack.idle().clear();
                 return None;
             }
-            if is_reusable(&idle.stream) {
+            if idle.stream.is_reusable() {
                 return Some(idle.stream);
             }
         }
     }
 
     /// Keep `stream` for reuse by this thread, unless its stack is full.
-    pub fn put(&self, stream: TcpStream) {
+    pub fn put(&self, stream: UpstreamStream) {
         let stack = self.stack();
         let now = Instant::now();
         let mut idle = stack.idle();
@@ -162,35 +162,20 @@ impl Pool {
     }
 }
 
-/// An idle connection is reusable only if it has nothing to read: EOF means the backend
-/// closed it, and bytes mean it sent something we never asked for. The reactor's readiness
-/// answers "nothing happened" without a system call, which is the common case; only a
-/// connection marked readable is probed. (A close racing with reuse is covered by the retry
-/// of stale pooled connections.)
-fn is_reusable(stream: &TcpStream) -> bool {
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    match stream.poll_read_ready(&mut cx) {
-        std::task::Poll::Pending => true,
-        std::task::Poll::Ready(Err(_)) => false,
-        std::task::Poll::Ready(Ok(())) => {
-            let mut probe = [0u8; 1];
-            matches!(stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::net::TcpListener;
+    use tokio::net::{TcpListener, TcpStream};
 
     /// `n` client ends of loopback connections (the server ends are kept open in `keep`).
-    async fn streams(n: usize, keep: &mut Vec<TcpStream>) -> Vec<TcpStream> {
+    async fn streams(n: usize, keep: &mut Vec<TcpStream>) -> Vec<UpstreamStream> {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let mut out = Vec::new();
         for _ in 0..n {
-            out.push(TcpStream::connect(addr).await.unwrap());
+            out.push(UpstreamStream::Plain(
+                TcpStream::connect(addr).await.unwrap(),
+            ));
             keep.push(listener.accept().await.unwrap().0);
         }
         out
@@ -350,11 +335,12 @@ mod tests {
                     runtime.block_on(async {
                         let stream = TcpStream::connect(addr).await.unwrap();
                         let local = stream.local_addr().unwrap();
-                        pool.put(stream);
+                        pool.put(UpstreamStream::Plain(stream));
                         put_tx.send(()).unwrap();
                         // Both have put theirs before either takes.
                         check_rx.lock().unwrap().recv().unwrap();
                         let again = pool.take().expect("this worker's own connection");
+                        let again = again.as_plain_tcp().expect("plain");
                         assert_eq!(again.local_addr().unwrap(), local);
                         assert!(pool.take().is_none(), "the other worker's stays put");
                     });

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
 
 use super::exchange::{Client, Destination, Outcome, RELAY_BUFFER_BYTES};
 use super::headers::encode_response_head;
 use super::log_limit::admit_failure;
+use super::stream::UpstreamStream;
 use super::upstream::Attempt;
 use crate::http::body::{BodyDecoder, BodyLimits, ChunkedDecoder, Step};
 use crate::http::date::with_http_date;
@@ -89,7 +89,7 @@ fn framings(method: Method, version: Version, response: &ParsedResponse) -> Fram
 pub(super) async fn relay_response<S: Transport>(
     client: &mut Client<'_, S>,
     head: &RequestHead,
-    mut upstream: TcpStream,
+    mut upstream: UpstreamStream,
     response: ParsedResponse,
     head_len: usize,
     buf: &mut BytesMut,
@@ -209,7 +209,7 @@ struct Relay<'c, 'a, S> {
 impl<S: Transport> Relay<'_, '_, S> {
     async fn body(
         &mut self,
-        upstream: &mut TcpStream,
+        upstream: &mut UpstreamStream,
         buf: &mut BytesMut,
         framing: DeclaredFraming,
         read_timeout: Duration,
@@ -250,10 +250,14 @@ impl<S: Transport> Relay<'_, '_, S> {
                 }
                 Step::NeedMore => buf.clear(),
             }
+            // Only a plain backend socket holds the body as it is: TLS records must be
+            // decrypted in user space, so those bodies are copied.
             #[cfg(target_os = "linux")]
-            if let Some(BodyDecoder::Length { remaining }) = decoder.as_mut() {
+            if let (Some(BodyDecoder::Length { remaining }), Some(socket)) =
+                (decoder.as_mut(), upstream.as_plain_tcp())
+            {
                 if !self.chunked && *remaining >= super::splice::MIN_BYTES {
-                    match self.splice_rest(upstream, *remaining, read_timeout).await {
+                    match self.splice_rest(socket, *remaining, read_timeout).await {
                         Ok(true) => {
                             *remaining = 0;
                             return self.finish().await;
@@ -290,7 +294,7 @@ impl<S: Transport> Relay<'_, '_, S> {
     #[cfg(target_os = "linux")]
     async fn splice_rest(
         &mut self,
-        upstream: &TcpStream,
+        upstream: &tokio::net::TcpStream,
         len: u64,
         read_timeout: Duration,
     ) -> Result<bool, RelayError> {

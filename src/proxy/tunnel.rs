@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::exchange::{Client, Outcome};
 use super::headers::encode_response_head;
+use super::stream::UpstreamStream;
 use super::upstream::Backend;
 use crate::http::date::with_http_date;
 use crate::http::persistence::Persistence;
@@ -31,7 +31,7 @@ const TUNNEL_BUFFER_BYTES: usize = 8 * 1024;
 /// connection is not reused afterwards, and the upstream one is closed.
 pub(super) async fn tunnel<S: Transport>(
     client: &mut Client<'_, S>,
-    mut upstream: TcpStream,
+    mut upstream: UpstreamStream,
     response: &ParsedResponse,
     response_head: &[u8],
     leftover: BytesMut,
@@ -74,6 +74,10 @@ pub(super) async fn tunnel<S: Transport>(
             .await
             .is_err()
         {
+            return outcome;
+        }
+        // The client may wait to hear back before it sends more.
+        if upstream.push_out(idle_timeout).await.is_err() {
             return outcome;
         }
         client.read_buf.clear();
@@ -180,6 +184,9 @@ where
             pending = pending.get(written..).unwrap_or_default();
             *copied += written as u64;
         }
+        // A TLS writer may hold the last records back until its next write, which only
+        // comes when the other side sends more; a socket flushes at once.
+        writer.flush().await?;
     }
 }
 

@@ -2,13 +2,10 @@
 //! connections, passive health, balancing statistics) and the choice of a backend for each
 //! request by the group's strategy, over the backends that are available.
 
-use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-use tokio::net::TcpStream;
 
 use super::active::{self, ActiveHealth};
 use super::breaker::{Admission, Breaker, BreakerState, BreakerTransition};
@@ -17,6 +14,8 @@ use super::log_limit::admit_failure;
 use super::pool::Pool;
 use super::retry_budget::RetryBudget;
 use super::standing::{self, Signals, Standing};
+use super::stream::{self, ConnectError, UpstreamStream};
+use super::tls::{GroupTls, TlsTarget};
 use crate::balance::outlier::{self, Outlier, OutlierRule, ProbeRule, Racer};
 use crate::balance::rng::with_thread_rng;
 use crate::balance::stats::{BackendStats, InFlight};
@@ -50,6 +49,8 @@ pub struct Backend {
     pub breaker: Arc<Breaker>,
     /// Active health checks, when the group has them.
     pub active: Option<Arc<ActiveHealth>>,
+    /// How its connections speak TLS; `None`: plain TCP.
+    pub tls: Option<TlsTarget>,
 }
 
 impl Backend {
@@ -66,7 +67,14 @@ impl Backend {
             stats: Arc::new(BackendStats::new(settings.balance, Instant::now())),
             breaker: Arc::new(Breaker::new(settings.breaker, Instant::now())),
             active: None,
+            tls: None,
         }
+    }
+
+    /// Speaking TLS as `tls` says (plain TCP when `None`).
+    pub fn with_tls(mut self, tls: Option<TlsTarget>) -> Backend {
+        self.tls = tls;
+        self
     }
 
     /// With active health checks under `checks` (none when `None`).
@@ -76,22 +84,33 @@ impl Backend {
     }
 
     /// This backend as the next config defines it, keeping `previous`'s idle connections
-    /// and health record when they describe the same place under the same settings.
+    /// and health record when they describe the same place under the same settings, spoken
+    /// to the same way (a pooled TLS connection was verified against the roots and name it
+    /// was made for, and a plain one is no TLS connection at all).
     pub fn carried_over(
         name: String,
         address: String,
         weight: u32,
         settings: BackendSettings,
         checks: Option<&CheckSettings>,
+        tls: Option<TlsTarget>,
         previous: &Backend,
     ) -> Backend {
-        let mut backend = Backend::new(name, address, weight, settings).with_checks(checks);
+        let mut backend = Backend::new(name, address, weight, settings)
+            .with_checks(checks)
+            .with_tls(tls);
+        let same_place = previous.address == backend.address
+            && match (&previous.tls, &backend.tls) {
+                (None, None) => true,
+                (Some(old), Some(new)) => old.is_same(new),
+                _ => false,
+            };
         if let (Some(old), Some(checks)) = (&previous.active, checks) {
-            if previous.address == backend.address && old.settings() == checks {
+            if same_place && old.settings() == checks {
                 backend.active = Some(Arc::clone(old));
             }
         }
-        if previous.address == backend.address && previous.settings == settings {
+        if same_place && previous.settings == settings {
             backend.pool = Arc::clone(&previous.pool);
             backend.health = Arc::clone(&previous.health);
             backend.stats = Arc::clone(&previous.stats);
@@ -137,19 +156,12 @@ impl Backend {
         Arc::ptr_eq(&self.health, &other.health)
     }
 
-    /// A new connection, within `wait` (resolution included).
-    pub async fn connect(&self, wait: Duration) -> io::Result<TcpStream> {
-        let attempt = async {
-            let stream = match self.literal {
-                Some(addr) => TcpStream::connect(addr).await?,
-                None => TcpStream::connect(self.address.as_str()).await?,
-            };
-            stream.set_nodelay(true)?;
-            Ok(stream)
-        };
+    /// A new connection, within `wait` (resolution and the TLS handshake included).
+    pub async fn connect(&self, wait: Duration) -> Result<UpstreamStream, ConnectError> {
+        let attempt = stream::connect(&self.address, self.literal, self.tls.as_ref());
         match tokio::time::timeout(wait, attempt).await {
             Ok(result) => result,
-            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
+            Err(_) => Err(ConnectError::TimedOut),
         }
     }
 
@@ -337,7 +349,13 @@ fn log_breaker(backend: &Backend, transition: Option<BreakerTransition>) {
 pub fn start_health_checks(upstreams: &[Arc<Upstream>]) {
     for backend in upstreams.iter().flat_map(|u| u.backends.iter()) {
         if let Some(checks) = &backend.active {
-            active::start(checks, &backend.stats, &backend.name, &backend.address);
+            active::start(
+                checks,
+                &backend.stats,
+                &backend.name,
+                &backend.address,
+                backend.tls.as_ref(),
+            );
         }
     }
 }
@@ -350,6 +368,8 @@ pub struct Upstream {
     pub strategy: Strategy,
     pub policy: GroupPolicy,
     pub retry_budget: RetryBudget,
+    /// The client configuration of its TLS backends, when it has any.
+    pub tls: Option<Arc<GroupTls>>,
     cursor: AtomicUsize,
     /// Smooth weighted round-robin's running weights, one per backend.
     swrr: Mutex<Vec<f64>>,
@@ -369,6 +389,7 @@ impl Upstream {
             strategy,
             retry_budget: RetryBudget::new(policy.retry_budget, Instant::now()),
             policy,
+            tls: None,
             cursor: AtomicUsize::new(0),
             swrr,
         }
@@ -377,34 +398,51 @@ impl Upstream {
     /// The group `config` describes. A backend whose address is anywhere in `previous` (the
     /// running snapshot's groups) is the same backend, whatever group or name it now has: it
     /// keeps its idle connections, health, statistics and breaker when its settings did not
-    /// change, and its active checks when theirs did not.
+    /// change, and its active checks when theirs did not. The group's TLS client
+    /// configuration, built only when a backend speaks TLS, is the previous group's of the
+    /// same name while its roots are the same, so resumable sessions survive the reload.
     pub fn build(config: &UpstreamConfig, previous: &[Arc<Upstream>]) -> Upstream {
+        let group_tls = config.backends.iter().any(|b| b.tls.is_some()).then(|| {
+            let previous_tls = previous
+                .iter()
+                .find(|u| u.name == config.name)
+                .and_then(|u| u.tls.as_ref());
+            GroupTls::carried_over(&config.tls_roots, previous_tls, &config.name)
+        });
         let backends = config
             .backends
             .iter()
             .map(|b| {
                 let (name, address) = (b.name.clone(), b.address.clone());
+                let tls = b
+                    .tls
+                    .as_ref()
+                    .zip(group_tls.as_ref())
+                    .map(|(tls, group)| TlsTarget::new(group, tls.server_name.clone()));
                 let same = previous
                     .iter()
                     .flat_map(|u| u.backends.iter())
                     .find(|old| old.address == b.address);
                 let checks = config.checks.as_ref();
+                let settings = config.settings;
                 Arc::new(match same {
                     Some(old) => {
-                        Backend::carried_over(name, address, b.weight, config.settings, checks, old)
+                        Backend::carried_over(name, address, b.weight, settings, checks, tls, old)
                     }
-                    None => {
-                        Backend::new(name, address, b.weight, config.settings).with_checks(checks)
-                    }
+                    None => Backend::new(name, address, b.weight, settings)
+                        .with_checks(checks)
+                        .with_tls(tls),
                 })
             })
             .collect();
-        Upstream::new(
+        let mut upstream = Upstream::new(
             config.name.clone(),
             backends,
             config.strategy.clone(),
             config.policy.clone(),
-        )
+        );
+        upstream.tls = group_tls;
+        upstream
     }
 
     /// Choose a backend not in `tried`, by the group's strategy, among those that are
