@@ -5,10 +5,12 @@
 mod locate;
 mod proxy;
 mod raw;
+mod tls;
 mod upstream;
 mod yaml;
 
 pub use proxy::{BackendConfig, ProxyConfig, RouteConfig, RouteTarget, DEFAULT_UPSTREAM};
+pub use tls::{CertificateConfig, TlsConfig, TlsVersion};
 pub use upstream::{
     BackendSettings, BreakerSettings, CheckSettings, GroupPolicy, HealthSettings,
     RetryBudgetSettings, UpstreamConfig,
@@ -215,7 +217,13 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// The admin listener; off when `None`.
     pub admin: Option<AdminConfig>,
+    /// The HTTPS listener; off when `None`.
+    pub tls: Option<TlsConfig>,
     pub logging: LoggingConfig,
+    /// Problems that do not keep the config from serving (a certificate close to its end,
+    /// or past it when not checking with `--check`), in the same form as errors: logged
+    /// when the config is loaded, printed by `--check`. Each is `file:line: key: reason`.
+    pub warnings: Vec<String>,
 }
 
 /// Where and how `/admin/backends` is served (`admin`).
@@ -351,8 +359,22 @@ pub enum RuntimeLayout {
 
 impl Config {
     /// Read, parse and validate `path`. `listen_override` (the `LISTEN` environment variable)
-    /// replaces `server.listen_addr`.
+    /// replaces `server.listen_addr`. An expired certificate is a warning: serving it beats
+    /// not listening at all.
     pub fn load(path: &Path, listen_override: Option<&str>) -> Result<Config, ConfigError> {
+        Config::load_as(path, listen_override, Strictness::Serve)
+    }
+
+    /// [`Config::load`] for `--check`: an expired certificate is an error.
+    pub fn check(path: &Path, listen_override: Option<&str>) -> Result<Config, ConfigError> {
+        Config::load_as(path, listen_override, Strictness::Check)
+    }
+
+    fn load_as(
+        path: &Path,
+        listen_override: Option<&str>,
+        strictness: Strictness,
+    ) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
@@ -361,7 +383,7 @@ impl Config {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        let config = Config::parse(&text, path, base_dir);
+        let config = Config::parse(&text, path, base_dir, strictness);
         let Some(listen) = listen_override else {
             return config;
         };
@@ -383,10 +405,15 @@ impl Config {
 
     /// Parse and validate YAML `text`; relative paths in it are resolved against `base_dir`.
     pub fn from_yaml(text: &str, path: &Path, base_dir: &Path) -> Result<Config, ConfigError> {
-        Config::parse(text, path, base_dir)
+        Config::parse(text, path, base_dir, Strictness::Serve)
     }
 
-    fn parse(text: &str, path: &Path, base_dir: &Path) -> Result<Config, ConfigError> {
+    fn parse(
+        text: &str,
+        path: &Path,
+        base_dir: &Path,
+        strictness: Strictness,
+    ) -> Result<Config, ConfigError> {
         let raw: RawConfig =
             serde_yaml::from_str(text).map_err(|error| yaml::translate(&error, text, path))?;
         Validator {
@@ -394,9 +421,18 @@ impl Config {
             path,
             base_dir,
             errors: RefCell::new(Vec::new()),
+            warnings: RefCell::new(Vec::new()),
+            strict_expiry: strictness == Strictness::Check,
         }
         .validate(raw)
     }
+}
+
+/// Whether the config is loaded to serve or to be checked (`--check`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Strictness {
+    Serve,
+    Check,
 }
 
 /// Second stage: checks that need more than a type (files exist, limits agree).
@@ -410,6 +446,9 @@ struct Validator<'a> {
     path: &'a Path,
     base_dir: &'a Path,
     errors: RefCell<Vec<ConfigError>>,
+    warnings: RefCell<Vec<ConfigError>>,
+    /// `--check`: an expired certificate is an error, not a warning.
+    strict_expiry: bool,
 }
 
 impl Validator<'_> {
@@ -425,6 +464,12 @@ impl Validator<'_> {
     fn report(&self, key: &str, reason: impl Into<String>) {
         let error = self.invalid(key, reason);
         self.errors.borrow_mut().push(error);
+    }
+
+    /// A problem that does not stop the config from serving.
+    fn warn(&self, key: &str, reason: impl Into<String>) {
+        let warning = self.invalid(key, reason);
+        self.warnings.borrow_mut().push(warning);
     }
 
     /// `value`, reporting `key` if it is 0.
@@ -486,6 +531,13 @@ impl Validator<'_> {
                 ),
             );
         }
+        let tls = raw.tls.as_ref().map(|tls| {
+            self.tls(
+                tls,
+                server.listen_addr,
+                raw.admin.as_ref().map(|a| a.listen_addr),
+            )
+        });
         let config = Config {
             source: self.path.to_path_buf(),
             server,
@@ -497,7 +549,13 @@ impl Validator<'_> {
                 listen_addr: a.listen_addr,
                 max_connections: a.max_connections.get(),
             }),
+            tls,
             logging,
+            warnings: {
+                let mut warnings = self.warnings.take();
+                sort_by_line(&mut warnings);
+                warnings.iter().map(ToString::to_string).collect()
+            },
         };
         match ConfigError::from_all(self.path, self.errors.take()) {
             None => Ok(config),
