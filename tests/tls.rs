@@ -1,0 +1,572 @@
+//! TLS termination (issue 17) with real TLS clients: rustls for ordinary handshakes, raw
+//! ClientHello bytes and `openssl s_client` where a test needs versions and cipher suites
+//! that rustls clients cannot offer. Every certificate is made at run time by a test CA.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::backend::{ok, Backend, Reply};
+use common::tls::{connect, presented, tls_error, tls_yaml, trusting_anything, Issued, Pki};
+use common::{Options, RawClient, TestServer, IO_TIMEOUT};
+use rustls::version::{TLS12, TLS13};
+use rustls::{AlertDescription, HandshakeKind};
+
+/// How long a test waits for an effect before failing; each wait polls for its condition.
+const WAIT: Duration = Duration::from_secs(10);
+
+fn tls_server(certificates: &[(&Issued, &[&str])], tls_extra: &str, extra: &str) -> TestServer {
+    TestServer::start_with(Options {
+        extra_yaml: format!("{}{extra}", tls_yaml(certificates, tls_extra)),
+        ..Options::default()
+    })
+}
+
+fn https(server: &TestServer) -> SocketAddr {
+    server.tls_addr.expect("the server has an HTTPS listener")
+}
+
+/// The alert the server answered a handshake with, from a failed client handshake.
+fn alert_of(error: &std::io::Error) -> Option<AlertDescription> {
+    match tls_error(error) {
+        Some(rustls::Error::AlertReceived(alert)) => Some(*alert),
+        _ => None,
+    }
+}
+
+#[test]
+fn tls_1_2_and_1_3_handshakes_succeed_and_choose_http_1_1() {
+    let pki = Pki::default();
+    let site = pki.issue("site", &["localhost"]);
+    let server = tls_server(&[(&site, &["localhost"])], "", "");
+    for version in [&TLS12, &TLS13] {
+        let mut client =
+            connect(https(&server), "localhost", pki.client(&[version])).expect("handshake");
+        let connection = &client.stream.conn;
+        assert_eq!(connection.protocol_version(), Some(version.version));
+        // The client offered h2 first: only http/1.1 is on offer.
+        assert_eq!(connection.alpn_protocol(), Some(&b"http/1.1"[..]));
+        let suite = connection.negotiated_cipher_suite().expect("suite");
+        let name = format!("{:?}", suite.suite());
+        assert!(
+            name.contains("GCM") || name.contains("CHACHA20_POLY1305"),
+            "{name} is not an AEAD suite"
+        );
+        if version == &TLS12 {
+            assert!(
+                name.starts_with("TLS_ECDHE_"),
+                "{name} has no forward secrecy"
+            );
+        }
+        client.send(b"GET /hello.txt HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        let response = client.read_response();
+        assert_eq!(response.status, 200, "over {version:?}");
+        assert_eq!(response.body, b"hello, world\n");
+    }
+}
+
+#[test]
+fn a_client_that_offers_only_h2_is_refused_in_the_handshake() {
+    let pki = Pki::default();
+    let site = pki.issue("site", &["localhost"]);
+    let server = tls_server(&[(&site, &["localhost"])], "", "");
+    let mut config = (*pki.client(&[&TLS13])).clone();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let error = connect(https(&server), "localhost", Arc::new(config))
+        .err()
+        .expect("refused");
+    assert_eq!(
+        alert_of(&error),
+        Some(AlertDescription::NoApplicationProtocol),
+        "{error}"
+    );
+}
+
+#[test]
+fn min_version_1_3_refuses_a_client_that_speaks_only_1_2() {
+    let pki = Pki::default();
+    let site = pki.issue("site", &["localhost"]);
+    let server = tls_server(&[(&site, &["localhost"])], "  min_version: \"1.3\"\n", "");
+    let error = connect(https(&server), "localhost", pki.client(&[&TLS12]))
+        .err()
+        .expect("a TLS 1.2 client is refused");
+    assert_eq!(
+        alert_of(&error),
+        Some(AlertDescription::ProtocolVersion),
+        "{error}"
+    );
+    let client = connect(https(&server), "localhost", pki.client(&[&TLS13])).expect("TLS 1.3");
+    assert_eq!(client.stream.conn.protocol_version(), Some(TLS13.version));
+}
+
+#[test]
+fn sessions_resume_by_default_over_tls_1_2_and_1_3() {
+    let pki = Pki::default();
+    let site = pki.issue("site", &["localhost"]);
+    let server = tls_server(&[(&site, &["localhost"])], "", "");
+    for version in [&TLS12, &TLS13] {
+        let config = pki.client(&[version]);
+        let kinds: Vec<_> = (0..2)
+            .map(|_| {
+                let mut client =
+                    connect(https(&server), "localhost", Arc::clone(&config)).expect("handshake");
+                // A TLS 1.3 ticket comes after the handshake: a response reads it too.
+                client.send(b"GET /hello.txt HTTP/1.1\r\nHost: localhost\r\n\r\n");
+                assert_eq!(client.read_response().status, 200);
+                client.stream.conn.handshake_kind()
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [Some(HandshakeKind::Full), Some(HandshakeKind::Resumed)],
+            "over {version:?}"
+        );
+    }
+}
+
+#[test]
+fn resumption_can_be_turned_off() {
+    let pki = Pki::default();
+    let site = pki.issue("site", &["localhost"]);
+    let server = tls_server(
+        &[(&site, &["localhost"])],
+        "  session_tickets: false\n  session_cache_entries: 0\n",
+        "",
+    );
+    for version in [&TLS12, &TLS13] {
+        let config = pki.client(&[version]);
+        for _ in 0..2 {
+            let mut client =
+                connect(https(&server), "localhost", Arc::clone(&config)).expect("handshake");
+            client.send(b"GET /hello.txt HTTP/1.1\r\nHost: localhost\r\n\r\n");
+            assert_eq!(client.read_response().status, 200);
+            assert_eq!(
+                client.stream.conn.handshake_kind(),
+                Some(HandshakeKind::Full)
+            );
+        }
+    }
+}
+
+#[test]
+fn sni_picks_the_exact_name_then_a_wildcard_then_the_default() {
+    let pki = Pki::default();
+    let default = pki.issue("default", &["default.test"]);
+    let wildcard = pki.issue("wildcard", &["*.example.com"]);
+    let exact = pki.issue("exact", &["www.example.com", "example.com"]);
+    let server = tls_server(
+        &[
+            (&default, &["default.test"]),
+            (&wildcard, &["*.example.com"]),
+            (&exact, &["www.example.com", "example.com"]),
+        ],
+        "",
+        "",
+    );
+    let cases = [
+        ("www.example.com", &exact),
+        ("EXAMPLE.com", &exact),
+        ("api.example.com", &wildcard),
+        // A wildcard stands for one label.
+        ("a.b.example.com", &default),
+        ("unknown.test", &default),
+        ("default.test", &default),
+        // An address: the client sends no SNI at all.
+        ("127.0.0.1", &default),
+    ];
+    for (name, want) in cases {
+        let client = connect(https(&server), name, trusting_anything()).expect("handshake");
+        assert!(
+            presented(&client) == want.der,
+            "{name} got the wrong certificate"
+        );
+    }
+}
+
+#[test]
+fn keep_alive_pipelining_static_files_and_proxying_work_over_tls() {
+    let pki = Pki::default();
+    let site = pki.issue("site", &["localhost"]);
+    let backend = Backend::start(|_| Reply::Send(ok("from backend")));
+    let proxy = format!(
+        "proxy:\n  backends:\n{}routes:\n  - path_prefix: \"/api\"\n    upstream: \"default\"\n  \
+         - path_prefix: \"/\"\n    static: true\n",
+        backend.yaml_entry("b", "    ")
+    );
+    let server = tls_server(&[(&site, &["localhost"])], "", &proxy);
+    let mut client =
+        connect(https(&server), "localhost", pki.client(&[&TLS13])).expect("handshake");
+    // Three requests in one write: answered in order on the one connection.
+    client.send(
+        b"GET /hello.txt HTTP/1.1\r\nHost: localhost\r\n\r\n\
+          GET /api/x?y=1 HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-Proto: http\r\n\r\n\
+          GET /digits.txt HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    );
+    let first = client.read_response();
+    assert_eq!(
+        (first.status, first.body_text().as_str()),
+        (200, "hello, world\n")
+    );
+    let second = client.read_response();
+    assert_eq!(
+        (second.status, second.body_text().as_str()),
+        (200, "from backend")
+    );
+    let third = client.read_response();
+    assert_eq!(third.status, 200);
+    assert_eq!(third.body.len(), 1000, "a file body sent without sendfile");
+    // Still open: a fourth request on the same connection.
+    client.send(b"GET /style.css HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    assert_eq!(client.read_response().status, 200);
+    let seen = backend.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].target, "/api/x?y=1");
+    assert_eq!(seen[0].header("x-forwarded-proto"), Some("https"));
+    assert_eq!(seen[0].header_count("x-forwarded-proto"), 1);
+}
+
+#[test]
+fn a_handshake_that_stalls_is_closed_after_the_handshake_timeout() {
+    let pki = Pki::default();
+    let site = pki.issue("site", &["localhost"]);
+    let server = tls_server(
+        &[(&site, &["localhost"])],
+        "  handshake_timeout_ms: 300\n",
+        "",
+    );
+    // Silent after connecting, and silent after the first bytes of a ClientHello.
+    for sent in [&b""[..], &client_hello(0x0303, &[0xc02b], true)[..20]] {
+        let mut client = RawClient::connect(https(&server));
+        client.send(sent);
+        let started = Instant::now();
+        assert!(client.is_closed_within(WAIT), "still open after {WAIT:?}");
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(200),
+            "closed after {waited:?}, before the timeout"
+        );
+    }
+    // The timeout is the handshake's, not the connection's: a prompt client is served.
+    let client = connect(https(&server), "localhost", pki.client(&[&TLS13]));
+    assert!(client.is_ok());
+}
+
+#[test]
+fn plain_http_to_the_https_port_gets_a_400_and_a_prompt_close() {
+    let pki = Pki::default();
+    let site = pki.issue("site", &["localhost"]);
+    let server = tls_server(&[(&site, &["localhost"])], "", "");
+    let mut client = RawClient::connect(https(&server));
+    client.send(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let response = client.read_response();
+    assert_eq!(response.status, 400);
+    assert!(
+        response
+            .body_text()
+            .contains("HTTP request was sent to the HTTPS port"),
+        "{}",
+        response.body_text()
+    );
+    assert!(client.is_closed_within(Duration::from_secs(2)));
+}
+
+#[test]
+fn redirect_http_answers_308_to_https_with_path_and_query_intact() {
+    let pki = Pki::default();
+    let site = pki.issue("site", &["localhost"]);
+    let server = tls_server(&[(&site, &["localhost"])], "  redirect_http: true\n", "");
+    let port = https(&server).port();
+    let mut client = server.connect();
+    client.send(b"GET /a/b?x=1&y=%2F HTTP/1.1\r\nHost: example.com:8080\r\n\r\n");
+    let response = client.read_response();
+    assert_eq!(response.status, 308);
+    let want = format!("https://example.com:{port}/a/b?x=1&y=%2F");
+    assert_eq!(response.header("location"), Some(want.as_str()));
+    // Keep-alive goes on, and a body the redirect did not read is skipped.
+    client.send(b"POST /form?z HTTP/1.1\r\nHost: example.com\r\nContent-Length: 3\r\n\r\nabc");
+    let response = client.read_response();
+    assert_eq!(response.status, 308);
+    let want = format!("https://example.com:{port}/form?z");
+    assert_eq!(response.header("location"), Some(want.as_str()));
+    // No host to redirect to.
+    client.send(b"GET /x HTTP/1.0\r\n\r\n");
+    assert_eq!(client.read_response().status, 400);
+    // Over TLS the request is served.
+    let mut secure =
+        connect(https(&server), "localhost", pki.client(&[&TLS13])).expect("handshake");
+    secure.send(b"GET /hello.txt HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    assert_eq!(secure.read_response().status, 200);
+}
+
+#[test]
+fn redirect_port_443_is_left_out_of_the_location() {
+    let pki = Pki::default();
+    let site = pki.issue("site", &["localhost"]);
+    let server = tls_server(
+        &[(&site, &["localhost"])],
+        "  redirect_http: true\n  redirect_port: 443\n",
+        "",
+    );
+    let response = server.get("/p?q=1");
+    assert_eq!(response.status, 308);
+    assert_eq!(response.header("location"), Some("https://test/p?q=1"));
+}
+
+#[test]
+fn client_ca_admits_only_clients_with_a_certificate_it_issued() {
+    let pki = Pki::default();
+    let site = pki.issue("site", &["localhost"]);
+    let server = tls_server(
+        &[(&site, &["localhost"])],
+        &format!("  client_ca: \"{}\"\n", pki.ca_path.display()),
+        "",
+    );
+    let member = pki.issue("member", &["client.test"]);
+    assert_eq!(
+        try_get(&server, pki.client_with_certificate(&member)).ok(),
+        Some(200)
+    );
+    // No certificate, or one from a CA the server does not trust.
+    assert!(try_get(&server, pki.client(&[&TLS13])).is_err());
+    assert!(try_get(&server, pki.client(&[&TLS12])).is_err());
+    let stranger = Pki::new("Another CA").issue("stranger", &["client.test"]);
+    assert!(try_get(&server, pki.client_with_certificate(&stranger)).is_err());
+}
+
+/// The status of `GET /hello.txt` over a new connection, or why there was none. A server
+/// that refuses a TLS 1.3 client's certificate can only say so after the client's side of
+/// the handshake is done, so the refusal may come as the first read failing.
+fn try_get(server: &TestServer, config: Arc<rustls::ClientConfig>) -> std::io::Result<u16> {
+    let mut client = connect(https(server), "localhost", config)?;
+    client
+        .stream
+        .write_all(b"GET /hello.txt HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+    let mut received = Vec::new();
+    client.stream.read_to_end(&mut received)?;
+    let text = String::from_utf8_lossy(&received);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|status| status.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("no response: {text:?}")))
+}
+
+// --- Versions and cipher suites that rustls clients cannot offer: raw ClientHellos. ---
+
+/// A ClientHello record offering `version` and `suites`, with the extensions a TLS 1.2
+/// client sends (so that what is refused is the version or the suites, not a missing
+/// extension), and no `supported_versions` (so `version` is all it offers).
+fn client_hello(version: u16, suites: &[u16], extensions: bool) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&version.to_be_bytes());
+    body.extend_from_slice(&[0x5a; 32]); // random
+    body.push(0); // no session id
+    body.extend_from_slice(&((suites.len() * 2) as u16).to_be_bytes());
+    for suite in suites {
+        body.extend_from_slice(&suite.to_be_bytes());
+    }
+    body.extend_from_slice(&[1, 0]); // compression: null only
+    if extensions {
+        let mut ext = Vec::new();
+        let mut add = |kind: u16, data: &[u8]| {
+            ext.extend_from_slice(&kind.to_be_bytes());
+            ext.extend_from_slice(&(data.len() as u16).to_be_bytes());
+            ext.extend_from_slice(data);
+        };
+        // server_name: localhost
+        add(
+            0x0000,
+            &[
+                0, 12, 0, 0, 9, b'l', b'o', b'c', b'a', b'l', b'h', b'o', b's', b't',
+            ],
+        );
+        // supported_groups: x25519, secp256r1
+        add(0x000a, &[0, 4, 0x00, 0x1d, 0x00, 0x17]);
+        // ec_point_formats: uncompressed
+        add(0x000b, &[1, 0]);
+        // signature_algorithms: ecdsa_secp256r1_sha256, rsa_pss_rsae_sha256, rsa_pkcs1_sha256
+        add(0x000d, &[0, 6, 0x04, 0x03, 0x08, 0x04, 0x04, 0x01]);
+        body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
+        body.extend_from_slice(&ext);
+    }
+    let mut handshake = vec![1]; // client_hello
+    handshake.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+    handshake.extend_from_slice(&body);
+    let mut record = vec![0x16];
+    // Record versions above TLS 1.0 confuse some servers; clients write 0x0301 or their own.
+    record.extend_from_slice(&version.min(0x0301).to_be_bytes());
+    record.extend_from_slice(&(handshake.len() as u16).to_be_bytes());
+    record.extend_from_slice(&handshake);
+    record
+}
+
+/// What the server answered a raw ClientHello with.
+#[derive(Debug, PartialEq, Eq)]
+enum Answer {
+    /// An alert record, by its description code.
+    Alert(u8),
+    ServerHello,
+    Other(Vec<u8>),
+}
+
+fn send_hello(addr: SocketAddr, hello: &[u8]) -> Answer {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream.write_all(hello).expect("send hello");
+    let mut header = [0u8; 5];
+    if stream.read_exact(&mut header).is_err() {
+        return Answer::Other(Vec::new());
+    }
+    let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).expect("record body");
+    match (header[0], body.as_slice()) {
+        (0x15, [_level, description, ..]) => Answer::Alert(*description),
+        (0x16, [2, ..]) => Answer::ServerHello,
+        _ => Answer::Other(header.iter().chain(&body).copied().collect()),
+    }
+}
+
+/// TLS alert codes (RFC 8446 §6).
+const HANDSHAKE_FAILURE: u8 = 40;
+const PROTOCOL_VERSION: u8 = 70;
+
+/// A suite every TLS 1.2 client offers and the server (ECDSA P-256 certificate) takes.
+const ECDHE_ECDSA_AES128_GCM: u16 = 0xc02b;
+
+#[test]
+fn ssl_3_tls_1_0_and_tls_1_1_hellos_are_refused_with_a_protocol_version_alert() {
+    let pki = Pki::default();
+    let site = pki.issue("site", &["localhost"]);
+    let server = tls_server(&[(&site, &["localhost"])], "", "");
+    let suites = [ECDHE_ECDSA_AES128_GCM, 0xc009, 0xc013, 0x002f];
+    // The same hello as TLS 1.2 is served: only the version is refused.
+    assert_eq!(
+        send_hello(https(&server), &client_hello(0x0303, &suites, true)),
+        Answer::ServerHello
+    );
+    for (name, version) in [
+        ("SSL 3.0", 0x0300),
+        ("TLS 1.0", 0x0301),
+        ("TLS 1.1", 0x0302),
+    ] {
+        assert_eq!(
+            send_hello(https(&server), &client_hello(version, &suites, true)),
+            Answer::Alert(PROTOCOL_VERSION),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn weak_cipher_suites_are_refused_with_a_handshake_failure_alert() {
+    let pki = Pki::default();
+    let site = pki.issue("site", &["localhost"]);
+    let server = tls_server(&[(&site, &["localhost"])], "", "");
+    assert_eq!(
+        send_hello(
+            https(&server),
+            &client_hello(0x0303, &[ECDHE_ECDSA_AES128_GCM], true)
+        ),
+        Answer::ServerHello,
+        "the control hello, with one good suite"
+    );
+    let weak: [(&str, &[u16]); 7] = [
+        ("RC4", &[0x0005, 0xc007, 0xc011]),
+        ("3DES", &[0x000a, 0xc008, 0xc012]),
+        ("NULL", &[0x003b, 0x0002, 0xc006]),
+        ("EXPORT", &[0x0003, 0x0008, 0x0014]),
+        ("anonymous", &[0x00a6, 0x0034, 0xc018]),
+        (
+            "static RSA key exchange (no forward secrecy)",
+            &[0x009c, 0x002f],
+        ),
+        ("CBC (not AEAD)", &[0xc009, 0xc013, 0xc023]),
+    ];
+    for (name, suites) in weak {
+        assert_eq!(
+            send_hello(https(&server), &client_hello(0x0303, suites, true)),
+            Answer::Alert(HANDSHAKE_FAILURE),
+            "{name}"
+        );
+    }
+}
+
+/// `openssl s_client` against the server with `args`; its combined output. Missing
+/// `openssl` fails the test: `.ci/run` installs it.
+fn s_client(addr: SocketAddr, args: &[&str]) -> String {
+    let output = std::process::Command::new("openssl")
+        .arg("s_client")
+        .arg("-connect")
+        .arg(addr.to_string())
+        .args(["-servername", "localhost"])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap_or_else(|error| {
+            panic!("cannot run openssl ({error}): install it (Debian: apt-get install openssl)")
+        });
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// The suites `spec` names that this openssl can offer: the test must offer some, or its
+/// failure would be the client's own.
+fn openssl_suites(spec: &str) -> Vec<String> {
+    let output = std::process::Command::new("openssl")
+        .args(["ciphers", "-s", "-tls1_2", spec])
+        .output()
+        .unwrap_or_else(|error| {
+            panic!("cannot run openssl ({error}): install it (Debian: apt-get install openssl)")
+        });
+    String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .split(':')
+        .filter(|suite| !suite.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn openssl_clients_with_old_versions_or_weak_suites_get_the_servers_alert() {
+    let pki = Pki::default();
+    let site = pki.issue("site", &["localhost"]);
+    let server = tls_server(&[(&site, &["localhost"])], "", "");
+    let addr = https(&server);
+    let good = s_client(
+        addr,
+        &["-tls1_2", "-CAfile", &pki.ca_path.display().to_string()],
+    );
+    assert!(good.contains("Verify return code: 0 (ok)"), "{good}");
+    // A TLS 1.0 or 1.1 hello carries no signature_algorithms extension, and rustls names
+    // that missing (handshake_failure) before the version (protocol_version, as the raw
+    // hellos above show); either way it is the server's alert that ends the handshake.
+    for version in ["-tls1", "-tls1_1"] {
+        let output = s_client(addr, &[version, "-cipher", "DEFAULT:@SECLEVEL=0"]);
+        assert!(
+            received_alert(&output, 70) || received_alert(&output, 40),
+            "{version}: {output}"
+        );
+        assert!(output.contains("Cipher is (NONE)"), "{version}: {output}");
+    }
+    let weak = "RC4:3DES:eNULL:aNULL:EXPORT:@SECLEVEL=0";
+    let offered = openssl_suites(weak);
+    assert!(!offered.is_empty(), "this openssl offers none of {weak}");
+    let output = s_client(addr, &["-tls1_2", "-cipher", weak]);
+    assert!(
+        received_alert(&output, 40),
+        "offering {offered:?}: {output}"
+    );
+}
+
+/// openssl reports an alert it received (not one it sent) from its record reader.
+fn received_alert(output: &str, code: u8) -> bool {
+    output.lines().any(|line| {
+        line.contains("ssl3_read_bytes") && line.ends_with(&format!("SSL alert number {code}"))
+    })
+}
