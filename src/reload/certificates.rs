@@ -38,6 +38,11 @@ pub fn watch(store: Arc<CertificateStore>) {
         dirs: BTreeSet::new(),
     };
     watched.follow(&store.files());
+    tracing::info!(
+        dirs = ?watched.dirs,
+        poll_ms = CERTIFICATE_POLL_INTERVAL.as_millis() as u64,
+        "watching the certificate files for changes"
+    );
     tokio::spawn(async move {
         let mut poll = tokio::time::interval(CERTIFICATE_POLL_INTERVAL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
