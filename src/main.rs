@@ -66,10 +66,11 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let listen = std::env::var("LISTEN").ok().filter(|v| !v.is_empty());
     if cli.check {
-        let config = Config::check(&cli.config, listen.as_deref())?;
-        for warning in &config.warnings {
+        let checked = Config::check(&cli.config, listen.as_deref());
+        for warning in &checked.warnings {
             eprintln!("sentinel: warning: {warning}");
         }
+        checked.result?;
         println!(
             "sentinel: configuration file {} is valid",
             cli.config.display()

@@ -362,18 +362,22 @@ impl Config {
     /// replaces `server.listen_addr`. An expired certificate is a warning: serving it beats
     /// not listening at all.
     pub fn load(path: &Path, listen_override: Option<&str>) -> Result<Config, ConfigError> {
-        Config::load_as(path, listen_override, Strictness::Serve)
+        Config::load_as(path, listen_override, Strictness::Serve, &mut Vec::new())
     }
 
-    /// [`Config::load`] for `--check`: an expired certificate is an error.
-    pub fn check(path: &Path, listen_override: Option<&str>) -> Result<Config, ConfigError> {
-        Config::load_as(path, listen_override, Strictness::Check)
+    /// [`Config::load`] for `--check`: an expired certificate is an error, and the
+    /// warnings come back whether or not the config is valid.
+    pub fn check(path: &Path, listen_override: Option<&str>) -> Checked {
+        let mut warnings = Vec::new();
+        let result = Config::load_as(path, listen_override, Strictness::Check, &mut warnings);
+        Checked { result, warnings }
     }
 
     fn load_as(
         path: &Path,
         listen_override: Option<&str>,
         strictness: Strictness,
+        warnings: &mut Vec<String>,
     ) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
@@ -383,7 +387,7 @@ impl Config {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        let config = Config::parse(&text, path, base_dir, strictness);
+        let config = Config::parse(&text, path, base_dir, strictness, warnings);
         let Some(listen) = listen_override else {
             return config;
         };
@@ -405,27 +409,44 @@ impl Config {
 
     /// Parse and validate YAML `text`; relative paths in it are resolved against `base_dir`.
     pub fn from_yaml(text: &str, path: &Path, base_dir: &Path) -> Result<Config, ConfigError> {
-        Config::parse(text, path, base_dir, Strictness::Serve)
+        Config::parse(text, path, base_dir, Strictness::Serve, &mut Vec::new())
     }
 
+    /// Parse and validate; `warnings` receives the warnings, valid or not.
     fn parse(
         text: &str,
         path: &Path,
         base_dir: &Path,
         strictness: Strictness,
+        warnings: &mut Vec<String>,
     ) -> Result<Config, ConfigError> {
         let raw: RawConfig =
             serde_yaml::from_str(text).map_err(|error| yaml::translate(&error, text, path))?;
-        Validator {
+        let validator = Validator {
             text,
             path,
             base_dir,
             errors: RefCell::new(Vec::new()),
             warnings: RefCell::new(Vec::new()),
             strict_expiry: strictness == Strictness::Check,
-        }
-        .validate(raw)
+        };
+        let config = validator.validate(raw);
+        let mut found = validator.warnings.take();
+        sort_by_line(&mut found);
+        warnings.extend(found.iter().map(ToString::to_string));
+        config.map(|mut config| {
+            config.warnings.clone_from(warnings);
+            config
+        })
     }
+}
+
+/// What `--check` found: the config or its errors, and the warnings either way.
+#[derive(Debug)]
+pub struct Checked {
+    pub result: Result<Config, ConfigError>,
+    /// As [`Config::warnings`].
+    pub warnings: Vec<String>,
 }
 
 /// Whether the config is loaded to serve or to be checked (`--check`).
@@ -551,11 +572,8 @@ impl Validator<'_> {
             }),
             tls,
             logging,
-            warnings: {
-                let mut warnings = self.warnings.take();
-                sort_by_line(&mut warnings);
-                warnings.iter().map(ToString::to_string).collect()
-            },
+            // Filled in by `Config::parse` once validation is over.
+            warnings: Vec::new(),
         };
         match ConfigError::from_all(self.path, self.errors.take()) {
             None => Ok(config),
