@@ -292,17 +292,16 @@ impl<S: Transport> Connection<S> {
     }
 
     /// Where a request on this connection is redirected to HTTPS (`tls.redirect_http`, on
-    /// a plain connection): the configured redirect port, else the HTTPS listener's.
+    /// a plain connection while an HTTPS listener runs): the configured redirect port, else
+    /// the HTTPS listener's. A `tls` section added by a reload starts no listener, so it
+    /// redirects nobody to a port where nothing answers.
     fn https_redirect_port(&self, config: &Config) -> Option<u16> {
         let tls = config.tls.as_ref().filter(|tls| tls.redirect_http)?;
+        let https_port = self.https_port?;
         if self.stream.scheme() == Scheme::Https {
             return None;
         }
-        Some(
-            tls.redirect_port
-                .or(self.https_port)
-                .unwrap_or(tls.listen_addr.port()),
-        )
+        Some(tls.redirect_port.unwrap_or(https_port))
     }
 
     /// Log `fault` and answer it with the error table's response.
