@@ -100,7 +100,9 @@ impl Watched {
 fn dirs_of(files: &[PathBuf]) -> BTreeSet<PathBuf> {
     let mut dirs = BTreeSet::new();
     for file in files {
-        dirs.insert(watch_dir(file));
+        // Resolved, so one directory named two ways (`./certs`, `/srv/certs`) is one watch.
+        let dir = watch_dir(file);
+        dirs.insert(std::fs::canonicalize(&dir).unwrap_or(dir));
         if let Ok(target) = std::fs::canonicalize(file) {
             dirs.insert(watch_dir(&target));
         }
