@@ -276,3 +276,104 @@ fn table_of(entries: &[Entry]) -> Option<SniTable> {
             .map(|entry| (&entry.config.server_names[..], &entry.serving)),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Files {
+        dir: tempfile::TempDir,
+        config: CertificateConfig,
+    }
+
+    /// A certificate and key for `localhost`, as PEM.
+    fn pair() -> (String, String) {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+        (cert.pem(), key.serialize_pem())
+    }
+
+    fn files(cert: &str, key: &str) -> Files {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = CertificateConfig {
+            cert: dir.path().join("site.pem"),
+            key: dir.path().join("site.key"),
+            server_names: vec!["localhost".into()],
+        };
+        std::fs::write(&config.cert, cert).expect("cert");
+        std::fs::write(&config.key, key).expect("key");
+        Files { dir, config }
+    }
+
+    fn serving(store: &CertificateStore) -> Vec<u8> {
+        store.table.load().pick(Some("localhost")).cert[0].to_vec()
+    }
+
+    fn der(pem: &str) -> Vec<u8> {
+        use rustls_pki_types::pem::PemObject;
+        rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+            .expect("pem")
+            .to_vec()
+    }
+
+    #[test]
+    fn a_new_pair_is_served_and_a_mismatched_one_kept_out() {
+        let (first_cert, first_key) = pair();
+        let (next_cert, next_key) = pair();
+        let files = files(&first_cert, &first_key);
+        let store = CertificateStore::load(std::slice::from_ref(&files.config)).expect("load");
+        assert_eq!(serving(&store), der(&first_cert));
+        assert_eq!(store.refresh(Look::Always), 0, "nothing changed");
+
+        // Key first: mismatched, the first pair stays; remembered, so not reported again.
+        std::fs::write(&files.config.key, &next_key).expect("key");
+        assert_eq!(store.refresh(Look::Always), 0);
+        assert_eq!(serving(&store), der(&first_cert));
+        assert!(matches!(
+            store.lock()[0].rejected,
+            Some(CertificateError::KeyMismatch { .. })
+        ));
+        // Then the certificate: the pair matches and is served.
+        std::fs::write(&files.config.cert, &next_cert).expect("cert");
+        assert_eq!(store.refresh(Look::IfStamped), 1);
+        assert_eq!(serving(&store), der(&next_cert));
+        assert!(store.lock()[0].rejected.is_none());
+
+        // A missing file leaves the pair serving too.
+        std::fs::remove_file(&files.config.cert).expect("remove");
+        assert_eq!(store.refresh(Look::IfStamped), 0);
+        assert_eq!(serving(&store), der(&next_cert));
+        assert!(files.dir.path().exists());
+    }
+
+    #[test]
+    fn a_new_list_keeps_what_unchanged_entries_serve_and_reads_the_rest() {
+        let (cert, key) = pair();
+        let (other_cert, other_key) = pair();
+        let first = files(&cert, &key);
+        let second = files(&other_cert, &other_key);
+        let store = CertificateStore::load(std::slice::from_ref(&first.config)).expect("load");
+        let mut renamed = second.config.clone();
+        renamed.server_names = vec!["other.test".into()];
+        let prepared = store
+            .prepare(&[first.config.clone(), renamed])
+            .expect("prepare");
+        assert_eq!(store.files().len(), 2, "nothing changes before the commit");
+        store.commit(prepared);
+        assert_eq!(store.files().len(), 4);
+        let table = store.table.load();
+        assert_eq!(
+            table.pick(Some("other.test")).cert[0].to_vec(),
+            der(&other_cert)
+        );
+        assert_eq!(table.pick(None).cert[0].to_vec(), der(&cert));
+
+        // A list naming a file that does not exist is refused whole.
+        let mut missing = first.config.clone();
+        missing.cert = first.dir.path().join("missing.pem");
+        assert!(store.prepare(&[missing]).is_err());
+    }
+}
