@@ -2,7 +2,9 @@
 //! shutdown signal that stops accepting, tells idle connections to close, and waits (up to
 //! `server.drain_timeout_ms`) for in-flight requests to finish. One loop on the caller's
 //! runtime, or (`server.runtime: per_core`) one per worker thread, each with a runtime and
-//! an `SO_REUSEPORT` listening socket of its own.
+//! an `SO_REUSEPORT` listening socket of its own. With `tls` configured, each loop has an
+//! HTTPS sibling on `tls.listen_addr` under the same connection cap, shutdown and drain,
+//! whose connections complete a TLS handshake before they are served.
 
 use std::future::Future;
 use std::io;
