@@ -31,6 +31,9 @@ pub enum Fault {
     NoRoute,
     /// A method no handler serves (CONNECT: this is not a forward proxy).
     MethodNotAllowed,
+    /// `tls.redirect_http` is on, and the request names no host to redirect to (an
+    /// HTTP/1.0 request without `Host`).
+    NoHostToRedirect,
     /// The static file handler could not serve the file.
     Static(StaticError),
     /// The proxy got no response to relay.
@@ -57,6 +60,7 @@ impl Fault {
             Fault::Body(error) => body_status(*error),
             Fault::NoRoute => StatusCode::NOT_FOUND,
             Fault::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Fault::NoHostToRedirect => StatusCode::BAD_REQUEST,
             Fault::Static(error) => static_status(error),
             Fault::Forward(error) => forward_status(error),
             Fault::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -70,7 +74,8 @@ impl Fault {
             | Fault::Body(_)
             | Fault::BodyTimeout
             | Fault::NoRoute
-            | Fault::MethodNotAllowed => Blame::Client,
+            | Fault::MethodNotAllowed
+            | Fault::NoHostToRedirect => Blame::Client,
             Fault::Static(StaticError::FileSystem(error)) if !is_missing_or_denied(error) => {
                 Blame::Server
             }
@@ -139,6 +144,7 @@ impl fmt::Display for Fault {
             Fault::BodyTimeout => f.write_str("request body timed out"),
             Fault::NoRoute => f.write_str("no route matches"),
             Fault::MethodNotAllowed => f.write_str("method not allowed"),
+            Fault::NoHostToRedirect => f.write_str("no host to redirect to HTTPS"),
             Fault::Static(error) => write!(f, "static file: {error}"),
             Fault::Forward(error) => write!(f, "proxy: {error}"),
             Fault::Internal(what) => write!(f, "internal error: {what}"),

@@ -4,10 +4,12 @@
 pub mod admin;
 pub mod balance;
 pub mod buffer_pool;
+pub mod certificates;
 pub mod config;
 pub mod dispatch;
 pub mod fault;
 pub mod http;
+pub mod https_redirect;
 pub mod limits;
 pub mod logging;
 pub mod pages;

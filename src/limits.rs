@@ -272,3 +272,31 @@ pub const DEFAULT_BREAKER_WINDOW: Duration = Duration::from_secs(10);
 pub const DEFAULT_BREAKER_OPEN: Duration = Duration::from_secs(5);
 /// Trial requests of a half-open breaker (`proxy.breaker.trial_requests`).
 pub const DEFAULT_BREAKER_TRIAL_REQUESTS: u32 = 3;
+
+/// Longest a client may take over its TLS handshake, from accept to the last handshake
+/// message (`tls.handshake_timeout_ms`). Breach: the connection is closed and logged. It
+/// holds a connection slot meanwhile, so a client that stalls mid-handshake must not hold
+/// one for long; ten seconds leave room for a slow mobile round trip or two.
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// TLS sessions remembered for resumption by session ID (`tls.session_cache_entries`; 0
+/// turns the cache off). About 200 bytes each. Breach: the oldest is forgotten and that
+/// client does a full handshake. Clients that take tickets (every TLS 1.3 client) need no
+/// entry here.
+pub const DEFAULT_TLS_SESSION_CACHE_ENTRIES: usize = 4096;
+
+/// Largest certificate chain, key or CA file read (internal bound). Breach: the file is
+/// refused. A long chain is a few KiB; this only keeps a wrong path (a log file) from being
+/// read into memory.
+pub const MAX_PEM_FILE_BYTES: u64 = 1024 * 1024;
+
+/// A certificate that expires within this window is reported by `--check` and at load
+/// (internal). Two weeks: ACME clients renew with a month left, so a certificate this close
+/// to its end means renewal has failed.
+pub const CERTIFICATE_EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 60 * 60);
+
+/// How often the certificate and key files are checked for changes besides the file watch
+/// (internal): the watch reports a change at once; this catches what it cannot see (a file
+/// system without change events, a symlink target in a directory not watched), so a
+/// replaced certificate is in use within two seconds either way.
+pub const CERTIFICATE_POLL_INTERVAL: Duration = Duration::from_secs(1);

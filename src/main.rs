@@ -26,7 +26,8 @@ const VERSION: &str = concat!(
 /// What `--help` says after the options: what the process reads besides its arguments.
 const AFTER_HELP: &str = "\
 Environment:
-  LISTEN=IP:PORT     Overrides server.listen_addr (when set and non-empty)
+  LISTEN=IP:PORT     Overrides server.listen_addr (when set and non-empty);
+                     tls.listen_addr is not affected
   RUST_LOG=FILTER    Overrides logging.level (tracing directives: info, debug, ...)
 
 Signals:
@@ -64,15 +65,23 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let listen = std::env::var("LISTEN").ok().filter(|v| !v.is_empty());
-    let config = Config::load(&cli.config, listen.as_deref())?;
     if cli.check {
+        let checked = Config::check(&cli.config, listen.as_deref());
+        for warning in &checked.warnings {
+            eprintln!("sentinel: warning: {warning}");
+        }
+        checked.result?;
         println!(
             "sentinel: configuration file {} is valid",
             cli.config.display()
         );
         return Ok(());
     }
+    let config = Config::load(&cli.config, listen.as_deref())?;
     sentinel::logging::init(&config.logging);
+    for warning in &config.warnings {
+        tracing::warn!(%warning, "configuration warning");
+    }
     let workers = match config.server.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -80,13 +89,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let per_core = workers > 1 && config.server.runtime == RuntimeLayout::PerCore;
     // Bound before any runtime exists: the per-core layout starts its threads and runtimes
     // here, and a runtime that fails to start must not be dropped inside another one.
-    let listen_addr = config.server.listen_addr;
     let server = if per_core {
         Server::bind_per_core(config, workers)
     } else {
         Server::bind(config)
-    }
-    .with_context(|| format!("cannot listen on {listen_addr}"))?;
+    }?;
     // One worker: a current-thread runtime. Its single run queue served connections more
     // evenly than the multi-thread scheduler with one worker: 512 connections on one core,
     // p99 ~72 -> ~50 ms at a similar median and CPU per request (docs/BENCHMARKS.md).
@@ -124,6 +131,13 @@ async fn serve(server: Server, path: PathBuf, listen: Option<String>) -> anyhow:
         commit = COMMIT,
         "listening"
     );
+    if let Some(addr) = server.tls_local_addr() {
+        tracing::info!(addr = %addr?, "listening for HTTPS");
+    }
+    let handle = server.handle();
+    if let Some(tls) = handle.tls() {
+        reload::certificates::watch(Arc::clone(tls.store()));
+    }
     // One stop signal for the accept loops and the admin listener.
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let admin_config = server.handle().config.load().config.admin;

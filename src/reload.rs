@@ -1,11 +1,15 @@
 //! Hot reload: re-read the config file when it changes (watched with `notify`) or on SIGHUP,
 //! validate the whole new config, carry runtime state over, bind a new listen address (and
-//! admin address) first if it changed, and publish the result with one atomic swap. A config that fails any step
-//! is logged (file, line, reason) and the running one keeps serving.
+//! admin and HTTPS addresses) first if it changed, prepare the new TLS settings, and
+//! publish the result with one atomic swap. A config that fails any step is logged (file,
+//! line, reason) and the running one keeps serving. Certificate files are watched on their
+//! own (see [`certificates`]).
 //!
 //! The directory is watched rather than the file, because editors save by writing a new
 //! file and renaming it over the old one, and orchestrators swap a symlink: both replace the
 //! inode a file watch would be attached to.
+
+pub mod certificates;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -16,6 +20,7 @@ use tokio::sync::mpsc;
 
 use crate::config::{Config, ConfigError, RouteTarget};
 use crate::limits::ADMIN_LISTEN_BACKLOG;
+use crate::server::tls::{Look, TlsError};
 use crate::server::{bind_lone_listener, ServerHandle};
 use crate::snapshot::Snapshot;
 
@@ -38,6 +43,13 @@ pub enum ReloadError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot listen on {addr} (tls.listen_addr): {source}")]
+    TlsBind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// Where a reload sends the admin listener's next listening socket (bound by the reload,
@@ -55,6 +67,8 @@ pub struct Changes {
     pub listen_changed: bool,
     /// `admin.listen_addr` was added, changed or removed.
     pub admin_changed: bool,
+    /// Any `tls` setting, the certificate list included.
+    pub tls_changed: bool,
 }
 
 pub struct Reloader {
@@ -111,11 +125,42 @@ impl Reloader {
             }
             None => None,
         };
+        // The HTTPS listener runs with the settings it has until a restart when the section
+        // is added or removed (see `startup_keys_changed`); otherwise it takes the new ones.
+        let running_tls = self.server.tls().zip(next.tls.as_ref());
+        let tls_prepared = match running_tls {
+            // SIGHUP rebuilds it whatever changed: the operator may have replaced the CA file.
+            Some((terminator, tls)) if changes.tls_changed || force => {
+                Some(terminator.prepare(tls)?)
+            }
+            _ => None,
+        };
+        let tls_moved = match (running_tls, &current.tls) {
+            (Some((_, tls)), Some(was)) if tls.listen_addr != was.listen_addr => {
+                let addr = tls.listen_addr;
+                let rebound = self
+                    .server
+                    .bind_tls(addr, next.server.listen_backlog)
+                    .map_err(|source| ReloadError::TlsBind { addr, source })?;
+                Some(rebound)
+            }
+            _ => None,
+        };
         if changes.listen_changed {
             let addr = next.server.listen_addr;
             self.server
                 .rebind(addr, next.server.listen_backlog)
                 .map_err(|source| ReloadError::Bind { addr, source })?;
+        }
+        if let Some(rebound) = tls_moved {
+            // Refused only when the accept loops have ended, that is while the process stops.
+            let _ = rebound.switch();
+        }
+        if let (Some(prepared), Some(terminator)) = (tls_prepared, self.server.tls()) {
+            terminator.commit(prepared);
+            if force {
+                terminator.store().refresh(Look::Always);
+            }
         }
         if changes.admin_changed {
             // Refused only when the admin task has ended, that is while the process stops.
@@ -127,6 +172,9 @@ impl Reloader {
                 keys = ?restart_only,
                 "changed keys take effect only after a restart; the rest is applied now"
             );
+        }
+        for warning in &next.warnings {
+            tracing::warn!(%warning, "configuration warning");
         }
         if next.logging.level != current.logging.level {
             crate::logging::set_level(&next.logging.level);
@@ -150,6 +198,7 @@ impl Reloader {
                 routes_changed = changes.routes_changed,
                 listen_changed = changes.listen_changed,
                 admin_changed = changes.admin_changed,
+                tls_changed = changes.tls_changed,
                 "config reloaded"
             ),
             Ok(None) => tracing::debug!(trigger, "config file unchanged; not reloaded"),
@@ -181,6 +230,7 @@ fn startup_keys_changed(current: &Config, next: &Config) -> Vec<&'static str> {
             "logging.format",
             current.logging.format != next.logging.format,
         ),
+        ("tls", current.tls.is_some() != next.tls.is_some()),
     ]
     .into_iter()
     .filter_map(|(key, changed)| changed.then_some(key))
@@ -303,5 +353,6 @@ pub fn describe_changes(old: &Config, new: &Config) -> Changes {
         routes_changed: routes(old) != routes(new),
         listen_changed: old.server.listen_addr != new.server.listen_addr,
         admin_changed: old.admin.map(|a| a.listen_addr) != new.admin.map(|a| a.listen_addr),
+        tls_changed: old.tls != new.tls,
     }
 }

@@ -2,6 +2,7 @@
 //! typed [`Config`] the server runs on. Loading is two stages, parse then validate, and
 //! every error names the file, the key and, where it can be found, the line.
 
+mod backend_tls;
 mod locate;
 mod proxy;
 mod raw;
@@ -9,8 +10,9 @@ mod tls;
 mod upstream;
 mod yaml;
 
+pub use backend_tls::{BackendTls, TlsRoots};
 pub use proxy::{BackendConfig, ProxyConfig, RouteConfig, RouteTarget, DEFAULT_UPSTREAM};
-pub use tls::{BackendTls, TlsRoots};
+pub use tls::{CertificateConfig, TlsConfig, TlsVersion};
 pub use upstream::{
     BackendSettings, BreakerSettings, CheckSettings, GroupPolicy, HealthSettings,
     RetryBudgetSettings, UpstreamConfig,
@@ -217,7 +219,13 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// The admin listener; off when `None`.
     pub admin: Option<AdminConfig>,
+    /// The HTTPS listener; off when `None`.
+    pub tls: Option<TlsConfig>,
     pub logging: LoggingConfig,
+    /// Problems that do not keep the config from serving (a certificate close to its end,
+    /// or past it when not checking with `--check`), in the same form as errors: logged
+    /// when the config is loaded, printed by `--check`. Each is `file:line: key: reason`.
+    pub warnings: Vec<String>,
 }
 
 /// Where and how `/admin/backends` is served (`admin`).
@@ -353,8 +361,26 @@ pub enum RuntimeLayout {
 
 impl Config {
     /// Read, parse and validate `path`. `listen_override` (the `LISTEN` environment variable)
-    /// replaces `server.listen_addr`.
+    /// replaces `server.listen_addr`. An expired certificate is a warning: serving it beats
+    /// not listening at all.
     pub fn load(path: &Path, listen_override: Option<&str>) -> Result<Config, ConfigError> {
+        Config::load_as(path, listen_override, Strictness::Serve, &mut Vec::new())
+    }
+
+    /// [`Config::load`] for `--check`: an expired certificate is an error, and the
+    /// warnings come back whether or not the config is valid.
+    pub fn check(path: &Path, listen_override: Option<&str>) -> Checked {
+        let mut warnings = Vec::new();
+        let result = Config::load_as(path, listen_override, Strictness::Check, &mut warnings);
+        Checked { result, warnings }
+    }
+
+    fn load_as(
+        path: &Path,
+        listen_override: Option<&str>,
+        strictness: Strictness,
+        warnings: &mut Vec<String>,
+    ) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
@@ -363,7 +389,7 @@ impl Config {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        let config = Config::parse(&text, path, base_dir);
+        let config = Config::parse(&text, path, base_dir, strictness, warnings);
         let Some(listen) = listen_override else {
             return config;
         };
@@ -385,20 +411,51 @@ impl Config {
 
     /// Parse and validate YAML `text`; relative paths in it are resolved against `base_dir`.
     pub fn from_yaml(text: &str, path: &Path, base_dir: &Path) -> Result<Config, ConfigError> {
-        Config::parse(text, path, base_dir)
+        Config::parse(text, path, base_dir, Strictness::Serve, &mut Vec::new())
     }
 
-    fn parse(text: &str, path: &Path, base_dir: &Path) -> Result<Config, ConfigError> {
+    /// Parse and validate; `warnings` receives the warnings, valid or not.
+    fn parse(
+        text: &str,
+        path: &Path,
+        base_dir: &Path,
+        strictness: Strictness,
+        warnings: &mut Vec<String>,
+    ) -> Result<Config, ConfigError> {
         let raw: RawConfig =
             serde_yaml::from_str(text).map_err(|error| yaml::translate(&error, text, path))?;
-        Validator {
+        let validator = Validator {
             text,
             path,
             base_dir,
             errors: RefCell::new(Vec::new()),
-        }
-        .validate(raw)
+            warnings: RefCell::new(Vec::new()),
+            strict_expiry: strictness == Strictness::Check,
+        };
+        let config = validator.validate(raw);
+        let mut found = validator.warnings.take();
+        sort_by_line(&mut found);
+        warnings.extend(found.iter().map(ToString::to_string));
+        config.map(|mut config| {
+            config.warnings.clone_from(warnings);
+            config
+        })
     }
+}
+
+/// What `--check` found: the config or its errors, and the warnings either way.
+#[derive(Debug)]
+pub struct Checked {
+    pub result: Result<Config, ConfigError>,
+    /// As [`Config::warnings`].
+    pub warnings: Vec<String>,
+}
+
+/// Whether the config is loaded to serve or to be checked (`--check`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Strictness {
+    Serve,
+    Check,
 }
 
 /// Second stage: checks that need more than a type (files exist, limits agree).
@@ -412,6 +469,9 @@ struct Validator<'a> {
     path: &'a Path,
     base_dir: &'a Path,
     errors: RefCell<Vec<ConfigError>>,
+    warnings: RefCell<Vec<ConfigError>>,
+    /// `--check`: an expired certificate is an error, not a warning.
+    strict_expiry: bool,
 }
 
 impl Validator<'_> {
@@ -427,6 +487,12 @@ impl Validator<'_> {
     fn report(&self, key: &str, reason: impl Into<String>) {
         let error = self.invalid(key, reason);
         self.errors.borrow_mut().push(error);
+    }
+
+    /// A problem that does not stop the config from serving.
+    fn warn(&self, key: &str, reason: impl Into<String>) {
+        let warning = self.invalid(key, reason);
+        self.warnings.borrow_mut().push(warning);
     }
 
     /// `value`, reporting `key` if it is 0.
@@ -488,6 +554,13 @@ impl Validator<'_> {
                 ),
             );
         }
+        let tls = raw.tls.as_ref().map(|tls| {
+            self.tls(
+                tls,
+                server.listen_addr,
+                raw.admin.as_ref().map(|a| a.listen_addr),
+            )
+        });
         let config = Config {
             source: self.path.to_path_buf(),
             server,
@@ -499,7 +572,10 @@ impl Validator<'_> {
                 listen_addr: a.listen_addr,
                 max_connections: a.max_connections.get(),
             }),
+            tls,
             logging,
+            // Filled in by `Config::parse` once validation is over.
+            warnings: Vec::new(),
         };
         match ConfigError::from_all(self.path, self.errors.take()) {
             None => Ok(config),

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv6Addr;
 use std::time::Duration;
 
+use super::backend_tls::{BackendTls, TlsRoots};
 use super::raw::{RawBackend, RawHealthCheck, RawProxy, RawRoute, RawStrategy};
-use super::tls::{BackendTls, TlsRoots};
 use super::upstream::{
     BackendSettings, BreakerSettings, CheckSettings, GroupPolicy, HealthSettings,
     RetryBudgetSettings, UpstreamConfig,

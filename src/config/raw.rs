@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
-use super::{LogFormat, RuntimeLayout};
+use super::{LogFormat, RuntimeLayout, TlsVersion};
 use crate::http::response::StatusCode;
 use crate::limits;
 
@@ -25,6 +25,8 @@ pub(super) struct RawConfig {
     pub routes: Vec<RawRoute>,
     #[serde(default)]
     pub admin: Option<RawAdmin>,
+    #[serde(default)]
+    pub tls: Option<RawTls>,
     #[serde(default)]
     pub logging: RawLogging,
 }
@@ -533,6 +535,44 @@ pub(super) struct RawAdmin {
 fn default_admin_max_connections() -> std::num::NonZeroUsize {
     std::num::NonZeroUsize::new(limits::DEFAULT_ADMIN_MAX_CONNECTIONS)
         .unwrap_or(std::num::NonZeroUsize::MIN)
+}
+
+/// The HTTPS listener (`tls`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTls {
+    pub listen_addr: SocketAddr,
+    pub certificates: Vec<RawCertificate>,
+    #[serde(default)]
+    pub redirect_http: bool,
+    pub redirect_port: Option<u16>,
+    #[serde(default)]
+    pub min_version: TlsVersion,
+    #[serde(default = "default_tls_handshake_timeout_ms")]
+    pub handshake_timeout_ms: u64,
+    pub client_ca: Option<String>,
+    #[serde(default = "default_tls_session_cache_entries")]
+    pub session_cache_entries: usize,
+    #[serde(default = "default_true")]
+    pub session_tickets: bool,
+}
+
+fn default_tls_handshake_timeout_ms() -> u64 {
+    millis(limits::DEFAULT_TLS_HANDSHAKE_TIMEOUT)
+}
+
+fn default_tls_session_cache_entries() -> usize {
+    limits::DEFAULT_TLS_SESSION_CACHE_ENTRIES
+}
+
+/// One entry of `tls.certificates`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCertificate {
+    pub cert: String,
+    pub key: String,
+    #[serde(default)]
+    pub server_names: Vec<String>,
 }
 
 /// One entry of `routes`: which requests (host, path prefix) go where.

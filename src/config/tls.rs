@@ -1,151 +1,283 @@
-//! TLS to backends as configured: which certificate authorities a group trusts
-//! (`tls_ca_file`, read and checked at load so `--check` catches a broken file) and which name
-//! each TLS backend's certificate must carry. Plain data; the proxy builds the rustls client
-//! configuration from it.
+//! The `tls` section: the HTTPS listener, its certificates (each pair read and checked
+//! here, so a bad file fails `--check`, startup and reload alike, with its line) and the
+//! protocol settings.
 
-use std::net::IpAddr;
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
 
-use super::raw::RawBackend;
-use super::{io_reason, Validator};
+use super::raw::{RawCertificate, RawTls};
+use super::Validator;
+use crate::certificates::{self, CertificateError, Expiry, PairFile};
+use crate::limits::CERTIFICATE_EXPIRY_WARNING;
 
-/// Largest `tls_ca_file` read: a bundle of every public root is about 200 KiB, so this is
-/// room for any real one while a wrong path (a log, a disk image) is refused before it is
-/// read into memory.
-const MAX_CA_FILE_BYTES: u64 = 4 * 1024 * 1024;
-
-/// The certificate authorities a group's TLS backends are verified against.
+/// The validated `tls` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TlsRoots {
-    /// The operating system's trust store, read when the group is built.
-    System,
-    /// Only the CA certificates in `tls_ca_file`.
-    File {
-        path: PathBuf,
-        certificates: Arc<[CertificateDer<'static>]>,
-    },
+pub struct TlsConfig {
+    /// The HTTPS listener; `server.listen_addr` stays plain HTTP.
+    pub listen_addr: SocketAddr,
+    /// The first is the default: served when the client sends no name or one no entry has.
+    pub certificates: Vec<CertificateConfig>,
+    /// The plain listener answers every request with a redirect to HTTPS.
+    pub redirect_http: bool,
+    /// The port redirects name; `None`: the port the HTTPS listener is bound to.
+    pub redirect_port: Option<u16>,
+    pub min_version: TlsVersion,
+    pub handshake_timeout: Duration,
+    /// Clients must present a certificate issued by one of these CAs.
+    pub client_ca: Option<PathBuf>,
+    /// Sessions kept for resumption by session ID; 0: none.
+    pub session_cache_entries: usize,
+    /// Resumption by ticket, with keys that rotate.
+    pub session_tickets: bool,
 }
 
-/// What a TLS backend must prove.
+/// One certificate chain, its key, and the names it is chosen for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BackendTls {
-    /// The name its certificate must be valid for (a DNS name, or an IP address for an IP
-    /// SAN); also sent as SNI when it is a DNS name.
-    pub server_name: ServerName<'static>,
+pub struct CertificateConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Lower case; exact names, or `*.` and a name (any one label in its place).
+    pub server_names: Vec<String>,
+}
+
+/// The oldest protocol version a client may use (`tls.min_version`). Nothing older than
+/// TLS 1.2 exists to choose: rustls implements neither SSL nor TLS 1.0/1.1.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TlsVersion {
+    #[default]
+    Tls12,
+    Tls13,
+}
+
+impl TlsVersion {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsVersion::Tls12 => "1.2",
+            TlsVersion::Tls13 => "1.3",
+        }
+    }
+}
+
+/// `"1.2"` or `"1.3"`, quoted or not (unquoted, YAML reads a number).
+impl<'de> Deserialize<'de> for TlsVersion {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<TlsVersion, D::Error> {
+        struct Version;
+
+        impl Visitor<'_> for Version {
+            type Value = TlsVersion;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("\"1.2\" or \"1.3\"")
+            }
+
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<TlsVersion, E> {
+                match value.trim() {
+                    "1.2" => Ok(TlsVersion::Tls12),
+                    "1.3" => Ok(TlsVersion::Tls13),
+                    other => Err(E::custom(format_args!(
+                        "{other:?} is not a TLS version Sentinel speaks (expected \"1.2\" or \"1.3\")"
+                    ))),
+                }
+            }
+
+            fn visit_f64<E: de::Error>(self, value: f64) -> Result<TlsVersion, E> {
+                self.visit_str(&value.to_string())
+            }
+
+            fn visit_u64<E: de::Error>(self, value: u64) -> Result<TlsVersion, E> {
+                self.visit_str(&value.to_string())
+            }
+
+            fn visit_i64<E: de::Error>(self, value: i64) -> Result<TlsVersion, E> {
+                self.visit_str(&value.to_string())
+            }
+        }
+
+        deserializer.deserialize_any(Version)
+    }
 }
 
 impl Validator<'_> {
-    /// The roots under `key` (`proxy.tls_ca_file`, `proxy.upstreams.NAME.tls_ca_file`), or
-    /// `inherited` when the key is not set.
-    pub(super) fn tls_roots(&self, key: &str, raw: Option<&str>, inherited: &TlsRoots) -> TlsRoots {
-        let Some(file) = raw else {
-            return inherited.clone();
-        };
-        let path = self.resolve(file);
-        match read_ca_file(&path) {
-            Ok(certificates) => TlsRoots::File {
-                path,
-                certificates: certificates.into(),
-            },
-            Err(reason) => {
-                self.report(key, reason);
-                // A stand-in: the config is refused anyway.
-                TlsRoots::System
+    pub(super) fn tls(
+        &self,
+        raw: &RawTls,
+        plain: SocketAddr,
+        admin: Option<SocketAddr>,
+    ) -> TlsConfig {
+        let clashes = |other: SocketAddr| other == raw.listen_addr && other.port() != 0;
+        if clashes(plain) {
+            self.report(
+                "tls.listen_addr",
+                "is server.listen_addr too: HTTPS needs a listener of its own",
+            );
+        }
+        if admin.is_some_and(clashes) {
+            self.report("tls.listen_addr", "is admin.listen_addr too");
+        }
+        if raw.redirect_port == Some(0) {
+            self.report("tls.redirect_port", "must be a port between 1 and 65535");
+        }
+        if raw.certificates.is_empty() {
+            self.report(
+                "tls.certificates",
+                "needs at least one certificate (the first is the default)",
+            );
+        }
+        let mut claimed: HashMap<String, usize> = HashMap::new();
+        let certificates = raw
+            .certificates
+            .iter()
+            .enumerate()
+            .map(|(index, entry)| self.certificate(index, entry, &mut claimed))
+            .collect();
+        let client_ca = raw.client_ca.as_deref().map(|ca| {
+            let path = self.resolve(ca);
+            if let Err(error) = certificates::load_roots(&path) {
+                self.report("tls.client_ca", error.to_string());
             }
+            path
+        });
+        TlsConfig {
+            listen_addr: raw.listen_addr,
+            certificates,
+            redirect_http: raw.redirect_http,
+            redirect_port: raw.redirect_port,
+            min_version: raw.min_version,
+            handshake_timeout: self
+                .positive_millis("tls.handshake_timeout_ms", raw.handshake_timeout_ms),
+            client_ca,
+            session_cache_entries: raw.session_cache_entries,
+            session_tickets: raw.session_tickets,
         }
     }
 
-    /// The TLS settings of the backend at `entry` (`proxy.backends[0]`), `None` when it
-    /// speaks plain HTTP.
-    pub(super) fn backend_tls(&self, entry: &str, backend: &RawBackend) -> Option<BackendTls> {
-        if !backend.tls {
-            if backend.tls_server_name.is_some() {
-                // Without TLS the name would be silently ignored, and the operator would
-                // believe the backend is verified.
-                self.report(
-                    &format!("{entry}.tls_server_name"),
-                    "is set but tls is not: add `tls: true` to speak TLS to this backend",
-                );
-            }
-            return None;
-        }
-        let (key, name) = match &backend.tls_server_name {
-            Some(name) => (format!("{entry}.tls_server_name"), name.as_str()),
-            // An address that is not host:port is reported on its own.
-            None => (
-                format!("{entry}.address"),
-                address_host(&backend.address).unwrap_or("localhost"),
+    /// Entry `index`: its pair read and matched, its expiry judged, its names checked and
+    /// claimed (a name belongs to one entry only).
+    fn certificate(
+        &self,
+        index: usize,
+        raw: &RawCertificate,
+        claimed: &mut HashMap<String, usize>,
+    ) -> CertificateConfig {
+        let entry = format!("tls.certificates[{index}]");
+        let cert = self.resolve(&raw.cert);
+        let key = self.resolve(&raw.key);
+        match certificates::load_pair(&cert, &key) {
+            Ok(pair) => self.judge_expiry(
+                &entry,
+                &cert,
+                pair.validity
+                    .expiry(SystemTime::now(), CERTIFICATE_EXPIRY_WARNING),
+                pair.validity.not_after,
             ),
-        };
-        match server_name(name) {
-            Some(server_name) => Some(BackendTls { server_name }),
-            None => {
-                self.report(
+            Err(error) => self.report(&pair_key(&entry, &error), error.to_string()),
+        }
+        let mut server_names = Vec::with_capacity(raw.server_names.len());
+        for name in &raw.server_names {
+            let key = format!("{entry}.server_names");
+            let name = name.trim().to_ascii_lowercase();
+            if let Err(reason) = check_server_name(&name) {
+                self.report(&key, format!("{name:?}: {reason}"));
+                continue;
+            }
+            match claimed.get(&name) {
+                Some(first) if *first == index => {
+                    self.report(&key, format!("{name:?} is listed twice"));
+                }
+                Some(first) => self.report(
                     &key,
-                    format!("{name:?} is not a DNS name or IP address a certificate can carry"),
-                );
-                None
+                    format!("{name:?} is already served by tls.certificates[{first}]"),
+                ),
+                None => {
+                    claimed.insert(name.clone(), index);
+                }
+            }
+            server_names.push(name);
+        }
+        if index > 0 && raw.server_names.is_empty() {
+            self.report(
+                &entry,
+                "is never chosen: give it server_names, or list it first to make it the default",
+            );
+        }
+        CertificateConfig {
+            cert,
+            key,
+            server_names,
+        }
+    }
+
+    /// An expired chain is an error for `--check` and a warning when serving (it is still
+    /// better than no HTTPS listener); one close to its end is a warning.
+    fn judge_expiry(
+        &self,
+        entry: &str,
+        cert: &std::path::Path,
+        expiry: Expiry,
+        not_after: SystemTime,
+    ) {
+        let key = format!("{entry}.cert");
+        let date = httpdate::fmt_http_date(not_after);
+        let file = cert.display();
+        match expiry {
+            Expiry::Valid => {}
+            Expiry::ExpiresSoon { left } => self.warn(
+                &key,
+                format!("{file} expires in {} ({date})", in_days(left)),
+            ),
+            Expiry::NotYetValid => {
+                self.warn(&key, format!("{file} is not valid yet"));
+            }
+            Expiry::Expired { ago } => {
+                let reason = format!("{file} expired {} ago ({date})", in_days(ago));
+                if self.strict_expiry {
+                    self.report(&key, reason);
+                } else {
+                    self.warn(&key, reason);
+                }
             }
         }
     }
 }
 
-/// The host of `host:port` or `[v6]:port`, without brackets.
-fn address_host(address: &str) -> Option<&str> {
-    let (host, _port) = address.rsplit_once(':')?;
-    Some(
-        host.strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(host),
-    )
+/// `tls.certificates[i].cert` or `.key`, whichever file `error` is about.
+fn pair_key(entry: &str, error: &CertificateError) -> String {
+    match error.file() {
+        PairFile::Cert => format!("{entry}.cert"),
+        PairFile::Key => format!("{entry}.key"),
+    }
 }
 
-/// `name` as a certificate name: an IP address (matched against IP SANs, RFC 6125 §1.7.2
-/// leaves IPs out of SNI) or a DNS name.
-fn server_name(name: &str) -> Option<ServerName<'static>> {
-    if let Ok(ip) = name.parse::<IpAddr>() {
-        return Some(ServerName::IpAddress(ip.into()));
+/// `3 days`, `1 day`, `5 hours` for less than a day.
+fn in_days(span: Duration) -> String {
+    let hours = span.as_secs() / 3600;
+    match hours / 24 {
+        0 if hours == 1 => "1 hour".into(),
+        0 => format!("{hours} hours"),
+        1 => "1 day".into(),
+        days => format!("{days} days"),
     }
-    ServerName::try_from(name.to_string()).ok()
 }
 
-/// The CA certificates in the PEM file at `path`, each checked to be usable as a trust
-/// anchor; the reason in the operator's terms otherwise.
-fn read_ca_file(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let size = std::fs::metadata(path)
-        .map_err(|e| io_reason(path, &e))?
-        .len();
-    if size > MAX_CA_FILE_BYTES {
-        return Err(format!(
-            "{} is {size} bytes; a CA file is limited to {MAX_CA_FILE_BYTES}",
-            path.display()
-        ));
+/// A name a client can send in SNI (RFC 6066 §3): a DNS name, or `*.` and a DNS name.
+fn check_server_name(name: &str) -> Result<(), &'static str> {
+    let base = name.strip_prefix("*.").unwrap_or(name);
+    if base.contains('*') {
+        return Err("a wildcard stands for the whole first label only (*.example.com)");
     }
-    let pem = std::fs::read(path).map_err(|e| io_reason(path, &e))?;
-    parse_ca_pem(&pem).map_err(|reason| format!("{}: {reason}", path.display()))
-}
-
-/// The certificates of a PEM bundle; other sections (keys, CRLs) are skipped.
-fn parse_ca_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certificates = CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|error| format!("not a PEM file: {error}"))?;
-    if certificates.is_empty() {
-        return Err("holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into());
+    if base.parse::<std::net::IpAddr>().is_ok() {
+        return Err("SNI never carries an IP address: a client connecting by address gets the default certificate");
     }
-    for (index, certificate) in certificates.iter().enumerate() {
-        if let Err(error) = rustls::RootCertStore::empty().add(certificate.clone()) {
-            return Err(format!(
-                "certificate {} is not a usable CA certificate: {error}",
-                index + 1
-            ));
-        }
+    match rustls_pki_types::DnsName::try_from(base) {
+        Ok(_) => Ok(()),
+        Err(_) => Err("not a DNS name"),
     }
-    Ok(certificates)
 }
 
 #[cfg(test)]
@@ -153,41 +285,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_default_name_is_the_host_of_the_address() {
-        assert_eq!(address_host("api.internal:443"), Some("api.internal"));
-        assert_eq!(address_host("10.0.0.7:8443"), Some("10.0.0.7"));
-        assert_eq!(address_host("[::1]:443"), Some("::1"));
-        assert_eq!(address_host("no-port"), None);
+    fn server_names_are_dns_names_or_one_leading_wildcard() {
+        for good in ["example.com", "*.example.com", "localhost", "a-b.c"] {
+            assert_eq!(check_server_name(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "*",
+            "*.*.example.com",
+            "w*.example.com",
+            "127.0.0.1",
+            "a b",
+            "",
+            "ex_ample..com",
+        ] {
+            assert!(check_server_name(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
-    fn an_ip_is_verified_against_an_ip_san_and_a_name_against_a_dns_name() {
-        assert!(matches!(
-            server_name("10.0.0.7"),
-            Some(ServerName::IpAddress(_))
-        ));
-        assert!(matches!(server_name("::1"), Some(ServerName::IpAddress(_))));
-        assert!(matches!(
-            server_name("api.internal"),
-            Some(ServerName::DnsName(_))
-        ));
-        assert_eq!(server_name("not a name"), None);
-        assert_eq!(server_name(""), None);
-    }
-
-    #[test]
-    fn a_ca_file_needs_at_least_one_parseable_certificate() {
-        assert!(parse_ca_pem(b"")
-            .unwrap_err()
-            .contains("no PEM certificate"));
-        assert!(parse_ca_pem(b"garbage, not PEM at all\n")
-            .unwrap_err()
-            .contains("no PEM certificate"));
-        let broken = b"-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n";
-        assert!(parse_ca_pem(broken).unwrap_err().contains("not a PEM file"));
-        let not_der = b"-----BEGIN CERTIFICATE-----\naGVsbG8=\n-----END CERTIFICATE-----\n";
-        assert!(parse_ca_pem(not_der)
-            .unwrap_err()
-            .contains("not a usable CA certificate"));
+    fn spans_read_in_days_or_hours() {
+        assert_eq!(in_days(Duration::from_secs(3 * 86_400 + 5)), "3 days");
+        assert_eq!(in_days(Duration::from_secs(86_400)), "1 day");
+        assert_eq!(in_days(Duration::from_secs(7200)), "2 hours");
+        assert_eq!(in_days(Duration::from_secs(3600)), "1 hour");
     }
 }

@@ -11,4 +11,5 @@ pub mod persistence;
 pub mod request;
 pub mod response;
 pub mod response_parser;
+pub mod scheme;
 pub mod writer;

@@ -17,6 +17,7 @@ impl StatusCode {
     pub const PARTIAL_CONTENT: StatusCode = StatusCode(206);
     pub const MOVED_PERMANENTLY: StatusCode = StatusCode(301);
     pub const NOT_MODIFIED: StatusCode = StatusCode(304);
+    pub const PERMANENT_REDIRECT: StatusCode = StatusCode(308);
     pub const BAD_REQUEST: StatusCode = StatusCode(400);
     pub const FORBIDDEN: StatusCode = StatusCode(403);
     pub const NOT_FOUND: StatusCode = StatusCode(404);

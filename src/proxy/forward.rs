@@ -267,6 +267,7 @@ async fn exchange<S: Transport>(
             client_host: destination.client_host,
             client_ip: client.peer.ip(),
             upgrade,
+            scheme: client.stream.scheme(),
         },
     );
     let send_timeout = route.send_timeout;

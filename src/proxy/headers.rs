@@ -14,6 +14,7 @@ use bytes::{BufMut, BytesMut};
 use crate::http::parser::{eq_ignore_case_to_lowercase, trim_ows};
 use crate::http::request::{HeaderSpan, RequestFraming, RequestHead};
 use crate::http::response_parser::ParsedResponse;
+use crate::http::scheme::Scheme;
 use crate::http::writer::{
     is_safe_value, put_decimal, put_framing_and_connection, put_status_line, ConnectionState,
     ResponseFraming,
@@ -115,6 +116,8 @@ pub struct UpstreamRequest<'a> {
     pub client_ip: IpAddr,
     /// The `Upgrade` value to pass on when the client asked to switch protocols.
     pub upgrade: Option<&'a [u8]>,
+    /// How the client reached us, for `X-Forwarded-Proto`.
+    pub scheme: Scheme,
 }
 
 /// Append the request head for the backend to `dst`.
@@ -158,7 +161,9 @@ pub fn encode_request_head(dst: &mut BytesMut, head: &RequestHead, request: &Ups
         dst.put_slice(b", ");
     }
     put_ip(dst, request.client_ip);
-    dst.put_slice(b"\r\nX-Forwarded-Proto: http\r\n");
+    dst.put_slice(b"\r\nX-Forwarded-Proto: ");
+    dst.put_slice(request.scheme.as_str().as_bytes());
+    dst.put_slice(b"\r\n");
     if let Some(host) = request.client_host {
         // The client's Host value or absolute-form authority: parsed, so copied as is.
         put_parsed_field(dst, b"X-Forwarded-Host", host.as_bytes());
@@ -389,6 +394,10 @@ mod tests {
     }
 
     fn upstream_text(raw: &[u8], upgrade: Option<&[u8]>) -> String {
+        upstream_text_over(raw, upgrade, Scheme::Http)
+    }
+
+    fn upstream_text_over(raw: &[u8], upgrade: Option<&[u8]>, scheme: Scheme) -> String {
         let head = request(raw);
         let mut dst = BytesMut::new();
         encode_request_head(
@@ -400,6 +409,7 @@ mod tests {
                 client_host: head.host(),
                 client_ip: "10.0.0.9".parse().unwrap(),
                 upgrade,
+                scheme,
             },
         );
         String::from_utf8(dst.to_vec()).unwrap()
@@ -418,6 +428,17 @@ mod tests {
             "GET /x?y HTTP/1.1\r\nHost: site\r\nAccept: */*\r\nX-Forwarded-For: 10.0.0.9\r\n\
              X-Forwarded-Proto: http\r\nX-Forwarded-Host: site\r\nVia: 1.1 sentinel\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn a_request_that_came_over_tls_is_forwarded_as_https_whatever_the_client_claims() {
+        let text = upstream_text_over(
+            b"GET /a HTTP/1.1\r\nHost: site\r\nX-Forwarded-Proto: http\r\n\r\n",
+            None,
+            Scheme::Https,
+        );
+        assert_eq!(text.matches("X-Forwarded-Proto").count(), 1, "{text}");
+        assert!(text.contains("X-Forwarded-Proto: https\r\n"), "{text}");
     }
 
     #[test]

@@ -25,6 +25,7 @@ use crate::http::persistence::Persistence;
 use crate::http::request::{Method, RequestFraming, RequestHead, Version};
 use crate::http::response::{Response, ResponseBody};
 use crate::http::response_parser::ResponseLimits;
+use crate::http::scheme::Scheme;
 use crate::http::writer::{encode_response_head, ConnectionState, ResponseFraming};
 use crate::limits::DEFAULT_READ_CHUNK_BYTES;
 use crate::limits::{DEFAULT_MAX_RESPONSE_HEAD_BYTES, MAX_RESPONSE_HEADERS};
@@ -56,11 +57,15 @@ const READ_BUFFER_BYTES: usize = buffer_pool::Kind::Read.bytes();
 /// The connection's state (about 2 KiB) is boxed here rather than held in the spawned task:
 /// the runtime moves a task's future by value as the task starts and ends, three copies of
 /// the whole state per connection (callgrind: ~900 instructions, more than the allocation).
+///
+/// `https_port` is the port the HTTPS listener is bound to, where `tls.redirect_http`
+/// sends clients of a plain connection.
 pub fn serve_connection<S: Transport>(
     stream: S,
     peer: SocketAddr,
     snapshot: SharedSnapshot,
     shutdown: watch::Receiver<bool>,
+    https_port: Option<u16>,
 ) -> impl std::future::Future<Output = ()> + Send {
     let span = tracing::debug_span!("conn", %peer);
     let connection = Connection {
@@ -68,6 +73,7 @@ pub fn serve_connection<S: Transport>(
         peer,
         snapshot,
         shutdown,
+        https_port,
         read_buf: BytesMut::new(),
         write_buf: BytesMut::new(),
         served: 0,
@@ -82,6 +88,7 @@ struct Connection<S> {
     peer: SocketAddr,
     snapshot: SharedSnapshot,
     shutdown: watch::Receiver<bool>,
+    https_port: Option<u16>,
     read_buf: BytesMut,
     write_buf: BytesMut,
     /// Requests answered on this connection so far.
@@ -210,43 +217,48 @@ impl<S: Transport> Connection<S> {
                     .await;
             }
         };
-        let routed = crate::routing::route(&head, &config.routes);
-        if let Routed::Proxy {
-            route,
-            upstream,
-            target,
-            client_host,
-        } = &routed
-        {
-            let Some(upstream) = snapshot.upstream(*upstream) else {
-                // A validated config names only groups it defines, and the snapshot builds
-                // one per group: this is a bug, not a client's fault.
-                let fault = Fault::Internal("route names an upstream the snapshot lacks");
-                exchange.abandon_body();
-                return self
-                    .refuse(fault, &head, &exchange, config, &request_span)
-                    .await;
-            };
-            let destination = Destination {
-                upstream,
-                route,
-                target,
-                client_host: *client_host,
-                response_limits: config
-                    .proxy
-                    .as_ref()
-                    .map_or(DEFAULT_RESPONSE_LIMITS, |p| p.response_limits),
-                backend_header: config
-                    .proxy
-                    .as_ref()
-                    .and_then(|p| p.backend_header.as_deref()),
-            };
-            return self
-                .serve_proxied(&head, decoder, &destination, &mut exchange, config)
-                .instrument(request_span)
-                .await;
-        }
-        let handled = request_span.in_scope(|| crate::dispatch::handle(&head, &snapshot, &routed));
+        let handled = match self.https_redirect_port(config) {
+            Some(port) => crate::https_redirect::respond(&head, port),
+            None => {
+                let routed = crate::routing::route(&head, &config.routes);
+                if let Routed::Proxy {
+                    route,
+                    upstream,
+                    target,
+                    client_host,
+                } = &routed
+                {
+                    let Some(upstream) = snapshot.upstream(*upstream) else {
+                        // A validated config names only groups it defines, and the snapshot builds
+                        // one per group: this is a bug, not a client's fault.
+                        let fault = Fault::Internal("route names an upstream the snapshot lacks");
+                        exchange.abandon_body();
+                        return self
+                            .refuse(fault, &head, &exchange, config, &request_span)
+                            .await;
+                    };
+                    let destination = Destination {
+                        upstream,
+                        route,
+                        target,
+                        client_host: *client_host,
+                        response_limits: config
+                            .proxy
+                            .as_ref()
+                            .map_or(DEFAULT_RESPONSE_LIMITS, |p| p.response_limits),
+                        backend_header: config
+                            .proxy
+                            .as_ref()
+                            .and_then(|p| p.backend_header.as_deref()),
+                    };
+                    return self
+                        .serve_proxied(&head, decoder, &destination, &mut exchange, config)
+                        .instrument(request_span)
+                        .await;
+                }
+                request_span.in_scope(|| crate::dispatch::handle(&head, &snapshot, &routed))
+            }
+        };
         let handled = match self.drain_body(decoder, &head, limits).await {
             Ok(Drained::Complete) => handled,
             Ok(Drained::Abandoned) => {
@@ -277,6 +289,19 @@ impl<S: Transport> Connection<S> {
                     .await
             }
         }
+    }
+
+    /// Where a request on this connection is redirected to HTTPS (`tls.redirect_http`, on
+    /// a plain connection while an HTTPS listener runs): the configured redirect port, else
+    /// the HTTPS listener's. A `tls` section added by a reload starts no listener, so it
+    /// redirects nobody to a port where nothing answers.
+    fn https_redirect_port(&self, config: &Config) -> Option<u16> {
+        let tls = config.tls.as_ref().filter(|tls| tls.redirect_http)?;
+        let https_port = self.https_port?;
+        if self.stream.scheme() == Scheme::Https {
+            return None;
+        }
+        Some(tls.redirect_port.unwrap_or(https_port))
     }
 
     /// Log `fault` and answer it with the error table's response.
@@ -944,6 +969,7 @@ mod tests {
             peer,
             Snapshot::shared(config),
             shutdown,
+            None,
         ));
         client
             .write_all(

@@ -2,11 +2,14 @@
 //! shutdown signal that stops accepting, tells idle connections to close, and waits (up to
 //! `server.drain_timeout_ms`) for in-flight requests to finish. One loop on the caller's
 //! runtime, or (`server.runtime: per_core`) one per worker thread, each with a runtime and
-//! an `SO_REUSEPORT` listening socket of its own.
+//! an `SO_REUSEPORT` listening socket of its own. With `tls` configured, each loop has an
+//! HTTPS sibling on `tls.listen_addr` under the same connection cap, shutdown and drain,
+//! whose connections complete a TLS handshake before they are served.
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 use super::connection::serve_connection;
+use super::tls::{self, TlsError, TlsTerminator};
 use crate::config::Config;
 use crate::snapshot::{SharedSnapshot, Snapshot};
 
@@ -54,6 +58,27 @@ pub(crate) const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 /// uses them: a tokio socket belongs to the reactor of the runtime that registered it.
 type Rebind = mpsc::UnboundedSender<std::net::TcpListener>;
 
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error("cannot listen on {addr}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot listen on {addr} (tls.listen_addr)")]
+    ListenTls {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot set up TLS")]
+    Tls(#[source] TlsError),
+    #[error("cannot start a worker thread")]
+    Worker(#[source] io::Error),
+}
+
 pub struct Server {
     /// One per accept loop, all bound to the same address (`SO_REUSEPORT` when more than one).
     listeners: Vec<std::net::TcpListener>,
@@ -65,6 +90,18 @@ pub struct Server {
     /// Per-core layout: the worker threads, one per accept loop, each waiting for its loop.
     /// `None`: the accept loop runs as a task on the caller's runtime.
     workers: Option<Vec<Worker>>,
+    /// The HTTPS listener, when `tls` is configured: an accept loop beside each plain one.
+    tls: Option<TlsListeners>,
+    /// The port the HTTPS listener is bound to, for redirects from the plain one; 0: none.
+    https_port: Arc<AtomicU16>,
+}
+
+/// The HTTPS listening sockets (one per accept loop) and their TLS state.
+struct TlsListeners {
+    listeners: Vec<std::net::TcpListener>,
+    rebinds: Vec<mpsc::UnboundedReceiver<std::net::TcpListener>>,
+    rebind_txs: Arc<[Rebind]>,
+    terminator: Arc<TlsTerminator>,
 }
 
 /// What a reload needs to change a running server: the config handle and a way to hand the
@@ -73,27 +110,82 @@ pub struct Server {
 pub struct ServerHandle {
     pub config: SharedSnapshot,
     rebind_txs: Arc<[Rebind]>,
+    tls: Option<TlsHandle>,
+    https_port: Arc<AtomicU16>,
+}
+
+#[derive(Clone)]
+struct TlsHandle {
+    rebind_txs: Arc<[Rebind]>,
+    terminator: Arc<TlsTerminator>,
+}
+
+/// Listening sockets bound for a new address, not yet in use (see [`Rebound::switch`]).
+pub struct Rebound {
+    listeners: Vec<std::net::TcpListener>,
+    rebind_txs: Arc<[Rebind]>,
+    addr: SocketAddr,
+    https_port: Option<Arc<AtomicU16>>,
+}
+
+impl Rebound {
+    /// Have the accept loops move to the new sockets; the old ones close once the new ones
+    /// accept.
+    pub fn switch(self) -> io::Result<SocketAddr> {
+        for (tx, listener) in self.rebind_txs.iter().zip(self.listeners) {
+            tx.send(listener)
+                .map_err(|_| io::Error::other("the server has stopped"))?;
+        }
+        if let Some(port) = self.https_port {
+            port.store(self.addr.port(), Ordering::Relaxed);
+        }
+        tracing::info!(addr = %self.addr, accept_loops = self.rebind_txs.len(), "listening on the new address");
+        Ok(self.addr)
+    }
+}
+
+fn bind_for(
+    rebind_txs: &Arc<[Rebind]>,
+    addr: SocketAddr,
+    backlog: u32,
+    https_port: Option<&Arc<AtomicU16>>,
+) -> io::Result<Rebound> {
+    let listeners = bind_listeners(addr, backlog, rebind_txs.len())?;
+    Ok(Rebound {
+        addr: first_addr(&listeners)?,
+        listeners,
+        rebind_txs: Arc::clone(rebind_txs),
+        https_port: https_port.map(Arc::clone),
+    })
 }
 
 impl ServerHandle {
     /// Bind `addr` now, once per accept loop (so a failure leaves everything as it was), and
     /// have the accept loops move to it; the old listeners close once the new ones accept.
     pub fn rebind(&self, addr: SocketAddr, backlog: u32) -> io::Result<SocketAddr> {
-        let listeners = bind_listeners(addr, backlog, self.rebind_txs.len())?;
-        let bound = first_addr(&listeners)?;
-        for (tx, listener) in self.rebind_txs.iter().zip(listeners) {
-            tx.send(listener)
-                .map_err(|_| io::Error::other("the server has stopped"))?;
-        }
-        tracing::info!(addr = %bound, accept_loops = self.rebind_txs.len(), "listening on the new address");
-        Ok(bound)
+        bind_for(&self.rebind_txs, addr, backlog, None)?.switch()
+    }
+
+    /// Bind `addr` for the HTTPS accept loops, for [`Rebound::switch`] once everything else
+    /// a reload needs has been bound too.
+    pub fn bind_tls(&self, addr: SocketAddr, backlog: u32) -> io::Result<Rebound> {
+        let tls = self
+            .tls
+            .as_ref()
+            .ok_or_else(|| io::Error::other("no HTTPS listener is running"))?;
+        bind_for(&tls.rebind_txs, addr, backlog, Some(&self.https_port))
+    }
+
+    /// The HTTPS listener's TLS state, when it runs.
+    pub fn tls(&self) -> Option<&Arc<TlsTerminator>> {
+        self.tls.as_ref().map(|tls| &tls.terminator)
     }
 }
 
 impl Server {
     /// Bind `config.server.listen_addr` for one accept loop on the caller's runtime. Fails at
     /// once (address in use, no permission) so the process can exit with a clear message.
-    pub fn bind(config: Config) -> io::Result<Server> {
+    pub fn bind(config: Config) -> Result<Server, BindError> {
         Server::bind_loops(config, 1)
     }
 
@@ -101,31 +193,54 @@ impl Server {
     /// start the threads, each with its own current-thread runtime, waiting for `run`. All
     /// that can fail fails here, before anything is served; call it outside any runtime (a
     /// runtime that fails to start is dropped here, which no async context allows).
-    pub fn bind_per_core(config: Config, threads: usize) -> io::Result<Server> {
+    pub fn bind_per_core(config: Config, threads: usize) -> Result<Server, BindError> {
         let threads = threads.max(1);
         let mut server = Server::bind_loops(config, threads)?;
         crate::proxy::pool::set_worker_threads(threads);
         let workers = (0..threads)
             .map(start_worker)
-            .collect::<io::Result<Vec<_>>>()?;
+            .collect::<io::Result<Vec<_>>>()
+            .map_err(BindError::Worker)?;
         server.workers = Some(workers);
         Ok(server)
     }
 
-    fn bind_loops(config: Config, loops: usize) -> io::Result<Server> {
-        let listeners = bind_listeners(
-            config.server.listen_addr,
-            config.server.listen_backlog,
-            loops,
-        )?;
+    fn bind_loops(config: Config, loops: usize) -> Result<Server, BindError> {
+        let addr = config.server.listen_addr;
+        let backlog = config.server.listen_backlog;
+        let listeners = bind_listeners(addr, backlog, loops)
+            .map_err(|source| BindError::Listen { addr, source })?;
         let (rebind_txs, rebinds): (Vec<_>, Vec<_>) =
             (0..loops).map(|_| mpsc::unbounded_channel()).unzip();
+        let https_port = Arc::new(AtomicU16::new(0));
+        let tls = match &config.tls {
+            Some(tls_config) => {
+                let addr = tls_config.listen_addr;
+                let listeners = bind_listeners(addr, backlog, loops)
+                    .map_err(|source| BindError::ListenTls { addr, source })?;
+                let bound = first_addr(&listeners)
+                    .map_err(|source| BindError::ListenTls { addr, source })?;
+                https_port.store(bound.port(), Ordering::Relaxed);
+                let terminator = TlsTerminator::new(tls_config).map_err(BindError::Tls)?;
+                let (rebind_txs, rebinds): (Vec<_>, Vec<_>) =
+                    (0..loops).map(|_| mpsc::unbounded_channel()).unzip();
+                Some(TlsListeners {
+                    listeners,
+                    rebinds,
+                    rebind_txs: rebind_txs.into(),
+                    terminator: Arc::new(terminator),
+                })
+            }
+            None => None,
+        };
         Ok(Server {
             listeners,
             config: Snapshot::shared(config),
             rebinds,
             rebind_txs: rebind_txs.into(),
             workers: None,
+            tls,
+            https_port,
         })
     }
 
@@ -133,11 +248,21 @@ impl Server {
         ServerHandle {
             config: Arc::clone(&self.config),
             rebind_txs: Arc::clone(&self.rebind_txs),
+            tls: self.tls.as_ref().map(|tls| TlsHandle {
+                rebind_txs: Arc::clone(&tls.rebind_txs),
+                terminator: Arc::clone(&tls.terminator),
+            }),
+            https_port: Arc::clone(&self.https_port),
         }
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         first_addr(&self.listeners)
+    }
+
+    /// The HTTPS listener's address, when `tls` is configured.
+    pub fn tls_local_addr(&self) -> Option<io::Result<SocketAddr>> {
+        self.tls.as_ref().map(|tls| first_addr(&tls.listeners))
     }
 
     /// How many threads accept and serve connections: the per-core threads, or `None` when
@@ -165,31 +290,61 @@ impl Server {
             config,
             rebinds,
             workers,
+            tls,
+            https_port,
             ..
         } = self;
         let mut workers = workers.map(Vec::into_iter);
         let mut running = Vec::with_capacity(listeners.len());
         let mut closing = Vec::with_capacity(listeners.len());
-        for (listener, rebinds) in listeners.into_iter().zip(rebinds) {
+        let mut new_loop = |listener, rebinds, protocol| {
             let (closed, closed_rx) = oneshot::channel();
             closing.push(closed_rx);
-            let accept = AcceptLoop {
+            AcceptLoop {
                 listener,
                 rebinds,
+                protocol,
                 config: Arc::clone(&config),
                 permits: Arc::clone(&permits),
                 stop: stop_rx.clone(),
                 closed,
-            };
-            running.push(match workers.as_mut().and_then(Iterator::next) {
-                Some(worker) => worker.start(accept),
-                // On the caller's runtime the loop is a task of its own, so a multi-thread
+            }
+        };
+        // Per accept loop, the plain listener's and (when TLS is on) the HTTPS listener's
+        // sockets: both loops of a worker run on its runtime.
+        let mut tls_sockets = tls.map(|tls| {
+            let terminator = tls.terminator;
+            tls.listeners
+                .into_iter()
+                .zip(tls.rebinds)
+                .map(move |(listener, rebinds)| (listener, rebinds, Arc::clone(&terminator)))
+        });
+        for (listener, rebinds) in listeners.into_iter().zip(rebinds) {
+            let mut loops = vec![new_loop(
+                listener,
+                rebinds,
+                Protocol::Plain {
+                    https_port: Arc::clone(&https_port),
+                },
+            )];
+            if let Some((listener, rebinds, terminator)) =
+                tls_sockets.as_mut().and_then(Iterator::next)
+            {
+                loops.push(new_loop(listener, rebinds, Protocol::Tls(terminator)));
+            }
+            match workers.as_mut().and_then(Iterator::next) {
+                Some(worker) => running.push(worker.start(loops)),
+                // On the caller's runtime each loop is a task of its own, so a multi-thread
                 // runtime runs it on a worker: from the thread blocked in `block_on`, every
                 // accepted connection would be handed across threads (a futex wake and two
                 // context switches per connection, measured at ~20 % of the CPU time of
                 // short connections).
-                None => Running::Task(tokio::spawn(accept.run())),
-            });
+                None => {
+                    for accept in loops {
+                        running.push(Running::Task(tokio::spawn(accept.run())));
+                    }
+                }
+            }
         }
         shutdown.await;
         let _ = stop_tx.send(true);
@@ -221,14 +376,14 @@ impl Server {
 /// A per-core worker thread, started by `bind_per_core` and idle until `run` hands it its
 /// accept loop. Dropping it unstarted ends the thread.
 struct Worker {
-    start: oneshot::Sender<AcceptLoop>,
+    start: oneshot::Sender<Vec<AcceptLoop>>,
     done: oneshot::Receiver<usize>,
 }
 
 impl Worker {
-    fn start(self, accept: AcceptLoop) -> Running {
+    fn start(self, loops: Vec<AcceptLoop>) -> Running {
         // A thread that is gone has already reported through `done` (its channel closed).
-        let _ = self.start.send(accept);
+        let _ = self.start.send(loops);
         Running::Thread(self.done)
     }
 }
@@ -239,7 +394,7 @@ fn start_worker(index: usize) -> io::Result<Worker> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let (start, start_rx) = oneshot::channel::<AcceptLoop>();
+    let (start, start_rx) = oneshot::channel::<Vec<AcceptLoop>>();
     let (done_tx, done) = oneshot::channel();
     std::thread::Builder::new()
         .name(format!("sentinel-worker-{index}"))
@@ -247,7 +402,7 @@ fn start_worker(index: usize) -> io::Result<Worker> {
             crate::proxy::pool::set_thread_worker(Some(index));
             let still_open = runtime.block_on(async {
                 match start_rx.await {
-                    Ok(accept) => accept.run().await,
+                    Ok(loops) => run_together(loops).await,
                     Err(_) => 0,
                 }
             });
@@ -255,6 +410,20 @@ fn start_worker(index: usize) -> io::Result<Worker> {
             let _ = done_tx.send(still_open);
         })?;
     Ok(Worker { start, done })
+}
+
+/// Run `loops` on the current runtime until each has drained; how many connections were
+/// still open.
+async fn run_together(loops: Vec<AcceptLoop>) -> usize {
+    let tasks: Vec<_> = loops
+        .into_iter()
+        .map(|accept| tokio::spawn(accept.run()))
+        .collect();
+    let mut still_open = 0;
+    for task in tasks {
+        still_open += Running::Task(task).finished().await;
+    }
+    still_open
 }
 
 /// An accept loop that has been started.
@@ -281,10 +450,19 @@ impl Running {
     }
 }
 
+/// What an accept loop's connections speak.
+enum Protocol {
+    /// HTTP; `https_port` is where `tls.redirect_http` sends clients.
+    Plain { https_port: Arc<AtomicU16> },
+    /// HTTPS: each connection completes a TLS handshake first.
+    Tls(Arc<TlsTerminator>),
+}
+
 /// One listening socket's accept loop and the connections it accepted.
 struct AcceptLoop {
     listener: std::net::TcpListener,
     rebinds: mpsc::UnboundedReceiver<std::net::TcpListener>,
+    protocol: Protocol,
     config: SharedSnapshot,
     permits: Arc<Semaphore>,
     /// `true` once shutdown starts: stop accepting; idle connections close.
@@ -335,11 +513,32 @@ impl AcceptLoop {
                     let config = Arc::clone(&self.config);
                     let stop = self.stop.clone();
                     let drain = drain_tx.clone();
-                    tokio::spawn(async move {
-                        serve_connection(stream, peer, config, stop).await;
-                        drop(permit);
-                        drop(drain);
-                    });
+                    match &self.protocol {
+                        Protocol::Plain { https_port } => {
+                            let https_port = match https_port.load(Ordering::Relaxed) {
+                                0 => None,
+                                port => Some(port),
+                            };
+                            tokio::spawn(async move {
+                                serve_connection(stream, peer, config, stop, https_port).await;
+                                drop(permit);
+                                drop(drain);
+                            });
+                        }
+                        Protocol::Tls(terminator) => {
+                            let terminator = Arc::clone(terminator);
+                            tokio::spawn(async move {
+                                let limits = config.load().config.server.limits;
+                                if let Some(stream) =
+                                    tls::accept(stream, peer, &terminator, &limits).await
+                                {
+                                    serve_connection(stream, peer, config, stop, None).await;
+                                }
+                                drop(permit);
+                                drop(drain);
+                            });
+                        }
+                    }
                 }
                 // A connection that died in the backlog is its client's problem: go on.
                 Err(error) if is_per_connection(&error) => {

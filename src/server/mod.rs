@@ -1,8 +1,11 @@
-//! The server: binds the listener, accepts connections under a connection limit and hands
-//! each to the HTTP connection state machine; stops accepting and drains on shutdown.
+//! The server: binds the listeners (plain HTTP, and HTTPS when `tls` is configured),
+//! accepts connections under one connection limit, completes TLS where the listener speaks
+//! it, and hands each connection to the HTTP connection state machine; stops accepting and
+//! drains on shutdown.
 
 mod connection;
 mod listener;
+pub mod tls;
 
-pub use listener::{bind_lone_listener, Server, ServerHandle};
+pub use listener::{bind_lone_listener, BindError, Rebound, Server, ServerHandle};
 pub(crate) use listener::{is_per_connection, ACCEPT_ERROR_BACKOFF};

@@ -5,6 +5,7 @@
 
 #[cfg(target_os = "linux")]
 pub mod sendfile;
+mod tls_server;
 
 use std::io;
 use std::task::{Context, Poll};
@@ -15,8 +16,16 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-/// A client connection's byte stream: plain TCP today, TLS next.
+use crate::http::scheme::Scheme;
+
+/// A client connection's byte stream: plain TCP, or TLS over it.
 pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// How the client reached us: what a backend is told (`X-Forwarded-Proto`) and whether
+    /// `tls.redirect_http` sends the client elsewhere.
+    fn scheme(&self) -> Scheme {
+        Scheme::Http
+    }
+
     /// Ready when a read would make progress, without reading: an idle keep-alive connection
     /// waits here holding no buffer. A stream that cannot tell (one that buffers inside, as
     /// TLS does) answers ready at once and the caller reads.
@@ -75,5 +84,12 @@ where
             Ok(Ok(_)) => {}
         }
     }
-    Ok(())
+    // A TLS stream reports bytes written once it holds them; when the socket was full, the
+    // last records of a response wait inside it for a next write that may never come (the
+    // client waits for them before it sends its next request). Plain TCP holds nothing back,
+    // and its flush returns at once.
+    match timeout(write_timeout, stream.flush()).await {
+        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
+        Ok(flushed) => flushed,
+    }
 }

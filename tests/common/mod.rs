@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod tls;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -19,6 +20,8 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// A running server on its own runtime thread; shut down and joined on drop.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The HTTPS listener, when the config has a `tls` section.
+    pub tls_addr: Option<SocketAddr>,
     pub dir: tempfile::TempDir,
     /// The running server's live snapshot: config and runtime state (pools, health, stats).
     pub config: sentinel::snapshot::SharedSnapshot,
@@ -78,8 +81,16 @@ impl TestServer {
                 .expect("runtime");
             runtime.block_on(async move {
                 let server = Server::bind(config).expect("bind");
+                let tls_addr = server.tls_local_addr().map(|addr| addr.expect("tls addr"));
+                if let Some(tls) = server.handle().tls() {
+                    sentinel::reload::certificates::watch(std::sync::Arc::clone(tls.store()));
+                }
                 addr_tx
-                    .send((server.local_addr().expect("addr"), server.handle().config))
+                    .send((
+                        server.local_addr().expect("addr"),
+                        tls_addr,
+                        server.handle().config,
+                    ))
                     .expect("send addr");
                 server
                     .run(async {
@@ -88,11 +99,12 @@ impl TestServer {
                     .await;
             });
         });
-        let (addr, config) = addr_rx
+        let (addr, tls_addr, config) = addr_rx
             .recv_timeout(IO_TIMEOUT)
             .expect("server did not start");
         TestServer {
             addr,
+            tls_addr,
             dir,
             config,
             shutdown: Some(shutdown_tx),
@@ -174,9 +186,9 @@ impl Response {
     }
 }
 
-/// A blocking client that sends exact bytes.
-pub struct RawClient {
-    pub stream: TcpStream,
+/// A blocking client that sends exact bytes, over plain TCP or any other byte stream (TLS).
+pub struct RawClient<S = TcpStream> {
+    pub stream: S,
     buf: Vec<u8>,
 }
 
@@ -186,6 +198,13 @@ impl RawClient {
         stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
         stream.set_nodelay(true).unwrap();
+        RawClient::over(stream)
+    }
+}
+
+impl<S: Read + Write> RawClient<S> {
+    /// A client on a stream that is already connected.
+    pub fn over(stream: S) -> RawClient<S> {
         RawClient {
             stream,
             buf: Vec::new(),
@@ -305,11 +324,26 @@ impl RawClient {
                 self.buf.extend_from_slice(&chunk[..n]);
                 n
             }
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => 0,
+            // A TLS peer that closes without close_notify reads as an unexpected EOF.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof
+                ) =>
+            {
+                0
+            }
             Err(e) => panic!("read failed: {e}"),
         }
     }
 
+    /// Bytes received but not yet consumed as a response.
+    pub fn leftover(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl RawClient {
     /// True when the server closed the connection (EOF, or reset) within `wait`, with no
     /// further bytes.
     pub fn is_closed_within(&mut self, wait: Duration) -> bool {
@@ -338,10 +372,5 @@ impl RawClient {
         };
         self.stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         result
-    }
-
-    /// Bytes received but not yet consumed as a response.
-    pub fn leftover(&self) -> &[u8] {
-        &self.buf
     }
 }

@@ -1,0 +1,343 @@
+//! Through the real binary: certificate problems in the log, config reload of the `tls`
+//! section, `--check`.
+#![cfg(unix)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::common::tls::{connect, presented, tls_yaml, Issued, Pki};
+use rustls::version::{TLS12, TLS13};
+
+use super::{leaf_of_new_handshake, wait_until, WAIT};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sentinel");
+
+/// A config serving a static site from `dir/site`, with `tls` as given.
+fn config(dir: &Path, tls: &str) -> String {
+    std::fs::create_dir_all(dir.join("site")).unwrap();
+    std::fs::write(dir.join("site/hello.txt"), "hello\n").unwrap();
+    format!(
+        "server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: \"{}\"\n\
+         logging:\n  level: \"info\"\n  access_log: false\n{tls}",
+        dir.join("site").display()
+    )
+}
+
+/// The binary serving `yaml` (as `dir/config.yaml`), its log collected line by line.
+struct Daemon {
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+    https: SocketAddr,
+    path: PathBuf,
+}
+
+impl Daemon {
+    fn start(dir: &Path, yaml: &str) -> Daemon {
+        let path = dir.join("config.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        let mut child = Command::new(BIN)
+            .arg("--config")
+            .arg(&path)
+            .env_remove("RUST_LOG")
+            .env_remove("LISTEN")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut daemon = Daemon {
+            child,
+            log,
+            https: "0.0.0.0:0".parse().unwrap(),
+            path,
+        };
+        let line = daemon.wait_for_log_after(0, "listening for HTTPS");
+        daemon.https = addr_in(&line);
+        daemon.wait_for_log_after(0, "watching the certificate files");
+        daemon.wait_for_log_after(0, "watching the config");
+        daemon
+    }
+
+    fn log_len(&self) -> usize {
+        self.log.lock().unwrap().len()
+    }
+
+    fn lines_after(&self, skip: usize) -> Vec<String> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .skip(skip)
+            .cloned()
+            .collect()
+    }
+
+    /// The first line after `skip` containing `needle`.
+    fn wait_for_log_after(&self, skip: usize, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(line) = self
+                .lines_after(skip)
+                .into_iter()
+                .find(|l| l.contains(needle))
+            {
+                return line;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {needle:?}:\n{}",
+                self.lines_after(0).join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Replace the config the way editors do.
+    fn rewrite_config(&self, yaml: &str) {
+        let temp = self.path.with_extension("yaml.tmp");
+        std::fs::write(&temp, yaml).unwrap();
+        std::fs::rename(&temp, &self.path).unwrap();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn addr_in(line: &str) -> SocketAddr {
+    line.split("addr=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line}"))
+}
+
+#[test]
+fn a_bad_or_mismatched_pair_is_kept_out_and_logged_once() {
+    let pki = Pki::default();
+    let first = pki.issue("site", &["localhost"]);
+    let other = pki.issue("other", &["localhost"]);
+    let daemon = Daemon::start(
+        pki.dir.path(),
+        &config(pki.dir.path(), &tls_yaml(&[(&first, &["localhost"])], "")),
+    );
+    assert_eq!(leaf_of_new_handshake(daemon.https), Some(first.der.clone()));
+
+    // The key alone: a pair that does not match.
+    let mark = daemon.log_len();
+    std::fs::write(&first.key, &other.key_pem).unwrap();
+    let line = daemon.wait_for_log_after(mark, "certificate pair rejected");
+    assert!(line.contains("does not belong"), "{line}");
+    assert!(
+        line.contains(&format!("file={}", first.key.display())),
+        "{line}"
+    );
+    assert_eq!(leaf_of_new_handshake(daemon.https), Some(first.der.clone()));
+    // The same bad key written again is not news.
+    std::fs::write(&first.key, &other.key_pem).unwrap();
+    // Then the certificate: the pair matches and serves.
+    std::fs::write(&first.cert, &other.cert_pem).unwrap();
+    daemon.wait_for_log_after(mark, "certificate reloaded");
+    let rejected = daemon
+        .lines_after(mark)
+        .iter()
+        .filter(|line| line.contains("certificate pair rejected"))
+        .count();
+    assert_eq!(rejected, 1, "{}", daemon.lines_after(mark).join("\n"));
+    assert_eq!(leaf_of_new_handshake(daemon.https), Some(other.der.clone()));
+
+    // A certificate file that does not parse: named, and the pair before it serves on.
+    let mark = daemon.log_len();
+    std::fs::write(&first.cert, "not a certificate\n").unwrap();
+    let line = daemon.wait_for_log_after(mark, "certificate pair rejected");
+    assert!(line.contains("no certificate in it"), "{line}");
+    assert!(
+        line.contains(&format!("file={}", first.cert.display())),
+        "{line}"
+    );
+    assert_eq!(leaf_of_new_handshake(daemon.https), Some(other.der.clone()));
+}
+
+#[test]
+fn a_config_reload_applies_new_certificates_versions_and_address() {
+    let pki = Pki::default();
+    let site = pki.issue("site", &["localhost"]);
+    let extra = pki.issue("extra", &["extra.test"]);
+    let dir = pki.dir.path();
+    let daemon = Daemon::start(dir, &config(dir, &tls_yaml(&[(&site, &["localhost"])], "")));
+    let old = daemon.https;
+
+    // A second certificate, TLS 1.3 only, and a new address, in one reload.
+    let new_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let tls = tls_yaml(
+        &[(&site, &["localhost"]), (&extra, &["extra.test"])],
+        "  min_version: \"1.3\"\n",
+    )
+    .replace("127.0.0.1:0", &new_addr.to_string());
+    let mark = daemon.log_len();
+    daemon.rewrite_config(&config(dir, &tls));
+    let line = daemon.wait_for_log_after(mark, "config reloaded");
+    assert!(line.contains("tls_changed=true"), "{line}");
+    daemon.wait_for_log_after(mark, "listening on the new address");
+    let client = connect(new_addr, "extra.test", pki.client(&[&TLS13])).expect("handshake");
+    assert_eq!(presented(&client), extra.der);
+    let refused = connect(new_addr, "localhost", pki.client(&[&TLS12]));
+    assert!(refused.is_err(), "TLS 1.2 after min_version 1.3");
+    let deadline = Instant::now() + WAIT;
+    wait_until(deadline, "the old HTTPS address to close", || {
+        std::net::TcpStream::connect(old).is_err()
+    });
+
+    // A certificate that does not parse: the reload is refused, with file and line.
+    let broken = pki.dir.path().join("broken.pem");
+    std::fs::write(&broken, "garbage").unwrap();
+    let bad = Issued {
+        cert: broken,
+        key: extra.key.clone(),
+        der: Vec::new(),
+        cert_pem: String::new(),
+        key_pem: String::new(),
+    };
+    let mark = daemon.log_len();
+    daemon.rewrite_config(&config(dir, &tls_yaml(&[(&bad, &["localhost"])], "")));
+    let line = daemon.wait_for_log_after(mark, "config reload rejected");
+    assert!(line.contains("tls.certificates[0].cert"), "{line}");
+    let client = connect(new_addr, "extra.test", pki.client(&[&TLS13])).expect("still served");
+    assert_eq!(presented(&client), extra.der);
+}
+
+fn check(dir: &Path, yaml: &str) -> (Option<i32>, String) {
+    let path = dir.join("check.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let output = Command::new(BIN)
+        .arg("--check")
+        .arg("--config")
+        .arg(&path)
+        .env_remove("LISTEN")
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn days_from_now(days: i64) -> time::OffsetDateTime {
+    time::OffsetDateTime::now_utc() + time::Duration::days(days)
+}
+
+#[test]
+fn check_reports_bad_mismatched_and_expired_certificates_and_warns_before_expiry() {
+    let pki = Pki::default();
+    let dir = pki.dir.path();
+    let good = pki.issue("good", &["good.test"]);
+    let other = pki.issue("other", &["other.test"]);
+    let expired = pki.issue_until("expired", &["old.test"], days_from_now(-3));
+    let soon = pki.issue_until("soon", &["soon.test"], days_from_now(5));
+    let garbage = dir.join("garbage.pem");
+    std::fs::write(&garbage, "-----BEGIN CERTIFICATE-----\nnot base64!\n").unwrap();
+    let unparsable = Issued {
+        cert: garbage,
+        key: good.key.clone(),
+        der: Vec::new(),
+        cert_pem: String::new(),
+        key_pem: String::new(),
+    };
+    let mismatched = Issued {
+        cert: good.cert.clone(),
+        key: other.key.clone(),
+        der: Vec::new(),
+        cert_pem: String::new(),
+        key_pem: String::new(),
+    };
+    let missing = Issued {
+        cert: dir.join("missing.pem"),
+        key: good.key.clone(),
+        der: Vec::new(),
+        cert_pem: String::new(),
+        key_pem: String::new(),
+    };
+    let yaml = config(
+        dir,
+        &tls_yaml(
+            &[
+                (&unparsable, &["a.test"]),
+                (&mismatched, &["b.test"]),
+                (&expired, &["c.test"]),
+                (&missing, &["d.test"]),
+                (&soon, &["e.test"]),
+            ],
+            "",
+        ),
+    );
+    let (code, stderr) = check(dir, &yaml);
+    assert_eq!(code, Some(1), "{stderr}");
+    let line_of = |needle: &str| {
+        stderr
+            .lines()
+            .find(|line| line.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in:\n{stderr}"))
+            .to_string()
+    };
+    let bad = line_of("tls.certificates[0].cert");
+    assert!(bad.contains("not valid PEM"), "{bad}");
+    assert!(
+        bad.contains("check.yaml:"),
+        "the line number is given: {bad}"
+    );
+    let mismatch = line_of("tls.certificates[1].key");
+    assert!(mismatch.contains("does not belong"), "{mismatch}");
+    let old = line_of("tls.certificates[2].cert");
+    assert!(old.contains("expired 3 days ago"), "{old}");
+    let gone = line_of("tls.certificates[3].cert");
+    assert!(gone.contains("does not exist"), "{gone}");
+    assert!(stderr.contains("has 4 errors"), "{stderr}");
+    let warning = line_of("tls.certificates[4].cert");
+    assert!(
+        warning.contains("warning:") && warning.contains("expires in 4 days"),
+        "{warning}"
+    );
+
+    // Valid but close to its end: a warning, and the check passes.
+    let yaml = config(dir, &tls_yaml(&[(&soon, &["e.test"])], ""));
+    let (code, stderr) = check(dir, &yaml);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("warning:") && stderr.contains("expires in"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_expired_certificate_is_served_with_a_warning() {
+    let pki = Pki::default();
+    let dir = pki.dir.path();
+    let expired = pki.issue_until("expired", &["localhost"], days_from_now(-1));
+    let daemon = Daemon::start(
+        dir,
+        &config(dir, &tls_yaml(&[(&expired, &["localhost"])], "")),
+    );
+    let line = daemon.wait_for_log_after(0, "configuration warning");
+    assert!(line.contains("expired"), "{line}");
+    assert_eq!(
+        leaf_of_new_handshake(daemon.https),
+        Some(expired.der.clone())
+    );
+}
