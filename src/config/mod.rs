@@ -4,11 +4,13 @@
 
 mod locate;
 mod proxy;
+mod ratelimit;
 mod raw;
 mod upstream;
 mod yaml;
 
 pub use proxy::{BackendConfig, ProxyConfig, RouteConfig, RouteTarget, DEFAULT_UPSTREAM};
+pub use ratelimit::{Cidr, KeySource, LimitSettings, RateLimitConfig, RedisSettings, RouteLimit};
 pub use upstream::{
     BackendSettings, BreakerSettings, CheckSettings, GroupPolicy, HealthSettings,
     RetryBudgetSettings, UpstreamConfig,
@@ -216,6 +218,8 @@ pub struct Config {
     /// The admin listener; off when `None`.
     pub admin: Option<AdminConfig>,
     pub logging: LoggingConfig,
+    /// Request rates per client; see `RateLimitConfig::is_enabled`.
+    pub rate_limit: RateLimitConfig,
 }
 
 /// Where and how `/admin/backends` is served (`admin`).
@@ -462,6 +466,7 @@ impl Validator<'_> {
             static_files.is_some(),
         );
         let proxy = proxy.map(|(config, _)| config);
+        let rate_limit = self.rate_limit(raw.rate_limit.as_ref(), &raw.routes, routes.len());
         if static_files.is_none() && proxy.is_none() {
             self.report(
                 "static_files",
@@ -498,6 +503,7 @@ impl Validator<'_> {
                 max_connections: a.max_connections.get(),
             }),
             logging,
+            rate_limit,
         };
         match ConfigError::from_all(self.path, self.errors.take()) {
             None => Ok(config),
