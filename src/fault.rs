@@ -13,6 +13,7 @@ use crate::http::error::{BodyError, ParseError};
 use crate::http::response::{Response, StatusCode};
 use crate::pages::error_response;
 use crate::proxy::exchange::{ForwardError, UpstreamError};
+use crate::ratelimit::Refusal;
 use crate::static_files::{PathError, StaticError};
 
 /// Why a request gets an error response.
@@ -34,6 +35,8 @@ pub enum Fault {
     Static(StaticError),
     /// The proxy got no response to relay.
     Forward(ForwardError),
+    /// The client is over its rate limit.
+    RateLimited(Refusal),
     /// A bug: a state the validated config rules out.
     Internal(&'static str),
 }
@@ -58,6 +61,8 @@ impl Fault {
             Fault::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Fault::Static(error) => static_status(error),
             Fault::Forward(error) => forward_status(error),
+            // RFC 6585 §4.
+            Fault::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Fault::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -69,7 +74,8 @@ impl Fault {
             | Fault::Body(_)
             | Fault::BodyTimeout
             | Fault::NoRoute
-            | Fault::MethodNotAllowed => Blame::Client,
+            | Fault::MethodNotAllowed
+            | Fault::RateLimited(_) => Blame::Client,
             Fault::Static(StaticError::FileSystem(error)) if !is_missing_or_denied(error) => {
                 Blame::Server
             }
@@ -124,6 +130,12 @@ impl Fault {
                 .with_header("Accept-Ranges", "bytes"),
             // Every backend is at its concurrency cap: a moment later may do.
             Fault::Forward(ForwardError::Saturated) => response.with_header("Retry-After", "1"),
+            Fault::RateLimited(refusal) => refusal
+                .headers()
+                .into_iter()
+                .fold(response, |response, (name, value)| {
+                    response.with_header(name, value)
+                }),
             _ => response,
         }
     }
@@ -140,6 +152,12 @@ impl fmt::Display for Fault {
             Fault::MethodNotAllowed => f.write_str("method not allowed"),
             Fault::Static(error) => write!(f, "static file: {error}"),
             Fault::Forward(error) => write!(f, "proxy: {error}"),
+            Fault::RateLimited(refusal) => write!(
+                f,
+                "rate limited by {:?}, retry after {}s",
+                refusal.policy(),
+                refusal.retry_after_secs
+            ),
             Fault::Internal(what) => write!(f, "internal error: {what}"),
         }
     }
