@@ -574,6 +574,53 @@ mod tests {
         );
     }
 
+    fn config(rate_limit: &str) -> crate::config::Config {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("public")).expect("root");
+        let yaml = format!(
+            "server: {{}}\nstatic_files:\n  root: public\n{rate_limit}\
+             routes:\n  - path_prefix: /login\n    static: true\n    \
+             rate_limit: {{ requests_per_second: 5 }}\n  - path_prefix: /\n    static: true\n"
+        );
+        crate::config::Config::from_yaml(&yaml, &dir.path().join("c.yaml"), dir.path())
+            .expect("config")
+    }
+
+    fn build(config: &crate::config::Config, previous: Option<&RateLimits>) -> RateLimits {
+        RateLimits::build(&config.rate_limit, &config.routes, previous).expect("enabled")
+    }
+
+    #[test]
+    fn a_reload_keeps_the_state_of_limits_whose_settings_did_not_change() {
+        let first = config("rate_limit:\n  requests_per_second: 10\n");
+        let limits = build(&first, None);
+        assert_eq!(limits.policies().len(), 2, "default and /login");
+        let same = build(&first, Some(&limits));
+        for (old, new) in limits.policies().iter().zip(same.policies()) {
+            assert!(Arc::ptr_eq(old, new), "{} carried over", old.name);
+        }
+        let changed = build(
+            &config("rate_limit:\n  requests_per_second: 11\n"),
+            Some(&limits),
+        );
+        assert!(!Arc::ptr_eq(&limits.policies()[0], &changed.policies()[0]));
+        assert!(
+            Arc::ptr_eq(&limits.policies()[1], &changed.policies()[1]),
+            "the route's own limit did not change"
+        );
+        let keys_changed = build(
+            &config("rate_limit:\n  requests_per_second: 10\n  max_keys: 5\n"),
+            Some(&limits),
+        );
+        assert!(!Arc::ptr_eq(
+            &limits.policies()[0],
+            &keys_changed.policies()[0]
+        ));
+        // Routes' own limits apply without a default one; with neither, nothing is built.
+        assert_eq!(build(&config(""), None).policies().len(), 1);
+        assert!(RateLimits::build(&RateLimitConfig::default(), &[], None).is_none());
+    }
+
     #[test]
     fn counters_sum_their_stripes() {
         let counter = Arc::new(Counter::default());
