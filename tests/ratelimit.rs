@@ -619,3 +619,34 @@ fn check_reports_bad_rate_limit_settings_together() {
         assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
     }
 }
+
+#[test]
+fn a_slow_redis_never_stalls_a_request_and_is_used_again_once_it_answers() {
+    let redis = Redis::start_on(free_port());
+    let daemon = Daemon::start(&format!(
+        "rate_limit:\n  requests_per_second: 1000\n  \
+         redis_url: \"redis://127.0.0.1:{}\"\n  redis_timeout_ms: 20\n",
+        redis.port
+    ));
+    daemon.wait_for_log_after(0, "rate limits shared on Redis", WAIT);
+    let signal = |name: &str| {
+        let status = Command::new("kill")
+            .args([name, &redis.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    };
+    // Frozen, not gone: connections stay open and answers never come.
+    signal("-STOP");
+    let skip = daemon.log_len();
+    let frozen = paced(daemon.addr, "/", "", 50, Duration::from_secs(2));
+    signal("-CONT");
+    assert_eq!((frozen.failed, frozen.limited), (0, 0), "{frozen:?}");
+    assert!(
+        frozen.slowest < Duration::from_millis(500),
+        "a request waited {:?} on a frozen Redis",
+        frozen.slowest
+    );
+    daemon.wait_for_log_after(skip, "Redis unreachable", WAIT);
+    daemon.wait_for_log_after(skip, "rate limits shared on Redis", WAIT);
+}

@@ -321,14 +321,6 @@ impl RateLimits {
             policy_quoted: Arc::clone(&policy.quoted_name),
             policy_header: Arc::clone(&policy.header),
         });
-        if let Some(refusal) = &refusal {
-            tracing::debug!(
-                policy = %policy.name,
-                key = %logged,
-                retry_after_secs = refusal.retry_after_secs,
-                "rate limited"
-            );
-        }
         Some(Verdict { note, refusal })
     }
 
