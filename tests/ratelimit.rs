@@ -650,3 +650,42 @@ fn a_slow_redis_never_stalls_a_request_and_is_used_again_once_it_answers() {
     daemon.wait_for_log_after(skip, "Redis unreachable", WAIT);
     daemon.wait_for_log_after(skip, "rate limits shared on Redis", WAIT);
 }
+
+#[test]
+fn a_refused_request_never_reaches_the_backend() {
+    let backend = TcpListener::bind("127.0.0.1:0").expect("backend");
+    let backend_addr = backend.local_addr().expect("backend address");
+    let arrived = Arc::new(Mutex::new(0u32));
+    let count = Arc::clone(&arrived);
+    std::thread::spawn(move || {
+        for stream in backend.incoming() {
+            let Ok(stream) = stream else { continue };
+            let count = Arc::clone(&count);
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                let mut writer = stream;
+                let mut line = String::new();
+                while reader.read_line(&mut line).unwrap_or(0) > 0 {
+                    if line == "\r\n" {
+                        *count.lock().unwrap() += 1;
+                        let reply = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                        if writer.write_all(reply.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                    line.clear();
+                }
+            });
+        }
+    });
+    let daemon = Daemon::start(&format!(
+        "proxy:\n  backends:\n    - name: b\n      address: \"{backend_addr}\"\n\
+         rate_limit:\n  requests_per_second: 1\n  burst: 1\n\
+         routes:\n  - path_prefix: /api\n    upstream: default\n  \
+         - path_prefix: /\n    static: true\n"
+    ));
+    let mut client = daemon.connect();
+    let statuses: Vec<u16> = (0..4).map(|_| client.get("/api/x", "").status).collect();
+    assert_eq!(statuses, [200, 200, 429, 429]);
+    assert_eq!(*arrived.lock().unwrap(), 2, "refusals stay in Sentinel");
+}
