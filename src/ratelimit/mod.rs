@@ -37,9 +37,6 @@ use redis::{RedisState, RedisStore};
 /// The name of the top-level limit in the response headers and the logs.
 const DEFAULT_POLICY: &str = "default";
 
-/// Header values longer than this are hashed before they become part of a Redis key.
-const MAX_REDIS_KEY_VALUE_BYTES: usize = 128;
-
 /// Nanoseconds per second and per microsecond.
 const NANOS_PER_SECOND: u64 = 1_000_000_000;
 const NANOS_PER_MICRO: u64 = 1_000;
@@ -486,8 +483,9 @@ fn sf_string(name: &str) -> String {
     quoted
 }
 
-/// `prefix` + policy + `:` + the client: the address as text, a header value as it came
-/// (hashed when long, so one client cannot make Redis keys as large as its headers).
+/// `prefix` + policy + `:` + the client: the address as text, or `h:` and the SHA-1 of a
+/// header value, so keys stay short and the values (API keys, often) are not stored in
+/// Redis in the clear. The same on every instance, which is what makes the limit shared.
 fn redis_key(prefix: &str, policy: &str, key: &ClientKey<'_>) -> Vec<u8> {
     let mut redis_key = Vec::with_capacity(prefix.len() + policy.len() + 48);
     redis_key.extend_from_slice(prefix.as_bytes());
@@ -497,14 +495,8 @@ fn redis_key(prefix: &str, policy: &str, key: &ClientKey<'_>) -> Vec<u8> {
         ClientKey::Address(address) => {
             let _ = write!(redis_key, "{address}");
         }
-        ClientKey::Header(value) if value.len() <= MAX_REDIS_KEY_VALUE_BYTES => {
-            redis_key.extend_from_slice(b"h:");
-            redis_key.extend_from_slice(value);
-        }
         ClientKey::Header(value) => {
-            let digest = sha1_smol::Sha1::from(value).digest().to_string();
-            redis_key.extend_from_slice(b"hs:");
-            redis_key.extend_from_slice(digest.as_bytes());
+            let _ = write!(redis_key, "h:{}", sha1_smol::Sha1::from(value).digest());
         }
     }
     redis_key
@@ -555,14 +547,17 @@ mod tests {
     fn redis_keys_name_the_policy_and_the_client_and_stay_short() {
         let address = ClientKey::Address("192.0.2.1".parse().expect("ip"));
         assert_eq!(redis_key("p:", "default", &address), b"p:default:192.0.2.1");
-        assert_eq!(
-            redis_key("p:", "default", &ClientKey::Header(b"k1")),
-            b"p:default:h:k1"
+        let header = redis_key("p:", "default", &ClientKey::Header(b"secret-api-key"));
+        assert!(header.starts_with(b"p:default:h:"));
+        assert_eq!(header.len(), "p:default:h:".len() + 40);
+        assert!(
+            !header.windows(6).any(|w| w == b"secret"),
+            "no value in the clear"
         );
-        let long = vec![b'a'; 1000];
+        let long = vec![b'a'; 10_000];
         assert_eq!(
             redis_key("p:", "default", &ClientKey::Header(&long)).len(),
-            "p:default:hs:".len() + 40
+            header.len()
         );
     }
 
