@@ -16,7 +16,7 @@ pub fn handle(
 ) -> Result<Response, Fault> {
     let config = &snapshot.config;
     match (routed, &config.static_files, &snapshot.file_cache) {
-        (Routed::Static, Some(site), Some(cache)) => {
+        (Routed::Static { .. }, Some(site), Some(cache)) => {
             static_files::respond(head, site, cache, &config.error_pages).map_err(Fault::Static)
         }
         (Routed::MethodNotAllowed, _, _) => Err(Fault::MethodNotAllowed),

@@ -14,6 +14,7 @@ use crate::http::response::{Response, StatusCode};
 use crate::pages::error_response;
 use crate::proxy::exchange::{ForwardError, UpstreamError};
 use crate::proxy::stream::ConnectError;
+use crate::ratelimit::Refusal;
 use crate::static_files::{PathError, StaticError};
 
 /// Why a request gets an error response.
@@ -38,6 +39,8 @@ pub enum Fault {
     Static(StaticError),
     /// The proxy got no response to relay.
     Forward(ForwardError),
+    /// The client is over its rate limit.
+    RateLimited(Refusal),
     /// A bug: a state the validated config rules out.
     Internal(&'static str),
 }
@@ -63,6 +66,8 @@ impl Fault {
             Fault::NoHostToRedirect => StatusCode::BAD_REQUEST,
             Fault::Static(error) => static_status(error),
             Fault::Forward(error) => forward_status(error),
+            // RFC 6585 §4.
+            Fault::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Fault::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -75,7 +80,8 @@ impl Fault {
             | Fault::BodyTimeout
             | Fault::NoRoute
             | Fault::MethodNotAllowed
-            | Fault::NoHostToRedirect => Blame::Client,
+            | Fault::NoHostToRedirect
+            | Fault::RateLimited(_) => Blame::Client,
             Fault::Static(StaticError::FileSystem(error)) if !is_missing_or_denied(error) => {
                 Blame::Server
             }
@@ -130,6 +136,12 @@ impl Fault {
                 .with_header("Accept-Ranges", "bytes"),
             // Every backend is at its concurrency cap: a moment later may do.
             Fault::Forward(ForwardError::Saturated) => response.with_header("Retry-After", "1"),
+            Fault::RateLimited(refusal) => refusal
+                .headers()
+                .into_iter()
+                .fold(response, |response, (name, value)| {
+                    response.with_header(name, value)
+                }),
             _ => response,
         }
     }
@@ -147,6 +159,12 @@ impl fmt::Display for Fault {
             Fault::NoHostToRedirect => f.write_str("no host to redirect to HTTPS"),
             Fault::Static(error) => write!(f, "static file: {error}"),
             Fault::Forward(error) => write!(f, "proxy: {error}"),
+            Fault::RateLimited(refusal) => write!(
+                f,
+                "rate limited by {:?}, retry after {}s",
+                refusal.policy(),
+                refusal.retry_after_secs
+            ),
             Fault::Internal(what) => write!(f, "internal error: {what}"),
         }
     }

@@ -14,6 +14,7 @@ pub mod limits;
 pub mod logging;
 pub mod pages;
 pub mod proxy;
+pub mod ratelimit;
 pub mod reload;
 pub mod routing;
 pub mod server;

@@ -300,3 +300,35 @@ pub const CERTIFICATE_EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 6
 /// system without change events, a symlink target in a directory not watched), so a
 /// replaced certificate is in use within two seconds either way.
 pub const CERTIFICATE_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Clients tracked per rate limit (`rate_limit.max_keys`), about 40 bytes each, so 40 MB at
+/// most per limit. Breach: the new client's entry replaces the one closest to expiring
+/// among a few sampled in its shard (idle ones are dropped first); the client it replaces
+/// starts again with a full burst.
+pub const DEFAULT_RATE_LIMIT_MAX_KEYS: usize = 1_000_000;
+/// Highest accepted `rate_limit.max_keys`.
+pub const MAX_RATE_LIMIT_KEYS: usize = 100_000_000;
+/// Highest accepted `requests_per_second`: a period of 1 µs, what the Redis script counts in.
+pub const MAX_REQUESTS_PER_SECOND: u32 = 1_000_000;
+/// Highest accepted `burst`.
+pub const MAX_RATE_LIMIT_BURST: u32 = 10_000_000;
+/// Longest a request waits for Redis's decision (`rate_limit.redis_timeout_ms`). Breach: the
+/// instance's local limiter decides that request; three breaches in a row and the instance
+/// stops asking Redis until a probe answers.
+pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(5);
+/// Highest accepted `rate_limit.redis_timeout_ms`: a decision is on every request's path.
+pub const MAX_REDIS_TIMEOUT: Duration = Duration::from_secs(1);
+/// Prepended to every Redis key (`rate_limit.redis_key_prefix`).
+pub const DEFAULT_REDIS_KEY_PREFIX: &str = "sentinel:rl:";
+/// Redis decisions that fail in a row before an instance stops asking and limits locally
+/// (internal): one lost reply is not an outage.
+pub const REDIS_FAILURES_TO_FALL_BACK: u32 = 3;
+/// Connecting to Redis and each probe of a Redis that failed (internal). Breach: the probe
+/// counts as failed; the next one waits twice as long, up to `REDIS_MAX_BACKOFF`.
+pub const REDIS_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// First and longest wait between probes of a Redis that failed (internal).
+pub const REDIS_MIN_BACKOFF: Duration = Duration::from_millis(100);
+pub const REDIS_MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// `X-Forwarded-For` field lines walked (internal). Breach: the header is treated as
+/// malformed and the peer address is the client.
+pub const MAX_FORWARDED_FOR_LINES: usize = 16;

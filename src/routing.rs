@@ -12,7 +12,9 @@ use crate::http::request::{Method, RequestHead};
 
 #[derive(Debug)]
 pub enum Routed<'a> {
-    Static,
+    Static {
+        route: &'a RouteConfig,
+    },
     Proxy {
         route: &'a RouteConfig,
         /// Index of the upstream group (`RouteTarget::Upstream`).
@@ -28,6 +30,16 @@ pub enum Routed<'a> {
     NotFound,
     /// CONNECT: we are not a forward proxy, and the static handler takes GET and HEAD only.
     MethodNotAllowed,
+}
+
+impl Routed<'_> {
+    /// The route that took the request, if one did.
+    pub fn route(&self) -> Option<&RouteConfig> {
+        match self {
+            Routed::Static { route } | Routed::Proxy { route, .. } => Some(route),
+            Routed::NotFound | Routed::MethodNotAllowed => None,
+        }
+    }
 }
 
 pub fn route<'a>(head: &'a RequestHead, routes: &'a [RouteConfig]) -> Routed<'a> {
@@ -49,7 +61,7 @@ pub fn route<'a>(head: &'a RequestHead, routes: &'a [RouteConfig]) -> Routed<'a>
         return Routed::NotFound;
     };
     match &route.target {
-        RouteTarget::Static => Routed::Static,
+        RouteTarget::Static => Routed::Static { route },
         RouteTarget::Upstream(upstream) => {
             let upstream = *upstream;
             let unchanged = !route.strip_prefix

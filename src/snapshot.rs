@@ -10,6 +10,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::Config;
 use crate::proxy::upstream::{start_health_checks, Upstream};
+use crate::ratelimit::RateLimits;
 use crate::static_files::FileCache;
 
 /// The live snapshot: each request loads one and keeps it; a reload swaps the whole thing.
@@ -22,6 +23,8 @@ pub struct Snapshot {
     pub upstreams: Vec<Arc<Upstream>>,
     /// The static handler's small-file cache, when there is a static root.
     pub file_cache: Option<Arc<FileCache>>,
+    /// Rate limits and their clients' state, when any limit is configured.
+    pub rate_limits: Option<Arc<RateLimits>>,
 }
 
 impl Snapshot {
@@ -49,10 +52,18 @@ impl Snapshot {
                 None => Arc::new(FileCache::new(limits.0, limits.1)),
             }
         });
+        // Limits whose settings did not change keep their clients' state.
+        let rate_limits = RateLimits::build(
+            &config.rate_limit,
+            &config.routes,
+            previous.and_then(|p| p.rate_limits.as_deref()),
+        )
+        .map(Arc::new);
         Snapshot {
             config,
             upstreams,
             file_cache,
+            rate_limits,
         }
     }
 

@@ -5,6 +5,7 @@
 mod backend_tls;
 mod locate;
 mod proxy;
+mod ratelimit;
 mod raw;
 mod tls;
 mod upstream;
@@ -12,6 +13,7 @@ mod yaml;
 
 pub use backend_tls::{BackendTls, TlsRoots};
 pub use proxy::{BackendConfig, ProxyConfig, RouteConfig, RouteTarget, DEFAULT_UPSTREAM};
+pub use ratelimit::{Cidr, KeySource, LimitSettings, RateLimitConfig, RedisSettings, RouteLimit};
 pub use tls::{CertificateConfig, TlsConfig, TlsVersion};
 pub use upstream::{
     BackendSettings, BreakerSettings, CheckSettings, GroupPolicy, HealthSettings,
@@ -226,6 +228,8 @@ pub struct Config {
     /// or past it when not checking with `--check`), in the same form as errors: logged
     /// when the config is loaded, printed by `--check`. Each is `file:line: key: reason`.
     pub warnings: Vec<String>,
+    /// Request rates per client; see `RateLimitConfig::is_enabled`.
+    pub rate_limit: RateLimitConfig,
 }
 
 /// Where and how `/admin/backends` is served (`admin`).
@@ -530,6 +534,7 @@ impl Validator<'_> {
             static_files.is_some(),
         );
         let proxy = proxy.map(|(config, _)| config);
+        let rate_limit = self.rate_limit(raw.rate_limit.as_ref(), &raw.routes, routes.len());
         if static_files.is_none() && proxy.is_none() {
             self.report(
                 "static_files",
@@ -576,6 +581,7 @@ impl Validator<'_> {
             logging,
             // Filled in by `Config::parse` once validation is over.
             warnings: Vec::new(),
+            rate_limit,
         };
         match ConfigError::from_all(self.path, self.errors.take()) {
             None => Ok(config),

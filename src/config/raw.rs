@@ -29,6 +29,8 @@ pub(super) struct RawConfig {
     pub tls: Option<RawTls>,
     #[serde(default)]
     pub logging: RawLogging,
+    #[serde(default)]
+    pub rate_limit: Option<RawRateLimit>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -137,11 +139,12 @@ pub(super) struct RawErrorPages {
     pub service_unavailable: Option<String>,
     pub gateway_timeout: Option<String>,
     pub version_not_supported: Option<String>,
+    pub too_many_requests: Option<String>,
 }
 
 impl RawErrorPages {
     /// (key, status, configured file) for every page.
-    pub fn entries(&self) -> [(&'static str, StatusCode, Option<&str>); 16] {
+    pub fn entries(&self) -> [(&'static str, StatusCode, Option<&str>); 17] {
         [
             (
                 "not_found",
@@ -222,6 +225,11 @@ impl RawErrorPages {
                 "version_not_supported",
                 StatusCode::HTTP_VERSION_NOT_SUPPORTED,
                 self.version_not_supported.as_deref(),
+            ),
+            (
+                "too_many_requests",
+                StatusCode::TOO_MANY_REQUESTS,
+                self.too_many_requests.as_deref(),
             ),
         ]
     }
@@ -592,6 +600,9 @@ pub(super) struct RawRoute {
     pub send_timeout_ms: Option<u64>,
     pub read_timeout_ms: Option<u64>,
     pub tunnel_idle_timeout_ms: Option<u64>,
+    /// Absent: the default limit; `false` or empty: none; a mapping: a limit of its own.
+    #[serde(default)]
+    pub rate_limit: RawRouteLimit,
 }
 
 fn default_path_prefix() -> String {
@@ -613,5 +624,92 @@ impl Default for RawLogging {
             format: LogFormat::Text,
             access_log: true,
         }
+    }
+}
+
+/// `rate_limit`: the default limit and how clients are told apart.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRateLimit {
+    pub requests_per_second: Option<u64>,
+    pub burst: Option<u64>,
+    #[serde(default = "default_rate_limit_key")]
+    pub key: String,
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    #[serde(default = "default_rate_limit_max_keys")]
+    pub max_keys: usize,
+    pub redis_url: Option<String>,
+    #[serde(default = "default_redis_timeout_ms")]
+    pub redis_timeout_ms: u64,
+    pub redis_key_prefix: Option<String>,
+}
+
+fn default_rate_limit_key() -> String {
+    "client_ip".into()
+}
+
+fn default_rate_limit_max_keys() -> usize {
+    limits::DEFAULT_RATE_LIMIT_MAX_KEYS
+}
+
+fn default_redis_timeout_ms() -> u64 {
+    millis(limits::DEFAULT_REDIS_TIMEOUT)
+}
+
+/// A rate of a route's own.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLimit {
+    pub requests_per_second: u64,
+    pub burst: Option<u64>,
+}
+
+/// A route's `rate_limit`: absent, `false`/`null` (off), `true` (the default, said
+/// explicitly) or a mapping (a limit of its own).
+#[derive(Debug, Default)]
+pub(super) enum RawRouteLimit {
+    #[default]
+    Inherit,
+    Off,
+    Own(RawLimit),
+}
+
+impl<'de> Deserialize<'de> for RawRouteLimit {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct RouteLimitVisitor;
+
+        impl<'de> Visitor<'de> for RouteLimitVisitor {
+            type Value = RawRouteLimit;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map")
+            }
+
+            fn visit_bool<E: de::Error>(self, on: bool) -> Result<RawRouteLimit, E> {
+                Ok(if on {
+                    RawRouteLimit::Inherit
+                } else {
+                    RawRouteLimit::Off
+                })
+            }
+
+            fn visit_unit<E: de::Error>(self) -> Result<RawRouteLimit, E> {
+                Ok(RawRouteLimit::Off)
+            }
+
+            fn visit_none<E: de::Error>(self) -> Result<RawRouteLimit, E> {
+                Ok(RawRouteLimit::Off)
+            }
+
+            // A mapping is read as the struct it is, so a misspelt key is reported as
+            // every other unknown key is.
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawRouteLimit, A::Error> {
+                RawLimit::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(RawRouteLimit::Own)
+            }
+        }
+
+        deserializer.deserialize_any(RouteLimitVisitor)
     }
 }

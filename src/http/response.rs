@@ -28,6 +28,7 @@ impl StatusCode {
     pub const URI_TOO_LONG: StatusCode = StatusCode(414);
     pub const RANGE_NOT_SATISFIABLE: StatusCode = StatusCode(416);
     pub const EXPECTATION_FAILED: StatusCode = StatusCode(417);
+    pub const TOO_MANY_REQUESTS: StatusCode = StatusCode(429);
     pub const REQUEST_HEADER_FIELDS_TOO_LARGE: StatusCode = StatusCode(431);
     pub const INTERNAL_SERVER_ERROR: StatusCode = StatusCode(500);
     pub const NOT_IMPLEMENTED: StatusCode = StatusCode(501);

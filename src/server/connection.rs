@@ -30,6 +30,7 @@ use crate::http::writer::{encode_response_head, ConnectionState, ResponseFraming
 use crate::limits::DEFAULT_READ_CHUNK_BYTES;
 use crate::limits::{DEFAULT_MAX_RESPONSE_HEAD_BYTES, MAX_RESPONSE_HEADERS};
 use crate::proxy::forward::{forward, Client, Destination, Outcome};
+use crate::ratelimit::Note as RateNote;
 use crate::routing::Routed;
 use crate::snapshot::SharedSnapshot;
 #[cfg(target_os = "linux")]
@@ -130,6 +131,8 @@ struct Exchange {
     persistence: Persistence,
     /// The backend that answered a proxied request, or the last one tried.
     backend: Option<Arc<str>>,
+    /// The rate limiter's decision and key, when a limit applied.
+    rate_limit: Option<RateNote>,
     started: Instant,
 }
 
@@ -142,6 +145,7 @@ impl Exchange {
             version: Version::Http11,
             persistence: Persistence::LingeringClose,
             backend: None,
+            rate_limit: None,
             started: Instant::now(),
         }
     }
@@ -200,6 +204,7 @@ impl<S: Transport> Connection<S> {
                     && !*self.shutdown.borrow(),
             ),
             backend: None,
+            rate_limit: None,
             started: Instant::now(),
         };
         let request_span = tracing::debug_span!(
@@ -221,12 +226,23 @@ impl<S: Transport> Connection<S> {
             Some(port) => crate::https_redirect::respond(&head, port),
             None => {
                 let routed = crate::routing::route(&head, &config.routes);
-                if let Routed::Proxy {
-                    route,
-                    upstream,
-                    target,
-                    client_host,
-                } = &routed
+                let mut refusal = None;
+                if let Some(limits) = &snapshot.rate_limits {
+                    let checked = limits.check(&head, self.peer.ip(), &routed, &config.routes);
+                    if let Some(verdict) = checked.instrument(request_span.clone()).await {
+                        exchange.rate_limit = Some(verdict.note);
+                        refusal = verdict.refusal;
+                    }
+                }
+                if let (
+                    None,
+                    Routed::Proxy {
+                        route,
+                        upstream,
+                        target,
+                        client_host,
+                    },
+                ) = (&refusal, &routed)
                 {
                     let Some(upstream) = snapshot.upstream(*upstream) else {
                         // A validated config names only groups it defines, and the snapshot builds
@@ -256,7 +272,14 @@ impl<S: Transport> Connection<S> {
                         .instrument(request_span)
                         .await;
                 }
-                request_span.in_scope(|| crate::dispatch::handle(&head, &snapshot, &routed))
+                // A refused request's body is drained like any local answer's, so the
+                // connection can stay open.
+                match refusal {
+                    Some(refusal) => Err(Fault::RateLimited(refusal)),
+                    None => {
+                        request_span.in_scope(|| crate::dispatch::handle(&head, &snapshot, &routed))
+                    }
+                }
             }
         };
         let handled = match self.drain_body(decoder, &head, limits).await {
@@ -409,6 +432,8 @@ impl<S: Transport> Connection<S> {
         if !config.logging.access_log {
             return;
         }
+        let (rate_limit, rate_limit_key) =
+            crate::ratelimit::log_fields(exchange.rate_limit.as_ref());
         tracing::info!(
             target: "sentinel::access",
             client = %self.peer,
@@ -419,6 +444,8 @@ impl<S: Transport> Connection<S> {
             bytes,
             duration_us = exchange.started.elapsed().as_micros() as u64,
             backend = exchange.backend.as_deref().unwrap_or("-"),
+            rate_limit,
+            rate_limit_key = %rate_limit_key,
         );
     }
 
