@@ -10,6 +10,7 @@ pub mod fault;
 pub mod http;
 pub mod limits;
 pub mod logging;
+pub mod metrics;
 pub mod pages;
 pub mod proxy;
 pub mod reload;
