@@ -9,6 +9,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::config::Config;
+use crate::metrics::{GroupSeries, RouteSeries};
 use crate::proxy::upstream::{start_health_checks, Upstream};
 use crate::static_files::FileCache;
 
@@ -22,6 +23,9 @@ pub struct Snapshot {
     pub upstreams: Vec<Arc<Upstream>>,
     /// The static handler's small-file cache, when there is a static root.
     pub file_cache: Option<Arc<FileCache>>,
+    /// Each route's metrics series, at its index in `config.routes`; empty when metrics
+    /// are off.
+    route_series: Vec<Option<RouteSeries>>,
 }
 
 impl Snapshot {
@@ -35,8 +39,24 @@ impl Snapshot {
             .proxy
             .iter()
             .flat_map(|proxy| proxy.upstreams.iter())
-            .map(|group| Arc::new(Upstream::build(group, previous_upstreams)))
+            .map(|group| {
+                let mut upstream = Upstream::build(group, previous_upstreams);
+                if config.records_metrics() {
+                    let backends = upstream.backends.iter().map(|b| &*b.name);
+                    upstream.metrics = Some(GroupSeries::new(&upstream.name, backends));
+                }
+                Arc::new(upstream)
+            })
             .collect();
+        // Resolved here, once per config, so a request carries a number, not a label.
+        let route_series = if config.records_metrics() {
+            let labels = config.routes.iter().enumerate();
+            labels
+                .map(|(index, route)| crate::metrics::route_series(&route.metrics_label(index)))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let file_cache = config.static_files.as_ref().map(|site| {
             let limits = (site.cache_max_bytes, site.cache_max_file_bytes);
             let reusable = previous.and_then(|p| {
@@ -53,6 +73,19 @@ impl Snapshot {
             config,
             upstreams,
             file_cache,
+            route_series,
+        }
+    }
+
+    /// Where a request that route `index` took (`None`: no route did) is recorded; `None`
+    /// when metrics are off.
+    pub fn route_series(&self, index: Option<usize>) -> Option<RouteSeries> {
+        if !self.config.records_metrics() {
+            return None;
+        }
+        match index {
+            Some(index) => self.route_series.get(index).copied().flatten(),
+            None => Some(RouteSeries::UNROUTED),
         }
     }
 

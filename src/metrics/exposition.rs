@@ -42,12 +42,14 @@ impl Collector for RecordedMetrics {
         )?;
         for route in &routes {
             let labels = [("route", route.label.as_str())];
-            family.encode_family(&labels)?.encode_histogram::<NoLabelSet>(
-                route.duration.sum_seconds(),
-                route.duration.count(),
-                &route.duration.buckets(),
-                None,
-            )?;
+            family
+                .encode_family(&labels)?
+                .encode_histogram::<NoLabelSet>(
+                    route.duration.sum_seconds(),
+                    route.duration.count(),
+                    &route.duration.buckets(),
+                    None,
+                )?;
         }
 
         let mut family = encoder.encode_descriptor(
@@ -141,12 +143,14 @@ impl Collector for RecordedMetrics {
                 ("upstream", backend.upstream.as_str()),
                 ("backend", backend.backend.as_str()),
             ];
-            family.encode_family(&labels)?.encode_histogram::<NoLabelSet>(
-                backend.duration.sum_seconds(),
-                backend.duration.count(),
-                &backend.duration.buckets(),
-                None,
-            )?;
+            family
+                .encode_family(&labels)?
+                .encode_histogram::<NoLabelSet>(
+                    backend.duration.sum_seconds(),
+                    backend.duration.count(),
+                    &backend.duration.buckets(),
+                    None,
+                )?;
         }
 
         let mut family = encoder.encode_descriptor(

@@ -55,6 +55,22 @@ pub struct BackendSeries(u32);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UpstreamSeries(u32);
 
+/// The series of one upstream group and of its backends (in the group's order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSeries {
+    pub group: Option<UpstreamSeries>,
+    pub backends: Vec<Option<BackendSeries>>,
+}
+
+impl GroupSeries {
+    pub fn new<'a>(group: &str, backends: impl Iterator<Item = &'a str>) -> GroupSeries {
+        GroupSeries {
+            group: upstream_series(group),
+            backends: backends.map(|b| backend_series(group, b)).collect(),
+        }
+    }
+}
+
 /// The `route` label of requests no route took.
 pub const UNROUTED_LABEL: &str = "none";
 

@@ -190,7 +190,8 @@ mod tests {
         let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
                       Max open files            1024                 524288               files\n";
         assert_eq!(parse_max_fds(limits), Some(1024));
-        let unlimited = "Max open files            unlimited            unlimited            files\n";
+        let unlimited =
+            "Max open files            unlimited            unlimited            files\n";
         assert_eq!(parse_max_fds(unlimited), None);
     }
 
@@ -206,6 +207,9 @@ mod tests {
             .unwrap()
             .as_secs_f64();
         let started = sample.start_time_seconds.unwrap();
-        assert!(started <= now + 1.0 && started > now - 86_400.0 * 365.0, "{started}");
+        assert!(
+            started <= now + 1.0 && started > now - 86_400.0 * 365.0,
+            "{started}"
+        );
     }
 }

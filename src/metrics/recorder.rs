@@ -8,9 +8,7 @@ use std::time::{Duration, SystemTime};
 use super::histogram::{HistogramCell, HistogramTotals};
 use super::shards::{Chunked, Counter, Shards, MAX_SERIES};
 use super::status_codes::{self, SLOTS};
-use super::{
-    AttemptOutcome, BackendSeries, Listener, RouteSeries, UpstreamSeries, UNROUTED_LABEL,
-};
+use super::{AttemptOutcome, BackendSeries, Listener, RouteSeries, UpstreamSeries, UNROUTED_LABEL};
 
 /// Everything recorded, and the labels of every series.
 #[derive(Debug)]
@@ -376,8 +374,7 @@ impl Recorder {
         ReloadTotals {
             applied: self.reloads.applied.load(Ordering::Relaxed),
             rejected: self.reloads.rejected.load(Ordering::Relaxed),
-            last_success_seconds: self.reloads.last_success_ms.load(Ordering::Relaxed) as f64
-                / 1e3,
+            last_success_seconds: self.reloads.last_success_ms.load(Ordering::Relaxed) as f64 / 1e3,
         }
     }
 }

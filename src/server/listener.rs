@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 use super::connection::serve_connection;
 use crate::config::Config;
+use crate::metrics::{Listener, OpenConnection};
 use crate::snapshot::{SharedSnapshot, Snapshot};
 
 /// Start accepting on `new`; `old` closes (connections it accepted carry on). `new` is
@@ -335,8 +336,10 @@ impl AcceptLoop {
                     let config = Arc::clone(&self.config);
                     let stop = self.stop.clone();
                     let drain = drain_tx.clone();
+                    let open = OpenConnection::new(Listener::Http);
                     tokio::spawn(async move {
                         serve_connection(stream, peer, config, stop).await;
+                        drop(open);
                         drop(permit);
                         drop(drain);
                     });
