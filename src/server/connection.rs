@@ -202,11 +202,12 @@ impl<S: Transport> Connection<S> {
             backend: None,
             started: Instant::now(),
             series: snapshot.route_series(None),
-            request_bytes: head.head_bytes() as u64
-                + match head.framing() {
-                    RequestFraming::Length(declared) => declared,
-                    RequestFraming::Empty | RequestFraming::Chunked => 0,
-                },
+            // Saturating: the declared length is the client's number, checked against the
+            // body limit only later.
+            request_bytes: (head.head_bytes() as u64).saturating_add(match head.framing() {
+                RequestFraming::Length(declared) => declared,
+                RequestFraming::Empty | RequestFraming::Chunked => 0,
+            }),
         };
         let request_span = tracing::debug_span!(
             "request",
