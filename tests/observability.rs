@@ -75,15 +75,15 @@ impl Daemon {
             log,
             dir,
         };
-        daemon.addr = daemon.addr_in_line("\"listening\"", "listening");
-        daemon.admin = daemon.addr_in_line("admin listening", "admin listening");
+        daemon.addr = daemon.addr_in_line("listening");
+        daemon.admin = daemon.addr_in_line("admin listening");
         daemon.wait_for_log("watching the config");
         daemon
     }
 
-    /// The `addr=` of the first log line that contains `needle` and not `admin` unless
-    /// `needle` does.
-    fn addr_in_line(&self, _json_needle: &str, needle: &str) -> SocketAddr {
+    /// The `addr=` of the first log line that contains `needle` (and not `admin` unless
+    /// `needle` does).
+    fn addr_in_line(&self, needle: &str) -> SocketAddr {
         let line = self.wait_for_log_matching(|l| {
             l.contains(needle) && (needle.contains("admin") || !l.contains("admin"))
         });
