@@ -105,3 +105,48 @@ impl Snapshot {
         start_health_checks(&self.upstreams);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn snapshot(admin: &str) -> Snapshot {
+        let yaml = format!(
+            "server: {{}}\nproxy:\n  backends:\n    - name: a\n      address: \"127.0.0.1:1\"\n\
+             routes:\n  - path_prefix: /api\n    upstream: default\n  \
+             - name: rest\n    upstream: default\n{admin}"
+        );
+        let config = Config::from_yaml(&yaml, Path::new("test.yaml"), Path::new(".")).unwrap();
+        Snapshot::new(config, None)
+    }
+
+    #[test]
+    fn routes_are_labelled_by_name_else_index_and_unrouted_as_none() {
+        let snapshot = snapshot("admin:\n  listen_addr: \"127.0.0.1:0\"\n");
+        assert_eq!(
+            snapshot.route_series(Some(0)),
+            crate::metrics::route_series("0")
+        );
+        assert_eq!(
+            snapshot.route_series(Some(1)),
+            crate::metrics::route_series("rest")
+        );
+        assert_eq!(snapshot.route_series(None), Some(RouteSeries::UNROUTED));
+        assert!(snapshot.upstreams[0].metrics.is_some());
+    }
+
+    #[test]
+    fn with_metrics_off_nothing_is_resolved() {
+        for admin in [
+            "",
+            "admin:\n  listen_addr: \"127.0.0.1:0\"\n  metrics: false\n",
+        ] {
+            let snapshot = snapshot(admin);
+            assert_eq!(snapshot.route_series(Some(0)), None);
+            assert_eq!(snapshot.route_series(None), None);
+            assert!(snapshot.upstreams[0].metrics.is_none());
+        }
+    }
+}

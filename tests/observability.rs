@@ -569,3 +569,29 @@ fn check_refuses_an_admin_listener_off_loopback_without_a_token() {
     assert!(!bad_token.status.success());
     assert!(String::from_utf8_lossy(&bad_token.stderr).contains("admin.token"));
 }
+
+/// `admin.metrics: false`, the benchmark's "off": requests and attempts are not recorded,
+/// while what is read from state at scrape time is still served.
+#[test]
+fn with_metrics_off_requests_are_not_recorded() {
+    let backend = Backend::named("b1");
+    let daemon = Daemon::start(&config(&[("b1", backend.addr)], "", "  metrics: false\n"));
+    assert_eq!(status_of(daemon.addr, "/api/x"), 200);
+    assert_eq!(status_of(daemon.addr, "/"), 200);
+    let metrics = daemon.metrics();
+    assert!(
+        !metrics
+            .keys()
+            .any(|k| k.starts_with("sentinel_http_requests_total")
+                || k.starts_with("sentinel_upstream_requests_total")),
+        "{metrics:#?}"
+    );
+    assert_eq!(
+        value(
+            &metrics,
+            "sentinel_backend_healthy{upstream=\"default\",backend=\"b1\"}"
+        ),
+        1.0
+    );
+    assert!(value(&metrics, "process_resident_memory_bytes") > 0.0);
+}
