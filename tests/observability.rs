@@ -595,3 +595,50 @@ fn with_metrics_off_requests_are_not_recorded() {
     );
     assert!(value(&metrics, "process_resident_memory_bytes") > 0.0);
 }
+
+/// A failure status retried elsewhere counts as `retried` on the backend that sent it; with
+/// no retry budget the retry is refused, counted, and the status goes to the client.
+#[test]
+fn retries_and_an_exhausted_retry_budget_are_counted() {
+    let unavailable = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n";
+    let bad = Backend::start(move |_| Reply::Send(unavailable.to_vec()));
+    let good = Backend::named("good");
+    let backends = [("bad", bad.addr), ("good", good.addr)];
+    let bad_labels = "upstream=\"default\",backend=\"bad\"";
+
+    let retrying = Daemon::start(&config(&backends, "  failure_statuses: [503]\n", ""));
+    for _ in 0..4 {
+        assert_eq!(status_of(retrying.addr, "/api/x"), 200);
+    }
+    let metrics = retrying.metrics();
+    let retried = format!("sentinel_upstream_requests_total{{{bad_labels},outcome=\"retried\"}}");
+    assert!(value(&metrics, &retried) >= 1.0, "{metrics:#?}");
+    assert_eq!(
+        value(
+            &metrics,
+            "sentinel_retry_budget_exhausted_total{upstream=\"default\"}"
+        ),
+        0.0
+    );
+
+    let no_budget = "  failure_statuses: [503]\n  retry_budget_percent: 0\n  \
+                     retry_budget_min_per_sec: 0\n";
+    let refusing = Daemon::start(&config(&backends, no_budget, ""));
+    let statuses: Vec<u16> = (0..4).map(|_| status_of(refusing.addr, "/api/x")).collect();
+    assert!(statuses.contains(&503), "{statuses:?}");
+    let metrics = refusing.metrics();
+    assert!(
+        value(
+            &metrics,
+            "sentinel_retry_budget_exhausted_total{upstream=\"default\"}"
+        ) >= 1.0
+    );
+    let answered = format!("sentinel_upstream_requests_total{{{bad_labels},outcome=\"response\"}}");
+    assert!(value(&metrics, &answered) >= 1.0);
+    assert!(
+        value(
+            &metrics,
+            "sentinel_http_requests_total{route=\"api\",code=\"503\"}"
+        ) >= 1.0
+    );
+}
