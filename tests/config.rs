@@ -125,6 +125,11 @@ fn routes_are_validated_with_key_and_line() {
             "no route took",
         ),
         (
+            "routes:\n  - name: \"1\"\n    upstream: default\n",
+            "routes[0].name",
+            "unnamed route",
+        ),
+        (
             "routes:\n  - name: api\n    path_prefix: /a\n    upstream: default\n  \
              - name: api\n    upstream: default\n",
             "routes[1].name",

@@ -553,6 +553,10 @@ impl Validator<'_> {
                     Some(format!(
                         "name {name:?} is the label of requests no route took"
                     ))
+                } else if name.bytes().all(|b| b.is_ascii_digit()) {
+                    Some(format!(
+                        "name {name:?} is a number, the label of an unnamed route"
+                    ))
                 } else if raw[..i].iter().any(|r| r.name.as_deref() == Some(name)) {
                     Some(format!("name {name:?} is already used by another route"))
                 } else {
