@@ -305,6 +305,7 @@ fn route(head: &RequestHead, state: &AdminState) -> Response {
                 }
             }
         }
+        // `/admin/backends`, the one endpoint left.
         _ => {
             let body = backends_json(&snapshot, Instant::now());
             Response::new(StatusCode::OK)
