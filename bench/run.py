@@ -106,6 +106,7 @@ class Settings:
     load_cpus: str
     write_docs: bool
     sentinel_runtime: str
+    sentinel_metrics: str
 
     @staticmethod
     def from_env():
@@ -135,7 +136,13 @@ class Settings:
             # server.runtime for Sentinel ("" leaves Sentinel's default): an A/B of the
             # shared and per-core layouts with one build.
             sentinel_runtime=os.environ.get("SENTINEL_RUNTIME", ""),
+            # An admin listener with request metrics on or off ("" : no admin section):
+            # alternate "on" and "off" to measure what recording costs (issue 18).
+            sentinel_metrics=os.environ.get("SENTINEL_METRICS", ""),
         )
+        if settings.sentinel_metrics not in ("", "on", "off"):
+            sys.exit("[bench] error: SENTINEL_METRICS takes 'on' or 'off' "
+                     f"(got {settings.sentinel_metrics!r})")
         if settings.sentinel_runtime not in ("", "shared", "per_core"):
             sys.exit("[bench] error: SENTINEL_RUNTIME takes 'shared' or 'per_core' "
                      f"(got {settings.sentinel_runtime!r})")
@@ -395,9 +402,13 @@ backend be
 """
 
 
-def sentinel_common(port, runtime=""):
+def sentinel_common(port, runtime="", metrics=""):
     runtime = f"  runtime: {runtime}\n" if runtime else ""
-    return f"""server:
+    admin = ""
+    if metrics:
+        flag = "true" if metrics == "on" else "false"
+        admin = f'admin:\n  listen_addr: "127.0.0.1:0"\n  metrics: {flag}\n'
+    return admin + f"""server:
   listen_addr: "127.0.0.1:{port}"
 {runtime}  max_requests_per_connection: 100000
   max_connections: 20000
@@ -409,18 +420,18 @@ logging:
 """
 
 
-def sentinel_static_conf(port, root, runtime=""):
-    return sentinel_common(port, runtime) + f"""static_files:
+def sentinel_static_conf(port, root, runtime="", metrics=""):
+    return sentinel_common(port, runtime, metrics) + f"""static_files:
   root: "{root}"
   index: "index.html"
 """
 
 
-def sentinel_proxy_conf(port, backend_ports, sink_port, runtime=""):
+def sentinel_proxy_conf(port, backend_ports, sink_port, runtime="", metrics=""):
     backends = "".join(
         f'    - name: b{i + 1}\n      address: "127.0.0.1:{p}"\n' for i, p in enumerate(backend_ports)
     )
-    return sentinel_common(port, runtime) + f"""proxy:
+    return sentinel_common(port, runtime, metrics) + f"""proxy:
   backends:
 {backends}  connection_timeout_ms: 5000
   request_timeout_ms: 30000
@@ -516,9 +527,11 @@ class Layout:
             "haproxy", [tools["haproxy"], "-db", "-f", cfg], self.server_pin)
         for kind, text in (
             ("static", sentinel_static_conf(p[("sentinel", "static")], root,
-                                            self.settings.sentinel_runtime)),
+                                            self.settings.sentinel_runtime,
+                                            self.settings.sentinel_metrics)),
             ("proxy", sentinel_proxy_conf(p[("sentinel", "proxy")], self.backend_ports,
-                                          self.sink_port, self.settings.sentinel_runtime)),
+                                          self.sink_port, self.settings.sentinel_runtime,
+                                          self.settings.sentinel_metrics)),
         ):
             cfg = self._write(f"sentinel-{kind}.yaml", text)
             env_free = ["env", "-u", "LISTEN", "-u", "RUST_LOG"]
@@ -1148,7 +1161,8 @@ def main():
     os.chmod(work, 0o755)  # nginx's workers may run unprivileged: they must read the root
     command = " ".join(f"{k}={os.environ[k]}" for k in (
         "ROUNDS", "DURATION", "WARMUP", "THREADS", "SCENARIOS", "LAYOUTS", "IDLE_CONNECTIONS",
-        "TRANSFER_MIB", "RETRIES", "SERVER_CPUS", "LOAD_CPUS", "SENTINEL_RUNTIME")
+        "TRANSFER_MIB", "RETRIES", "SERVER_CPUS", "LOAD_CPUS", "SENTINEL_RUNTIME",
+        "SENTINEL_METRICS")
         if k in os.environ)
     facts = machine_facts(tools)
     facts["load_before"] = load_average()

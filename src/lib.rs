@@ -12,6 +12,7 @@ pub mod http;
 pub mod https_redirect;
 pub mod limits;
 pub mod logging;
+pub mod metrics;
 pub mod pages;
 pub mod proxy;
 pub mod ratelimit;

@@ -82,6 +82,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     for warning in &config.warnings {
         tracing::warn!(%warning, "configuration warning");
     }
+    sentinel::metrics::record_config_loaded();
     let workers = match config.server.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -140,26 +141,31 @@ async fn serve(server: Server, path: PathBuf, listen: Option<String>) -> anyhow:
     }
     // One stop signal for the accept loops and the admin listener.
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let admin_config = server.handle().config.load().config.admin;
-    let admin_listener = match admin_config {
-        Some(admin) => Some(
-            sentinel::server::bind_lone_listener(
-                admin.listen_addr,
-                sentinel::limits::ADMIN_LISTEN_BACKLOG,
-            )
-            .with_context(|| {
-                format!("cannot listen on {} (admin.listen_addr)", admin.listen_addr)
-            })?,
+    let admin_addr = server
+        .handle()
+        .config
+        .load()
+        .config
+        .admin
+        .as_ref()
+        .map(|admin| admin.listen_addr);
+    let admin_listener = match admin_addr {
+        Some(addr) => Some(
+            sentinel::server::bind_lone_listener(addr, sentinel::limits::ADMIN_LISTEN_BACKLOG)
+                .with_context(|| format!("cannot listen on {addr} (admin.listen_addr)"))?,
         ),
         None => None,
     };
-    // Always running, so a reload can start it when the config gains an admin section.
+    // Always running, so a reload can start it when the config gains an admin section. It
+    // outlives the drain (the stop signal only makes `/readyz` say 503) and stops after it.
     let (admin_moves, admin_moves_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (admin_stop, admin_stop_rx) = tokio::sync::watch::channel(false);
     let admin = sentinel::admin::spawn(
         admin_listener,
         admin_moves_rx,
         server.handle().config,
         stop_rx.clone(),
+        admin_stop_rx,
     );
     let reloader = Arc::new(Reloader::new(path, listen, server.handle(), admin_moves));
     // Without a watch the server still runs (SIGHUP reloads); an operator should know.
@@ -183,6 +189,7 @@ async fn serve(server: Server, path: PathBuf, listen: Option<String>) -> anyhow:
             let _ = stop_rx.wait_for(|&stop| stop).await;
         })
         .await;
+    let _ = admin_stop.send(true);
     // Admin connections end within their own deadline, so this wait is bounded.
     if let Err(error) = admin.await {
         tracing::error!(%error, "the admin listener failed");

@@ -116,7 +116,7 @@ impl Reloader {
         let changes = describe_changes(current, &next);
         // Everything that can fail is bound before anything moves: the admin socket is only
         // handed over once the main listener has moved too, and dropped (closed) otherwise.
-        let admin_listener = match next.admin.filter(|_| changes.admin_changed) {
+        let admin_listener = match next.admin.as_ref().filter(|_| changes.admin_changed) {
             Some(admin) => {
                 let addr = admin.listen_addr;
                 let listener = bind_lone_listener(addr, ADMIN_LISTEN_BACKLOG)
@@ -188,7 +188,13 @@ impl Reloader {
     /// Reload and log the outcome, one line either way.
     pub fn reload_and_log(&self, trigger: &'static str, force: bool) {
         let started = Instant::now();
-        match self.reload(force) {
+        let result = self.reload(force);
+        match &result {
+            Ok(Some(_)) => crate::metrics::record_reload(true),
+            Ok(None) => {}
+            Err(_) => crate::metrics::record_reload(false),
+        }
+        match result {
             Ok(Some(changes)) => tracing::info!(
                 trigger,
                 file = %self.path.display(),
@@ -352,7 +358,8 @@ pub fn describe_changes(old: &Config, new: &Config) -> Changes {
             .collect(),
         routes_changed: routes(old) != routes(new),
         listen_changed: old.server.listen_addr != new.server.listen_addr,
-        admin_changed: old.admin.map(|a| a.listen_addr) != new.admin.map(|a| a.listen_addr),
+        admin_changed: old.admin.as_ref().map(|a| a.listen_addr)
+            != new.admin.as_ref().map(|a| a.listen_addr),
         tls_changed: old.tls != new.tls,
     }
 }

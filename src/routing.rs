@@ -43,24 +43,33 @@ impl Routed<'_> {
 }
 
 pub fn route<'a>(head: &'a RequestHead, routes: &'a [RouteConfig]) -> Routed<'a> {
+    route_indexed(head, routes).1
+}
+
+/// [`route`], and the index in `routes` of the route that took the request (`None` when
+/// none did), which names the request's metrics.
+pub fn route_indexed<'a>(
+    head: &'a RequestHead,
+    routes: &'a [RouteConfig],
+) -> (Option<usize>, Routed<'a>) {
     // An authority-form target has no path to match: decide before matching.
     if head.method() == Method::Connect {
-        return Routed::MethodNotAllowed;
+        return (None, Routed::MethodNotAllowed);
     }
     let parts = TargetParts::of(head.target());
     let client_host = parts.authority.or(head.host());
     let host = client_host.map(strip_port);
     let path = remove_dot_segments(parts.path);
-    let Some(route) = routes.iter().find(|route| {
+    let Some((index, route)) = routes.iter().enumerate().find(|(_, route)| {
         route
             .host
             .as_deref()
             .is_none_or(|want| host.is_some_and(|have| have.eq_ignore_ascii_case(want)))
             && prefix_matches(&route.path_prefix, &path)
     }) else {
-        return Routed::NotFound;
+        return (None, Routed::NotFound);
     };
-    match &route.target {
+    let routed = match &route.target {
         RouteTarget::Static => Routed::Static { route },
         RouteTarget::Upstream(upstream) => {
             let upstream = *upstream;
@@ -84,7 +93,8 @@ pub fn route<'a>(head: &'a RequestHead, routes: &'a [RouteConfig]) -> Routed<'a>
                 client_host,
             }
         }
-    }
+    };
+    (Some(index), routed)
 }
 
 /// The pieces of a request target that routing needs.

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::config::Config;
+use crate::metrics::{GroupSeries, RouteSeries};
 use crate::proxy::upstream::{start_health_checks, Upstream};
 use crate::ratelimit::RateLimits;
 use crate::static_files::FileCache;
@@ -25,6 +26,9 @@ pub struct Snapshot {
     pub file_cache: Option<Arc<FileCache>>,
     /// Rate limits and their clients' state, when any limit is configured.
     pub rate_limits: Option<Arc<RateLimits>>,
+    /// Each route's metrics series, at its index in `config.routes`; empty when metrics
+    /// are off.
+    route_series: Vec<Option<RouteSeries>>,
 }
 
 impl Snapshot {
@@ -38,8 +42,24 @@ impl Snapshot {
             .proxy
             .iter()
             .flat_map(|proxy| proxy.upstreams.iter())
-            .map(|group| Arc::new(Upstream::build(group, previous_upstreams)))
+            .map(|group| {
+                let mut upstream = Upstream::build(group, previous_upstreams);
+                if config.records_metrics() {
+                    let backends = upstream.backends.iter().map(|b| &*b.name);
+                    upstream.metrics = Some(GroupSeries::new(&upstream.name, backends));
+                }
+                Arc::new(upstream)
+            })
             .collect();
+        // Resolved here, once per config, so a request carries a number, not a label.
+        let route_series = if config.records_metrics() {
+            let labels = config.routes.iter().enumerate();
+            labels
+                .map(|(index, route)| crate::metrics::route_series(&route.metrics_label(index)))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let file_cache = config.static_files.as_ref().map(|site| {
             let limits = (site.cache_max_bytes, site.cache_max_file_bytes);
             let reusable = previous.and_then(|p| {
@@ -64,6 +84,19 @@ impl Snapshot {
             upstreams,
             file_cache,
             rate_limits,
+            route_series,
+        }
+    }
+
+    /// Where a request that route `index` took (`None`: no route did) is recorded; `None`
+    /// when metrics are off.
+    pub fn route_series(&self, index: Option<usize>) -> Option<RouteSeries> {
+        if !self.config.records_metrics() {
+            return None;
+        }
+        match index {
+            Some(index) => self.route_series.get(index).copied().flatten(),
+            None => Some(RouteSeries::UNROUTED),
         }
     }
 
@@ -81,5 +114,50 @@ impl Snapshot {
     /// after startup and after every reload.
     pub fn start_health_checks(&self) {
         start_health_checks(&self.upstreams);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn snapshot(admin: &str) -> Snapshot {
+        let yaml = format!(
+            "server: {{}}\nproxy:\n  backends:\n    - name: a\n      address: \"127.0.0.1:1\"\n\
+             routes:\n  - path_prefix: /api\n    upstream: default\n  \
+             - name: rest\n    upstream: default\n{admin}"
+        );
+        let config = Config::from_yaml(&yaml, Path::new("test.yaml"), Path::new(".")).unwrap();
+        Snapshot::new(config, None)
+    }
+
+    #[test]
+    fn routes_are_labelled_by_name_else_index_and_unrouted_as_none() {
+        let snapshot = snapshot("admin:\n  listen_addr: \"127.0.0.1:0\"\n");
+        assert_eq!(
+            snapshot.route_series(Some(0)),
+            crate::metrics::route_series("0")
+        );
+        assert_eq!(
+            snapshot.route_series(Some(1)),
+            crate::metrics::route_series("rest")
+        );
+        assert_eq!(snapshot.route_series(None), Some(RouteSeries::UNROUTED));
+        assert!(snapshot.upstreams[0].metrics.is_some());
+    }
+
+    #[test]
+    fn with_metrics_off_nothing_is_resolved() {
+        for admin in [
+            "",
+            "admin:\n  listen_addr: \"127.0.0.1:0\"\n  metrics: false\n",
+        ] {
+            let snapshot = snapshot(admin);
+            assert_eq!(snapshot.route_series(Some(0)), None);
+            assert_eq!(snapshot.route_series(None), None);
+            assert!(snapshot.upstreams[0].metrics.is_none());
+        }
     }
 }

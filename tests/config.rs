@@ -114,6 +114,27 @@ fn routes_are_validated_with_key_and_line() {
             "hots",
             ":9:",
         ),
+        (
+            "routes:\n  - name: \"api v1\"\n    upstream: default\n",
+            "routes[0].name",
+            "letters, digits",
+        ),
+        (
+            "routes:\n  - name: none\n    upstream: default\n",
+            "routes[0].name",
+            "no route took",
+        ),
+        (
+            "routes:\n  - name: \"1\"\n    upstream: default\n",
+            "routes[0].name",
+            "unnamed route",
+        ),
+        (
+            "routes:\n  - name: api\n    path_prefix: /a\n    upstream: default\n  \
+             - name: api\n    upstream: default\n",
+            "routes[1].name",
+            "already used",
+        ),
     ];
     for (routes, key, reason) in cases {
         let yaml = format!("server:\n  listen_addr: \"127.0.0.1:0\"\n{proxy}{routes}");

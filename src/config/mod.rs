@@ -12,7 +12,9 @@ mod upstream;
 mod yaml;
 
 pub use backend_tls::{BackendTls, TlsRoots};
-pub use proxy::{BackendConfig, ProxyConfig, RouteConfig, RouteTarget, DEFAULT_UPSTREAM};
+pub use proxy::{
+    BackendConfig, ProxyConfig, RouteConfig, RouteTarget, DEFAULT_UPSTREAM, UNROUTED_NAME,
+};
 pub use ratelimit::{Cidr, KeySource, LimitSettings, RateLimitConfig, RedisSettings, RouteLimit};
 pub use tls::{CertificateConfig, TlsConfig, TlsVersion};
 pub use upstream::{
@@ -232,12 +234,39 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
 }
 
-/// Where and how `/admin/backends` is served (`admin`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where and how the admin endpoints are served (`admin`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminConfig {
     pub listen_addr: SocketAddr,
     /// Admin connections open at once; more wait in the accept backlog.
     pub max_connections: usize,
+    /// The bearer token every admin endpoint but `/healthz` and `/readyz` requires.
+    pub token: Option<AdminToken>,
+    /// Whether requests, attempts and reloads are recorded for `/metrics`.
+    pub metrics: bool,
+}
+
+impl Config {
+    /// Whether request metrics are recorded: only with an admin listener to read them.
+    pub fn records_metrics(&self) -> bool {
+        self.admin.as_ref().is_some_and(|admin| admin.metrics)
+    }
+}
+
+/// `admin.token`: never printed, not even by `{:?}` of the whole config.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -573,10 +602,7 @@ impl Validator<'_> {
             error_pages,
             proxy,
             routes,
-            admin: raw.admin.as_ref().map(|a| AdminConfig {
-                listen_addr: a.listen_addr,
-                max_connections: a.max_connections.get(),
-            }),
+            admin: raw.admin.as_ref().map(|a| self.admin(a)),
             tls,
             logging,
             // Filled in by `Config::parse` once validation is over.
@@ -586,6 +612,40 @@ impl Validator<'_> {
         match ConfigError::from_all(self.path, self.errors.take()) {
             None => Ok(config),
             Some(error) => Err(error),
+        }
+    }
+
+    fn admin(&self, raw: &raw::RawAdmin) -> AdminConfig {
+        let token = match raw.token.as_deref() {
+            // A header value carries it: visible ASCII, no spaces (RFC 6750 §2.1).
+            Some(token) if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) => {
+                self.report(
+                    "admin.token",
+                    "must be non-empty printable ASCII without spaces (it is sent as \
+                     `Authorization: Bearer <token>`)",
+                );
+                None
+            }
+            Some(token) => Some(AdminToken(token.to_string())),
+            None => None,
+        };
+        // Anyone who can reach the admin port could read the backends and metrics:
+        // off loopback, only with a token.
+        if raw.token.is_none() && !raw.listen_addr.ip().is_loopback() {
+            self.report(
+                "admin.listen_addr",
+                format!(
+                    "{} is not a loopback address: set admin.token (a bearer token) or \
+                     listen on 127.0.0.1",
+                    raw.listen_addr
+                ),
+            );
+        }
+        AdminConfig {
+            listen_addr: raw.listen_addr,
+            max_connections: raw.max_connections.get(),
+            token,
+            metrics: raw.metrics,
         }
     }
 

@@ -63,6 +63,9 @@ pub enum RouteTarget {
 /// One route, in the order routes are tried.
 #[derive(Debug, Clone)]
 pub struct RouteConfig {
+    /// The `route` label of its metrics (`name` in the config); by default its index in
+    /// `routes`, as [`RouteConfig::metrics_label`] says.
+    pub name: Option<String>,
     /// Lower-case host without port; `None` matches any host.
     pub host: Option<String>,
     /// Matches whole path segments: `/api` matches `/api` and `/api/x`, not `/apix`.
@@ -81,6 +84,25 @@ pub struct RouteConfig {
     pub read_timeout: Duration,
     /// The longest a `101` tunnel may carry no byte either way.
     pub tunnel_idle_timeout: Duration,
+}
+
+/// The `route` label of requests that no route took (metrics); no route may be named so.
+pub const UNROUTED_NAME: &str = "none";
+
+/// Whether `name` can be a route's name: short, and safe in any label or log line.
+fn is_route_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+impl RouteConfig {
+    /// The `route` label of this route's metrics: its name, else its `index` in `routes`
+    /// (which a reorder of the routes changes: name the routes for labels that last).
+    pub fn metrics_label(&self, index: usize) -> String {
+        self.name.clone().unwrap_or_else(|| index.to_string())
+    }
 }
 
 /// Per-group settings resolved against the proxy-wide defaults.
@@ -424,6 +446,7 @@ impl Validator<'_> {
                 Some((_, defaults)) if defaults.has_default_group || !has_static => {
                     let group = &defaults.groups[DEFAULT_UPSTREAM];
                     RouteConfig {
+                        name: None,
                         host: None,
                         path_prefix: "/".into(),
                         target: RouteTarget::Upstream(0),
@@ -437,6 +460,7 @@ impl Validator<'_> {
                     }
                 }
                 _ => RouteConfig {
+                    name: None,
                     host: None,
                     path_prefix: "/".into(),
                     target: RouteTarget::Static,
@@ -520,7 +544,34 @@ impl Validator<'_> {
                     self.positive_millis(&format!("{key}.{field}"), value)
                 })
             };
+            let name = route.name.as_deref().and_then(|name| {
+                let problem = if !is_route_name(name) {
+                    Some(format!(
+                        "name {name:?} must be 1 to 64 letters, digits, '_', '-' or '.'"
+                    ))
+                } else if name == UNROUTED_NAME {
+                    Some(format!(
+                        "name {name:?} is the label of requests no route took"
+                    ))
+                } else if name.bytes().all(|b| b.is_ascii_digit()) {
+                    Some(format!(
+                        "name {name:?} is a number, the label of an unnamed route"
+                    ))
+                } else if raw[..i].iter().any(|r| r.name.as_deref() == Some(name)) {
+                    Some(format!("name {name:?} is already used by another route"))
+                } else {
+                    None
+                };
+                match problem {
+                    Some(reason) => {
+                        self.report(&format!("{key}.name"), reason);
+                        None
+                    }
+                    None => Some(name.to_string()),
+                }
+            });
             routes.push(RouteConfig {
+                name,
                 host,
                 path_prefix: route.path_prefix.clone(),
                 target,

@@ -535,6 +535,11 @@ fn default_weight() -> u32 {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAdmin {
     pub listen_addr: SocketAddr,
+    /// Bearer token every endpoint but the probes requires; needed off loopback.
+    pub token: Option<String>,
+    /// Record request metrics (`GET /metrics`); off, the hot path records nothing.
+    #[serde(default = "default_true")]
+    pub metrics: bool,
     /// Non-zero by type, so a 0 is refused with its line like any type error.
     #[serde(default = "default_admin_max_connections")]
     pub max_connections: std::num::NonZeroUsize,
@@ -587,6 +592,8 @@ pub(super) struct RawCertificate {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRoute {
+    /// The `route` label of its metrics.
+    pub name: Option<String>,
     pub host: Option<String>,
     #[serde(default = "default_path_prefix")]
     pub path_prefix: String,

@@ -181,6 +181,11 @@ impl RequestHead {
         self.parsed.framing
     }
 
+    /// Bytes of the head as received, request line to the empty line.
+    pub fn head_bytes(&self) -> usize {
+        self.bytes.len()
+    }
+
     pub fn expects_continue(&self) -> bool {
         self.parsed.expect_continue
     }

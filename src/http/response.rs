@@ -19,6 +19,7 @@ impl StatusCode {
     pub const NOT_MODIFIED: StatusCode = StatusCode(304);
     pub const PERMANENT_REDIRECT: StatusCode = StatusCode(308);
     pub const BAD_REQUEST: StatusCode = StatusCode(400);
+    pub const UNAUTHORIZED: StatusCode = StatusCode(401);
     pub const FORBIDDEN: StatusCode = StatusCode(403);
     pub const NOT_FOUND: StatusCode = StatusCode(404);
     pub const METHOD_NOT_ALLOWED: StatusCode = StatusCode(405);

@@ -21,7 +21,7 @@ use super::log_limit::admit_failure;
 use super::relay::relay_response;
 use super::stream::{ConnectError, UpstreamStream};
 use super::tunnel::tunnel;
-use super::upstream::{Attempt, Pick};
+use super::upstream::{Attempt, Pick, Upstream};
 use crate::balance::strategy::{hash_bytes, HashKey};
 use crate::buffer_pool;
 use crate::http::body::{BodyDecoder, Step};
@@ -34,6 +34,7 @@ use crate::http::response_parser::{
     parse_response, ParsedResponse, ResponseLimits, ResponseStatus,
 };
 use crate::http::writer::{encode_chunk, CONTINUE_RESPONSE, LAST_CHUNK};
+use crate::metrics::AttemptOutcome;
 use crate::transport::{write_all_with_progress, Transport};
 
 /// Most bytes one read takes while the response head is incomplete: a head and a small body
@@ -118,11 +119,12 @@ pub async fn forward<S: Transport>(
             && idempotent
             && retries < policy.max_retries
             && tries < upstream.backends.len().min(MAX_ATTEMPTS);
-        let error =
-            match try_backend(client, head, &mut body, &attempt, destination, may_retry).await {
-                Ok(outcome) => return outcome,
-                Err(error) => error,
-            };
+        let result = try_backend(client, head, &mut body, &attempt, destination, may_retry).await;
+        record_attempt(upstream, index, &result, now);
+        let error = match result {
+            Ok(outcome) => return outcome,
+            Err(error) => error,
+        };
         // A failed attempt may have consumed part of the request body: then the client
         // connection cannot carry another request.
         let persistence = Persistence::after_body(body.is_done());
@@ -148,7 +150,7 @@ pub async fn forward<S: Transport>(
                     tracing::warn!(backend = %backend.name, address = %backend.address, %error, suppressed, "backend failed before responding");
                 }
                 attempt.fail("no response", None);
-                if !(may_retry && upstream.retry_budget.try_withdraw(Instant::now())) {
+                if !(may_retry && withdraw_retry(upstream)) {
                     return Outcome::Failed {
                         error: UpstreamError::NoResponse(error).into(),
                         persistence,
@@ -209,6 +211,42 @@ pub async fn forward<S: Transport>(
         persistence: Persistence::after_body(body.is_done()),
         backend: last_tried,
     }
+}
+
+/// Record how the attempt on backend `index`, started at `started`, ended (when the group
+/// records metrics): one count per attempt, under the outcome that ended it.
+fn record_attempt(
+    upstream: &Upstream,
+    index: usize,
+    result: &Result<Outcome, AttemptError>,
+    started: Instant,
+) {
+    let series = upstream.metrics.as_ref();
+    let Some(series) = series.and_then(|m| m.backends.get(index).copied().flatten()) else {
+        return;
+    };
+    let outcome = match result {
+        Ok(_) => AttemptOutcome::Response,
+        Err(AttemptError::Connect(_)) => AttemptOutcome::ConnectError,
+        Err(AttemptError::NoResponse(_)) => AttemptOutcome::Reset,
+        Err(AttemptError::SendTimeout | AttemptError::Timeout) => AttemptOutcome::Timeout,
+        Err(AttemptError::BadResponse(_)) => AttemptOutcome::Malformed,
+        Err(AttemptError::RetryStatus(_)) => AttemptOutcome::Retried,
+        Err(AttemptError::Client(_)) => AttemptOutcome::ClientAborted,
+    };
+    crate::metrics::record_attempt(series, outcome, started.elapsed());
+}
+
+/// A token from the group's retry budget for one retry; a refusal is counted
+/// (`sentinel_retry_budget_exhausted_total`).
+fn withdraw_retry(upstream: &Upstream) -> bool {
+    let granted = upstream.retry_budget.try_withdraw(Instant::now());
+    if !granted {
+        if let Some(series) = upstream.metrics.as_ref().and_then(|m| m.group) {
+            crate::metrics::record_retry_budget_exhausted(series);
+        }
+    }
+    granted
 }
 
 /// One backend: a pooled connection if there is a live one, else a new one. A pooled
@@ -330,7 +368,7 @@ async fn receive<S: Transport>(
         attempt.fail("failure status", Some(latency));
         // Retry elsewhere if allowed (the connection is dropped: its body is not read);
         // otherwise the client gets this response as it is.
-        if may_retry && upstream_group.retry_budget.try_withdraw(Instant::now()) {
+        if may_retry && withdraw_retry(upstream_group) {
             return Err(AttemptError::RetryStatus(response.status));
         }
     } else if policy.error_statuses.contains(&status) {

@@ -28,6 +28,7 @@ use crate::limits::{
     OUTLIER_EXIT_RATIO, OUTLIER_LATENCY_FLOOR, OUTLIER_LATENCY_RATIO, PROBE_EVERY_PICKS,
     PROBE_INTERVAL,
 };
+use crate::metrics::GroupSeries;
 
 #[derive(Debug)]
 pub struct Backend {
@@ -370,6 +371,8 @@ pub struct Upstream {
     pub retry_budget: RetryBudget,
     /// The client configuration of its TLS backends, when it has any.
     pub tls: Option<Arc<GroupTls>>,
+    /// Where its attempts are recorded; `None` when metrics are off.
+    pub metrics: Option<GroupSeries>,
     cursor: AtomicUsize,
     /// Smooth weighted round-robin's running weights, one per backend.
     swrr: Mutex<Vec<f64>>,
@@ -390,6 +393,7 @@ impl Upstream {
             retry_budget: RetryBudget::new(policy.retry_budget, Instant::now()),
             policy,
             tls: None,
+            metrics: None,
             cursor: AtomicUsize::new(0),
             swrr,
         }

@@ -29,6 +29,7 @@ use crate::http::scheme::Scheme;
 use crate::http::writer::{encode_response_head, ConnectionState, ResponseFraming};
 use crate::limits::DEFAULT_READ_CHUNK_BYTES;
 use crate::limits::{DEFAULT_MAX_RESPONSE_HEAD_BYTES, MAX_RESPONSE_HEADERS};
+use crate::metrics::RouteSeries;
 use crate::proxy::forward::{forward, Client, Destination, Outcome};
 use crate::ratelimit::Note as RateNote;
 use crate::routing::Routed;
@@ -134,12 +135,16 @@ struct Exchange {
     /// The rate limiter's decision and key, when a limit applied.
     rate_limit: Option<RateNote>,
     started: Instant,
+    /// Where the request is recorded (its route's series); `None` with metrics off.
+    series: Option<RouteSeries>,
+    /// The head's bytes and the body's declared length.
+    request_bytes: u64,
 }
 
 impl Exchange {
     /// The answer to bytes that never became a request head: HTTP/1.1 framing, a body, and a
     /// lingering close, since the client may still be sending the rest of what it meant.
-    fn without_request() -> Exchange {
+    fn without_request(config: &Config) -> Exchange {
         Exchange {
             method: None,
             version: Version::Http11,
@@ -147,6 +152,8 @@ impl Exchange {
             backend: None,
             rate_limit: None,
             started: Instant::now(),
+            series: config.records_metrics().then_some(RouteSeries::UNROUTED),
+            request_bytes: 0,
         }
     }
 
@@ -206,6 +213,13 @@ impl<S: Transport> Connection<S> {
             backend: None,
             rate_limit: None,
             started: Instant::now(),
+            series: snapshot.route_series(None),
+            // Saturating: the declared length is the client's number, checked against the
+            // body limit only later.
+            request_bytes: (head.head_bytes() as u64).saturating_add(match head.framing() {
+                RequestFraming::Length(declared) => declared,
+                RequestFraming::Empty | RequestFraming::Chunked => 0,
+            }),
         };
         let request_span = tracing::debug_span!(
             "request",
@@ -223,9 +237,13 @@ impl<S: Transport> Connection<S> {
             }
         };
         let handled = match self.https_redirect_port(config) {
-            Some(port) => crate::https_redirect::respond(&head, port),
+            Some(port) => {
+                exchange.series = snapshot.route_series(None);
+                crate::https_redirect::respond(&head, port)
+            }
             None => {
-                let routed = crate::routing::route(&head, &config.routes);
+                let (route_index, routed) = crate::routing::route_indexed(&head, &config.routes);
+                exchange.series = snapshot.route_series(route_index);
                 let mut refusal = None;
                 if let Some(limits) = &snapshot.rate_limits {
                     let checked = limits.check(&head, self.peer.ip(), &routed, &config.routes);
@@ -420,7 +438,8 @@ impl<S: Transport> Connection<S> {
         }
     }
 
-    /// The one access-log event of a request (`sentinel::access`, info level).
+    /// The one access-log event of a request (`sentinel::access`, info level), and its
+    /// record in the metrics: both happen here, once per request, whatever its path.
     fn log_access(
         &self,
         config: &Config,
@@ -429,7 +448,15 @@ impl<S: Transport> Connection<S> {
         bytes: u64,
         exchange: &Exchange,
     ) {
-        if !config.logging.access_log {
+        let access_log = config.logging.access_log;
+        if exchange.series.is_none() && !access_log {
+            return;
+        }
+        let elapsed = exchange.started.elapsed();
+        if let Some(series) = exchange.series {
+            crate::metrics::record_request(series, status, elapsed, exchange.request_bytes, bytes);
+        }
+        if !access_log {
             return;
         }
         let (rate_limit, rate_limit_key) =
@@ -442,7 +469,7 @@ impl<S: Transport> Connection<S> {
             version = head.map_or("-", |h| h.version().as_str()),
             status,
             bytes,
-            duration_us = exchange.started.elapsed().as_micros() as u64,
+            duration_us = elapsed.as_micros() as u64,
             backend = exchange.backend.as_deref().unwrap_or("-"),
             rate_limit,
             rate_limit_key = %rate_limit_key,
@@ -833,7 +860,7 @@ impl<S: Transport> Connection<S> {
         fault.log(self.peer, None);
         let status = fault.status();
         let response = fault.response(&config.error_pages);
-        let exchange = Exchange::without_request();
+        let exchange = Exchange::without_request(config);
         let outcome = self.write_response(response, &exchange, config).await;
         self.log_access(config, None, status.as_u16(), outcome.body_bytes, &exchange);
         self.close(exchange.persistence, &config.server.limits)

@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use super::connection::serve_connection;
 use super::tls::{self, TlsError, TlsTerminator};
 use crate::config::Config;
+use crate::metrics::{Listener, OpenConnection};
 use crate::snapshot::{SharedSnapshot, Snapshot};
 
 /// Start accepting on `new`; `old` closes (connections it accepted carry on). `new` is
@@ -519,14 +520,17 @@ impl AcceptLoop {
                                 0 => None,
                                 port => Some(port),
                             };
+                            let open = OpenConnection::new(Listener::Http);
                             tokio::spawn(async move {
                                 serve_connection(stream, peer, config, stop, https_port).await;
+                                drop(open);
                                 drop(permit);
                                 drop(drain);
                             });
                         }
                         Protocol::Tls(terminator) => {
                             let terminator = Arc::clone(terminator);
+                            let open = OpenConnection::new(Listener::Https);
                             tokio::spawn(async move {
                                 let limits = config.load().config.server.limits;
                                 if let Some(stream) =
@@ -534,6 +538,7 @@ impl AcceptLoop {
                                 {
                                     serve_connection(stream, peer, config, stop, None).await;
                                 }
+                                drop(open);
                                 drop(permit);
                                 drop(drain);
                             });

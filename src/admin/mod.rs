@@ -1,12 +1,22 @@
-//! The admin listener (`admin.listen_addr`, off unless set): `GET /admin/backends` answers
-//! JSON describing every upstream group and backend as the balancer sees it right now, so
-//! an operator can see why traffic goes where it goes.
+//! The admin listener (`admin.listen_addr`, off unless set): `GET /metrics` (Prometheus
+//! text or OpenMetrics), the probes `GET /healthz` and `GET /readyz`, and `GET
+//! /admin/backends`, JSON describing every upstream group and backend as the balancer sees
+//! it right now, so an operator can see why traffic goes where it goes.
 //!
 //! Deliberately small: one request per connection, the same strict request parser and
 //! response writer as the main listener, a deadline per connection
 //! ([`ADMIN_CONNECTION_TIMEOUT`]) and a cap on connections (`admin.max_connections`: more
-//! wait in the backlog). A reload may start it, move it or stop it; shutdown stops it. It
-//! should listen on loopback or a private interface: it has no authentication.
+//! wait in the backlog). A reload may start it, move it or stop it. It keeps answering
+//! while the server drains (`/readyz` says 503 then) and stops after. With `admin.token`
+//! set, every endpoint but the probes wants that bearer token; the config refuses an
+//! address off loopback without one.
+
+mod auth;
+mod backend_gauges;
+mod exposition;
+
+pub use auth::tokens_match;
+pub use exposition::{Format, OPENMETRICS_CONTENT_TYPE};
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -26,6 +36,7 @@ use crate::http::request::{Method, RequestHead, Version};
 use crate::http::response::{Response, ResponseBody, StatusCode};
 use crate::http::writer::{encode_response_head, ConnectionState, ResponseFraming};
 use crate::limits::{ADMIN_CONNECTION_TIMEOUT, DEFAULT_ADMIN_MAX_CONNECTIONS};
+use crate::metrics::{Listener, OpenConnection};
 use crate::proxy::standing::Standing;
 use crate::proxy::upstream::{Backend, Upstream};
 use crate::server::{is_per_connection, ACCEPT_ERROR_BACKOFF};
@@ -34,14 +45,16 @@ use crate::snapshot::{SharedSnapshot, Snapshot};
 /// Start the admin task. It serves on `initial` (the startup address, already bound) when
 /// there is one, then on each listening socket `moves` hands it (a reload bound it, so a
 /// failed bind rejected the reload instead): the new socket is listening before the old
-/// one closes; `None` stops serving. When `stop` turns true the listening socket closes at
-/// once, connections waiting for their request close, an answer being written finishes,
-/// and the task ends after the last connection (each has [`ADMIN_CONNECTION_TIMEOUT`] in
-/// all). Await the handle to wait for that.
+/// one closes; `None` stops serving. `/readyz` answers 503 from the moment `draining`
+/// turns true (the server stopped accepting). When `stop` turns true the listening socket
+/// closes at once, connections waiting for their request close, an answer being written
+/// finishes, and the task ends after the last connection (each has
+/// [`ADMIN_CONNECTION_TIMEOUT`] in all). Await the handle to wait for that.
 pub fn spawn(
     initial: Option<std::net::TcpListener>,
     moves: mpsc::UnboundedReceiver<Option<std::net::TcpListener>>,
     config: SharedSnapshot,
+    draining: watch::Receiver<bool>,
     stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     let cap = max_connections(&config);
@@ -52,6 +65,7 @@ pub fn spawn(
         config,
         permits: Arc::new(Semaphore::new(cap)),
         cap,
+        draining,
         stop,
     };
     tokio::spawn(admin.run(initial).instrument(tracing::debug_span!("admin")))
@@ -64,6 +78,7 @@ fn max_connections(config: &SharedSnapshot) -> usize {
         .load()
         .config
         .admin
+        .as_ref()
         .map_or(DEFAULT_ADMIN_MAX_CONNECTIONS, |admin| admin.max_connections)
 }
 
@@ -77,6 +92,8 @@ struct AdminLoop {
     permits: Arc<Semaphore>,
     /// The size `permits` was made with.
     cap: usize,
+    /// True once the server drains: not ready for new traffic.
+    draining: watch::Receiver<bool>,
     stop: watch::Receiver<bool>,
 }
 
@@ -104,18 +121,23 @@ impl AdminLoop {
             };
             match accepted {
                 (permit, Ok((stream, peer))) => {
-                    let config = Arc::clone(&self.config);
+                    let open = OpenConnection::new(Listener::Admin);
+                    let state = AdminState {
+                        config: Arc::clone(&self.config),
+                        draining: self.draining.clone(),
+                    };
                     let stop = self.stop.clone();
                     let drain = drain_tx.clone();
                     let connection = async move {
                         let served = tokio::time::timeout(
                             ADMIN_CONNECTION_TIMEOUT,
-                            serve(stream, &config, stop),
+                            serve(stream, &state, stop),
                         );
                         if served.await.is_err() {
                             tracing::debug!("admin connection timed out");
                         }
                         drop(permit);
+                        drop(open);
                         drop(drain);
                     };
                     tokio::spawn(connection.instrument(tracing::debug_span!("conn", %peer)));
@@ -194,11 +216,17 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|&stop| stop).await;
 }
 
+/// What an admin request is answered from.
+struct AdminState {
+    config: SharedSnapshot,
+    draining: watch::Receiver<bool>,
+}
+
 /// Read one request, answer it, close. A connection still waiting for its request when
 /// `stop` turns true is closed without an answer.
 async fn serve(
     mut stream: impl AsyncRead + AsyncWrite + Unpin,
-    config: &SharedSnapshot,
+    state: &AdminState,
     stop: watch::Receiver<bool>,
 ) {
     let mut buf = BytesMut::with_capacity(2048);
@@ -223,26 +251,68 @@ async fn serve(
             Ok(_) => {}
         }
     };
-    let response = route(&head, config);
+    let response = route(&head, state);
     let send_body = head.method() != Method::Head;
     respond(&mut stream, response, head.version(), send_body).await
 }
 
+/// The endpoints, by path.
+const ENDPOINTS: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/admin/backends"];
+
 /// The answer to `head`.
-fn route(head: &RequestHead, config: &SharedSnapshot) -> Response {
+fn route(head: &RequestHead, state: &AdminState) -> Response {
     let path = head.target().split('?').next().unwrap_or("");
-    match (head.method(), path) {
-        (Method::Get | Method::Head, "/admin/backends") => {
-            let body = backends_json(&config.load(), Instant::now());
+    let snapshot = state.config.load_full();
+    let is_probe = matches!(path, "/healthz" | "/readyz");
+    let token = snapshot
+        .config
+        .admin
+        .as_ref()
+        .and_then(|a| a.token.as_ref());
+    if !is_probe && !auth::is_authorized(head, token) {
+        return text(StatusCode::UNAUTHORIZED, "unauthorized\n")
+            .with_header("WWW-Authenticate", "Bearer");
+    }
+    if !ENDPOINTS.contains(&path) {
+        return text(StatusCode::NOT_FOUND, "not found\n");
+    }
+    if !matches!(head.method(), Method::Get | Method::Head) {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n")
+            .with_header("Allow", "GET, HEAD");
+    }
+    match path {
+        // The process answers, so it serves (an orchestrator restarts it when it does not).
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        // Listeners are bound and the config loaded before this task starts; draining
+        // tells a load balancer to stop sending while in-flight requests finish.
+        "/readyz" if *state.draining.borrow() => {
+            text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+        }
+        "/readyz" => text(StatusCode::OK, "ready\n"),
+        "/metrics" => {
+            let format = Format::negotiate(head.header("accept"));
+            match exposition::render(snapshot, format) {
+                Ok(body) => Response::new(StatusCode::OK)
+                    .with_header("Content-Type", format.content_type())
+                    .with_header("Cache-Control", "no-store")
+                    .with_body(ResponseBody::Full(Bytes::from(body))),
+                Err(_) => {
+                    tracing::error!("cannot encode the metrics");
+                    text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "cannot encode the metrics\n",
+                    )
+                }
+            }
+        }
+        // `/admin/backends`, the one endpoint left.
+        _ => {
+            let body = backends_json(&snapshot, Instant::now());
             Response::new(StatusCode::OK)
                 .with_header("Content-Type", "application/json")
                 .with_header("Cache-Control", "no-store")
                 .with_body(ResponseBody::Full(Bytes::from(body)))
         }
-        (_, "/admin/backends") => {
-            text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n").with_header("Allow", "GET, HEAD")
-        }
-        _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }
 
@@ -439,19 +509,29 @@ mod tests {
     use crate::config::Config;
     use crate::snapshot::Snapshot;
 
-    fn snapshot() -> SharedSnapshot {
-        let yaml =
-            "server: {}\nproxy:\n  backends:\n    - name: a\n      address: \"127.0.0.1:1\"\n";
-        let config = Config::from_yaml(yaml, Path::new("test.yaml"), Path::new(".")).unwrap();
+    fn snapshot(admin: &str) -> SharedSnapshot {
+        let yaml = format!(
+            "server: {{}}\nproxy:\n  backends:\n    - name: a\n      address: \"127.0.0.1:1\"\n{admin}"
+        );
+        let config = Config::from_yaml(&yaml, Path::new("test.yaml"), Path::new(".")).unwrap();
         Snapshot::shared(config)
     }
 
     /// The bytes the admin endpoint answers `request` with.
     async fn exchange(request: &[u8]) -> String {
+        exchange_with("", false, request).await
+    }
+
+    /// The bytes the admin endpoint answers `request` with, under the `admin` section
+    /// `admin` and while the server is `draining` or not.
+    async fn exchange_with(admin: &str, draining: bool, request: &[u8]) -> String {
         let (mut client, server) = tokio::io::duplex(64 * 1024);
-        let config = snapshot();
+        let state = AdminState {
+            config: snapshot(admin),
+            draining: watch::channel(draining).1,
+        };
         let (_stop_tx, stop) = watch::channel(false);
-        let serving = tokio::spawn(async move { serve(server, &config, stop).await });
+        let serving = tokio::spawn(async move { serve(server, &state, stop).await });
         client.write_all(request).await.unwrap();
         let mut answer = Vec::new();
         client.read_to_end(&mut answer).await.unwrap();
@@ -501,5 +581,78 @@ mod tests {
             answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
             "{answer}"
         );
+    }
+
+    const WITH_TOKEN: &str = "admin:\n  listen_addr: \"127.0.0.1:0\"\n  token: \"s3cret-token\"\n";
+
+    #[tokio::test]
+    async fn the_token_guards_everything_but_the_probes() {
+        for path in ["/metrics", "/admin/backends", "/elsewhere"] {
+            let request = format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n");
+            let answer = exchange_with(WITH_TOKEN, false, request.as_bytes()).await;
+            assert!(
+                answer.starts_with("HTTP/1.1 401 Unauthorized\r\n"),
+                "{answer}"
+            );
+            assert!(
+                answer.contains("\r\nWWW-Authenticate: Bearer\r\n"),
+                "{answer}"
+            );
+            let wrong = format!(
+                "GET {path} HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer s3cret-tokex\r\n\r\n"
+            );
+            let answer = exchange_with(WITH_TOKEN, false, wrong.as_bytes()).await;
+            assert!(answer.starts_with("HTTP/1.1 401 "), "{answer}");
+        }
+        let right =
+            b"GET /metrics HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer s3cret-token\r\n\r\n";
+        let answer = exchange_with(WITH_TOKEN, false, right).await;
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        let twice = b"GET /metrics HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer s3cret-token\r\n\
+                      Authorization: Bearer s3cret-token\r\n\r\n";
+        let answer = exchange_with(WITH_TOKEN, false, twice).await;
+        assert!(answer.starts_with("HTTP/1.1 401 "), "{answer}");
+        for probe in ["/healthz", "/readyz"] {
+            let request = format!("GET {probe} HTTP/1.1\r\nHost: a\r\n\r\n");
+            let answer = exchange_with(WITH_TOKEN, false, request.as_bytes()).await;
+            assert!(
+                answer.starts_with("HTTP/1.1 200 OK\r\n"),
+                "{probe}: {answer}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn readiness_follows_the_drain_and_health_does_not() {
+        let readyz = b"GET /readyz HTTP/1.1\r\nHost: a\r\n\r\n";
+        let healthz = b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert!(exchange_with("", false, readyz)
+            .await
+            .starts_with("HTTP/1.1 200 "));
+        let draining = exchange_with("", true, readyz).await;
+        assert!(draining.starts_with("HTTP/1.1 503 "), "{draining}");
+        assert!(exchange_with("", true, healthz)
+            .await
+            .starts_with("HTTP/1.1 200 "));
+    }
+
+    #[tokio::test]
+    async fn metrics_are_prometheus_text_unless_openmetrics_is_asked_for() {
+        let plain = exchange(b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n").await;
+        assert!(
+            plain.contains("\r\nContent-Type: text/plain; version=0.0.4"),
+            "{plain}"
+        );
+        assert!(plain.contains("\nsentinel_backend_healthy{upstream=\"default\",backend=\"a\"} "));
+        assert!(!plain.contains("# EOF"));
+        let open = exchange(
+            b"GET /metrics HTTP/1.1\r\nHost: a\r\nAccept: application/openmetrics-text\r\n\r\n",
+        )
+        .await;
+        assert!(
+            open.contains("\r\nContent-Type: application/openmetrics-text;"),
+            "{open}"
+        );
+        assert!(open.ends_with("# EOF\n"), "{open}");
     }
 }
