@@ -107,6 +107,7 @@ class Settings:
     write_docs: bool
     sentinel_runtime: str
     sentinel_metrics: str
+    sentinel_rate_limit: str
 
     @staticmethod
     def from_env():
@@ -139,7 +140,14 @@ class Settings:
             # An admin listener with request metrics on or off ("" : no admin section):
             # alternate "on" and "off" to measure what recording costs (issue 18).
             sentinel_metrics=os.environ.get("SENTINEL_METRICS", ""),
+            # A rate limit far above the load on every Sentinel ("": none), decided in the
+            # process ("local") or on a redis-server this script starts ("redis"): what
+            # checking every request costs (issue 20).
+            sentinel_rate_limit=os.environ.get("SENTINEL_RATE_LIMIT", ""),
         )
+        if settings.sentinel_rate_limit not in ("", "local", "redis"):
+            sys.exit("[bench] error: SENTINEL_RATE_LIMIT takes 'local' or 'redis' "
+                     f"(got {settings.sentinel_rate_limit!r})")
         if settings.sentinel_metrics not in ("", "on", "off"):
             sys.exit("[bench] error: SENTINEL_METRICS takes 'on' or 'off' "
                      f"(got {settings.sentinel_metrics!r})")
@@ -402,13 +410,26 @@ backend be
 """
 
 
-def sentinel_common(port, runtime="", metrics=""):
+def rate_limit_yaml(redis_port=None):
+    """A limit no benchmark reaches, so every request is checked and none refused.
+
+    >>> print(rate_limit_yaml(6390), end="")
+    rate_limit:
+      requests_per_second: 1000000
+      burst: 1000000
+      redis_url: "redis://127.0.0.1:6390"
+    """
+    redis = f'  redis_url: "redis://127.0.0.1:{redis_port}"\n' if redis_port else ""
+    return "rate_limit:\n  requests_per_second: 1000000\n  burst: 1000000\n" + redis
+
+
+def sentinel_common(port, runtime="", metrics="", rate_limit=""):
     runtime = f"  runtime: {runtime}\n" if runtime else ""
-    admin = ""
+    sections = rate_limit
     if metrics:
         flag = "true" if metrics == "on" else "false"
-        admin = f'admin:\n  listen_addr: "127.0.0.1:0"\n  metrics: {flag}\n'
-    return admin + f"""server:
+        sections += f'admin:\n  listen_addr: "127.0.0.1:0"\n  metrics: {flag}\n'
+    return sections + f"""server:
   listen_addr: "127.0.0.1:{port}"
 {runtime}  max_requests_per_connection: 100000
   max_connections: 20000
@@ -420,18 +441,18 @@ logging:
 """
 
 
-def sentinel_static_conf(port, root, runtime="", metrics=""):
-    return sentinel_common(port, runtime, metrics) + f"""static_files:
+def sentinel_static_conf(port, root, runtime="", metrics="", rate_limit=""):
+    return sentinel_common(port, runtime, metrics, rate_limit) + f"""static_files:
   root: "{root}"
   index: "index.html"
 """
 
 
-def sentinel_proxy_conf(port, backend_ports, sink_port, runtime="", metrics=""):
+def sentinel_proxy_conf(port, backend_ports, sink_port, runtime="", metrics="", rate_limit=""):
     backends = "".join(
         f'    - name: b{i + 1}\n      address: "127.0.0.1:{p}"\n' for i, p in enumerate(backend_ports)
     )
-    return sentinel_common(port, runtime, metrics) + f"""proxy:
+    return sentinel_common(port, runtime, metrics, rate_limit) + f"""proxy:
   backends:
 {backends}  connection_timeout_ms: 5000
   request_timeout_ms: 30000
@@ -525,13 +546,18 @@ class Layout:
             p[("haproxy", "proxy")], self.backend_ports, self.sink_port, self.workers))
         self.systems[("haproxy", "proxy")] = self._spawn(
             "haproxy", [tools["haproxy"], "-db", "-f", cfg], self.server_pin)
+        limit = ""
+        if self.settings.sentinel_rate_limit == "local":
+            limit = rate_limit_yaml()
+        elif self.settings.sentinel_rate_limit == "redis":
+            limit = rate_limit_yaml(self._start_redis())
         for kind, text in (
             ("static", sentinel_static_conf(p[("sentinel", "static")], root,
                                             self.settings.sentinel_runtime,
-                                            self.settings.sentinel_metrics)),
+                                            self.settings.sentinel_metrics, limit)),
             ("proxy", sentinel_proxy_conf(p[("sentinel", "proxy")], self.backend_ports,
                                           self.sink_port, self.settings.sentinel_runtime,
-                                          self.settings.sentinel_metrics)),
+                                          self.settings.sentinel_metrics, limit)),
         ):
             cfg = self._write(f"sentinel-{kind}.yaml", text)
             env_free = ["env", "-u", "LISTEN", "-u", "RUST_LOG"]
@@ -557,6 +583,27 @@ class Layout:
     def stop(self):
         for process in reversed(self.processes):
             process.stop()
+
+    def _start_redis(self):
+        """A redis-server of this layout's own, on the load CPUs, persisting nothing."""
+        redis = shutil.which("redis-server")
+        if not redis:
+            sys.exit("[bench] error: SENTINEL_RATE_LIMIT=redis needs redis-server (apt-get install redis-server)")
+        port = free_ports(1)[0]
+        process = self._spawn("redis", [redis, "--port", str(port), "--bind", "127.0.0.1",
+                                         "--save", "", "--appendonly", "no"], self.load_pin)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if not process.alive():
+                sys.exit(f"[bench] error: redis-server exited at start (log: {process.log_path})")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(64).startswith(b"+PONG"):
+                        return port
+            except OSError:
+                time.sleep(0.05)
+        sys.exit("[bench] error: redis-server did not answer within 10 s")
 
 
 def systems_of(scenario):
@@ -1162,7 +1209,7 @@ def main():
     command = " ".join(f"{k}={os.environ[k]}" for k in (
         "ROUNDS", "DURATION", "WARMUP", "THREADS", "SCENARIOS", "LAYOUTS", "IDLE_CONNECTIONS",
         "TRANSFER_MIB", "RETRIES", "SERVER_CPUS", "LOAD_CPUS", "SENTINEL_RUNTIME",
-        "SENTINEL_METRICS")
+        "SENTINEL_METRICS", "SENTINEL_RATE_LIMIT")
         if k in os.environ)
     facts = machine_facts(tools)
     facts["load_before"] = load_average()

@@ -201,6 +201,18 @@ def parse_s_time(text):
     return int(match.group(1)) if match else None
 
 
+def s_time_marks(text):
+    r"""(new sessions, resumed sessions) from the progress marks `openssl s_time` prints
+    on lines of their own: `*` a full handshake, `r` a resumed one.
+
+    >>> s_time_marks("Collecting connection statistics for 2 seconds\n*rrrr*rr\nrr\n\n"
+    ...              "9 connections in 0.01s; 9.00 connections/user sec, bytes read 9\n")
+    (2, 8)
+    """
+    progress = "".join(line for line in text.splitlines() if line and set(line) <= {"*", "r"})
+    return progress.count("*"), progress.count("r")
+
+
 def cpu_of(process):
     return common.proc_seconds(process.pids())
 
@@ -237,9 +249,16 @@ def s_time(port, mode, seconds, clients, load_pin, out_dir, tag):
             client_s += usage.ru_utime + usage.ru_stime
             out.close()
             with open(out.name, encoding="utf-8", errors="replace") as f:
-                done = parse_s_time(f.read())
+                text = f.read()
+            done = parse_s_time(text)
             if proc.returncode != 0 or done is None:
                 sys.exit(f"[bench] error: openssl s_time failed (output: {out.name})")
+            # What is measured must be what the row says: full handshakes only, or resumed
+            # ones (the first connection of a -reuse run is a full handshake).
+            full, resumed = s_time_marks(text)
+            if (mode == "new" and resumed > 0) or (mode == "reuse" and full > 1 + done // 100):
+                sys.exit(f"[bench] error: {full} full and {resumed} resumed handshakes in a "
+                         f"'{mode}' run (output: {out.name})")
             total += done
         return total, client_s
     return run_load
