@@ -192,8 +192,8 @@ fn adaptive_gives_a_much_slower_backend_probes_not_traffic() {
     let elapsed = started.elapsed().as_secs_f64();
     let slow_count = slow.request_count();
     // Until its first answers are in it looks like the others: a handful of requests.
-    // After that, probes: one a second, or 0.5 % of the requests if that is more.
-    let probes = (elapsed.ceil() as usize).max(total / 200);
+    // After that, probes: one a second, or 0.1 % of the requests if that is more.
+    let probes = (elapsed.ceil() as usize).max(total / 1000);
     let detection = 12;
     assert!(
         slow_count <= detection + probes,

@@ -207,9 +207,10 @@ mod tests {
         exit_ratio: 2.0,
         floor: Duration::from_millis(20),
     };
+    /// The defaults, so these tests say what a group gets.
     const PROBES: ProbeRule = ProbeRule {
-        interval: Duration::from_secs(1),
-        every_picks: 200,
+        interval: crate::limits::PROBE_INTERVAL,
+        every_picks: crate::limits::PROBE_EVERY_PICKS,
     };
 
     /// Racers without failures, by typical latency in ms.
@@ -321,13 +322,13 @@ mod tests {
     }
 
     #[test]
-    fn the_probe_rate_is_one_a_second_or_half_a_percent_whichever_is_more() {
+    fn the_probe_rate_is_one_a_second_or_a_tenth_of_a_percent_whichever_is_more() {
         let minute = Duration::from_secs(60);
-        // 300 picks a second: 0.5 % is 1.5 a second, 90 a minute (plus the first at once).
-        let busy = probes_over(300, minute, 3);
-        assert!((89..=91).contains(&busy), "{busy}");
-        // 20 a second: 0.5 % is a tenth a second, so the floor of one a second decides.
-        let quiet = probes_over(20, minute, 3);
+        // 3000 picks a second: 0.1 % is 3 a second, 180 a minute (plus the first at once).
+        let busy = probes_over(3000, minute, 3);
+        assert!((179..=181).contains(&busy), "{busy}");
+        // 300 a second: 0.1 % is 0.3 a second, so the floor of one a second decides.
+        let quiet = probes_over(300, minute, 3);
         assert!((60..=61).contains(&quiet), "{quiet}");
         // 2 a second in a group of 3: never more than one pick in three.
         let idle = probes_over(2, minute, 3);
@@ -346,8 +347,8 @@ mod tests {
         allowance.finish();
         assert!(allowance.is_due(PROBES, later, 100_000, 3));
         allowance.take(later, 100_000);
-        // 99 000 picks in 30 s: 3300 a second, of which 0.5 % is 16.5 probes a second.
-        assert!((allowance.rate_per_sec(PROBES) - 16.5).abs() < 1e-9);
+        // 99 000 picks in 30 s: 3300 a second, of which 0.1 % is 3.3 probes a second.
+        assert!((allowance.rate_per_sec(PROBES) - 3.3).abs() < 1e-9);
         assert_eq!(ProbeAllowance::new().rate_per_sec(PROBES), 1.0);
     }
 }
