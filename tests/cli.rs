@@ -1,13 +1,20 @@
 //! The `sentinel` binary: `--check`, `--version`, `--help`, `LISTEN`, startup failures, what
 //! its log lines say, and a clean stop on SIGTERM. Runs the real executable.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::daemon::{signal, Daemon};
+
 const BIN: &str = env!("CARGO_BIN_EXE_sentinel");
+
+/// How long a test waits for a log line before failing.
+const WAIT: Duration = Duration::from_secs(10);
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -313,7 +320,7 @@ fn a_dead_group_logs_each_failure_once_per_window_not_once_per_request() {
     };
     let (first, second) = (dead(), dead());
     let dir = tempfile::tempdir().unwrap();
-    let (child, lines, listening) = start_with_config(
+    let mut daemon = Daemon::start_in(
         dir.path(),
         &format!(
             "server:\n  listen_addr: \"127.0.0.1:0\"\nproxy:\n  backends:\n    \
@@ -322,15 +329,13 @@ fn a_dead_group_logs_each_failure_once_per_window_not_once_per_request() {
              logging:\n  level: \"info\"\n  access_log: false\n"
         ),
     );
-    let addr = listening_addr(&listening);
-    let drain = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    let addr = listening_addr(&daemon.listening);
     for _ in 0..10 {
         assert!(get_and_close(&addr, "/").starts_with("HTTP/1.1 502 "));
     }
-    signal(&child, "TERM");
-    let mut child = child;
-    assert!(child.wait().unwrap().success());
-    let log = drain.join().unwrap();
+    daemon.signal("TERM");
+    assert!(daemon.wait().success());
+    let log = lines_after_line(&daemon, &daemon.listening);
     let count = |needle: &str| log.iter().filter(|l| l.contains(needle)).count();
     assert_eq!(
         count("connect to backend failed"),
@@ -360,44 +365,15 @@ fn get_and_close(addr: &str, path: &str) -> String {
     text
 }
 
-type LogLines = std::io::Lines<BufReader<std::process::ChildStderr>>;
-
-/// Write `yaml` as `dir/config.yaml`, start the binary on it (no LISTEN, no RUST_LOG) and
-/// read its log up to the `listening` line, which is returned with the rest of the log.
-fn start_with_config(dir: &Path, yaml: &str) -> (std::process::Child, LogLines, String) {
-    let config = dir.join("config.yaml");
-    std::fs::write(&config, yaml).unwrap();
-    let mut child = Command::new(BIN)
-        .arg("--config")
-        .arg(&config)
-        .env_remove("RUST_LOG")
-        .env_remove("LISTEN")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let listening = next_line(&mut lines, |line| line.contains("listening"));
-    (child, lines, listening)
-}
-
-/// Send signal `name` (`HUP`, `TERM`) to `child`.
-fn signal(child: &std::process::Child, name: &str) {
-    let sent = Command::new("kill")
-        .args([&format!("-{name}"), &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success(), "kill -{name} failed");
-}
-
-/// The next log line `wanted` accepts (the process must still be running to write it).
-fn next_line(lines: &mut LogLines, wanted: impl Fn(&str) -> bool) -> String {
-    loop {
-        let line = lines.next().expect("exited before the line").unwrap();
-        if wanted(&line) {
-            return line;
-        }
-    }
+/// The log lines after `line` (the first line equal to it): what a reader of the log from
+/// there on saw.
+fn lines_after_line(daemon: &Daemon, line: &str) -> Vec<String> {
+    let log = daemon.lines_after(0);
+    let at = log
+        .iter()
+        .position(|l| l == line)
+        .unwrap_or_else(|| panic!("{line} is not in the log"));
+    log[at + 1..].to_vec()
 }
 
 /// The address in a "listening" log line.
@@ -412,7 +388,7 @@ fn listening_addr(line: &str) -> String {
 #[test]
 fn server_workers_sets_the_runtime_worker_count() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, _lines, listening) = start_with_config(
+    let daemon = Daemon::start_in(
         dir.path(),
         &format!(
             "server:\n  listen_addr: \"127.0.0.1:0\"\n  workers: 3\nstatic_files:\n  root: \"{}\"\n\
@@ -420,8 +396,8 @@ fn server_workers_sets_the_runtime_worker_count() {
             repo().join("public").display()
         ),
     );
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let listening = daemon.listening.clone();
+    drop(daemon);
     assert!(listening.contains("workers=3"), "{listening}");
 }
 
@@ -433,23 +409,24 @@ fn one_worker_serves_reloads_and_drains() {
     let backend_addr = backend.local_addr().unwrap();
     serve_up(backend);
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, mut lines, listening) = start_with_config(
+    let mut daemon = Daemon::start_in(
         dir.path(),
         &format!(
             "server:\n  listen_addr: \"127.0.0.1:0\"\n  workers: 1\nproxy:\n  backends:\n    \
              - name: \"b\"\n      address: \"{backend_addr}\"\nlogging:\n  level: \"info\"\n"
         ),
     );
+    let listening = daemon.listening.clone();
     assert!(listening.contains("workers=1"), "{listening}");
     let addr = listening_addr(&listening);
     let fetch = || get_and_close(&addr, "/");
     assert!(fetch().ends_with("\r\n\r\nup"));
-    signal(&child, "HUP");
-    let reloaded = next_line(&mut lines, |line| line.contains("config reloaded"));
+    daemon.signal("HUP");
+    let reloaded = daemon.wait_for_log("config reloaded", WAIT);
     assert!(reloaded.contains("SIGHUP"), "{reloaded}");
     assert!(fetch().ends_with("\r\n\r\nup"));
-    signal(&child, "TERM");
-    let status = child.wait().unwrap();
+    daemon.signal("TERM");
+    let status = daemon.wait();
     assert!(status.success(), "{status:?}");
 }
 
@@ -522,7 +499,8 @@ fn two_workers_serve_reload_and_drain(runtime: &str) {
         )
     };
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, mut lines, listening) = start_with_config(dir.path(), &config(first_addr));
+    let mut daemon = Daemon::start_in(dir.path(), &config(first_addr));
+    let listening = daemon.listening.clone();
     assert!(
         listening.contains("workers=2") && listening.contains(runtime),
         "{listening}"
@@ -538,7 +516,7 @@ fn two_workers_serve_reload_and_drain(runtime: &str) {
     // Checked once they have served: a thread names itself when it starts running.
     #[cfg(target_os = "linux")]
     if runtime == "per_core" {
-        let names = thread_names(child.id());
+        let names = thread_names(daemon.pid());
         let workers = names
             .iter()
             .filter(|n| n.starts_with("sentinel-worker"))
@@ -566,8 +544,8 @@ fn two_workers_serve_reload_and_drain(runtime: &str) {
     }
 
     std::fs::write(dir.path().join("config.yaml"), config(second_addr)).unwrap();
-    signal(&child, "HUP");
-    let reloaded = next_line(&mut lines, |line| {
+    daemon.signal("HUP");
+    let reloaded = daemon.wait_for_log_where(0, WAIT, "of the SIGHUP reload", |line| {
         line.contains("config reloaded") && line.contains("SIGHUP")
     });
     assert!(reloaded.contains("backends_added"), "{reloaded}");
@@ -581,14 +559,10 @@ fn two_workers_serve_reload_and_drain(runtime: &str) {
 
     // SIGTERM with idle keep-alive connections open on the workers: each worker stops
     // accepting, closes them, and the process exits well within drain_timeout_ms (10 s).
-    signal(&child, "TERM");
-    let mut log = Vec::new();
-    for line in lines.map_while(Result::ok) {
-        log.push(line);
-    }
-    let status = child.wait().unwrap();
+    daemon.signal("TERM");
+    let status = daemon.wait();
     assert!(status.success(), "{status:?}");
-    let log = log.join("\n");
+    let log = lines_after_line(&daemon, &reloaded).join("\n");
     assert!(log.contains("all connections closed"), "{log}");
     for stream in &mut kept {
         let mut rest = Vec::new();
@@ -606,7 +580,7 @@ fn two_workers_serve_reload_and_drain(runtime: &str) {
 #[test]
 fn log_lines_show_paths_and_the_commit_not_debug_formatting() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, mut lines, listening) = start_with_config(
+    let mut daemon = Daemon::start_in(
         dir.path(),
         &format!(
             "server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: \"{}\"\n\
@@ -614,6 +588,7 @@ fn log_lines_show_paths_and_the_commit_not_debug_formatting() {
             repo().join("public").display()
         ),
     );
+    let listening = daemon.listening.clone();
     let commit = listening
         .split("commit=")
         .nth(1)
@@ -624,14 +599,15 @@ fn log_lines_show_paths_and_the_commit_not_debug_formatting() {
 
     let config = dir.path().join("config.yaml");
     let file_field = format!("file={}", config.display());
-    let watching = next_line(&mut lines, |line| line.contains("watching the config"));
+    let watching = daemon.wait_for_log("watching the config", WAIT);
     assert!(watching.contains(&file_field), "{watching}");
-    signal(&child, "HUP");
-    let reloaded = next_line(&mut lines, |line| line.contains("config reloaded"));
+    daemon.signal("HUP");
+    let reloaded = daemon.wait_for_log("config reloaded", WAIT);
     assert!(reloaded.contains(&file_field), "{reloaded}");
-    signal(&child, "TERM");
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    assert!(child.wait().unwrap().success());
+    daemon.signal("TERM");
+    let status = daemon.wait();
+    let rest = lines_after_line(&daemon, &reloaded);
+    assert!(status.success());
     for line in [&listening, &watching, &reloaded].into_iter().chain(&rest) {
         assert!(!line.contains("Some("), "debug-formatted Option: {line}");
     }
@@ -691,7 +667,7 @@ fn the_access_event_of_a_504_names_the_backend_that_timed_out() {
         drop(held);
     });
     let dir = tempfile::tempdir().unwrap();
-    let (child, lines, listening) = start_with_config(
+    let mut daemon = Daemon::start_in(
         dir.path(),
         &format!(
             "server:\n  listen_addr: \"127.0.0.1:0\"\nproxy:\n  request_timeout_ms: 200\n  \
@@ -699,14 +675,12 @@ fn the_access_event_of_a_504_names_the_backend_that_timed_out() {
              logging:\n  level: \"info\"\n  access_log: true\n"
         ),
     );
-    let addr = listening_addr(&listening);
-    let drain = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    let addr = listening_addr(&daemon.listening);
     assert!(get_and_close(&addr, "/").starts_with("HTTP/1.1 504 "));
     release.send(()).unwrap();
-    signal(&child, "TERM");
-    let mut child = child;
-    assert!(child.wait().unwrap().success());
-    let log = drain.join().unwrap();
+    daemon.signal("TERM");
+    assert!(daemon.wait().success());
+    let log = lines_after_line(&daemon, &daemon.listening);
     let access = log
         .iter()
         .find(|l| l.contains("sentinel::access"))

@@ -10,13 +10,14 @@ mod common;
 mod exposition;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::backend::{ok, Backend, Reply};
+use common::daemon::addr_in;
 use exposition::Format;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sentinel");
@@ -37,93 +38,16 @@ fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
 /// The binary on a config in a directory of its own (with `site/index.html`), its log
 /// collected, its main and admin addresses read from that log.
 struct Daemon {
-    child: Child,
-    addr: SocketAddr,
+    inner: common::daemon::Daemon,
     admin: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
-    dir: tempfile::TempDir,
 }
 
 impl Daemon {
     fn start(config: &str) -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("site")).unwrap();
-        std::fs::write(dir.path().join("site/index.html"), "home").unwrap();
-        let path = dir.path().join("config.yaml");
-        std::fs::write(&path, config).unwrap();
-        let mut child = Command::new(BIN)
-            .arg("--config")
-            .arg(&path)
-            .env_remove("RUST_LOG")
-            .env_remove("LISTEN")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let mut daemon = Daemon {
-            child,
-            addr: "127.0.0.1:0".parse().unwrap(),
-            admin: "127.0.0.1:0".parse().unwrap(),
-            log,
-            dir,
-        };
-        daemon.addr = daemon.addr_in_line("listening");
-        daemon.admin = daemon.addr_in_line("admin listening");
-        daemon.wait_for_log("watching the config");
-        daemon
-    }
-
-    /// The `addr=` of the first log line that contains `needle` (and not `admin` unless
-    /// `needle` does).
-    fn addr_in_line(&self, needle: &str) -> SocketAddr {
-        let line = self.wait_for_log_matching(|l| {
-            l.contains(needle) && (needle.contains("admin") || !l.contains("admin"))
-        });
-        line.split("addr=")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|addr| addr.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line}"))
-    }
-
-    fn wait_for_log_matching(&self, matches: impl Fn(&str) -> bool) -> String {
-        let mut found = None;
-        wait_until("a log line", || {
-            found = self
-                .log
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|l| matches(l))
-                .cloned();
-            found.is_some()
-        });
-        found.unwrap_or_default()
-    }
-
-    fn wait_for_log(&self, needle: &str) -> String {
-        self.wait_for_log_matching(|l| l.contains(needle))
-    }
-
-    fn log_count(&self, needle: &str) -> usize {
-        self.log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| l.contains(needle))
-            .count()
-    }
-
-    fn write_config(&self, config: &str) {
-        std::fs::write(self.dir.path().join("config.yaml"), config).unwrap();
+        let inner = common::daemon::Daemon::start(config, &[("site/index.html", "home")]);
+        let admin = addr_in(&inner.wait_for_log("admin listening", WAIT));
+        inner.wait_for_log("watching the config", WAIT);
+        Daemon { inner, admin }
     }
 
     /// `/metrics` as Prometheus text, parsed strictly.
@@ -134,10 +58,17 @@ impl Daemon {
     }
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::Deref for Daemon {
+    type Target = common::daemon::Daemon;
+
+    fn deref(&self) -> &common::daemon::Daemon {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for Daemon {
+    fn deref_mut(&mut self) -> &mut common::daemon::Daemon {
+        &mut self.inner
     }
 }
 
@@ -396,10 +327,10 @@ fn reloads_are_counted_applied_and_rejected() {
 
     // Another valid config (a different backend name), then a broken one.
     daemon.write_config(&config(&[("b2", backend.addr)], "", ""));
-    wait_until("the reload", || daemon.log_count("config reloaded") == 1);
+    wait_until("the reload", || daemon.count_log("config reloaded") == 1);
     daemon.write_config("server: [not a mapping\n");
     wait_until("the rejection", || {
-        daemon.log_count("config reload rejected") == 1
+        daemon.count_log("config reload rejected") == 1
     });
     let after = daemon.metrics();
     assert_eq!(
@@ -507,7 +438,7 @@ fn readyz_says_503_while_a_sigterm_drain_lasts() {
         .expect("the request reaches the backend");
 
     let kill = Command::new("kill")
-        .args(["-TERM", &daemon.child.id().to_string()])
+        .args(["-TERM", &daemon.pid().to_string()])
         .status()
         .unwrap();
     assert!(kill.success());
@@ -525,7 +456,7 @@ fn readyz_says_503_while_a_sigterm_drain_lasts() {
     );
     let mut exited = None;
     wait_until("the exit", || {
-        exited = daemon.child.try_wait().unwrap();
+        exited = daemon.try_wait();
         exited.is_some()
     });
     assert!(exited.is_some_and(|status| status.success()));

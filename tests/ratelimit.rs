@@ -7,139 +7,37 @@
 //! loop is bounded in requests and in time.
 #![cfg(unix)]
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::daemon::Daemon;
+
 const BIN: &str = env!("CARGO_BIN_EXE_sentinel");
 
 /// How long a test waits for an effect (a log line, a reload) before failing.
 const WAIT: Duration = Duration::from_secs(10);
 
-struct Daemon {
-    child: Child,
-    addr: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
-    dir: tempfile::TempDir,
+/// The binary on `sections` (YAML after `server:`), serving a small site from `site/`.
+fn start(sections: &str) -> Daemon {
+    start_with(sections, true)
 }
 
-impl Daemon {
-    /// The binary on `sections` (YAML after `server:`), serving a small site from `site/`.
-    fn start(sections: &str) -> Daemon {
-        Daemon::start_with(sections, true)
-    }
-
-    /// As `start`, with or without the access log.
-    fn start_with(sections: &str, access_log: bool) -> Daemon {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let site = dir.path().join("site");
-        std::fs::create_dir_all(site.join("free")).expect("site");
-        std::fs::write(site.join("index.html"), "home").expect("index");
-        std::fs::write(site.join("login"), "login").expect("login");
-        std::fs::write(site.join("free/x.txt"), "free").expect("free");
-        std::fs::write(site.join("429.html"), "CUSTOM-429 slow down").expect("page");
-        std::fs::write(
-            dir.path().join("config.yaml"),
-            config(sections).replace("access_log: true", &format!("access_log: {access_log}")),
-        )
-        .expect("config");
-        let mut child = Command::new(BIN)
-            .arg("--config")
-            .arg(dir.path().join("config.yaml"))
-            .env_remove("RUST_LOG")
-            .env_remove("LISTEN")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start sentinel");
-        let stderr = child.stderr.take().expect("stderr");
-        let mut lines = BufReader::new(stderr).lines();
-        let started = Instant::now();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let addr = loop {
-            let line = lines
-                .next()
-                .expect("exited before listening")
-                .expect("log line");
-            log.lock().unwrap().push(line.clone());
-            if let Some(rest) = line.split("addr=").nth(1) {
-                break rest
-                    .split_whitespace()
-                    .next()
-                    .and_then(|a| a.parse().ok())
-                    .expect("listen address");
-            }
-            assert!(started.elapsed() < WAIT, "no listening line");
-        };
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Daemon {
-            child,
-            addr,
-            log,
-            dir,
-        }
-    }
-
-    fn rewrite(&self, sections: &str) {
-        let path = self.dir.path().join("config.yaml");
-        let temp = self.dir.path().join(".config.yaml.tmp");
-        std::fs::write(&temp, config(sections)).expect("write");
-        std::fs::rename(&temp, path).expect("rename");
-    }
-
-    fn log_len(&self) -> usize {
-        self.log.lock().unwrap().len()
-    }
-
-    /// The first log line after `skip` containing `needle`, waiting up to `wait`.
-    fn wait_for_log_after(&self, skip: usize, needle: &str, wait: Duration) -> String {
-        let deadline = Instant::now() + wait;
-        loop {
-            if let Some(line) = self
-                .log
-                .lock()
-                .unwrap()
-                .iter()
-                .skip(skip)
-                .find(|l| l.contains(needle))
-            {
-                return line.clone();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no log line with {needle:?}:\n{}",
-                self.log.lock().unwrap().join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn count_log(&self, needle: &str) -> usize {
-        self.log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| l.contains(needle))
-            .count()
-    }
-
-    fn connect(&self) -> Client {
-        Client::connect(self.addr)
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// As `start`, with or without the access log.
+fn start_with(sections: &str, access_log: bool) -> Daemon {
+    Daemon::start(
+        &config(sections).replace("access_log: true", &format!("access_log: {access_log}")),
+        &[
+            ("site/index.html", "home"),
+            ("site/login", "login"),
+            ("site/free/x.txt", "free"),
+            ("site/429.html", "CUSTOM-429 slow down"),
+        ],
+    )
 }
 
 fn config(sections: &str) -> String {
@@ -302,9 +200,8 @@ fn assert_within(actual: u64, expected: f64, tolerance: f64, what: &str) {
 
 #[test]
 fn a_client_over_the_rate_gets_the_rate_and_one_under_it_never_a_429() {
-    let daemon = Daemon::start(
-        "rate_limit:\n  requests_per_second: 20\n  burst: 5\n  key: \"header:X-Client\"\n",
-    );
+    let daemon =
+        start("rate_limit:\n  requests_per_second: 20\n  burst: 5\n  key: \"header:X-Client\"\n");
     let addr = daemon.addr;
     let window = Duration::from_secs(10);
     let fast = std::thread::spawn(move || paced(addr, "/", "X-Client: fast\r\n", 60, window));
@@ -332,25 +229,25 @@ fn a_client_over_the_rate_gets_the_rate_and_one_under_it_never_a_429() {
 
 #[test]
 fn a_route_may_tighten_or_disable_the_limit() {
-    let daemon = Daemon::start(
+    let daemon = start(
         "rate_limit:\n  requests_per_second: 1000\n\
          routes:\n  - path_prefix: /login\n    static: true\n    \
          rate_limit: { requests_per_second: 1, burst: 2 }\n  \
          - path_prefix: /free\n    static: true\n    rate_limit: false\n  \
          - path_prefix: /\n    static: true\n",
     );
-    let mut client = daemon.connect();
+    let mut client = Client::connect(daemon.addr);
     let statuses: Vec<u16> = (0..5).map(|_| client.get("/login", "").status).collect();
     assert_eq!(statuses, [200, 200, 200, 429, 429]);
     // Other routes count apart from /login's limit.
     assert_eq!(client.get("/", "").status, 200);
     // No limit at all on /free, and /login's refusals do not reach it.
-    let tightened = Daemon::start(
+    let tightened = start(
         "rate_limit:\n  requests_per_second: 1\n  burst: 0\n\
          routes:\n  - path_prefix: /free\n    static: true\n    rate_limit: false\n  \
          - path_prefix: /\n    static: true\n",
     );
-    let mut client = tightened.connect();
+    let mut client = Client::connect(tightened.addr);
     assert_eq!(client.get("/", "").status, 200);
     assert_eq!(client.get("/", "").status, 429);
     for i in 0..50 {
@@ -362,11 +259,11 @@ fn a_route_may_tighten_or_disable_the_limit() {
 
 #[test]
 fn the_client_behind_a_trusted_proxy_is_the_one_it_names_not_the_left_most() {
-    let daemon = Daemon::start(
+    let daemon = start(
         "rate_limit:\n  requests_per_second: 1\n  burst: 0\n  \
          trusted_proxies: [\"127.0.0.1/32\", \"10.0.0.0/8\"]\n",
     );
-    let mut client = daemon.connect();
+    let mut client = Client::connect(daemon.addr);
     let via = |chain: &str| format!("X-Forwarded-For: {chain}\r\n");
     assert_eq!(client.get("/", &via("6.6.6.6, 198.51.100.1")).status, 200);
     // The same client, whatever it writes on the left.
@@ -387,8 +284,8 @@ fn the_client_behind_a_trusted_proxy_is_the_one_it_names_not_the_left_most() {
 
 #[test]
 fn a_429_has_retry_after_the_draft_fields_and_the_custom_page() {
-    let daemon = Daemon::start("rate_limit:\n  requests_per_second: 1\n  burst: 1\n");
-    let mut client = daemon.connect();
+    let daemon = start("rate_limit:\n  requests_per_second: 1\n  burst: 1\n");
+    let mut client = Client::connect(daemon.addr);
     assert_eq!(client.get("/", "").status, 200);
     assert_eq!(client.get("/", "").status, 200);
     let refused = client.get("/", "");
@@ -415,14 +312,16 @@ fn a_429_has_retry_after_the_draft_fields_and_the_custom_page() {
 #[test]
 fn limits_survive_a_reload_that_keeps_their_settings() {
     let limit = "rate_limit:\n  requests_per_second: 1\n  burst: 2\n";
-    let daemon = Daemon::start(limit);
+    let daemon = start(limit);
     daemon.wait_for_log_after(0, "watching the config", WAIT);
-    let mut client = daemon.connect();
+    let mut client = Client::connect(daemon.addr);
     let statuses: Vec<u16> = (0..4).map(|_| client.get("/", "").status).collect();
     assert_eq!(statuses, [200, 200, 200, 429]);
     // An unrelated change: the spent burst stays spent.
     let skip = daemon.log_len();
-    daemon.rewrite(&format!("{limit}admin:\n  listen_addr: \"127.0.0.1:0\"\n"));
+    daemon.rewrite_config(&config(&format!(
+        "{limit}admin:\n  listen_addr: \"127.0.0.1:0\"\n"
+    )));
     daemon.wait_for_log_after(skip, "config reloaded", WAIT);
     assert_eq!(
         client.get("/", "").status,
@@ -431,7 +330,9 @@ fn limits_survive_a_reload_that_keeps_their_settings() {
     );
     // A changed limit starts afresh.
     let skip = daemon.log_len();
-    daemon.rewrite("rate_limit:\n  requests_per_second: 2\n  burst: 2\n");
+    daemon.rewrite_config(&config(
+        "rate_limit:\n  requests_per_second: 2\n  burst: 2\n",
+    ));
     daemon.wait_for_log_after(skip, "config reloaded", WAIT);
     assert_eq!(client.get("/", "").status, 200, "a new limit, a new state");
 }
@@ -520,7 +421,7 @@ fn three_instances_share_one_limit_on_redis_fail_open_without_it_and_share_again
          redis_url: \"redis://127.0.0.1:{}\"\n  redis_timeout_ms: 250\n",
         redis.port
     );
-    let daemons: Vec<Daemon> = (0..3).map(|_| Daemon::start(&sections)).collect();
+    let daemons: Vec<Daemon> = (0..3).map(|_| start(&sections)).collect();
     for daemon in &daemons {
         daemon.wait_for_log_after(0, "rate limits shared on Redis", WAIT);
     }
@@ -632,7 +533,7 @@ fn check_reports_bad_rate_limit_settings_together() {
 #[test]
 fn a_slow_redis_never_stalls_a_request_and_is_used_again_once_it_answers() {
     let redis = Redis::start_on(free_port());
-    let daemon = Daemon::start(&format!(
+    let daemon = start(&format!(
         "rate_limit:\n  requests_per_second: 1000\n  \
          redis_url: \"redis://127.0.0.1:{}\"\n  redis_timeout_ms: 20\n",
         redis.port
@@ -687,13 +588,13 @@ fn a_refused_request_never_reaches_the_backend() {
             });
         }
     });
-    let daemon = Daemon::start(&format!(
+    let daemon = start(&format!(
         "proxy:\n  backends:\n    - name: b\n      address: \"{backend_addr}\"\n\
          rate_limit:\n  requests_per_second: 1\n  burst: 1\n\
          routes:\n  - path_prefix: /api\n    upstream: default\n  \
          - path_prefix: /\n    static: true\n"
     ));
-    let mut client = daemon.connect();
+    let mut client = Client::connect(daemon.addr);
     let statuses: Vec<u16> = (0..4).map(|_| client.get("/api/x", "").status).collect();
     assert_eq!(statuses, [200, 200, 429, 429]);
     assert_eq!(*arrived.lock().unwrap(), 2, "refusals stay in Sentinel");
@@ -761,15 +662,15 @@ impl Client {
 #[test]
 fn a_spray_of_distinct_addresses_keeps_memory_bounded_by_max_keys() {
     // Without the access log: a line per request would dominate the run.
-    let daemon = Daemon::start_with(
+    let daemon = start_with(
         "rate_limit:\n  requests_per_second: 1\n  burst: 0\n  max_keys: 5000\n  \
          trusted_proxies: [\"127.0.0.1/32\"]\n",
         false,
     );
     spray(daemon.addr, 0, 20_000);
-    let before = resident_kib(daemon.child.id());
+    let before = resident_kib(daemon.pid());
     spray(daemon.addr, 20_000, 200_000);
-    let after = resident_kib(daemon.child.id());
+    let after = resident_kib(daemon.pid());
     eprintln!("VmRSS {before} kB -> {after} kB over 200000 distinct clients");
     // Untracked, 200,000 clients would take about 8 MB of table; capped, nothing grows.
     assert!(

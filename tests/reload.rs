@@ -5,15 +5,15 @@
 //! drains in-flight requests.
 #![cfg(unix)]
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_sentinel");
+use common::daemon::{addr_in, Daemon};
 
 /// How long a test waits for an effect (a reload, a request reaching a backend, an exit)
 /// before failing. Generous, because a shared machine can stall for a while; a passing test
@@ -91,128 +91,23 @@ impl NamedBackend {
     }
 }
 
-struct Daemon {
-    child: Child,
-    addr: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
-    dir: tempfile::TempDir,
+/// Start the binary on `config` (written to `config.yaml` in a new directory with a small
+/// site) and wait until it watches the config.
+fn start(config: &str) -> Daemon {
+    let daemon = Daemon::start(
+        config,
+        &[
+            ("site/index.html", "home"),
+            ("site/404.html", "first 404 page"),
+        ],
+    );
+    daemon.wait_for_log("watching the config", Duration::from_secs(10));
+    daemon
 }
 
-impl Daemon {
-    /// Start the binary on `config` (written to `config.yaml` in a new directory).
-    fn start(config: &str) -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("site")).unwrap();
-        std::fs::write(dir.path().join("site/index.html"), "home").unwrap();
-        std::fs::write(dir.path().join("site/404.html"), "first 404 page").unwrap();
-        let path = dir.path().join("config.yaml");
-        std::fs::write(&path, config).unwrap();
-        let mut child = Command::new(BIN)
-            .arg("--config")
-            .arg(&path)
-            .env_remove("RUST_LOG")
-            .env_remove("LISTEN")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let started = Instant::now();
-        let addr = loop {
-            let line = lines.next().expect("exited before listening").unwrap();
-            if let Some(rest) = line.split("addr=").nth(1) {
-                break rest.split_whitespace().next().unwrap().parse().unwrap();
-            }
-            assert!(started.elapsed() < Duration::from_secs(10));
-        };
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let daemon = Daemon {
-            child,
-            addr,
-            log,
-            dir,
-        };
-        daemon.wait_for_log("watching the config", Duration::from_secs(10));
-        daemon
-    }
-
-    fn config_path(&self) -> PathBuf {
-        self.dir.path().join("config.yaml")
-    }
-
-    /// Replace the config by writing the file in place.
-    fn write_in_place(&self, config: &str) {
-        std::fs::write(self.config_path(), config).unwrap();
-    }
-
-    /// Replace the config the way editors do: a new file renamed over the old one.
-    fn write_by_rename(&self, config: &str) {
-        let temp = self.dir.path().join(".config.yaml.tmp");
-        std::fs::write(&temp, config).unwrap();
-        std::fs::rename(&temp, self.config_path()).unwrap();
-    }
-
-    /// Wait for a log line containing `needle` (after `skip` lines); returns it.
-    fn wait_for_log_after(&self, skip: usize, needle: &str, wait: Duration) -> String {
-        let deadline = Instant::now() + wait;
-        loop {
-            if let Some(line) = self
-                .log
-                .lock()
-                .unwrap()
-                .iter()
-                .skip(skip)
-                .find(|l| l.contains(needle))
-            {
-                return line.clone();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no log line with {needle:?}:\n{}",
-                self.log.lock().unwrap().join("\n")
-            );
-            std::thread::sleep(POLL);
-        }
-    }
-
-    fn wait_for_log(&self, needle: &str, wait: Duration) -> String {
-        self.wait_for_log_after(0, needle, wait)
-    }
-
-    /// The address of the admin listener from the first `admin listening` line after `skip`.
-    fn admin_addr_after(&self, skip: usize) -> SocketAddr {
-        let line = self.wait_for_log_after(skip, "admin listening", WAIT);
-        line.split("addr=")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|addr| addr.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line}"))
-    }
-
-    fn log_len(&self) -> usize {
-        self.log.lock().unwrap().len()
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The address of the admin listener from the first `admin listening` line after `skip`.
+fn admin_addr_after(daemon: &Daemon, skip: usize) -> SocketAddr {
+    addr_in(&daemon.wait_for_log_after(skip, "admin listening", WAIT))
 }
 
 /// One GET on a new connection: (status, body), or the I/O error as text.
@@ -260,7 +155,7 @@ fn rewrites_under_load_lose_nothing_and_backends_come_and_go_within_a_second() {
     let c = NamedBackend::start("c", Duration::ZERO);
     let with_ab = proxy_config(&[("a", a.addr), ("b", b.addr)], "");
     let with_ac = proxy_config(&[("a", a.addr), ("c", c.addr)], "");
-    let daemon = Daemon::start(&with_ab);
+    let daemon = start(&with_ab);
     let addr = daemon.addr;
 
     // A client loop on its own thread: every response must be a 200 from a backend.
@@ -291,9 +186,9 @@ fn rewrites_under_load_lose_nothing_and_backends_come_and_go_within_a_second() {
         let added_before = added.served();
         let written = Instant::now();
         if round % 4 < 2 {
-            daemon.write_in_place(config);
+            daemon.write_config(config);
         } else {
-            daemon.write_by_rename(config);
+            daemon.rewrite_config(config);
         }
         daemon.wait_for_log_after(log_mark, "config reloaded", WAIT);
         // The added backend gets traffic within a second of the write.
@@ -337,7 +232,7 @@ fn rewrites_under_load_lose_nothing_and_backends_come_and_go_within_a_second() {
 fn invalid_configs_are_rejected_with_file_and_line_and_the_old_one_keeps_serving() {
     let a = NamedBackend::start("a", Duration::ZERO);
     let good = proxy_config(&[("a", a.addr)], "");
-    let daemon = Daemon::start(&good);
+    let daemon = start(&good);
     let bad_cases = [
         ("YAML syntax", "server: [\n", "config.yaml"),
         (
@@ -363,7 +258,7 @@ fn invalid_configs_are_rejected_with_file_and_line_and_the_old_one_keeps_serving
     ];
     for (what, config, key) in bad_cases {
         let mark = daemon.log_len();
-        daemon.write_by_rename(config);
+        daemon.rewrite_config(config);
         let line = daemon.wait_for_log_after(mark, "config reload rejected", WAIT);
         assert!(line.contains("config.yaml"), "{what}: no file in {line}");
         assert!(line.contains(key), "{what}: no {key} in {line}");
@@ -376,7 +271,7 @@ fn invalid_configs_are_rejected_with_file_and_line_and_the_old_one_keeps_serving
     // And a good one after all that is taken.
     let b = NamedBackend::start("b", Duration::ZERO);
     let mark = daemon.log_len();
-    daemon.write_in_place(&proxy_config(&[("b", b.addr)], ""));
+    daemon.write_config(&proxy_config(&[("b", b.addr)], ""));
     let line = daemon.wait_for_log_after(mark, "config reloaded", WAIT);
     assert!(
         line.contains("backends_added") && line.contains("default/b"),
@@ -391,13 +286,13 @@ fn a_changed_startup_only_key_is_named_in_a_warning_and_the_rest_applies() {
     let a = NamedBackend::start("a", Duration::ZERO);
     let b = NamedBackend::start("b", Duration::ZERO);
     let first = proxy_config(&[("a", a.addr)], "");
-    let daemon = Daemon::start(&first);
+    let daemon = start(&first);
     let mark = daemon.log_len();
     let second = proxy_config(&[("b", b.addr)], "").replace(
         "  drain_timeout_ms: 5000\n",
         "  drain_timeout_ms: 5000\n  workers: 3\n  runtime: shared\n",
     );
-    daemon.write_by_rename(&second);
+    daemon.rewrite_config(&second);
     let warning = daemon.wait_for_log_after(mark, "only after a restart", WAIT);
     assert!(warning.contains("server.workers"), "{warning}");
     assert!(warning.contains("server.runtime"), "{warning}");
@@ -409,12 +304,12 @@ fn a_changed_startup_only_key_is_named_in_a_warning_and_the_rest_applies() {
 #[test]
 fn sighup_reloads_even_when_only_an_error_page_changed() {
     let a = NamedBackend::start("a", Duration::ZERO);
-    let daemon = Daemon::start(&proxy_config(&[("a", a.addr)], ""));
+    let daemon = start(&proxy_config(&[("a", a.addr)], ""));
     assert_eq!(
         get(daemon.addr, "/missing").map(|r| r.1),
         Ok("first 404 page".into())
     );
-    std::fs::write(daemon.dir.path().join("site/404.html"), "second 404 page").unwrap();
+    std::fs::write(daemon.dir().join("site/404.html"), "second 404 page").unwrap();
     // The config file did not change, so the watcher has nothing to do; SIGHUP forces it.
     let mark = daemon.log_len();
     daemon.signal("HUP");
@@ -460,14 +355,14 @@ fn per_core_workers_all_move_to_a_new_listen_address() {
 fn new_listen_address_is_bound_before_the_old_is_released(layout: fn(String) -> String) {
     let a = NamedBackend::start("a", Duration::ZERO);
     let config = layout(proxy_config(&[("a", a.addr)], ""));
-    let daemon = Daemon::start(&config);
+    let daemon = start(&config);
     let old = daemon.addr;
 
     // An address that is taken: the reload is refused and the old listener stays.
     let squatter = TcpListener::bind("127.0.0.1:0").unwrap();
     let taken = squatter.local_addr().unwrap();
     let mark = daemon.log_len();
-    daemon.write_by_rename(&config.replace("127.0.0.1:0", &taken.to_string()));
+    daemon.rewrite_config(&config.replace("127.0.0.1:0", &taken.to_string()));
     let line = daemon.wait_for_log_after(mark, "config reload rejected", WAIT);
     assert!(line.contains(&taken.to_string()), "{line}");
     assert_eq!(get(old, "/api/x"), Ok((200, "a".into())));
@@ -478,7 +373,7 @@ fn new_listen_address_is_bound_before_the_old_is_released(layout: fn(String) -> 
         .local_addr()
         .unwrap();
     let mark = daemon.log_len();
-    daemon.write_by_rename(&config.replace("127.0.0.1:0", &free.to_string()));
+    daemon.rewrite_config(&config.replace("127.0.0.1:0", &free.to_string()));
     let line = daemon.wait_for_log_after(mark, "config reloaded", WAIT);
     assert!(line.contains("listen_changed=true"), "{line}");
     // Fresh connections, so that with several listeners each is reached (all 16 on one of
@@ -490,11 +385,12 @@ fn new_listen_address_is_bound_before_the_old_is_released(layout: fn(String) -> 
         TcpStream::connect(old).is_err()
     });
     // One line for the operator, however many accept loops moved.
-    let moved = daemon.log.lock().unwrap()[mark..]
+    let moved = daemon
+        .lines_after(mark)
         .iter()
         .filter(|line| line.contains("listening on the new address"))
         .count();
-    assert_eq!(moved, 1, "{}", daemon.log.lock().unwrap().join("\n"));
+    assert_eq!(moved, 1, "{}", daemon.lines_after(0).join("\n"));
 }
 
 #[test]
@@ -511,7 +407,7 @@ fn per_core_sigterm_lets_in_flight_requests_finish_on_every_worker() {
 
 fn sigterm_lets_in_flight_requests_finish(layout: fn(String) -> String) {
     let slow = NamedBackend::start("slow", Duration::from_millis(800));
-    let mut daemon = Daemon::start(&layout(proxy_config(&[("slow", slow.addr)], "")));
+    let mut daemon = start(&layout(proxy_config(&[("slow", slow.addr)], "")));
     let addr = daemon.addr;
     let in_flight: Vec<_> = (0..5)
         .map(|_| std::thread::spawn(move || get(addr, "/api/x")))
@@ -537,7 +433,7 @@ fn sigterm_lets_in_flight_requests_finish(layout: fn(String) -> String) {
         signalled + Duration::from_secs(5),
         "an exit within the drain timeout (5 s)",
         || {
-            status = daemon.child.try_wait().unwrap();
+            status = daemon.try_wait();
             status.is_some()
         },
     );
@@ -551,11 +447,11 @@ fn a_rejected_config_is_reported_once_even_when_the_log_lives_next_to_it() {
     // the same directory would be) must not make a bad config reload, and log, in a loop.
     let a = NamedBackend::start("a", Duration::ZERO);
     let good = proxy_config(&[("a", a.addr)], "");
-    let daemon = Daemon::start(&good);
+    let daemon = start(&good);
     let mark = daemon.log_len();
-    daemon.write_in_place(&good.replace("  drain_timeout_ms", "  drain_timeout_msec"));
+    daemon.write_config(&good.replace("  drain_timeout_ms", "  drain_timeout_msec"));
     daemon.wait_for_log_after(mark, "config reload rejected", WAIT);
-    let neighbour = daemon.dir.path().join("neighbour.log");
+    let neighbour = daemon.dir().join("neighbour.log");
     for i in 0..20 {
         std::fs::write(&neighbour, format!("line {i}\n")).unwrap();
         // Deliberate: appends spread over 400 ms, as a busy log's would be.
@@ -567,11 +463,8 @@ fn a_rejected_config_is_reported_once_even_when_the_log_lives_next_to_it() {
     // unchanged, not reloaded" to wait for instead.
     std::thread::sleep(Duration::from_millis(200));
     let rejections = daemon
-        .log
-        .lock()
-        .unwrap()
+        .lines_after(mark)
         .iter()
-        .skip(mark)
         .filter(|l| l.contains("config reload rejected"))
         .count();
     assert_eq!(
@@ -587,7 +480,7 @@ fn the_log_level_follows_the_config() {
     let b = NamedBackend::start("b", Duration::ZERO);
     let with_access_log = |config: String| config.replace("access_log: false", "access_log: true");
     let info = with_access_log(proxy_config(&[("a", a.addr)], ""));
-    let daemon = Daemon::start(&info);
+    let daemon = start(&info);
     let mark = daemon.log_len();
     assert_eq!(get(daemon.addr, "/api/x"), Ok((200, "a".into())));
     daemon.wait_for_log_after(mark, "sentinel::access", WAIT);
@@ -597,7 +490,7 @@ fn the_log_level_follows_the_config() {
     // once b answers, the new level is in force.
     let warn =
         with_access_log(proxy_config(&[("b", b.addr)], "")).replace("level: info", "level: warn");
-    daemon.write_by_rename(&warn);
+    daemon.rewrite_config(&warn);
     wait_until(Instant::now() + WAIT, "backend b after the reload", || {
         get(daemon.addr, "/api/x") == Ok((200, "b".into()))
     });
@@ -606,16 +499,16 @@ fn the_log_level_follows_the_config() {
     // anything that follows is logged: an error, which warn lets through, marks the point by
     // which it would be in the log.
     let mark = daemon.log_len();
-    daemon.write_by_rename(&warn.replace("  drain_timeout_ms", "  drain_timeout_msec"));
+    daemon.rewrite_config(&warn.replace("  drain_timeout_ms", "  drain_timeout_msec"));
     daemon.wait_for_log_after(mark, "config reload rejected", WAIT);
-    let log = daemon.log.lock().unwrap().join("\n");
+    let log = daemon.lines_after(0).join("\n");
     assert!(
         !log.contains("/api/quiet"),
         "an access line at level warn:\n{log}"
     );
 
     let mark = daemon.log_len();
-    daemon.write_by_rename(&info);
+    daemon.rewrite_config(&info);
     daemon.wait_for_log_after(mark, "config reloaded", WAIT);
     assert_eq!(get(daemon.addr, "/api/x"), Ok((200, "a".into())));
     daemon.wait_for_log_after(mark, "sentinel::access", WAIT);
@@ -625,14 +518,14 @@ fn the_log_level_follows_the_config() {
 fn a_removed_backend_finishes_its_in_flight_requests() {
     let slow = NamedBackend::start("slow", Duration::from_millis(700));
     let fast = NamedBackend::start("fast", Duration::ZERO);
-    let daemon = Daemon::start(&proxy_config(&[("slow", slow.addr)], ""));
+    let daemon = start(&proxy_config(&[("slow", slow.addr)], ""));
     let addr = daemon.addr;
     let in_flight = std::thread::spawn(move || get(addr, "/api/x"));
     wait_until(Instant::now() + WAIT, "the request at the backend", || {
         slow.arrived() == 1
     });
     let mark = daemon.log_len();
-    daemon.write_by_rename(&proxy_config(&[("fast", fast.addr)], ""));
+    daemon.rewrite_config(&proxy_config(&[("fast", fast.addr)], ""));
     daemon.wait_for_log_after(mark, "config reloaded", WAIT);
     assert_eq!(get(addr, "/api/x"), Ok((200, "fast".into())));
     assert_eq!(in_flight.join().unwrap(), Ok((200, "slow".into())));
@@ -641,7 +534,7 @@ fn a_removed_backend_finishes_its_in_flight_requests() {
 #[test]
 fn a_second_signal_exits_at_once() {
     let slow = NamedBackend::start("slow", Duration::from_secs(5));
-    let mut daemon = Daemon::start(&proxy_config(&[("slow", slow.addr)], ""));
+    let mut daemon = start(&proxy_config(&[("slow", slow.addr)], ""));
     let addr = daemon.addr;
     let _in_flight = std::thread::spawn(move || get(addr, "/api/x"));
     wait_until(Instant::now() + WAIT, "the request at the backend", || {
@@ -655,7 +548,7 @@ fn a_second_signal_exits_at_once() {
     wait_until(
         second + Duration::from_secs(2),
         "an exit after the second signal",
-        || daemon.child.try_wait().unwrap().is_some(),
+        || daemon.try_wait().is_some(),
     );
 }
 
@@ -663,8 +556,8 @@ fn a_second_signal_exits_at_once() {
 fn the_admin_listener_serves_the_backend_report() {
     let a = NamedBackend::start("a", Duration::ZERO);
     let config = proxy_config(&[("a", a.addr)], "admin:\n  listen_addr: \"127.0.0.1:0\"\n");
-    let daemon = Daemon::start(&config);
-    let admin = daemon.admin_addr_after(0);
+    let daemon = start(&config);
+    let admin = admin_addr_after(&daemon, 0);
     assert_eq!(get(daemon.addr, "/api/x"), Ok((200, "a".into())));
     let (status, body) = get(admin, "/admin/backends").unwrap();
     assert_eq!(status, 200);
@@ -692,11 +585,11 @@ fn admin_section(addr: &str, max_connections: usize) -> String {
 #[test]
 fn the_admin_listener_serves_at_most_max_connections_at_once() {
     let a = NamedBackend::start("a", Duration::ZERO);
-    let daemon = Daemon::start(&proxy_config(
+    let daemon = start(&proxy_config(
         &[("a", a.addr)],
         &admin_section("127.0.0.1:0", 2),
     ));
-    let admin = daemon.admin_addr_after(0);
+    let admin = admin_addr_after(&daemon, 0);
     // Two connections that never send a request hold both places (accepted in order).
     let mut idle: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(admin).unwrap()).collect();
     let mut third = TcpStream::connect(admin).unwrap();
@@ -726,11 +619,11 @@ fn the_admin_listener_serves_at_most_max_connections_at_once() {
 #[test]
 fn the_admin_listener_serves_through_the_drain_and_stops_after_it() {
     let slow = NamedBackend::start("slow", Duration::from_secs(3));
-    let mut daemon = Daemon::start(&proxy_config(
+    let mut daemon = start(&proxy_config(
         &[("slow", slow.addr)],
         &admin_section("127.0.0.1:0", 8),
     ));
-    let admin = daemon.admin_addr_after(0);
+    let admin = admin_addr_after(&daemon, 0);
     assert_eq!(get(admin, "/admin/backends").map(|r| r.0), Ok(200));
     assert_eq!(get(admin, "/readyz").map(|r| r.0), Ok(200));
     let mut idle = TcpStream::connect(admin).unwrap();
@@ -760,7 +653,7 @@ fn the_admin_listener_serves_through_the_drain_and_stops_after_it() {
     );
     let mut status = None;
     wait_until(signalled + WAIT, "an exit after the drain", || {
-        status = daemon.child.try_wait().unwrap();
+        status = daemon.try_wait();
         status.is_some()
     });
     assert!(status.unwrap().success());
@@ -772,16 +665,17 @@ fn a_reload_starts_moves_and_stops_the_admin_listener() {
     let without = proxy_config(&[("a", a.addr)], "");
     let with =
         |addr: SocketAddr| proxy_config(&[("a", a.addr)], &admin_section(&addr.to_string(), 4));
-    let daemon = Daemon::start(&without);
+    let daemon = start(&without);
     let admin_status = |addr: SocketAddr| get(addr, "/admin/backends").map(|r| r.0);
 
     // Added: served there.
     let first = free_addr();
     let mark = daemon.log_len();
-    daemon.write_by_rename(&with(first));
+    daemon.rewrite_config(&with(first));
     let line = daemon.wait_for_log_after(mark, "config reloaded", WAIT);
     assert!(line.contains("admin_changed=true"), "{line}");
-    assert!(!daemon.log.lock().unwrap()[mark..]
+    assert!(!daemon
+        .lines_after(mark)
         .iter()
         .any(|l| l.contains("only after a restart")));
     assert_eq!(admin_status(first), Ok(200));
@@ -790,7 +684,7 @@ fn a_reload_starts_moves_and_stops_the_admin_listener() {
     let squatter = TcpListener::bind("127.0.0.1:0").unwrap();
     let taken = squatter.local_addr().unwrap();
     let mark = daemon.log_len();
-    daemon.write_by_rename(&with(taken));
+    daemon.rewrite_config(&with(taken));
     let line = daemon.wait_for_log_after(mark, "config reload rejected", WAIT);
     assert!(
         line.contains(&taken.to_string()) && line.contains("admin.listen_addr"),
@@ -801,7 +695,7 @@ fn a_reload_starts_moves_and_stops_the_admin_listener() {
     // Moved: the new address answers, the old one closes.
     let second = free_addr();
     let mark = daemon.log_len();
-    daemon.write_by_rename(&with(second));
+    daemon.rewrite_config(&with(second));
     daemon.wait_for_log_after(mark, "config reloaded", WAIT);
     assert_eq!(admin_status(second), Ok(200));
     wait_until(
@@ -812,7 +706,7 @@ fn a_reload_starts_moves_and_stops_the_admin_listener() {
 
     // Removed: nothing answers any more; the proxy carries on.
     let mark = daemon.log_len();
-    daemon.write_by_rename(&without);
+    daemon.rewrite_config(&without);
     daemon.wait_for_log_after(mark, "config reloaded", WAIT);
     wait_until(Instant::now() + WAIT, "the admin address to refuse", || {
         TcpStream::connect(second).is_err()
@@ -828,12 +722,12 @@ fn health_checks_of_a_removed_backend_stop() {
     let config = |backends: &[(&str, SocketAddr)]| {
         proxy_config(backends, "").replace("routes:\n", &format!("{checks}routes:\n"))
     };
-    let daemon = Daemon::start(&config(&[("a", a.addr), ("b", b.addr)]));
+    let daemon = start(&config(&[("a", a.addr), ("b", b.addr)]));
     wait_until(Instant::now() + WAIT, "three probes of b", || {
         b.served() >= 3
     });
     let mark = daemon.log_len();
-    daemon.write_by_rename(&config(&[("a", a.addr)]));
+    daemon.rewrite_config(&config(&[("a", a.addr)]));
     daemon.wait_for_log_after(mark, "config reloaded", WAIT);
     // Deliberate: a probe of b that was already under way at the swap may still land.
     std::thread::sleep(Duration::from_millis(100));

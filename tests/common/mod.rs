@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod daemon;
 pub mod tls;
 
 use std::io::{Read, Write};

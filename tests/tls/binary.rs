@@ -2,13 +2,12 @@
 //! section, `--check`.
 #![cfg(unix)]
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
 
+use super::common::daemon::{self, addr_in};
 use super::common::tls::{connect, presented, tls_yaml, Issued, Pki};
 use rustls::version::{TLS12, TLS13};
 
@@ -29,101 +28,31 @@ fn config(dir: &Path, tls: &str) -> String {
 
 /// The binary serving `yaml` (as `dir/config.yaml`), its log collected line by line.
 struct Daemon {
-    child: Child,
-    log: Arc<Mutex<Vec<String>>>,
+    inner: daemon::Daemon,
     https: SocketAddr,
-    path: PathBuf,
 }
 
 impl Daemon {
     fn start(dir: &Path, yaml: &str) -> Daemon {
-        let path = dir.join("config.yaml");
-        std::fs::write(&path, yaml).unwrap();
-        let mut child = Command::new(BIN)
-            .arg("--config")
-            .arg(&path)
-            .env_remove("RUST_LOG")
-            .env_remove("LISTEN")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let mut daemon = Daemon {
-            child,
-            log,
-            https: "0.0.0.0:0".parse().unwrap(),
-            path,
-        };
-        let line = daemon.wait_for_log_after(0, "listening for HTTPS");
-        daemon.https = addr_in(&line);
-        daemon.wait_for_log_after(0, "watching the certificate files");
-        daemon.wait_for_log_after(0, "watching the config");
-        daemon
-    }
-
-    fn log_len(&self) -> usize {
-        self.log.lock().unwrap().len()
-    }
-
-    fn lines_after(&self, skip: usize) -> Vec<String> {
-        self.log
-            .lock()
-            .unwrap()
-            .iter()
-            .skip(skip)
-            .cloned()
-            .collect()
+        let inner = daemon::Daemon::start_in(dir, yaml);
+        let https = addr_in(&inner.wait_for_log_after(0, "listening for HTTPS", WAIT));
+        inner.wait_for_log_after(0, "watching the certificate files", WAIT);
+        inner.wait_for_log_after(0, "watching the config", WAIT);
+        Daemon { inner, https }
     }
 
     /// The first line after `skip` containing `needle`.
     fn wait_for_log_after(&self, skip: usize, needle: &str) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(line) = self
-                .lines_after(skip)
-                .into_iter()
-                .find(|l| l.contains(needle))
-            {
-                return line;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no log line with {needle:?}:\n{}",
-                self.lines_after(0).join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Replace the config the way editors do.
-    fn rewrite_config(&self, yaml: &str) {
-        let temp = self.path.with_extension("yaml.tmp");
-        std::fs::write(&temp, yaml).unwrap();
-        std::fs::rename(&temp, &self.path).unwrap();
+        self.inner.wait_for_log_after(skip, needle, WAIT)
     }
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+impl std::ops::Deref for Daemon {
+    type Target = daemon::Daemon;
 
-fn addr_in(line: &str) -> SocketAddr {
-    line.split("addr=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|addr| addr.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line}"))
+    fn deref(&self) -> &daemon::Daemon {
+        &self.inner
+    }
 }
 
 #[test]
