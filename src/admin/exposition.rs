@@ -8,6 +8,7 @@ use prometheus_client::encoding::{prometheus_text, text};
 use prometheus_client::registry::Registry;
 
 use super::backend_gauges::BackendGauges;
+use super::rate_limit_counters::RateLimitCounters;
 use crate::metrics::process::ProcessMetrics;
 use crate::metrics::RecordedMetrics;
 use crate::snapshot::Snapshot;
@@ -63,7 +64,8 @@ pub fn render(snapshot: Arc<Snapshot>, format: Format) -> Result<String, std::fm
     registry.register_collector(Box::new(RecordedMetrics(Arc::clone(
         crate::metrics::global(),
     ))));
-    registry.register_collector(Box::new(BackendGauges(snapshot)));
+    registry.register_collector(Box::new(BackendGauges(Arc::clone(&snapshot))));
+    registry.register_collector(Box::new(RateLimitCounters(snapshot)));
     registry.register_collector(Box::new(ProcessMetrics));
     let mut out = String::with_capacity(16 * 1024);
     match format {

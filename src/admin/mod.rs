@@ -14,6 +14,7 @@
 mod auth;
 mod backend_gauges;
 mod exposition;
+mod rate_limit_counters;
 
 pub use auth::tokens_match;
 pub use exposition::{Format, OPENMETRICS_CONTENT_TYPE};

@@ -8,8 +8,8 @@
 //! the counters).
 //!
 //! Counters (allowed and limited per route, decisions made locally because Redis failed)
-//! are kept here, striped per thread, for the metrics registry that does not exist yet to
-//! read through [`RateLimits::route_counts`] and [`RateLimits::fallback_decisions`].
+//! are kept here, striped per thread; `/metrics` reads them at scrape time through
+//! [`RateLimits::route_counts`] and [`RateLimits::fallback_decisions`].
 
 pub mod gcra;
 pub mod identity;
