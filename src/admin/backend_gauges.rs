@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
-use prometheus_client::metrics::MetricType;
+use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::registry::Unit;
 
+use crate::metrics::{encode_counters, encode_gauges};
 use crate::proxy::breaker::BreakerState;
 use crate::proxy::standing::BackendState;
 use crate::snapshot::Snapshot;
@@ -78,63 +78,42 @@ fn labels<'a>(row: &Row<'a>) -> [(&'static str, &'a str); 2] {
 impl Collector for BackendGauges {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let rows = self.rows(Instant::now());
-
-        let mut family = encoder.encode_descriptor(
+        encode_gauges(
+            &mut encoder,
             "sentinel_upstream_in_flight",
             "Attempts on the backend in progress now.",
             None,
-            MetricType::Gauge,
+            rows.iter().map(|row| (labels(row), row.in_flight)),
         )?;
-        for row in &rows {
-            family
-                .encode_family(&labels(row))?
-                .encode_gauge(&row.in_flight)?;
-        }
-        let mut family = encoder.encode_descriptor(
+        encode_gauges(
+            &mut encoder,
             "sentinel_backend_healthy",
             "1 when nothing holds the backend out of rotation (state healthy or probing in \
              /admin/backends), else 0.",
             None,
-            MetricType::Gauge,
+            rows.iter().map(|row| (labels(row), u32::from(row.healthy))),
         )?;
-        for row in &rows {
-            family
-                .encode_family(&labels(row))?
-                .encode_gauge(&u32::from(row.healthy))?;
-        }
-        let mut family = encoder.encode_descriptor(
+        encode_gauges(
+            &mut encoder,
             "sentinel_backend_latency_ewma",
             "The balancer's peak-EWMA estimate of the backend's response latency.",
             Some(&Unit::Seconds),
-            MetricType::Gauge,
+            rows.iter()
+                .map(|row| (labels(row), row.latency_ewma_seconds)),
         )?;
-        for row in &rows {
-            family
-                .encode_family(&labels(row))?
-                .encode_gauge(&row.latency_ewma_seconds)?;
-        }
-        let mut family = encoder.encode_descriptor(
+        encode_counters(
+            &mut encoder,
             "sentinel_backend_ejections",
             "Times passive health ejected the backend.",
             None,
-            MetricType::Counter,
+            rows.iter().map(|row| (labels(row), row.ejections)),
         )?;
-        for row in &rows {
-            family
-                .encode_family(&labels(row))?
-                .encode_counter::<NoLabelSet, _, u64>(&row.ejections, None)?;
-        }
-        let mut family = encoder.encode_descriptor(
+        encode_gauges(
+            &mut encoder,
             "sentinel_backend_breaker_state",
             "Circuit breaker: 0 closed, 1 half-open, 2 open.",
             None,
-            MetricType::Gauge,
-        )?;
-        for row in &rows {
-            family
-                .encode_family(&labels(row))?
-                .encode_gauge(&u32::from(row.breaker))?;
-        }
-        Ok(())
+            rows.iter().map(|row| (labels(row), u32::from(row.breaker))),
+        )
     }
 }

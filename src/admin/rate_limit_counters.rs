@@ -10,6 +10,7 @@ use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 
 use crate::config::UNROUTED_NAME;
+use crate::metrics::encode_counters;
 use crate::ratelimit::redis::RedisState;
 use crate::snapshot::Snapshot;
 
@@ -50,33 +51,34 @@ impl Collector for RateLimitCounters {
         let Some(limits) = &self.0.rate_limits else {
             return Ok(());
         };
-        let mut family = encoder.encode_descriptor(
+        let decisions = decisions(&self.0);
+        encode_counters(
+            &mut encoder,
             "sentinel_rate_limit_decisions",
             "Requests the rate limiter let through (allowed) or answered 429 (limited), by route.",
             None,
-            MetricType::Counter,
+            decisions.iter().map(|(route, decision, count)| {
+                ([("route", route.as_str()), ("decision", *decision)], *count)
+            }),
         )?;
-        for (route, decision, count) in decisions(&self.0) {
-            let labels = [("route", route.as_str()), ("decision", decision)];
-            family
-                .encode_family(&labels)?
-                .encode_counter::<NoLabelSet, _, u64>(&count, None)?;
-        }
-        let mut family = encoder.encode_descriptor(
-            "sentinel_rate_limit_local_fallback_decisions",
-            "Decisions the instance's own limiter made because the configured Redis failed.",
-            None,
-            MetricType::Counter,
-        )?;
-        family.encode_counter::<NoLabelSet, _, u64>(&limits.fallback_decisions(), None)?;
-        if let Some(state) = limits.redis_state() {
-            let mut family = encoder.encode_descriptor(
-                "sentinel_rate_limit_redis_state",
-                "The shared store: 0 connecting, 1 shared limits, 2 failed open to local limits.",
+        // Families without labels: one value each, no label set to iterate.
+        encoder
+            .encode_descriptor(
+                "sentinel_rate_limit_local_fallback_decisions",
+                "Decisions the instance's own limiter made because the configured Redis failed.",
                 None,
-                MetricType::Gauge,
-            )?;
-            family.encode_gauge(&redis_value(state))?;
+                MetricType::Counter,
+            )?
+            .encode_counter::<NoLabelSet, _, u64>(&limits.fallback_decisions(), None)?;
+        if let Some(state) = limits.redis_state() {
+            encoder
+                .encode_descriptor(
+                    "sentinel_rate_limit_redis_state",
+                    "The shared store: 0 connecting, 1 shared limits, 2 failed open to local limits.",
+                    None,
+                    MetricType::Gauge,
+                )?
+                .encode_gauge(&redis_value(state))?;
         }
         Ok(())
     }

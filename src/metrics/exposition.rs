@@ -4,11 +4,68 @@
 use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeGaugeValue, EncodeLabelSet, NoLabelSet,
+};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Unit;
 
+use super::histogram::HistogramTotals;
 use super::{AttemptOutcome, Recorder};
+
+/// One counter family: its descriptor, then a value per label set.
+pub fn encode_counters<L: EncodeLabelSet>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    values: impl IntoIterator<Item = (L, u64)>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, unit, MetricType::Counter)?;
+    for (labels, value) in values {
+        family
+            .encode_family(&labels)?
+            .encode_counter::<NoLabelSet, _, u64>(&value, None)?;
+    }
+    Ok(())
+}
+
+/// One gauge family: its descriptor, then a value per label set.
+pub fn encode_gauges<L: EncodeLabelSet, G: EncodeGaugeValue>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    values: impl IntoIterator<Item = (L, G)>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, unit, MetricType::Gauge)?;
+    for (labels, value) in values {
+        family.encode_family(&labels)?.encode_gauge(&value)?;
+    }
+    Ok(())
+}
+
+/// One histogram family in seconds: its descriptor, then the totals per label set.
+fn encode_histograms<'a, L: EncodeLabelSet>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    values: impl IntoIterator<Item = (L, &'a HistogramTotals)>,
+) -> Result<(), std::fmt::Error> {
+    let mut family =
+        encoder.encode_descriptor(name, help, Some(&Unit::Seconds), MetricType::Histogram)?;
+    for (labels, totals) in values {
+        family
+            .encode_family(&labels)?
+            .encode_histogram::<NoLabelSet>(
+                totals.sum_seconds(),
+                totals.count(),
+                &totals.buckets(),
+                None,
+            )?;
+    }
+    Ok(())
+}
 
 /// Everything the recorder holds, for a `prometheus_client` registry.
 #[derive(Debug)]
@@ -19,64 +76,46 @@ impl Collector for RecordedMetrics {
         let recorder = &self.0;
         let routes = recorder.routes();
 
-        let mut family = encoder.encode_descriptor(
+        encode_counters(
+            &mut encoder,
             "sentinel_http_requests",
             "Requests answered, by route and status code (499: the client left first).",
             None,
-            MetricType::Counter,
+            routes.iter().flat_map(|route| {
+                route.codes.iter().map(|(code, requests)| {
+                    (
+                        [("route", route.label.as_str()), ("code", code.as_str())],
+                        *requests,
+                    )
+                })
+            }),
         )?;
-        for route in &routes {
-            for (code, requests) in &route.codes {
-                let labels = [("route", route.label.as_str()), ("code", code.as_str())];
-                family
-                    .encode_family(&labels)?
-                    .encode_counter::<NoLabelSet, _, u64>(requests, None)?;
-            }
-        }
-
-        let mut family = encoder.encode_descriptor(
+        encode_histograms(
+            &mut encoder,
             "sentinel_http_request_duration",
             "Time from a request's complete head to the end of its response, by route.",
-            Some(&Unit::Seconds),
-            MetricType::Histogram,
+            routes
+                .iter()
+                .map(|route| ([("route", route.label.as_str())], &route.duration)),
         )?;
-        for route in &routes {
-            let labels = [("route", route.label.as_str())];
-            family
-                .encode_family(&labels)?
-                .encode_histogram::<NoLabelSet>(
-                    route.duration.sum_seconds(),
-                    route.duration.count(),
-                    &route.duration.buckets(),
-                    None,
-                )?;
-        }
-
-        let mut family = encoder.encode_descriptor(
+        encode_counters(
+            &mut encoder,
             "sentinel_http_request_size",
             "Request bytes received: heads, and bodies as their Content-Length declares.",
             Some(&Unit::Bytes),
-            MetricType::Counter,
+            routes
+                .iter()
+                .map(|route| ([("route", route.label.as_str())], route.request_bytes)),
         )?;
-        for route in &routes {
-            let labels = [("route", route.label.as_str())];
-            family
-                .encode_family(&labels)?
-                .encode_counter::<NoLabelSet, _, u64>(&route.request_bytes, None)?;
-        }
-
-        let mut family = encoder.encode_descriptor(
+        encode_counters(
+            &mut encoder,
             "sentinel_http_response_size",
             "Response body bytes sent to clients.",
             Some(&Unit::Bytes),
-            MetricType::Counter,
+            routes
+                .iter()
+                .map(|route| ([("route", route.label.as_str())], route.response_bytes)),
         )?;
-        for route in &routes {
-            let labels = [("route", route.label.as_str())];
-            family
-                .encode_family(&labels)?
-                .encode_counter::<NoLabelSet, _, u64>(&route.response_bytes, None)?;
-        }
 
         let listeners = recorder.listeners();
         // A listener that never accepted anything may not exist in this process.
@@ -85,107 +124,81 @@ impl Collector for RecordedMetrics {
                 .iter()
                 .filter(|l| l.accepted > 0 || l.listener == super::Listener::Http)
         };
-        let mut family = encoder.encode_descriptor(
+        encode_gauges(
+            &mut encoder,
             "sentinel_connections_open",
             "Client connections open now, by listener.",
             None,
-            MetricType::Gauge,
+            used().map(|l| ([("listener", l.listener.as_str())], l.open)),
         )?;
-        for listener in used() {
-            let labels = [("listener", listener.listener.as_str())];
-            family
-                .encode_family(&labels)?
-                .encode_gauge(&listener.open)?;
-        }
-        let mut family = encoder.encode_descriptor(
+        encode_counters(
+            &mut encoder,
             "sentinel_connections_accepted",
             "Client connections accepted, by listener.",
             None,
-            MetricType::Counter,
+            used().map(|l| ([("listener", l.listener.as_str())], l.accepted)),
         )?;
-        for listener in used() {
-            let labels = [("listener", listener.listener.as_str())];
-            family
-                .encode_family(&labels)?
-                .encode_counter::<NoLabelSet, _, u64>(&listener.accepted, None)?;
-        }
 
         let backends = recorder.backends();
-        let mut family = encoder.encode_descriptor(
+        encode_counters(
+            &mut encoder,
             "sentinel_upstream_requests",
             "Attempts of requests on backends, by how each ended.",
             None,
-            MetricType::Counter,
+            backends.iter().flat_map(|backend| {
+                AttemptOutcome::ALL
+                    .iter()
+                    .zip(backend.outcomes)
+                    .filter(|(_, attempts)| *attempts > 0)
+                    .map(|(outcome, attempts)| {
+                        let labels = [
+                            ("upstream", backend.upstream.as_str()),
+                            ("backend", backend.backend.as_str()),
+                            ("outcome", outcome.as_str()),
+                        ];
+                        (labels, attempts)
+                    })
+            }),
         )?;
-        for backend in &backends {
-            for (outcome, attempts) in AttemptOutcome::ALL.iter().zip(backend.outcomes) {
-                if attempts == 0 {
-                    continue;
-                }
+        encode_histograms(
+            &mut encoder,
+            "sentinel_upstream_response_duration",
+            "Time of each attempt on a backend, from the pick to the end of its response.",
+            backends.iter().map(|backend| {
                 let labels = [
                     ("upstream", backend.upstream.as_str()),
                     ("backend", backend.backend.as_str()),
-                    ("outcome", outcome.as_str()),
                 ];
-                family
-                    .encode_family(&labels)?
-                    .encode_counter::<NoLabelSet, _, u64>(&attempts, None)?;
-            }
-        }
-        let mut family = encoder.encode_descriptor(
-            "sentinel_upstream_response_duration",
-            "Time of each attempt on a backend, from the pick to the end of its response.",
-            Some(&Unit::Seconds),
-            MetricType::Histogram,
+                (labels, &backend.duration)
+            }),
         )?;
-        for backend in &backends {
-            let labels = [
-                ("upstream", backend.upstream.as_str()),
-                ("backend", backend.backend.as_str()),
-            ];
-            family
-                .encode_family(&labels)?
-                .encode_histogram::<NoLabelSet>(
-                    backend.duration.sum_seconds(),
-                    backend.duration.count(),
-                    &backend.duration.buckets(),
-                    None,
-                )?;
-        }
 
-        let mut family = encoder.encode_descriptor(
+        let exhausted = recorder.retry_budget_exhausted();
+        encode_counters(
+            &mut encoder,
             "sentinel_retry_budget_exhausted",
             "Retries not made because the group's retry budget had no token left.",
             None,
-            MetricType::Counter,
+            exhausted
+                .iter()
+                .map(|(upstream, refused)| ([("upstream", upstream.as_str())], *refused)),
         )?;
-        for (upstream, refused) in recorder.retry_budget_exhausted() {
-            let labels = [("upstream", upstream.as_str())];
-            family
-                .encode_family(&labels)?
-                .encode_counter::<NoLabelSet, _, u64>(&refused, None)?;
-        }
 
         let reloads = recorder.reloads();
-        let mut family = encoder.encode_descriptor(
+        encode_counters(
+            &mut encoder,
             "sentinel_config_reloads",
             "Config reloads, applied (success) or rejected (failure).",
             None,
-            MetricType::Counter,
+            [("success", reloads.applied), ("failure", reloads.rejected)]
+                .map(|(result, count)| ([("result", result)], count)),
         )?;
-        for (result, count) in [("success", reloads.applied), ("failure", reloads.rejected)] {
-            let labels = [("result", result)];
-            family
-                .encode_family(&labels)?
-                .encode_counter::<NoLabelSet, _, u64>(&count, None)?;
-        }
-        let family = encoder.encode_descriptor(
+        let mut family = encoder.encode_descriptor(
             "sentinel_config_last_reload_success_timestamp",
             "When the running config was applied (the start counts), as Unix time.",
             Some(&Unit::Seconds),
             MetricType::Gauge,
         )?;
-        let mut family = family;
         family.encode_gauge(&reloads.last_success_seconds)?;
         Ok(())
     }

@@ -21,7 +21,7 @@ mod status_codes;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-pub use exposition::RecordedMetrics;
+pub use exposition::{encode_counters, encode_gauges, RecordedMetrics};
 pub use recorder::Recorder;
 pub use shards::MAX_SERIES;
 
