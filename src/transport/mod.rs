@@ -86,9 +86,15 @@ where
     }
     // A TLS stream reports bytes written once it holds them; when the socket was full, the
     // last records of a response wait inside it for a next write that may never come (the
-    // client waits for them before it sends its next request). Plain TCP holds nothing back,
-    // and its flush returns at once.
-    match timeout(write_timeout, stream.flush()).await {
+    // client waits for them before it sends its next request). Plain TCP holds nothing back:
+    // its flush is ready at the first poll, so only a flush that has to wait gets a timer.
+    let mut flush = std::pin::pin!(stream.flush());
+    if let Poll::Ready(flushed) =
+        std::future::poll_fn(|cx| Poll::Ready(std::future::Future::poll(flush.as_mut(), cx))).await
+    {
+        return flushed;
+    }
+    match timeout(write_timeout, flush).await {
         Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
         Ok(flushed) => flushed,
     }
