@@ -15,7 +15,20 @@ use std::process::Command;
 /// What `SENTINEL_COMMIT` says when the commit cannot be known.
 const UNKNOWN: &str = "unknown";
 
+/// Set by a build that has the commit but no `.git` (the `Dockerfile`'s build stage is handed
+/// it as a build argument): it wins over asking git.
+const COMMIT_OVERRIDE: &str = "SENTINEL_BUILD_COMMIT";
+
 fn main() {
+    println!("cargo:rerun-if-env-changed={COMMIT_OVERRIDE}");
+    if let Some(commit) = std::env::var(COMMIT_OVERRIDE)
+        .ok()
+        .filter(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_alphanumeric()))
+    {
+        println!("cargo:rerun-if-changed=build.rs");
+        println!("cargo:rustc-env=SENTINEL_COMMIT={commit}");
+        return;
+    }
     let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
     let commit = match git_checkout(&manifest_dir) {
         Some(checkout) => {

@@ -14,6 +14,7 @@ pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod pages;
+pub mod probe;
 pub mod proxy;
 pub mod ratelimit;
 pub mod reload;

@@ -335,3 +335,6 @@ pub const REDIS_MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// `X-Forwarded-For` field lines walked (internal). Breach: the header is treated as
 /// malformed and the peer address is the client.
 pub const MAX_FORWARDED_FOR_LINES: usize = 16;
+/// The whole of `sentinel --probe URL` (connect, ask, read the head). Breach: the probe fails
+/// (exit 1), as a health check must when the server does not answer.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);

@@ -46,6 +46,11 @@ struct Cli {
     /// Validate the configuration and exit: 0 when valid, 1 otherwise.
     #[arg(short = 't', long)]
     check: bool,
+    /// Health-check a running Sentinel and exit: `GET URL` (http://HOST:PORT/PATH, e.g. the
+    /// admin listener's /healthz or /readyz); 0 on a 2xx answer, 1 otherwise. For container
+    /// health checks in images without curl.
+    #[arg(long, value_name = "URL", conflicts_with = "check")]
+    probe: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -64,6 +69,9 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(url) = &cli.probe {
+        return run_probe(url);
+    }
     let listen = std::env::var("LISTEN").ok().filter(|v| !v.is_empty());
     if cli.check {
         let checked = Config::check(&cli.config, listen.as_deref());
@@ -112,6 +120,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(serve(server, cli.config, listen))
+}
+
+/// `--probe URL`: the answer's status on stdout, success only for a 2xx.
+fn run_probe(url: &str) -> anyhow::Result<()> {
+    use sentinel::probe::{probe, ProbeTarget};
+    let target = ProbeTarget::parse(url)?;
+    let status = probe(&target, sentinel::limits::PROBE_TIMEOUT)
+        .with_context(|| format!("probe of {url} failed"))?;
+    println!("sentinel: {url} answered {status}");
+    anyhow::ensure!((200..300).contains(&status), "{url} answered {status}");
+    Ok(())
 }
 
 async fn serve(server: Server, path: PathBuf, listen: Option<String>) -> anyhow::Result<()> {
