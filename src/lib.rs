@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod balance;
 pub mod buffer_pool;
+pub mod cache;
 pub mod certificates;
 pub mod config;
 pub mod dispatch;
