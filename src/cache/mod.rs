@@ -3,7 +3,9 @@
 //! `storable` (what may be stored) and `key` (primary and Vary keys). Storage, coalescing and
 //! the proxy's hook build on them.
 
+pub mod coalesce;
 pub mod directives;
 pub mod freshness;
 pub mod key;
 pub mod storable;
+pub mod store;
