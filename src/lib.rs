@@ -15,6 +15,7 @@ pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod pages;
+pub mod privileges;
 pub mod probe;
 pub mod proxy;
 pub mod ratelimit;

@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::Parser;
 
 use sentinel::config::{Config, RuntimeLayout};
+use sentinel::privileges::Plan;
 use sentinel::reload::{self, Reloader};
 use sentinel::server::Server;
 
@@ -34,7 +35,15 @@ Signals:
   SIGHUP             Reload the configuration (changing the file reloads it too)
   SIGINT, SIGTERM    Stop accepting, let in-flight requests finish (up to
                      server.drain_timeout_ms), then exit 0; a second one exits at
-                     once with status 1";
+                     once with status 1
+
+Files:
+  config.yaml        The configuration (--config); its directory is watched, and
+                     relative paths in it resolve against it
+  static_files.root, error pages, tls certificates and keys: named in the config
+
+Started as root, Sentinel binds its listeners, then switches to server.user; without
+server.user it refuses to serve as root beyond loopback (server.allow_root overrides).";
 
 /// HTTP/1.1 web server and adaptive reverse proxy.
 #[derive(Debug, Parser)]
@@ -91,6 +100,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         tracing::warn!(%warning, "configuration warning");
     }
     sentinel::metrics::record_config_loaded();
+    // Decided before binding, so a refused root start binds nothing.
+    let plan = sentinel::privileges::plan(&config)?;
     let workers = match config.server.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -119,7 +130,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(server, cli.config, listen))
+    runtime.block_on(serve(server, cli.config, listen, plan))
 }
 
 /// `--probe URL`: the answer's status on stdout, success only for a 2xx.
@@ -133,7 +144,12 @@ fn run_probe(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(server: Server, path: PathBuf, listen: Option<String>) -> anyhow::Result<()> {
+async fn serve(
+    server: Server,
+    path: PathBuf,
+    listen: Option<String>,
+    plan: Plan,
+) -> anyhow::Result<()> {
     let local = server.local_addr()?;
     let current = tokio::runtime::Handle::current();
     let (workers, runtime) = match server.worker_threads() {
@@ -175,6 +191,19 @@ async fn serve(server: Server, path: PathBuf, listen: Option<String>) -> anyhow:
         ),
         None => None,
     };
+    // Every listener is bound and every file of the config read: no more need for root.
+    match plan {
+        Plan::Switch(account) => {
+            sentinel::privileges::switch_to(account)?;
+            tracing::info!(
+                uid = account.uid,
+                gid = account.gid,
+                "switched to server.user"
+            );
+        }
+        Plan::StayRoot(reason) => tracing::warn!(reason, "serving as root"),
+        Plan::Stay => {}
+    }
     // Always running, so a reload can start it when the config gains an admin section. It
     // outlives the drain (the stop signal only makes `/readyz` say 503) and stops after it.
     let (admin_moves, admin_moves_rx) = tokio::sync::mpsc::unbounded_channel();

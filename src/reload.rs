@@ -232,6 +232,7 @@ fn startup_keys_changed(current: &Config, next: &Config) -> Vec<&'static str> {
         ),
         ("server.workers", was.workers != now.workers),
         ("server.runtime", was.runtime != now.runtime),
+        ("server.user", was.run_as != now.run_as),
         (
             "logging.format",
             current.logging.format != next.logging.format,

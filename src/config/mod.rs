@@ -7,6 +7,7 @@ mod locate;
 mod proxy;
 mod ratelimit;
 mod raw;
+mod run_as;
 mod tls;
 mod upstream;
 mod yaml;
@@ -16,6 +17,7 @@ pub use proxy::{
     BackendConfig, ProxyConfig, RouteConfig, RouteTarget, DEFAULT_UPSTREAM, UNROUTED_NAME,
 };
 pub use ratelimit::{Cidr, KeySource, LimitSettings, RateLimitConfig, RedisSettings, RouteLimit};
+pub use run_as::{Account, RunAs};
 pub use tls::{CertificateConfig, TlsConfig, TlsVersion};
 pub use upstream::{
     BackendSettings, BreakerSettings, CheckSettings, GroupPolicy, HealthSettings,
@@ -281,6 +283,9 @@ pub struct ServerConfig {
     /// How the workers are laid out when there is more than one. Startup-only.
     pub runtime: RuntimeLayout,
     pub limits: ConnectionLimits,
+    /// Whom to serve as once bound (`server.user`, `server.group`, `server.allow_root`).
+    /// Startup-only.
+    pub run_as: RunAs,
 }
 
 /// Per-connection limits: sizes for the parser and body decoders, and timeouts.
@@ -709,6 +714,7 @@ impl Validator<'_> {
             drain_timeout: Duration::from_millis(s.drain_timeout_ms),
             listen_backlog: positive("server.listen_backlog", u64::from(s.listen_backlog)) as u32,
             limits,
+            run_as: self.run_as(s.user.as_deref(), s.group.as_deref(), s.allow_root),
         }
     }
 

@@ -54,6 +54,9 @@ pub(super) struct RawServer {
     pub drain_timeout_ms: u64,
     pub workers: usize,
     pub runtime: RuntimeLayout,
+    pub user: Option<String>,
+    pub group: Option<String>,
+    pub allow_root: bool,
 }
 
 impl Default for RawServer {
@@ -77,6 +80,9 @@ impl Default for RawServer {
             drain_timeout_ms: millis(limits::DEFAULT_DRAIN_TIMEOUT),
             workers: 0,
             runtime: RuntimeLayout::default(),
+            user: None,
+            group: None,
+            allow_root: false,
         }
     }
 }
