@@ -79,8 +79,7 @@ pub fn serve_connection<S: Transport>(
         read_buf: BytesMut::new(),
         write_buf: BytesMut::new(),
         served: 0,
-        head_timer: LazyTimer::default(),
-        response_timer: LazyTimer::default(),
+        timer: LazyTimer::default(),
     };
     Box::pin(connection.run().instrument(span))
 }
@@ -95,10 +94,10 @@ struct Connection<S> {
     write_buf: BytesMut,
     /// Requests answered on this connection so far.
     served: u64,
-    /// The keep-alive and header deadlines.
-    head_timer: LazyTimer,
-    /// Upstream response-head deadlines (proxied requests only).
-    response_timer: LazyTimer,
+    /// The one timer of the connection: the keep-alive and header deadlines while a head is
+    /// awaited, the upstream's response-head deadline while a request is proxied (never both
+    /// at once). One timer, not two, keeps an idle proxied connection ~150 bytes smaller.
+    timer: LazyTimer,
 }
 
 /// Why reading a request head stopped without a head.
@@ -174,24 +173,27 @@ impl<S: Transport> Connection<S> {
                 Ok(head) => head,
                 Err(HeadError::Closed) => return,
                 Err(HeadError::Parse(error)) => {
-                    return self.fail(Fault::Head(error), waiting_config).await;
+                    return Box::pin(self.fail(Fault::Head(error), waiting_config)).await;
                 }
                 Err(HeadError::Timeout) => {
-                    return self.fail(Fault::HeadTimeout, waiting_config).await;
+                    return Box::pin(self.fail(Fault::HeadTimeout, waiting_config)).await;
                 }
                 Err(HeadError::Io(error)) => {
                     tracing::debug!(client = %self.peer, %error, "read failed");
                     return;
                 }
             };
-            let persistence = self.serve_request(head).await;
+            // Boxed, like `fail` and `close`: inline, a request's state (~1.3 KiB) would be
+            // part of every connection's future, idle or not. One allocation per request buys
+            // ~1.4 KiB less per idle keep-alive connection (`an_idle_connection_is_small`).
+            let persistence = Box::pin(self.serve_request(head)).await;
             self.served += 1;
             // The one place the connection's fate is decided.
             match persistence {
                 Persistence::KeepAlive => self.release_idle_buffers(),
                 Persistence::Close | Persistence::LingeringClose => {
                     let limits = self.snapshot.load().config.server.limits;
-                    return self.close(persistence, &limits).await;
+                    return Box::pin(self.close(persistence, &limits)).await;
                 }
             }
         }
@@ -406,7 +408,7 @@ impl<S: Transport> Connection<S> {
             peer: self.peer,
             limits: &config.server.limits,
             keep_alive: exchange.persistence.is_keep_alive(),
-            response_timer: &mut self.response_timer,
+            response_timer: &mut self.timer,
         };
         // Boxed: inline, the proxy's state would size every connection's task, idle or not.
         match Box::pin(forward(&mut client, head, decoder, destination)).await {
@@ -516,7 +518,7 @@ impl<S: Transport> Connection<S> {
                 tokio::select! {
                     biased;
                     ready = transport::readable(&mut self.stream) => ready.map_err(HeadError::Io)?,
-                    () = self.head_timer.until(deadline) => {
+                    () = self.timer.until(deadline) => {
                         return Err(if before == 0 { HeadError::Closed } else { HeadError::Timeout });
                     }
                     _ = self.shutdown.changed(), if before == 0 => return Err(HeadError::Closed),
@@ -530,7 +532,7 @@ impl<S: Transport> Connection<S> {
             let read = tokio::select! {
                 biased;
                 read = self.stream.read_buf(&mut self.read_buf) => read,
-                () = self.head_timer.until(deadline) => {
+                () = self.timer.until(deadline) => {
                     return Err(if before == 0 { HeadError::Closed } else { HeadError::Timeout });
                 }
                 _ = self.shutdown.changed(), if before == 0 => return Err(HeadError::Closed),
@@ -1067,5 +1069,38 @@ mod tests {
             "{} stray bytes after the last response",
             rest.len()
         );
+    }
+
+    /// What an idle keep-alive connection holds on the heap is this future: its state and
+    /// the head read it is parked in. Serving a request runs in a box of its own, so the
+    /// request's larger state is not carried by every idle connection (issue 24: 3.2 KiB per
+    /// idle connection before, 1.8 KiB after, measured as resident memory).
+    #[tokio::test]
+    async fn an_idle_connection_is_small() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let client = tokio::net::TcpStream::connect(listener.local_addr().expect("addr"));
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        let (_client, (stream, peer)) = (client.expect("connect"), accepted.expect("accept"));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let yaml = "server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: \".\"\n";
+        let config =
+            Config::from_yaml(yaml, &dir.path().join("c.yaml"), dir.path()).expect("config");
+        let (_stop, shutdown) = watch::channel(false);
+        let connection = Connection {
+            stream,
+            peer,
+            snapshot: Snapshot::shared(config),
+            shutdown,
+            https_port: None,
+            read_buf: BytesMut::new(),
+            write_buf: BytesMut::new(),
+            served: 0,
+            timer: LazyTimer::default(),
+        };
+        let state = std::mem::size_of_val(&connection);
+        let future = connection.run().instrument(tracing::debug_span!("conn"));
+        let size = std::mem::size_of_val(&future);
+        assert!(state <= 256, "a connection's state is {state} bytes");
+        assert!(size <= 1024, "an idle connection's future is {size} bytes");
     }
 }
