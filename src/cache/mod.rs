@@ -7,5 +7,6 @@ pub mod coalesce;
 pub mod directives;
 pub mod freshness;
 pub mod key;
+pub mod state;
 pub mod storable;
 pub mod store;
