@@ -210,7 +210,13 @@ mod tests {
         assert!(kept.store.lookup(&key, none).is_some());
         // A new budget: a new, empty store.
         let third = Snapshot::new(cached("cache:\n  max_bytes: 2000000\n", ""), Some(&second));
-        assert!(third.cache.as_ref().unwrap().store.lookup(&key, none).is_none());
+        assert!(third
+            .cache
+            .as_ref()
+            .unwrap()
+            .store
+            .lookup(&key, none)
+            .is_none());
         // No section: no cache.
         assert!(Snapshot::new(cached("", ""), Some(&third)).cache.is_none());
     }

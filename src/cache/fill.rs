@@ -65,7 +65,7 @@ pub enum Begun {
     /// a capture is given.
     Relay {
         cache_status: Vec<u8>,
-        capture: Option<Capture>,
+        capture: Option<Box<Capture>>,
     },
     /// Do not relay it: the cache answers the client (see [`Seen::taken_over`]).
     TakeOver,
@@ -92,7 +92,12 @@ impl Capture {
 }
 
 impl<'a> Fill<'a> {
-    pub fn new(head: &'a RequestHead, store: &'a Store, key: PrimaryKey, max_object_bytes: u64) -> Fill<'a> {
+    pub fn new(
+        head: &'a RequestHead,
+        store: &'a Store,
+        key: PrimaryKey,
+        max_object_bytes: u64,
+    ) -> Fill<'a> {
         Fill {
             head,
             store,
@@ -123,7 +128,10 @@ impl<'a> Fill<'a> {
 
     /// What happened, once the forward is over.
     pub fn seen(&self) -> Seen {
-        self.seen.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     fn note(&self, f: impl FnOnce(&mut Seen)) {
@@ -161,7 +169,7 @@ impl<'a> Fill<'a> {
             return Begun::TakeOver;
         }
         let capture = match self.capture(response, &fields) {
-            Ok(capture) => Some(capture),
+            Ok(capture) => Some(Box::new(capture)),
             Err(reason) => {
                 tracing::debug!(target = %self.key.target(), %reason, "response not stored");
                 None
@@ -264,10 +272,10 @@ impl<'a> Fill<'a> {
     }
 
     /// The body ended correctly: store it.
-    pub fn complete(&self, capture: Capture) {
+    pub fn complete(&self, capture: Box<Capture>) {
         let Capture {
             body, mut response, ..
-        } = capture;
+        } = *capture;
         response.body = body.freeze();
         self.store.insert(self.key.clone(), response);
         self.note(|seen| seen.stored = true);
@@ -286,7 +294,12 @@ impl<'a> Fill<'a> {
                 .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
                 .map(|(_, v)| *v)
         };
-        let times = ResponseTimes::new(self.request_time, SystemTime::now(), first("date"), first("age"));
+        let times = ResponseTimes::new(
+            self.request_time,
+            SystemTime::now(),
+            first("date"),
+            first("age"),
+        );
         let cc = CacheControl::parse(
             merged
                 .iter()
@@ -299,7 +312,8 @@ impl<'a> Fill<'a> {
                 .find(|(n, _)| n.eq_ignore_ascii_case(name))
                 .map(|(_, v)| &**v)
         };
-        let lifetime: Duration = freshness_lifetime(&cc, &times, field("expires"), field("last-modified"));
+        let lifetime: Duration =
+            freshness_lifetime(&cc, &times, field("expires"), field("last-modified"));
         let refreshed = StoredResponse {
             status: stale.status,
             fields: merged.clone(),
@@ -340,7 +354,9 @@ pub fn stored_fields(fields: &[(&[u8], &[u8])]) -> Vec<(Box<str>, Box<[u8]>)> {
     fields
         .iter()
         .filter(|(name, _)| {
-            !DROPPED.iter().any(|d| name.eq_ignore_ascii_case(d.as_bytes()))
+            !DROPPED
+                .iter()
+                .any(|d| name.eq_ignore_ascii_case(d.as_bytes()))
                 && !listed.iter().any(|l| name.eq_ignore_ascii_case(l))
         })
         .map(|(name, value)| (String::from_utf8_lossy(name).into(), (*value).into()))

@@ -49,9 +49,14 @@ pub fn find(store: &Store, key: &PrimaryKey, head: &RequestHead) -> Option<Arc<S
 
 /// Whether the request carries a conditional of its own.
 pub fn is_conditional(head: &RequestHead) -> bool {
-    ["if-none-match", "if-modified-since", "if-match", "if-unmodified-since"]
-        .iter()
-        .any(|name| head.header(name).is_some())
+    [
+        "if-none-match",
+        "if-modified-since",
+        "if-match",
+        "if-unmodified-since",
+    ]
+    .iter()
+    .any(|name| head.header(name).is_some())
 }
 
 /// The validators a stored response carries, in the static handler's terms.
@@ -60,7 +65,9 @@ fn validators(stored: &StoredResponse) -> Validators {
         .field("last-modified")
         .and_then(super::freshness::http_date);
     Validators {
-        etag: String::from_utf8_lossy(stored.field("etag").unwrap_or(b"")).into_owned().into(),
+        etag: String::from_utf8_lossy(stored.field("etag").unwrap_or(b""))
+            .into_owned()
+            .into(),
         last_modified: None,
         modified_secs: last_modified
             .and_then(|m| m.duration_since(UNIX_EPOCH).ok())

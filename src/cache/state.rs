@@ -25,10 +25,7 @@ impl CacheState {
         let config = config?;
         let (store, coalescer) = match previous.filter(|p| p.config.same_store(config)) {
             Some(previous) => (previous.store.clone(), Arc::clone(&previous.coalescer)),
-            None => (
-                Store::new(config.max_bytes),
-                Arc::new(Coalescer::default()),
-            ),
+            None => (Store::new(config.max_bytes), Arc::new(Coalescer::default())),
         };
         Some(CacheState {
             config: config.clone(),

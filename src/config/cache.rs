@@ -35,7 +35,12 @@ impl CacheConfig {
 }
 
 impl Validator<'_> {
-    pub(super) fn cache(&self, raw: Option<&RawCache>, routes: &[RawRoute]) -> Option<CacheConfig> {
+    pub(super) fn cache(
+        &self,
+        raw: Option<&RawCache>,
+        routes: &[RawRoute],
+        route_count: usize,
+    ) -> Option<CacheConfig> {
         let Some(raw) = raw else {
             for (i, route) in routes.iter().enumerate() {
                 if route.cache == Some(true) {
@@ -66,7 +71,12 @@ impl Validator<'_> {
             max_bytes,
             max_object_bytes,
             lock_timeout,
-            routes: routes.iter().map(|r| r.cache != Some(false)).collect(),
+            // Without routes in the file, the one implicit route caches.
+            routes: if routes.is_empty() {
+                vec![true; route_count]
+            } else {
+                routes.iter().map(|r| r.cache != Some(false)).collect()
+            },
         })
     }
 }

@@ -568,7 +568,7 @@ impl Validator<'_> {
         );
         let proxy = proxy.map(|(config, _)| config);
         let rate_limit = self.rate_limit(raw.rate_limit.as_ref(), &raw.routes, routes.len());
-        let cache = self.cache(raw.cache.as_ref(), &raw.routes);
+        let cache = self.cache(raw.cache.as_ref(), &raw.routes, routes.len());
         if static_files.is_none() && proxy.is_none() {
             self.report(
                 "static_files",

@@ -119,7 +119,10 @@ pub(super) async fn relay_response<S: Transport>(
                 .map(|name| (name, &*backend.name)),
         )
     });
-    let capture = match destination.cache.map(|fill| fill.begin(&response, response_head)) {
+    let capture = match destination
+        .cache
+        .map(|fill| fill.begin(&response, response_head))
+    {
         Some(Begun::TakeOver) => {
             // The cache answers instead (a 304 to its revalidation, a 5xx a stale entry
             // stands in for): nothing reached the client; this connection's body is unread.
@@ -241,7 +244,7 @@ struct Relay<'c, 'a, S> {
     /// Body bytes that reached the client.
     sent: u64,
     /// The body being stored by the cache, until it outgrows the object limit.
-    capture: Option<Capture>,
+    capture: Option<Box<Capture>>,
 }
 
 impl<S: Transport> Relay<'_, '_, S> {
@@ -300,7 +303,8 @@ impl<S: Transport> Relay<'_, '_, S> {
                 (decoder.as_mut(), upstream.as_plain_tcp())
             {
                 // A body being stored must pass through user space.
-                if !self.chunked && self.capture.is_none() && *remaining >= super::splice::MIN_BYTES {
+                if !self.chunked && self.capture.is_none() && *remaining >= super::splice::MIN_BYTES
+                {
                     match self.splice_rest(socket, *remaining, read_timeout).await {
                         Ok(true) => {
                             *remaining = 0;

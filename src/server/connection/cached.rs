@@ -71,7 +71,9 @@ impl<S: Transport> Connection<S> {
             match standing(&stored.cache_control, &request_cc, age, stored.lifetime) {
                 Standing::Fresh | Standing::StaleAccepted => {
                     stats::record(Event::Hit);
-                    return self.answer_stored(head, &stored, "sentinel; hit", exchange, config).await;
+                    return self
+                        .answer_stored(head, &stored, "sentinel; hit", exchange, config)
+                        .await;
                 }
                 Standing::StaleWhileRevalidate => {
                     stats::record(Event::Stale);
@@ -152,8 +154,14 @@ impl<S: Transport> Connection<S> {
                 });
                 match found {
                     Some(stored) => {
-                        self.answer_stored(head, &stored, "sentinel; hit; detail=coalesced", exchange, config)
-                            .await
+                        self.answer_stored(
+                            head,
+                            &stored,
+                            "sentinel; hit; detail=coalesced",
+                            exchange,
+                            config,
+                        )
+                        .await
                     }
                     // Not cacheable, failed, or too slow: go upstream ourselves.
                     None => {
@@ -272,7 +280,13 @@ impl<S: Transport> Connection<S> {
                     .await
             }
             Outcome::ClientGone => {
-                self.log_access(config, Some(head), super::CLIENT_CLOSED_REQUEST, 0, exchange);
+                self.log_access(
+                    config,
+                    Some(head),
+                    super::CLIENT_CLOSED_REQUEST,
+                    0,
+                    exchange,
+                );
                 Persistence::Close
             }
         }
@@ -317,7 +331,9 @@ impl<S: Transport> Connection<S> {
         }
         let body_bytes = if result.is_ok() { body.len() as u64 } else { 0 };
         self.log_access(config, Some(head), status, body_bytes, exchange);
-        exchange.persistence.and(Persistence::keep_if(result.is_ok()))
+        exchange
+            .persistence
+            .and(Persistence::keep_if(result.is_ok()))
     }
 }
 
@@ -349,7 +365,9 @@ fn same_host_target(location: &str, host: &str) -> Option<String> {
         Some(slash) => rest.split_at(slash),
         None => (rest, "/"),
     };
-    authority.eq_ignore_ascii_case(host).then(|| path.to_owned())
+    authority
+        .eq_ignore_ascii_case(host)
+        .then(|| path.to_owned())
 }
 
 /// A client stream for background refreshes: whatever the relay writes is dropped, nothing
@@ -455,7 +473,13 @@ fn spawn_refresh(
             keep_alive: false,
             response_timer: &mut timer,
         };
-        let outcome = forward(&mut client, &head, BodyDecoder::Length { remaining: 0 }, &destination).await;
+        let outcome = forward(
+            &mut client,
+            &head,
+            BodyDecoder::Length { remaining: 0 },
+            &destination,
+        )
+        .await;
         tracing::debug!(?outcome, target = %target, stored = fill.seen().stored, "background refresh done");
     });
 }
