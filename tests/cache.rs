@@ -52,8 +52,6 @@ fn wait_for_requests(backend: &Backend, count: usize) -> bool {
     false
 }
 
-const ORIGIN_DATE: &str = "Mon, 07 Dec 2026 10:00:00 GMT";
-
 #[test]
 fn a_fresh_response_is_served_from_storage_with_age_the_origin_date_and_cache_status() {
     let date = httpdate::fmt_http_date(std::time::SystemTime::now());
@@ -506,7 +504,6 @@ fn request_directives_are_honoured() {
         Some("sentinel; hit")
     );
     assert_eq!(backend.request_count(), 3);
-    let _ = ORIGIN_DATE;
 }
 
 #[test]
@@ -528,4 +525,96 @@ fn a_spray_of_distinct_urls_stays_within_max_bytes() {
     let usage = server.config.load().cache.as_ref().unwrap().store.usage();
     assert!(usage.bytes <= budget, "{usage:?}");
     assert!(usage.keys > 0 && usage.keys < 300, "{usage:?}");
+}
+
+/// A raw admin request; the status and body.
+fn admin(addr: std::net::SocketAddr, method: &str, target: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let head = format!(
+        "{method} {target} HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    (status, body)
+}
+
+#[test]
+fn the_admin_listener_dumps_and_purges_and_a_reload_keeps_the_entries() {
+    let backend = Backend::start(|seen| {
+        Reply::Send(respond(
+            "200 OK",
+            "Cache-Control: max-age=60\r\n",
+            &seen.target,
+        ))
+    });
+    let yaml = |max_bytes: u64, lock: u64| {
+        format!(
+            "server:\n  listen_addr: \"127.0.0.1:0\"\nproxy:\n  backends:\n{}\
+             cache:\n  max_bytes: {max_bytes}\n  lock_timeout_ms: {lock}\n\
+             admin:\n  listen_addr: \"127.0.0.1:0\"\nlogging:\n  level: info\n  access_log: false\n",
+            backend.yaml_entry("origin", "    ")
+        )
+    };
+    let daemon = common::daemon::Daemon::start(&yaml(1 << 20, 5000), &[]);
+    let admin_addr =
+        common::daemon::addr_in(&daemon.wait_for_log("admin listening", Duration::from_secs(10)));
+    daemon.wait_for_log("watching the config", Duration::from_secs(10));
+    let mut client = RawClient::connect(daemon.addr);
+    for path in ["/img/a", "/img/b", "/css/c"] {
+        get(&mut client, path, "");
+    }
+    assert_eq!(backend.request_count(), 3);
+    let (status, dump) = admin(admin_addr, "GET", "/admin/cache");
+    assert_eq!(status, 200);
+    assert!(
+        dump.contains("\"enabled\":true") && dump.contains("\"keys\":3"),
+        "{dump}"
+    );
+
+    // A reload that changes only the lock wait keeps every stored response.
+    let mark = daemon.log_len();
+    daemon.rewrite_config(&yaml(1 << 20, 2000));
+    daemon.wait_for_log_after(mark, "config reloaded", Duration::from_secs(10));
+    let mut client = RawClient::connect(daemon.addr);
+    assert_eq!(
+        get(&mut client, "/img/a", "").header("cache-status"),
+        Some("sentinel; hit")
+    );
+    assert_eq!(backend.request_count(), 3);
+
+    let (status, purged) = admin(
+        admin_addr,
+        "POST",
+        "/admin/cache/purge?host=site.test&prefix=/img/",
+    );
+    assert_eq!((status, purged.as_str()), (200, "{\"purged\":2}"));
+    let (_, purged) = admin(
+        admin_addr,
+        "POST",
+        "/admin/cache/purge?host=site.test&url=%2Fcss%2Fc",
+    );
+    assert_eq!(purged, "{\"purged\":1}");
+    assert_ne!(
+        get(&mut client, "/img/a", "").header("cache-status"),
+        Some("sentinel; hit")
+    );
+    assert_eq!(backend.request_count(), 4);
+    assert_eq!(admin(admin_addr, "POST", "/admin/cache/purge").0, 400);
+
+    // A new budget starts an empty store.
+    let mark = daemon.log_len();
+    daemon.rewrite_config(&yaml(2 << 20, 2000));
+    daemon.wait_for_log_after(mark, "config reloaded", Duration::from_secs(10));
+    let (_, dump) = admin(admin_addr, "GET", "/admin/cache");
+    assert!(dump.contains("\"keys\":0"), "{dump}");
 }
