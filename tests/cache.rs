@@ -580,6 +580,17 @@ fn the_admin_listener_dumps_and_purges_and_a_reload_keeps_the_entries() {
         dump.contains("\"enabled\":true") && dump.contains("\"keys\":3"),
         "{dump}"
     );
+    get(&mut client, "/img/a", "");
+    let (status, metrics) = admin(admin_addr, "GET", "/metrics");
+    assert_eq!(status, 200);
+    for family in [
+        "sentinel_cache_requests_total{result=\"hit\"}",
+        "sentinel_cache_requests_total{result=\"miss\"}",
+        "sentinel_cache_stored_responses_total",
+        "sentinel_cache_bytes{kind=\"max\"} 1048576",
+    ] {
+        assert!(metrics.contains(family), "no {family} in\n{metrics}");
+    }
 
     // A reload that changes only the lock wait keeps every stored response.
     let mark = daemon.log_len();
@@ -617,4 +628,87 @@ fn the_admin_listener_dumps_and_purges_and_a_reload_keeps_the_entries() {
     daemon.wait_for_log_after(mark, "config reloaded", Duration::from_secs(10));
     let (_, dump) = admin(admin_addr, "GET", "/admin/cache");
     assert!(dump.contains("\"keys\":0"), "{dump}");
+}
+
+#[test]
+fn a_head_answer_never_fills_a_get_entry_and_a_204_is_stored_whole() {
+    let backend = Backend::start(|seen| match seen.target.as_str() {
+        "/empty" => {
+            Reply::Send(b"HTTP/1.1 204 No Content\r\nCache-Control: max-age=60\r\n\r\n".to_vec())
+        }
+        _ => Reply::Send(respond(
+            "200 OK",
+            "Cache-Control: max-age=60\r\n",
+            "full body",
+        )),
+    });
+    let server = cached_proxy(&backend, CACHE, "");
+    let mut client = server.connect();
+    client.send(b"HEAD /h HTTP/1.1\r\nHost: site.test\r\n\r\n");
+    let head = client.read_response_to(true);
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+    let full = get(&mut client, "/h", "");
+    assert_eq!(full.body_text(), "full body");
+    assert_eq!(backend.request_count(), 2);
+    assert_eq!(
+        get(&mut client, "/h", "").header("cache-status"),
+        Some("sentinel; hit")
+    );
+
+    assert_eq!(get(&mut client, "/empty", "").status, 204);
+    let hit = get(&mut client, "/empty", "");
+    assert_eq!(hit.status, 204);
+    assert_eq!(hit.header("cache-status"), Some("sentinel; hit"));
+    assert_eq!(backend.request_count(), 3);
+}
+
+/// The resident set of process `pid`, in KiB (Linux).
+#[cfg(target_os = "linux")]
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn the_process_stays_within_max_bytes_under_a_spray_of_distinct_urls() {
+    let body = "s".repeat(32 * 1024);
+    let backend = Backend::start(move |_| {
+        Reply::Send(respond("200 OK", "Cache-Control: max-age=600\r\n", &body))
+    });
+    let budget: u64 = 16 << 20;
+    let yaml = format!(
+        "server:\n  listen_addr: \"127.0.0.1:0\"\nproxy:\n  backends:\n{}\
+         cache:\n  max_bytes: {budget}\nlogging:\n  level: info\n  access_log: false\n",
+        backend.yaml_entry("origin", "    ")
+    );
+    let daemon = common::daemon::Daemon::start(&yaml, &[]);
+    for i in 0..100 {
+        get(
+            &mut RawClient::connect(daemon.addr),
+            &format!("/warm/{i}"),
+            "",
+        );
+    }
+    let mut client = RawClient::connect(daemon.addr);
+    let before = rss_kib(daemon.pid());
+    // 4000 × 32 KiB = 125 MiB offered to a 16 MiB budget.
+    for i in 0..4000 {
+        // New connections now and then: a connection serves a bounded number of requests.
+        if i % 50 == 0 {
+            client = RawClient::connect(daemon.addr);
+        }
+        assert_eq!(get(&mut client, &format!("/spray/{i}"), "").status, 200);
+    }
+    let grown_kib = rss_kib(daemon.pid()).saturating_sub(before);
+    assert!(
+        grown_kib < (budget >> 10) + 32 * 1024,
+        "grew {grown_kib} KiB for a {budget}-byte budget"
+    );
+    assert_eq!(backend.request_count(), 4100);
 }

@@ -133,6 +133,53 @@ fn percent_decode(value: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// The cache's families for `/metrics`, read at scrape time: requests by what the cache did
+/// with them, responses stored, and the bytes held. Nothing when the cache is off.
+#[derive(Debug)]
+pub struct CacheCounters(pub std::sync::Arc<Snapshot>);
+
+impl prometheus_client::collector::Collector for CacheCounters {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        let Some(cache) = &self.0.cache else {
+            return Ok(());
+        };
+        let counts = crate::cache::stats::counts();
+        crate::metrics::encode_counters(
+            &mut encoder,
+            "sentinel_cache_requests",
+            "Requests on caching routes by what the cache did: hit (served from storage), miss \
+             (forwarded), stale (served stale, revalidated, or stood in for a failure).",
+            None,
+            [
+                ([("result", "hit")], counts.hits),
+                ([("result", "miss")], counts.misses),
+                ([("result", "stale")], counts.stale),
+            ],
+        )?;
+        crate::metrics::encode_counters(
+            &mut encoder,
+            "sentinel_cache_stored_responses",
+            "Responses stored in the cache.",
+            None,
+            [([("cache", "memory")], counts.stored)],
+        )?;
+        let usage = cache.store.usage();
+        crate::metrics::encode_gauges(
+            &mut encoder,
+            "sentinel_cache_bytes",
+            "Bytes the cache holds (bodies, fields, keys), against cache.max_bytes.",
+            None,
+            [
+                ([("kind", "used")], usage.bytes as i64),
+                ([("kind", "max")], usage.max_bytes as i64),
+            ],
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

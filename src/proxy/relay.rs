@@ -149,6 +149,10 @@ pub(super) async fn relay_response<S: Transport>(
         let sent =
             write_all_with_progress(client.stream, &mut &out[..], client.limits.write_timeout)
                 .await;
+        // A bodyless answer to a GET (204, say) is stored whole once it is out.
+        if let (Some(fill), Some(capture), true) = (destination.cache, capture, sent.is_ok()) {
+            fill.complete(capture);
+        }
         // A bodyless response leaves the connection clean only if nothing followed it.
         if buf.is_empty() && response.keeps_alive() {
             backend.pool.put(upstream);

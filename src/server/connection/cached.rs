@@ -128,9 +128,9 @@ impl<S: Transport> Connection<S> {
         }
         stats::record(Event::Miss);
         let fill = Fill::new(head, &cache.store, key.clone(), max_object);
-        // Partial and conditional requests are forwarded as they are, not coalesced: their
-        // answers (206, 304) are not stored.
-        if head.header("range").is_some() || serve::is_conditional(head) {
+        // HEAD, partial and conditional requests are forwarded as they are, not coalesced:
+        // their answers (no body, 206, 304) are not stored.
+        if method == Method::Head || head.header("range").is_some() || serve::is_conditional(head) {
             return self
                 .forward_filling(head, decoder, destination, exchange, config, &fill)
                 .await;
