@@ -712,3 +712,38 @@ fn the_process_stays_within_max_bytes_under_a_spray_of_distinct_urls() {
     );
     assert_eq!(backend.request_count(), 4100);
 }
+
+#[test]
+fn a_storm_on_a_key_that_went_stale_sends_one_revalidation() {
+    let backend = Backend::start(|seen| {
+        if seen.header("if-none-match").is_some() {
+            std::thread::sleep(Duration::from_millis(300));
+            return Reply::Send(
+                b"HTTP/1.1 304 Not Modified\r\nETag: \"s\"\r\nCache-Control: max-age=60\r\n\r\n"
+                    .to_vec(),
+            );
+        }
+        Reply::Send(respond(
+            "200 OK",
+            "Cache-Control: max-age=0\r\nETag: \"s\"\r\n",
+            "storm",
+        ))
+    });
+    let server = cached_proxy(&backend, CACHE, "");
+    assert_eq!(
+        get(&mut server.connect(), "/storm", "").body_text(),
+        "storm"
+    );
+    let addr = server.addr;
+    let clients: Vec<_> = (0..16)
+        .map(|_| std::thread::spawn(move || get(&mut RawClient::connect(addr), "/storm", "")))
+        .collect();
+    for client in clients {
+        let response = client.join().unwrap();
+        assert_eq!(
+            (response.status, response.body_text().as_str()),
+            (200, "storm")
+        );
+    }
+    assert_eq!(backend.request_count(), 2);
+}

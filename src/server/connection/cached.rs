@@ -10,6 +10,7 @@ use std::time::SystemTime;
 
 use super::{Connection, Exchange};
 use crate::cache::coalesce::Turn;
+use crate::cache::directives::CacheControl;
 use crate::cache::fill::{Fill, TakenOver};
 use crate::cache::freshness::{may_serve_on_error, standing, Standing};
 use crate::cache::key::PrimaryKey;
@@ -113,6 +114,24 @@ impl<S: Transport> Connection<S> {
                         fill.stale_on_error = Some(Arc::clone(&stored));
                     }
                     stats::record(Event::Stale);
+                    // A storm on a key that just went stale sends one revalidation.
+                    if method == Method::Get
+                        && head.header("range").is_none()
+                        && !serve::is_conditional(head)
+                    {
+                        return self
+                            .forward_coalesced(
+                                head,
+                                decoder,
+                                destination,
+                                exchange,
+                                config,
+                                cache,
+                                &request_cc,
+                                &fill,
+                            )
+                            .await;
+                    }
                     return self
                         .forward_filling(head, decoder, destination, exchange, config, &fill)
                         .await;
@@ -135,20 +154,49 @@ impl<S: Transport> Connection<S> {
                 .forward_filling(head, decoder, destination, exchange, config, &fill)
                 .await;
         }
-        match cache.coalescer.join(&key) {
+        self.forward_coalesced(
+            head,
+            decoder,
+            destination,
+            exchange,
+            config,
+            cache,
+            &request_cc,
+            &fill,
+        )
+        .await
+    }
+
+    /// Forward a GET as the one request upstream for its key, or wait (bounded) for the
+    /// request already there and answer from what it stored; when it stored nothing usable
+    /// (uncacheable, failed, too slow), go upstream after all.
+    #[allow(clippy::too_many_arguments)]
+    async fn forward_coalesced(
+        &mut self,
+        head: &RequestHead,
+        decoder: BodyDecoder,
+        destination: &Destination<'_>,
+        exchange: &mut Exchange,
+        config: &Config,
+        cache: &CacheState,
+        request_cc: &CacheControl,
+        fill: &Fill<'_>,
+    ) -> Persistence {
+        let key = &fill.key;
+        match cache.coalescer.join(key) {
             Turn::Leader(guard) => {
                 let persistence = self
-                    .forward_filling(head, decoder, destination, exchange, config, &fill)
+                    .forward_filling(head, decoder, destination, exchange, config, fill)
                     .await;
                 drop(guard);
                 persistence
             }
             Turn::Follower(follower) => {
                 follower.wait(cache.config.lock_timeout).await;
-                let found = find(&cache.store, &key, head).filter(|stored| {
+                let found = find(&cache.store, key, head).filter(|stored| {
                     let age = stored.age(SystemTime::now());
                     matches!(
-                        standing(&stored.cache_control, &request_cc, age, stored.lifetime),
+                        standing(&stored.cache_control, request_cc, age, stored.lifetime),
                         Standing::Fresh | Standing::StaleAccepted
                     )
                 });
@@ -165,7 +213,7 @@ impl<S: Transport> Connection<S> {
                     }
                     // Not cacheable, failed, or too slow: go upstream ourselves.
                     None => {
-                        self.forward_filling(head, decoder, destination, exchange, config, &fill)
+                        self.forward_filling(head, decoder, destination, exchange, config, fill)
                             .await
                     }
                 }
