@@ -293,8 +293,10 @@ impl<S: Transport> Connection<S> {
                     });
                     if let (Some(cache), Some(route_index)) = (caching, route_index) {
                         let refresh = cached::RefreshRoute { route: route_index };
-                        return self
-                            .serve_with_cache(
+                        // Boxed, as the proxy is: inline, the cache's state would size every
+                        // connection's task, idle or not.
+                        return Box::pin(
+                            self.serve_with_cache(
                                 &head,
                                 decoder,
                                 &destination,
@@ -304,8 +306,9 @@ impl<S: Transport> Connection<S> {
                                 cache,
                                 refresh,
                             )
-                            .instrument(request_span)
-                            .await;
+                            .instrument(request_span),
+                        )
+                        .await;
                     }
                     return self
                         .serve_proxied(&head, decoder, &destination, &mut exchange, config)
