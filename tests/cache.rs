@@ -385,14 +385,15 @@ fn stale_if_error_serves_the_stale_entry_when_the_origin_fails() {
     let calls = Arc::new(AtomicUsize::new(0));
     let counted = Arc::clone(&calls);
     let backend = Backend::start(move |_| {
-        if counted.fetch_add(1, Ordering::SeqCst) == 0 {
-            Reply::Send(respond(
+        match counted.fetch_add(1, Ordering::SeqCst) {
+            0 => Reply::Send(respond(
                 "200 OK",
                 "Cache-Control: max-age=0, stale-if-error=60\r\n",
                 "stale-but-fine",
-            ))
-        } else {
-            Reply::Send(respond("503 Service Unavailable", "", "down"))
+            )),
+            1 => Reply::Send(respond("503 Service Unavailable", "", "down")),
+            // Then the origin fails outright: no response at all.
+            _ => Reply::Close,
         }
     });
     let server = cached_proxy(&backend, CACHE, "");
@@ -404,6 +405,19 @@ fn stale_if_error_serves_the_stale_entry_when_the_origin_fails() {
     let status = rescued.header("cache-status").unwrap_or_default();
     assert!(status.starts_with("sentinel; fwd=stale"), "{status}");
     assert_eq!(backend.request_count(), 2);
+    let mut client = server.connect();
+    let rescued = get(&mut client, "/e", "");
+    assert_eq!(
+        (rescued.status, rescued.body_text().as_str()),
+        (200, "stale-but-fine")
+    );
+    assert_eq!(
+        rescued.header("cache-status"),
+        Some("sentinel; fwd=stale; detail=stale-if-error")
+    );
+    // Without the directive's window the client gets the failure.
+    let strict = get(&mut client, "/e", "Cache-Control: stale-if-error=0\r\n");
+    assert_ne!(strict.body_text(), "stale-but-fine");
 }
 
 #[test]

@@ -180,3 +180,92 @@ pub fn encode_answer(
     put_framing_and_connection(dst, framing, connection);
     part.filter(|_| !status.is_bodyless())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::cache::freshness::ResponseTimes;
+    use crate::http::parser::{parse_request, ParseLimits, Status};
+    use crate::http::request::Version;
+
+    fn head(extra: &str) -> RequestHead {
+        let raw = Bytes::from(format!("GET /r HTTP/1.1\r\nHost: h\r\n{extra}\r\n"));
+        match parse_request(&raw, &ParseLimits::default()).unwrap() {
+            Status::Complete(parsed, used) => RequestHead::new(raw.slice(..used), parsed),
+            Status::Partial => panic!("whole head"),
+        }
+    }
+
+    fn stored(now: SystemTime) -> StoredResponse {
+        let date = b"Mon, 07 Dec 2026 10:00:00 GMT";
+        StoredResponse {
+            status: 200,
+            fields: vec![
+                ("Date".into(), date.as_slice().into()),
+                ("ETag".into(), b"\"v\"".as_slice().into()),
+            ],
+            body: Bytes::from_static(b"0123456789"),
+            times: ResponseTimes::new(now, now, Some(date), Some(b"5")),
+            lifetime: Duration::from_secs(60),
+            cache_control: CacheControl::default(),
+            vary: Vec::new(),
+            secondary: Vec::new(),
+        }
+    }
+
+    fn answer(extra: &str) -> (String, Option<BodyPart>) {
+        let now = SystemTime::now();
+        let mut dst = BytesMut::new();
+        let connection = ConnectionState {
+            request_version: Version::Http11,
+            keep_alive: true,
+        };
+        let part = encode_answer(
+            &mut dst,
+            &head(extra),
+            &stored(now),
+            now,
+            "sentinel; hit",
+            connection,
+        );
+        (String::from_utf8(dst.to_vec()).unwrap(), part)
+    }
+
+    #[test]
+    fn a_hit_keeps_the_origin_date_and_carries_age_and_cache_status() {
+        let (text, part) = answer("");
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(
+            text.contains("Date: Mon, 07 Dec 2026 10:00:00 GMT\r\n"),
+            "{text}"
+        );
+        assert_eq!(text.matches("Date:").count(), 1, "{text}");
+        // The Date is in the past: its apparent age wins over the Age field.
+        assert!(text.contains("\r\nAge: "), "{text}");
+        assert!(!text.contains("Age: 0\r\n"), "{text}");
+        assert!(text.contains("Cache-Status: sentinel; hit\r\n"), "{text}");
+        assert!(text.contains("Content-Length: 10\r\n"), "{text}");
+        assert_eq!(part, Some(BodyPart { start: 0, end: 10 }));
+    }
+
+    #[test]
+    fn a_matching_conditional_gets_304_and_a_range_206_or_416() {
+        let (text, part) = answer("If-None-Match: W/\"v\"\r\n");
+        assert!(text.starts_with("HTTP/1.1 304 "), "{text}");
+        assert_eq!(part, None);
+        let (text, part) = answer("Range: bytes=-3\r\n");
+        assert!(text.starts_with("HTTP/1.1 206 "), "{text}");
+        assert!(text.contains("Content-Range: bytes 7-9/10\r\n"), "{text}");
+        assert_eq!(part, Some(BodyPart { start: 7, end: 10 }));
+        let (text, _) = answer("Range: bytes=20-\r\n");
+        assert!(text.starts_with("HTTP/1.1 416 "), "{text}");
+        assert!(text.contains("Content-Range: bytes */10\r\n"), "{text}");
+        // An If-Range that no longer matches gets the whole response.
+        let (text, _) = answer("Range: bytes=0-1\r\nIf-Range: \"old\"\r\n");
+        assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
+    }
+}
