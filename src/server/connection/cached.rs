@@ -373,7 +373,13 @@ impl<S: Transport> Connection<S> {
             _ => &[][..],
         };
         let write_timeout = config.server.limits.write_timeout;
-        let result = self.flush_with_body(body, write_timeout).await;
+        // A small body goes behind the head in one write, as local answers do.
+        let result = if body.len() <= super::INLINE_BODY_BYTES {
+            self.write_buf.extend_from_slice(body);
+            self.flush_write_buf(write_timeout).await
+        } else {
+            self.flush_with_body(body, write_timeout).await
+        };
         if let Err(error) = &result {
             tracing::debug!(%error, "response write failed");
         }
