@@ -80,3 +80,46 @@ impl Validator<'_> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use crate::config::Config;
+    use crate::limits::{DEFAULT_CACHE_MAX_BYTES, DEFAULT_CACHE_MAX_OBJECT_BYTES};
+
+    fn parse(extra: &str) -> Result<Config, String> {
+        let yaml = format!(
+            "server: {{}}\nproxy:\n  backends:\n    - name: a\n      address: \"127.0.0.1:1\"\n{extra}"
+        );
+        Config::from_yaml(&yaml, Path::new("test.yaml"), Path::new(".")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_route_switches_and_refusals() {
+        assert!(parse("").unwrap().cache.is_none());
+        let cache = parse("cache: {}\n").unwrap().cache.unwrap();
+        assert_eq!(cache.max_bytes, DEFAULT_CACHE_MAX_BYTES);
+        assert_eq!(cache.max_object_bytes, DEFAULT_CACHE_MAX_OBJECT_BYTES);
+        assert_eq!(cache.lock_timeout, Duration::from_secs(5));
+        assert!(cache.route_enabled(0), "the implicit route caches");
+        let routes = "routes:\n  - path_prefix: /api\n    upstream: default\n    cache: false\n  \
+                      - path_prefix: /\n    upstream: default\n    cache: true\n";
+        let cache = parse(&format!("cache:\n  max_bytes: 1000\n{routes}"))
+            .unwrap()
+            .cache
+            .unwrap();
+        assert_eq!(cache.routes, vec![false, true]);
+        assert_eq!(cache.max_object_bytes, 1000, "capped at the whole budget");
+        let error = parse(routes).unwrap_err();
+        assert!(error.contains("routes[1].cache"), "{error}");
+        for bad in [
+            "cache:\n  max_bytes: 0\n",
+            "cache:\n  lock_timeout_ms: 600000\n",
+            "cache:\n  size: 1\n",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+}
