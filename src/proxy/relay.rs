@@ -125,7 +125,11 @@ pub(super) async fn relay_response<S: Transport>(
     {
         Some(Begun::TakeOver) => {
             // The cache answers instead (a 304 to its revalidation, a 5xx a stale entry
-            // stands in for): nothing reached the client; this connection's body is unread.
+            // stands in for): nothing reached the client. A bodyless 304 leaves the
+            // connection clean; a 5xx's body is unread, so that connection goes.
+            if response.status.is_bodyless() && buf.len() == head_len && response.keeps_alive() {
+                backend.pool.put(upstream);
+            }
             return Outcome::Responded {
                 status: response.status,
                 body_bytes: 0,
