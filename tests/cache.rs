@@ -767,3 +767,28 @@ fn a_storm_on_a_key_that_went_stale_sends_one_revalidation() {
     }
     assert_eq!(backend.request_count(), 2);
 }
+
+#[test]
+fn max_stale_accepts_a_stale_entry_and_min_fresh_refuses_an_aging_one() {
+    let backend = Backend::start(|seen| {
+        let fields = if seen.target == "/stale" {
+            "Cache-Control: max-age=0\r\n"
+        } else {
+            "Cache-Control: max-age=60\r\n"
+        };
+        Reply::Send(respond("200 OK", fields, "x"))
+    });
+    let server = cached_proxy(&backend, CACHE, "");
+    let mut client = server.connect();
+    get(&mut client, "/stale", "");
+    let accepted = get(&mut client, "/stale", "Cache-Control: max-stale=60\r\n");
+    assert_eq!(accepted.header("cache-status"), Some("sentinel; hit"));
+    assert_eq!(backend.request_count(), 1);
+    // Without max-stale the stale entry (no validator) is fetched again.
+    get(&mut client, "/stale", "");
+    assert_eq!(backend.request_count(), 2);
+    get(&mut client, "/fresh", "");
+    let refused = get(&mut client, "/fresh", "Cache-Control: min-fresh=120\r\n");
+    assert_ne!(refused.header("cache-status"), Some("sentinel; hit"));
+    assert_eq!(backend.request_count(), 4);
+}
