@@ -338,3 +338,16 @@ pub const MAX_FORWARDED_FOR_LINES: usize = 16;
 /// The whole of `sentinel --probe URL` (connect, ask, read the head). Breach: the probe fails
 /// (exit 1), as a health check must when the server does not answer.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+// Response cache (`cache`, issue 19).
+/// Memory for every stored response (`cache.max_bytes`): bodies, heads and keys. Breach:
+/// the least valuable entries are evicted (TinyLFU admission, LRU order).
+pub const DEFAULT_CACHE_MAX_BYTES: u64 = 256 * 1024 * 1024;
+/// Largest response stored (`cache.max_object_bytes`). Breach: the response streams through
+/// to the client intact and is not stored.
+pub const DEFAULT_CACHE_MAX_OBJECT_BYTES: u64 = 8 * 1024 * 1024;
+/// Longest a miss waits for a concurrent miss on the same key (`cache.lock_timeout_ms`), as
+/// nginx's `proxy_cache_lock_timeout`. Breach: the waiting request goes upstream itself.
+pub const DEFAULT_CACHE_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Highest accepted `cache.lock_timeout_ms`.
+pub const MAX_CACHE_LOCK_TIMEOUT: Duration = Duration::from_secs(60);

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::cache::state::CacheState;
 use crate::config::Config;
 use crate::metrics::{GroupSeries, RouteSeries};
 use crate::proxy::upstream::{start_health_checks, Upstream};
@@ -26,6 +27,8 @@ pub struct Snapshot {
     pub file_cache: Option<Arc<FileCache>>,
     /// Rate limits and their clients' state, when any limit is configured.
     pub rate_limits: Option<Arc<RateLimits>>,
+    /// The response cache's store and misses in flight, when `cache` is configured.
+    pub cache: Option<Arc<CacheState>>,
     /// Each route's metrics series, at its index in `config.routes`; empty when metrics
     /// are off.
     route_series: Vec<Option<RouteSeries>>,
@@ -79,11 +82,18 @@ impl Snapshot {
             previous.and_then(|p| p.rate_limits.as_deref()),
         )
         .map(Arc::new);
+        // The same budgets keep the stored responses.
+        let cache = CacheState::build(
+            config.cache.as_ref(),
+            previous.and_then(|p| p.cache.as_deref()),
+        )
+        .map(Arc::new);
         Snapshot {
             config,
             upstreams,
             file_cache,
             rate_limits,
+            cache,
             route_series,
         }
     }
@@ -159,5 +169,55 @@ mod tests {
             assert_eq!(snapshot.route_series(None), None);
             assert!(snapshot.upstreams[0].metrics.is_none());
         }
+    }
+
+    #[test]
+    fn a_reload_keeps_the_stored_responses_only_when_the_cache_budgets_did_not_change() {
+        use crate::cache::key::PrimaryKey;
+        let cached = |cache: &str, route_cache: &str| {
+            let yaml = format!(
+                "server: {{}}\nproxy:\n  backends:\n    - name: a\n      address: \"127.0.0.1:1\"\n\
+                 routes:\n  - path_prefix: /api\n    upstream: default\n{route_cache}{cache}"
+            );
+            Config::from_yaml(&yaml, Path::new("test.yaml"), Path::new(".")).unwrap()
+        };
+        let first = Snapshot::new(cached("cache:\n  max_bytes: 1000000\n", ""), None);
+        let state = first.cache.as_ref().expect("cache on");
+        assert!(state.config.route_enabled(0));
+        let key = PrimaryKey::new("h", "/api/x");
+        let now = std::time::SystemTime::now();
+        state.store.insert(
+            key.clone(),
+            crate::cache::store::StoredResponse {
+                status: 200,
+                fields: Vec::new(),
+                body: bytes::Bytes::from_static(b"x"),
+                times: crate::cache::freshness::ResponseTimes::new(now, now, None, None),
+                lifetime: std::time::Duration::from_secs(60),
+                cache_control: Default::default(),
+                vary: Vec::new(),
+                secondary: Vec::new(),
+            },
+        );
+        let none = |_: &[Box<str>]| Vec::new();
+        // Only a route switch changed: the entries stay.
+        let second = Snapshot::new(
+            cached("cache:\n  max_bytes: 1000000\n", "    cache: false\n"),
+            Some(&first),
+        );
+        let kept = second.cache.as_ref().unwrap();
+        assert!(!kept.config.route_enabled(0));
+        assert!(kept.store.lookup(&key, none).is_some());
+        // A new budget: a new, empty store.
+        let third = Snapshot::new(cached("cache:\n  max_bytes: 2000000\n", ""), Some(&second));
+        assert!(third
+            .cache
+            .as_ref()
+            .unwrap()
+            .store
+            .lookup(&key, none)
+            .is_none());
+        // No section: no cache.
+        assert!(Snapshot::new(cached("", ""), Some(&third)).cache.is_none());
     }
 }

@@ -65,6 +65,7 @@ pub fn render(snapshot: Arc<Snapshot>, format: Format) -> Result<String, std::fm
         crate::metrics::global(),
     ))));
     registry.register_collector(Box::new(BackendGauges(Arc::clone(&snapshot))));
+    registry.register_collector(Box::new(super::cache::CacheCounters(Arc::clone(&snapshot))));
     registry.register_collector(Box::new(RateLimitCounters(snapshot)));
     registry.register_collector(Box::new(ProcessMetrics));
     let mut out = String::with_capacity(16 * 1024);

@@ -13,6 +13,7 @@
 
 mod auth;
 mod backend_gauges;
+mod cache;
 mod exposition;
 mod rate_limit_counters;
 
@@ -273,6 +274,9 @@ fn route(head: &RequestHead, state: &AdminState) -> Response {
     if !is_probe && !auth::is_authorized(head, token) {
         return text(StatusCode::UNAUTHORIZED, "unauthorized\n")
             .with_header("WWW-Authenticate", "Bearer");
+    }
+    if cache::owns(path) {
+        return cache::route(head, path, &snapshot);
     }
     if !ENDPOINTS.contains(&path) {
         return text(StatusCode::NOT_FOUND, "not found\n");

@@ -5,7 +5,11 @@
 
 pub mod coalesce;
 pub mod directives;
+pub mod fill;
 pub mod freshness;
 pub mod key;
+pub mod serve;
+pub mod state;
+pub mod stats;
 pub mod storable;
 pub mod store;

@@ -3,6 +3,7 @@
 //! every error names the file, the key and, where it can be found, the line.
 
 mod backend_tls;
+mod cache;
 mod locate;
 mod proxy;
 mod ratelimit;
@@ -13,6 +14,7 @@ mod upstream;
 mod yaml;
 
 pub use backend_tls::{BackendTls, TlsRoots};
+pub use cache::CacheConfig;
 pub use proxy::{
     BackendConfig, ProxyConfig, RouteConfig, RouteTarget, DEFAULT_UPSTREAM, UNROUTED_NAME,
 };
@@ -234,6 +236,8 @@ pub struct Config {
     pub warnings: Vec<String>,
     /// Request rates per client; see `RateLimitConfig::is_enabled`.
     pub rate_limit: RateLimitConfig,
+    /// The response cache; off when `None`.
+    pub cache: Option<CacheConfig>,
 }
 
 /// Where and how the admin endpoints are served (`admin`).
@@ -569,6 +573,7 @@ impl Validator<'_> {
         );
         let proxy = proxy.map(|(config, _)| config);
         let rate_limit = self.rate_limit(raw.rate_limit.as_ref(), &raw.routes, routes.len());
+        let cache = self.cache(raw.cache.as_ref(), &raw.routes, routes.len());
         if static_files.is_none() && proxy.is_none() {
             self.report(
                 "static_files",
@@ -613,6 +618,7 @@ impl Validator<'_> {
             // Filled in by `Config::parse` once validation is over.
             warnings: Vec::new(),
             rate_limit,
+            cache,
         };
         match ConfigError::from_all(self.path, self.errors.take()) {
             None => Ok(config),

@@ -31,6 +31,8 @@ pub(super) struct RawConfig {
     pub logging: RawLogging,
     #[serde(default)]
     pub rate_limit: Option<RawRateLimit>,
+    #[serde(default)]
+    pub cache: Option<RawCache>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -616,6 +618,8 @@ pub(super) struct RawRoute {
     /// Absent: the default limit; `false` or empty: none; a mapping: a limit of its own.
     #[serde(default)]
     pub rate_limit: RawRouteLimit,
+    /// `false`: this route's responses are never stored nor served from the cache.
+    pub cache: Option<bool>,
 }
 
 fn default_path_prefix() -> String {
@@ -725,4 +729,28 @@ impl<'de> Deserialize<'de> for RawRouteLimit {
 
         deserializer.deserialize_any(RouteLimitVisitor)
     }
+}
+
+/// `cache`: the response cache (off when absent).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCache {
+    #[serde(default = "default_response_cache_max_bytes")]
+    pub max_bytes: u64,
+    #[serde(default = "default_response_cache_max_object_bytes")]
+    pub max_object_bytes: u64,
+    #[serde(default = "default_response_cache_lock_timeout_ms")]
+    pub lock_timeout_ms: u64,
+}
+
+fn default_response_cache_max_bytes() -> u64 {
+    limits::DEFAULT_CACHE_MAX_BYTES
+}
+
+fn default_response_cache_max_object_bytes() -> u64 {
+    limits::DEFAULT_CACHE_MAX_OBJECT_BYTES
+}
+
+fn default_response_cache_lock_timeout_ms() -> u64 {
+    millis(limits::DEFAULT_CACHE_LOCK_TIMEOUT)
 }

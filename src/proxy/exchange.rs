@@ -42,6 +42,8 @@ pub struct Destination<'a> {
     pub response_limits: ResponseLimits,
     /// Response header naming the backend, when configured.
     pub backend_header: Option<&'a str>,
+    /// The response cache's part in this request (`None`: the route does not cache).
+    pub cache: Option<&'a crate::cache::fill::Fill<'a>>,
 }
 
 /// How a forwarded request ended, for the connection to act on and log.

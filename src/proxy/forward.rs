@@ -308,6 +308,9 @@ async fn exchange<S: Transport>(
             scheme: client.stream.scheme(),
         },
     );
+    if let Some(fill) = destination.cache {
+        fill.add_request_fields(&mut out);
+    }
     let send_timeout = route.send_timeout;
     if body.is_done() {
         send_staged(&mut upstream, &mut out, send_timeout).await?;

@@ -14,6 +14,7 @@ use super::headers::encode_response_head;
 use super::log_limit::admit_failure;
 use super::stream::UpstreamStream;
 use super::upstream::Attempt;
+use crate::cache::fill::{Begun, Capture};
 use crate::http::body::{BodyDecoder, BodyLimits, ChunkedDecoder, Step};
 use crate::http::date::with_http_date;
 use crate::http::persistence::Persistence;
@@ -118,6 +119,33 @@ pub(super) async fn relay_response<S: Transport>(
                 .map(|name| (name, &*backend.name)),
         )
     });
+    let capture = match destination
+        .cache
+        .map(|fill| fill.begin(&response, response_head))
+    {
+        Some(Begun::TakeOver) => {
+            // The cache answers instead (a 304 to its revalidation, a 5xx a stale entry
+            // stands in for): nothing reached the client. A bodyless 304 leaves the
+            // connection clean; a 5xx's body is unread, so that connection goes.
+            if response.status.is_bodyless() && buf.len() == head_len && response.keeps_alive() {
+                backend.pool.put(upstream);
+            }
+            return Outcome::Responded {
+                status: response.status,
+                body_bytes: 0,
+                persistence: Persistence::keep_if(keep_alive),
+                backend: Arc::clone(&backend.name),
+            };
+        }
+        Some(Begun::Relay {
+            cache_status,
+            capture,
+        }) => {
+            insert_after_status_line(&mut out, &cache_status);
+            capture
+        }
+        None => None,
+    };
     buf.advance(head_len);
     let status = response.status;
     let backend_name = Arc::clone(&backend.name);
@@ -125,6 +153,10 @@ pub(super) async fn relay_response<S: Transport>(
         let sent =
             write_all_with_progress(client.stream, &mut &out[..], client.limits.write_timeout)
                 .await;
+        // A bodyless answer to a GET (204, say) is stored whole once it is out.
+        if let (Some(fill), Some(capture), true) = (destination.cache, capture, sent.is_ok()) {
+            fill.complete(capture);
+        }
         // A bodyless response leaves the connection clean only if nothing followed it.
         if buf.is_empty() && response.keeps_alive() {
             backend.pool.put(upstream);
@@ -141,6 +173,7 @@ pub(super) async fn relay_response<S: Transport>(
         out,
         chunked: framings.client == ResponseFraming::Chunked,
         sent: 0,
+        capture,
     };
     let finished = relay
         .body(
@@ -153,6 +186,9 @@ pub(super) async fn relay_response<S: Transport>(
     let body_bytes = relay.sent;
     match finished {
         Ok(()) => {
+            if let (Some(fill), Some(capture)) = (destination.cache, relay.capture.take()) {
+                fill.complete(capture);
+            }
             if buf.is_empty()
                 && response.keeps_alive()
                 && upstream_framing != DeclaredFraming::UntilClose
@@ -191,6 +227,17 @@ pub(super) async fn relay_response<S: Transport>(
     }
 }
 
+/// Put the cache's `Cache-Status` line right after the status line of the staged head.
+fn insert_after_status_line(out: &mut BytesMut, line: &[u8]) {
+    let Some(end) = out.windows(2).position(|w| w == b"\r\n") else {
+        return;
+    };
+    let rest = out.split_off(end + 2);
+    out.reserve(line.len() + rest.len());
+    out.put_slice(line);
+    out.put_slice(&rest);
+}
+
 enum RelayError {
     Upstream(io::Error),
     Client(io::Error),
@@ -204,6 +251,8 @@ struct Relay<'c, 'a, S> {
     chunked: bool,
     /// Body bytes that reached the client.
     sent: u64,
+    /// The body being stored by the cache, until it outgrows the object limit.
+    capture: Option<Box<Capture>>,
 }
 
 impl<S: Transport> Relay<'_, '_, S> {
@@ -240,6 +289,11 @@ impl<S: Transport> Relay<'_, '_, S> {
             };
             match step {
                 Step::Data { start, end } => {
+                    if let Some(capture) = self.capture.as_mut() {
+                        if !capture.push(&buf[start..end]) {
+                            self.capture = None;
+                        }
+                    }
                     self.send(&buf[start..end]).await?;
                     buf.advance(end);
                     continue;
@@ -256,7 +310,9 @@ impl<S: Transport> Relay<'_, '_, S> {
             if let (Some(BodyDecoder::Length { remaining }), Some(socket)) =
                 (decoder.as_mut(), upstream.as_plain_tcp())
             {
-                if !self.chunked && *remaining >= super::splice::MIN_BYTES {
+                // A body being stored must pass through user space.
+                if !self.chunked && self.capture.is_none() && *remaining >= super::splice::MIN_BYTES
+                {
                     match self.splice_rest(socket, *remaining, read_timeout).await {
                         Ok(true) => {
                             *remaining = 0;

@@ -13,6 +13,8 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tracing::Instrument;
 
+mod cached;
+
 use crate::buffer_pool;
 use crate::config::{Config, ConnectionLimits};
 use crate::fault::Fault;
@@ -286,7 +288,30 @@ impl<S: Transport> Connection<S> {
                             .proxy
                             .as_ref()
                             .and_then(|p| p.backend_header.as_deref()),
+                        cache: None,
                     };
+                    let caching = snapshot.cache.as_ref().filter(|cache| {
+                        route_index.is_some_and(|index| cache.config.route_enabled(index))
+                    });
+                    if let (Some(cache), Some(route_index)) = (caching, route_index) {
+                        let refresh = cached::RefreshRoute { route: route_index };
+                        // Boxed, as the proxy is: inline, the cache's state would size every
+                        // connection's task, idle or not.
+                        return Box::pin(
+                            self.serve_with_cache(
+                                &head,
+                                decoder,
+                                &destination,
+                                &mut exchange,
+                                config,
+                                &snapshot,
+                                cache,
+                                refresh,
+                            )
+                            .instrument(request_span),
+                        )
+                        .await;
+                    }
                     return self
                         .serve_proxied(&head, decoder, &destination, &mut exchange, config)
                         .instrument(request_span)

@@ -9,7 +9,7 @@
 //! whatever the file size.
 
 mod cache;
-mod conditional;
+pub(crate) mod conditional;
 mod path;
 
 pub use cache::FileCache;
