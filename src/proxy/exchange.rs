@@ -42,6 +42,8 @@ pub struct Destination<'a> {
     pub response_limits: ResponseLimits,
     /// Response header naming the backend, when configured.
     pub backend_header: Option<&'a str>,
+    /// The request's ID, sent to the backend and back to the client in `X-Request-Id`.
+    pub request_id: Option<&'a [u8]>,
 }
 
 /// How a forwarded request ended, for the connection to act on and log.

@@ -116,6 +116,7 @@ pub(super) async fn relay_response<S: Transport>(
             destination
                 .backend_header
                 .map(|name| (name, &*backend.name)),
+            destination.request_id,
         )
     });
     buf.advance(head_len);

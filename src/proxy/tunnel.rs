@@ -51,6 +51,7 @@ pub(super) async fn tunnel<S: Transport>(
             },
             date,
             None,
+            None,
         )
     });
     out.extend_from_slice(&leftover);
