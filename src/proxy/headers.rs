@@ -199,6 +199,15 @@ pub fn encode_request_head(dst: &mut BytesMut, head: &RequestHead, request: &Ups
     dst.put_slice(b"\r\n");
 }
 
+/// Fields of our own a response to the client gets, besides `Date` and `Via`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AddedFields<'a> {
+    /// `(field name, backend name)` when `proxy.backend_header` is set.
+    pub backend_header: Option<(&'a str, &'a str)>,
+    /// The request's ID, replacing any `X-Request-Id` the backend sent.
+    pub request_id: Option<&'a [u8]>,
+}
+
 /// Append the response head for the client to `dst`. `upstream_head` holds the bytes
 /// `response` was parsed from. `Date` is added when the backend sent none.
 pub fn encode_response_head(
@@ -208,9 +217,12 @@ pub fn encode_response_head(
     framing: ResponseFraming,
     connection: ConnectionState,
     date: &[u8],
-    backend_header: Option<(&str, &str)>,
-    request_id: Option<&[u8]>,
+    added: AddedFields<'_>,
 ) {
+    let AddedFields {
+        backend_header,
+        request_id,
+    } = added;
     dst.reserve(upstream_head.len() + 128);
     put_status_line(dst, response.status);
     let fields = || {
@@ -484,8 +496,10 @@ mod tests {
             ResponseFraming::Length(0),
             connection,
             b"DATE",
-            None,
-            Some(b"ours"),
+            AddedFields {
+                backend_header: None,
+                request_id: Some(b"ours"),
+            },
         );
         let text = String::from_utf8(dst.to_vec()).unwrap();
         assert!(!text.contains("backend"), "{text}");
@@ -586,7 +600,13 @@ mod tests {
             keep_alive,
         };
         encode_response_head(
-            &mut dst, &parsed, raw, framing, connection, b"DATE", None, None,
+            &mut dst,
+            &parsed,
+            raw,
+            framing,
+            connection,
+            b"DATE",
+            AddedFields::default(),
         );
         String::from_utf8(dst.to_vec()).unwrap()
     }
