@@ -389,3 +389,21 @@ fn a_path_needs_a_format_the_writer_writes() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("logging.access_log_path"), "{stderr}");
 }
+
+#[test]
+fn a_reload_that_moves_the_path_opens_the_new_file() {
+    let backend = Backend::named("api!");
+    let yaml = config(backend.addr, "combined", "");
+    let (daemon, _) = start(&yaml);
+    get(daemon.addr, "/index.html", "");
+    wait_for_lines(&access_log(&daemon), 1);
+    let mark = daemon.log_len();
+    daemon
+        .rewrite_config(&yaml.replace("access_log_path: access.log", "access_log_path: moved.log"));
+    daemon.wait_for_log_after(mark, "config reloaded", WAIT);
+    get(daemon.addr, "/index.html", "");
+    get(daemon.addr, "/index.html", "");
+    let moved = daemon.dir().join("moved.log");
+    wait_for_lines(&moved, 2);
+    assert_eq!(lines_of(&access_log(&daemon)).len(), 1);
+}
