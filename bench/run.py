@@ -108,6 +108,7 @@ class Settings:
     sentinel_runtime: str
     sentinel_metrics: str
     sentinel_rate_limit: str
+    sentinel_access_log: str
 
     @staticmethod
     def from_env():
@@ -144,7 +145,13 @@ class Settings:
             # process ("local") or on a redis-server this script starts ("redis"): what
             # checking every request costs (issue 20).
             sentinel_rate_limit=os.environ.get("SENTINEL_RATE_LIMIT", ""),
+            # The access log ("" or "off": none, as always; "file": combined lines to a file
+            # beside the config, written by the writer thread): what logging costs (issue 18).
+            sentinel_access_log=os.environ.get("SENTINEL_ACCESS_LOG", ""),
         )
+        if settings.sentinel_access_log not in ("", "off", "file"):
+            sys.exit("[bench] error: SENTINEL_ACCESS_LOG takes 'off' or 'file' "
+                     f"(got {settings.sentinel_access_log!r})")
         if settings.sentinel_rate_limit not in ("", "local", "redis"):
             sys.exit("[bench] error: SENTINEL_RATE_LIMIT takes 'local' or 'redis' "
                      f"(got {settings.sentinel_rate_limit!r})")
@@ -423,8 +430,23 @@ def rate_limit_yaml(redis_port=None):
     return "rate_limit:\n  requests_per_second: 1000000\n  burst: 1000000\n" + redis
 
 
-def sentinel_common(port, runtime="", metrics="", rate_limit=""):
+def sentinel_common(port, runtime="", metrics="", rate_limit="", access_log=""):
+    """The settings every Sentinel config shares.
+
+    >>> "access_log: false" in sentinel_common(1)
+    True
+    >>> print(sentinel_common(8080, access_log="file").split("logging:")[1].strip())
+    level: "warn"
+      access_log: true
+      access_log_format: combined
+      access_log_path: access-8080.log
+    """
     runtime = f"  runtime: {runtime}\n" if runtime else ""
+    if access_log == "file":
+        logging = ("  access_log: true\n  access_log_format: combined\n"
+                   f"  access_log_path: access-{port}.log\n")
+    else:
+        logging = "  access_log: false\n"
     sections = rate_limit
     if metrics:
         flag = "true" if metrics == "on" else "false"
@@ -437,22 +459,22 @@ def sentinel_common(port, runtime="", metrics="", rate_limit=""):
   max_body_bytes: 4294967296
 logging:
   level: "warn"
-  access_log: false
-"""
+{logging}"""
 
 
-def sentinel_static_conf(port, root, runtime="", metrics="", rate_limit=""):
-    return sentinel_common(port, runtime, metrics, rate_limit) + f"""static_files:
+def sentinel_static_conf(port, root, runtime="", metrics="", rate_limit="", access_log=""):
+    return sentinel_common(port, runtime, metrics, rate_limit, access_log) + f"""static_files:
   root: "{root}"
   index: "index.html"
 """
 
 
-def sentinel_proxy_conf(port, backend_ports, sink_port, runtime="", metrics="", rate_limit=""):
+def sentinel_proxy_conf(port, backend_ports, sink_port, runtime="", metrics="", rate_limit="",
+                        access_log=""):
     backends = "".join(
         f'    - name: b{i + 1}\n      address: "127.0.0.1:{p}"\n' for i, p in enumerate(backend_ports)
     )
-    return sentinel_common(port, runtime, metrics, rate_limit) + f"""proxy:
+    return sentinel_common(port, runtime, metrics, rate_limit, access_log) + f"""proxy:
   backends:
 {backends}  connection_timeout_ms: 5000
   request_timeout_ms: 30000
@@ -554,10 +576,12 @@ class Layout:
         for kind, text in (
             ("static", sentinel_static_conf(p[("sentinel", "static")], root,
                                             self.settings.sentinel_runtime,
-                                            self.settings.sentinel_metrics, limit)),
+                                            self.settings.sentinel_metrics, limit,
+                                            self.settings.sentinel_access_log)),
             ("proxy", sentinel_proxy_conf(p[("sentinel", "proxy")], self.backend_ports,
                                           self.sink_port, self.settings.sentinel_runtime,
-                                          self.settings.sentinel_metrics, limit)),
+                                          self.settings.sentinel_metrics, limit,
+                                          self.settings.sentinel_access_log)),
         ):
             cfg = self._write(f"sentinel-{kind}.yaml", text)
             env_free = ["env", "-u", "LISTEN", "-u", "RUST_LOG"]
@@ -1209,7 +1233,7 @@ def main():
     command = " ".join(f"{k}={os.environ[k]}" for k in (
         "ROUNDS", "DURATION", "WARMUP", "THREADS", "SCENARIOS", "LAYOUTS", "IDLE_CONNECTIONS",
         "TRANSFER_MIB", "RETRIES", "SERVER_CPUS", "LOAD_CPUS", "SENTINEL_RUNTIME",
-        "SENTINEL_METRICS", "SENTINEL_RATE_LIMIT")
+        "SENTINEL_METRICS", "SENTINEL_RATE_LIMIT", "SENTINEL_ACCESS_LOG")
         if k in os.environ)
     facts = machine_facts(tools)
     facts["load_before"] = load_average()

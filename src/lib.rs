@@ -1,6 +1,7 @@
 //! Sentinel: an HTTP/1.1 web server and reverse proxy built on its own strict HTTP/1.1 engine.
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod admin;
 pub mod balance;
 pub mod buffer_pool;
@@ -20,6 +21,7 @@ pub mod probe;
 pub mod proxy;
 pub mod ratelimit;
 pub mod reload;
+pub mod request_id;
 pub mod routing;
 pub mod server;
 pub mod snapshot;

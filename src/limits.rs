@@ -351,3 +351,27 @@ pub const DEFAULT_CACHE_MAX_OBJECT_BYTES: u64 = 8 * 1024 * 1024;
 pub const DEFAULT_CACHE_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Highest accepted `cache.lock_timeout_ms`.
 pub const MAX_CACHE_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
+
+// Access logs and request IDs (`logging.*`).
+
+/// Bytes of formatted access-log lines each worker thread holds before the writer thread
+/// takes them (`logging.access_log_buffer_bytes`). Breach: the line is dropped and counted
+/// in `sentinel_access_log_dropped_total`; the request is never made to wait for the disk.
+pub const DEFAULT_ACCESS_LOG_BUFFER_BYTES: usize = 256 * 1024;
+/// Smallest and largest accepted `logging.access_log_buffer_bytes`.
+pub const MIN_ACCESS_LOG_BUFFER_BYTES: usize = 1024;
+pub const MAX_ACCESS_LOG_BUFFER_BYTES: usize = 64 * 1024 * 1024;
+/// Longest a line waits in a worker's buffer before the writer thread writes it
+/// (`logging.access_log_flush_ms`); a buffer half full wakes the writer sooner.
+pub const DEFAULT_ACCESS_LOG_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+/// Highest accepted `logging.access_log_flush_ms`.
+pub const MAX_ACCESS_LOG_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
+/// Longest the process waits at exit for the writer thread's last flush (internal). Breach:
+/// the process exits with the lines still unwritten (the file is stuck: a full disk, a FIFO
+/// nobody reads).
+pub const ACCESS_LOG_SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+/// At most one warning per this interval about dropped access-log lines or a failing log
+/// file (internal): a stuck disk must not flood the error log too.
+pub const ACCESS_LOG_WARN_INTERVAL: Duration = Duration::from_secs(10);
+/// Longest `X-Request-Id` kept from a client (internal); longer ones are replaced.
+pub const MAX_REQUEST_ID_BYTES: usize = 200;

@@ -33,6 +33,7 @@ Environment:
 
 Signals:
   SIGHUP             Reload the configuration (changing the file reloads it too)
+  SIGUSR1            Reopen logging.access_log_path (after logrotate moved it)
   SIGINT, SIGTERM    Stop accepting, let in-flight requests finish (up to
                      server.drain_timeout_ms), then exit 0; a second one exits at
                      once with status 1
@@ -102,6 +103,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     sentinel::metrics::record_config_loaded();
     // Decided before binding, so a refused root start binds nothing.
     let plan = sentinel::privileges::plan(&config)?;
+    sentinel::access_log::configure(&config.logging)
+        .context("cannot start the access log's writer thread")?;
     let workers = match config.server.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -222,6 +225,8 @@ async fn serve(
     }
     #[cfg(unix)]
     reload::reload_on_sighup(reloader).context("cannot watch SIGHUP")?;
+    #[cfg(unix)]
+    reopen_access_log_on_sigusr1().context("cannot watch SIGUSR1")?;
     tokio::spawn(async move {
         shutdown_signal().await;
         let _ = stop_tx.send(true);
@@ -242,7 +247,24 @@ async fn serve(
     if let Err(error) = admin.await {
         tracing::error!(%error, "the admin listener failed");
     }
+    // Every request has been answered and logged: the last lines reach the file.
+    sentinel::access_log::writer::finish();
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// SIGUSR1 reopens the access log file: logrotate moves the file, then signals, and the
+/// next lines go to a new file at the configured path (nginx's convention).
+#[cfg(unix)]
+fn reopen_access_log_on_sigusr1() -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut signals = signal(SignalKind::user_defined1())?;
+    tokio::spawn(async move {
+        while signals.recv().await.is_some() {
+            tracing::info!("SIGUSR1: reopening the access log");
+            sentinel::access_log::writer::reopen();
+        }
+    });
     Ok(())
 }
 

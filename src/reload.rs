@@ -179,6 +179,11 @@ impl Reloader {
         if next.logging.level != current.logging.level {
             crate::logging::set_level(&next.logging.level);
         }
+        // A moved access log is reopened at its new path; a format that needs the writer
+        // thread starts it.
+        if let Err(error) = crate::access_log::configure(&next.logging) {
+            tracing::error!(%error, "access log: cannot start the writer thread");
+        }
         let next = Arc::new(Snapshot::new(next, Some(&current_snapshot)));
         self.server.config.store(Arc::clone(&next));
         next.start_health_checks();

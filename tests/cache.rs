@@ -792,3 +792,35 @@ fn max_stale_accepts_a_stale_entry_and_min_fresh_refuses_an_aging_one() {
     assert_ne!(refused.header("cache-status"), Some("sentinel; hit"));
     assert_eq!(backend.request_count(), 4);
 }
+
+#[test]
+fn a_hit_carries_its_own_request_id_never_the_one_that_filled_the_entry() {
+    // An origin that echoes the ID it was sent, as many do.
+    let backend = Backend::start(|request| {
+        let id = request
+            .headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("x-request-id"))
+            .map_or("none", |(_, value)| value.as_str())
+            .to_string();
+        Reply::Send(respond(
+            "200 OK",
+            &format!("Cache-Control: max-age=60\r\nX-Request-Id: {id}\r\n"),
+            "hello",
+        ))
+    });
+    let server = cached_proxy(&backend, CACHE, "");
+    let mut client = server.connect();
+    let fill = get(&mut client, "/id", "X-Request-Id: filler-1\r\n");
+    assert_eq!(fill.header("x-request-id"), Some("filler-1"));
+    let hit = get(&mut client, "/id", "X-Request-Id: reader-2\r\n");
+    assert_eq!(hit.header("cache-status"), Some("sentinel; hit"));
+    let ids: Vec<&str> = hit
+        .headers
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case("x-request-id"))
+        .map(|(_, value)| value.as_str())
+        .collect();
+    assert_eq!(ids, ["reader-2"], "{hit:?}");
+    assert_eq!(backend.request_count(), 1);
+}

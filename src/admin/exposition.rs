@@ -68,6 +68,10 @@ pub fn render(snapshot: Arc<Snapshot>, format: Format) -> Result<String, std::fm
     registry.register_collector(Box::new(super::cache::CacheCounters(Arc::clone(&snapshot))));
     registry.register_collector(Box::new(RateLimitCounters(snapshot)));
     registry.register_collector(Box::new(ProcessMetrics));
+    registry.register_collector(Box::new(crate::access_log::AccessLogCounters));
+    registry.register_collector(Box::new(
+        crate::metrics::tls_handshakes::TlsHandshakeCounters,
+    ));
     let mut out = String::with_capacity(16 * 1024);
     match format {
         Format::PrometheusText => prometheus_text::encode(&mut out, &registry)?,

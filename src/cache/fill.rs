@@ -332,7 +332,8 @@ impl<'a> Fill<'a> {
 /// its own), `Age` (recomputed on every use) and `Set-Cookie` (never handed to another
 /// client), and without those the `Connection` field names.
 pub fn stored_fields(fields: &[(&[u8], &[u8])]) -> Vec<(Box<str>, Box<[u8]>)> {
-    const DROPPED: [&str; 11] = [
+    // `X-Request-Id` names the request that filled the entry; each hit carries its own.
+    const DROPPED: [&str; 12] = [
         "connection",
         "keep-alive",
         "proxy-connection",
@@ -344,6 +345,7 @@ pub fn stored_fields(fields: &[(&[u8], &[u8])]) -> Vec<(Box<str>, Box<[u8]>)> {
         "age",
         "set-cookie",
         "proxy-authenticate",
+        "x-request-id",
     ];
     let listed: Vec<&[u8]> = fields
         .iter()

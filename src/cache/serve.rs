@@ -107,6 +107,7 @@ pub fn encode_answer(
     stored: &StoredResponse,
     now: SystemTime,
     cache_status: &str,
+    request_id: &[u8],
     connection: ConnectionState,
 ) -> Option<BodyPart> {
     let stored_status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
@@ -167,6 +168,12 @@ pub fn encode_answer(
     dst.put_slice(b"\r\nCache-Status: ");
     dst.put_slice(cache_status.as_bytes());
     dst.put_slice(b"\r\n");
+    if !request_id.is_empty() {
+        dst.put_slice(crate::request_id::HEADER.as_bytes());
+        dst.put_slice(b": ");
+        dst.put_slice(request_id);
+        dst.put_slice(b"\r\n");
+    }
     if let Some(range) = content_range {
         dst.put_slice(b"Content-Range: ");
         dst.put_slice(range.as_bytes());
@@ -230,6 +237,7 @@ mod tests {
             &stored(now),
             now,
             "sentinel; hit",
+            b"",
             connection,
         );
         (String::from_utf8(dst.to_vec()).unwrap(), part)

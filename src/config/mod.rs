@@ -371,6 +371,29 @@ pub struct LoggingConfig {
     pub level: String,
     pub format: LogFormat,
     pub access_log: bool,
+    /// The access log's line format (`logging.access_log_format`).
+    pub access_log_format: AccessLogFormat,
+    /// Where `combined` and `json` lines go: a file (resolved against the config file's
+    /// directory), or `None` for standard error.
+    pub access_log_path: Option<PathBuf>,
+    /// Formatted lines each worker holds before the writer takes them; more are dropped.
+    pub access_log_buffer_bytes: usize,
+    /// Longest a line waits in a worker's buffer.
+    pub access_log_flush_interval: Duration,
+    /// Keep or make an `X-Request-Id` for each request, forward it, return it and log it.
+    pub request_id: bool,
+}
+
+/// `logging.access_log_format`: how each access-log line is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLogFormat {
+    /// The `sentinel::access` tracing event, in `logging.format`, on standard error.
+    Text,
+    /// nginx's and Apache's `combined` format, byte for byte, for GoAccess, AWStats and awk.
+    Combined,
+    /// One JSON object per line with stable field names.
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -526,6 +549,41 @@ impl Validator<'_> {
         }
     }
 
+    /// The access log's own keys: limits in range, and a file only for the formats the
+    /// writer thread writes (`text` is a tracing event and goes where the other logs go).
+    fn access_log(&self, logging: &LoggingConfig) {
+        use crate::limits::{
+            MAX_ACCESS_LOG_BUFFER_BYTES, MAX_ACCESS_LOG_FLUSH_INTERVAL, MIN_ACCESS_LOG_BUFFER_BYTES,
+        };
+        if !(MIN_ACCESS_LOG_BUFFER_BYTES..=MAX_ACCESS_LOG_BUFFER_BYTES)
+            .contains(&logging.access_log_buffer_bytes)
+        {
+            self.report(
+                "logging.access_log_buffer_bytes",
+                format!(
+                    "must be between {MIN_ACCESS_LOG_BUFFER_BYTES} and {MAX_ACCESS_LOG_BUFFER_BYTES}"
+                ),
+            );
+        }
+        if logging.access_log_flush_interval.is_zero()
+            || logging.access_log_flush_interval > MAX_ACCESS_LOG_FLUSH_INTERVAL
+        {
+            self.report(
+                "logging.access_log_flush_ms",
+                format!(
+                    "must be between 1 and {}",
+                    MAX_ACCESS_LOG_FLUSH_INTERVAL.as_millis()
+                ),
+            );
+        }
+        if logging.access_log_path.is_some() && logging.access_log_format == AccessLogFormat::Text {
+            self.report(
+                "logging.access_log_path",
+                "needs logging.access_log_format combined or json (text lines are log events)",
+            );
+        }
+    }
+
     fn report(&self, key: &str, reason: impl Into<String>) {
         let error = self.invalid(key, reason);
         self.errors.borrow_mut().push(error);
@@ -584,7 +642,17 @@ impl Validator<'_> {
             level: raw.logging.level.clone(),
             format: raw.logging.format,
             access_log: raw.logging.access_log,
+            access_log_format: raw.logging.access_log_format,
+            access_log_path: raw
+                .logging
+                .access_log_path
+                .as_ref()
+                .map(|path| self.resolve(&path.to_string_lossy())),
+            access_log_buffer_bytes: raw.logging.access_log_buffer_bytes,
+            access_log_flush_interval: Duration::from_millis(raw.logging.access_log_flush_ms),
+            request_id: raw.logging.request_id,
         };
+        self.access_log(&logging);
         // Span and field filters (`target[span{field=value}]`) compile regexes whose cost grows
         // exponentially with the pattern: a config line must not be able to hang startup.
         if logging.level.contains(['[', '{'])

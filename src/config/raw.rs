@@ -5,11 +5,12 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
-use super::{LogFormat, RuntimeLayout, TlsVersion};
+use super::{AccessLogFormat, LogFormat, RuntimeLayout, TlsVersion};
 use crate::http::response::StatusCode;
 use crate::limits;
 
@@ -632,6 +633,11 @@ pub(super) struct RawLogging {
     pub level: String,
     pub format: LogFormat,
     pub access_log: bool,
+    pub access_log_format: AccessLogFormat,
+    pub access_log_path: Option<PathBuf>,
+    pub access_log_buffer_bytes: usize,
+    pub access_log_flush_ms: u64,
+    pub request_id: bool,
 }
 
 impl Default for RawLogging {
@@ -640,6 +646,12 @@ impl Default for RawLogging {
             level: "info".into(),
             format: LogFormat::Text,
             access_log: true,
+            access_log_format: AccessLogFormat::Text,
+            access_log_path: None,
+            access_log_buffer_bytes: crate::limits::DEFAULT_ACCESS_LOG_BUFFER_BYTES,
+            access_log_flush_ms: crate::limits::DEFAULT_ACCESS_LOG_FLUSH_INTERVAL.as_millis()
+                as u64,
+            request_id: true,
         }
     }
 }

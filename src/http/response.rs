@@ -118,6 +118,13 @@ impl From<&'static str> for HeaderValue {
     }
 }
 
+/// Shared bytes, not copied. The writer drops a value holding CR, LF or other control bytes.
+impl From<Bytes> for HeaderValue {
+    fn from(value: Bytes) -> HeaderValue {
+        HeaderValue(value)
+    }
+}
+
 impl From<String> for HeaderValue {
     fn from(value: String) -> HeaderValue {
         HeaderValue(Bytes::from(value))

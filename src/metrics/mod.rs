@@ -17,6 +17,7 @@ pub mod process;
 mod recorder;
 mod shards;
 mod status_codes;
+pub mod tls_handshakes;
 
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;

@@ -44,6 +44,8 @@ pub struct Destination<'a> {
     pub backend_header: Option<&'a str>,
     /// The response cache's part in this request (`None`: the route does not cache).
     pub cache: Option<&'a crate::cache::fill::Fill<'a>>,
+    /// The request's ID, sent to the backend and back to the client in `X-Request-Id`.
+    pub request_id: Option<&'a [u8]>,
 }
 
 /// How a forwarded request ended, for the connection to act on and log.

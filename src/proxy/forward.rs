@@ -306,6 +306,7 @@ async fn exchange<S: Transport>(
             client_ip: client.peer.ip(),
             upgrade,
             scheme: client.stream.scheme(),
+            request_id: destination.request_id,
         },
     );
     if let Some(fill) = destination.cache {

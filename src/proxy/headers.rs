@@ -43,6 +43,7 @@ enum FieldName {
     XForwardedProto,
     XForwardedHost,
     Via,
+    XRequestId,
     // Added to responses when missing.
     Date,
     Other,
@@ -62,6 +63,7 @@ impl FieldName {
             (7, b'u') => (b"upgrade", Upgrade),
             (10, b'c') => (b"connection", Connection),
             (10, b'k') => (b"keep-alive", KeepAlive),
+            (12, b'x') => (b"x-request-id", XRequestId),
             (14, _) => (b"content-length", ContentLength),
             (15, _) => (b"x-forwarded-for", XForwardedFor),
             (16, b'p') => (b"proxy-connection", ProxyConnection),
@@ -118,6 +120,9 @@ pub struct UpstreamRequest<'a> {
     pub upgrade: Option<&'a [u8]>,
     /// How the client reached us, for `X-Forwarded-Proto`.
     pub scheme: Scheme,
+    /// The request's ID: replaces any `X-Request-Id` the client sent (it is the client's
+    /// own when that was valid). `None`: IDs are off and the client's field passes as is.
+    pub request_id: Option<&'a [u8]>,
 }
 
 /// Append the request head for the backend to `dst`.
@@ -147,6 +152,7 @@ pub fn encode_request_head(dst: &mut BytesMut, head: &RequestHead, request: &Ups
         // the same variable, so `Transfer_Encoding` could pass for a field we removed.
         let dropped = field.is_hop_by_hop()
             || field.is_rewritten_in_requests()
+            || (field == FieldName::XRequestId && request.request_id.is_some())
             || name.contains(&b'_')
             || listed.names(name);
         if !dropped {
@@ -169,6 +175,9 @@ pub fn encode_request_head(dst: &mut BytesMut, head: &RequestHead, request: &Ups
         put_parsed_field(dst, b"X-Forwarded-Host", host.as_bytes());
     }
     put_via(dst, &via);
+    if let Some(id) = request.request_id {
+        put_field(dst, b"X-Request-Id", id);
+    }
 
     match head.framing() {
         RequestFraming::Length(length) => {
@@ -190,6 +199,15 @@ pub fn encode_request_head(dst: &mut BytesMut, head: &RequestHead, request: &Ups
     dst.put_slice(b"\r\n");
 }
 
+/// Fields of our own a response to the client gets, besides `Date` and `Via`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AddedFields<'a> {
+    /// `(field name, backend name)` when `proxy.backend_header` is set.
+    pub backend_header: Option<(&'a str, &'a str)>,
+    /// The request's ID, replacing any `X-Request-Id` the backend sent.
+    pub request_id: Option<&'a [u8]>,
+}
+
 /// Append the response head for the client to `dst`. `upstream_head` holds the bytes
 /// `response` was parsed from. `Date` is added when the backend sent none.
 pub fn encode_response_head(
@@ -199,8 +217,12 @@ pub fn encode_response_head(
     framing: ResponseFraming,
     connection: ConnectionState,
     date: &[u8],
-    backend_header: Option<(&str, &str)>,
+    added: AddedFields<'_>,
 ) {
+    let AddedFields {
+        backend_header,
+        request_id,
+    } = added;
     dst.reserve(upstream_head.len() + 128);
     put_status_line(dst, response.status);
     let fields = || {
@@ -226,6 +248,8 @@ pub fn encode_response_head(
                 false
             }
             FieldName::Upgrade if switching => true,
+            // The client gets the ID it sent or we made, whatever the backend says.
+            FieldName::XRequestId if request_id.is_some() => false,
             _ if field.is_hop_by_hop() => false,
             _ => !listed.names(name),
         };
@@ -240,6 +264,9 @@ pub fn encode_response_head(
     }
     if let Some((name, backend)) = backend_header {
         put_field(dst, name.as_bytes(), backend.as_bytes());
+    }
+    if let Some(id) = request_id {
+        put_field(dst, b"X-Request-Id", id);
     }
     put_via(dst, &via);
     if switching {
@@ -410,9 +437,73 @@ mod tests {
                 client_ip: "10.0.0.9".parse().unwrap(),
                 upgrade,
                 scheme,
+                request_id: None,
             },
         );
         String::from_utf8(dst.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn the_request_id_replaces_the_clients_field_both_ways() {
+        let head = request(
+            b"GET /a HTTP/1.1\r\nHost: site\r\nx-request-id: theirs\r\nAccept: */*\r\n\r\n",
+        );
+        let mut dst = BytesMut::new();
+        let upstream = UpstreamRequest {
+            target: "/a",
+            host: "site",
+            client_host: None,
+            client_ip: "10.0.0.9".parse().unwrap(),
+            upgrade: None,
+            scheme: Scheme::Http,
+            request_id: Some(b"ours"),
+        };
+        encode_request_head(&mut dst, &head, &upstream);
+        let text = String::from_utf8(dst.to_vec()).unwrap();
+        assert!(!text.contains("theirs"), "{text}");
+        assert_eq!(text.matches("X-Request-Id: ours\r\n").count(), 1, "{text}");
+        // Off: the client's field passes untouched.
+        let mut dst = BytesMut::new();
+        encode_request_head(
+            &mut dst,
+            &head,
+            &UpstreamRequest {
+                request_id: None,
+                ..upstream
+            },
+        );
+        assert!(String::from_utf8(dst.to_vec())
+            .unwrap()
+            .contains("x-request-id: theirs\r\n"));
+
+        let raw = b"HTTP/1.1 200 OK\r\nX-Request-Id: backend\r\nContent-Length: 0\r\n\r\n";
+        let limits = ResponseLimits {
+            max_head_bytes: 4096,
+            max_headers: 32,
+        };
+        let ResponseStatus::Complete(parsed, _) = parse_response(raw, &limits).unwrap() else {
+            panic!("partial");
+        };
+        let mut dst = BytesMut::new();
+        let connection = ConnectionState {
+            request_version: Version::Http11,
+            keep_alive: true,
+        };
+        encode_response_head(
+            &mut dst,
+            &parsed,
+            raw,
+            ResponseFraming::Length(0),
+            connection,
+            b"DATE",
+            AddedFields {
+                backend_header: None,
+                request_id: Some(b"ours"),
+            },
+        );
+        let text = String::from_utf8(dst.to_vec()).unwrap();
+        assert!(!text.contains("backend"), "{text}");
+        assert_eq!(text.matches("X-Request-Id: ours\r\n").count(), 1, "{text}");
     }
 
     #[test]
@@ -508,7 +599,15 @@ mod tests {
             request_version: Version::Http11,
             keep_alive,
         };
-        encode_response_head(&mut dst, &parsed, raw, framing, connection, b"DATE", None);
+        encode_response_head(
+            &mut dst,
+            &parsed,
+            raw,
+            framing,
+            connection,
+            b"DATE",
+            AddedFields::default(),
+        );
         String::from_utf8(dst.to_vec()).unwrap()
     }
 

@@ -10,7 +10,7 @@ use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::AsyncReadExt;
 
 use super::exchange::{Client, Destination, Outcome, RELAY_BUFFER_BYTES};
-use super::headers::encode_response_head;
+use super::headers::{encode_response_head, AddedFields};
 use super::log_limit::admit_failure;
 use super::stream::UpstreamStream;
 use super::upstream::Attempt;
@@ -114,9 +114,12 @@ pub(super) async fn relay_response<S: Transport>(
                 keep_alive,
             },
             date,
-            destination
-                .backend_header
-                .map(|name| (name, &*backend.name)),
+            AddedFields {
+                backend_header: destination
+                    .backend_header
+                    .map(|name| (name, &*backend.name)),
+                request_id: destination.request_id,
+            },
         )
     });
     let capture = match destination

@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 use super::exchange::{Client, Outcome};
-use super::headers::encode_response_head;
+use super::headers::{encode_response_head, AddedFields};
 use super::stream::UpstreamStream;
 use super::upstream::Backend;
 use crate::http::date::with_http_date;
@@ -50,7 +50,7 @@ pub(super) async fn tunnel<S: Transport>(
                 keep_alive: true,
             },
             date,
-            None,
+            AddedFields::default(),
         )
     });
     out.extend_from_slice(&leftover);

@@ -15,8 +15,9 @@ use tracing::Instrument;
 
 mod cached;
 
+use crate::access_log::{Record, RequestLine, RouteLabel};
 use crate::buffer_pool;
-use crate::config::{Config, ConnectionLimits};
+use crate::config::{AccessLogFormat, Config, ConnectionLimits};
 use crate::fault::Fault;
 use crate::http::body::{BodyDecoder, Step};
 use crate::http::date::with_http_date;
@@ -54,6 +55,20 @@ const INLINE_BODY_BYTES: usize = 16 * 1024;
 /// Read buffer taken (from the thread's pool) when a request starts to arrive. Most request
 /// heads fit; the buffer grows up to the head limit.
 const READ_BUFFER_BYTES: usize = buffer_pool::Kind::Read.bytes();
+
+/// The request's ID: its valid `X-Request-Id`, else a new one (an invalid one is replaced,
+/// and said so at debug level).
+fn request_id_of(head: &RequestHead) -> Bytes {
+    let received = head
+        .fields()
+        .find(|(name, _)| name.eq_ignore_ascii_case(crate::request_id::HEADER.as_bytes()))
+        .map(|(_, value)| value);
+    let (id, replaced) = crate::request_id::keep_or_generate(received);
+    if replaced {
+        tracing::debug!(request_id = ?String::from_utf8_lossy(&id), "invalid X-Request-Id replaced");
+    }
+    id
+}
 
 /// Serve one client connection until it closes, fails or the server shuts down. `stream`
 /// is any [`Transport`]: plain TCP (with its zero-copy paths) or a stream layered on it.
@@ -140,6 +155,10 @@ struct Exchange {
     series: Option<RouteSeries>,
     /// The head's bytes and the body's declared length.
     request_bytes: u64,
+    /// The request's `X-Request-Id`, kept or made; empty when `logging.request_id` is off.
+    request_id: Bytes,
+    /// The index of the route that took the request, for the access log.
+    route_index: Option<usize>,
 }
 
 impl Exchange {
@@ -155,6 +174,12 @@ impl Exchange {
             started: Instant::now(),
             series: config.records_metrics().then_some(RouteSeries::UNROUTED),
             request_bytes: 0,
+            request_id: if config.logging.request_id {
+                crate::request_id::generate()
+            } else {
+                Bytes::new()
+            },
+            route_index: None,
         }
     }
 
@@ -224,7 +249,12 @@ impl<S: Transport> Connection<S> {
                 RequestFraming::Length(declared) => declared,
                 RequestFraming::Empty | RequestFraming::Chunked => 0,
             }),
+            request_id: Bytes::new(),
+            route_index: None,
         };
+        if config.logging.request_id {
+            exchange.request_id = request_id_of(&head);
+        }
         let request_span = tracing::debug_span!(
             "request",
             method = head.method_str(),
@@ -248,6 +278,7 @@ impl<S: Transport> Connection<S> {
             None => {
                 let (route_index, routed) = crate::routing::route_indexed(&head, &config.routes);
                 exchange.series = snapshot.route_series(route_index);
+                exchange.route_index = route_index;
                 let mut refusal = None;
                 if let Some(limits) = &snapshot.rate_limits {
                     let checked = limits.check(&head, self.peer.ip(), &routed, &config.routes);
@@ -275,6 +306,8 @@ impl<S: Transport> Connection<S> {
                             .refuse(fault, &head, &exchange, config, &request_span)
                             .await;
                     };
+                    // A reference count, so the exchange stays free to change below.
+                    let request_id = exchange.request_id.clone();
                     let destination = Destination {
                         upstream,
                         route,
@@ -289,6 +322,7 @@ impl<S: Transport> Connection<S> {
                             .as_ref()
                             .and_then(|p| p.backend_header.as_deref()),
                         cache: None,
+                        request_id: (!request_id.is_empty()).then_some(&request_id[..]),
                     };
                     let caching = snapshot.cache.as_ref().filter(|cache| {
                         route_index.is_some_and(|index| cache.config.route_enabled(index))
@@ -488,6 +522,41 @@ impl<S: Transport> Connection<S> {
         }
         let (rate_limit, rate_limit_key) =
             crate::ratelimit::log_fields(exchange.rate_limit.as_ref());
+        let format = config.logging.access_log_format;
+        if format != AccessLogFormat::Text {
+            let route = match exchange.route_index {
+                Some(index) => match config.routes.get(index).and_then(|r| r.name.as_deref()) {
+                    Some(name) => RouteLabel::Named(name),
+                    None => RouteLabel::Index(index),
+                },
+                None => RouteLabel::None,
+            };
+            let field = |name: &str| head.and_then(|h| h.header(name));
+            crate::access_log::write(
+                format,
+                &Record {
+                    time: std::time::SystemTime::now(),
+                    client: self.peer,
+                    request: head.map(|h| RequestLine {
+                        method: h.method_str(),
+                        target: h.target(),
+                        version: h.version().as_str(),
+                    }),
+                    status,
+                    bytes,
+                    request_bytes: exchange.request_bytes,
+                    duration: elapsed,
+                    backend: exchange.backend.as_deref(),
+                    route,
+                    rate_limit,
+                    rate_limit_key: &rate_limit_key,
+                    request_id: &exchange.request_id,
+                    user_agent: field("user-agent"),
+                    referer: field("referer"),
+                },
+            );
+            return;
+        }
         tracing::info!(
             target: "sentinel::access",
             client = %self.peer,
@@ -500,6 +569,7 @@ impl<S: Transport> Connection<S> {
             backend = exchange.backend.as_deref().unwrap_or("-"),
             rate_limit,
             rate_limit_key = %rate_limit_key,
+            request_id = std::str::from_utf8(&exchange.request_id).unwrap_or("-"),
         );
     }
 
@@ -708,9 +778,15 @@ impl<S: Transport> Connection<S> {
     ) -> WriteOutcome {
         let Response {
             status,
-            headers,
+            mut headers,
             body,
         } = response;
+        if !exchange.request_id.is_empty() {
+            headers.push((
+                crate::request_id::HEADER,
+                exchange.request_id.clone().into(),
+            ));
+        }
         let framing = if status.is_bodyless() {
             ResponseFraming::Bodyless
         } else {

@@ -270,3 +270,84 @@ fn an_expired_certificate_is_served_with_a_warning() {
         Some(expired.der.clone())
     );
 }
+
+/// `/metrics` of the admin listener at `admin`, the body only.
+fn scrape(admin: SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(admin).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    text.split_once("\r\n\r\n")
+        .map_or(text.clone(), |(_, body)| body.to_string())
+}
+
+fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn handshakes_are_counted_by_result_and_version() {
+    let pki = Pki::default();
+    let site = pki.issue("site", &["localhost"]);
+    let yaml = config(pki.dir.path(), &tls_yaml(&[(&site, &["localhost"])], ""))
+        + "admin:\n  listen_addr: \"127.0.0.1:0\"\n";
+    let daemon = Daemon::start(pki.dir.path(), &yaml);
+    let admin = addr_in(&daemon.wait_for_log_after(0, "admin listening"));
+    assert!(!scrape(admin).contains("sentinel_tls_handshakes_total"));
+
+    connect(daemon.https, "localhost", pki.client(&[&TLS13])).expect("TLS 1.3");
+    connect(daemon.https, "localhost", pki.client(&[&TLS12])).expect("TLS 1.2");
+    connect(daemon.https, "localhost", pki.client(&[&TLS13])).expect("TLS 1.3");
+    // A client that does not trust our CA aborts the handshake with an alert.
+    let untrusting = Pki::new("another CA");
+    assert!(connect(daemon.https, "localhost", untrusting.client(&[&TLS13])).is_err());
+    // Plain HTTP to the HTTPS port.
+    {
+        use std::io::{Read, Write};
+        let mut plain = std::net::TcpStream::connect(daemon.https).unwrap();
+        plain.set_read_timeout(Some(WAIT)).unwrap();
+        plain
+            .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            .unwrap();
+        let mut answer = Vec::new();
+        let _ = plain.read_to_end(&mut answer);
+    }
+    let deadline = Instant::now() + WAIT;
+    wait_until(deadline, "five handshakes counted", || {
+        let metrics = scrape(admin);
+        sample(
+            &metrics,
+            "sentinel_tls_handshakes_total{result=\"success\"}",
+        ) == 3.0
+            && sample(&metrics, "sentinel_tls_handshakes_total{result=\"failed\"}") == 1.0
+            && sample(
+                &metrics,
+                "sentinel_tls_handshakes_total{result=\"plain_http\"}",
+            ) == 1.0
+    });
+    let metrics = scrape(admin);
+    assert_eq!(
+        sample(
+            &metrics,
+            "sentinel_tls_handshake_versions_total{version=\"TLSv1.3\"}"
+        ),
+        2.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "sentinel_tls_handshake_versions_total{version=\"TLSv1.2\"}"
+        ),
+        1.0,
+        "{metrics}"
+    );
+}

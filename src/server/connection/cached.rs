@@ -360,6 +360,7 @@ impl<S: Transport> Connection<S> {
             stored,
             SystemTime::now(),
             cache_status,
+            &exchange.request_id,
             connection,
         );
         let status = self
@@ -514,6 +515,8 @@ fn spawn_refresh(
                 .map_or(super::DEFAULT_RESPONSE_LIMITS, |p| p.response_limits),
             backend_header: None,
             cache: Some(&fill),
+            // A refresh nobody asked for carries no client's ID.
+            request_id: None,
         };
         let mut stream = Discard;
         let mut read_buf = bytes::BytesMut::new();

@@ -13,6 +13,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::TlsTerminator;
 use crate::config::ConnectionLimits;
+use crate::metrics::tls_handshakes::{record, HandshakeResult, TlsVersion};
 
 /// The content type of a TLS handshake record (RFC 8446 §5.1), the first byte any TLS
 /// client sends. An HTTP request starts with a method name, which is letters.
@@ -41,15 +42,21 @@ pub(crate) async fn accept(
     match timeout_at(deadline, stream.peek(&mut first)).await {
         Err(_) => {
             tracing::debug!(client = %peer, timeout_ms, "TLS handshake timed out before it began");
+            record(HandshakeResult::Timeout);
             return None;
         }
-        Ok(Ok(0)) => return None,
+        Ok(Ok(0)) => {
+            record(HandshakeResult::Closed);
+            return None;
+        }
         Ok(Err(error)) => {
             tracing::debug!(client = %peer, %error, "TLS connection failed before the handshake");
+            record(HandshakeResult::Closed);
             return None;
         }
         Ok(Ok(_)) if first[0] != HANDSHAKE_RECORD => {
             tracing::debug!(client = %peer, first_byte = first[0], "plain HTTP sent to the HTTPS port; answered 400");
+            record(HandshakeResult::PlainHttp);
             answer_plain_http(stream, limits).await;
             return None;
         }
@@ -57,15 +64,25 @@ pub(crate) async fn accept(
     }
     let acceptor = TlsAcceptor::from(active.server_config.clone());
     match timeout_at(deadline, acceptor.accept(stream)).await {
-        Ok(Ok(stream)) => Some(stream),
+        Ok(Ok(stream)) => {
+            let version = match stream.get_ref().1.protocol_version() {
+                Some(rustls::ProtocolVersion::TLSv1_2) => TlsVersion::Tls12,
+                Some(rustls::ProtocolVersion::TLSv1_3) => TlsVersion::Tls13,
+                _ => TlsVersion::Other,
+            };
+            record(HandshakeResult::Success(version));
+            Some(stream)
+        }
         Ok(Err(error)) => {
             // rustls has sent the alert that tells the client why (a version or cipher
             // suite we do not speak, a certificate we do not trust).
             tracing::debug!(client = %peer, %error, "TLS handshake failed");
+            record(HandshakeResult::Failed);
             None
         }
         Err(_) => {
             tracing::debug!(client = %peer, timeout_ms, "TLS handshake timed out");
+            record(HandshakeResult::Timeout);
             None
         }
     }
