@@ -11,7 +11,7 @@
 //   text                            -> TEXT <json: the page's visible text>
 //   quit                            -> BYE (then exits 0)
 // Before the first command it prints READY <json rows> once every backend row shows (or
-// FAIL and exits 1). Every answer also reports page errors and navigations: the test
+// FAIL and exits 1). Every answer also reports page errors and document loads: the test
 // wants none of the first and exactly one of the second. The whole run is bounded.
 
 import { chromium } from 'playwright-core';
@@ -76,8 +76,10 @@ async function main() {
     // A Content-Security-Policy violation or a failed poll shows here.
     if (msg.type() === 'error') problems.push('console: ' + msg.text());
   });
-  page.on('framenavigated', (frame) => {
-    if (frame === page.mainFrame()) navigations++;
+  // Document loads: the page clearing the token from its URL (history.replaceState) is a
+  // same-document navigation and does not count, a reload does.
+  page.on('load', () => {
+    navigations++;
   });
   await page.goto(url, { waitUntil: 'load', timeout: FIRST_ROWS_MS });
   try {

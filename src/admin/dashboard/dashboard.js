@@ -33,14 +33,14 @@
     ['eps', 'Err/s', (b) => b.errors_per_sec, true],
     ['latency', 'Mean ms', (b) => (b.mean_latency_ms == null ? -1 : b.mean_latency_ms), true],
     ['ewma', 'EWMA ms', (b) => b.latency_ewma_ms, true],
-    ['trend', 'Latency, last minutes', null, false],
+    ['trend', 'Latency trend', null, false],
     ['cost', 'Cost', (b) => b.cost, true],
     ['weight', 'Weight', (b) => b.weight * b.slow_start_factor, true],
     ['breaker', 'Breaker', (b) => b.breaker, false],
     ['ejections', 'Ejections', (b) => b.ejections, true],
     ['requests', 'Requests', (b) => b.requests, true],
     ['errors', 'Errors', (b) => b.errors, true],
-    ['idle', 'Idle conns', (b) => b.idle_connections, true],
+    ['idle', 'Idle', (b) => b.idle_connections, true],
   ];
 
   const $ = (id) => document.getElementById(id);
