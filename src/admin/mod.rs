@@ -478,7 +478,12 @@ mod tests {
 
     #[tokio::test]
     async fn the_token_guards_everything_but_the_probes() {
-        for path in ["/metrics", "/admin/backends", "/elsewhere"] {
+        for path in [
+            "/metrics",
+            "/admin/backends",
+            "/admin/dashboard.json",
+            "/elsewhere",
+        ] {
             let request = format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n");
             let answer = exchange_with(WITH_TOKEN, false, request.as_bytes()).await;
             assert!(
@@ -503,7 +508,14 @@ mod tests {
                       Authorization: Bearer s3cret-token\r\n\r\n";
         let answer = exchange_with(WITH_TOKEN, false, twice).await;
         assert!(answer.starts_with("HTTP/1.1 401 "), "{answer}");
-        for probe in ["/healthz", "/readyz"] {
+        // The probes, and the dashboard's page and assets (no data in them).
+        for probe in [
+            "/healthz",
+            "/readyz",
+            "/",
+            "/dashboard.js",
+            "/dashboard.css",
+        ] {
             let request = format!("GET {probe} HTTP/1.1\r\nHost: a\r\n\r\n");
             let answer = exchange_with(WITH_TOKEN, false, request.as_bytes()).await;
             assert!(
