@@ -67,12 +67,12 @@
     if (m) {
       const t = decodeURIComponent(m[1]);
       try { sessionStorage.setItem(TOKEN_KEY, t); } catch (e) { /* private mode */ }
-      history_replace();
+      clearFragment();
       return t;
     }
     try { return sessionStorage.getItem(TOKEN_KEY); } catch (e) { return null; }
   }
-  function history_replace() {
+  function clearFragment() {
     try { window.history.replaceState(null, '', location.pathname + location.search); } catch (e) { /* ignore */ }
   }
 
