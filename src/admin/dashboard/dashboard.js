@@ -250,6 +250,34 @@
     return 10 * p;
   }
 
+  // More samples than the chart has room for are averaged into `count` buckets across the
+  // span: a rate by its mean, a latency weighted by the requests behind it. Each bucket is
+  // [time, requests/s, errors/s, mean latency or null].
+  function downsample(points, now, span, count) {
+    const width = span / count;
+    const buckets = [];
+    let current = null;
+    for (const p of points) {
+      if (p[0] < now - span) continue;
+      const index = Math.min(count - 1, Math.floor((p[0] - (now - span)) / width));
+      if (!current || current.index !== index) {
+        if (current) buckets.push(current);
+        current = { index, n: 0, rps: 0, eps: 0, lat: 0, weight: 0, t: 0 };
+      }
+      current.n++;
+      current.t = p[0];
+      current.rps += p[1];
+      current.eps += p[2];
+      if (p[3] != null) {
+        const w = p[1] > 0 ? p[1] : 1e-9;
+        current.lat += p[3] * w;
+        current.weight += w;
+      }
+    }
+    if (current) buckets.push(current);
+    return buckets.map((b) => [b.t, b.rps / b.n, b.eps / b.n, b.weight ? b.lat / b.weight : null]);
+  }
+
   function drawChart(canvas, series, field, now, span, fmt) {
     const dpr = window.devicePixelRatio || 1;
     const w = canvas.clientWidth, h = canvas.clientHeight;
@@ -265,6 +293,9 @@
     const muted = css.getPropertyValue('--muted').trim();
     const pad = { l: 48, r: 12, t: 10, b: 22 };
     const pw = w - pad.l - pad.r, ph = h - pad.t - pad.b;
+    const samples = Math.max(1, Math.round(span / (feed.sample_interval_ms || 1000)));
+    const room = Math.max(10, Math.floor(pw / 3));
+    series = series.map((s) => ({ ...s, points: samples > room ? downsample(s.points, now, span, room) : s.points }));
     let max = 0;
     for (const s of series) for (const p of s.points) if (p[field] != null && p[0] >= now - span) max = Math.max(max, p[field]);
     max = niceMax(max);
@@ -301,7 +332,7 @@
         const t = p[0], v = p[field];
         if (t < now - span) continue;
         // A gap (no value, or samples missing) lifts the pen.
-        if (v == null || (pen && t - prevT > 3 * (feed.sample_interval_ms || 1000))) { pen = false; if (v == null) continue; }
+        if (v == null || (pen && t - prevT > 3 * Math.max(feed.sample_interval_ms || 1000, span / room))) { pen = false; if (v == null) continue; }
         const xx = x(t), yy = y(Math.min(v, max));
         if (pen) ctx.lineTo(xx, yy); else ctx.moveTo(xx, yy);
         pen = true; prevT = t;
@@ -321,8 +352,10 @@
     svg.setAttribute('width', W); svg.setAttribute('height', H);
     svg.setAttribute('viewBox', '0 0 ' + W + ' ' + H);
     svg.setAttribute('class', 'spark');
+    const samples = Math.max(1, Math.round(span / (feed.sample_interval_ms || 1000)));
+    if (samples > W / 2) points = downsample(points, now, span, W / 2);
     let max = 0;
-    for (const p of points) if (p[3] != null) max = Math.max(max, p[3]);
+    for (const p of points) if (p[3] != null && p[0] >= now - span) max = Math.max(max, p[3]);
     max = niceMax(max);
     const title = document.createElementNS(ns, 'title');
     title.textContent = 'mean latency, scale 0–' + fmtMs(max) + ' ms; red: errors';
