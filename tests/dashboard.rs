@@ -336,12 +336,18 @@ fn a_person_sees_every_backend_and_one_going_down_when_its_process_stops() {
     assert_eq!(state("alpha").0, "healthy", "{answer}");
     let (beta_state, beta_text) = state("beta");
     assert_eq!(beta_state, "down");
-    // The reason is on the row, as the health check gave it.
+    // The reason is on the row, as the health check gave it; a click shows it whole.
     assert!(
         beta_text.contains("active health check down"),
         "{beta_text}"
     );
-    assert!(beta_text.contains("connect"), "{beta_text}");
+    let answer = browser.ask("click tr[data-backend=beta] td.why", WAIT);
+    assert!(answer.starts_with("ROWS "), "{answer}");
+    let answer = browser.ask("reason beta", WAIT);
+    let reason = answer
+        .strip_prefix("REASON ")
+        .unwrap_or_else(|| panic!("{answer}"));
+    assert!(reason.contains("last: connect"), "{reason}");
 
     let answer = browser.ask("text", WAIT);
     let text: String = serde_json::from_str(answer.strip_prefix("TEXT ").unwrap()).unwrap();
@@ -367,4 +373,48 @@ fn a_person_sees_every_backend_and_one_going_down_when_its_process_stops() {
     stop.store(true, Ordering::SeqCst);
     traffic.join().unwrap();
     drop(alpha);
+}
+
+#[test]
+fn fifty_backends_stay_readable_and_sort_by_state() {
+    let alpha = backend("alpha");
+    let beta = backend("beta");
+    // 48 more on ports nothing listens on: the health check takes them down.
+    let mut backends = vec![
+        ("alpha".to_string(), alpha.addr),
+        ("beta".to_string(), beta.addr),
+    ];
+    for n in 0..48 {
+        backends.push((format!("gone-{n:02}"), common::backend::closed_port()));
+    }
+    let named: Vec<(&str, SocketAddr)> = backends.iter().map(|(n, a)| (n.as_str(), *a)).collect();
+    let (_daemon, admin) = proxy(&named);
+
+    let mut browser = Browser::start(&format!("http://{admin}/#token={TOKEN}"));
+    let ready = browser.line(Duration::from_secs(40));
+    assert!(ready.starts_with("READY "), "{ready}");
+    assert_clean(&ready);
+    assert_eq!(rows(&ready).len(), 50, "{ready}");
+    let answer = browser.ask("wait gone-47 down 15000", Duration::from_secs(25));
+    assert!(answer.starts_with("OK "), "{answer}");
+    let answer = browser.ask("wait alpha healthy 10000", WAIT + WAIT);
+    assert!(answer.starts_with("OK "), "{answer}");
+
+    // Worst first, then flipped: the two healthy ones lead.
+    let answer = browser.ask("click th[data-sort=state]", WAIT);
+    assert!(answer.starts_with("ROWS "), "{answer}");
+    let sorted = rows(&answer);
+    assert_eq!(sorted.len(), 50);
+    assert_eq!(sorted[0].1, "down", "{answer}");
+    let answer = browser.ask("click th[data-sort=state]", WAIT);
+    let sorted = rows(&answer);
+    let leaders: Vec<&str> = sorted[..2].iter().map(|r| r.1.as_str()).collect();
+    assert_eq!(leaders, ["healthy", "healthy"], "{answer}");
+    assert_clean(&answer);
+
+    let shot = artifacts().join("dashboard-50-backends.png");
+    let answer = browser.ask(&format!("screenshot {}", shot.display()), WAIT + WAIT);
+    assert!(answer.starts_with("SAVED "), "{answer}");
+    println!("dashboard screenshot: {}", shot.display());
+    assert_eq!(browser.ask("quit", WAIT + WAIT), "BYE");
 }

@@ -7,6 +7,8 @@
 // can change the world (stop a backend) between looks at the same, never reloaded, page:
 //   rows                            -> ROWS <json: [{upstream, backend, state, text}]>
 //   wait <backend> <state> <ms>     -> OK <backend> <state> <elapsed ms> | FAIL <why>
+//   click <css selector>            -> ROWS <json> (after a person's click on it)
+//   reason <backend>                -> REASON <its reason, if shown whole> | FAIL
 //   screenshot <path>               -> SAVED <path>
 //   text                            -> TEXT <json: the page's visible text>
 //   quit                            -> BYE (then exits 0)
@@ -117,6 +119,22 @@ async function main() {
         const now = await rows(page).catch(() => []);
         say(`FAIL ${backend} did not show ${state} within ${ms} ms: ${err.message.split('\n')[0]} rows=${JSON.stringify(now)} ` + status());
       }
+    } else if (command === 'click') {
+      try {
+        await page.locator(args.join(' ')).first().click({ timeout: 5000 });
+        say('ROWS ' + JSON.stringify(await rows(page)) + ' ' + status());
+      } catch (err) {
+        say('FAIL click ' + args.join(' ') + ': ' + err.message.split('\n')[0]);
+      }
+    } else if (command === 'reason') {
+      // Only a reason shown whole counts: a cut-off one (ellipsis) is not what a person reads.
+      const answer = await page.evaluate((b) => {
+        const td = document.querySelector(`tr[data-backend="${b}"] td.why`);
+        if (!td) return null;
+        const clipped = getComputedStyle(td).whiteSpace === 'nowrap' && td.scrollWidth > td.clientWidth;
+        return clipped ? null : td.innerText.trim();
+      }, args[0]);
+      say(answer === null ? 'FAIL the reason of ' + args[0] + ' is missing or cut off' : 'REASON ' + answer);
     } else if (command === 'screenshot') {
       await page.screenshot({ path: args[0], fullPage: true });
       say('SAVED ' + args[0]);

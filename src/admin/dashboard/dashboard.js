@@ -33,16 +33,29 @@
     ['eps', 'Err/s', (b) => b.errors_per_sec, true],
     ['latency', 'Mean ms', (b) => (b.mean_latency_ms == null ? -1 : b.mean_latency_ms), true],
     ['ewma', 'EWMA ms', (b) => b.latency_ewma_ms, true],
-    ['trend', 'Latency trend', null, false],
+    ['trend', 'Trend', null, false],
     ['cost', 'Cost', (b) => b.cost, true],
     ['weight', 'Weight', (b) => b.weight * b.slow_start_factor, true],
     ['breaker', 'Breaker', (b) => b.breaker, false],
-    ['ejections', 'Ejections', (b) => b.ejections, true],
+    ['ejections', 'Ejected', (b) => b.ejections, true],
     ['requests', 'Requests', (b) => b.requests, true],
     ['errors', 'Errors', (b) => b.errors, true],
     ['idle', 'Idle', (b) => b.idle_connections, true],
   ];
 
+  const HINTS = {
+    in_flight: 'attempts in progress now',
+    rps: 'attempts per second over the last sample',
+    eps: 'failed attempts per second over the last sample',
+    latency: 'mean attempt duration over the last sample (from the metrics histogram)',
+    ewma: "the balancer's peak-EWMA latency estimate",
+    cost: 'what the adaptive strategy compares: lower wins',
+    weight: 'configured weight; while warming up, the slow-start share',
+    ejections: 'times passive health ejected it',
+    requests: 'attempts since it joined (or its settings last changed)',
+    errors: 'failed attempts since then',
+    idle: 'idle pooled connections',
+  };
   const $ = (id) => document.getElementById(id);
   const el = (tag, cls, text) => {
     const e = document.createElement(tag);
@@ -57,6 +70,7 @@
   let feed = null;
   const history = new Map(); // "upstream/backend" -> [[at_ms, rps, eps, mean, ewma, inflight], ...]
   let sort = { key: null, asc: true };
+  const expanded = new Set(); // rows whose reason shows whole, as 'upstream/backend'
   let timer = null;
   let lastOk = 0;
 
@@ -346,7 +360,7 @@
   }
 
   function sparkline(points, now, span) {
-    const W = 120, H = 24;
+    const W = 100, H = 24;
     const ns = 'http://www.w3.org/2000/svg';
     const svg = document.createElementNS(ns, 'svg');
     svg.setAttribute('width', W); svg.setAttribute('height', H);
@@ -399,7 +413,7 @@
       if (value) {
         th.dataset.sort = key;
         if (sort.key === key) th.classList.add('sorted', ...(sort.asc ? ['asc'] : []));
-        th.title = 'sort by ' + label.toLowerCase();
+        th.title = (HINTS[key] ? HINTS[key] + '; ' : '') + 'click to sort';
       }
       if (key === 'name') th.classList.add('first');
       tr.appendChild(th);
@@ -426,13 +440,16 @@
     if (!b.in_rotation) st.title = 'out of rotation';
     let why = b.reason;
     if (b.active_check && b.active_check.last_error && b.active_check.state === 'down' && !why.includes(b.active_check.last_error)) why += ' (' + b.active_check.last_error + ')';
-    cell(tr, 'why', why);
+    const reason = cell(tr, 'why', why);
+    reason.title = why + ' (click to show it whole)';
+    if (expanded.has(u.name + '/' + b.name)) tr.classList.add('expanded');
     cell(tr, 'num' + (b.in_flight ? '' : ' zero'), String(b.in_flight));
     cell(tr, 'num' + (b.requests_per_sec ? '' : ' zero'), fmtRate(b.requests_per_sec));
     cell(tr, 'num' + (b.errors_per_sec ? ' errs' : ' zero'), fmtRate(b.errors_per_sec));
     cell(tr, 'num', fmtMs(b.mean_latency_ms));
     cell(tr, 'num', fmtMs(b.latency_ewma_ms));
     const trend = cell(tr, 'trend');
+    trend.title = 'mean latency over the window; red ticks: errors';
     trend.appendChild(sparkline(history.get(u.name + '/' + b.name) || [], feed.now_ms, span));
     cell(tr, 'num', b.cost.toFixed(2));
     const weight = cell(tr, 'num', String(b.weight));
@@ -535,6 +552,14 @@
       poll();
     });
     $('upstreams').addEventListener('click', (ev) => {
+      const why = ev.target.closest('td.why');
+      if (why) {
+        const tr = why.parentElement;
+        const key = tr.dataset.upstream + '/' + tr.dataset.backend;
+        if (expanded.has(key)) expanded.delete(key); else expanded.add(key);
+        tr.classList.toggle('expanded', expanded.has(key));
+        return;
+      }
       const th = ev.target.closest('th[data-sort]');
       if (!th) return;
       const key = th.dataset.sort;
