@@ -192,7 +192,7 @@ impl Browser {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("run node (install Node.js 18 or later)");
+            .expect("run node (install Node.js 20 or later)");
         let stdin = child.stdin.take().unwrap();
         let stdout = BufReader::new(child.stdout.take().unwrap());
         let (tx, lines) = mpsc::channel();
