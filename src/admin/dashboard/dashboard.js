@@ -105,7 +105,10 @@
       if (!res.ok) throw new Error('HTTP ' + res.status);
       const data = await res.json();
       $('login').hidden = true;
-      absorb(data);
+      if (!absorb(data)) {
+        timer = setTimeout(poll, 0); // a restarted process: fetch its whole history
+        return;
+      }
       render();
       lastOk = Date.now();
       setLive('ok', 'live · ' + new Date(data.now_ms).toLocaleTimeString());
@@ -118,11 +121,15 @@
     timer = setTimeout(poll, next);
   }
 
+  // Take a poll's answer in; false when it must be asked again from the start.
   function absorb(data) {
-    // A restarted process numbers its samples from 1 again: start over.
+    // A restarted process numbers its samples from 1 again.
+    // The history after our `since` was asked of the old one: ask again from the start.
     if ((startedMs !== null && data.started_ms !== startedMs) || data.seq < since) {
       history.clear();
       since = 0;
+      startedMs = data.started_ms;
+      return false;
     }
     startedMs = data.started_ms;
     const keep = Math.max(1, data.history_samples || 300);
@@ -140,6 +147,7 @@
     for (const key of Array.from(history.keys())) if (!present.has(key)) history.delete(key);
     since = data.seq;
     feed = data;
+    return true;
   }
 
   function setLive(cls, text) {
