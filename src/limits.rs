@@ -73,6 +73,31 @@ pub const ADMIN_CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
 /// over `admin.max_connections` wait here.
 pub const ADMIN_LISTEN_BACKLOG: u32 = 64;
 
+/// How often the dashboard's sampler reads every backend (`admin.dashboard_sample_ms`):
+/// one point per backend on the page's charts, and the span its per-second rates cover.
+pub const DEFAULT_DASHBOARD_SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How far back the dashboard's charts reach (`admin.dashboard_history_ms`). Breach: the
+/// oldest sample is dropped for each new one (a ring per backend).
+pub const DEFAULT_DASHBOARD_HISTORY: Duration = Duration::from_secs(300);
+
+/// The most samples one backend's ring keeps, whatever the two keys above ask (internal
+/// bound): with 50 backends, about 2 MB of history at most. Breach: `--check` refuses a
+/// `dashboard_history_ms` over this many `dashboard_sample_ms`.
+pub const MAX_DASHBOARD_SAMPLES: usize = 3600;
+
+/// The shortest `admin.dashboard_sample_ms` accepted: below it the sampler would cost more
+/// than the picture is worth, and the per-second rates would be mostly noise.
+pub const MIN_DASHBOARD_SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Config loads the dashboard lists under "recent reloads" (internal bound). Breach: the
+/// oldest is forgotten (the counters on `/metrics` still count it).
+pub const RECENT_RELOADS_KEPT: usize = 20;
+
+/// The longest reason a remembered reload keeps (internal bound), in bytes. Breach: the rest
+/// is cut at a character boundary and an ellipsis added.
+pub const RECENT_RELOAD_DETAIL_BYTES: usize = 512;
+
 /// Pending connections the kernel may queue before `accept` (nginx's default on Linux).
 pub const DEFAULT_LISTEN_BACKLOG: u32 = 511;
 

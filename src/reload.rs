@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 
 use crate::config::{Config, ConfigError, RouteTarget};
 use crate::limits::ADMIN_LISTEN_BACKLOG;
+use crate::metrics::ReloadResult;
 use crate::server::tls::{Look, TlsError};
 use crate::server::{bind_lone_listener, ServerHandle};
 use crate::snapshot::Snapshot;
@@ -69,6 +70,40 @@ pub struct Changes {
     pub admin_changed: bool,
     /// Any `tls` setting, the certificate list included.
     pub tls_changed: bool,
+}
+
+impl Changes {
+    /// One line on what changed, for the dashboard's list of reloads.
+    pub fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.backends_added.is_empty() {
+            parts.push(format!(
+                "backends added: {}",
+                self.backends_added.join(", ")
+            ));
+        }
+        if !self.backends_removed.is_empty() {
+            parts.push(format!(
+                "backends removed: {}",
+                self.backends_removed.join(", ")
+            ));
+        }
+        for (changed, what) in [
+            (self.routes_changed, "routes changed"),
+            (self.listen_changed, "listen address moved"),
+            (self.admin_changed, "admin listener moved"),
+            (self.tls_changed, "TLS changed"),
+        ] {
+            if changed {
+                parts.push(what.to_string());
+            }
+        }
+        if parts.is_empty() {
+            "no backend, route or listener changed".to_string()
+        } else {
+            parts.join("; ")
+        }
+    }
 }
 
 pub struct Reloader {
@@ -195,9 +230,15 @@ impl Reloader {
         let started = Instant::now();
         let result = self.reload(force);
         match &result {
-            Ok(Some(_)) => crate::metrics::record_reload(true),
+            Ok(Some(changes)) => {
+                crate::metrics::record_reload(true);
+                crate::metrics::remember_reload(ReloadResult::Applied, trigger, changes.summary());
+            }
             Ok(None) => {}
-            Err(_) => crate::metrics::record_reload(false),
+            Err(error) => {
+                crate::metrics::record_reload(false);
+                crate::metrics::remember_reload(ReloadResult::Rejected, trigger, error.to_string());
+            }
         }
         match result {
             Ok(Some(changes)) => tracing::info!(

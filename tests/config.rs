@@ -807,3 +807,36 @@ fn paths_in_errors_are_as_written_without_dot_repetition() {
     );
     assert!(!message.contains("/./"), "{message}");
 }
+
+#[test]
+fn the_dashboard_history_is_bounded_by_its_two_keys() {
+    let site = Site::new();
+    let admin = "server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: public\n\
+                 admin:\n  listen_addr: \"127.0.0.1:0\"\n";
+    let config = site.load(admin).unwrap();
+    let defaults = config.admin.unwrap();
+    assert_eq!(defaults.dashboard_sample_interval, Duration::from_secs(1));
+    assert_eq!(defaults.dashboard_samples, 300);
+    let config = site
+        .load(&format!(
+            "{admin}  dashboard_sample_ms: 250\n  dashboard_history_ms: 60000\n"
+        ))
+        .unwrap();
+    let chosen = config.admin.unwrap();
+    assert_eq!(chosen.dashboard_sample_interval, Duration::from_millis(250));
+    assert_eq!(chosen.dashboard_samples, 240);
+    site.assert_each_error_ends_with(&[
+        (
+            &format!("{admin}  dashboard_sample_ms: 50\n"),
+            "admin.dashboard_sample_ms: must be at least 100",
+        ),
+        (
+            &format!("{admin}  dashboard_history_ms: 3600001000\n"),
+            "admin.dashboard_history_ms: must be between one and 3600 samples of admin.dashboard_sample_ms",
+        ),
+        (
+            &format!("{admin}  dashboard_history_ms: 10\n"),
+            "admin.dashboard_history_ms: must be between one and 3600 samples of admin.dashboard_sample_ms",
+        ),
+    ]);
+}

@@ -8,30 +8,31 @@
 //! ([`ADMIN_CONNECTION_TIMEOUT`]) and a cap on connections (`admin.max_connections`: more
 //! wait in the backlog). A reload may start it, move it or stop it. It keeps answering
 //! while the server drains (`/readyz` says 503 then) and stops after. With `admin.token`
-//! set, every endpoint but the probes wants that bearer token; the config refuses an
-//! address off loopback without one.
+//! set, every endpoint but the probes and the dashboard's data-free page wants that bearer
+//! token; the config refuses an address off loopback without one.
 
 mod auth;
 mod backend_gauges;
+mod backends;
 mod cache;
+mod dashboard;
 mod exposition;
 mod rate_limit_counters;
 
 pub use auth::tokens_match;
+pub use backends::backends_json;
 pub use exposition::{Format, OPENMETRICS_CONTENT_TYPE};
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use crate::balance::strategy::Strategy;
 use crate::http::date::with_http_date;
 use crate::http::parser::{parse_request, ParseLimits, Status};
 use crate::http::request::{Method, RequestHead, Version};
@@ -39,10 +40,9 @@ use crate::http::response::{Response, ResponseBody, StatusCode};
 use crate::http::writer::{encode_response_head, ConnectionState, ResponseFraming};
 use crate::limits::{ADMIN_CONNECTION_TIMEOUT, DEFAULT_ADMIN_MAX_CONNECTIONS};
 use crate::metrics::{Listener, OpenConnection};
-use crate::proxy::standing::Standing;
-use crate::proxy::upstream::{Backend, Upstream};
 use crate::server::{is_per_connection, ACCEPT_ERROR_BACKOFF};
-use crate::snapshot::{SharedSnapshot, Snapshot};
+use crate::snapshot::SharedSnapshot;
+use dashboard::{History, SharedHistory};
 
 /// Start the admin task. It serves on `initial` (the startup address, already bound) when
 /// there is one, then on each listening socket `moves` hands it (a reload bound it, so a
@@ -60,7 +60,11 @@ pub fn spawn(
     stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     let cap = max_connections(&config);
+    let history: SharedHistory = Arc::new(std::sync::Mutex::new(History::new(1)));
+    let sampler = dashboard::spawn_sampler(Arc::clone(&config), Arc::clone(&history), stop.clone());
     let admin = AdminLoop {
+        history,
+        sampler: Some(sampler),
         listener: None,
         moves,
         moves_open: true,
@@ -86,6 +90,10 @@ fn max_connections(config: &SharedSnapshot) -> usize {
 
 /// The admin accept loop and the connections it accepted.
 struct AdminLoop {
+    /// The dashboard's samples, filled by `sampler`.
+    history: SharedHistory,
+    /// Ends when `stop` turns true, like the loop.
+    sampler: Option<JoinHandle<()>>,
     listener: Option<TcpListener>,
     moves: mpsc::UnboundedReceiver<Option<std::net::TcpListener>>,
     /// False once every sender is gone: no move can come any more.
@@ -127,6 +135,7 @@ impl AdminLoop {
                     let state = AdminState {
                         config: Arc::clone(&self.config),
                         draining: self.draining.clone(),
+                        history: Arc::clone(&self.history),
                     };
                     let stop = self.stop.clone();
                     let drain = drain_tx.clone();
@@ -160,6 +169,10 @@ impl AdminLoop {
         drop(drain_tx);
         // Bounded anyway: each connection ends within its own deadline.
         let _ = tokio::time::timeout(ADMIN_CONNECTION_TIMEOUT, drained.recv()).await;
+        if let Some(sampler) = self.sampler.take() {
+            // It saw the same stop; a sample in progress takes microseconds.
+            let _ = sampler.await;
+        }
     }
 
     /// Serve on `next` from now on (closing the current socket after `next` is in place),
@@ -222,6 +235,7 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
 struct AdminState {
     config: SharedSnapshot,
     draining: watch::Receiver<bool>,
+    history: SharedHistory,
 }
 
 /// Read one request, answer it, close. A connection still waiting for its request when
@@ -259,31 +273,43 @@ async fn serve(
 }
 
 /// The endpoints, by path.
-const ENDPOINTS: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/admin/backends"];
+const ENDPOINTS: [&str; 5] = [
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/admin/backends",
+    dashboard::FEED_PATH,
+];
 
 /// The answer to `head`.
 fn route(head: &RequestHead, state: &AdminState) -> Response {
     let path = head.target().split('?').next().unwrap_or("");
     let snapshot = state.config.load_full();
-    let is_probe = matches!(path, "/healthz" | "/readyz");
+    // The probes, and the dashboard's page and assets: they carry no data (the page asks
+    // for the token and sends it with every poll of its feed).
+    let page = dashboard::asset(path);
+    let is_public = matches!(path, "/healthz" | "/readyz") || page.is_some();
     let token = snapshot
         .config
         .admin
         .as_ref()
         .and_then(|a| a.token.as_ref());
-    if !is_probe && !auth::is_authorized(head, token) {
+    if !is_public && !auth::is_authorized(head, token) {
         return text(StatusCode::UNAUTHORIZED, "unauthorized\n")
             .with_header("WWW-Authenticate", "Bearer");
     }
     if cache::owns(path) {
         return cache::route(head, path, &snapshot);
     }
-    if !ENDPOINTS.contains(&path) {
+    if !ENDPOINTS.contains(&path) && page.is_none() {
         return text(StatusCode::NOT_FOUND, "not found\n");
     }
     if !matches!(head.method(), Method::Get | Method::Head) {
         return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n")
             .with_header("Allow", "GET, HEAD");
+    }
+    if let Some(page) = page {
+        return dashboard::asset_response(page);
     }
     match path {
         // The process answers, so it serves (an orchestrator restarts it when it does not).
@@ -309,6 +335,13 @@ fn route(head: &RequestHead, state: &AdminState) -> Response {
                     )
                 }
             }
+        }
+        dashboard::FEED_PATH => {
+            let since = dashboard::since(head.target());
+            let history = state.history.lock().unwrap_or_else(|p| p.into_inner());
+            let json = dashboard::dashboard_json(&snapshot, &history, since, Instant::now());
+            drop(history);
+            dashboard::feed_response(json)
         }
         // `/admin/backends`, the one endpoint left.
         _ => {
@@ -362,150 +395,6 @@ async fn respond(
     let _ = stream.shutdown().await;
 }
 
-#[derive(Serialize)]
-struct Report<'a> {
-    upstreams: Vec<UpstreamReport<'a>>,
-}
-
-#[derive(Serialize)]
-struct UpstreamReport<'a> {
-    name: &'a str,
-    strategy: String,
-    /// No backend is available: every pick ignores health and breakers.
-    fail_open: bool,
-    backends: Vec<BackendReport<'a>>,
-}
-
-#[derive(Serialize)]
-struct BackendReport<'a> {
-    name: &'a str,
-    address: &'a str,
-    /// What the balancer believes, combining every signal (`proxy::standing`).
-    state: &'static str,
-    /// Why, in a sentence.
-    reason: String,
-    /// Whether a pick may choose it now.
-    in_rotation: bool,
-    /// The most probes a second it gets while out of the race; `null` when not probed.
-    probe_rate_per_sec: Option<f64>,
-    /// `null` when the group has no active checks.
-    active_check: Option<ActiveCheckReport>,
-    /// Why the last failure counted (connect, timeout, failure status, ...).
-    last_failure: Option<&'static str>,
-    ejected_for_ms: Option<u64>,
-    /// Failures since the last success; on an ejected backend, those that ejected it.
-    consecutive_failures: u32,
-    ejections: u64,
-    breaker: &'static str,
-    in_flight: u64,
-    latency_ewma_ms: f64,
-    /// The plain average the latency-outlier rule compares.
-    latency_typical_ms: f64,
-    /// Decaying share of recent requests that failed, 0 to 1.
-    failure_rate: f64,
-    /// What the adaptive strategy would compare (lower is better).
-    cost: f64,
-    weight: u32,
-    slow_start_factor: f64,
-    requests: u64,
-    errors: u64,
-    idle_connections: usize,
-}
-
-/// The JSON document of `/admin/backends`.
-pub fn backends_json(snapshot: &Snapshot, now: Instant) -> String {
-    let upstreams = snapshot
-        .upstreams
-        .iter()
-        .map(|u| upstream_report(u, now))
-        .collect();
-    serde_json::to_string_pretty(&Report { upstreams }).unwrap_or_else(|_| "{}".into())
-}
-
-#[derive(Serialize)]
-struct ActiveCheckReport {
-    /// "up" or "down".
-    state: &'static str,
-    consecutive_failures: u32,
-    consecutive_successes: u32,
-    /// Why the last failed probe failed (kept after later successes).
-    last_error: Option<String>,
-    fall: u32,
-    rise: u32,
-}
-
-fn upstream_report(upstream: &Upstream, now: Instant) -> UpstreamReport<'_> {
-    UpstreamReport {
-        name: &upstream.name,
-        strategy: strategy_name(&upstream.strategy),
-        fail_open: upstream.fails_open(now),
-        backends: upstream
-            .backends
-            .iter()
-            .zip(upstream.standings(now))
-            .map(|(backend, standing)| backend_report(backend, standing, now))
-            .collect(),
-    }
-}
-
-fn backend_report(backend: &Backend, standing: Standing, now: Instant) -> BackendReport<'_> {
-    let health = backend.health.snapshot(now);
-    let breaker = backend.breaker.state(now);
-    let active_check = backend.active.as_ref().map(|active| {
-        let active = active.snapshot();
-        ActiveCheckReport {
-            state: if active.healthy { "up" } else { "down" },
-            consecutive_failures: active.failures_in_a_row,
-            consecutive_successes: active.successes_in_a_row,
-            last_error: active.last_error,
-            fall: active.fall,
-            rise: active.rise,
-        }
-    });
-    let factor = backend.stats.slow_start_factor(now);
-    let weight = f64::from(backend.weight) * factor;
-    BackendReport {
-        name: &backend.name,
-        address: &backend.address,
-        state: standing.state.as_str(),
-        reason: standing.reason,
-        in_rotation: standing.in_rotation,
-        probe_rate_per_sec: standing.probe_rate.map(round3),
-        active_check,
-        last_failure: health.last_failure,
-        ejected_for_ms: health.ejected_for.map(|d| d.as_millis() as u64),
-        consecutive_failures: health.consecutive_failures,
-        ejections: health.total_ejections,
-        breaker: breaker.as_str(),
-        in_flight: backend.stats.in_flight(),
-        latency_ewma_ms: round3(backend.stats.latency_ns(now) / 1e6),
-        latency_typical_ms: round3(backend.stats.typical_latency_ns() / 1e6),
-        failure_rate: round3(backend.stats.failure_rate(now)),
-        cost: round3(backend.stats.cost(now, weight) / 1e6),
-        weight: backend.weight,
-        slow_start_factor: round3(factor),
-        requests: backend.stats.requests(),
-        errors: backend.stats.errors(),
-        idle_connections: backend.pool.idle_count(),
-    }
-}
-
-fn round3(value: f64) -> f64 {
-    (value * 1000.0).round() / 1000.0
-}
-
-fn strategy_name(strategy: &Strategy) -> String {
-    match strategy {
-        Strategy::RoundRobin => "round_robin".into(),
-        Strategy::WeightedRoundRobin => "weighted_round_robin".into(),
-        Strategy::LeastConnections => "least_connections".into(),
-        Strategy::Random => "random".into(),
-        Strategy::P2c => "p2c".into(),
-        Strategy::Adaptive => "adaptive".into(),
-        Strategy::ConsistentHash(key) => format!("consistent_hash({key:?})"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -534,6 +423,7 @@ mod tests {
         let state = AdminState {
             config: snapshot(admin),
             draining: watch::channel(draining).1,
+            history: Arc::new(std::sync::Mutex::new(History::new(4))),
         };
         let (_stop_tx, stop) = watch::channel(false);
         let serving = tokio::spawn(async move { serve(server, &state, stop).await });
@@ -592,7 +482,12 @@ mod tests {
 
     #[tokio::test]
     async fn the_token_guards_everything_but_the_probes() {
-        for path in ["/metrics", "/admin/backends", "/elsewhere"] {
+        for path in [
+            "/metrics",
+            "/admin/backends",
+            "/admin/dashboard.json",
+            "/elsewhere",
+        ] {
             let request = format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n");
             let answer = exchange_with(WITH_TOKEN, false, request.as_bytes()).await;
             assert!(
@@ -617,7 +512,14 @@ mod tests {
                       Authorization: Bearer s3cret-token\r\n\r\n";
         let answer = exchange_with(WITH_TOKEN, false, twice).await;
         assert!(answer.starts_with("HTTP/1.1 401 "), "{answer}");
-        for probe in ["/healthz", "/readyz"] {
+        // The probes, and the dashboard's page and assets (no data in them).
+        for probe in [
+            "/healthz",
+            "/readyz",
+            "/",
+            "/dashboard.js",
+            "/dashboard.css",
+        ] {
             let request = format!("GET {probe} HTTP/1.1\r\nHost: a\r\n\r\n");
             let answer = exchange_with(WITH_TOKEN, false, request.as_bytes()).await;
             assert!(

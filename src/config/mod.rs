@@ -250,6 +250,10 @@ pub struct AdminConfig {
     pub token: Option<AdminToken>,
     /// Whether requests, attempts and reloads are recorded for `/metrics`.
     pub metrics: bool,
+    /// How often the dashboard samples every backend.
+    pub dashboard_sample_interval: Duration,
+    /// Samples each backend's dashboard ring keeps (history / interval).
+    pub dashboard_samples: usize,
 }
 
 impl Config {
@@ -720,12 +724,41 @@ impl Validator<'_> {
                 ),
             );
         }
+        let (dashboard_sample_interval, dashboard_samples) = self.dashboard_history(raw);
         AdminConfig {
             listen_addr: raw.listen_addr,
             max_connections: raw.max_connections.get(),
             token,
             metrics: raw.metrics,
+            dashboard_sample_interval,
+            dashboard_samples,
         }
+    }
+
+    /// `admin.dashboard_sample_ms` and the samples `admin.dashboard_history_ms` asks for.
+    fn dashboard_history(&self, raw: &raw::RawAdmin) -> (Duration, usize) {
+        let interval = Duration::from_millis(raw.dashboard_sample_ms);
+        let min = crate::limits::MIN_DASHBOARD_SAMPLE_INTERVAL;
+        if interval < min {
+            self.report(
+                "admin.dashboard_sample_ms",
+                format!("must be at least {}", min.as_millis()),
+            );
+            return (min, 1);
+        }
+        let samples = raw.dashboard_history_ms / raw.dashboard_sample_ms;
+        let max = crate::limits::MAX_DASHBOARD_SAMPLES;
+        if samples == 0 || samples > max as u64 {
+            self.report(
+                "admin.dashboard_history_ms",
+                format!(
+                    "must be between one and {} samples of admin.dashboard_sample_ms",
+                    max
+                ),
+            );
+            return (interval, 1);
+        }
+        (interval, samples as usize)
     }
 
     fn server(&self, raw: &RawConfig) -> ServerConfig {

@@ -552,6 +552,20 @@ pub(super) struct RawAdmin {
     /// Non-zero by type, so a 0 is refused with its line like any type error.
     #[serde(default = "default_admin_max_connections")]
     pub max_connections: std::num::NonZeroUsize,
+    /// How often the dashboard samples every backend, in milliseconds.
+    #[serde(default = "default_dashboard_sample_ms")]
+    pub dashboard_sample_ms: u64,
+    /// How far back the dashboard's charts reach, in milliseconds.
+    #[serde(default = "default_dashboard_history_ms")]
+    pub dashboard_history_ms: u64,
+}
+
+fn default_dashboard_sample_ms() -> u64 {
+    limits::DEFAULT_DASHBOARD_SAMPLE_INTERVAL.as_millis() as u64
+}
+
+fn default_dashboard_history_ms() -> u64 {
+    limits::DEFAULT_DASHBOARD_HISTORY.as_millis() as u64
 }
 
 fn default_admin_max_connections() -> std::num::NonZeroUsize {

@@ -9,11 +9,12 @@
 //! from state that exists anyway (backend health, in-flight counts) is read at scrape time
 //! by the admin endpoint instead of being recorded.
 //!
-//! Imports nothing of the crate: it sits below everything that records into it.
+//! Imports nothing of the crate but `limits`: it sits below everything that records into it.
 
 mod exposition;
 mod histogram;
 pub mod process;
+mod recent_reloads;
 mod recorder;
 mod shards;
 mod status_codes;
@@ -23,6 +24,7 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 pub use exposition::{encode_counters, encode_gauges, RecordedMetrics};
+pub use recent_reloads::{ReloadEvent, ReloadResult};
 pub use recorder::Recorder;
 pub use shards::MAX_SERIES;
 
@@ -33,6 +35,9 @@ static GLOBAL: LazyLock<Arc<Recorder>> = LazyLock::new(|| {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     Arc::new(Recorder::new(threads + 1))
 });
+
+/// The last few config loads, for the dashboard.
+static RECENT_RELOADS: LazyLock<recent_reloads::RecentReloads> = LazyLock::new(Default::default);
 
 /// The process's recorder, for the exposition.
 pub fn global() -> &'static Arc<Recorder> {
@@ -122,7 +127,25 @@ pub fn record_reload(applied: bool) {
 
 /// The first config was loaded: the "last successful reload" is the start.
 pub fn record_config_loaded() {
-    GLOBAL.record_config_loaded(std::time::SystemTime::now());
+    let now = std::time::SystemTime::now();
+    GLOBAL.record_config_loaded(now);
+    remember_reload(ReloadResult::Loaded, "startup", String::new());
+}
+
+/// Keep a config load for the dashboard's list of recent reloads: `detail` says what it
+/// changed or why it was refused.
+pub fn remember_reload(result: ReloadResult, trigger: &'static str, detail: String) {
+    RECENT_RELOADS.remember(ReloadEvent {
+        at: std::time::SystemTime::now(),
+        result,
+        trigger,
+        detail,
+    });
+}
+
+/// The newest config loads, oldest first.
+pub fn recent_reloads() -> Vec<ReloadEvent> {
+    RECENT_RELOADS.list()
 }
 
 /// Which listener a connection came in on (the `listener` label).
