@@ -175,11 +175,7 @@ struct Browser {
 impl Browser {
     fn start(url: &str) -> Browser {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-        assert!(
-            dir.join("node_modules/playwright-core").is_dir(),
-            "the browser test needs its Node packages: run `npm ci --prefix tests/browser` \
-             (and install Chromium: `apt-get install chromium`); .ci/run does both"
-        );
+        install_node_packages(&dir);
         assert!(
             Path::new("/usr/bin/chromium").exists() || std::env::var_os("CHROMIUM").is_some(),
             "no /usr/bin/chromium: install the distribution's `chromium` package (.ci/run does)"
@@ -417,4 +413,29 @@ fn fifty_backends_stay_readable_and_sort_by_state() {
     assert!(answer.starts_with("SAVED "), "{answer}");
     println!("dashboard screenshot: {}", shot.display());
     assert_eq!(browser.ask("quit", WAIT + WAIT), "BYE");
+}
+
+/// The browser driver's Node packages, from the committed lock file: installed once per test
+/// run when missing, so `cargo test` stays the one test command. A failed install fails the
+/// test with npm's reason; it never skips.
+fn install_node_packages(dir: &Path) {
+    static INSTALLED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+    let mut installed = INSTALLED.lock().unwrap_or_else(|e| e.into_inner());
+    if *installed || dir.join("node_modules/playwright-core").is_dir() {
+        *installed = true;
+        return;
+    }
+    let out = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(dir)
+        // The distribution's Chromium is driven; playwright must not fetch a browser.
+        .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+        .output()
+        .unwrap_or_else(|e| panic!("the browser test needs npm (Node.js 20 or later): {e}"));
+    assert!(
+        out.status.success(),
+        "`npm ci --prefix tests/browser` failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    *installed = true;
 }
