@@ -5,6 +5,7 @@ pub mod admin;
 pub mod balance;
 pub mod buffer_pool;
 pub mod certificates;
+pub mod compression;
 pub mod config;
 pub mod dispatch;
 pub mod fault;

@@ -3,6 +3,7 @@
 //! every error names the file, the key and, where it can be found, the line.
 
 mod backend_tls;
+mod compression;
 mod locate;
 mod proxy;
 mod ratelimit;
@@ -12,6 +13,7 @@ mod upstream;
 mod yaml;
 
 pub use backend_tls::{BackendTls, TlsRoots};
+pub use compression::CompressionConfig;
 pub use proxy::{
     BackendConfig, ProxyConfig, RouteConfig, RouteTarget, DEFAULT_UPSTREAM, UNROUTED_NAME,
 };
@@ -232,6 +234,8 @@ pub struct Config {
     pub warnings: Vec<String>,
     /// Request rates per client; see `RateLimitConfig::is_enabled`.
     pub rate_limit: RateLimitConfig,
+    /// Response compression; off when `None` (no `compression` section).
+    pub compression: Option<CompressionConfig>,
 }
 
 /// Where and how the admin endpoints are served (`admin`).
@@ -564,6 +568,7 @@ impl Validator<'_> {
         );
         let proxy = proxy.map(|(config, _)| config);
         let rate_limit = self.rate_limit(raw.rate_limit.as_ref(), &raw.routes, routes.len());
+        let compression = self.compression(raw.compression.as_ref(), &raw.routes, routes.len());
         if static_files.is_none() && proxy.is_none() {
             self.report(
                 "static_files",
@@ -608,6 +613,7 @@ impl Validator<'_> {
             // Filled in by `Config::parse` once validation is over.
             warnings: Vec::new(),
             rate_limit,
+            compression,
         };
         match ConfigError::from_all(self.path, self.errors.take()) {
             None => Ok(config),

@@ -1,0 +1,248 @@
+//! Compression of static files: a fresh precompressed sidecar (`app.js.zst` beside
+//! `app.js`) when the client accepts its coding, else the file compressed on the fly when its
+//! type and size allow, else the file as it is. Every answer whose encoding could have been
+//! different says `Vary: Accept-Encoding`.
+//!
+//! A sidecar is its own representation: its own length (sent with `sendfile` like any file),
+//! its own strong ETag (from its own size and time, tagged with the coding, so it never
+//! equals the identity one). A body compressed on the fly gets a weak ETag: the bytes depend
+//! on the encoder's version and level. Range requests are always answered from the identity
+//! file, and compressed answers do not advertise `Accept-Ranges`.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::Path;
+
+use bytes::Bytes;
+
+use super::conditional::{evaluate_preconditions, Validators};
+use super::{file_response, open_nonblocking, with_validators, Content, FileHeaders, StaticError};
+use crate::compression::{
+    can_vary, compress_whole, negotiate, Accepted, Algorithm, Encoder, ResponseFacts, Settings,
+};
+use crate::config::StaticFilesConfig;
+use crate::http::request::{Method, RequestHead, Version};
+use crate::http::response::{BodyStream, HeaderValue, Response, ResponseBody, StatusCode};
+
+/// Answer `head` with the file at `path` (described by `headers`, its bytes in `content`),
+/// compressed when the client, the file and `settings` allow.
+pub(super) fn respond(
+    head: &RequestHead,
+    path: &Path,
+    headers: &FileHeaders,
+    content: Content,
+    settings: &Settings,
+    config: &StaticFilesConfig,
+) -> Result<Response, StaticError> {
+    let facts = ResponseFacts {
+        status: StatusCode::OK.as_u16(),
+        content_type: Some(headers.content_type.as_bytes()),
+        length: Some(headers.size),
+        ..ResponseFacts::default()
+    };
+    let compressible = can_vary(&facts, &settings.types, settings.min_bytes).is_ok();
+    // RFC 9110 §14.2: a range is of the identity representation (Range applies to GET only).
+    let wants_range = head.method() == Method::Get && head.header("range").is_some();
+    let accepted = if wants_range {
+        Accepted::default()
+    } else {
+        negotiate(head.header("accept-encoding"), &settings.algorithms)
+    };
+    if settings.precompressed {
+        for algorithm in accepted.iter() {
+            if let Some((file, sidecar)) = fresh_sidecar(path, headers, algorithm) {
+                let response = file_response(head, &sidecar, Content::File(file))?;
+                return Ok(encoded(response, algorithm));
+            }
+        }
+    }
+    let algorithm = match accepted.best() {
+        // Chunked framing is HTTP/1.1's: a 1.0 client gets a large file as it is.
+        Some(_) if matches!(content, Content::File(_)) && head.version() != Version::Http11 => {
+            None
+        }
+        Some(algorithm) if compressible => Some(algorithm),
+        _ => None,
+    };
+    let Some(algorithm) = algorithm else {
+        let response = file_response(head, headers, content)?;
+        return Ok(if compressible { with_vary(response) } else { response });
+    };
+    on_the_fly(head, headers, content, algorithm, settings, config)
+}
+
+/// The file compressed as it is sent (read whole already: compressed whole, with a length).
+fn on_the_fly(
+    head: &RequestHead,
+    headers: &FileHeaders,
+    content: Content,
+    algorithm: Algorithm,
+    settings: &Settings,
+    config: &StaticFilesConfig,
+) -> Result<Response, StaticError> {
+    let validators = Validators {
+        etag: tagged_etag(&headers.validators.etag, algorithm, true),
+        ..headers.validators.clone()
+    };
+    if let Some(status) = evaluate_preconditions(head, &validators) {
+        return match status {
+            StatusCode::NOT_MODIFIED => Ok(with_vary(with_validators(
+                Response::new(status),
+                &validators,
+            ))),
+            _ => Err(StaticError::PreconditionFailed),
+        };
+    }
+    let body = match content {
+        Content::Memory(bytes) => match compress_whole(algorithm, settings.level, &bytes) {
+            Ok(compressed) => ResponseBody::Full(Bytes::from(compressed)),
+            Err(error) => {
+                tracing::warn!(%error, coding = algorithm.token(), "compression failed; sending the file as it is");
+                let response = file_response(head, headers, Content::Memory(bytes))?;
+                return Ok(with_vary(response));
+            }
+        },
+        Content::File(file) => {
+            let encoder = Encoder::new(algorithm, settings.level)?;
+            ResponseBody::Stream(Box::new(FileEncoder {
+                file,
+                remaining: headers.size,
+                input: vec![0; config.read_chunk_bytes],
+                encoder: Some(encoder),
+            }))
+        }
+    };
+    let response = with_validators(Response::new(StatusCode::OK), &validators)
+        .with_header("Content-Type", headers.content_type.clone())
+        .with_body(body);
+    Ok(encoded(response, algorithm))
+}
+
+/// `Content-Encoding` on a body that has one, `Vary` on every answer, and no
+/// `Accept-Ranges`: ranges are served from the identity file only.
+fn encoded(mut response: Response, algorithm: Algorithm) -> Response {
+    response
+        .headers
+        .retain(|(name, _)| !name.eq_ignore_ascii_case("accept-ranges"));
+    if !response.status.is_bodyless() {
+        response = response.with_header("Content-Encoding", algorithm.token());
+    }
+    with_vary(response)
+}
+
+fn with_vary(response: Response) -> Response {
+    response.with_header("Vary", "Accept-Encoding")
+}
+
+/// The sidecar of `path` for `algorithm`, opened, when it is a regular file (a symlink is
+/// not followed: it could lead out of the root) at least as new as the original. A stale
+/// one (the original was edited after it was made) is ignored.
+fn fresh_sidecar(path: &Path, original: &FileHeaders, algorithm: Algorithm) -> Option<(File, FileHeaders)> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(algorithm.sidecar_suffix());
+    let sidecar = Path::new(&name);
+    let metadata = std::fs::symlink_metadata(sidecar).ok()?;
+    if !metadata.is_file() {
+        return None;
+    }
+    let fresh = match (metadata.modified().ok(), original.modified) {
+        (Some(sidecar), Some(original)) => sidecar >= original,
+        _ => false,
+    };
+    if !fresh {
+        tracing::debug!(sidecar = %sidecar.display(), "precompressed file older than its original; not used");
+        return None;
+    }
+    let file = open_nonblocking(sidecar).ok()?;
+    // The metadata of what was opened, not of what was looked at.
+    let metadata = file.metadata().ok().filter(|m| m.is_file())?;
+    let validators = Validators::of(&metadata);
+    let headers = FileHeaders {
+        validators: Validators {
+            etag: tagged_etag(&validators.etag, algorithm, false),
+            ..validators
+        },
+        content_type: original.content_type.clone(),
+        size: metadata.len(),
+        modified: metadata.modified().ok(),
+    };
+    Some((file, headers))
+}
+
+/// `"tag"` → `"tag-zstd"` (or `W/"tag-zstd"`): an encoded representation's ETag never
+/// equals the identity one's.
+fn tagged_etag(etag: &HeaderValue, algorithm: Algorithm, weak: bool) -> HeaderValue {
+    let opaque = etag.as_bytes();
+    let inner = opaque
+        .strip_prefix(b"\"")
+        .and_then(|rest| rest.strip_suffix(b"\""))
+        .unwrap_or(opaque);
+    let mut tagged = String::with_capacity(opaque.len() + 10);
+    if weak {
+        tagged.push_str("W/");
+    }
+    tagged.push('"');
+    tagged.push_str(&String::from_utf8_lossy(inner));
+    tagged.push('-');
+    tagged.push_str(algorithm.token());
+    tagged.push('"');
+    tagged.into()
+}
+
+/// A file compressed one `read_chunk_bytes` piece at a time as it is sent.
+struct FileEncoder {
+    file: File,
+    /// Bytes of the file still to read: the size announced when it was opened.
+    remaining: u64,
+    input: Vec<u8>,
+    /// `None` once finished.
+    encoder: Option<Encoder>,
+}
+
+impl BodyStream for FileEncoder {
+    fn next_piece(&mut self, out: &mut Vec<u8>) -> io::Result<bool> {
+        out.clear();
+        let Some(encoder) = self.encoder.as_mut() else {
+            return Ok(false);
+        };
+        if self.remaining > 0 {
+            let want = usize::try_from(self.remaining)
+                .unwrap_or(usize::MAX)
+                .min(self.input.len());
+            let read = self.file.read(&mut self.input[..want])?;
+            if read == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "file shrank while being sent",
+                ));
+            }
+            self.remaining -= read as u64;
+            encoder.write(&self.input[..read], false, out)?;
+        }
+        if self.remaining > 0 {
+            return Ok(true);
+        }
+        if let Some(encoder) = self.encoder.take() {
+            out.extend_from_slice(&encoder.finish()?);
+        }
+        Ok(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoded_etags_differ_from_the_identity_one() {
+        let etag = HeaderValue::from("\"1f-2a\"");
+        assert_eq!(
+            tagged_etag(&etag, Algorithm::Zstd, false).as_bytes(),
+            b"\"1f-2a-zstd\""
+        );
+        assert_eq!(
+            tagged_etag(&etag, Algorithm::Brotli, true).as_bytes(),
+            b"W/\"1f-2a-br\""
+        );
+    }
+}
