@@ -98,20 +98,16 @@ impl std::fmt::Debug for Encoder {
 impl Encoder {
     pub fn new(algorithm: Algorithm, level: Level) -> io::Result<Encoder> {
         let inner = match algorithm {
-            Algorithm::Zstd => Inner::Zstd(zstd::stream::write::Encoder::new(
-                Vec::new(),
-                level.zstd(),
-            )?),
+            Algorithm::Zstd => {
+                Inner::Zstd(zstd::stream::write::Encoder::new(Vec::new(), level.zstd())?)
+            }
             Algorithm::Brotli => Inner::Brotli(Box::new(brotli::CompressorWriter::new(
                 Vec::new(),
                 BROTLI_BUFFER_BYTES,
                 level.brotli(),
                 BROTLI_WINDOW_LOG,
             ))),
-            Algorithm::Gzip => Inner::Gzip(flate2::write::GzEncoder::new(
-                Vec::new(),
-                level.gzip(),
-            )),
+            Algorithm::Gzip => Inner::Gzip(flate2::write::GzEncoder::new(Vec::new(), level.gzip())),
         };
         Ok(Encoder { inner })
     }
@@ -219,7 +215,10 @@ mod tests {
                     }
                     wire.extend_from_slice(&encoder.finish().expect("finish"));
                     assert!(wire.len() < body.len() / 4, "{algorithm:?} {level:?}");
-                    assert!(decode(algorithm, &wire) == body, "{algorithm:?} {level:?} {flush}");
+                    assert!(
+                        decode(algorithm, &wire) == body,
+                        "{algorithm:?} {level:?} {flush}"
+                    );
                 }
             }
         }
@@ -240,7 +239,9 @@ mod tests {
     fn a_flush_makes_what_was_written_decodable() {
         let mut encoder = Encoder::new(Algorithm::Gzip, Level::Fast).expect("encoder");
         let mut out = Vec::new();
-        encoder.write(b"event: one\n\n", true, &mut out).expect("write");
+        encoder
+            .write(b"event: one\n\n", true, &mut out)
+            .expect("write");
         let mut partial = Vec::new();
         let mut decoder = flate2::write::GzDecoder::new(&mut partial);
         decoder.write_all(&out).expect("decode");

@@ -28,7 +28,11 @@ impl Algorithm {
         Algorithm::ALL
             .into_iter()
             .find(|a| token.eq_ignore_ascii_case(a.token().as_bytes()))
-            .or_else(|| token.eq_ignore_ascii_case(b"x-gzip").then_some(Algorithm::Gzip))
+            .or_else(|| {
+                token
+                    .eq_ignore_ascii_case(b"x-gzip")
+                    .then_some(Algorithm::Gzip)
+            })
     }
 
     /// The suffix of a precompressed sidecar file (`app.js.zst`), as the command-line tools
@@ -179,29 +183,121 @@ mod tests {
 
     #[test]
     fn each_negotiation_rule() {
-        let cases: &[(&str, Option<&str>, &[Algorithm], &[Algorithm])] = &[
+        // (what, Accept-Encoding, server preference, what the client gets, best first)
+        type Case = (
+            &'static str,
+            Option<&'static str>,
+            &'static [Algorithm],
+            &'static [Algorithm],
+        );
+        let cases: &[Case] = &[
             ("no header: the client did not ask", None, &SERVER, &[]),
             ("empty header: identity only", Some(""), &SERVER, &[]),
             ("one coding", Some("gzip"), &SERVER, &[Gzip]),
-            ("equal q: server preference", Some("gzip, br, zstd"), &SERVER, &[Zstd, Br, Gzip]),
-            ("browser header", Some("gzip, deflate, br, zstd"), &SERVER, &[Zstd, Br, Gzip]),
-            ("q ranks above preference", Some("zstd;q=0.5, gzip"), &SERVER, &[Gzip, Zstd]),
+            (
+                "equal q: server preference",
+                Some("gzip, br, zstd"),
+                &SERVER,
+                &[Zstd, Br, Gzip],
+            ),
+            (
+                "browser header",
+                Some("gzip, deflate, br, zstd"),
+                &SERVER,
+                &[Zstd, Br, Gzip],
+            ),
+            (
+                "q ranks above preference",
+                Some("zstd;q=0.5, gzip"),
+                &SERVER,
+                &[Gzip, Zstd],
+            ),
             ("q=0 refuses", Some("gzip;q=0, br"), &SERVER, &[Br]),
-            ("wildcard accepts the rest", Some("*"), &SERVER, &[Zstd, Br, Gzip]),
-            ("named entry beats wildcard", Some("*;q=0.1, gzip;q=0.9"), &SERVER, &[Gzip, Zstd, Br]),
-            ("wildcard q=0 refuses the unnamed", Some("gzip, *;q=0"), &SERVER, &[Gzip]),
-            ("identity;q=0 alone: nothing we make", Some("identity;q=0"), &SERVER, &[]),
-            ("identity;q=0 with gzip", Some("identity;q=0, gzip"), &SERVER, &[Gzip]),
+            (
+                "wildcard accepts the rest",
+                Some("*"),
+                &SERVER,
+                &[Zstd, Br, Gzip],
+            ),
+            (
+                "named entry beats wildcard",
+                Some("*;q=0.1, gzip;q=0.9"),
+                &SERVER,
+                &[Gzip, Zstd, Br],
+            ),
+            (
+                "wildcard q=0 refuses the unnamed",
+                Some("gzip, *;q=0"),
+                &SERVER,
+                &[Gzip],
+            ),
+            (
+                "identity;q=0 alone: nothing we make",
+                Some("identity;q=0"),
+                &SERVER,
+                &[],
+            ),
+            (
+                "identity;q=0 with gzip",
+                Some("identity;q=0, gzip"),
+                &SERVER,
+                &[Gzip],
+            ),
             ("x-gzip is gzip", Some("x-gzip"), &SERVER, &[Gzip]),
-            ("case-insensitive", Some("GZIP;Q=0.5, Br"), &SERVER, &[Br, Gzip]),
-            ("whitespace", Some("  br ;  q=0.8 ,\tgzip"), &SERVER, &[Gzip, Br]),
-            ("unknown codings ignored", Some("deflate, compress"), &SERVER, &[]),
-            ("malformed q skipped", Some("zstd;q=2, gzip;q=abc, br;q=0.0001"), &SERVER, &[]),
-            ("q=1.000 is one", Some("gzip;q=1.000, zstd;q=0.999"), &SERVER, &[Gzip, Zstd]),
-            ("first entry of a repeated coding", Some("gzip;q=0, gzip"), &SERVER, &[]),
-            ("server offers gzip only", Some("zstd, br, gzip"), &[Gzip], &[Gzip]),
-            ("server preference reversed", Some("zstd, gzip"), &[Gzip, Zstd], &[Gzip, Zstd]),
-            ("other params ignored", Some("gzip;level=9"), &SERVER, &[Gzip]),
+            (
+                "case-insensitive",
+                Some("GZIP;Q=0.5, Br"),
+                &SERVER,
+                &[Br, Gzip],
+            ),
+            (
+                "whitespace",
+                Some("  br ;  q=0.8 ,\tgzip"),
+                &SERVER,
+                &[Gzip, Br],
+            ),
+            (
+                "unknown codings ignored",
+                Some("deflate, compress"),
+                &SERVER,
+                &[],
+            ),
+            (
+                "malformed q skipped",
+                Some("zstd;q=2, gzip;q=abc, br;q=0.0001"),
+                &SERVER,
+                &[],
+            ),
+            (
+                "q=1.000 is one",
+                Some("gzip;q=1.000, zstd;q=0.999"),
+                &SERVER,
+                &[Gzip, Zstd],
+            ),
+            (
+                "first entry of a repeated coding",
+                Some("gzip;q=0, gzip"),
+                &SERVER,
+                &[],
+            ),
+            (
+                "server offers gzip only",
+                Some("zstd, br, gzip"),
+                &[Gzip],
+                &[Gzip],
+            ),
+            (
+                "server preference reversed",
+                Some("zstd, gzip"),
+                &[Gzip, Zstd],
+                &[Gzip, Zstd],
+            ),
+            (
+                "other params ignored",
+                Some("gzip;level=9"),
+                &SERVER,
+                &[Gzip],
+            ),
             ("empty elements", Some(",,gzip,,"), &SERVER, &[Gzip]),
         ];
         for (name, header, preference, want) in cases {
@@ -219,7 +315,10 @@ mod tests {
     #[test]
     fn tokens_round_trip() {
         for algorithm in Algorithm::ALL {
-            assert_eq!(Algorithm::from_token(algorithm.token().as_bytes()), Some(algorithm));
+            assert_eq!(
+                Algorithm::from_token(algorithm.token().as_bytes()),
+                Some(algorithm)
+            );
         }
         assert_eq!(Algorithm::from_token(b"deflate"), None);
     }

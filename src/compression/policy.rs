@@ -125,9 +125,10 @@ pub fn merge_vary(existing: Option<&[u8]>) -> Vec<u8> {
     let Some(existing) = existing.map(trim).filter(|e| !e.is_empty()) else {
         return b"Accept-Encoding".to_vec();
     };
-    let named = existing.split(|&b| b == b',').map(trim).any(|field| {
-        field == b"*" || field.eq_ignore_ascii_case(b"accept-encoding")
-    });
+    let named = existing
+        .split(|&b| b == b',')
+        .map(trim)
+        .any(|field| field == b"*" || field.eq_ignore_ascii_case(b"accept-encoding"));
     let mut merged = existing.to_vec();
     if !named {
         merged.extend_from_slice(b", Accept-Encoding");
@@ -191,35 +192,110 @@ mod tests {
             ("png", facts("image/png"), Err(Skip::Type)),
             ("zip", facts("application/zip"), Err(Skip::Type)),
             ("video", facts("video/mp4"), Err(Skip::Type)),
-            ("no type", ResponseFacts { content_type: None, ..base }, Err(Skip::Type)),
-            ("204", ResponseFacts { status: 204, ..base }, Err(Skip::Status)),
-            ("304", ResponseFacts { status: 304, ..base }, Err(Skip::Status)),
-            ("206", ResponseFacts { status: 206, ..base }, Err(Skip::Status)),
-            ("101", ResponseFacts { status: 101, ..base }, Err(Skip::Status)),
-            ("404 page", ResponseFacts { status: 404, ..base }, Ok(())),
+            (
+                "no type",
+                ResponseFacts {
+                    content_type: None,
+                    ..base
+                },
+                Err(Skip::Type),
+            ),
+            (
+                "204",
+                ResponseFacts {
+                    status: 204,
+                    ..base
+                },
+                Err(Skip::Status),
+            ),
+            (
+                "304",
+                ResponseFacts {
+                    status: 304,
+                    ..base
+                },
+                Err(Skip::Status),
+            ),
+            (
+                "206",
+                ResponseFacts {
+                    status: 206,
+                    ..base
+                },
+                Err(Skip::Status),
+            ),
+            (
+                "101",
+                ResponseFacts {
+                    status: 101,
+                    ..base
+                },
+                Err(Skip::Status),
+            ),
+            (
+                "404 page",
+                ResponseFacts {
+                    status: 404,
+                    ..base
+                },
+                Ok(()),
+            ),
             (
                 "already gzip",
-                ResponseFacts { content_encoding: Some(b"gzip"), ..base },
+                ResponseFacts {
+                    content_encoding: Some(b"gzip"),
+                    ..base
+                },
                 Err(Skip::AlreadyEncoded),
             ),
             (
                 "identity coding",
-                ResponseFacts { content_encoding: Some(b" identity"), ..base },
+                ResponseFacts {
+                    content_encoding: Some(b" identity"),
+                    ..base
+                },
                 Ok(()),
             ),
             (
                 "no-transform",
-                ResponseFacts { cache_control: Some(b"public, No-Transform"), ..base },
+                ResponseFacts {
+                    cache_control: Some(b"public, No-Transform"),
+                    ..base
+                },
                 Err(Skip::NoTransform),
             ),
             (
                 "other directives",
-                ResponseFacts { cache_control: Some(b"max-age=60"), ..base },
+                ResponseFacts {
+                    cache_control: Some(b"max-age=60"),
+                    ..base
+                },
                 Ok(()),
             ),
-            ("too small", ResponseFacts { length: Some(1023), ..base }, Err(Skip::TooSmall)),
-            ("exactly min", ResponseFacts { length: Some(1024), ..base }, Ok(())),
-            ("unknown length", ResponseFacts { length: None, ..base }, Ok(())),
+            (
+                "too small",
+                ResponseFacts {
+                    length: Some(1023),
+                    ..base
+                },
+                Err(Skip::TooSmall),
+            ),
+            (
+                "exactly min",
+                ResponseFacts {
+                    length: Some(1024),
+                    ..base
+                },
+                Ok(()),
+            ),
+            (
+                "unknown length",
+                ResponseFacts {
+                    length: None,
+                    ..base
+                },
+                Ok(()),
+            ),
         ];
         for (name, facts, want) in cases {
             assert_eq!(can_vary(facts, &types(), 1024), *want, "{name}");

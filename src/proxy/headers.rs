@@ -11,6 +11,7 @@ use std::net::IpAddr;
 
 use bytes::{BufMut, BytesMut};
 
+use crate::compression::{merge_vary, weaken_etag};
 use crate::http::parser::{eq_ignore_case_to_lowercase, trim_ows};
 use crate::http::request::{HeaderSpan, RequestFraming, RequestHead};
 use crate::http::response_parser::ParsedResponse;
@@ -201,7 +202,51 @@ pub fn encode_response_head(
     date: &[u8],
     backend_header: Option<(&str, &str)>,
 ) {
+    encode_recoded_response_head(
+        dst,
+        response,
+        upstream_head,
+        framing,
+        connection,
+        date,
+        backend_header,
+        Recoding::NONE,
+    );
+}
+
+/// What compression changes in a relayed response head.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recoding {
+    /// The coding the body is compressed with on its way: `Content-Encoding` says it, and a
+    /// strong `ETag` becomes weak (the bytes are no longer the backend's).
+    pub coding: Option<&'static str>,
+    /// The encoding could differ with `Accept-Encoding`: `Vary` names it (merged into the
+    /// backend's own `Vary`).
+    pub vary: bool,
+}
+
+impl Recoding {
+    pub const NONE: Recoding = Recoding {
+        coding: None,
+        vary: false,
+    };
+}
+
+/// [`encode_response_head`], with the changes `recoding` asks for.
+#[allow(clippy::too_many_arguments)]
+pub fn encode_recoded_response_head(
+    dst: &mut BytesMut,
+    response: &ParsedResponse,
+    upstream_head: &[u8],
+    framing: ResponseFraming,
+    connection: ConnectionState,
+    date: &[u8],
+    backend_header: Option<(&str, &str)>,
+    recoding: Recoding,
+) {
     dst.reserve(upstream_head.len() + 128);
+    let mut vary: Vec<&[u8]> = Vec::new();
+    let mut etag: Option<&[u8]> = None;
     put_status_line(dst, response.status);
     let fields = || {
         response
@@ -227,6 +272,14 @@ pub fn encode_response_head(
             }
             FieldName::Upgrade if switching => true,
             _ if field.is_hop_by_hop() => false,
+            FieldName::Other if recoding.vary && name.eq_ignore_ascii_case(b"vary") => {
+                vary.push(value);
+                false
+            }
+            FieldName::Other if recoding.coding.is_some() && name.eq_ignore_ascii_case(b"etag") => {
+                etag = Some(value);
+                false
+            }
             _ => !listed.names(name),
         };
         if keep {
@@ -242,6 +295,16 @@ pub fn encode_response_head(
         put_field(dst, name.as_bytes(), backend.as_bytes());
     }
     put_via(dst, &via);
+    if let Some(coding) = recoding.coding {
+        put_field(dst, b"Content-Encoding", coding.as_bytes());
+        if let Some(etag) = etag {
+            put_field(dst, b"ETag", &weaken_etag(etag));
+        }
+    }
+    if recoding.vary {
+        let existing = vary.join(&b", "[..]);
+        put_field(dst, b"Vary", &merge_vary(Some(&existing)));
+    }
     if switching {
         dst.put_slice(b"Connection: upgrade\r\n\r\n");
     } else {

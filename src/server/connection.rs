@@ -287,6 +287,10 @@ impl<S: Transport> Connection<S> {
                             .proxy
                             .as_ref()
                             .and_then(|p| p.backend_header.as_deref()),
+                        compression: config
+                            .compression
+                            .as_ref()
+                            .and_then(|c| c.for_route(route_index)),
                     };
                     return self
                         .serve_proxied(&head, decoder, &destination, &mut exchange, config)
@@ -297,11 +301,9 @@ impl<S: Transport> Connection<S> {
                 // connection can stay open.
                 match refusal {
                     Some(refusal) => Err(Fault::RateLimited(refusal)),
-                    None => {
-                        request_span.in_scope(|| {
-                            crate::dispatch::handle(&head, &snapshot, &routed, route_index)
-                        })
-                    }
+                    None => request_span.in_scope(|| {
+                        crate::dispatch::handle(&head, &snapshot, &routed, route_index)
+                    }),
                 }
             }
         };

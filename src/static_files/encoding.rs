@@ -12,6 +12,7 @@
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
@@ -58,15 +59,17 @@ pub(super) fn respond(
     }
     let algorithm = match accepted.best() {
         // Chunked framing is HTTP/1.1's: a 1.0 client gets a large file as it is.
-        Some(_) if matches!(content, Content::File(_)) && head.version() != Version::Http11 => {
-            None
-        }
+        Some(_) if matches!(content, Content::File(_)) && head.version() != Version::Http11 => None,
         Some(algorithm) if compressible => Some(algorithm),
         _ => None,
     };
     let Some(algorithm) = algorithm else {
         let response = file_response(head, headers, content)?;
-        return Ok(if compressible { with_vary(response) } else { response });
+        return Ok(if compressible {
+            with_vary(response)
+        } else {
+            response
+        });
     };
     on_the_fly(head, headers, content, algorithm, settings, config)
 }
@@ -137,7 +140,11 @@ fn with_vary(response: Response) -> Response {
 /// The sidecar of `path` for `algorithm`, opened, when it is a regular file (a symlink is
 /// not followed: it could lead out of the root) at least as new as the original. A stale
 /// one (the original was edited after it was made) is ignored.
-fn fresh_sidecar(path: &Path, original: &FileHeaders, algorithm: Algorithm) -> Option<(File, FileHeaders)> {
+fn fresh_sidecar(
+    path: &Path,
+    original: &FileHeaders,
+    algorithm: Algorithm,
+) -> Option<(File, FileHeaders)> {
     let mut name = path.as_os_str().to_owned();
     name.push(algorithm.sidecar_suffix());
     let sidecar = Path::new(&name);
@@ -146,7 +153,7 @@ fn fresh_sidecar(path: &Path, original: &FileHeaders, algorithm: Algorithm) -> O
         return None;
     }
     let fresh = match (metadata.modified().ok(), original.modified) {
-        (Some(sidecar), Some(original)) => sidecar >= original,
+        (Some(sidecar), Some(original)) => whole_seconds(sidecar) >= whole_seconds(original),
         _ => false,
     };
     if !fresh {
@@ -167,6 +174,15 @@ fn fresh_sidecar(path: &Path, original: &FileHeaders, algorithm: Algorithm) -> O
         modified: metadata.modified().ok(),
     };
     Some((file, headers))
+}
+
+/// A modification time in whole seconds since the epoch. Sidecars are compared at this
+/// resolution because the tools that make them copy the original's time onto them, and
+/// `brotli` copies only its whole seconds: compared to the nanosecond, every fresh `.br`
+/// would look older than its original. (An original edited within the same second after
+/// its sidecar was made is missed; the next edit is not.)
+fn whole_seconds(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// `"tag"` → `"tag-zstd"` (or `W/"tag-zstd"`): an encoded representation's ETag never

@@ -82,9 +82,14 @@ pub fn respond(
         let content = Content::Memory(cached.content.clone());
         return match compression {
             None => file_response(head, &cached.headers, content),
-            Some(settings) => {
-                encoding::respond(head, &cached.path, &cached.headers, content, settings, config)
-            }
+            Some(settings) => encoding::respond(
+                head,
+                &cached.path,
+                &cached.headers,
+                content,
+                settings,
+                config,
+            ),
         };
     }
     match resolve(config, &safe)? {
@@ -114,7 +119,7 @@ pub struct FileHeaders {
     validators: Validators,
     content_type: HeaderValue,
     size: u64,
-    /// To the nanosecond: a precompressed sidecar is used only when at least as new.
+    /// A precompressed sidecar is used only when at least as new (`encoding.rs`).
     modified: Option<std::time::SystemTime>,
 }
 
