@@ -784,3 +784,52 @@ fn unchunk_into(mut raw: Vec<u8>, out: &mut impl Write) -> Vec<u8> {
     raw.drain(..at);
     raw
 }
+
+#[test]
+fn cached_sidecars_are_revalidated_and_still_served_by_name() {
+    let site = site();
+    let root = site.root();
+    let original = root.join("small.html");
+    age(&original, Duration::from_secs(60));
+    compress_independently("zstd", &original, &root.join("small.html.zst"));
+    // The default file cache: sidecars are kept in memory like the files they sit beside.
+    let yaml = format!(
+        "server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: \"{}\"\n{COMPRESSION}",
+        root.display()
+    );
+    let daemon = Daemon::start_in(site.dir.path(), &yaml);
+    let zst = std::fs::read(root.join("small.html.zst")).unwrap();
+    for _ in 0..2 {
+        let response = get(&daemon, "/small.html", "Accept-Encoding: zstd\r\n");
+        assert!(response.body == zst, "the sidecar, read or cached");
+        assert_eq!(
+            response.header("content-type"),
+            Some("text/html; charset=utf-8")
+        );
+    }
+    // Asked for by name, the sidecar is a file of its own type, not an encoded page.
+    let by_name = get(&daemon, "/small.html.zst", "Accept-Encoding: zstd\r\n");
+    assert!(by_name.body == zst);
+    assert_eq!(by_name.header("content-encoding"), None);
+    assert_ne!(
+        by_name.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+
+    // The original edited: the cached sidecar is stale.
+    let edited = page(SMALL_BYTES + 7);
+    std::fs::write(&original, &edited).unwrap();
+    let response = get(&daemon, "/small.html", "Accept-Encoding: zstd\r\n");
+    assert!(decode_independently("zstd", &response.body) == edited);
+    assert!(
+        response.header("etag").unwrap().starts_with("W/"),
+        "compressed on the fly"
+    );
+    // A new sidecar made (with the edited original's time): served at once, the cached one
+    // revalidated away.
+    compress_independently("zstd", &original, &root.join("small.html.zst"));
+    let fresh = std::fs::read(root.join("small.html.zst")).unwrap();
+    let response = get(&daemon, "/small.html", "Accept-Encoding: zstd\r\n");
+    assert!(response.body == fresh, "the new sidecar");
+    assert!(response.header("etag").unwrap().starts_with('"'));
+}

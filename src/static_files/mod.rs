@@ -82,14 +82,13 @@ pub fn respond(
         let content = Content::Memory(cached.content.clone());
         return match compression {
             None => file_response(head, &cached.headers, content),
-            Some(settings) => encoding::respond(
-                head,
-                &cached.path,
-                &cached.headers,
-                content,
-                settings,
-                config,
-            ),
+            Some(settings) => {
+                let file = encoding::FileInfo {
+                    path: &cached.path,
+                    headers: &cached.headers,
+                };
+                encoding::respond(head, file, content, settings, config, cache)
+            }
         };
     }
     match resolve(config, &safe)? {
@@ -98,7 +97,11 @@ pub fn respond(
             match compression {
                 None => file_response(head, &headers, content),
                 Some(settings) => {
-                    encoding::respond(head, &path, &headers, content, settings, config)
+                    let file = encoding::FileInfo {
+                        path: &path,
+                        headers: &headers,
+                    };
+                    encoding::respond(head, file, content, settings, config, cache)
                 }
             }
         }
