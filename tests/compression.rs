@@ -475,6 +475,10 @@ fn proxied(target: &str) -> (String, Vec<u8>) {
         "/api/page" | "/plain/page" => format!(
             "Content-Type: text/html\r\nContent-Length: {len}\r\nETag: \"v1\"\r\nVary: Origin\r\n"
         ),
+        "/api/identity" => format!(
+            "Content-Type: text/html\r\nContent-Length: {len}\r\nContent-Encoding: identity\r\n\
+             Accept-Ranges: bytes\r\n"
+        ),
         "/api/chunked" => "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n".into(),
         "/api/encoded" => format!(
             "Content-Type: text/html\r\nContent-Encoding: gzip\r\nContent-Length: {len}\r\n"
@@ -542,6 +546,17 @@ fn proxied_responses_are_compressed_on_the_way_for_every_coding() {
         Some("W/\"v1\""),
         "a strong tag becomes weak"
     );
+    // A backend's `identity` gives way to ours; a compressed body offers no byte ranges.
+    let coded = get(&daemon, "/api/identity", "Accept-Encoding: gzip\r\n");
+    let codings: Vec<_> = coded
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("content-encoding"))
+        .collect();
+    assert_eq!(codings.len(), 1, "{codings:?}");
+    assert_eq!(coded.header("content-encoding"), Some("gzip"));
+    assert_eq!(coded.header("accept-ranges"), None);
+    assert!(decode_independently("gzip", &coded.body) == original);
     assert_eq!(response.header("vary"), Some("Origin, Accept-Encoding"));
     assert_eq!(
         response

@@ -280,6 +280,15 @@ pub fn encode_recoded_response_head(
                 etag = Some(value);
                 false
             }
+            // Ours replaces a backend's `identity` (anything else is never recoded), and a
+            // compressed body has no byte ranges to offer.
+            FieldName::Other
+                if recoding.coding.is_some()
+                    && (name.eq_ignore_ascii_case(b"content-encoding")
+                        || name.eq_ignore_ascii_case(b"accept-ranges")) =>
+            {
+                false
+            }
             _ => !listed.names(name),
         };
         if keep {
