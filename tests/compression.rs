@@ -848,3 +848,20 @@ fn cached_sidecars_are_revalidated_and_still_served_by_name() {
     assert!(response.body == fresh, "the new sidecar");
     assert!(response.header("etag").unwrap().starts_with('"'));
 }
+
+#[test]
+fn sidecars_are_looked_for_only_where_the_encoding_may_vary() {
+    let site = site();
+    let root = site.root();
+    age(&root.join("photo.png"), Duration::from_secs(60));
+    age(&root.join("tiny.txt"), Duration::from_secs(60));
+    std::fs::write(root.join("photo.png.zst"), b"never served").unwrap();
+    std::fs::write(root.join("tiny.txt.zst"), b"never served").unwrap();
+    let daemon = site.start(COMPRESSION, "");
+    for path in ["/photo.png", "/tiny.txt"] {
+        let response = get(&daemon, path, "Accept-Encoding: zstd\r\n");
+        assert_eq!(response.header("content-encoding"), None, "{path}");
+        assert_eq!(response.header("vary"), None, "{path}");
+        assert_ne!(response.body, b"never served", "{path}");
+    }
+}

@@ -62,7 +62,10 @@ pub(super) fn respond(
     } else {
         negotiate(head.header("accept-encoding"), &settings.algorithms)
     };
-    if settings.precompressed {
+    // Sidecars are looked for only where the encoding may vary anyway: an image costs no
+    // `stat` per accepted coding, and every identity answer that a sidecar could replace
+    // says `Vary`.
+    if settings.precompressed && compressible {
         for algorithm in accepted.iter() {
             if let Some((sidecar, content)) = fresh_sidecar(file, algorithm, config, cache) {
                 let response = file_response(head, &sidecar, content)?;
