@@ -7,6 +7,7 @@ pub mod balance;
 pub mod buffer_pool;
 pub mod cache;
 pub mod certificates;
+pub mod compression;
 pub mod config;
 pub mod dispatch;
 pub mod fault;

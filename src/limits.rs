@@ -400,3 +400,27 @@ pub const ACCESS_LOG_SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 pub const ACCESS_LOG_WARN_INTERVAL: Duration = Duration::from_secs(10);
 /// Longest `X-Request-Id` kept from a client (internal); longer ones are replaced.
 pub const MAX_REQUEST_ID_BYTES: usize = 200;
+
+/// Bodies shorter than this are sent uncompressed (`compression.min_bytes`): below a packet
+/// or so, the encoder's framing and CPU buy nothing on the wire.
+pub const DEFAULT_COMPRESSION_MIN_BYTES: u64 = 1024;
+/// Media types compressed on the fly unless `compression.types` says otherwise: text and
+/// the structured text formats; never images, archives or video, which are compressed
+/// already.
+pub const DEFAULT_COMPRESSION_TYPES: &[&str] = &[
+    "text/*",
+    "application/json",
+    "application/javascript",
+    "application/xml",
+    "application/wasm",
+    "application/manifest+json",
+    "application/ld+json",
+    "application/rss+xml",
+    "application/atom+xml",
+    "image/svg+xml",
+    "image/x-icon",
+    "font/ttf",
+    "font/otf",
+];
+/// Highest accepted `compression.min_bytes` (1 GiB): a larger one is a typo for "off".
+pub const MAX_COMPRESSION_MIN_BYTES: u64 = 1024 * 1024 * 1024;

@@ -757,7 +757,7 @@ fn a_misspelt_key_or_value_gets_a_suggestion() {
         ("server: {}\nstatic_files:\n  root: public\n  error_pages:\n    not_fund: x\n", ":5: static_files.error_pages: unknown key \"not_fund\" (did you mean \"not_found\"?)"),
         ("server:\n  runtime: per-core\n", ":2: server.runtime: unknown value \"per-core\" (did you mean \"per_core\"? expected shared or per_core)"),
         // Nothing near: the accepted names instead of a wild guess.
-        ("server: {}\nstatics: {}\n", ":2: unknown key \"statics\" (expected one of server, static_files, proxy, routes, admin, tls, logging, rate_limit, cache)"),
+        ("server: {}\nstatics: {}\n", ":2: unknown key \"statics\" (expected one of server, static_files, proxy, routes, admin, tls, logging, rate_limit, cache, compression)"),
         ("server: {}\nlogging:\n  colour: true\n", ":3: logging: unknown key \"colour\" (expected one of level, format, access_log, access_log_format, access_log_path, access_log_buffer_bytes, access_log_flush_ms, request_id)"),
         ("server:\n  runtime: threads\n", ":2: server.runtime: unknown value \"threads\" (expected shared or per_core)"),
     ];
@@ -837,6 +837,76 @@ fn the_dashboard_history_is_bounded_by_its_two_keys() {
         (
             &format!("{admin}  dashboard_history_ms: 10\n"),
             "admin.dashboard_history_ms: must be between one and 3600 samples of admin.dashboard_sample_ms",
+        ),
+    ]);
+}
+
+#[test]
+fn compression_settings_are_validated_and_off_when_absent() {
+    use sentinel::compression::{Algorithm, Level, MediaRange};
+    let site = Site::new();
+    let base = "server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: public\n";
+    assert!(site.load(base).expect("no section").compression.is_none());
+
+    let config = site
+        .load(&format!("{base}compression: {{}}\n"))
+        .expect("defaults");
+    let compression = config.compression.expect("on with the section");
+    let settings = compression
+        .for_route(Some(0))
+        .expect("the implicit route compresses");
+    assert_eq!(settings.algorithms, Algorithm::ALL.to_vec());
+    assert_eq!(settings.min_bytes, 1024);
+    assert_eq!(settings.level, Level::Fast);
+    assert!(!settings.precompressed);
+    assert!(settings
+        .types
+        .contains(&MediaRange::AnySubtype("text/".into())));
+    assert!(settings
+        .types
+        .contains(&MediaRange::Exact("application/json".into())));
+
+    let config = site
+        .load(&format!(
+            "{base}compression:\n  algorithms: [\"gzip\", \"zstd\"]\n  min_bytes: 10\n  \
+             types: [\"text/html\"]\n  precompressed: true\n  level: \"best\"\n\
+             routes:\n  - path_prefix: \"/raw\"\n    static: true\n    compression: false\n  \
+             - path_prefix: \"/\"\n    static: true\n"
+        ))
+        .expect("every key");
+    let compression = config.compression.expect("on");
+    assert!(
+        compression.for_route(Some(0)).is_none(),
+        "the route opted out"
+    );
+    let settings = compression.for_route(Some(1)).expect("the other route");
+    assert_eq!(settings.algorithms, vec![Algorithm::Gzip, Algorithm::Zstd]);
+    assert_eq!(settings.types, vec![MediaRange::Exact("text/html".into())]);
+    assert_eq!(
+        (settings.min_bytes, settings.level, settings.precompressed),
+        (10, Level::Best, true)
+    );
+
+    site.assert_each_error_ends_with(&[
+        (
+            &format!("{base}compression:\n  algorithms: [\"deflate\"]\n"),
+            "compression.algorithms: \"deflate\" is not one of \"zstd\", \"br\", \"gzip\"",
+        ),
+        (
+            &format!("{base}compression:\n  algorithms: [\"gzip\", \"gzip\"]\n"),
+            "compression.algorithms: \"gzip\" is listed twice",
+        ),
+        (
+            &format!("{base}compression:\n  level: \"max\"\n"),
+            "compression.level: \"max\" is not one of \"fast\", \"balanced\", \"best\"",
+        ),
+        (
+            &format!("{base}compression:\n  types: [\"*/*\"]\n"),
+            "compression.types: \"*/*\" is not a media type (type/subtype or type/*)",
+        ),
+        (
+            &format!("{base}compression:\n  algorithm: [\"gzip\"]\n"),
+            "unknown key \"algorithm\" (did you mean \"algorithms\"?)",
         ),
     ]);
 }

@@ -372,7 +372,7 @@ async fn respond(
     let body = match response.body {
         ResponseBody::Full(bytes) => bytes,
         // The admin endpoint only builds in-memory bodies.
-        ResponseBody::Empty | ResponseBody::File { .. } => Bytes::new(),
+        ResponseBody::Empty | ResponseBody::File { .. } | ResponseBody::Stream(_) => Bytes::new(),
     };
     let mut out = BytesMut::with_capacity(256 + body.len());
     with_http_date(|date| {

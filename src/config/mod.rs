@@ -4,6 +4,7 @@
 
 mod backend_tls;
 mod cache;
+mod compression;
 mod locate;
 mod proxy;
 mod ratelimit;
@@ -15,6 +16,7 @@ mod yaml;
 
 pub use backend_tls::{BackendTls, TlsRoots};
 pub use cache::CacheConfig;
+pub use compression::CompressionConfig;
 pub use proxy::{
     BackendConfig, ProxyConfig, RouteConfig, RouteTarget, DEFAULT_UPSTREAM, UNROUTED_NAME,
 };
@@ -238,6 +240,8 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     /// The response cache; off when `None`.
     pub cache: Option<CacheConfig>,
+    /// Response compression; off when `None` (no `compression` section).
+    pub compression: Option<CompressionConfig>,
 }
 
 /// Where and how the admin endpoints are served (`admin`).
@@ -636,6 +640,7 @@ impl Validator<'_> {
         let proxy = proxy.map(|(config, _)| config);
         let rate_limit = self.rate_limit(raw.rate_limit.as_ref(), &raw.routes, routes.len());
         let cache = self.cache(raw.cache.as_ref(), &raw.routes, routes.len());
+        let compression = self.compression(raw.compression.as_ref(), &raw.routes, routes.len());
         if static_files.is_none() && proxy.is_none() {
             self.report(
                 "static_files",
@@ -691,6 +696,7 @@ impl Validator<'_> {
             warnings: Vec::new(),
             rate_limit,
             cache,
+            compression,
         };
         match ConfigError::from_all(self.path, self.errors.take()) {
             None => Ok(config),

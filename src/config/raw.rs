@@ -34,6 +34,7 @@ pub(super) struct RawConfig {
     pub rate_limit: Option<RawRateLimit>,
     #[serde(default)]
     pub cache: Option<RawCache>,
+    pub compression: Option<RawCompression>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -635,6 +636,31 @@ pub(super) struct RawRoute {
     pub rate_limit: RawRouteLimit,
     /// `false`: this route's responses are never stored nor served from the cache.
     pub cache: Option<bool>,
+    /// `false`: never compress this route's responses (proxied ones included).
+    #[serde(default = "default_true")]
+    pub compression: bool,
+}
+
+/// `compression`; absent means off.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCompression {
+    pub algorithms: Option<Vec<String>>,
+    #[serde(default = "default_compression_min_bytes")]
+    pub min_bytes: u64,
+    pub types: Option<Vec<String>>,
+    #[serde(default)]
+    pub precompressed: bool,
+    #[serde(default = "default_compression_level")]
+    pub level: String,
+}
+
+fn default_compression_min_bytes() -> u64 {
+    limits::DEFAULT_COMPRESSION_MIN_BYTES
+}
+
+fn default_compression_level() -> String {
+    "fast".into()
 }
 
 fn default_path_prefix() -> String {

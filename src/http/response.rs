@@ -153,13 +153,31 @@ pub enum ResponseBody {
         offset: u64,
         len: u64,
     },
+    /// Content made piece by piece as it is sent (compressed on the fly): its length is not
+    /// known in advance, so it goes out chunked (HTTP/1.1 requests only).
+    Stream(Box<dyn BodyStream>),
+}
+
+/// A body produced as it is written, one bounded piece at a time, so memory per response
+/// stays bounded whatever the content's size.
+pub trait BodyStream: Send {
+    /// Put the next piece in `out` (emptied first; it may stay empty). `Ok(false)`: the body
+    /// is over, and `out` holds its last bytes.
+    fn next_piece(&mut self, out: &mut Vec<u8>) -> std::io::Result<bool>;
+}
+
+impl fmt::Debug for dyn BodyStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BodyStream")
+    }
 }
 
 impl ResponseBody {
-    /// Length of the content; what `Content-Length` announces.
+    /// Length of the content; what `Content-Length` announces (0 for a stream, whose
+    /// length is unknown: it is sent chunked).
     pub fn len(&self) -> u64 {
         match self {
-            ResponseBody::Empty => 0,
+            ResponseBody::Empty | ResponseBody::Stream(_) => 0,
             ResponseBody::Full(bytes) => bytes.len() as u64,
             ResponseBody::File { len, .. } => *len,
         }

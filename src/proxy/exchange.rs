@@ -9,6 +9,7 @@ use bytes::BytesMut;
 use super::stream::ConnectError;
 use super::upstream::Upstream;
 use crate::buffer_pool;
+use crate::compression::{Level, Settings};
 use crate::config::{ConnectionLimits, RouteConfig};
 use crate::http::error::{BodyError, ParseError};
 use crate::http::lazy_timer::LazyTimer;
@@ -46,6 +47,15 @@ pub struct Destination<'a> {
     pub cache: Option<&'a crate::cache::fill::Fill<'a>>,
     /// The request's ID, sent to the backend and back to the client in `X-Request-Id`.
     pub request_id: Option<&'a [u8]>,
+    /// Compression of the response, unless off or the route opted out.
+    pub compression: Option<&'a Settings>,
+}
+
+impl Destination<'_> {
+    /// The encoder level for responses compressed on the way.
+    pub(super) fn compression_level(&self) -> Level {
+        self.compression.map_or(Level::Fast, |s| s.level)
+    }
 }
 
 /// How a forwarded request ended, for the connection to act on and log.

@@ -11,6 +11,7 @@ use std::net::IpAddr;
 
 use bytes::{BufMut, BytesMut};
 
+use crate::compression::{merge_vary, weaken_etag};
 use crate::http::parser::{eq_ignore_case_to_lowercase, trim_ows};
 use crate::http::request::{HeaderSpan, RequestFraming, RequestHead};
 use crate::http::response_parser::ParsedResponse;
@@ -206,6 +207,26 @@ pub struct AddedFields<'a> {
     pub backend_header: Option<(&'a str, &'a str)>,
     /// The request's ID, replacing any `X-Request-Id` the backend sent.
     pub request_id: Option<&'a [u8]>,
+    /// What compression on the way changes in the head.
+    pub recoding: Recoding,
+}
+
+/// What compression changes in a relayed response head.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recoding {
+    /// The coding the body is compressed with on its way: `Content-Encoding` says it, and a
+    /// strong `ETag` becomes weak (the bytes are no longer the backend's).
+    pub coding: Option<&'static str>,
+    /// The encoding could differ with `Accept-Encoding`: `Vary` names it (merged into the
+    /// backend's own `Vary`).
+    pub vary: bool,
+}
+
+impl Recoding {
+    pub const NONE: Recoding = Recoding {
+        coding: None,
+        vary: false,
+    };
 }
 
 /// Append the response head for the client to `dst`. `upstream_head` holds the bytes
@@ -222,8 +243,11 @@ pub fn encode_response_head(
     let AddedFields {
         backend_header,
         request_id,
+        recoding,
     } = added;
     dst.reserve(upstream_head.len() + 128);
+    let mut vary: Vec<&[u8]> = Vec::new();
+    let mut etag: Option<&[u8]> = None;
     put_status_line(dst, response.status);
     let fields = || {
         response
@@ -251,6 +275,23 @@ pub fn encode_response_head(
             // The client gets the ID it sent or we made, whatever the backend says.
             FieldName::XRequestId if request_id.is_some() => false,
             _ if field.is_hop_by_hop() => false,
+            FieldName::Other if recoding.vary && name.eq_ignore_ascii_case(b"vary") => {
+                vary.push(value);
+                false
+            }
+            FieldName::Other if recoding.coding.is_some() && name.eq_ignore_ascii_case(b"etag") => {
+                etag = Some(value);
+                false
+            }
+            // Ours replaces a backend's `identity` (anything else is never recoded), and a
+            // compressed body has no byte ranges to offer.
+            FieldName::Other
+                if recoding.coding.is_some()
+                    && (name.eq_ignore_ascii_case(b"content-encoding")
+                        || name.eq_ignore_ascii_case(b"accept-ranges")) =>
+            {
+                false
+            }
             _ => !listed.names(name),
         };
         if keep {
@@ -269,6 +310,16 @@ pub fn encode_response_head(
         put_field(dst, b"X-Request-Id", id);
     }
     put_via(dst, &via);
+    if let Some(coding) = recoding.coding {
+        put_field(dst, b"Content-Encoding", coding.as_bytes());
+        if let Some(etag) = etag {
+            put_field(dst, b"ETag", &weaken_etag(etag));
+        }
+    }
+    if recoding.vary {
+        let existing = vary.join(&b", "[..]);
+        put_field(dst, b"Vary", &merge_vary(Some(&existing)));
+    }
     if switching {
         dst.put_slice(b"Connection: upgrade\r\n\r\n");
     } else {
@@ -499,6 +550,7 @@ mod tests {
             AddedFields {
                 backend_header: None,
                 request_id: Some(b"ours"),
+                recoding: Recoding::NONE,
             },
         );
         let text = String::from_utf8(dst.to_vec()).unwrap();

@@ -10,11 +10,12 @@ use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::AsyncReadExt;
 
 use super::exchange::{Client, Destination, Outcome, RELAY_BUFFER_BYTES};
-use super::headers::{encode_response_head, AddedFields};
+use super::headers::{encode_response_head, AddedFields, Recoding};
 use super::log_limit::admit_failure;
 use super::stream::UpstreamStream;
 use super::upstream::Attempt;
 use crate::cache::fill::{Begun, Capture};
+use crate::compression::{can_vary, negotiate, Algorithm, Encoder, ResponseFacts, Settings};
 use crate::http::body::{BodyDecoder, BodyLimits, ChunkedDecoder, Step};
 use crate::http::date::with_http_date;
 use crate::http::persistence::Persistence;
@@ -98,9 +99,17 @@ pub(super) async fn relay_response<S: Transport>(
     destination: &Destination<'_>,
 ) -> Outcome {
     let backend = attempt.backend;
-    let framings = framings(head.method(), head.version(), &response);
-    let keep_alive = client.keep_alive && !framings.client_until_close;
+    let mut framings = framings(head.method(), head.version(), &response);
     let response_head = &buf[..head_len];
+    let (recoding, algorithm) = match destination.compression {
+        Some(settings) => recoding(head, &response, response_head, settings),
+        None => (Recoding::NONE, None),
+    };
+    if algorithm.is_some() {
+        // The compressed length is not known in advance (HEAD says what GET would).
+        framings.client = ResponseFraming::Chunked;
+    }
+    let keep_alive = client.keep_alive && !framings.client_until_close;
     // Room for the fields we add and a small body behind the head (see `Relay::send`).
     let mut out = BytesMut::with_capacity(response_head.len() + COPY_BEHIND_STAGED_BYTES);
     with_http_date(|date| {
@@ -119,6 +128,7 @@ pub(super) async fn relay_response<S: Transport>(
                     .backend_header
                     .map(|name| (name, &*backend.name)),
                 request_id: destination.request_id,
+                recoding,
             },
         )
     });
@@ -171,12 +181,30 @@ pub(super) async fn relay_response<S: Transport>(
             backend: backend_name,
         };
     };
+    let encoder = match algorithm {
+        Some(algorithm) => match Encoder::new(algorithm, destination.compression_level()) {
+            Ok(encoder) => Some(encoder),
+            Err(error) => {
+                // The head promised an encoding: only closing can end this response now.
+                tracing::warn!(%error, "no encoder for a proxied response");
+                return Outcome::Responded {
+                    status,
+                    body_bytes: 0,
+                    persistence: Persistence::Close,
+                    backend: backend_name,
+                };
+            }
+        },
+        None => None,
+    };
     let mut relay = Relay {
         client,
         out,
         chunked: framings.client == ResponseFraming::Chunked,
         sent: 0,
         capture,
+        encoder,
+        encoded: Vec::new(),
     };
     let finished = relay
         .body(
@@ -246,6 +274,52 @@ enum RelayError {
     Client(io::Error),
 }
 
+/// What compression does to this response: how its head changes, and the coding its body
+/// is compressed with (`None`: relayed as it is). Compressed only for HTTP/1.1 clients
+/// (chunked framing) that accept a coding, never for a range request, and only when the
+/// policy allows it (`compression::can_vary`); `Vary` is added whenever it allows it.
+fn recoding(
+    head: &RequestHead,
+    response: &ParsedResponse,
+    response_head: &[u8],
+    settings: &Settings,
+) -> (Recoding, Option<Algorithm>) {
+    let field = |name: &str| {
+        response
+            .headers
+            .iter()
+            .find(|h| {
+                h.name
+                    .slice(response_head)
+                    .eq_ignore_ascii_case(name.as_bytes())
+            })
+            .map(|h| h.value.slice(response_head))
+    };
+    let facts = ResponseFacts {
+        status: response.status.as_u16(),
+        content_type: field("content-type"),
+        content_encoding: field("content-encoding"),
+        cache_control: field("cache-control"),
+        length: match response.framing {
+            DeclaredFraming::Length(length) => Some(length),
+            DeclaredFraming::Chunked | DeclaredFraming::UntilClose => None,
+        },
+    };
+    if can_vary(&facts, &settings.types, settings.min_bytes).is_err() {
+        return (Recoding::NONE, None);
+    }
+    let algorithm = if head.header("range").is_some() || head.version() != Version::Http11 {
+        None
+    } else {
+        negotiate(head.header("accept-encoding"), &settings.algorithms).best()
+    };
+    let recoding = Recoding {
+        coding: algorithm.map(Algorithm::token),
+        vary: true,
+    };
+    (recoding, algorithm)
+}
+
 /// Relays a response body piece by piece, re-framing it for the client.
 struct Relay<'c, 'a, S> {
     client: &'c mut Client<'a, S>,
@@ -256,6 +330,10 @@ struct Relay<'c, 'a, S> {
     sent: u64,
     /// The body being stored by the cache, until it outgrows the object limit.
     capture: Option<Box<Capture>>,
+    /// Compresses the body on its way, when the client gets it encoded.
+    encoder: Option<Encoder>,
+    /// The compressed bytes of the piece being sent (reused from piece to piece).
+    encoded: Vec<u8>,
 }
 
 impl<S: Transport> Relay<'_, '_, S> {
@@ -393,8 +471,25 @@ impl<S: Transport> Relay<'_, '_, S> {
         }
     }
 
-    /// Write one piece of body (behind whatever is staged), framed for the client.
+    /// Write one piece of body (behind whatever is staged), compressed when the client
+    /// gets it encoded. Each piece is flushed through the encoder: a streamed response
+    /// (events, long polls) must reach the client as the backend sends it, not when the
+    /// encoder's block fills.
     async fn send(&mut self, data: &[u8]) -> Result<(), RelayError> {
+        let Some(encoder) = self.encoder.as_mut() else {
+            return self.send_framed(data).await;
+        };
+        encoder
+            .write(data, true, &mut self.encoded)
+            .map_err(RelayError::Client)?;
+        let encoded = std::mem::take(&mut self.encoded);
+        let sent = self.send_framed(&encoded).await;
+        self.encoded = encoded;
+        sent
+    }
+
+    /// Write one piece of body (behind whatever is staged), framed for the client.
+    async fn send_framed(&mut self, data: &[u8]) -> Result<(), RelayError> {
         if data.is_empty() {
             return Ok(());
         }
@@ -427,6 +522,10 @@ impl<S: Transport> Relay<'_, '_, S> {
 
     /// End the body: the last chunk when chunked, and whatever is still staged.
     async fn finish(&mut self) -> Result<(), RelayError> {
+        if let Some(encoder) = self.encoder.take() {
+            let last = encoder.finish().map_err(RelayError::Client)?;
+            self.send_framed(&last).await?;
+        }
         if self.chunked {
             self.out.put_slice(LAST_CHUNK);
         }

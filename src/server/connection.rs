@@ -26,10 +26,13 @@ use crate::http::lazy_timer::LazyTimer;
 use crate::http::parser::{parse_request, Status};
 use crate::http::persistence::Persistence;
 use crate::http::request::{Method, RequestFraming, RequestHead, Version};
-use crate::http::response::{Response, ResponseBody};
+use crate::http::response::{BodyStream, Response, ResponseBody};
 use crate::http::response_parser::ResponseLimits;
 use crate::http::scheme::Scheme;
-use crate::http::writer::{encode_response_head, ConnectionState, ResponseFraming};
+use crate::http::writer::{
+    encode_chunk_header, encode_response_head, ConnectionState, ResponseFraming, CHUNK_DATA_END,
+    LAST_CHUNK,
+};
 use crate::limits::DEFAULT_READ_CHUNK_BYTES;
 use crate::limits::{DEFAULT_MAX_RESPONSE_HEAD_BYTES, MAX_RESPONSE_HEADERS};
 use crate::metrics::RouteSeries;
@@ -323,6 +326,10 @@ impl<S: Transport> Connection<S> {
                             .and_then(|p| p.backend_header.as_deref()),
                         cache: None,
                         request_id: (!request_id.is_empty()).then_some(&request_id[..]),
+                        compression: config
+                            .compression
+                            .as_ref()
+                            .and_then(|c| c.for_route(route_index)),
                     };
                     let caching = snapshot.cache.as_ref().filter(|cache| {
                         route_index.is_some_and(|index| cache.config.route_enabled(index))
@@ -355,9 +362,9 @@ impl<S: Transport> Connection<S> {
                 // connection can stay open.
                 match refusal {
                     Some(refusal) => Err(Fault::RateLimited(refusal)),
-                    None => {
-                        request_span.in_scope(|| crate::dispatch::handle(&head, &snapshot, &routed))
-                    }
+                    None => request_span.in_scope(|| {
+                        crate::dispatch::handle(&head, &snapshot, &routed, route_index)
+                    }),
                 }
             }
         };
@@ -787,10 +794,11 @@ impl<S: Transport> Connection<S> {
                 exchange.request_id.clone().into(),
             ));
         }
-        let framing = if status.is_bodyless() {
-            ResponseFraming::Bodyless
-        } else {
-            ResponseFraming::Length(body.len())
+        let framing = match &body {
+            _ if status.is_bodyless() => ResponseFraming::Bodyless,
+            // Made only for HTTP/1.1 requests (`static_files` sends 1.0 clients identity).
+            ResponseBody::Stream(_) => ResponseFraming::Chunked,
+            _ => ResponseFraming::Length(body.len()),
         };
         let connection = ConnectionState {
             request_version: exchange.version,
@@ -832,10 +840,47 @@ impl<S: Transport> Connection<S> {
                 self.stream_file(file, offset, len, piece, write_timeout)
                     .await
             }
+            ResponseBody::Stream(mut stream) if send_body => {
+                self.write_stream(stream.as_mut(), write_timeout).await
+            }
             _ => WriteOutcome {
                 body_bytes: 0,
                 result: self.flush_write_buf(write_timeout).await,
             },
+        }
+    }
+
+    /// Send a body made as it goes, chunked, behind the head in the write buffer: each
+    /// piece is written before the next is made, so memory stays one piece and its encoder
+    /// whatever the body's size. A failure to make a piece cuts the response short (its
+    /// head is out): only closing tells the client.
+    async fn write_stream(
+        &mut self,
+        stream: &mut dyn BodyStream,
+        write_timeout: Duration,
+    ) -> WriteOutcome {
+        let mut sent = 0;
+        let mut piece = Vec::new();
+        let result: io::Result<()> = async {
+            loop {
+                let more = stream.next_piece(&mut piece)?;
+                if !piece.is_empty() {
+                    encode_chunk_header(&mut self.write_buf, piece.len());
+                    self.flush_with_body(&piece, write_timeout).await?;
+                    self.write_buf.extend_from_slice(CHUNK_DATA_END);
+                    sent += piece.len() as u64;
+                }
+                if !more {
+                    self.write_buf.extend_from_slice(LAST_CHUNK);
+                    return self.flush_write_buf(write_timeout).await;
+                }
+            }
+        }
+        .await;
+        self.write_buf.clear();
+        WriteOutcome {
+            body_bytes: sent,
+            result,
         }
     }
 

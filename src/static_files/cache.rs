@@ -197,6 +197,7 @@ mod tests {
                 validators: Validators::of(&metadata),
                 content_type: HeaderValue::from("text/plain"),
                 size: len as u64,
+                modified: metadata.modified().ok(),
             },
             content: Bytes::from(vec![b'x'; len]),
         };

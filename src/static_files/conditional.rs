@@ -77,18 +77,28 @@ enum Comparison {
     Weak,
 }
 
-/// Does a comma-separated entity-tag list (or `*`) match our strong `etag`?
+/// Does a comma-separated entity-tag list (or `*`) match our `etag`? Ours is weak only for
+/// a body compressed on the fly (RFC 9110 §8.8.3.2: weak tags never match strongly).
 fn etag_list_matches(list: &[u8], etag: &[u8], comparison: Comparison) -> bool {
     if trim(list) == b"*" {
         return true;
     }
+    let (ours_weak, ours) = split_weak(etag);
     list.split(|&b| b == b',').map(trim).any(|candidate| {
-        match (candidate.strip_prefix(b"W/"), comparison) {
-            (Some(weak), Comparison::Weak) => weak == etag,
-            (Some(_), Comparison::Strong) => false,
-            (None, _) => candidate == etag,
+        let (theirs_weak, theirs) = split_weak(candidate);
+        match comparison {
+            Comparison::Weak => theirs == ours,
+            Comparison::Strong => !ours_weak && !theirs_weak && theirs == ours,
         }
     })
+}
+
+/// Whether an entity tag is weak, and its opaque part.
+fn split_weak(etag: &[u8]) -> (bool, &[u8]) {
+    match etag.strip_prefix(b"W/") {
+        Some(opaque) => (true, opaque),
+        None => (false, etag),
+    }
 }
 
 fn trim(bytes: &[u8]) -> &[u8] {

@@ -10,6 +10,7 @@
 
 mod cache;
 pub(crate) mod conditional;
+mod encoding;
 mod path;
 
 pub use cache::FileCache;
@@ -23,6 +24,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 
+use crate::compression::Settings as CompressionSettings;
 use crate::config::{ErrorPages, StaticFilesConfig};
 use crate::http::request::{Method, RequestHead};
 use crate::http::response::{HeaderValue, Response, ResponseBody, StatusCode};
@@ -61,12 +63,14 @@ impl From<io::Error> for StaticError {
     }
 }
 
-/// Answer a request from the static root. `pages` gives the redirect its body.
+/// Answer a request from the static root. `pages` gives the redirect its body;
+/// `compression`, when set, lets the file go out compressed (`encoding.rs`).
 pub fn respond(
     head: &RequestHead,
     config: &StaticFilesConfig,
     cache: &FileCache,
     pages: &ErrorPages,
+    compression: Option<&CompressionSettings>,
 ) -> Result<Response, StaticError> {
     match head.method() {
         Method::Get | Method::Head => {}
@@ -76,12 +80,30 @@ pub fn respond(
     let safe = sanitize_path(raw_path, config.serve_hidden).map_err(StaticError::Path)?;
     if let Some(cached) = cache.lookup(&safe) {
         let content = Content::Memory(cached.content.clone());
-        return file_response(head, &cached.headers, content);
+        return match compression {
+            None => file_response(head, &cached.headers, content),
+            Some(settings) => {
+                let file = encoding::FileInfo {
+                    path: &cached.path,
+                    headers: &cached.headers,
+                };
+                encoding::respond(head, file, content, settings, config, cache)
+            }
+        };
     }
     match resolve(config, &safe)? {
         Resolved::File { path } => {
             let (headers, content) = open_file(&path, config, cache, safe)?;
-            file_response(head, &headers, content)
+            match compression {
+                None => file_response(head, &headers, content),
+                Some(settings) => {
+                    let file = encoding::FileInfo {
+                        path: &path,
+                        headers: &headers,
+                    };
+                    encoding::respond(head, file, content, settings, config, cache)
+                }
+            }
         }
         Resolved::Directory if !safe.trailing_slash => {
             // RFC 9110 §15.4.2: send the canonical URL so relative links resolve. Built from
@@ -100,6 +122,8 @@ pub struct FileHeaders {
     validators: Validators,
     content_type: HeaderValue,
     size: u64,
+    /// A precompressed sidecar is used only when at least as new (`encoding.rs`).
+    modified: Option<std::time::SystemTime>,
 }
 
 /// Where the bytes of a file come from.
@@ -127,6 +151,7 @@ fn open_file(
         validators: Validators::of(&metadata),
         content_type: content_type(path),
         size: metadata.len(),
+        modified: metadata.modified().ok(),
     };
     let cacheable = cache.admits(headers.size);
     if !cacheable && headers.size > config.read_chunk_bytes as u64 {

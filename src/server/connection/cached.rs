@@ -515,8 +515,10 @@ fn spawn_refresh(
                 .map_or(super::DEFAULT_RESPONSE_LIMITS, |p| p.response_limits),
             backend_header: None,
             cache: Some(&fill),
-            // A refresh nobody asked for carries no client's ID.
+            // A refresh nobody asked for carries no client's ID, and stores the body as the
+            // origin sent it.
             request_id: None,
+            compression: None,
         };
         let mut stream = Discard;
         let mut read_buf = bytes::BytesMut::new();
