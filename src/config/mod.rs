@@ -3,6 +3,7 @@
 //! every error names the file, the key and, where it can be found, the line.
 
 mod backend_tls;
+mod listener;
 mod locate;
 mod proxy;
 mod ratelimit;
@@ -12,6 +13,7 @@ mod upstream;
 mod yaml;
 
 pub use backend_tls::{BackendTls, TlsRoots};
+pub use listener::ProxyProtocolConfig;
 pub use proxy::{
     BackendConfig, ProxyConfig, RouteConfig, RouteTarget, DEFAULT_UPSTREAM, UNROUTED_NAME,
 };
@@ -281,6 +283,12 @@ pub struct ServerConfig {
     /// How the workers are laid out when there is more than one. Startup-only.
     pub runtime: RuntimeLayout,
     pub limits: ConnectionLimits,
+    /// Connections on `listen_addr` begin with a PROXY protocol header.
+    pub proxy_protocol: bool,
+    /// How a PROXY protocol header is read, on whichever listener expects one.
+    pub proxy_protocol_settings: ProxyProtocolConfig,
+    /// Connections open at once from one client address; 0: no cap.
+    pub max_connections_per_ip: usize,
 }
 
 /// Per-connection limits: sizes for the parser and body decoders, and timeouts.
@@ -709,6 +717,9 @@ impl Validator<'_> {
             drain_timeout: Duration::from_millis(s.drain_timeout_ms),
             listen_backlog: positive("server.listen_backlog", u64::from(s.listen_backlog)) as u32,
             limits,
+            proxy_protocol: s.proxy_protocol,
+            proxy_protocol_settings: self.proxy_protocol(s),
+            max_connections_per_ip: s.max_connections_per_ip,
         }
     }
 

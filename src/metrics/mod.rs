@@ -15,6 +15,7 @@ mod exposition;
 mod histogram;
 pub mod process;
 mod recorder;
+mod refusals;
 mod shards;
 mod status_codes;
 
@@ -23,6 +24,7 @@ use std::time::Duration;
 
 pub use exposition::{encode_counters, encode_gauges, RecordedMetrics};
 pub use recorder::Recorder;
+pub use refusals::{record_refusal, Refusal};
 pub use shards::MAX_SERIES;
 
 /// The process's recorder.

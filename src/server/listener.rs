@@ -16,6 +16,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
+use super::admission::{admit, ConnectionsPerAddress};
 use super::connection::serve_connection;
 use super::tls::{self, TlsError, TlsTerminator};
 use crate::config::Config;
@@ -285,6 +286,7 @@ impl Server {
         let max_connections = self.config.load().config.server.max_connections;
         // One semaphore for every loop: `max_connections` bounds the process, not a thread.
         let permits = Arc::new(Semaphore::new(max_connections));
+        let per_address = Arc::new(ConnectionsPerAddress::default());
         let (stop_tx, stop_rx) = watch::channel(false);
         let Server {
             listeners,
@@ -307,6 +309,7 @@ impl Server {
                 protocol,
                 config: Arc::clone(&config),
                 permits: Arc::clone(&permits),
+                per_address: Arc::clone(&per_address),
                 stop: stop_rx.clone(),
                 closed,
             }
@@ -466,6 +469,8 @@ struct AcceptLoop {
     protocol: Protocol,
     config: SharedSnapshot,
     permits: Arc<Semaphore>,
+    /// Open connections per client address (`server.max_connections_per_ip`), process-wide.
+    per_address: Arc<ConnectionsPerAddress>,
     /// `true` once shutdown starts: stop accepting; idle connections close.
     stop: watch::Receiver<bool>,
     /// Told when the listening socket has been closed at shutdown.
@@ -521,8 +526,25 @@ impl AcceptLoop {
                                 port => Some(port),
                             };
                             let open = OpenConnection::new(Listener::Http);
+                            let per_address = Arc::clone(&self.per_address);
+                            let mut stream = stream;
                             tokio::spawn(async move {
-                                serve_connection(stream, peer, config, stop, https_port).await;
+                                let snapshot = config.load_full();
+                                let admitted = admit(
+                                    &mut stream,
+                                    peer,
+                                    &snapshot.config,
+                                    Listener::Http,
+                                    &per_address,
+                                )
+                                .await;
+                                drop(snapshot);
+                                if let Some(admitted) = admitted {
+                                    let client = admitted.client;
+                                    serve_connection(stream, client, config, stop, https_port)
+                                        .await;
+                                    drop(admitted);
+                                }
                                 drop(open);
                                 drop(permit);
                                 drop(drain);
@@ -531,12 +553,28 @@ impl AcceptLoop {
                         Protocol::Tls(terminator) => {
                             let terminator = Arc::clone(terminator);
                             let open = OpenConnection::new(Listener::Https);
+                            let per_address = Arc::clone(&self.per_address);
+                            let mut stream = stream;
                             tokio::spawn(async move {
-                                let limits = config.load().config.server.limits;
-                                if let Some(stream) =
-                                    tls::accept(stream, peer, &terminator, &limits).await
-                                {
-                                    serve_connection(stream, peer, config, stop, None).await;
+                                let snapshot = config.load_full();
+                                let limits = snapshot.config.server.limits;
+                                let admitted = admit(
+                                    &mut stream,
+                                    peer,
+                                    &snapshot.config,
+                                    Listener::Https,
+                                    &per_address,
+                                )
+                                .await;
+                                drop(snapshot);
+                                if let Some(admitted) = admitted {
+                                    let client = admitted.client;
+                                    if let Some(stream) =
+                                        tls::accept(stream, client, &terminator, &limits).await
+                                    {
+                                        serve_connection(stream, client, config, stop, None).await;
+                                    }
+                                    drop(admitted);
                                 }
                                 drop(open);
                                 drop(permit);

@@ -3,8 +3,10 @@
 //! it, and hands each connection to the HTTP connection state machine; stops accepting and
 //! drains on shutdown.
 
+mod admission;
 mod connection;
 mod listener;
+mod proxy_header;
 pub mod tls;
 
 pub use listener::{bind_lone_listener, BindError, Rebound, Server, ServerHandle};
