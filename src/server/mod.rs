@@ -9,5 +9,7 @@ mod listener;
 mod proxy_header;
 pub mod tls;
 
-pub use listener::{bind_lone_listener, BindError, Rebound, Server, ServerHandle};
+pub use listener::{
+    adopt_listener, bind_lone_listener, BindError, Prebound, Rebound, Server, ServerHandle,
+};
 pub(crate) use listener::{is_per_connection, ACCEPT_ERROR_BACKOFF};
