@@ -44,7 +44,10 @@ pub(super) async fn admit(
         Listener::Admin => false,
     };
     let client = if expects_header {
-        let read = read_proxy_header(stream, peer, &config.server.proxy_protocol_settings).await;
+        // Boxed: inline, the header reader's state (a timer, the peek loop) would size every
+        // connection's task for as long as it lives (tests/memory.rs).
+        let settings = &config.server.proxy_protocol_settings;
+        let read = Box::pin(read_proxy_header(stream, peer, settings)).await;
         match read {
             Ok(client) => client,
             Err(reason) => {
