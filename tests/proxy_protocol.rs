@@ -329,3 +329,30 @@ fn behind_proxy_protocol_the_cap_counts_the_carried_address() {
     again.write_all(REQUEST).unwrap();
     assert_closed_without_response(&mut again);
 }
+
+/// Two clients behind one balancer have rate limits of their own: the key is the PROXY
+/// address, not the balancer's.
+#[test]
+fn the_rate_limit_key_is_the_carried_address() {
+    let backend = echo_backend();
+    let yaml = format!(
+        "server:\n  listen_addr: \"127.0.0.1:0\"\n  proxy_protocol: true\n\
+         proxy:\n  backends:\n{backends}\
+         rate_limit:\n  requests_per_second: 1\n  burst: 0\n\
+         logging:\n  level: info\n  access_log: true\n",
+        backends = backend.yaml_entry("b0", "    "),
+    );
+    let daemon = Daemon::start(&yaml, &[]);
+    let status = |source: &str| {
+        let mut stream = connect(daemon.addr);
+        let mut bytes = format!("PROXY TCP4 {source} 10.0.0.1 1000 80\r\n").into_bytes();
+        bytes.extend_from_slice(REQUEST);
+        stream.write_all(&bytes).unwrap();
+        read_response(&mut stream)[9..12].to_owned()
+    };
+    assert_eq!(status("203.0.113.1"), "200");
+    assert_eq!(status("203.0.113.1"), "429");
+    // Another client through the same balancer is not limited by the first.
+    assert_eq!(status("203.0.113.2"), "200");
+    daemon.wait_for_log("rate_limit_key=203.0.113.2", WAIT);
+}
