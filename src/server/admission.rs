@@ -19,8 +19,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::net::TcpStream;
 
 use super::proxy_header::read_proxy_header;
-use crate::config::Config;
 use crate::metrics::{record_refusal, Listener, Refusal};
+use crate::snapshot::SharedSnapshot;
 
 /// A connection let in: whom to serve it as, and its hold on the per-address cap.
 pub(super) struct Admitted {
@@ -31,23 +31,35 @@ pub(super) struct Admitted {
 
 /// Read the PROXY protocol header if `listener` expects one, then take a slot of the
 /// per-address cap; `None`: the connection must close.
+///
+/// The snapshot is read through a short-lived guard: without PROXY protocol no shared
+/// reference count is touched per connection. Only a header read, which waits on the
+/// network, holds the snapshot it started with.
 pub(super) async fn admit(
     stream: &mut TcpStream,
     peer: SocketAddr,
-    config: &Config,
+    snapshot: &SharedSnapshot,
     listener: Listener,
     counts: &Arc<ConnectionsPerAddress>,
 ) -> Option<Admitted> {
-    let expects_header = match listener {
-        Listener::Http => config.server.proxy_protocol,
-        Listener::Https => config.tls.as_ref().is_some_and(|tls| tls.proxy_protocol),
-        Listener::Admin => false,
+    let (expects_header, cap) = {
+        let current = snapshot.load();
+        let config = &current.config;
+        let expects_header = match listener {
+            Listener::Http => config.server.proxy_protocol,
+            Listener::Https => config.tls.as_ref().is_some_and(|tls| tls.proxy_protocol),
+            Listener::Admin => false,
+        };
+        (expects_header, config.server.max_connections_per_ip)
     };
     let client = if expects_header {
+        let current = snapshot.load_full();
         // Boxed: inline, the header reader's state (a timer, the peek loop) would size every
         // connection's task for as long as it lives (tests/memory.rs).
-        let settings = &config.server.proxy_protocol_settings;
-        let read = Box::pin(read_proxy_header(stream, peer, settings)).await;
+        let read = Box::pin(async move {
+            read_proxy_header(stream, peer, &current.config.server.proxy_protocol_settings).await
+        })
+        .await;
         match read {
             Ok(client) => client,
             Err(reason) => {
@@ -58,7 +70,6 @@ pub(super) async fn admit(
     } else {
         peer
     };
-    let cap = config.server.max_connections_per_ip;
     let slot = if cap == 0 {
         None
     } else {

@@ -584,16 +584,9 @@ impl AcceptLoop {
                             let per_address = Arc::clone(&self.per_address);
                             let mut stream = stream;
                             tokio::spawn(async move {
-                                let snapshot = config.load_full();
-                                let admitted = admit(
-                                    &mut stream,
-                                    peer,
-                                    &snapshot.config,
-                                    Listener::Http,
-                                    &per_address,
-                                )
-                                .await;
-                                drop(snapshot);
+                                let admitted =
+                                    admit(&mut stream, peer, &config, Listener::Http, &per_address)
+                                        .await;
                                 if let Some(admitted) = admitted {
                                     let client = admitted.client;
                                     serve_connection(stream, client, config, stop, https_port)
@@ -611,18 +604,16 @@ impl AcceptLoop {
                             let per_address = Arc::clone(&self.per_address);
                             let mut stream = stream;
                             tokio::spawn(async move {
-                                let snapshot = config.load_full();
-                                let limits = snapshot.config.server.limits;
                                 let admitted = admit(
                                     &mut stream,
                                     peer,
-                                    &snapshot.config,
+                                    &config,
                                     Listener::Https,
                                     &per_address,
                                 )
                                 .await;
-                                drop(snapshot);
                                 if let Some(admitted) = admitted {
+                                    let limits = config.load().config.server.limits;
                                     let client = admitted.client;
                                     if let Some(stream) =
                                         tls::accept(stream, client, &terminator, &limits).await
