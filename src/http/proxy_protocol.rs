@@ -112,6 +112,11 @@ fn parse_v1(input: &[u8]) -> Result<Parsed, ProxyHeaderError> {
         }
         return Ok(Parsed::Partial);
     };
+    // The same rule as for a prefix above, so that no prefix is refused that the whole
+    // line would pass (`UNKNOWN` takes any text, but not control bytes). Found by fuzzing.
+    if window[..end].iter().any(|&b| b < b' ') {
+        return Err(ProxyHeaderError::Malformed);
+    }
     let line = std::str::from_utf8(&window[..end]).map_err(|_| ProxyHeaderError::Malformed)?;
     let header = parse_v1_line(line).ok_or(ProxyHeaderError::Malformed)?;
     Ok(Parsed::Complete(header, end + 2))
@@ -390,6 +395,17 @@ mod tests {
             (
                 "v1 bare lf",
                 b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n".to_vec(),
+                ProxyHeaderError::Malformed,
+            ),
+            // Found by fuzzing: a prefix said Malformed, the whole line Complete.
+            (
+                "v1 unknown with a control byte",
+                b"PROXY UNKNOWN \x12 6.7.8 080 2\r\n".to_vec(),
+                ProxyHeaderError::Malformed,
+            ),
+            (
+                "v1 unknown with a bare cr",
+                b"PROXY UNKNOWN a\rb\r\n".to_vec(),
                 ProxyHeaderError::Malformed,
             ),
             (
