@@ -27,4 +27,6 @@ pub mod routing;
 pub mod server;
 pub mod snapshot;
 pub mod static_files;
+#[cfg(unix)]
+pub mod systemd;
 pub mod transport;

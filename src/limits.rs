@@ -424,3 +424,14 @@ pub const DEFAULT_COMPRESSION_TYPES: &[&str] = &[
 ];
 /// Highest accepted `compression.min_bytes` (1 GiB): a larger one is a typo for "off".
 pub const MAX_COMPRESSION_MIN_BYTES: u64 = 1024 * 1024 * 1024;
+
+/// From accept to the last byte of a PROXY protocol header, on a listener that expects one
+/// (`server.proxy_protocol_timeout_ms`). Breach: the connection is closed, counted
+/// (`sentinel_proxy_protocol_errors_total{reason="timeout"}`) and logged at debug. The
+/// balancer sends the header in its first segment, so anything slower is not a balancer.
+pub const DEFAULT_PROXY_PROTOCOL_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest PROXY protocol header read (`server.proxy_protocol_max_header_bytes`; at least
+/// 232). A v1 header is at most 107 bytes by its grammar; a v2 header with TLVs may be longer
+/// (cloud balancers add an endpoint id or TLS facts). Breach: closed and counted
+/// (`reason="oversized"`).
+pub const DEFAULT_PROXY_PROTOCOL_MAX_HEADER_BYTES: usize = 1024;

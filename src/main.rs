@@ -11,7 +11,7 @@ use clap::Parser;
 use sentinel::config::{Config, RuntimeLayout};
 use sentinel::privileges::Plan;
 use sentinel::reload::{self, Reloader};
-use sentinel::server::Server;
+use sentinel::server::{Prebound, Server};
 
 /// The commit the binary was built from (`build.rs`), or `unknown` outside a git checkout.
 const COMMIT: &str = env!("SENTINEL_COMMIT");
@@ -29,6 +29,13 @@ const AFTER_HELP: &str = "\
 Environment:
   LISTEN=IP:PORT     Overrides server.listen_addr (when set and non-empty);
                      tls.listen_addr is not affected
+  LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES
+                     Socket activation: listening sockets passed by systemd are
+                     used instead of binding (named http, https, admin, or taken
+                     in that order)
+  NOTIFY_SOCKET, WATCHDOG_USEC
+                     systemd notifications (READY, RELOADING, STOPPING) and
+                     watchdog pings
   RUST_LOG=FILTER    Overrides logging.level (tracing directives: info, debug, ...)
 
 Signals:
@@ -95,8 +102,40 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         );
         return Ok(());
     }
+    // First, while the process has one thread: adopting the passed sockets removes the
+    // variables that describe them.
+    #[cfg(unix)]
+    let mut inherited = sentinel::systemd::activation::InheritedListeners::from_env()
+        .context("cannot use the sockets passed in LISTEN_FDS")?;
     let config = Config::load(&cli.config, listen.as_deref())?;
     sentinel::logging::init(&config.logging);
+    #[cfg(unix)]
+    let (prebound, admin_listener) = {
+        let passed = !inherited.is_empty();
+        let prebound = Prebound {
+            http: inherited.take("http"),
+            https: config.tls.as_ref().and_then(|_| inherited.take("https")),
+        };
+        let admin = match config.admin.as_ref().and_then(|_| inherited.take("admin")) {
+            Some(passed) => Some(
+                sentinel::server::adopt_listener(passed)
+                    .context("cannot use the admin socket passed in LISTEN_FDS")?,
+            ),
+            None => None,
+        };
+        if passed {
+            tracing::info!(
+                http = prebound.http.is_some(),
+                https = prebound.https.is_some(),
+                admin = admin.is_some(),
+                unused = inherited.left_over(),
+                "using the listening sockets passed in LISTEN_FDS"
+            );
+        }
+        (prebound, admin)
+    };
+    #[cfg(not(unix))]
+    let (prebound, admin_listener) = (Prebound::default(), None);
     for warning in &config.warnings {
         tracing::warn!(%warning, "configuration warning");
     }
@@ -112,11 +151,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let per_core = workers > 1 && config.server.runtime == RuntimeLayout::PerCore;
     // Bound before any runtime exists: the per-core layout starts its threads and runtimes
     // here, and a runtime that fails to start must not be dropped inside another one.
-    let server = if per_core {
-        Server::bind_per_core(config, workers)
-    } else {
-        Server::bind(config)
-    }?;
+    let server = Server::bind_with(config, per_core.then_some(workers), prebound)?;
     // One worker: a current-thread runtime. Its single run queue served connections more
     // evenly than the multi-thread scheduler with one worker: 512 connections on one core,
     // p99 ~72 -> ~50 ms at a similar median and CPU per request (docs/BENCHMARKS.md).
@@ -133,7 +168,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(server, cli.config, listen, plan))
+    runtime.block_on(serve(server, admin_listener, cli.config, listen, plan))
 }
 
 /// `--probe URL`: the answer's status on stdout, success only for a 2xx.
@@ -149,6 +184,7 @@ fn run_probe(url: &str) -> anyhow::Result<()> {
 
 async fn serve(
     server: Server,
+    admin_passed: Option<std::net::TcpListener>,
     path: PathBuf,
     listen: Option<String>,
     plan: Plan,
@@ -188,6 +224,7 @@ async fn serve(
         .as_ref()
         .map(|admin| admin.listen_addr);
     let admin_listener = match admin_addr {
+        Some(_) if admin_passed.is_some() => admin_passed,
         Some(addr) => Some(
             sentinel::server::bind_lone_listener(addr, sentinel::limits::ADMIN_LISTEN_BACKLOG)
                 .with_context(|| format!("cannot listen on {addr} (admin.listen_addr)"))?,
@@ -229,12 +266,21 @@ async fn serve(
     reopen_access_log_on_sigusr1().context("cannot watch SIGUSR1")?;
     tokio::spawn(async move {
         shutdown_signal().await;
+        #[cfg(unix)]
+        sentinel::systemd::notify::stopping();
         let _ = stop_tx.send(true);
         // An operator who signals twice wants out now, not after the drain.
         shutdown_signal().await;
         tracing::warn!("second shutdown signal: exiting without waiting for the drain");
         std::process::exit(1);
     });
+    // Every listener is bound (the accept loops start below; connections queue meanwhile).
+    #[cfg(unix)]
+    sentinel::systemd::notify::ready();
+    // Owned: aborted once the drain is over, so the last ping precedes the exit.
+    #[cfg(unix)]
+    let watchdog = sentinel::systemd::notify::watchdog_interval()
+        .map(|interval| tokio::spawn(sentinel::systemd::notify::watchdog(interval)));
     // `run` puts the accept loops on the workers (tasks of the shared runtime, or the
     // per-core threads) and waits here for the stop and the drain.
     server
@@ -242,6 +288,10 @@ async fn serve(
             let _ = stop_rx.wait_for(|&stop| stop).await;
         })
         .await;
+    #[cfg(unix)]
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
     let _ = admin_stop.send(true);
     // Admin connections end within their own deadline, so this wait is bounded.
     if let Err(error) = admin.await {

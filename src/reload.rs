@@ -228,7 +228,12 @@ impl Reloader {
     /// Reload and log the outcome, one line either way.
     pub fn reload_and_log(&self, trigger: &'static str, force: bool) {
         let started = Instant::now();
+        // The service manager shows the reload and, for `systemctl reload`, waits for its end.
+        #[cfg(unix)]
+        crate::systemd::notify::reloading();
         let result = self.reload(force);
+        #[cfg(unix)]
+        crate::systemd::notify::reloaded();
         match &result {
             Ok(Some(changes)) => {
                 crate::metrics::record_reload(true);

@@ -910,3 +910,43 @@ fn compression_settings_are_validated_and_off_when_absent() {
         ),
     ]);
 }
+
+#[test]
+fn proxy_protocol_and_per_ip_keys_default_off_and_are_validated_with_their_line() {
+    let site = Site::new();
+    let config = site
+        .load("server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: public\n")
+        .unwrap();
+    assert!(!config.server.proxy_protocol);
+    assert!(config.server.proxy_protocol_settings.trusted.is_empty());
+    assert_eq!(
+        config.server.proxy_protocol_settings.timeout,
+        sentinel::limits::DEFAULT_PROXY_PROTOCOL_TIMEOUT
+    );
+    assert_eq!(config.server.max_connections_per_ip, 0);
+
+    let config = site
+        .load(
+            "server:\n  listen_addr: \"127.0.0.1:0\"\n  proxy_protocol: true\n  \
+             proxy_protocol_trusted: [\"10.0.0.0/8\", \"2001:db8::1\"]\n  \
+             max_connections_per_ip: 20\nstatic_files:\n  root: public\n",
+        )
+        .unwrap();
+    let settings = &config.server.proxy_protocol_settings;
+    assert!(config.server.proxy_protocol);
+    assert!(settings.is_trusted("10.1.2.3".parse().unwrap()));
+    assert!(settings.is_trusted("2001:db8::1".parse().unwrap()));
+    assert!(!settings.is_trusted("192.0.2.1".parse().unwrap()));
+    assert_eq!(config.server.max_connections_per_ip, 20);
+
+    for (yaml, key, location) in [
+        ("server:\n  listen_addr: \"127.0.0.1:0\"\n  proxy_protocol_trusted: [\"10.0.0.1/8\"]\nstatic_files:\n  root: public\n", "server.proxy_protocol_trusted[0]", ":3:"),
+        ("server:\n  listen_addr: \"127.0.0.1:0\"\n  proxy_protocol_timeout_ms: 0\nstatic_files:\n  root: public\n", "server.proxy_protocol_timeout_ms", ":3:"),
+        ("server:\n  listen_addr: \"127.0.0.1:0\"\n  proxy_protocol_max_header_bytes: 100\nstatic_files:\n  root: public\n", "server.proxy_protocol_max_header_bytes", ":3:"),
+        ("server:\n  listen_addr: \"127.0.0.1:0\"\n  max_connections_per_ip: -1\nstatic_files:\n  root: public\n", "server.max_connections_per_ip", ":3:"),
+    ] {
+        let message = site.error(yaml);
+        assert!(message.contains(key), "{key} missing from: {message}");
+        assert!(message.contains(location), "{location} missing from: {message}");
+    }
+}

@@ -117,3 +117,8 @@ fn config_corpus() {
         }
     });
 }
+
+#[test]
+fn proxy_header_corpus() {
+    replay("proxy_header", checks::check_proxy_header);
+}

@@ -17,6 +17,7 @@ use sentinel::config::Config;
 use sentinel::http::body::{BodyLimits, ChunkedDecoder, Step};
 use sentinel::http::error::{BodyError, ParseError};
 use sentinel::http::parser::{parse_request, ParseLimits, Status};
+use sentinel::http::proxy_protocol::{self, Parsed, ProxyHeader};
 use sentinel::http::request::{ConnectionOptions, RequestFraming, RequestHead, Version};
 use sentinel::http::response_parser::{
     parse_response, DeclaredFraming, ParsedResponse, ResponseLimits, ResponseStatus,
@@ -950,5 +951,50 @@ impl Rng {
             left -= read;
         }
         reads
+    }
+}
+
+/// The PROXY protocol header parser: never panics; `Complete` consumes at most the input and
+/// the limit, and is the same answer on the header alone; every shorter prefix of a complete
+/// header is `Partial`; a failure is final (no longer input turns it into a header).
+pub fn check_proxy_header(input: &[u8]) {
+    const MAX: usize = 536;
+    let whole = proxy_protocol::parse(input, MAX);
+    match whole {
+        Ok(Parsed::Complete(header, consumed)) => {
+            assert!(
+                consumed <= input.len() && consumed <= MAX,
+                "consumed {consumed}"
+            );
+            let alone = &input[..consumed];
+            assert_eq!(
+                proxy_protocol::parse(alone, MAX),
+                Ok(Parsed::Complete(header, consumed)),
+                "the header alone parses the same"
+            );
+            for cut in 0..consumed {
+                assert_eq!(
+                    proxy_protocol::parse(&input[..cut], MAX),
+                    Ok(Parsed::Partial),
+                    "prefix of {cut} bytes"
+                );
+            }
+            if let ProxyHeader::Proxied {
+                source,
+                destination,
+            } = header
+            {
+                assert_eq!(source.is_ipv4(), destination.is_ipv4(), "one family");
+            }
+        }
+        Ok(Parsed::Partial) => {}
+        Err(error) => {
+            let mut longer = input.to_vec();
+            longer.extend_from_slice(b"\r\n\r\n");
+            assert!(
+                proxy_protocol::parse(&longer, MAX).is_err(),
+                "{error:?} became a header with more bytes"
+            );
+        }
     }
 }

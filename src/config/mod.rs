@@ -5,6 +5,7 @@
 mod backend_tls;
 mod cache;
 mod compression;
+mod listener;
 mod locate;
 mod proxy;
 mod ratelimit;
@@ -17,6 +18,7 @@ mod yaml;
 pub use backend_tls::{BackendTls, TlsRoots};
 pub use cache::CacheConfig;
 pub use compression::CompressionConfig;
+pub use listener::ProxyProtocolConfig;
 pub use proxy::{
     BackendConfig, ProxyConfig, RouteConfig, RouteTarget, DEFAULT_UPSTREAM, UNROUTED_NAME,
 };
@@ -298,6 +300,12 @@ pub struct ServerConfig {
     /// Whom to serve as once bound (`server.user`, `server.group`, `server.allow_root`).
     /// Startup-only.
     pub run_as: RunAs,
+    /// Connections on `listen_addr` begin with a PROXY protocol header.
+    pub proxy_protocol: bool,
+    /// How a PROXY protocol header is read, on whichever listener expects one.
+    pub proxy_protocol_settings: ProxyProtocolConfig,
+    /// Connections open at once from one client address; 0: no cap.
+    pub max_connections_per_ip: usize,
 }
 
 /// Per-connection limits: sizes for the parser and body decoders, and timeouts.
@@ -828,6 +836,9 @@ impl Validator<'_> {
             listen_backlog: positive("server.listen_backlog", u64::from(s.listen_backlog)) as u32,
             limits,
             run_as: self.run_as(s.user.as_deref(), s.group.as_deref(), s.allow_root),
+            proxy_protocol: s.proxy_protocol,
+            proxy_protocol_settings: self.proxy_protocol(s),
+            max_connections_per_ip: s.max_connections_per_ip,
         }
     }
 

@@ -61,6 +61,12 @@ pub(super) struct RawServer {
     pub user: Option<String>,
     pub group: Option<String>,
     pub allow_root: bool,
+    // Listener settings (config/listener.rs).
+    pub proxy_protocol: bool,
+    pub proxy_protocol_trusted: Vec<String>,
+    pub proxy_protocol_timeout_ms: u64,
+    pub proxy_protocol_max_header_bytes: usize,
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for RawServer {
@@ -87,6 +93,11 @@ impl Default for RawServer {
             user: None,
             group: None,
             allow_root: false,
+            proxy_protocol: false,
+            proxy_protocol_trusted: Vec::new(),
+            proxy_protocol_timeout_ms: millis(limits::DEFAULT_PROXY_PROTOCOL_TIMEOUT),
+            proxy_protocol_max_header_bytes: limits::DEFAULT_PROXY_PROTOCOL_MAX_HEADER_BYTES,
+            max_connections_per_ip: 0,
         }
     }
 }
@@ -592,6 +603,9 @@ pub(super) struct RawTls {
     pub session_cache_entries: usize,
     #[serde(default = "default_true")]
     pub session_tickets: bool,
+    /// Each connection begins with a PROXY protocol header (config/listener.rs).
+    #[serde(default)]
+    pub proxy_protocol: bool,
 }
 
 fn default_tls_handshake_timeout_ms() -> u64 {

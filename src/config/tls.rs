@@ -35,6 +35,8 @@ pub struct TlsConfig {
     pub session_cache_entries: usize,
     /// Resumption by ticket, with keys that rotate.
     pub session_tickets: bool,
+    /// Each connection begins with a PROXY protocol header, read before the handshake.
+    pub proxy_protocol: bool,
 }
 
 /// One certificate chain, its key, and the names it is chosen for.
@@ -154,6 +156,7 @@ impl Validator<'_> {
             client_ca,
             session_cache_entries: raw.session_cache_entries,
             session_tickets: raw.session_tickets,
+            proxy_protocol: raw.proxy_protocol,
         }
     }
 

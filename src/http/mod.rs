@@ -8,6 +8,7 @@ pub mod error;
 pub(crate) mod lazy_timer;
 pub mod parser;
 pub mod persistence;
+pub mod proxy_protocol;
 pub mod request;
 pub mod response;
 pub mod response_parser;

@@ -200,6 +200,26 @@ impl Collector for RecordedMetrics {
             MetricType::Gauge,
         )?;
         family.encode_gauge(&reloads.last_success_seconds)?;
+
+        encode_counters(
+            &mut encoder,
+            "sentinel_proxy_protocol_errors",
+            "Connections closed for their PROXY protocol header, or for sending one from a peer \
+             not in server.proxy_protocol_trusted.",
+            None,
+            super::refusals::proxy_protocol_errors().map(|(reason, n)| ([("reason", reason)], n)),
+        )?;
+        encode_counters(
+            &mut encoder,
+            "sentinel_connections_refused",
+            "Connections closed on accept because their client address held \
+             server.max_connections_per_ip connections already.",
+            None,
+            [(
+                [("reason", "per_ip_cap")],
+                super::refusals::per_ip_refusals(),
+            )],
+        )?;
         Ok(())
     }
 }

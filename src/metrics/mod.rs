@@ -16,6 +16,7 @@ mod histogram;
 pub mod process;
 mod recent_reloads;
 mod recorder;
+mod refusals;
 mod shards;
 mod status_codes;
 pub mod tls_handshakes;
@@ -26,6 +27,7 @@ use std::time::Duration;
 pub use exposition::{encode_counters, encode_gauges, RecordedMetrics};
 pub use recent_reloads::{ReloadEvent, ReloadResult};
 pub use recorder::Recorder;
+pub use refusals::{record_refusal, Refusal};
 pub use shards::MAX_SERIES;
 
 /// The process's recorder.

@@ -16,6 +16,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
+use super::admission::{admit, ConnectionsPerAddress};
 use super::connection::serve_connection;
 use super::tls::{self, TlsError, TlsTerminator};
 use crate::config::Config;
@@ -183,11 +184,56 @@ impl ServerHandle {
     }
 }
 
+/// Listening sockets the process was handed already bound (socket activation, or a binary
+/// upgrade): used instead of binding `server.listen_addr` / `tls.listen_addr`.
+#[derive(Debug, Default)]
+pub struct Prebound {
+    pub http: Option<std::net::TcpListener>,
+    pub https: Option<std::net::TcpListener>,
+}
+
+/// `count` accept loops on one passed socket: duplicates of its descriptor. They share one
+/// accept queue (a passed socket cannot join an `SO_REUSEPORT` group after the fact); each
+/// accept is taken by whichever loop wakes first.
+fn share_listener(
+    listener: std::net::TcpListener,
+    count: usize,
+) -> io::Result<Vec<std::net::TcpListener>> {
+    let listener = adopt_listener(listener)?;
+    let mut listeners = Vec::with_capacity(count.max(1));
+    for _ in 1..count.max(1) {
+        listeners.push(listener.try_clone()?);
+    }
+    listeners.push(listener);
+    Ok(listeners)
+}
+
+/// A passed listening socket set up as the ones bound here are: non-blocking (passed
+/// sockets usually are blocking, and tokio refuses those) with Nagle off.
+pub fn adopt_listener(listener: std::net::TcpListener) -> io::Result<std::net::TcpListener> {
+    listener.set_nonblocking(true)?;
+    socket2::SockRef::from(&listener).set_tcp_nodelay(true)?;
+    Ok(listener)
+}
+
 impl Server {
     /// Bind `config.server.listen_addr` for one accept loop on the caller's runtime. Fails at
     /// once (address in use, no permission) so the process can exit with a clear message.
     pub fn bind(config: Config) -> Result<Server, BindError> {
-        Server::bind_loops(config, 1)
+        Server::bind_loops(config, 1, Prebound::default())
+    }
+
+    /// As [`Server::bind`] (`threads: None`) or [`Server::bind_per_core`], using the passed
+    /// sockets in `prebound` where there are some.
+    pub fn bind_with(
+        config: Config,
+        threads: Option<usize>,
+        prebound: Prebound,
+    ) -> Result<Server, BindError> {
+        match threads {
+            None => Server::bind_loops(config, 1, prebound),
+            Some(threads) => Server::per_core(config, threads, prebound),
+        }
     }
 
     /// Bind `config.server.listen_addr` once per worker thread with `SO_REUSEPORT`, and
@@ -195,8 +241,12 @@ impl Server {
     /// that can fail fails here, before anything is served; call it outside any runtime (a
     /// runtime that fails to start is dropped here, which no async context allows).
     pub fn bind_per_core(config: Config, threads: usize) -> Result<Server, BindError> {
+        Server::per_core(config, threads, Prebound::default())
+    }
+
+    fn per_core(config: Config, threads: usize, prebound: Prebound) -> Result<Server, BindError> {
         let threads = threads.max(1);
-        let mut server = Server::bind_loops(config, threads)?;
+        let mut server = Server::bind_loops(config, threads, prebound)?;
         crate::proxy::pool::set_worker_threads(threads);
         let workers = (0..threads)
             .map(start_worker)
@@ -206,19 +256,25 @@ impl Server {
         Ok(server)
     }
 
-    fn bind_loops(config: Config, loops: usize) -> Result<Server, BindError> {
+    fn bind_loops(config: Config, loops: usize, prebound: Prebound) -> Result<Server, BindError> {
         let addr = config.server.listen_addr;
         let backlog = config.server.listen_backlog;
-        let listeners = bind_listeners(addr, backlog, loops)
-            .map_err(|source| BindError::Listen { addr, source })?;
+        let listeners = match prebound.http {
+            Some(passed) => share_listener(passed, loops),
+            None => bind_listeners(addr, backlog, loops),
+        }
+        .map_err(|source| BindError::Listen { addr, source })?;
         let (rebind_txs, rebinds): (Vec<_>, Vec<_>) =
             (0..loops).map(|_| mpsc::unbounded_channel()).unzip();
         let https_port = Arc::new(AtomicU16::new(0));
         let tls = match &config.tls {
             Some(tls_config) => {
                 let addr = tls_config.listen_addr;
-                let listeners = bind_listeners(addr, backlog, loops)
-                    .map_err(|source| BindError::ListenTls { addr, source })?;
+                let listeners = match prebound.https {
+                    Some(passed) => share_listener(passed, loops),
+                    None => bind_listeners(addr, backlog, loops),
+                }
+                .map_err(|source| BindError::ListenTls { addr, source })?;
                 let bound = first_addr(&listeners)
                     .map_err(|source| BindError::ListenTls { addr, source })?;
                 https_port.store(bound.port(), Ordering::Relaxed);
@@ -285,6 +341,7 @@ impl Server {
         let max_connections = self.config.load().config.server.max_connections;
         // One semaphore for every loop: `max_connections` bounds the process, not a thread.
         let permits = Arc::new(Semaphore::new(max_connections));
+        let per_address = Arc::new(ConnectionsPerAddress::default());
         let (stop_tx, stop_rx) = watch::channel(false);
         let Server {
             listeners,
@@ -307,6 +364,7 @@ impl Server {
                 protocol,
                 config: Arc::clone(&config),
                 permits: Arc::clone(&permits),
+                per_address: Arc::clone(&per_address),
                 stop: stop_rx.clone(),
                 closed,
             }
@@ -466,6 +524,8 @@ struct AcceptLoop {
     protocol: Protocol,
     config: SharedSnapshot,
     permits: Arc<Semaphore>,
+    /// Open connections per client address (`server.max_connections_per_ip`), process-wide.
+    per_address: Arc<ConnectionsPerAddress>,
     /// `true` once shutdown starts: stop accepting; idle connections close.
     stop: watch::Receiver<bool>,
     /// Told when the listening socket has been closed at shutdown.
@@ -521,8 +581,18 @@ impl AcceptLoop {
                                 port => Some(port),
                             };
                             let open = OpenConnection::new(Listener::Http);
+                            let per_address = Arc::clone(&self.per_address);
+                            let mut stream = stream;
                             tokio::spawn(async move {
-                                serve_connection(stream, peer, config, stop, https_port).await;
+                                let admitted =
+                                    admit(&mut stream, peer, &config, Listener::Http, &per_address)
+                                        .await;
+                                if let Some(admitted) = admitted {
+                                    let client = admitted.client;
+                                    serve_connection(stream, client, config, stop, https_port)
+                                        .await;
+                                    drop(admitted);
+                                }
                                 drop(open);
                                 drop(permit);
                                 drop(drain);
@@ -531,12 +601,26 @@ impl AcceptLoop {
                         Protocol::Tls(terminator) => {
                             let terminator = Arc::clone(terminator);
                             let open = OpenConnection::new(Listener::Https);
+                            let per_address = Arc::clone(&self.per_address);
+                            let mut stream = stream;
                             tokio::spawn(async move {
-                                let limits = config.load().config.server.limits;
-                                if let Some(stream) =
-                                    tls::accept(stream, peer, &terminator, &limits).await
-                                {
-                                    serve_connection(stream, peer, config, stop, None).await;
+                                let admitted = admit(
+                                    &mut stream,
+                                    peer,
+                                    &config,
+                                    Listener::Https,
+                                    &per_address,
+                                )
+                                .await;
+                                if let Some(admitted) = admitted {
+                                    let limits = config.load().config.server.limits;
+                                    let client = admitted.client;
+                                    if let Some(stream) =
+                                        tls::accept(stream, client, &terminator, &limits).await
+                                    {
+                                        serve_connection(stream, client, config, stop, None).await;
+                                    }
+                                    drop(admitted);
                                 }
                                 drop(open);
                                 drop(permit);

@@ -3,9 +3,13 @@
 //! it, and hands each connection to the HTTP connection state machine; stops accepting and
 //! drains on shutdown.
 
+mod admission;
 mod connection;
 mod listener;
+mod proxy_header;
 pub mod tls;
 
-pub use listener::{bind_lone_listener, BindError, Rebound, Server, ServerHandle};
+pub use listener::{
+    adopt_listener, bind_lone_listener, BindError, Prebound, Rebound, Server, ServerHandle,
+};
 pub(crate) use listener::{is_per_connection, ACCEPT_ERROR_BACKOFF};

@@ -55,10 +55,29 @@ impl Daemon {
         Daemon::spawn(config, None)
     }
 
+    /// The binary on `yaml` as [`Daemon::start`], started by the command `make` builds from
+    /// the binary's path and the config's (extra environment, a wrapper that passes
+    /// descriptors); its stderr is collected as usual.
+    pub fn start_command(yaml: &str, make: impl FnOnce(&Path, &Path) -> Command) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("config.yaml");
+        std::fs::write(&config, yaml).expect("write the config");
+        let command = make(Path::new(BIN), &config);
+        Daemon::spawn_command(command, config, Some(dir))
+    }
+
     fn spawn(config: PathBuf, dir: Option<tempfile::TempDir>) -> Daemon {
-        let mut child = Command::new(BIN)
-            .arg("--config")
-            .arg(&config)
+        let mut command = Command::new(BIN);
+        command.arg("--config").arg(&config);
+        Daemon::spawn_command(command, config, dir)
+    }
+
+    fn spawn_command(
+        mut command: Command,
+        config: PathBuf,
+        dir: Option<tempfile::TempDir>,
+    ) -> Daemon {
+        let mut child = command
             .env_remove("RUST_LOG")
             .env_remove("LISTEN")
             .stdout(Stdio::null())

@@ -351,3 +351,50 @@ fn handshakes_are_counted_by_result_and_version() {
         "{metrics}"
     );
 }
+
+/// `tls.proxy_protocol`: the header comes before the ClientHello (in the same write here,
+/// so the handshake must find its bytes untouched), and its address is the client in the
+/// access log; the plain listener, without `server.proxy_protocol`, takes no header.
+#[test]
+fn the_https_listener_reads_a_proxy_header_before_the_handshake() {
+    use std::io::Write;
+
+    let pki = Pki::default();
+    let site = pki.issue("site", &["localhost"]);
+    let dir = pki.dir.path();
+    let yaml = config(
+        dir,
+        &tls_yaml(&[(&site, &["localhost"])], "  proxy_protocol: true\n"),
+    )
+    .replace("access_log: false", "access_log: true");
+    let daemon = Daemon::start(dir, &yaml);
+
+    let mut tcp = std::net::TcpStream::connect(daemon.https).unwrap();
+    tcp.set_read_timeout(Some(WAIT)).unwrap();
+    let server_name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut connection = rustls::ClientConnection::new(pki.client(&[&TLS13]), server_name).unwrap();
+    // The header and the ClientHello leave in one segment.
+    let mut first = b"PROXY TCP4 198.51.100.4 10.0.0.1 40000 443\r\n".to_vec();
+    connection.write_tls(&mut first).unwrap();
+    tcp.write_all(&first).unwrap();
+    let mut stream = rustls::StreamOwned::new(connection, tcp);
+    while stream.conn.is_handshaking() {
+        stream.conn.complete_io(&mut stream.sock).unwrap();
+    }
+    let mut client = super::common::RawClient::over(stream);
+    client.send(b"GET /hello.txt HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    assert_eq!(client.read_response().status, 200);
+    daemon.wait_for_log_after(0, "client=198.51.100.4:40000");
+
+    // The plain listener still serves clients directly.
+    let mut plain = super::common::RawClient::connect(daemon.addr);
+    plain.send(b"GET /hello.txt HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    assert_eq!(plain.read_response().status, 200);
+
+    // A TLS client that skips the balancer is closed before any handshake.
+    let refused = connect(daemon.https, "localhost", pki.client(&[&TLS13]));
+    assert!(
+        refused.is_err(),
+        "a handshake without a PROXY header succeeded"
+    );
+}
