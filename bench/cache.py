@@ -15,7 +15,8 @@ the systems rotating:
           most it had in flight at once (coalescing works when that is 1).
 
 Hits are checked: the origin must see no request for a hit scenario's path during its run.
-Rows: Sentinel as nginx runs (access log off), Sentinel with its defaults (access log on),
+Rows: Sentinel as nginx runs (access log off), Sentinel with its default logging (info, the
+text access log on stderr, here to a file),
 nginx (`proxy_cache` on disk, `proxy_cache_lock on`, upstream keep-alive, access log off) and
 Varnish (its defaults: `-s malloc,256m`, its shared-memory log). Server CPU comes from /proc
 (user + system of the server's processes).
@@ -146,7 +147,10 @@ def origin_stats(port):
 # ---------------------------------------------------------------- the systems
 
 
-def sentinel_conf(port, origin, access_log):
+def sentinel_conf(port, origin, defaults):
+    # As nginx runs here: no access log, warnings only. Defaults: the bundled logging (info,
+    # the text access log on stderr), as a user who adds a cache section gets it.
+    logging = "" if defaults else 'logging:\n  level: "warn"\n  access_log: false\n'
     return f"""server:
   listen_addr: "127.0.0.1:{port}"
   max_requests_per_connection: 100000
@@ -158,10 +162,7 @@ proxy:
 cache:
   max_bytes: 268435456
   max_object_bytes: 8388608
-logging:
-  level: "warn"
-  access_log: {"true" if access_log else "false"}
-"""
+{logging}"""
 
 
 def nginx_conf(prefix, port, origin):
@@ -205,7 +206,7 @@ class Systems:
         if system.startswith("sentinel"):
             cfg = os.path.join(work, f"{system}.yaml")
             with open(cfg, "w") as f:
-                f.write(sentinel_conf(port, origin, access_log=system == "sentinel-defaults"))
+                f.write(sentinel_conf(port, origin, defaults=system == "sentinel-defaults"))
             argv = ["env", "-u", "LISTEN", "-u", "RUST_LOG", tools["sentinel"], "--config", cfg]
         elif system == "nginx":
             prefix = os.path.join(work, "nginx")

@@ -25,6 +25,8 @@ fn record() -> Record<'static> {
         request_bytes: 180,
         duration: Duration::from_micros(830),
         backend: Some("b1"),
+        upstream_address: Some("10.0.0.5:8080"),
+        upstream_time: Some(Duration::from_micros(900)),
         route: RouteLabel::Named("api"),
         rate_limit: "-",
         rate_limit_key: &"-",

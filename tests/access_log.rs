@@ -209,6 +209,8 @@ fn json_lines_carry_the_fields() {
     assert_eq!(proxied["status"], 200);
     assert_eq!(proxied["bytes"], 4);
     assert_eq!(proxied["backend"], "b1");
+    assert_eq!(proxied["upstream_address"], backend.addr.to_string());
+    assert!(proxied["upstream_time_us"].is_u64(), "{proxied}");
     assert_eq!(proxied["route"], "api");
     assert_eq!(proxied["request_id"], "req-42");
     assert_eq!(proxied["user_agent"], "agent \"x\"");
@@ -218,6 +220,7 @@ fn json_lines_carry_the_fields() {
     let local: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
     assert_eq!(local["route"], "site");
     assert!(local["backend"].is_null());
+    assert!(local["upstream_address"].is_null() && local["upstream_time_us"].is_null());
     assert_eq!(local["request_id"].as_str().unwrap().len(), 32);
 }
 

@@ -29,6 +29,10 @@ pub struct Record<'a> {
     pub duration: Duration,
     /// The backend that answered a proxied request, or the last one tried.
     pub backend: Option<&'a str>,
+    /// The address of the backend whose response head arrived (nginx's `$upstream_addr`).
+    pub upstream_address: Option<&'a str>,
+    /// From the request sent to that response head (nginx's `$upstream_header_time`).
+    pub upstream_time: Option<Duration>,
     pub route: RouteLabel<'a>,
     /// `-`, `allowed` or `limited`.
     pub rate_limit: &'static str,
@@ -102,6 +106,16 @@ pub fn json(out: &mut Vec<u8>, record: &Record<'_>) {
     out.extend_from_slice(b",\"duration_us\":");
     put_decimal(out, record.duration.as_micros() as u64);
     put_json_field(out, "backend", record.backend.map(str::as_bytes));
+    put_json_field(
+        out,
+        "upstream_address",
+        record.upstream_address.map(str::as_bytes),
+    );
+    out.extend_from_slice(b",\"upstream_time_us\":");
+    match record.upstream_time {
+        Some(time) => put_decimal(out, time.as_micros() as u64),
+        None => out.extend_from_slice(b"null"),
+    }
     out.extend_from_slice(b",\"route\":");
     match record.route {
         RouteLabel::Named(name) => put_json_string(out, name.as_bytes()),
@@ -302,6 +316,8 @@ mod tests {
             request_bytes: 77,
             duration: Duration::from_micros(1500),
             backend: Some("b1"),
+            upstream_address: Some("10.0.0.5:8080"),
+            upstream_time: Some(Duration::from_micros(900)),
             route: RouteLabel::Named("api"),
             rate_limit: "-",
             rate_limit_key: &"-",
@@ -389,6 +405,8 @@ mod tests {
         assert_eq!(value["request_bytes"], 77);
         assert_eq!(value["duration_us"], 1500);
         assert_eq!(value["backend"], "b1");
+        assert_eq!(value["upstream_address"], "10.0.0.5:8080");
+        assert_eq!(value["upstream_time_us"], 900);
         assert_eq!(value["route"], "api");
         assert_eq!(value["rate_limit"], "-");
         assert_eq!(value["rate_limit_key"], "-");

@@ -31,6 +31,16 @@ pub struct Client<'a, S> {
     pub keep_alive: bool,
     /// The wait for each response head, on one lazily re-armed timer per client connection.
     pub(crate) response_timer: &'a mut LazyTimer,
+    /// The backend whose response head reached us, and how long it took: for the access log.
+    pub answered_by: Option<AnsweredBy>,
+}
+
+/// Which backend address answered a forwarded request and how long its response head took
+/// from the end of sending the request (nginx's `$upstream_addr`, `$upstream_header_time`).
+#[derive(Debug, Clone)]
+pub struct AnsweredBy {
+    pub address: Arc<str>,
+    pub header_time: std::time::Duration,
 }
 
 /// Where and how to forward.

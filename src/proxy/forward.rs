@@ -15,7 +15,7 @@ use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::AsyncReadExt;
 
 use super::exchange::RELAY_BUFFER_BYTES;
-pub use super::exchange::{Client, Destination, ForwardError, Outcome, UpstreamError};
+pub use super::exchange::{AnsweredBy, Client, Destination, ForwardError, Outcome, UpstreamError};
 use super::headers::{encode_request_head, UpstreamRequest};
 use super::log_limit::admit_failure;
 use super::relay::relay_response;
@@ -293,7 +293,7 @@ async fn exchange<S: Transport>(
     let upgrade = upgrade_protocol(head);
     let host = match (route.pass_host, destination.client_host) {
         (true, Some(host)) => host,
-        _ => backend.address.as_str(),
+        _ => &backend.address,
     };
     let mut out = BytesMut::with_capacity(1024);
     encode_request_head(
@@ -366,6 +366,10 @@ async fn receive<S: Transport>(
     // does not.
     let answered = Instant::now();
     let latency = answered.duration_since(sent);
+    client.answered_by = Some(AnsweredBy {
+        address: Arc::clone(&attempt.backend.address),
+        header_time: latency,
+    });
     let policy = &upstream_group.policy;
     let status = response.status.as_u16();
     if policy.failure_statuses.contains(&status) {

@@ -34,8 +34,8 @@ use crate::metrics::GroupSeries;
 pub struct Backend {
     /// Shared so each request's access-log entry can hold it without a copy.
     pub name: Arc<str>,
-    /// `host:port` as configured.
-    pub address: String,
+    /// `host:port` as configured; shared, like the name, for the access log.
+    pub address: Arc<str>,
     /// The address when it is an IP literal, so the common case skips the resolver.
     literal: Option<SocketAddr>,
     pub settings: BackendSettings,
@@ -60,7 +60,7 @@ impl Backend {
             literal: address.parse().ok(),
             id_hash: hash_bytes(address.as_bytes()),
             name: name.into(),
-            address,
+            address: address.into(),
             settings,
             weight: weight.max(1),
             pool: Arc::new(Pool::new(settings.max_idle, settings.idle_timeout)),
@@ -426,7 +426,7 @@ impl Upstream {
                 let same = previous
                     .iter()
                     .flat_map(|u| u.backends.iter())
-                    .find(|old| old.address == b.address);
+                    .find(|old| *old.address == *b.address);
                 let checks = config.checks.as_ref();
                 let settings = config.settings;
                 Arc::new(match same {
@@ -1492,7 +1492,8 @@ mod tests {
             .backends
             .iter()
             .map(|b| {
-                let backend = Backend::new(b.name.to_string(), b.address.clone(), 1, b.settings);
+                let backend =
+                    Backend::new(b.name.to_string(), b.address.to_string(), 1, b.settings);
                 Arc::new(backend.with_checks(Some(&checks)))
             })
             .collect();

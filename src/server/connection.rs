@@ -151,6 +151,8 @@ struct Exchange {
     persistence: Persistence,
     /// The backend that answered a proxied request, or the last one tried.
     backend: Option<Arc<str>>,
+    /// The backend address that answered and its response-head time (proxied requests).
+    answered_by: Option<crate::proxy::forward::AnsweredBy>,
     /// The rate limiter's decision and key, when a limit applied.
     rate_limit: Option<RateNote>,
     started: Instant,
@@ -173,6 +175,7 @@ impl Exchange {
             version: Version::Http11,
             persistence: Persistence::LingeringClose,
             backend: None,
+            answered_by: None,
             rate_limit: None,
             started: Instant::now(),
             series: config.records_metrics().then_some(RouteSeries::UNROUTED),
@@ -243,6 +246,7 @@ impl<S: Transport> Connection<S> {
                     && !*self.shutdown.borrow(),
             ),
             backend: None,
+            answered_by: None,
             rate_limit: None,
             started: Instant::now(),
             series: snapshot.route_series(None),
@@ -475,9 +479,12 @@ impl<S: Transport> Connection<S> {
             limits: &config.server.limits,
             keep_alive: exchange.persistence.is_keep_alive(),
             response_timer: &mut self.timer,
+            answered_by: None,
         };
         // Boxed: inline, the proxy's state would size every connection's task, idle or not.
-        match Box::pin(forward(&mut client, head, decoder, destination)).await {
+        let outcome = Box::pin(forward(&mut client, head, decoder, destination)).await;
+        exchange.answered_by = client.answered_by.take();
+        match outcome {
             Outcome::Responded {
                 status,
                 body_bytes,
@@ -554,6 +561,8 @@ impl<S: Transport> Connection<S> {
                     request_bytes: exchange.request_bytes,
                     duration: elapsed,
                     backend: exchange.backend.as_deref(),
+                    upstream_address: exchange.answered_by.as_ref().map(|a| &*a.address),
+                    upstream_time: exchange.answered_by.as_ref().map(|a| a.header_time),
                     route,
                     rate_limit,
                     rate_limit_key: &rate_limit_key,
@@ -574,6 +583,11 @@ impl<S: Transport> Connection<S> {
             bytes,
             duration_us = elapsed.as_micros() as u64,
             backend = exchange.backend.as_deref().unwrap_or("-"),
+            upstream_address = exchange.answered_by.as_ref().map_or("-", |a| &*a.address),
+            upstream_time_us = exchange
+                .answered_by
+                .as_ref()
+                .map(|a| a.header_time.as_micros() as u64),
             rate_limit,
             rate_limit_key = %rate_limit_key,
             request_id = std::str::from_utf8(&exchange.request_id).unwrap_or("-"),

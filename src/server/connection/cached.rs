@@ -243,8 +243,10 @@ impl<S: Transport> Connection<S> {
             limits: &config.server.limits,
             keep_alive: exchange.persistence.is_keep_alive(),
             response_timer: &mut self.timer,
+            answered_by: None,
         };
         let outcome = Box::pin(forward(&mut client, head, decoder, &destination)).await;
+        exchange.answered_by = client.answered_by.take();
         let seen = fill.seen();
         if seen.stored {
             stats::record(Event::Stored);
@@ -531,6 +533,7 @@ fn spawn_refresh(
             limits,
             keep_alive: false,
             response_timer: &mut timer,
+            answered_by: None,
         };
         let outcome = forward(
             &mut client,
