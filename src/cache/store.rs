@@ -135,6 +135,11 @@ impl Store {
             .cloned()
     }
 
+    /// Whether anything is stored under `key`, whatever its variants.
+    pub fn has_key(&self, key: &PrimaryKey) -> bool {
+        self.entries.contains_key(key)
+    }
+
     /// Store `response` under `key`, replacing the variant with the same secondary key.
     pub fn insert(&self, key: PrimaryKey, response: StoredResponse) {
         let response = Arc::new(response);

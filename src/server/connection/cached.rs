@@ -146,7 +146,12 @@ impl<S: Transport> Connection<S> {
             return self.answer(response, head, exchange, config, &span).await;
         }
         stats::record(Event::Miss);
-        let fill = Fill::new(head, &cache.store, key.clone(), max_object);
+        let mut fill = Fill::new(head, &cache.store, key.clone(), max_object);
+        // RFC 9211 §2.2: the URI is stored, but no variant matches this request's `Vary`
+        // fields.
+        if cache.store.has_key(&key) {
+            fill.fwd = "vary-miss";
+        }
         // HEAD, partial and conditional requests are forwarded as they are, not coalesced:
         // their answers (no body, 206, 304) are not stored.
         if method == Method::Head || head.header("range").is_some() || serve::is_conditional(head) {
