@@ -29,24 +29,7 @@ impl ProxyProtocolConfig {
 
 impl Validator<'_> {
     pub(super) fn proxy_protocol(&self, raw: &RawServer) -> ProxyProtocolConfig {
-        let trusted = raw
-            .proxy_protocol_trusted
-            .iter()
-            .enumerate()
-            .filter_map(|(i, text)| {
-                let cidr = Cidr::parse(text.trim());
-                if cidr.is_none() {
-                    self.report(
-                        &format!("server.proxy_protocol_trusted[{i}]"),
-                        format!(
-                            "{text:?} is not an address block (such as 10.0.0.0/8 or \
-                             2001:db8::/32)"
-                        ),
-                    );
-                }
-                cidr
-            })
-            .collect();
+        let trusted = self.cidrs("server.proxy_protocol_trusted", &raw.proxy_protocol_trusted);
         if raw.proxy_protocol_max_header_bytes < MIN_MAX_BYTES {
             self.report(
                 "server.proxy_protocol_max_header_bytes",

@@ -159,24 +159,7 @@ impl Validator<'_> {
                 (None, None) => None,
             };
             config.key = self.key_source(&raw.key);
-            config.trusted_proxies = raw
-                .trusted_proxies
-                .iter()
-                .enumerate()
-                .filter_map(|(i, text)| {
-                    let cidr = Cidr::parse(text.trim());
-                    if cidr.is_none() {
-                        self.report(
-                            &format!("rate_limit.trusted_proxies[{i}]"),
-                            format!(
-                                "{text:?} is not an address block (such as 10.0.0.0/8 or \
-                                 2001:db8::/32)"
-                            ),
-                        );
-                    }
-                    cidr
-                })
-                .collect();
+            config.trusted_proxies = self.cidrs("rate_limit.trusted_proxies", &raw.trusted_proxies);
             if raw.max_keys == 0 || raw.max_keys > MAX_RATE_LIMIT_KEYS {
                 self.report(
                     "rate_limit.max_keys",
@@ -277,6 +260,30 @@ impl Validator<'_> {
                 KeySource::ClientIp
             }
         }
+    }
+}
+
+impl Validator<'_> {
+    /// Each entry of the list `key` as an address block; a bad one is reported with its index
+    /// and left out. Shared by every list of trusted peers.
+    pub(super) fn cidrs(&self, key: &str, texts: &[String]) -> Vec<Cidr> {
+        texts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, text)| {
+                let cidr = Cidr::parse(text.trim());
+                if cidr.is_none() {
+                    self.report(
+                        &format!("{key}[{i}]"),
+                        format!(
+                            "{text:?} is not an address block (such as 10.0.0.0/8 or \
+                             2001:db8::/32)"
+                        ),
+                    );
+                }
+                cidr
+            })
+            .collect()
     }
 }
 
