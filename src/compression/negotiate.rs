@@ -2,6 +2,8 @@
 //! client accepts, best first. q-values rank; among equal q-values the server's preference
 //! decides. An algorithm the client does not name is acceptable only through `*`.
 
+use crate::http::parser::trim_ows;
+
 /// A content coding Sentinel can produce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Algorithm {
@@ -117,20 +119,20 @@ fn q_for(header: &[u8], algorithm: Algorithm) -> u16 {
 fn entries(header: &[u8]) -> impl Iterator<Item = (&[u8], u16)> {
     header.split(|&b| b == b',').filter_map(|element| {
         let mut parts = element.split(|&b| b == b';');
-        let token = trim(parts.next()?);
+        let token = trim_ows(parts.next()?);
         if token.is_empty() {
             return None;
         }
         let mut q = Q_MAX;
         for parameter in parts {
-            let parameter = trim(parameter);
+            let parameter = trim_ows(parameter);
             let Some(value) = parameter
                 .strip_prefix(b"q=")
                 .or_else(|| parameter.strip_prefix(b"Q="))
             else {
                 continue;
             };
-            q = parse_q(trim(value))?;
+            q = parse_q(trim_ows(value))?;
         }
         Some((token, q))
     })
@@ -154,18 +156,6 @@ fn parse_q(value: &[u8]) -> Option<u16> {
         b"1" if thousandths == 0 => Some(Q_MAX),
         _ => None,
     }
-}
-
-fn trim(bytes: &[u8]) -> &[u8] {
-    let start = bytes
-        .iter()
-        .position(|b| !matches!(b, b' ' | b'\t'))
-        .unwrap_or(bytes.len());
-    let end = bytes
-        .iter()
-        .rposition(|b| !matches!(b, b' ' | b'\t'))
-        .map_or(start, |i| i + 1);
-    &bytes[start..end]
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! response says so with `Vary`. Whether this client gets it compressed is then only a
 //! matter of what it accepts and whether it asked for a range (callers check both).
 
+use crate::http::parser::trim_ows;
 use crate::http::response::StatusCode;
 
 /// One entry of `compression.types`: `text/html`, or `text/*` for a whole top-level type.
@@ -97,7 +98,7 @@ pub fn can_vary(
     }
     if facts
         .content_encoding
-        .is_some_and(|coding| !trim(coding).eq_ignore_ascii_case(b"identity"))
+        .is_some_and(|coding| !trim_ows(coding).eq_ignore_ascii_case(b"identity"))
     {
         return Err(Skip::AlreadyEncoded);
     }
@@ -116,18 +117,18 @@ pub fn can_vary(
 fn has_no_transform(cache_control: &[u8]) -> bool {
     cache_control
         .split(|&b| b == b',')
-        .any(|directive| trim(directive).eq_ignore_ascii_case(b"no-transform"))
+        .any(|directive| trim_ows(directive).eq_ignore_ascii_case(b"no-transform"))
 }
 
 /// A `Vary` value that includes `Accept-Encoding`: `existing` as it is when it already names
 /// it or is `*`, else with it appended. `None` in, `Accept-Encoding` out.
 pub fn merge_vary(existing: Option<&[u8]>) -> Vec<u8> {
-    let Some(existing) = existing.map(trim).filter(|e| !e.is_empty()) else {
+    let Some(existing) = existing.map(trim_ows).filter(|e| !e.is_empty()) else {
         return b"Accept-Encoding".to_vec();
     };
     let named = existing
         .split(|&b| b == b',')
-        .map(trim)
+        .map(trim_ows)
         .any(|field| field == b"*" || field.eq_ignore_ascii_case(b"accept-encoding"));
     let mut merged = existing.to_vec();
     if !named {
@@ -139,25 +140,13 @@ pub fn merge_vary(existing: Option<&[u8]>) -> Vec<u8> {
 /// The ETag of a representation we transformed: weak, since the bytes are no longer the
 /// backend's (RFC 9110 §8.8.1), as nginx does. A weak tag stays as it is.
 pub fn weaken_etag(etag: &[u8]) -> Vec<u8> {
-    let etag = trim(etag);
+    let etag = trim_ows(etag);
     if etag.starts_with(b"W/") {
         return etag.to_vec();
     }
     let mut weak = b"W/".to_vec();
     weak.extend_from_slice(etag);
     weak
-}
-
-fn trim(bytes: &[u8]) -> &[u8] {
-    let start = bytes
-        .iter()
-        .position(|b| !matches!(b, b' ' | b'\t'))
-        .unwrap_or(bytes.len());
-    let end = bytes
-        .iter()
-        .rposition(|b| !matches!(b, b' ' | b'\t'))
-        .map_or(start, |i| i + 1);
-    &bytes[start..end]
 }
 
 #[cfg(test)]
