@@ -463,6 +463,20 @@ impl<S: Transport> Connection<S> {
             .and(Persistence::keep_if(outcome.result.is_ok()))
     }
 
+    /// The client side of one forwarded request: this connection's stream, buffered bytes,
+    /// limits and timer, lent to the proxy for the length of the request.
+    fn lend_client<'a>(&'a mut self, config: &'a Config, exchange: &Exchange) -> Client<'a, S> {
+        Client {
+            stream: &mut self.stream,
+            read_buf: &mut self.read_buf,
+            peer: self.peer,
+            limits: &config.server.limits,
+            keep_alive: exchange.persistence.is_keep_alive(),
+            response_timer: &mut self.timer,
+            answered_by: None,
+        }
+    }
+
     /// Forward the request to an upstream; errors before a response become error pages.
     async fn serve_proxied(
         &mut self,
@@ -472,15 +486,7 @@ impl<S: Transport> Connection<S> {
         exchange: &mut Exchange,
         config: &Config,
     ) -> Persistence {
-        let mut client = Client {
-            stream: &mut self.stream,
-            read_buf: &mut self.read_buf,
-            peer: self.peer,
-            limits: &config.server.limits,
-            keep_alive: exchange.persistence.is_keep_alive(),
-            response_timer: &mut self.timer,
-            answered_by: None,
-        };
+        let mut client = self.lend_client(config, exchange);
         // Boxed: inline, the proxy's state would size every connection's task, idle or not.
         let outcome = Box::pin(forward(&mut client, head, decoder, destination)).await;
         exchange.answered_by = client.answered_by.take();

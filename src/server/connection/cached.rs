@@ -241,15 +241,7 @@ impl<S: Transport> Connection<S> {
             cache: Some(fill),
             ..*destination
         };
-        let mut client = Client {
-            stream: &mut self.stream,
-            read_buf: &mut self.read_buf,
-            peer: self.peer,
-            limits: &config.server.limits,
-            keep_alive: exchange.persistence.is_keep_alive(),
-            response_timer: &mut self.timer,
-            answered_by: None,
-        };
+        let mut client = self.lend_client(config, exchange);
         let outcome = Box::pin(forward(&mut client, head, decoder, &destination)).await;
         exchange.answered_by = client.answered_by.take();
         let seen = fill.seen();
