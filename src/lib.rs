@@ -30,3 +30,5 @@ pub mod static_files;
 #[cfg(unix)]
 pub mod systemd;
 pub mod transport;
+#[cfg(unix)]
+pub mod upgrade;

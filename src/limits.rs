@@ -114,6 +114,10 @@ pub const DEFAULT_FILE_CACHE_MAX_FILE_BYTES: u64 = 1024 * 1024;
 /// How long a shutdown waits for in-flight requests before exiting anyway.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a binary upgrade (SIGUSR2) waits for the new process to report ready before
+/// killing it and serving on (`server.upgrade_timeout_ms`).
+pub const DEFAULT_UPGRADE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Time to establish a TCP connection to a backend (`proxy.connection_timeout_ms`). Breach:
 /// the next backend is tried; 502 when none is left.
 pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

@@ -36,11 +36,19 @@ Environment:
   NOTIFY_SOCKET, WATCHDOG_USEC
                      systemd notifications (READY, RELOADING, STOPPING) and
                      watchdog pings
+  SENTINEL_UPGRADE_SOCKET, SENTINEL_UPGRADE_TOKEN
+                     Set by a running Sentinel for the binary it starts on
+                     SIGUSR2: where the new process reports that it serves
   RUST_LOG=FILTER    Overrides logging.level (tracing directives: info, debug, ...)
 
 Signals:
   SIGHUP             Reload the configuration (changing the file reloads it too)
   SIGUSR1            Reopen logging.access_log_path (after logrotate moved it)
+  SIGUSR2            Binary upgrade: start the binary at the path this process
+                     was started from, hand it the listening sockets, and once it
+                     reports ready stop accepting and drain (as on SIGTERM); if
+                     it fails (exits, or is not ready within
+                     server.upgrade_timeout_ms) keep serving
   SIGINT, SIGTERM    Stop accepting, let in-flight requests finish (up to
                      server.drain_timeout_ms), then exit 0; a second one exits at
                      once with status 1
@@ -107,14 +115,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     #[cfg(unix)]
     let mut inherited = sentinel::systemd::activation::InheritedListeners::from_env()
         .context("cannot use the sockets passed in LISTEN_FDS")?;
+    #[cfg(unix)]
+    let upgrade = Upgrade {
+        parent: sentinel::upgrade::ready::Parent::from_env(),
+        upgrader: sentinel::upgrade::Upgrader::from_start(),
+    };
     let config = Config::load(&cli.config, listen.as_deref())?;
     sentinel::logging::init(&config.logging);
     #[cfg(unix)]
     let (prebound, admin_listener) = {
         let passed = !inherited.is_empty();
         let prebound = Prebound {
-            http: inherited.take("http"),
-            https: config.tls.as_ref().and_then(|_| inherited.take("https")),
+            http: inherited.take_all("http"),
+            https: match config.tls {
+                Some(_) => inherited.take_all("https"),
+                None => Vec::new(),
+            },
         };
         let admin = match config.admin.as_ref().and_then(|_| inherited.take("admin")) {
             Some(passed) => Some(
@@ -125,8 +141,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         };
         if passed {
             tracing::info!(
-                http = prebound.http.is_some(),
-                https = prebound.https.is_some(),
+                http = prebound.http.len(),
+                https = prebound.https.len(),
                 admin = admin.is_some(),
                 unused = inherited.left_over(),
                 "using the listening sockets passed in LISTEN_FDS"
@@ -135,7 +151,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         (prebound, admin)
     };
     #[cfg(not(unix))]
-    let (prebound, admin_listener) = (Prebound::default(), None);
+    let (prebound, admin_listener, upgrade) = (Prebound::default(), None, Upgrade);
     for warning in &config.warnings {
         tracing::warn!(%warning, "configuration warning");
     }
@@ -168,8 +184,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(server, admin_listener, cli.config, listen, plan))
+    runtime.block_on(serve(
+        server,
+        admin_listener,
+        cli.config,
+        listen,
+        plan,
+        upgrade,
+    ))
 }
+
+/// Both sides of a binary upgrade: the process that started this one (to tell it when this
+/// one serves), and how to start the next.
+#[cfg(unix)]
+struct Upgrade {
+    parent: Option<sentinel::upgrade::ready::Parent>,
+    upgrader: std::io::Result<sentinel::upgrade::Upgrader>,
+}
+
+#[cfg(not(unix))]
+struct Upgrade;
 
 /// `--probe URL`: the answer's status on stdout, success only for a 2xx.
 fn run_probe(url: &str) -> anyhow::Result<()> {
@@ -188,6 +222,7 @@ async fn serve(
     path: PathBuf,
     listen: Option<String>,
     plan: Plan,
+    upgrade: Upgrade,
 ) -> anyhow::Result<()> {
     let local = server.local_addr()?;
     let current = tokio::runtime::Handle::current();
@@ -231,6 +266,11 @@ async fn serve(
         ),
         None => None,
     };
+    #[cfg(unix)]
+    handle.sockets().set(
+        sentinel::server::handover::Role::Admin,
+        admin_listener.as_slice(),
+    );
     // Every listener is bound and every file of the config read: no more need for root.
     match plan {
         Plan::Switch(account) => {
@@ -264,10 +304,31 @@ async fn serve(
     reload::reload_on_sighup(reloader).context("cannot watch SIGHUP")?;
     #[cfg(unix)]
     reopen_access_log_on_sigusr1().context("cannot watch SIGUSR1")?;
+    let admin_stop = Arc::new(admin_stop);
+    let admin_stop_early = Arc::clone(&admin_stop);
+    // Set once a new binary serves: stop accepting and drain, as on SIGTERM.
+    let upgraded = Arc::new(tokio::sync::Notify::new());
+    #[cfg(unix)]
+    match upgrade.upgrader {
+        Ok(upgrader) => upgrade_on_sigusr2(upgrader, handle.clone(), Arc::clone(&upgraded))
+            .context("cannot watch SIGUSR2")?,
+        Err(error) => {
+            tracing::warn!(%error, "cannot find this binary's path; SIGUSR2 upgrades are off")
+        }
+    }
     tokio::spawn(async move {
-        shutdown_signal().await;
-        #[cfg(unix)]
-        sentinel::systemd::notify::stopping();
+        tokio::select! {
+            () = shutdown_signal() => {
+                #[cfg(unix)]
+                sentinel::systemd::notify::stopping();
+            }
+            // The service manager follows the new process now: no STOPPING for it. The
+            // admin listener stops at once too, so probes reach the new process, not this
+            // one's draining 503.
+            () = upgraded.notified() => {
+                let _ = admin_stop_early.send(true);
+            }
+        }
         let _ = stop_tx.send(true);
         // An operator who signals twice wants out now, not after the drain.
         shutdown_signal().await;
@@ -277,6 +338,15 @@ async fn serve(
     // Every listener is bound (the accept loops start below; connections queue meanwhile).
     #[cfg(unix)]
     sentinel::systemd::notify::ready();
+    #[cfg(unix)]
+    if let Some(parent) = &upgrade.parent {
+        match parent.announce() {
+            Ok(()) => tracing::info!("upgrade: told the previous process that this one serves"),
+            Err(error) => {
+                tracing::error!(%error, "upgrade: cannot tell the previous process that this one serves")
+            }
+        }
+    }
     // Owned: aborted once the drain is over, so the last ping precedes the exit.
     #[cfg(unix)]
     let watchdog = sentinel::systemd::notify::watchdog_interval()
@@ -313,6 +383,44 @@ fn reopen_access_log_on_sigusr1() -> std::io::Result<()> {
         while signals.recv().await.is_some() {
             tracing::info!("SIGUSR1: reopening the access log");
             sentinel::access_log::writer::reopen();
+        }
+    });
+    Ok(())
+}
+
+/// SIGUSR2 starts the binary upgrade: one at a time; on success `upgraded` is notified and
+/// this process drains, on failure it serves on.
+#[cfg(unix)]
+fn upgrade_on_sigusr2(
+    upgrader: sentinel::upgrade::Upgrader,
+    server: sentinel::server::ServerHandle,
+    upgraded: Arc<tokio::sync::Notify>,
+) -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut signals = signal(SignalKind::user_defined2())?;
+    tokio::spawn(async move {
+        // Signals that arrive while an upgrade runs are coalesced into this one.
+        while signals.recv().await.is_some() {
+            tracing::info!(program = %upgrader.program().display(), "SIGUSR2: upgrading the binary");
+            let timeout = server.config.load().config.server.upgrade_timeout;
+            let started = match server.sockets().duplicates() {
+                Ok(sockets) => upgrader.start(sockets, timeout).await,
+                Err(error) => Err(sentinel::upgrade::UpgradeError::Sockets(error)),
+            };
+            match started {
+                Ok(pid) => {
+                    tracing::info!(
+                        pid,
+                        "upgrade: the new process serves; this one stops accepting and drains"
+                    );
+                    sentinel::systemd::notify::main_pid_moved(pid);
+                    upgraded.notify_one();
+                    return;
+                }
+                Err(error) => {
+                    tracing::error!(%error, "upgrade failed; this process serves on");
+                }
+            }
         }
     });
     Ok(())

@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use crate::config::{Config, ConfigError, RouteTarget};
 use crate::limits::ADMIN_LISTEN_BACKLOG;
 use crate::metrics::ReloadResult;
+use crate::server::handover::Role;
 use crate::server::tls::{Look, TlsError};
 use crate::server::{bind_lone_listener, ServerHandle};
 use crate::snapshot::Snapshot;
@@ -198,6 +199,9 @@ impl Reloader {
             }
         }
         if changes.admin_changed {
+            self.server
+                .sockets()
+                .set(Role::Admin, admin_listener.as_slice());
             // Refused only when the admin task has ended, that is while the process stops.
             let _ = self.admin.send(admin_listener);
         }

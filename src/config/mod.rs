@@ -291,6 +291,8 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// How long shutdown waits for in-flight requests.
     pub drain_timeout: Duration,
+    /// How long a binary upgrade waits for the new process to be ready.
+    pub upgrade_timeout: Duration,
     pub listen_backlog: u32,
     /// Runtime worker threads; 0: one per CPU the process may run on.
     pub workers: usize,
@@ -833,6 +835,10 @@ impl Validator<'_> {
             runtime: s.runtime,
             max_connections: positive("server.max_connections", s.max_connections as u64) as usize,
             drain_timeout: Duration::from_millis(s.drain_timeout_ms),
+            upgrade_timeout: Duration::from_millis(positive(
+                "server.upgrade_timeout_ms",
+                s.upgrade_timeout_ms,
+            )),
             listen_backlog: positive("server.listen_backlog", u64::from(s.listen_backlog)) as u32,
             limits,
             run_as: self.run_as(s.user.as_deref(), s.group.as_deref(), s.allow_root),

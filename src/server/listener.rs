@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 use super::admission::{admit, ConnectionsPerAddress};
 use super::connection::serve_connection;
+use super::handover::{ListeningSockets, Role};
 use super::tls::{self, TlsError, TlsTerminator};
 use crate::config::Config;
 use crate::metrics::{Listener, OpenConnection};
@@ -96,6 +97,8 @@ pub struct Server {
     tls: Option<TlsListeners>,
     /// The port the HTTPS listener is bound to, for redirects from the plain one; 0: none.
     https_port: Arc<AtomicU16>,
+    /// Copies of the listening sockets in use, for a binary upgrade.
+    sockets: Arc<ListeningSockets>,
 }
 
 /// The HTTPS listening sockets (one per accept loop) and their TLS state.
@@ -114,6 +117,7 @@ pub struct ServerHandle {
     rebind_txs: Arc<[Rebind]>,
     tls: Option<TlsHandle>,
     https_port: Arc<AtomicU16>,
+    sockets: Arc<ListeningSockets>,
 }
 
 #[derive(Clone)]
@@ -128,12 +132,15 @@ pub struct Rebound {
     rebind_txs: Arc<[Rebind]>,
     addr: SocketAddr,
     https_port: Option<Arc<AtomicU16>>,
+    role: Role,
+    sockets: Arc<ListeningSockets>,
 }
 
 impl Rebound {
     /// Have the accept loops move to the new sockets; the old ones close once the new ones
     /// accept.
     pub fn switch(self) -> io::Result<SocketAddr> {
+        self.sockets.set(self.role, &self.listeners);
         for (tx, listener) in self.rebind_txs.iter().zip(self.listeners) {
             tx.send(listener)
                 .map_err(|_| io::Error::other("the server has stopped"))?;
@@ -151,13 +158,20 @@ fn bind_for(
     addr: SocketAddr,
     backlog: u32,
     https_port: Option<&Arc<AtomicU16>>,
+    sockets: &Arc<ListeningSockets>,
 ) -> io::Result<Rebound> {
     let listeners = bind_listeners(addr, backlog, rebind_txs.len())?;
     Ok(Rebound {
         addr: first_addr(&listeners)?,
         listeners,
         rebind_txs: Arc::clone(rebind_txs),
+        role: if https_port.is_some() {
+            Role::Https
+        } else {
+            Role::Http
+        },
         https_port: https_port.map(Arc::clone),
+        sockets: Arc::clone(sockets),
     })
 }
 
@@ -165,7 +179,7 @@ impl ServerHandle {
     /// Bind `addr` now, once per accept loop (so a failure leaves everything as it was), and
     /// have the accept loops move to it; the old listeners close once the new ones accept.
     pub fn rebind(&self, addr: SocketAddr, backlog: u32) -> io::Result<SocketAddr> {
-        bind_for(&self.rebind_txs, addr, backlog, None)?.switch()
+        bind_for(&self.rebind_txs, addr, backlog, None, &self.sockets)?.switch()
     }
 
     /// Bind `addr` for the HTTPS accept loops, for [`Rebound::switch`] once everything else
@@ -175,36 +189,59 @@ impl ServerHandle {
             .tls
             .as_ref()
             .ok_or_else(|| io::Error::other("no HTTPS listener is running"))?;
-        bind_for(&tls.rebind_txs, addr, backlog, Some(&self.https_port))
+        bind_for(
+            &tls.rebind_txs,
+            addr,
+            backlog,
+            Some(&self.https_port),
+            &self.sockets,
+        )
     }
 
     /// The HTTPS listener's TLS state, when it runs.
     pub fn tls(&self) -> Option<&Arc<TlsTerminator>> {
         self.tls.as_ref().map(|tls| &tls.terminator)
     }
+
+    /// The listening sockets in use (the admin listener's are registered by its owner).
+    pub fn sockets(&self) -> &Arc<ListeningSockets> {
+        &self.sockets
+    }
 }
 
 /// Listening sockets the process was handed already bound (socket activation, or a binary
-/// upgrade): used instead of binding `server.listen_addr` / `tls.listen_addr`.
+/// upgrade): used instead of binding `server.listen_addr` / `tls.listen_addr`. Empty: bind.
 #[derive(Debug, Default)]
 pub struct Prebound {
-    pub http: Option<std::net::TcpListener>,
-    pub https: Option<std::net::TcpListener>,
+    pub http: Vec<std::net::TcpListener>,
+    pub https: Vec<std::net::TcpListener>,
 }
 
-/// `count` accept loops on one passed socket: duplicates of its descriptor. They share one
-/// accept queue (a passed socket cannot join an `SO_REUSEPORT` group after the fact); each
-/// accept is taken by whichever loop wakes first.
-fn share_listener(
-    listener: std::net::TcpListener,
+impl Prebound {
+    /// The fewest accept loops that use every passed socket. Each passed socket has a queue
+    /// of its own (a previous process's `SO_REUSEPORT` group keeps spreading connections over
+    /// all of them), so a socket without a loop would hold connections nobody accepts.
+    pub fn accept_loops_needed(&self) -> usize {
+        self.http.len().max(self.https.len())
+    }
+}
+
+/// `count` accept loops (at least as many as sockets were passed) on the passed sockets:
+/// one loop each, and the loops beyond share duplicates of them in turn. Loops on one
+/// socket share its accept queue; each accept goes to whichever loop wakes first.
+fn share_listeners(
+    passed: Vec<std::net::TcpListener>,
     count: usize,
 ) -> io::Result<Vec<std::net::TcpListener>> {
-    let listener = adopt_listener(listener)?;
-    let mut listeners = Vec::with_capacity(count.max(1));
-    for _ in 1..count.max(1) {
-        listeners.push(listener.try_clone()?);
+    let mut listeners = passed
+        .into_iter()
+        .map(adopt_listener)
+        .collect::<io::Result<Vec<_>>>()?;
+    let passed = listeners.len();
+    for extra in 0..count.saturating_sub(passed) {
+        let copy = listeners[extra % passed].try_clone()?;
+        listeners.push(copy);
     }
-    listeners.push(listener);
     Ok(listeners)
 }
 
@@ -245,7 +282,15 @@ impl Server {
     }
 
     fn per_core(config: Config, threads: usize, prebound: Prebound) -> Result<Server, BindError> {
-        let threads = threads.max(1);
+        let needed = prebound.accept_loops_needed();
+        if needed > threads {
+            tracing::warn!(
+                workers = threads,
+                passed_sockets = needed,
+                "more listening sockets were passed than there are workers; one worker per socket"
+            );
+        }
+        let threads = threads.max(needed).max(1);
         let mut server = Server::bind_loops(config, threads, prebound)?;
         crate::proxy::pool::set_worker_threads(threads);
         let workers = (0..threads)
@@ -257,13 +302,16 @@ impl Server {
     }
 
     fn bind_loops(config: Config, loops: usize, prebound: Prebound) -> Result<Server, BindError> {
+        let loops = loops.max(prebound.accept_loops_needed());
         let addr = config.server.listen_addr;
         let backlog = config.server.listen_backlog;
         let listeners = match prebound.http {
-            Some(passed) => share_listener(passed, loops),
-            None => bind_listeners(addr, backlog, loops),
+            passed if passed.is_empty() => bind_listeners(addr, backlog, loops),
+            passed => share_listeners(passed, loops),
         }
         .map_err(|source| BindError::Listen { addr, source })?;
+        let sockets = Arc::new(ListeningSockets::default());
+        sockets.set(Role::Http, &listeners);
         let (rebind_txs, rebinds): (Vec<_>, Vec<_>) =
             (0..loops).map(|_| mpsc::unbounded_channel()).unzip();
         let https_port = Arc::new(AtomicU16::new(0));
@@ -271,10 +319,11 @@ impl Server {
             Some(tls_config) => {
                 let addr = tls_config.listen_addr;
                 let listeners = match prebound.https {
-                    Some(passed) => share_listener(passed, loops),
-                    None => bind_listeners(addr, backlog, loops),
+                    passed if passed.is_empty() => bind_listeners(addr, backlog, loops),
+                    passed => share_listeners(passed, loops),
                 }
                 .map_err(|source| BindError::ListenTls { addr, source })?;
+                sockets.set(Role::Https, &listeners);
                 let bound = first_addr(&listeners)
                     .map_err(|source| BindError::ListenTls { addr, source })?;
                 https_port.store(bound.port(), Ordering::Relaxed);
@@ -298,6 +347,7 @@ impl Server {
             workers: None,
             tls,
             https_port,
+            sockets,
         })
     }
 
@@ -310,6 +360,7 @@ impl Server {
                 terminator: Arc::clone(&tls.terminator),
             }),
             https_port: Arc::clone(&self.https_port),
+            sockets: Arc::clone(&self.sockets),
         }
     }
 
@@ -350,6 +401,7 @@ impl Server {
             workers,
             tls,
             https_port,
+            sockets,
             ..
         } = self;
         let mut workers = workers.map(Vec::into_iter);
@@ -406,6 +458,7 @@ impl Server {
             }
         }
         shutdown.await;
+        sockets.clear();
         let _ = stop_tx.send(true);
         // Logged once every listening socket is closed, so that from this line on a new
         // connection is refused (an error means the loop is gone, its socket with it).

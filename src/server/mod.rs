@@ -5,6 +5,7 @@
 
 mod admission;
 mod connection;
+pub mod handover;
 mod listener;
 mod proxy_header;
 pub mod tls;

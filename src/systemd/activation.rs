@@ -1,8 +1,9 @@
 //! Socket activation (`sd_listen_fds(3)`): listening sockets that the service manager (or a
 //! previous Sentinel, for a binary upgrade) bound and passed as descriptors 3, 4, ...,
 //! described by `LISTEN_FDS`, `LISTEN_PID` and `LISTEN_FDNAMES`. Each listener of the
-//! server (`http`, `https`, `admin`) takes the descriptor named after it, or else the first
-//! unnamed one left in order; a listener with none binds its configured address as usual.
+//! server (`http`, `https`, `admin`) takes the descriptors named after it (a binary upgrade
+//! names one per accept loop), or else the first unnamed one left in order; a listener with
+//! none binds its configured address as usual.
 //!
 //! The environment is read once, at the very start of `main` while the process has one
 //! thread (the variables are removed so that nothing started later inherits them).
@@ -56,6 +57,22 @@ impl InheritedListeners {
             role,
         )?;
         self.sockets.get_mut(index)?.1.take()
+    }
+
+    /// Every socket named `role` (a binary upgrade passes one per accept loop of the old
+    /// process), or else the first unnamed one left, as [`take`](Self::take).
+    pub fn take_all(&mut self, role: &str) -> Vec<TcpListener> {
+        let named: Vec<TcpListener> = self
+            .sockets
+            .iter_mut()
+            .filter(|(name, _)| name.as_deref() == Some(role))
+            .filter_map(|(_, listener)| listener.take())
+            .collect();
+        if named.is_empty() {
+            self.take(role).into_iter().collect()
+        } else {
+            named
+        }
     }
 
     /// How many passed sockets no listener took.
@@ -112,6 +129,24 @@ mod tests {
         assert_eq!(role_names(1, Some("sentinel.socket")), vec![None]);
         assert_eq!(role_names(2, Some("http")), vec![None, None]);
         assert_eq!(role_names(2, None), vec![None, None]);
+    }
+
+    #[test]
+    fn a_role_takes_every_socket_named_for_it_else_one_unnamed() {
+        let listener = || TcpListener::bind("127.0.0.1:0").ok();
+        let mut inherited = InheritedListeners {
+            sockets: vec![
+                (Some("http".into()), listener()),
+                (None, listener()),
+                (Some("http".into()), listener()),
+                (None, listener()),
+            ],
+        };
+        assert_eq!(inherited.take_all("http").len(), 2);
+        assert_eq!(inherited.take_all("admin").len(), 1);
+        assert_eq!(inherited.take_all("https").len(), 1);
+        assert!(inherited.take_all("admin").is_empty());
+        assert_eq!(inherited.left_over(), 0);
     }
 
     #[test]

@@ -110,6 +110,15 @@ pub fn reloaded() {
     notify("READY=1\nSTATUS=serving");
 }
 
+/// A binary upgrade's new process (`pid`) serves: the service manager follows it from now
+/// on (it takes `MAINPID=` from the main process, which this one still is), and this one
+/// drains quietly, so no `STOPPING=1` follows.
+pub fn main_pid_moved(pid: u32) {
+    notify(&format!(
+        "MAINPID={pid}\nREADY=1\nSTATUS=serving (upgraded)"
+    ));
+}
+
 /// The drain has started.
 pub fn stopping() {
     notify("STOPPING=1\nSTATUS=draining");
