@@ -149,8 +149,8 @@ class Settings:
             # beside the config, written by the writer thread): what logging costs (issue 18).
             sentinel_access_log=os.environ.get("SENTINEL_ACCESS_LOG", ""),
         )
-        if settings.sentinel_access_log not in ("", "off", "file"):
-            sys.exit("[bench] error: SENTINEL_ACCESS_LOG takes 'off' or 'file' "
+        if settings.sentinel_access_log not in ("", "off", "file", "default"):
+            sys.exit("[bench] error: SENTINEL_ACCESS_LOG takes 'off', 'file' or 'default' "
                      f"(got {settings.sentinel_access_log!r})")
         if settings.sentinel_rate_limit not in ("", "local", "redis"):
             sys.exit("[bench] error: SENTINEL_RATE_LIMIT takes 'local' or 'redis' "
@@ -328,16 +328,18 @@ def nginx_temp_paths(prefix):
     )
 
 
-def nginx_preamble(prefix, workers, connections, main=""):
+def nginx_preamble(prefix, workers, connections, main="", access_log=False):
     """Everything up to and including the shared `http` settings: an nginx in the
-    foreground of its own prefix, logging only warnings, files by sendfile, long keep-alive."""
+    foreground of its own prefix, logging only warnings (and with `access_log`, its default
+    access log: `combined` lines to a file), files by sendfile, long keep-alive."""
+    access = f"access_log {prefix}/access.log" if access_log else "access_log off"
     return f"""worker_processes {workers};
 {main}pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
 events {{ worker_connections {connections}; }}
 http {{
     default_type application/octet-stream;
-    access_log off;
+    {access};
     sendfile on;
     tcp_nopush on;
     keepalive_timeout 120s;
@@ -356,10 +358,11 @@ def backend_nginx_conf(prefix, root, ports, workers):
 """
 
 
-def nginx_conf(prefix, root, static_port, proxy_port, backend_ports, sink_port, workers):
+def nginx_conf(prefix, root, static_port, proxy_port, backend_ports, sink_port, workers,
+               access_log=False):
     servers = "".join(f"        server 127.0.0.1:{p};\n" for p in backend_ports)
     main = "worker_rlimit_nofile 40000;\n"
-    return nginx_preamble(prefix, workers, 16384, main) + f"""    upstream backends {{
+    return nginx_preamble(prefix, workers, 16384, main, access_log) + f"""    upstream backends {{
 {servers}        keepalive 1024;
         keepalive_requests 100000;
     }}
@@ -440,9 +443,13 @@ def sentinel_common(port, runtime="", metrics="", rate_limit="", access_log=""):
       access_log: true
       access_log_format: combined
       access_log_path: access-8080.log
+    >>> "logging:" in sentinel_common(8080, access_log="default")
+    False
     """
     runtime = f"  runtime: {runtime}\n" if runtime else ""
-    if access_log == "file":
+    if access_log == "default":
+        logging = None
+    elif access_log == "file":
         logging = ("  access_log: true\n  access_log_format: combined\n"
                    f"  access_log_path: access-{port}.log\n")
     else:
@@ -457,9 +464,9 @@ def sentinel_common(port, runtime="", metrics="", rate_limit="", access_log=""):
   max_connections: 20000
   keepalive_timeout_ms: 120000
   max_body_bytes: 4294967296
-logging:
+""" + ("" if logging is None else f"""logging:
   level: "warn"
-{logging}"""
+{logging}""")
 
 
 def sentinel_static_conf(port, root, runtime="", metrics="", rate_limit="", access_log=""):
@@ -561,7 +568,8 @@ class Layout:
         p = self.ports
         argv = self._nginx("nginx", nginx_conf(
             os.path.join(self.dir, "nginx"), root, p[("nginx", "static")],
-            p[("nginx", "proxy")], self.backend_ports, self.sink_port, self.workers))
+            p[("nginx", "proxy")], self.backend_ports, self.sink_port, self.workers,
+            access_log=self.settings.sentinel_access_log == "default"))
         self.systems = {("nginx", "static"): self._spawn("nginx", argv, self.server_pin)}
         self.systems[("nginx", "proxy")] = self.systems[("nginx", "static")]
         cfg = self._write("haproxy.cfg", haproxy_conf(
