@@ -59,6 +59,6 @@ fn json_line(bencher: divan::Bencher) {
 }
 
 #[divan::bench(sample_count = 500, sample_size = 1000)]
-fn request_id() -> bytes::Bytes {
+fn request_id() -> sentinel::request_id::RequestId {
     sentinel::request_id::generate()
 }

@@ -40,14 +40,39 @@ fn thread_prefix() -> u64 {
     hasher.finish()
 }
 
+/// A request's ID. A made one is held inline, so most requests (clients rarely send an ID)
+/// allocate nothing for it however often it is copied: into the upstream request, the
+/// answer and the access log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum RequestId {
+    /// None: `logging.request_id` is off.
+    #[default]
+    Off,
+    Made([u8; GENERATED_LEN]),
+    /// A client's own, kept.
+    Given(Bytes),
+}
+
+impl std::ops::Deref for RequestId {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            RequestId::Off => &[],
+            RequestId::Made(id) => id,
+            RequestId::Given(id) => id,
+        }
+    }
+}
+
 /// A new ID: 32 lowercase hex characters, never repeated by this thread.
-pub fn generate() -> Bytes {
+pub fn generate() -> RequestId {
     let (prefix, counter) = NEXT.with(|next| {
         let (prefix, counter) = next.get();
         next.set((prefix, counter.wrapping_add(1)));
         (prefix, counter)
     });
-    Bytes::from(format_id(prefix, counter).to_vec())
+    RequestId::Made(format_id(prefix, counter))
 }
 
 fn format_id(prefix: u64, counter: u64) -> [u8; GENERATED_LEN] {
@@ -63,9 +88,9 @@ fn format_id(prefix: u64, counter: u64) -> [u8; GENERATED_LEN] {
 
 /// The ID of a request: the client's `value` when valid, else a new one. The second part
 /// says whether a received value was replaced (for a debug event).
-pub fn keep_or_generate(value: Option<&[u8]>) -> (Bytes, bool) {
+pub fn keep_or_generate(value: Option<&[u8]>) -> (RequestId, bool) {
     match value {
-        Some(value) if is_valid(value) => (Bytes::copy_from_slice(value), false),
+        Some(value) if is_valid(value) => (RequestId::Given(Bytes::copy_from_slice(value)), false),
         Some(_) => (generate(), true),
         None => (generate(), false),
     }

@@ -38,6 +38,7 @@ use crate::limits::{DEFAULT_MAX_RESPONSE_HEAD_BYTES, MAX_RESPONSE_HEADERS};
 use crate::metrics::RouteSeries;
 use crate::proxy::forward::{forward, Client, Destination, Outcome};
 use crate::ratelimit::Note as RateNote;
+use crate::request_id::RequestId;
 use crate::routing::Routed;
 use crate::snapshot::SharedSnapshot;
 #[cfg(target_os = "linux")]
@@ -61,7 +62,7 @@ const READ_BUFFER_BYTES: usize = buffer_pool::Kind::Read.bytes();
 
 /// The request's ID: its valid `X-Request-Id`, else a new one (an invalid one is replaced,
 /// and said so at debug level).
-fn request_id_of(head: &RequestHead) -> Bytes {
+fn request_id_of(head: &RequestHead) -> RequestId {
     let received = head
         .fields()
         .find(|(name, _)| name.eq_ignore_ascii_case(crate::request_id::HEADER.as_bytes()))
@@ -161,7 +162,7 @@ struct Exchange {
     /// The head's bytes and the body's declared length.
     request_bytes: u64,
     /// The request's `X-Request-Id`, kept or made; empty when `logging.request_id` is off.
-    request_id: Bytes,
+    request_id: RequestId,
     /// The index of the route that took the request, for the access log.
     route_index: Option<usize>,
 }
@@ -183,7 +184,7 @@ impl Exchange {
             request_id: if config.logging.request_id {
                 crate::request_id::generate()
             } else {
-                Bytes::new()
+                RequestId::Off
             },
             route_index: None,
         }
@@ -256,7 +257,7 @@ impl<S: Transport> Connection<S> {
                 RequestFraming::Length(declared) => declared,
                 RequestFraming::Empty | RequestFraming::Chunked => 0,
             }),
-            request_id: Bytes::new(),
+            request_id: RequestId::Off,
             route_index: None,
         };
         if config.logging.request_id {
@@ -811,7 +812,7 @@ impl<S: Transport> Connection<S> {
         if !exchange.request_id.is_empty() {
             headers.push((
                 crate::request_id::HEADER,
-                exchange.request_id.clone().into(),
+                Bytes::copy_from_slice(&exchange.request_id).into(),
             ));
         }
         let framing = match &body {
