@@ -148,6 +148,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 "using the listening sockets passed in LISTEN_FDS"
             );
         }
+        // Closed now: a passed socket no listener took (its section left the config) would
+        // accept handshakes nobody serves instead of refusing them.
+        drop(inherited);
         (prebound, admin)
     };
     #[cfg(not(unix))]
@@ -310,8 +313,13 @@ async fn serve(
     let upgraded = Arc::new(tokio::sync::Notify::new());
     #[cfg(unix)]
     match upgrade.upgrader {
-        Ok(upgrader) => upgrade_on_sigusr2(upgrader, handle.clone(), Arc::clone(&upgraded))
-            .context("cannot watch SIGUSR2")?,
+        Ok(upgrader) => upgrade_on_sigusr2(
+            upgrader,
+            handle.clone(),
+            Arc::clone(&upgraded),
+            stop_rx.clone(),
+        )
+        .context("cannot watch SIGUSR2")?,
         Err(error) => {
             tracing::warn!(%error, "cannot find this binary's path; SIGUSR2 upgrades are off")
         }
@@ -336,17 +344,21 @@ async fn serve(
         std::process::exit(1);
     });
     // Every listener is bound (the accept loops start below; connections queue meanwhile).
+    // Started for an upgrade, the previous process speaks to systemd for this one (it
+    // reports this PID as the main one); a process that cannot tell it would be killed when
+    // its wait runs out, so it stops before accepting anything.
     #[cfg(unix)]
-    sentinel::systemd::notify::ready();
-    #[cfg(unix)]
-    if let Some(parent) = &upgrade.parent {
-        match parent.announce() {
-            Ok(()) => tracing::info!("upgrade: told the previous process that this one serves"),
-            Err(error) => {
-                tracing::error!(%error, "upgrade: cannot tell the previous process that this one serves")
-            }
+    match &upgrade.parent {
+        None => sentinel::systemd::notify::ready(),
+        Some(parent) => {
+            parent
+                .announce()
+                .context("upgrade: cannot tell the previous process that this one serves")?;
+            tracing::info!("upgrade: told the previous process that this one serves");
         }
     }
+    #[cfg(not(unix))]
+    let Upgrade = upgrade;
     // Owned: aborted once the drain is over, so the last ping precedes the exit.
     #[cfg(unix)]
     let watchdog = sentinel::systemd::notify::watchdog_interval()
@@ -395,18 +407,21 @@ fn upgrade_on_sigusr2(
     upgrader: sentinel::upgrade::Upgrader,
     server: sentinel::server::ServerHandle,
     upgraded: Arc<tokio::sync::Notify>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut signals = signal(SignalKind::user_defined2())?;
     tokio::spawn(async move {
-        // Signals that arrive while an upgrade runs are coalesced into this one.
+        // One upgrade at a time: signals that arrive meanwhile are merged into one, which
+        // starts another attempt when this one has failed.
         while signals.recv().await.is_some() {
             tracing::info!(program = %upgrader.program().display(), "SIGUSR2: upgrading the binary");
             let timeout = server.config.load().config.server.upgrade_timeout;
-            let started = match server.sockets().duplicates() {
-                Ok(sockets) => upgrader.start(sockets, timeout).await,
-                Err(error) => Err(sentinel::upgrade::UpgradeError::Sockets(error)),
+            let mut stop = stop.clone();
+            let stopping = async move {
+                let _ = stop.wait_for(|&stop| stop).await;
             };
+            let started = upgrader.start(server.sockets(), timeout, stopping).await;
             match started {
                 Ok(pid) => {
                     tracing::info!(

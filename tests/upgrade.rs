@@ -44,7 +44,9 @@ fn install(path: &Path, bytes: &[u8]) {
     std::fs::rename(&temp, path).unwrap();
 }
 
-/// Sentinel started from `dir/bin/sentinel`, a copy of the built binary.
+/// Sentinel started from `dir/bin/sentinel`, a copy of the built binary, through a shell
+/// that sets `WATCHDOG_PID` to its own PID (which `exec` hands to Sentinel), as systemd
+/// does for its main process.
 fn start_from_copy(yaml: &str, env: &[(&str, String)]) -> (Daemon, PathBuf) {
     let mut program = PathBuf::new();
     let daemon = Daemon::start_command(yaml, |bin, config| {
@@ -54,8 +56,12 @@ fn start_from_copy(yaml: &str, env: &[(&str, String)]) -> (Daemon, PathBuf) {
         std::fs::create_dir_all(dir.join("bin")).unwrap();
         program = dir.join("bin/sentinel");
         install(&program, &std::fs::read(bin).unwrap());
-        let mut command = Command::new(&program);
-        command.arg("--config").arg(config);
+        let mut command = Command::new("sh");
+        command
+            .args(["-c", "WATCHDOG_PID=$$ exec \"$0\" \"$@\""])
+            .arg(&program)
+            .arg("--config")
+            .arg(config);
         for (key, value) in env {
             command.env(key, value);
         }
@@ -64,7 +70,22 @@ fn start_from_copy(yaml: &str, env: &[(&str, String)]) -> (Daemon, PathBuf) {
     (daemon, program)
 }
 
-/// A process the test did not start directly (the new binary), stopped by PID at the end.
+/// The processes the old one started (the new binary): killed by PID when the test ends,
+/// whether it passed or not.
+struct Descendants(u32);
+
+impl Drop for Descendants {
+    fn drop(&mut self) {
+        for pid in children_of(self.0) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
+/// A process the test did not start directly (the new binary once its parent is gone),
+/// stopped by PID at the end.
 struct Adopted(u32);
 
 impl Drop for Adopted {
@@ -72,6 +93,60 @@ impl Drop for Adopted {
         let _ = Command::new("kill")
             .args(["-KILL", &self.0.to_string()])
             .status();
+    }
+}
+
+/// The test's `NOTIFY_SOCKET`, read all the time by a thread of its own (as systemd reads
+/// it: a receiver that stops reading would fill its queue and lose messages).
+struct Notifications {
+    path: PathBuf,
+    seen: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Notifications {
+    fn start() -> Notifications {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let socket = UnixDatagram::bind(&path).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (sink, done) = (seen.clone(), stop.clone());
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 1024];
+            let deadline = Instant::now() + WAIT * 4;
+            while !done.load(Ordering::Relaxed) && Instant::now() < deadline {
+                if let Ok(n) = socket.recv(&mut buf) {
+                    let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    sink.lock().unwrap().push(message);
+                }
+            }
+        });
+        Notifications {
+            path,
+            seen,
+            stop,
+            reader: Some(reader),
+            _dir: dir,
+        }
+    }
+
+    fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Notifications {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
     }
 }
 
@@ -167,11 +242,10 @@ fn keep_alive_client(addr: SocketAddr, stop: &AtomicBool, ok: &AtomicU64, failur
             },
         };
         let written = stream.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
-        let mut answer = [0u8; 4096];
-        let read = written.and_then(|()| stream.read(&mut answer));
+        let read = written.and_then(|()| read_answer(stream));
         match read {
-            Ok(n) if n > 0 => {
-                let text = String::from_utf8_lossy(&answer[..n]);
+            Ok(answer) if !answer.is_empty() => {
+                let text = String::from_utf8_lossy(&answer);
                 if text.starts_with("HTTP/1.1 200") && text.ends_with("home") {
                     ok.fetch_add(1, Ordering::Relaxed);
                     if text.to_ascii_lowercase().contains("connection: close") {
@@ -190,6 +264,24 @@ fn keep_alive_client(addr: SocketAddr, stop: &AtomicBool, ok: &AtomicU64, failur
             }
         }
     }
+}
+
+/// One answer whose body is "home": its bytes up to the end of that body, or fewer when
+/// the connection closes first (empty: closed before any byte).
+fn read_answer(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !answer.ends_with(b"home") {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buf[..n]);
+        if answer.len() > 64 * 1024 {
+            break;
+        }
+    }
+    Ok(answer)
 }
 
 #[derive(Default)]
@@ -274,17 +366,17 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 #[test]
 fn an_upgrade_under_load_refuses_nothing_and_the_old_process_drains_and_exits() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let notify_dir = tempfile::tempdir().unwrap();
-    let notify_path = notify_dir.path().join("notify");
-    let notify = UnixDatagram::bind(&notify_path).unwrap();
-    notify
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
+    let notify = Notifications::start();
     // Two per-core workers: two SO_REUSEPORT sockets, each with its own queue, to hand over.
+    // A watchdog every 0.1 s that must go on from the new process.
     let (mut old, program) = start_from_copy(
         &config("  workers: 2\n  runtime: per_core\n"),
-        &[("NOTIFY_SOCKET", notify_path.display().to_string())],
+        &[
+            ("NOTIFY_SOCKET", notify.path.display().to_string()),
+            ("WATCHDOG_USEC", "200000".into()),
+        ],
     );
+    let _descendants = Descendants(old.pid());
     let admin = addr_in(&old.wait_for_log("admin listening", WAIT));
     let load = Load::start(old.addr);
     wait_until("requests before the upgrade", || load.served() > 50);
@@ -336,27 +428,41 @@ fn an_upgrade_under_load_refuses_nothing_and_the_old_process_drains_and_exits() 
     probe.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "readyz: {answer}");
 
-    // The service manager was told to follow the new process.
-    let mut buf = [0u8; 1024];
-    let mut seen = Vec::new();
-    let deadline = Instant::now() + WAIT;
-    let wanted = format!("MAINPID={new_pid}\n");
-    while !seen.iter().any(|m: &String| m.contains(&wanted)) {
-        assert!(Instant::now() < deadline, "no {wanted:?} in {seen:?}");
-        if let Ok(n) = notify.recv(&mut buf) {
-            seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
-        }
-    }
+    // The old process told the service manager to follow the new one (the new one says
+    // nothing of its own start, which systemd would refuse from a PID not yet its main
+    // one), and never said it was stopping.
+    let seen = notify.seen();
+    let handed_over = format!("MAINPID={new_pid}\nREADY=1\nSTATUS=serving (upgraded)");
+    assert!(
+        seen.contains(&handed_over),
+        "no {handed_over:?} in {seen:?}"
+    );
+    assert_eq!(
+        seen.iter().filter(|m| m.starts_with("READY=1")).count(),
+        1,
+        "one READY of the old process's own start: {seen:?}"
+    );
     assert!(
         !seen.iter().any(|m| m.contains("STOPPING=1")),
         "the old process said STOPPING after handing over: {seen:?}"
     );
+    // The watchdog goes on: the old process is gone, so these pings are the new one's
+    // (it was not told the old PID in WATCHDOG_PID).
+    wait_until("watchdog pings from the new process", || {
+        let now = notify.seen();
+        now[seen.len()..]
+            .iter()
+            .filter(|m| *m == "WATCHDOG=1")
+            .count()
+            >= 2
+    });
 }
 
 #[test]
 fn a_new_binary_that_refuses_its_config_is_reaped_and_the_old_one_serves_on() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let (old, _program) = start_from_copy(&config(""), &[]);
+    let _descendants = Descendants(old.pid());
     assert_eq!(fetch_once(old.addr), Ok(()));
     // The new process reads the config at the same path and refuses it.
     old.write_config("server: [not, a, mapping]\n");
@@ -374,7 +480,8 @@ fn a_new_binary_that_refuses_its_config_is_reaped_and_the_old_one_serves_on() {
 #[test]
 fn a_new_binary_that_never_reports_ready_is_killed_after_the_timeout() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let (old, program) = start_from_copy(&config("  upgrade_timeout_ms: 500\n"), &[]);
+    let (mut old, program) = start_from_copy(&config("  upgrade_timeout_ms: 500\n"), &[]);
+    let _descendants = Descendants(old.pid());
     // Starts, holds the sockets, never says it is ready.
     install(&program, b"#!/bin/sh\nexec sleep 60\n");
     let before = old.log_len();
@@ -396,7 +503,8 @@ fn a_new_binary_that_never_reports_ready_is_killed_after_the_timeout() {
     old.signal("USR2");
     let line = old.wait_for_log_after(before, "the new process serves", WAIT);
     let _new = Adopted(pid_in(&line));
-    wait_until("requests to reach the new process", || {
-        fetch_once(old.addr).is_ok()
+    wait_until("the old process to drain and exit", || {
+        old.try_wait().is_some()
     });
+    assert_eq!(fetch_once(old.addr), Ok(()), "the new process serves");
 }

@@ -634,6 +634,11 @@ impl<S: Transport> Connection<S> {
             let deadline = head_deadline.unwrap_or(idle_deadline);
             let before = self.read_buf.len();
             if self.read_buf.capacity() == before {
+                // On shutdown an idle keep-alive connection closes at once; a new one keeps
+                // its header timeout for its first request (answered with `Connection:
+                // close`): its client connected before the stop and may not have sent yet,
+                // and closing with its request unread would reset it (a binary upgrade's
+                // zero-failure promise depends on this).
                 // No room (an idle connection holds no buffer): wait until there is something
                 // to read before allocating, so thousands of idle connections cost no buffers.
                 // Biased, socket first: when the bytes are already there, as they are when
@@ -644,7 +649,7 @@ impl<S: Transport> Connection<S> {
                     () = self.timer.until(deadline) => {
                         return Err(if before == 0 { HeadError::Closed } else { HeadError::Timeout });
                     }
-                    _ = self.shutdown.changed(), if before == 0 => return Err(HeadError::Closed),
+                    _ = self.shutdown.changed(), if before == 0 && self.served > 0 => return Err(HeadError::Closed),
                 }
                 if self.read_buf.capacity() == 0 {
                     self.read_buf = buffer_pool::take(buffer_pool::Kind::Read);
@@ -658,7 +663,7 @@ impl<S: Transport> Connection<S> {
                 () = self.timer.until(deadline) => {
                     return Err(if before == 0 { HeadError::Closed } else { HeadError::Timeout });
                 }
-                _ = self.shutdown.changed(), if before == 0 => return Err(HeadError::Closed),
+                _ = self.shutdown.changed(), if before == 0 && self.served > 0 => return Err(HeadError::Closed),
             };
             match read {
                 Ok(0) if before == 0 => return Err(HeadError::Closed),

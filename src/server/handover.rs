@@ -41,7 +41,23 @@ impl Role {
 /// all of them must be handed over).
 #[derive(Debug, Default)]
 pub struct ListeningSockets {
-    roles: Mutex<[Vec<TcpListener>; 3]>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    roles: [Vec<TcpListener>; 3],
+    /// Counts changes, so an upgrade can tell that a reload moved a listener while the new
+    /// process was starting with the sockets copied before.
+    generation: u64,
+    /// Shutdown has started: nothing is handed over or kept from now on.
+    closed: bool,
+}
+
+/// Copies of every socket, and the generation they were taken at.
+pub struct Handover {
+    pub sockets: Vec<(Role, OwnedFd)>,
+    pub generation: u64,
 }
 
 impl ListeningSockets {
@@ -61,29 +77,51 @@ impl ListeningSockets {
                 Vec::new()
             }
         };
-        let mut roles = self.roles.lock().unwrap_or_else(|p| p.into_inner());
-        roles[role.index()] = copies;
+        let mut state = self.lock();
+        if state.closed {
+            return;
+        }
+        state.roles[role.index()] = copies;
+        state.generation += 1;
     }
 
-    /// Shutdown started: let every socket close with the last loop that uses it.
+    /// Shutdown started: let every socket close with the last loop that uses it, and keep
+    /// nothing a late reload would register.
     pub fn clear(&self) {
-        let mut roles = self.roles.lock().unwrap_or_else(|p| p.into_inner());
-        for listeners in roles.iter_mut() {
+        let mut state = self.lock();
+        state.closed = true;
+        for listeners in state.roles.iter_mut() {
             listeners.clear();
         }
+        state.generation += 1;
     }
 
     /// Fresh duplicates of every socket, in role order (`http`s, then `https`, then `admin`),
-    /// for a new process to inherit.
-    pub fn duplicates(&self) -> io::Result<Vec<(Role, OwnedFd)>> {
-        let roles = self.roles.lock().unwrap_or_else(|p| p.into_inner());
-        let mut out = Vec::new();
+    /// for a new process to inherit. Refused once shutdown has started.
+    pub fn duplicates(&self) -> io::Result<Handover> {
+        let state = self.lock();
+        if state.closed {
+            return Err(io::Error::other("the server is shutting down"));
+        }
+        let mut sockets = Vec::new();
         for role in Role::ALL {
-            for listener in &roles[role.index()] {
-                out.push((role, OwnedFd::from(listener.try_clone()?)));
+            for listener in &state.roles[role.index()] {
+                sockets.push((role, OwnedFd::from(listener.try_clone()?)));
             }
         }
-        Ok(out)
+        Ok(Handover {
+            sockets,
+            generation: state.generation,
+        })
+    }
+
+    /// The current generation (see [`Handover::generation`]).
+    pub fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -100,17 +138,24 @@ mod tests {
         let sockets = ListeningSockets::default();
         sockets.set(Role::Admin, &[listener()]);
         sockets.set(Role::Http, &[listener(), listener()]);
-        let roles: Vec<Role> = sockets
-            .duplicates()
-            .expect("duplicates")
-            .into_iter()
-            .map(|(role, _)| role)
-            .collect();
+        let first = sockets.duplicates().expect("duplicates");
+        let roles: Vec<Role> = first.sockets.iter().map(|(role, _)| *role).collect();
         assert_eq!(roles, [Role::Http, Role::Http, Role::Admin]);
         sockets.set(Role::Http, &[listener()]);
-        assert_eq!(sockets.duplicates().expect("duplicates").len(), 2);
+        let second = sockets.duplicates().expect("duplicates");
+        assert_eq!(second.sockets.len(), 2);
+        assert!(
+            second.generation > first.generation,
+            "a move is a new generation"
+        );
         sockets.clear();
-        assert!(sockets.duplicates().expect("duplicates").is_empty());
+        assert!(
+            sockets.duplicates().is_err(),
+            "nothing is handed over while stopping"
+        );
+        // A reload late in the drain keeps nothing listening.
+        sockets.set(Role::Http, &[listener()]);
+        assert!(sockets.duplicates().is_err());
     }
 
     #[test]

@@ -30,9 +30,12 @@ impl NotifySocket {
             .then(|| NotifySocket::Path(value.into()))
     }
 
-    /// Send `message` as one datagram.
+    /// Send `message` as one datagram, without waiting: a receiver whose queue is full (a
+    /// service manager that has stopped reading) costs a message, never a blocked thread,
+    /// since the runtime's thread that sends also serves signals and reloads.
     pub fn send(&self, message: &str) -> io::Result<()> {
         let socket = std::os::unix::net::UnixDatagram::unbound()?;
+        socket.set_nonblocking(true)?;
         match self {
             NotifySocket::Path(path) => socket.send_to(message.as_bytes(), path)?,
             NotifySocket::Abstract(name) => send_abstract(&socket, name, message)?,

@@ -15,14 +15,15 @@ pub mod ready;
 
 use std::ffi::OsString;
 use std::io::{self, Read};
-use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use command_fds::{CommandFdExt, FdMapping};
 
-use crate::server::handover::Role;
+use std::future::Future;
+
+use crate::server::handover::ListeningSockets;
 
 /// The first descriptor a passed socket takes (`SD_LISTEN_FDS_START`).
 const FIRST_PASSED_FD: i32 = 3;
@@ -44,6 +45,12 @@ pub enum UpgradeError {
     Exited(ExitStatus),
     #[error("the new process was not ready within {0:?}; it was killed")]
     Timeout(Duration),
+    #[error(
+        "a reload moved a listener while the new process started; it was killed (signal again)"
+    )]
+    ListenersMoved,
+    #[error("this process started to shut down; the new process was killed")]
+    ShuttingDown,
     #[error("cannot wait for the new process: {0}")]
     Wait(#[source] io::Error),
 }
@@ -58,14 +65,18 @@ pub struct Upgrader {
 impl Upgrader {
     /// Read at start: the path the binary was run from (not `/proc/self/exe`, which follows
     /// symlinks now and names a deleted file once the binary is replaced), made absolute
-    /// against the working directory; a bare name found through `PATH` falls back to the
-    /// running executable's path.
+    /// against the working directory, or a bare name looked up in `PATH` as the shell did;
+    /// the running executable's path when neither works.
     pub fn from_start() -> io::Result<Upgrader> {
         let mut args = std::env::args_os();
         let argv0 = args.next().map(PathBuf::from);
         let program = match argv0 {
             Some(path) if path.components().count() > 1 => std::env::current_dir()?.join(path),
-            _ => std::env::current_exe()?,
+            Some(name) => match search_path(&name) {
+                Some(found) => found,
+                None => std::env::current_exe()?,
+            },
+            None => std::env::current_exe()?,
         };
         Ok(Upgrader {
             program,
@@ -78,15 +89,22 @@ impl Upgrader {
         &self.program
     }
 
-    /// Start the new process with `sockets` and wait for its ready report: its PID once it
-    /// serves.
+    /// Start the new process with copies of `listening` and wait for its ready report: its
+    /// PID once it serves. Killed and reaped instead when it exits first, when `timeout`
+    /// passes, when `stop` completes (this process is shutting down), or when a reload moved
+    /// a listener in the meantime (it would serve the old address).
     pub async fn start(
         &self,
-        sockets: Vec<(Role, OwnedFd)>,
+        listening: &ListeningSockets,
         timeout: Duration,
+        stop: impl Future<Output = ()>,
     ) -> Result<u32, UpgradeError> {
+        let handover = listening.duplicates().map_err(UpgradeError::Sockets)?;
+        let sockets = handover.sockets;
+        // The name is public (every local user can list abstract sockets); the token, only
+        // in the child's environment, is not.
         let token = random_token();
-        let name = format!("sentinel-upgrade-{}-{token}", std::process::id());
+        let name = format!("sentinel-upgrade-{}-{}", std::process::id(), random_token());
         let reports = ready_socket(&name).map_err(UpgradeError::ReadySocket)?;
         let names: Vec<&str> = sockets.iter().map(|(role, _)| role.name()).collect();
         let names = names.join(":");
@@ -107,6 +125,9 @@ impl Upgrader {
             .env("LISTEN_FDNAMES", names)
             .env_remove("LISTEN_PID")
             .env_remove("LISTEN_FDS_FIRST_FD")
+            // Names this process: the new one would think the watchdog is not its own and
+            // stop pinging, and systemd would abort it once it is the main process.
+            .env_remove("WATCHDOG_PID")
             .env(ready::SOCKET_VAR, format!("@{name}"))
             .env(ready::TOKEN_VAR, &token);
         command
@@ -123,30 +144,54 @@ impl Upgrader {
         tracing::info!(pid, program = %self.program.display(), sockets = count, "upgrade: started the new binary; waiting for it to be ready");
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
+        tokio::pin!(stop);
         let mut datagram = [0u8; 512];
-        loop {
+        let refused = loop {
+            // The report first: one that arrived with the deadline still counts.
             tokio::select! {
+                biased;
+                received = reports.recv(&mut datagram) => match received {
+                    Ok(len) if ready::is_ready(&datagram[..len], &token) => {
+                        // A process that reported and died at once serves nothing.
+                        match child.try_wait() {
+                            Ok(Some(status)) => return Err(UpgradeError::Exited(status)),
+                            Ok(None) => {}
+                            Err(error) => return Err(UpgradeError::Wait(error)),
+                        }
+                        if listening.generation() != handover.generation {
+                            break UpgradeError::ListenersMoved;
+                        }
+                        return Ok(pid);
+                    }
+                    Ok(_) => tracing::debug!("upgrade: ignored a datagram that is not the ready report"),
+                    Err(error) => tracing::debug!(%error, "upgrade: cannot read the ready socket"),
+                },
                 status = child.wait() => {
                     return Err(match status {
                         Ok(status) => UpgradeError::Exited(status),
                         Err(error) => UpgradeError::Wait(error),
                     });
                 }
-                received = reports.recv(&mut datagram) => match received {
-                    Ok(len) if ready::is_ready(&datagram[..len], &token) => return Ok(pid),
-                    Ok(_) => tracing::debug!("upgrade: ignored a datagram that is not the ready report"),
-                    Err(error) => tracing::debug!(%error, "upgrade: cannot read the ready socket"),
-                },
-                () = &mut deadline => {
-                    // `kill` also reaps it: no zombie is left behind.
-                    if let Err(error) = child.kill().await {
-                        tracing::warn!(%error, pid, "upgrade: cannot kill the new process");
-                    }
-                    return Err(UpgradeError::Timeout(timeout));
-                }
+                () = &mut stop => break UpgradeError::ShuttingDown,
+                () = &mut deadline => break UpgradeError::Timeout(timeout),
             }
+        };
+        // Unless a reload raced it (then its first connections are reset), it has not
+        // reported, so it has accepted nothing: its accept loops start after the report.
+        // `kill` also reaps it, leaving no zombie.
+        if let Err(error) = child.kill().await {
+            tracing::warn!(%error, pid, "upgrade: cannot kill the new process");
         }
+        Err(refused)
     }
+}
+
+/// `name` in the first directory of `PATH` that has it, as a shell found it.
+fn search_path(name: &std::path::Path) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
 }
 
 /// An abstract Unix datagram socket named `name` (it disappears with its last descriptor:
