@@ -404,7 +404,8 @@ pub struct LoggingConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AccessLogFormat {
-    /// The `sentinel::access` tracing event, in `logging.format`, on standard error.
+    /// Lines shaped as the `sentinel::access` tracing event in `logging.format` (standard
+    /// error unless `access_log_path` is set), written by the access-log writer thread.
     Text,
     /// nginx's and Apache's `combined` format, byte for byte, for GoAccess, AWStats and awk.
     Combined,
@@ -590,12 +591,6 @@ impl Validator<'_> {
                     "must be between 1 and {}",
                     MAX_ACCESS_LOG_FLUSH_INTERVAL.as_millis()
                 ),
-            );
-        }
-        if logging.access_log_path.is_some() && logging.access_log_format == AccessLogFormat::Text {
-            self.report(
-                "logging.access_log_path",
-                "needs logging.access_log_format combined or json (text lines are log events)",
             );
         }
     }
