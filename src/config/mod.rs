@@ -367,6 +367,11 @@ pub struct StaticFilesConfig {
     pub cache_max_bytes: u64,
     /// Largest file the cache keeps (`static_files.cache_max_file_bytes`).
     pub cache_max_file_bytes: u64,
+    /// How long a lookup of a file's precompressed sidecars is trusted
+    /// (`static_files.sidecar_valid_ms`); zero looks on every request.
+    pub sidecar_valid: Duration,
+    /// Files whose sidecar lookups are remembered (`static_files.sidecar_max_entries`).
+    pub sidecar_max_entries: usize,
 }
 
 /// Custom error pages, loaded into memory at config time so an error never touches disk.
@@ -882,6 +887,20 @@ impl Validator<'_> {
                 "must be at most 16777216 (16 MiB)",
             );
         }
+        use crate::limits::{MAX_SIDECAR_MAX_ENTRIES, MAX_SIDECAR_VALID};
+        let sidecar_valid = Duration::from_millis(raw.sidecar_valid_ms);
+        if sidecar_valid > MAX_SIDECAR_VALID {
+            self.report(
+                "static_files.sidecar_valid_ms",
+                format!("must be at most {}", MAX_SIDECAR_VALID.as_millis()),
+            );
+        }
+        if raw.sidecar_max_entries > MAX_SIDECAR_MAX_ENTRIES {
+            self.report(
+                "static_files.sidecar_max_entries",
+                format!("must be at most {MAX_SIDECAR_MAX_ENTRIES}"),
+            );
+        }
         StaticFilesConfig {
             root,
             index: raw.index.clone(),
@@ -889,6 +908,8 @@ impl Validator<'_> {
             read_chunk_bytes: raw.read_chunk_bytes,
             cache_max_bytes: raw.cache_max_bytes,
             cache_max_file_bytes: raw.cache_max_file_bytes,
+            sidecar_valid,
+            sidecar_max_entries: raw.sidecar_max_entries,
         }
     }
 

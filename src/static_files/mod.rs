@@ -13,7 +13,7 @@ pub(crate) mod conditional;
 mod encoding;
 mod path;
 
-pub use cache::FileCache;
+pub use cache::{FileCache, SidecarLimits};
 pub use conditional::{parse_range, RangeRequest};
 pub use path::{sanitize_path, split_target, PathError, SafePath};
 
@@ -78,6 +78,11 @@ pub fn respond(
     }
     let (raw_path, query) = split_target(head.target());
     let safe = sanitize_path(raw_path, config.serve_hidden).map_err(StaticError::Path)?;
+    if let Some(answer) = compression
+        .and_then(|settings| encoding::respond_from_known_sidecar(head, &safe, settings, cache))
+    {
+        return answer;
+    }
     if let Some(cached) = cache.lookup(&safe) {
         let content = Content::Memory(cached.content.clone());
         return match compression {
@@ -87,13 +92,13 @@ pub fn respond(
                     path: &cached.path,
                     headers: &cached.headers,
                 };
-                encoding::respond(head, file, content, settings, config, cache)
+                encoding::respond(head, &safe, file, content, settings, config, cache)
             }
         };
     }
     match resolve(config, &safe)? {
         Resolved::File { path } => {
-            let (headers, content) = open_file(&path, config, cache, safe)?;
+            let (headers, content) = open_file(&path, config, cache, &safe)?;
             match compression {
                 None => file_response(head, &headers, content),
                 Some(settings) => {
@@ -101,7 +106,7 @@ pub fn respond(
                         path: &path,
                         headers: &headers,
                     };
-                    encoding::respond(head, file, content, settings, config, cache)
+                    encoding::respond(head, &safe, file, content, settings, config, cache)
                 }
             }
         }
@@ -140,7 +145,7 @@ fn open_file(
     path: &Path,
     config: &StaticFilesConfig,
     cache: &FileCache,
-    key: SafePath,
+    key: &SafePath,
 ) -> Result<(FileHeaders, Content), StaticError> {
     let mut file = open_nonblocking(path)?;
     let metadata = file.metadata()?;
@@ -160,7 +165,7 @@ fn open_file(
     let content = read_whole(&mut file, &metadata)?;
     if cacheable {
         cache.insert(
-            key,
+            key.clone(),
             CachedFile {
                 path: path.to_path_buf(),
                 identity: FileIdentity::of(&metadata),
