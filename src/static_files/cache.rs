@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::fs::Metadata;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -98,6 +98,9 @@ pub struct Sidecar {
     pub path: PathBuf,
     /// Its key in this cache when its content may be held here.
     pub key: Option<SafePath>,
+    /// Its entry in this cache as it was when checked: reached without the cache's lock or a
+    /// hash while the cache keeps it, and pinning no content once evicted.
+    pub held: Weak<CachedFile>,
     pub identity: FileIdentity,
     pub headers: FileHeaders,
 }
@@ -238,9 +241,10 @@ impl FileCache {
         None
     }
 
-    pub fn insert(&self, key: SafePath, entry: CachedFile) {
+    /// Keep `entry` under `key`; returns it as kept (`None` when not admitted).
+    pub fn insert(&self, key: SafePath, entry: CachedFile) -> Option<Arc<CachedFile>> {
         if !self.admits(entry.content.len() as u64) {
-            return;
+            return None;
         }
         let entry = Arc::new(entry);
         let needed = charge(&entry);
@@ -257,7 +261,8 @@ impl FileCache {
             }
         }
         state.bytes += needed;
-        state.entries.insert(key, entry);
+        state.entries.insert(key, Arc::clone(&entry));
+        Some(entry)
     }
 
     /// Entries and bytes held (for tests and, later, metrics).

@@ -12,7 +12,7 @@
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -21,8 +21,8 @@ use super::cache::{CachedFile, FileIdentity, Sidecar, SidecarSet};
 use super::conditional::{evaluate_preconditions, Validators};
 use super::path::SafePath;
 use super::{
-    content_type, file_response, open_nonblocking, read_whole, with_validators, Content, FileCache,
-    FileHeaders, StaticError,
+    content_type, file_response, file_response_as, open_nonblocking, read_whole, with_validators,
+    Content, FileCache, FileHeaders, Ranges, StaticError,
 };
 use crate::compression::{
     can_vary, compress_whole, negotiate, Accepted, Algorithm, Encoder, ResponseFacts, Settings,
@@ -147,12 +147,9 @@ fn on_the_fly(
     Ok(encoded(response, algorithm))
 }
 
-/// `Content-Encoding` on a body that has one, `Vary` on every answer, and no
-/// `Accept-Ranges`: ranges are served from the identity file only.
+/// `Content-Encoding` on a body that has one and `Vary` on every answer. `response` carries
+/// no `Accept-Ranges`: ranges are served from the identity file only.
 fn encoded(mut response: Response, algorithm: Algorithm) -> Response {
-    response
-        .headers
-        .retain(|(name, _)| !name.eq_ignore_ascii_case("accept-ranges"));
     if !response.status.is_bodyless() {
         response = response.with_header("Content-Encoding", algorithm.token());
     }
@@ -211,9 +208,9 @@ fn serve_known(
             continue;
         };
         let held = sidecar
-            .key
-            .as_ref()
-            .and_then(|key| cache.peek(key))
+            .held
+            .upgrade()
+            .or_else(|| sidecar.key.as_ref().and_then(|key| cache.peek(key)))
             .filter(|cached| cached.identity == sidecar.identity);
         let content = match held {
             Some(cached) => Content::Memory(cached.content.clone()),
@@ -222,7 +219,8 @@ fn serve_known(
                 _ => return Known::Changed,
             },
         };
-        let response = file_response(head, &sidecar.headers, content);
+        // No range to consider: a request with one never reaches a sidecar.
+        let response = file_response_as(head, &sidecar.headers, content, Ranges::Refused);
         return Known::Served(response.map(|response| encoded(response, algorithm)));
     }
     Known::None
@@ -298,6 +296,7 @@ fn fresh_sidecar(
         return Some(Sidecar {
             headers: sidecar_headers(&cached.headers, file.headers, algorithm),
             identity: cached.identity,
+            held: Arc::downgrade(&cached),
             path,
             key,
         });
@@ -318,21 +317,23 @@ fn fresh_sidecar(
     };
     let headers = sidecar_headers(&own, file.headers, algorithm);
     let identity = FileIdentity::of(&metadata);
+    let mut held = Weak::new();
     if let (Some(key), true) = (&key, cache.admits(own.size)) {
         let content = read_whole(&mut opened, &metadata).ok()?;
-        cache.insert(
-            key.clone(),
-            CachedFile {
-                path: path.clone(),
-                identity,
-                headers: own,
-                content,
-            },
-        );
+        let cached = CachedFile {
+            path: path.clone(),
+            identity,
+            headers: own,
+            content,
+        };
+        if let Some(kept) = cache.insert(key.clone(), cached) {
+            held = Arc::downgrade(&kept);
+        }
     }
     Some(Sidecar {
         path,
         key,
+        held,
         identity,
         headers,
     })

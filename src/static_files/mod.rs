@@ -185,11 +185,29 @@ fn read_whole(file: &mut File, metadata: &Metadata) -> Result<Bytes, StaticError
     Ok(Bytes::from(content))
 }
 
+/// Whether a response may be a range of the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ranges {
+    /// The identity file: `Range` is honoured and `Accept-Ranges: bytes` said.
+    Served,
+    /// An encoded representation: ranges are of the identity file only (ADR 0016).
+    Refused,
+}
+
 /// The response for one file version: preconditions, then range, then the content.
 fn file_response(
     head: &RequestHead,
     headers: &FileHeaders,
     content: Content,
+) -> Result<Response, StaticError> {
+    file_response_as(head, headers, content, Ranges::Served)
+}
+
+fn file_response_as(
+    head: &RequestHead,
+    headers: &FileHeaders,
+    content: Content,
+    ranges: Ranges,
 ) -> Result<Response, StaticError> {
     let validators = &headers.validators;
     if let Some(status) = evaluate_preconditions(head, validators) {
@@ -200,7 +218,7 @@ fn file_response(
     }
     let size = headers.size;
     // RFC 9110 §14.2: Range is defined for GET only; HEAD describes the full response.
-    let range = match head.header("range") {
+    let range = match head.header("range").filter(|_| ranges == Ranges::Served) {
         Some(range) if head.method() == Method::Get && if_range_matches(head, validators) => {
             parse_range(range, size)
         }
@@ -214,8 +232,10 @@ fn file_response(
         RangeRequest::Unsatisfiable => return Err(StaticError::RangeNotSatisfiable { size }),
     };
     let mut response = with_validators(Response::new(status), validators)
-        .with_header("Content-Type", headers.content_type.clone())
-        .with_header("Accept-Ranges", "bytes");
+        .with_header("Content-Type", headers.content_type.clone());
+    if ranges == Ranges::Served {
+        response = response.with_header("Accept-Ranges", "bytes");
+    }
     if status == StatusCode::PARTIAL_CONTENT {
         response = response.with_header(
             "Content-Range",
