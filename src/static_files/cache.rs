@@ -105,7 +105,7 @@ pub struct Sidecar {
     pub headers: FileHeaders,
 }
 
-/// The sidecars of one original, one slot per coding, as found at `checked`.
+/// The sidecars of one original, indexed by `Algorithm::index`, as found at `checked`.
 #[derive(Debug)]
 pub struct SidecarSet {
     checked: Instant,

@@ -204,7 +204,7 @@ fn serve_known(
     cache: &FileCache,
 ) -> Known {
     for algorithm in accepted.iter() {
-        let Some(sidecar) = &set.by_coding[slot(algorithm)] else {
+        let Some(sidecar) = &set.by_coding[algorithm.index()] else {
             continue;
         };
         let held = sidecar
@@ -233,17 +233,6 @@ fn open_checked(path: &Path) -> Option<(File, FileIdentity)> {
     Some((opened, FileIdentity::of(&metadata)))
 }
 
-/// Each coding's slot in a `SidecarSet`.
-fn slot(algorithm: Algorithm) -> usize {
-    match algorithm {
-        Algorithm::Zstd => 0,
-        Algorithm::Brotli => 1,
-        Algorithm::Gzip => 2,
-    }
-}
-
-const CODINGS: [Algorithm; 3] = [Algorithm::Zstd, Algorithm::Brotli, Algorithm::Gzip];
-
 /// Look for every coding's sidecar of `file` (a `stat` each) and remember what was found
 /// under `key` for `static_files.sidecar_valid_ms`. Every coding, not only the ones this
 /// client accepts, so the next client's answer needs no `stat` whatever it accepts. When
@@ -257,8 +246,8 @@ fn look_for_sidecars(
 ) -> Arc<SidecarSet> {
     let mut by_coding = [None, None, None];
     if cache.remembers_sidecars() {
-        for algorithm in CODINGS {
-            by_coding[slot(algorithm)] = fresh_sidecar(file, algorithm, config, cache);
+        for algorithm in Algorithm::ALL {
+            by_coding[algorithm.index()] = fresh_sidecar(file, algorithm, config, cache);
         }
         let set = Arc::new(SidecarSet::new(by_coding));
         cache.remember_sidecars(key, Arc::clone(&set));
@@ -266,7 +255,7 @@ fn look_for_sidecars(
     }
     for algorithm in accepted.iter() {
         if let Some(sidecar) = fresh_sidecar(file, algorithm, config, cache) {
-            by_coding[slot(algorithm)] = Some(sidecar);
+            by_coding[algorithm.index()] = Some(sidecar);
             break;
         }
     }
