@@ -903,6 +903,22 @@ fn sidecar_lookups_are_trusted_for_sidecar_valid_ms() {
         assert_eq!(again.header("etag"), first.header("etag"));
         assert_eq!(again.header("vary"), Some("Accept-Encoding"));
     }
+    // HEAD and a revalidation answered from the remembered sidecar as GET's would be.
+    let head = request(&daemon, "HEAD", "/small.html", "Accept-Encoding: zstd\r\n");
+    assert_eq!(
+        head.header("content-length"),
+        Some(zst.len().to_string().as_str())
+    );
+    assert_eq!(head.header("content-encoding"), Some("zstd"));
+    assert_eq!(head.header("accept-ranges"), None);
+    let tag = first.header("etag").unwrap();
+    let revalidated = get(
+        &daemon,
+        "/small.html",
+        &format!("Accept-Encoding: zstd\r\nIf-None-Match: {tag}\r\n"),
+    );
+    assert_eq!(revalidated.status, 304);
+    assert_eq!(revalidated.header("vary"), Some("Accept-Encoding"));
     // A range is of the identity file, which is looked at as before.
     let range = get(
         &daemon,
