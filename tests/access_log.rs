@@ -446,6 +446,24 @@ fn the_default_access_line_in_json_logging_is_json() {
     assert!(fields["client"].as_str().unwrap().starts_with("127.0.0.1:"));
 }
 
+/// `logging.format` takes effect at a restart: a reload that changes it leaves the access
+/// line in the shape of the other log lines.
+#[test]
+fn a_reloaded_log_format_does_not_change_the_access_line_alone() {
+    let backend = Backend::named("api!");
+    let yaml = config(backend.addr, "text", "").replace(
+        "  access_log_format: text\n  access_log_path: access.log\n",
+        "",
+    );
+    let (daemon, _) = start(&yaml);
+    let mark = daemon.log_len();
+    daemon.rewrite_config(&format!("{yaml}  format: json\n"));
+    daemon.wait_for_log_after(mark, "config reloaded", WAIT);
+    get(daemon.addr, "/after-reload", "");
+    let line = daemon.wait_for_log("target=\"/after-reload\"", WAIT);
+    assert!(line.contains(" INFO sentinel::access: client="), "{line}");
+}
+
 /// Issue 24: `text` lines go through the writer, so they can have a file of their own.
 #[test]
 fn a_text_access_log_can_have_a_path() {

@@ -55,7 +55,9 @@ pub fn configure(logging: &LoggingConfig) -> std::io::Result<()> {
         let route = if !tracing::enabled!(target: "sentinel::access", tracing::Level::INFO) {
             TextRoute::Filtered
         } else {
-            match logging.format {
+            // The shape of the lines the subscriber writes: `logging.format` is restart-only,
+            // so a reload that changes it must not change the access line alone.
+            match crate::logging::installed_format().unwrap_or(logging.format) {
                 LogFormat::Text => TextRoute::WriterText,
                 LogFormat::Json => TextRoute::WriterJson,
             }
