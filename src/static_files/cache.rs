@@ -79,7 +79,15 @@ pub struct FileCache {
     max_file_bytes: u64,
     state: Mutex<CacheState>,
     sidecar_limits: SidecarLimits,
-    sidecars: Mutex<HashMap<SafePath, Arc<SidecarSet>>>,
+    sidecars: Mutex<SidecarState>,
+}
+
+#[derive(Default)]
+struct SidecarState {
+    sets: HashMap<SafePath, Arc<SidecarSet>>,
+    /// When expired sets were last dropped: at most once per interval, so a full table
+    /// under many distinct files is not swept on every insert.
+    swept: Option<Instant>,
 }
 
 /// How long sidecar lookups are trusted and how many are kept.
@@ -143,7 +151,7 @@ impl FileCache {
                 valid_for: Duration::ZERO,
                 max_entries: 0,
             },
-            sidecars: Mutex::new(HashMap::new()),
+            sidecars: Mutex::new(SidecarState::default()),
         }
     }
 
@@ -171,6 +179,7 @@ impl FileCache {
         }
         let sidecars = lock_ignoring_poison(&self.sidecars);
         sidecars
+            .sets
             .get(key)
             .filter(|set| set.is_valid(limits.valid_for))
             .cloned()
@@ -183,21 +192,27 @@ impl FileCache {
         if !self.remembers_sidecars() {
             return;
         }
-        let mut sidecars = lock_ignoring_poison(&self.sidecars);
-        if sidecars.len() >= limits.max_entries && !sidecars.contains_key(key) {
-            sidecars.retain(|_, set| set.is_valid(limits.valid_for));
-            if sidecars.len() >= limits.max_entries {
-                if let Some(victim) = sidecars.keys().next().cloned() {
-                    sidecars.remove(&victim);
+        let mut state = lock_ignoring_poison(&self.sidecars);
+        if state.sets.len() >= limits.max_entries && !state.sets.contains_key(key) {
+            let due = state
+                .swept
+                .is_none_or(|at| at.elapsed() >= limits.valid_for);
+            if due {
+                state.sets.retain(|_, set| set.is_valid(limits.valid_for));
+                state.swept = Some(Instant::now());
+            }
+            if state.sets.len() >= limits.max_entries {
+                if let Some(victim) = state.sets.keys().next().cloned() {
+                    state.sets.remove(&victim);
                 }
             }
         }
-        sidecars.insert(key.clone(), set);
+        state.sets.insert(key.clone(), set);
     }
 
     /// Drop every remembered sidecar lookup (a reload may have changed what is compressed).
     pub fn forget_sidecars(&self) {
-        lock_ignoring_poison(&self.sidecars).clear();
+        lock_ignoring_poison(&self.sidecars).sets.clear();
     }
 
     /// The entry for `key` without revalidating it: for a sidecar whose version a recent
@@ -386,7 +401,7 @@ mod tests {
                 &key(&format!("f{i}")),
                 Arc::new(SidecarSet::new([None, None, None])),
             );
-            assert!(lock_ignoring_poison(&cache.sidecars).len() <= 3);
+            assert!(lock_ignoring_poison(&cache.sidecars).sets.len() <= 3);
         }
         assert!(cache.sidecars(&key("f9")).is_some(), "the latest is kept");
         std::thread::sleep(Duration::from_millis(60));
