@@ -1,11 +1,13 @@
-//! What one access-log line costs on the worker: formatting a `combined` or `json` line into
-//! the buffer (the writer thread's `write(2)` is off the request path), and making a request
-//! ID. Run with `cargo bench --bench access_log`.
+//! What one access-log line costs on the worker: formatting a `combined`, `json` or default
+//! `text` line into the buffer (the writer thread's `write(2)` is off the request path), and
+//! making a request ID. Run with `cargo bench --bench access_log`.
 
 use std::time::{Duration, SystemTime};
 
 use divan::black_box;
-use sentinel::access_log::format::{combined, json, Record, RequestLine, RouteLabel};
+use sentinel::access_log::format::{
+    combined, event_json, event_text, json, Record, RequestLine, RouteLabel,
+};
 
 fn main() {
     divan::main();
@@ -54,6 +56,63 @@ fn json_line(bencher: divan::Bencher) {
     bencher.bench_local(|| {
         out.clear();
         json(&mut out, black_box(&record));
+        black_box(out.len())
+    });
+}
+
+/// The default format (issue 24): the line the `sentinel::access` tracing event used to be.
+#[divan::bench(sample_count = 500, sample_size = 1000)]
+fn text_line(bencher: divan::Bencher) {
+    let record = record();
+    let mut out = Vec::with_capacity(64 * 1024);
+    bencher.bench_local(|| {
+        out.clear();
+        event_text(&mut out, black_box(&record));
+        black_box(out.len())
+    });
+}
+
+/// The same line as it was made before issue 24: the `sentinel::access` event through the
+/// text subscriber, into a sink (the `write(2)` per line it also cost is not counted here).
+#[divan::bench(sample_count = 500, sample_size = 1000)]
+fn text_event_through_tracing(bencher: divan::Bencher) {
+    let record = record();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(std::io::sink)
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        bencher.bench_local(|| {
+            let record = black_box(&record);
+            let line = record.request.as_ref();
+            tracing::info!(
+                target: "sentinel::access",
+                client = %record.client,
+                method = line.map_or("-", |l| l.method),
+                target = line.map_or("-", |l| l.target),
+                version = line.map_or("-", |l| l.version),
+                status = record.status,
+                bytes = record.bytes,
+                duration_us = record.duration.as_micros() as u64,
+                backend = record.backend.unwrap_or("-"),
+                upstream_address = record.upstream_address.unwrap_or("-"),
+                upstream_time_us = record.upstream_time.map(|t| t.as_micros() as u64),
+                rate_limit = record.rate_limit,
+                rate_limit_key = %record.rate_limit_key,
+                request_id = std::str::from_utf8(record.request_id).unwrap_or("-"),
+            );
+        })
+    });
+}
+
+/// The default format under `logging.format: json`.
+#[divan::bench(sample_count = 500, sample_size = 1000)]
+fn text_line_as_json(bencher: divan::Bencher) {
+    let record = record();
+    let mut out = Vec::with_capacity(64 * 1024);
+    bencher.bench_local(|| {
+        out.clear();
+        event_json(&mut out, black_box(&record));
         black_box(out.len())
     });
 }

@@ -111,6 +111,22 @@ pub const DEFAULT_FILE_CACHE_MAX_BYTES: u64 = 64 * 1024 * 1024;
 /// Largest file kept in the file cache; larger files are streamed from disk every time.
 pub const DEFAULT_FILE_CACHE_MAX_FILE_BYTES: u64 = 1024 * 1024;
 
+/// How long what was found beside a file (which precompressed sidecars exist and are fresh)
+/// is trusted before it is looked for again (`static_files.sidecar_valid_ms`), as nginx's
+/// `open_file_cache_valid`. Within it a precompressed answer costs no `stat` (issue 23:
+/// two per request kept it level with nginx's `gzip_static` instead of ahead).
+pub const DEFAULT_SIDECAR_VALID: Duration = Duration::from_millis(1000);
+
+/// Highest accepted `static_files.sidecar_valid_ms`: an edit must show within a minute.
+pub const MAX_SIDECAR_VALID: Duration = Duration::from_secs(60);
+
+/// Files whose sidecar lookups are remembered (`static_files.sidecar_max_entries`); when
+/// full, expired ones go first, then arbitrary ones. Each costs a few hundred bytes.
+pub const DEFAULT_SIDECAR_MAX_ENTRIES: usize = 10_000;
+
+/// Highest accepted `static_files.sidecar_max_entries`.
+pub const MAX_SIDECAR_MAX_ENTRIES: usize = 1_000_000;
+
 /// How long a shutdown waits for in-flight requests before exiting anyway.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -13,6 +13,15 @@ type SetFilter = Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>;
 /// Replaces the filter of the installed subscriber; unset when `RUST_LOG` decides.
 static SET_FILTER: OnceLock<SetFilter> = OnceLock::new();
 
+/// The format the installed subscriber writes (`logging.format` takes effect at a restart).
+static INSTALLED_FORMAT: OnceLock<LogFormat> = OnceLock::new();
+
+/// The format of the log lines the process writes, once `init` has run: the access-log
+/// writer shapes the `text` access line to match it, whatever a reloaded config says.
+pub fn installed_format() -> Option<LogFormat> {
+    INSTALLED_FORMAT.get().copied()
+}
+
 /// Apply a reloaded `logging.level` (validated with the config). Returns whether it took.
 pub fn set_level(level: &str) -> bool {
     let (Some(set), Ok(filter)) = (SET_FILTER.get(), EnvFilter::try_new(level)) else {
@@ -70,7 +79,10 @@ pub fn init(config: &LoggingConfig) {
             builder.try_init()
         }
     };
-    if let Err(error) = result {
-        eprintln!("sentinel: logging already initialised: {error}");
+    match result {
+        Ok(()) => {
+            let _ = INSTALLED_FORMAT.set(config.format);
+        }
+        Err(error) => eprintln!("sentinel: logging already initialised: {error}"),
     }
 }

@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::metrics::{GroupSeries, RouteSeries};
 use crate::proxy::upstream::{start_health_checks, Upstream};
 use crate::ratelimit::RateLimits;
-use crate::static_files::FileCache;
+use crate::static_files::{FileCache, SidecarLimits};
 
 /// The live snapshot: each request loads one and keeps it; a reload swaps the whole thing.
 pub type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
@@ -65,14 +65,26 @@ impl Snapshot {
         };
         let file_cache = config.static_files.as_ref().map(|site| {
             let limits = (site.cache_max_bytes, site.cache_max_file_bytes);
+            let sidecar_limits = SidecarLimits {
+                valid_for: site.sidecar_valid,
+                max_entries: site.sidecar_max_entries,
+            };
             let reusable = previous.and_then(|p| {
                 let old_site = p.config.static_files.as_ref()?;
                 let old_cache = p.file_cache.as_ref()?;
-                (old_site.root == site.root && old_cache.limits() == limits).then_some(old_cache)
+                (old_site.root == site.root
+                    && old_cache.limits() == limits
+                    && old_cache.sidecar_limits() == sidecar_limits)
+                    .then_some(old_cache)
             });
             match reusable {
-                Some(cache) => Arc::clone(cache),
-                None => Arc::new(FileCache::new(limits.0, limits.1)),
+                Some(cache) => {
+                    // A reload may change what is compressed (`compression.types`,
+                    // `precompressed`, a route's opt-out): sidecars are looked for again.
+                    cache.forget_sidecars();
+                    Arc::clone(cache)
+                }
+                None => Arc::new(FileCache::new(limits.0, limits.1).with_sidecars(sidecar_limits)),
             }
         });
         // Limits whose settings did not change keep their clients' state.

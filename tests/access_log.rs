@@ -371,26 +371,131 @@ fn request_ids_can_be_turned_off() {
     assert!(header(&page, "x-request-id").is_empty(), "{page}");
 }
 
+/// `key=value` pairs of a `text` access line after `sentinel::access: `, quoted values
+/// unquoted (none of the test's values hold a quote or a space).
+fn text_fields(line: &str) -> std::collections::HashMap<String, String> {
+    let (_, fields) = line
+        .split_once(" INFO sentinel::access: ")
+        .unwrap_or_else(|| panic!("not a text access line: {line}"));
+    fields
+        .split(' ')
+        .map(|pair| {
+            let (key, value) = pair
+                .split_once('=')
+                .unwrap_or_else(|| panic!("{pair} in {line}"));
+            (key.to_string(), value.trim_matches('"').to_string())
+        })
+        .collect()
+}
+
+/// Issue 24: the default (`text`) access line now comes from the writer thread, shaped as
+/// the tracing event was: timestamp, level, target, then the fields tools grep for.
 #[test]
-fn a_path_needs_a_format_the_writer_writes() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("site")).unwrap();
-    let config = dir.path().join("config.yaml");
-    std::fs::write(
-        &config,
-        "server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: site\n\
-         logging:\n  access_log_path: a.log\n",
-    )
-    .unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_sentinel"))
-        .arg("--check")
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("logging.access_log_path"), "{stderr}");
+fn the_default_access_line_still_appears_and_parses() {
+    let backend = Backend::named("api!");
+    let yaml = config(backend.addr, "text", "").replace(
+        "  access_log_format: text\n  access_log_path: access.log\n",
+        "",
+    );
+    let (daemon, _) = start(&yaml);
+    assert!(get(daemon.addr, "/api/x", "X-Request-Id: rid-1\r\n").starts_with("HTTP/1.1 200"));
+    assert!(get(daemon.addr, "/missing", "").starts_with("HTTP/1.1 404"));
+    let proxied = daemon.wait_for_log("target=\"/api/x\"", WAIT);
+    let (time, rest) = proxied.split_once(' ').unwrap();
+    assert!(time.ends_with('Z') && time.len() == 27, "{proxied}");
+    assert!(
+        rest.starts_with(" INFO sentinel::access: client=127.0.0.1:"),
+        "{proxied}"
+    );
+    let fields = text_fields(&proxied);
+    assert_eq!(fields["method"], "GET");
+    assert_eq!(fields["version"], "HTTP/1.1");
+    assert_eq!(fields["status"], "200");
+    assert_eq!(fields["backend"], "b1");
+    assert_eq!(fields["upstream_address"], backend.addr.to_string());
+    assert!(
+        fields["upstream_time_us"].parse::<u64>().is_ok(),
+        "{proxied}"
+    );
+    assert!(fields["duration_us"].parse::<u64>().is_ok(), "{proxied}");
+    assert_eq!(fields["rate_limit"], "-");
+    assert_eq!(fields["request_id"], "rid-1");
+    let local = daemon.wait_for_log("target=\"/missing\"", WAIT);
+    let fields = text_fields(&local);
+    assert_eq!(fields["status"], "404");
+    assert_eq!(fields["backend"], "-");
+    assert!(!fields.contains_key("upstream_time_us"), "{local}");
+}
+
+/// With `logging.format: json` the default access line is a JSON object with the fields
+/// nested as the tracing JSON formatter nested them.
+#[test]
+fn the_default_access_line_in_json_logging_is_json() {
+    let backend = Backend::named("api!");
+    let yaml = config(backend.addr, "text", "  format: json\n")
+        .replace("  access_log_path: access.log\n", "");
+    let (daemon, _) = start(&yaml);
+    get(daemon.addr, "/api/j", "");
+    let line = daemon.wait_for_log("\"target\":\"/api/j\"", WAIT);
+    let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(value["target"], "sentinel::access");
+    assert_eq!(value["level"], "INFO");
+    let fields = &value["fields"];
+    assert_eq!(fields["status"], 200);
+    assert_eq!(fields["backend"], "b1");
+    assert!(fields["client"].as_str().unwrap().starts_with("127.0.0.1:"));
+}
+
+/// `logging.format` takes effect at a restart: a reload that changes it leaves the access
+/// line in the shape of the other log lines.
+#[test]
+fn a_reloaded_log_format_does_not_change_the_access_line_alone() {
+    let backend = Backend::named("api!");
+    let yaml = config(backend.addr, "text", "").replace(
+        "  access_log_format: text\n  access_log_path: access.log\n",
+        "",
+    );
+    let (daemon, _) = start(&yaml);
+    let mark = daemon.log_len();
+    daemon.rewrite_config(&format!("{yaml}  format: json\n"));
+    daemon.wait_for_log_after(mark, "config reloaded", WAIT);
+    get(daemon.addr, "/after-reload", "");
+    let line = daemon.wait_for_log("target=\"/after-reload\"", WAIT);
+    assert!(line.contains(" INFO sentinel::access: client="), "{line}");
+}
+
+/// Issue 24: `text` lines go through the writer, so they can have a file of their own.
+#[test]
+fn a_text_access_log_can_have_a_path() {
+    let backend = Backend::named("api!");
+    let (daemon, _) = start(&config(backend.addr, "text", ""));
+    get(daemon.addr, "/index.html", "");
+    get(daemon.addr, "/api/y", "");
+    let lines = wait_for_lines(&access_log(&daemon), 2);
+    assert!(
+        lines[0].contains(" INFO sentinel::access: client=127.0.0.1:"),
+        "{lines:?}"
+    );
+    assert_eq!(text_fields(&lines[0])["target"], "/index.html");
+    assert_eq!(text_fields(&lines[1])["backend"], "b1");
+    assert_eq!(daemon.count_log("sentinel::access"), 0, "not on stderr too");
+}
+
+/// Filtered out by `logging.level`, the text line is not written (the filter is read once
+/// per configuration, not asked per request).
+#[test]
+fn a_filtered_access_event_writes_no_line() {
+    let backend = Backend::named("api!");
+    let yaml = config(backend.addr, "text", "").replace(
+        "  level: info\n",
+        "  level: \"info,sentinel::access=off\"\n",
+    );
+    let (mut daemon, _) = start(&yaml);
+    assert!(get(daemon.addr, "/index.html", "").starts_with("HTTP/1.1 200"));
+    // A clean exit writes every buffered line, so an empty file after it means none.
+    daemon.signal("TERM");
+    assert!(daemon.wait().success());
+    assert!(lines_of(&access_log(&daemon)).is_empty());
 }
 
 #[test]

@@ -131,11 +131,16 @@ impl Site {
 
     /// A daemon serving the site, with `compression` (YAML lines at top level) and `extra`.
     fn start(&self, compression: &str, extra: &str) -> Daemon {
+        self.start_with(compression, extra, "")
+    }
+
+    /// As `start`, with `static_extra` lines under `static_files`.
+    fn start_with(&self, compression: &str, extra: &str, static_extra: &str) -> Daemon {
         // Files over 1 KiB are not cached, and files over 4 KiB are streamed in 4 KiB pieces:
         // `big.html` takes the streamed path, `small.html` the read-whole one.
         let yaml = format!(
             "server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: \"{}\"\n  \
-             read_chunk_bytes: 4096\n  cache_max_file_bytes: 1024\n{compression}{extra}",
+             read_chunk_bytes: 4096\n  cache_max_file_bytes: 1024\n{static_extra}{compression}{extra}",
             self.root().display()
         );
         Daemon::start_in(self.dir.path(), &yaml)
@@ -379,7 +384,9 @@ fn fresh_sidecars_are_served_as_they_are_and_stale_ones_ignored() {
         let suffix = if coding == "zstd" { ".zst" } else { ".br" };
         compress_independently(coding, &original, &root.join(format!("big.html{suffix}")));
     }
-    let daemon = site.start(COMPRESSION, "");
+    // Sidecars looked for on every request, so the edit below shows at once (the default
+    // trusts a lookup for a second: `sidecar_lookups_are_trusted_for_sidecar_valid_ms`).
+    let daemon = site.start_with(COMPRESSION, "", "  sidecar_valid_ms: 0\n");
     let zst = std::fs::read(root.join("big.html.zst")).unwrap();
 
     // The sidecar itself, with its own length and a strong tag of its own.
@@ -808,8 +815,10 @@ fn cached_sidecars_are_revalidated_and_still_served_by_name() {
     age(&original, Duration::from_secs(60));
     compress_independently("zstd", &original, &root.join("small.html.zst"));
     // The default file cache: sidecars are kept in memory like the files they sit beside.
+    // Sidecars looked for on every request, so each edit below shows at once.
     let yaml = format!(
-        "server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: \"{}\"\n{COMPRESSION}",
+        "server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: \"{}\"\n  \
+         sidecar_valid_ms: 0\n{COMPRESSION}",
         root.display()
     );
     let daemon = Daemon::start_in(site.dir.path(), &yaml);
@@ -863,5 +872,132 @@ fn sidecars_are_looked_for_only_where_the_encoding_may_vary() {
         assert_eq!(response.header("content-encoding"), None, "{path}");
         assert_eq!(response.header("vary"), None, "{path}");
         assert_ne!(response.body, b"never served", "{path}");
+    }
+}
+
+/// Issue 23: a lookup of a file's sidecars is trusted for `static_files.sidecar_valid_ms`, so
+/// a precompressed answer costs no `stat`. Within a long interval, a sidecar made stale by an
+/// edit of the original, or deleted, is still what is served (from the file cache), as
+/// nginx's `open_file_cache_valid` would.
+#[test]
+fn sidecar_lookups_are_trusted_for_sidecar_valid_ms() {
+    let site = site();
+    let root = site.root();
+    let original = root.join("small.html");
+    age(&original, Duration::from_secs(60));
+    compress_independently("zstd", &original, &root.join("small.html.zst"));
+    let zst = std::fs::read(root.join("small.html.zst")).unwrap();
+    let yaml = format!(
+        "server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: \"{}\"\n  \
+         sidecar_valid_ms: 60000\n{COMPRESSION}",
+        root.display()
+    );
+    let daemon = Daemon::start_in(site.dir.path(), &yaml);
+    let first = get(&daemon, "/small.html", "Accept-Encoding: zstd\r\n");
+    assert!(first.body == zst);
+    std::fs::write(&original, page(SMALL_BYTES + 3)).unwrap();
+    std::fs::remove_file(root.join("small.html.zst")).unwrap();
+    for _ in 0..3 {
+        let again = get(&daemon, "/small.html", "Accept-Encoding: zstd\r\n");
+        assert!(again.body == zst, "remembered within the interval");
+        assert_eq!(again.header("etag"), first.header("etag"));
+        assert_eq!(again.header("vary"), Some("Accept-Encoding"));
+    }
+    // HEAD and a revalidation answered from the remembered sidecar as GET's would be.
+    let head = request(&daemon, "HEAD", "/small.html", "Accept-Encoding: zstd\r\n");
+    assert_eq!(
+        head.header("content-length"),
+        Some(zst.len().to_string().as_str())
+    );
+    assert_eq!(head.header("content-encoding"), Some("zstd"));
+    assert_eq!(head.header("accept-ranges"), None);
+    let tag = first.header("etag").unwrap();
+    let revalidated = get(
+        &daemon,
+        "/small.html",
+        &format!("Accept-Encoding: zstd\r\nIf-None-Match: {tag}\r\n"),
+    );
+    assert_eq!(revalidated.status, 304);
+    assert_eq!(revalidated.header("vary"), Some("Accept-Encoding"));
+    // A range is of the identity file, which is looked at as before.
+    let range = get(
+        &daemon,
+        "/small.html",
+        "Accept-Encoding: zstd\r\nRange: bytes=0-9\r\n",
+    );
+    assert_eq!(range.status, 206);
+    assert_eq!(range.header("content-encoding"), None);
+}
+
+/// Poll `/path` with `Accept-Encoding: zstd` until `done` accepts the answer; returns it.
+fn poll_until(
+    daemon: &Daemon,
+    path: &str,
+    what: &str,
+    done: impl Fn(&Response) -> bool,
+) -> Response {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let response = get(daemon, path, "Accept-Encoding: zstd\r\n");
+        if done(&response) {
+            return response;
+        }
+        assert!(Instant::now() < deadline, "{path}: never saw {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The edge of `sidecar_valid_ms`: a sidecar created, made stale, replaced and removed is
+/// noticed once the interval has passed, for a cached (small) and a streamed (big) file.
+#[test]
+fn sidecar_changes_show_after_sidecar_valid_ms() {
+    const VALID: Duration = Duration::from_millis(300);
+    let site = site();
+    let root = site.root();
+    let daemon = site.start_with(
+        COMPRESSION,
+        "",
+        &format!("  sidecar_valid_ms: {}\n", VALID.as_millis()),
+    );
+    for (name, len) in [("small.html", SMALL_BYTES), ("big.html", BIG_BYTES)] {
+        let path = format!("/{name}");
+        let original = root.join(name);
+        let sidecar = root.join(format!("{name}.zst"));
+        age(&original, Duration::from_secs(60));
+        // No sidecar yet: compressed on the fly (a weak tag), and that lookup remembered.
+        let on_the_fly = get(&daemon, &path, "Accept-Encoding: zstd\r\n");
+        assert!(
+            on_the_fly.header("etag").unwrap().starts_with("W/"),
+            "{name}"
+        );
+
+        // Created: served once the interval has passed.
+        compress_independently("zstd", &original, &sidecar);
+        let made = Instant::now();
+        let zst = std::fs::read(&sidecar).unwrap();
+        let served = poll_until(&daemon, &path, "the new sidecar", |r| r.body == zst);
+        assert!(served.header("etag").unwrap().starts_with('"'), "{name}");
+        assert!(made.elapsed() < VALID * 20, "{name}: seen late");
+
+        // Made stale by an edit of the original: compressed from the new original.
+        let edited = page(len + 5);
+        std::fs::write(&original, &edited).unwrap();
+        let fresh = poll_until(&daemon, &path, "the edited page", |r| {
+            r.header("etag").is_some_and(|t| t.starts_with("W/"))
+        });
+        assert!(
+            decode_independently("zstd", &fresh.body) == edited,
+            "{name}"
+        );
+
+        // A sidecar made again, then removed: served, then not.
+        compress_independently("zstd", &original, &sidecar);
+        let zst = std::fs::read(&sidecar).unwrap();
+        poll_until(&daemon, &path, "the remade sidecar", |r| r.body == zst);
+        std::fs::remove_file(&sidecar).unwrap();
+        let gone = poll_until(&daemon, &path, "the sidecar gone", |r| {
+            r.status == 200 && r.header("etag").is_some_and(|t| t.starts_with("W/"))
+        });
+        assert!(decode_independently("zstd", &gone.body) == edited, "{name}");
     }
 }

@@ -338,6 +338,8 @@ fn bad_values_are_errors_naming_key_and_line() {
         ("server:\n  listen_addr: \"127.0.0.1:0\"\n  runtime: per_thread\nstatic_files:\n  root: public\n", "server.runtime", ":3:"),
         ("server:\n  listen_addr: \"127.0.0.1:0\"\n  runtime: 2\nstatic_files:\n  root: public\n", "server.runtime", ":3:"),
         ("server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: public\n  cache_max_file_bytes: 16777217\n", "static_files.cache_max_file_bytes", ":5:"),
+        ("server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: public\n  sidecar_valid_ms: 60001\n", "static_files.sidecar_valid_ms", ":5:"),
+        ("server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: public\n  sidecar_max_entries: 1000001\n", "static_files.sidecar_max_entries", ":5:"),
         // Field filters compile exponential regexes (found by fuzzing): refused outright.
         ("server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: public\nlogging:\n  level: \"a[{f=.+7.......}]\"\n", "logging.level", ":6:"),
         ("server:\n  listen_addr: \"127.0.0.1:0\"\n", "nothing to serve", "static_files"),

@@ -141,6 +141,121 @@ pub fn json(out: &mut Vec<u8>, record: &Record<'_>) {
     out.extend_from_slice(b"}\n");
 }
 
+/// Append `record` as the `text` access line: byte for byte what `tracing-subscriber`'s
+/// text formatter (no colours) wrote for the `sentinel::access` event at `info` when no span
+/// was enabled, so the tools and tests that read it see no change (issue 24 moved it off the
+/// request path). `&str` fields are quoted as `Debug` quotes them, `client` and
+/// `rate_limit_key` are `Display`ed bare, and `upstream_time_us` is left out when no backend
+/// answered, as `tracing` leaves out a `None`.
+pub fn event_text(out: &mut Vec<u8>, record: &Record<'_>) {
+    Civil::of(record.time).put_rfc3339_micros(out);
+    out.extend_from_slice(b"  INFO sentinel::access: client=");
+    put_socket_addr(out, record.client);
+    let line = record.request.as_ref();
+    out.extend_from_slice(b" method=");
+    put_debug_str(out, line.map_or("-", |l| l.method));
+    out.extend_from_slice(b" target=");
+    put_debug_str(out, line.map_or("-", |l| l.target));
+    out.extend_from_slice(b" version=");
+    put_debug_str(out, line.map_or("-", |l| l.version));
+    out.extend_from_slice(b" status=");
+    put_decimal(out, u64::from(record.status));
+    out.extend_from_slice(b" bytes=");
+    put_decimal(out, record.bytes);
+    out.extend_from_slice(b" duration_us=");
+    put_decimal(out, record.duration.as_micros() as u64);
+    out.extend_from_slice(b" backend=");
+    put_debug_str(out, record.backend.unwrap_or("-"));
+    out.extend_from_slice(b" upstream_address=");
+    put_debug_str(out, record.upstream_address.unwrap_or("-"));
+    if let Some(time) = record.upstream_time {
+        out.extend_from_slice(b" upstream_time_us=");
+        put_decimal(out, time.as_micros() as u64);
+    }
+    out.extend_from_slice(b" rate_limit=");
+    put_debug_str(out, record.rate_limit);
+    out.extend_from_slice(b" rate_limit_key=");
+    let _ = write!(out, "{}", record.rate_limit_key);
+    out.extend_from_slice(b" request_id=");
+    put_debug_str(out, request_id_str(record));
+    out.push(b'\n');
+}
+
+/// Append `record` as the `text` access line when `logging.format` is `json`: the object
+/// `tracing-subscriber`'s JSON formatter wrote for the `sentinel::access` event (fields
+/// nested under `fields`, the event's `target` beside them), the same keys and values.
+pub fn event_json(out: &mut Vec<u8>, record: &Record<'_>) {
+    out.extend_from_slice(b"{\"timestamp\":\"");
+    Civil::of(record.time).put_rfc3339_micros(out);
+    out.extend_from_slice(b"\",\"level\":\"INFO\",\"fields\":{\"client\":\"");
+    put_socket_addr(out, record.client);
+    out.push(b'"');
+    let line = record.request.as_ref();
+    put_json_field(
+        out,
+        "method",
+        Some(line.map_or("-", |l| l.method).as_bytes()),
+    );
+    put_json_field(
+        out,
+        "target",
+        Some(line.map_or("-", |l| l.target).as_bytes()),
+    );
+    put_json_field(
+        out,
+        "version",
+        Some(line.map_or("-", |l| l.version).as_bytes()),
+    );
+    out.extend_from_slice(b",\"status\":");
+    put_decimal(out, u64::from(record.status));
+    out.extend_from_slice(b",\"bytes\":");
+    put_decimal(out, record.bytes);
+    out.extend_from_slice(b",\"duration_us\":");
+    put_decimal(out, record.duration.as_micros() as u64);
+    put_json_field(
+        out,
+        "backend",
+        Some(record.backend.unwrap_or("-").as_bytes()),
+    );
+    put_json_field(
+        out,
+        "upstream_address",
+        Some(record.upstream_address.unwrap_or("-").as_bytes()),
+    );
+    if let Some(time) = record.upstream_time {
+        out.extend_from_slice(b",\"upstream_time_us\":");
+        put_decimal(out, time.as_micros() as u64);
+    }
+    put_json_field(out, "rate_limit", Some(record.rate_limit.as_bytes()));
+    out.extend_from_slice(b",\"rate_limit_key\":\"");
+    // An address or a hex fingerprint, as in `json`: nothing in it needs escaping.
+    let _ = write!(out, "{}", record.rate_limit_key);
+    out.push(b'"');
+    put_json_field(out, "request_id", Some(request_id_str(record).as_bytes()));
+    out.extend_from_slice(b"},\"target\":\"sentinel::access\"}\n");
+}
+
+/// The request ID as the tracing event carried it: `-` if it is not UTF-8 (it always is when
+/// Sentinel made it; a client's is checked to be visible ASCII).
+fn request_id_str<'a>(record: &Record<'a>) -> &'a str {
+    std::str::from_utf8(record.request_id).unwrap_or("-")
+}
+
+/// A `&str` as `{:?}` writes it, without going through `fmt` when nothing needs escaping
+/// (visible ASCII but `"` and `\`: every method, version and almost every target).
+fn put_debug_str(out: &mut Vec<u8>, value: &str) {
+    let plain = value
+        .bytes()
+        .all(|b| (0x20..=0x7e).contains(&b) && b != b'"' && b != b'\\');
+    if plain {
+        out.push(b'"');
+        out.extend_from_slice(value.as_bytes());
+        out.push(b'"');
+    } else {
+        let _ = write!(out, "{value:?}");
+    }
+}
+
 /// `,"name":"value"`, or `,"name":null` when absent.
 fn put_json_field(out: &mut Vec<u8>, name: &str, value: Option<&[u8]>) {
     out.extend_from_slice(b",\"");
@@ -206,7 +321,49 @@ fn put_nginx_escaped_or_dash(out: &mut Vec<u8>, value: Option<&[u8]>) {
 
 /// The address without its port: `$remote_addr`, IPv6 without brackets.
 fn put_ip(out: &mut Vec<u8>, client: SocketAddr) {
-    let _ = write!(out, "{}", client.ip());
+    match client {
+        SocketAddr::V4(v4) => put_ipv4(out, *v4.ip()),
+        SocketAddr::V6(v6) => {
+            let _ = write!(out, "{}", v6.ip());
+        }
+    }
+}
+
+fn put_ipv4(out: &mut Vec<u8>, ip: std::net::Ipv4Addr) {
+    for (i, octet) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push(b'.');
+        }
+        put_decimal(out, u64::from(octet));
+    }
+}
+
+/// `IP:port` as `SocketAddr`'s `Display` writes it (IPv6 in brackets). An IPv4 peer, the
+/// common case, is written without `fmt`: it was a third of the text line's cost.
+fn put_socket_addr(out: &mut Vec<u8>, address: SocketAddr) {
+    match address {
+        SocketAddr::V4(v4) => {
+            put_ipv4(out, *v4.ip());
+            out.push(b':');
+            put_decimal(out, u64::from(v4.port()));
+        }
+        SocketAddr::V6(_) => {
+            let _ = write!(out, "{address}");
+        }
+    }
+}
+
+/// A year as `{:04}` writes it, without `fmt` for the years a clock can show.
+fn put_year(out: &mut Vec<u8>, year: i64) {
+    match u32::try_from(year) {
+        Ok(year) if year <= 9999 => {
+            put_two(out, year / 100);
+            put_two(out, year % 100);
+        }
+        _ => {
+            let _ = write!(out, "{year:04}");
+        }
+    }
 }
 
 fn put_decimal(out: &mut Vec<u8>, value: u64) {
@@ -221,7 +378,7 @@ struct Civil {
     hour: u32,
     minute: u32,
     second: u32,
-    millis: u32,
+    micros: u32,
 }
 
 const MONTHS: [&[u8; 3]; 12] = [
@@ -252,7 +409,7 @@ impl Civil {
             hour: of_day / 3600,
             minute: of_day / 60 % 60,
             second: of_day % 60,
-            millis: since.subsec_millis(),
+            micros: since.subsec_micros(),
         }
     }
 
@@ -265,7 +422,7 @@ impl Civil {
             .map_or(&b"Jan"[..], |m| &m[..]);
         out.extend_from_slice(month);
         out.push(b'/');
-        let _ = write!(out, "{:04}", self.year);
+        put_year(out, self.year);
         out.push(b':');
         self.put_clock(out);
         out.extend_from_slice(b" +0000");
@@ -273,14 +430,32 @@ impl Civil {
 
     /// `2026-12-07T16:30:00.123Z`.
     fn put_rfc3339(&self, out: &mut Vec<u8>) {
-        let _ = write!(out, "{:04}", self.year);
+        put_year(out, self.year);
         out.push(b'-');
         put_two(out, self.month);
         out.push(b'-');
         put_two(out, self.day);
         out.push(b'T');
         self.put_clock(out);
-        let _ = write!(out, ".{:03}Z", self.millis);
+        let _ = write!(out, ".{:03}Z", self.micros / 1000);
+    }
+
+    /// `2026-12-07T16:30:00.123456Z`, as `tracing-subscriber`'s default timer writes it.
+    fn put_rfc3339_micros(&self, out: &mut Vec<u8>) {
+        put_year(out, self.year);
+        out.push(b'-');
+        put_two(out, self.month);
+        out.push(b'-');
+        put_two(out, self.day);
+        out.push(b'T');
+        self.put_clock(out);
+        out.push(b'.');
+        let mut place = 100_000;
+        while place > 0 {
+            out.push(b'0' + (self.micros / place % 10) as u8);
+            place /= 10;
+        }
+        out.push(b'Z');
     }
 
     fn put_clock(&self, out: &mut Vec<u8>) {
@@ -426,5 +601,142 @@ mod tests {
         json(&mut none, &record(None, None));
         let value: serde_json::Value = serde_json::from_slice(&none).unwrap();
         assert!(value["method"].is_null() && value["user_agent"].is_null());
+    }
+
+    /// Collects what a `tracing-subscriber` formatter writes.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The `sentinel::access` event exactly as `log_access` emitted it before issue 24.
+    fn emit_as_tracing_did(record: &Record<'_>) {
+        let line = record.request.as_ref();
+        tracing::info!(
+            target: "sentinel::access",
+            client = %record.client,
+            method = line.map_or("-", |l| l.method),
+            target = line.map_or("-", |l| l.target),
+            version = line.map_or("-", |l| l.version),
+            status = record.status,
+            bytes = record.bytes,
+            duration_us = record.duration.as_micros() as u64,
+            backend = record.backend.unwrap_or("-"),
+            upstream_address = record.upstream_address.unwrap_or("-"),
+            upstream_time_us = record.upstream_time.map(|t| t.as_micros() as u64),
+            rate_limit = record.rate_limit,
+            rate_limit_key = %record.rate_limit_key,
+            request_id = std::str::from_utf8(record.request_id).unwrap_or("-"),
+        );
+    }
+
+    fn records_to_compare() -> Vec<Record<'static>> {
+        let mut plain = record(Some(GET), None);
+        plain.time = SystemTime::now();
+        let mut odd = record(
+            Some(RequestLine {
+                method: "GET",
+                target: "/a\"b\\c\u{7}\u{e9}\t'x",
+                version: "HTTP/1.0",
+            }),
+            None,
+        );
+        odd.backend = None;
+        odd.upstream_address = None;
+        odd.upstream_time = None;
+        odd.request_id = b"";
+        odd.client = "[2001:db8::1]:443".parse().unwrap();
+        let mut no_head = record(None, None);
+        no_head.request_id = b"\xff";
+        no_head.rate_limit = "limited";
+        no_head.rate_limit_key = &"198.51.100.2";
+        vec![plain, odd, no_head]
+    }
+
+    /// Drops the timestamp, which the two sides take at different instants.
+    fn after_time(line: &str) -> &str {
+        line.split_once(' ').map_or(line, |(_, rest)| rest)
+    }
+
+    #[test]
+    fn event_text_is_what_the_tracing_formatter_wrote() {
+        for record in records_to_compare() {
+            let captured = Captured::default();
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer({
+                    let captured = captured.clone();
+                    move || captured.clone()
+                })
+                .with_ansi(false)
+                .finish();
+            tracing::subscriber::with_default(subscriber, || emit_as_tracing_did(&record));
+            let expected = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+            let mut out = Vec::new();
+            event_text(&mut out, &record);
+            let ours = String::from_utf8(out).unwrap();
+            assert_eq!(after_time(&ours), after_time(&expected));
+            let (time, _) = ours.split_once(' ').unwrap();
+            assert_eq!(time.len(), "2026-12-07T16:30:00.042000Z".len(), "{time}");
+        }
+        let mut out = Vec::new();
+        Civil::of(at(1_796_661_000, 42)).put_rfc3339_micros(&mut out);
+        assert_eq!(out, b"2026-12-07T16:30:00.042000Z");
+    }
+
+    #[test]
+    fn event_json_is_what_the_tracing_json_formatter_wrote() {
+        for record in records_to_compare() {
+            let captured = Captured::default();
+            let subscriber = tracing_subscriber::fmt()
+                .json()
+                .with_writer({
+                    let captured = captured.clone();
+                    move || captured.clone()
+                })
+                .with_ansi(false)
+                .finish();
+            tracing::subscriber::with_default(subscriber, || emit_as_tracing_did(&record));
+            let expected: serde_json::Value =
+                serde_json::from_slice(&captured.0.lock().unwrap()).unwrap();
+            let mut out = Vec::new();
+            event_json(&mut out, &record);
+            assert_eq!(out.last(), Some(&b'\n'));
+            let mut ours: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            assert!(ours["timestamp"].as_str().unwrap().ends_with('Z'));
+            ours["timestamp"] = expected["timestamp"].clone();
+            assert_eq!(ours, expected);
+        }
+    }
+
+    #[test]
+    fn addresses_and_years_are_written_as_display_writes_them() {
+        for address in [
+            "192.0.2.7:51000",
+            "0.0.0.0:0",
+            "255.255.255.255:65535",
+            "[2001:db8::1]:443",
+            "[::ffff:1.2.3.4]:8",
+        ] {
+            let address: SocketAddr = address.parse().unwrap();
+            let mut out = Vec::new();
+            put_socket_addr(&mut out, address);
+            assert_eq!(out, address.to_string().as_bytes());
+            let mut out = Vec::new();
+            put_ip(&mut out, address);
+            assert_eq!(out, address.ip().to_string().as_bytes());
+        }
+        for year in [0i64, 7, 1970, 2026, 9999, 10_000, -1] {
+            let mut out = Vec::new();
+            put_year(&mut out, year);
+            assert_eq!(out, format!("{year:04}").as_bytes());
+        }
     }
 }

@@ -26,6 +26,15 @@ impl Algorithm {
     }
 
     /// The algorithm a token names; `x-gzip` is gzip (RFC 9110 §8.4.1.3).
+    /// Its position in `ALL`: a slot in a per-coding array.
+    pub fn index(self) -> usize {
+        match self {
+            Algorithm::Zstd => 0,
+            Algorithm::Brotli => 1,
+            Algorithm::Gzip => 2,
+        }
+    }
+
     pub fn from_token(token: &[u8]) -> Option<Algorithm> {
         Algorithm::ALL
             .into_iter()
@@ -79,11 +88,12 @@ pub fn negotiate(accept_encoding: Option<&[u8]>, preference: &[Algorithm]) -> Ac
     let Some(header) = accept_encoding else {
         return accepted;
     };
+    let q_of = q_values(header);
     // (q, position in preference) for each acceptable algorithm.
     let mut ranked: [(u16, usize, Option<Algorithm>); 3] = [(0, 0, None); 3];
     let mut count = 0;
     for (position, &algorithm) in preference.iter().enumerate() {
-        let q = q_for(header, algorithm);
+        let q = q_of(algorithm);
         if q == 0 || count == ranked.len() || ranked[..count].iter().any(|r| r.2 == Some(algorithm))
         {
             continue;
@@ -99,19 +109,22 @@ pub fn negotiate(accept_encoding: Option<&[u8]>, preference: &[Algorithm]) -> Ac
     accepted
 }
 
-/// The q-value the header gives `algorithm`: its own entry if listed (the first one), else
-/// the `*` entry's, else 0.
-fn q_for(header: &[u8], algorithm: Algorithm) -> u16 {
+/// The q-value the header gives each algorithm: its own entry if listed (the first one),
+/// else the `*` entry's, else 0. The header is read once, not once per algorithm.
+fn q_values(header: &[u8]) -> impl Fn(Algorithm) -> u16 {
+    let mut own: [Option<u16>; 3] = [None; 3];
     let mut wildcard = None;
     for (token, q) in entries(header) {
-        if Algorithm::from_token(token) == Some(algorithm) {
-            return q;
-        }
-        if token == b"*" && wildcard.is_none() {
+        if let Some(algorithm) = Algorithm::from_token(token) {
+            let slot = &mut own[algorithm.index()];
+            if slot.is_none() {
+                *slot = Some(q);
+            }
+        } else if token == b"*" && wildcard.is_none() {
             wildcard = Some(q);
         }
     }
-    wildcard.unwrap_or(0)
+    move |algorithm| own[algorithm.index()].or(wildcard).unwrap_or(0)
 }
 
 /// `(coding, q)` of each well-formed element; malformed ones are skipped (an element we

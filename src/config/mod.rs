@@ -369,6 +369,11 @@ pub struct StaticFilesConfig {
     pub cache_max_bytes: u64,
     /// Largest file the cache keeps (`static_files.cache_max_file_bytes`).
     pub cache_max_file_bytes: u64,
+    /// How long a lookup of a file's precompressed sidecars is trusted
+    /// (`static_files.sidecar_valid_ms`); zero looks on every request.
+    pub sidecar_valid: Duration,
+    /// Files whose sidecar lookups are remembered (`static_files.sidecar_max_entries`).
+    pub sidecar_max_entries: usize,
 }
 
 /// Custom error pages, loaded into memory at config time so an error never touches disk.
@@ -406,7 +411,8 @@ pub struct LoggingConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AccessLogFormat {
-    /// The `sentinel::access` tracing event, in `logging.format`, on standard error.
+    /// Lines shaped as the `sentinel::access` tracing event in `logging.format` (standard
+    /// error unless `access_log_path` is set), written by the access-log writer thread.
     Text,
     /// nginx's and Apache's `combined` format, byte for byte, for GoAccess, AWStats and awk.
     Combined,
@@ -592,12 +598,6 @@ impl Validator<'_> {
                     "must be between 1 and {}",
                     MAX_ACCESS_LOG_FLUSH_INTERVAL.as_millis()
                 ),
-            );
-        }
-        if logging.access_log_path.is_some() && logging.access_log_format == AccessLogFormat::Text {
-            self.report(
-                "logging.access_log_path",
-                "needs logging.access_log_format combined or json (text lines are log events)",
             );
         }
     }
@@ -893,6 +893,20 @@ impl Validator<'_> {
                 "must be at most 16777216 (16 MiB)",
             );
         }
+        use crate::limits::{MAX_SIDECAR_MAX_ENTRIES, MAX_SIDECAR_VALID};
+        let sidecar_valid = Duration::from_millis(raw.sidecar_valid_ms);
+        if sidecar_valid > MAX_SIDECAR_VALID {
+            self.report(
+                "static_files.sidecar_valid_ms",
+                format!("must be at most {}", MAX_SIDECAR_VALID.as_millis()),
+            );
+        }
+        if raw.sidecar_max_entries > MAX_SIDECAR_MAX_ENTRIES {
+            self.report(
+                "static_files.sidecar_max_entries",
+                format!("must be at most {MAX_SIDECAR_MAX_ENTRIES}"),
+            );
+        }
         StaticFilesConfig {
             root,
             index: raw.index.clone(),
@@ -900,6 +914,8 @@ impl Validator<'_> {
             read_chunk_bytes: raw.read_chunk_bytes,
             cache_max_bytes: raw.cache_max_bytes,
             cache_max_file_bytes: raw.cache_max_file_bytes,
+            sidecar_valid,
+            sidecar_max_entries: raw.sidecar_max_entries,
         }
     }
 

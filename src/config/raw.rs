@@ -124,6 +124,18 @@ pub(super) struct RawStaticFiles {
     pub cache_max_bytes: u64,
     #[serde(default = "default_cache_max_file_bytes")]
     pub cache_max_file_bytes: u64,
+    #[serde(default = "default_sidecar_valid_ms")]
+    pub sidecar_valid_ms: u64,
+    #[serde(default = "default_sidecar_max_entries")]
+    pub sidecar_max_entries: usize,
+}
+
+fn default_sidecar_valid_ms() -> u64 {
+    millis(limits::DEFAULT_SIDECAR_VALID)
+}
+
+fn default_sidecar_max_entries() -> usize {
+    limits::DEFAULT_SIDECAR_MAX_ENTRIES
 }
 
 fn default_cache_max_bytes() -> u64 {

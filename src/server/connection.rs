@@ -15,7 +15,7 @@ use tracing::Instrument;
 
 mod cached;
 
-use crate::access_log::{Record, RequestLine, RouteLabel};
+use crate::access_log::{Record, RequestLine, RouteLabel, TextRoute};
 use crate::buffer_pool;
 use crate::config::{AccessLogFormat, Config, ConnectionLimits};
 use crate::fault::Fault;
@@ -520,8 +520,9 @@ impl<S: Transport> Connection<S> {
         }
     }
 
-    /// The one access-log event of a request (`sentinel::access`, info level), and its
-    /// record in the metrics: both happen here, once per request, whatever its path.
+    /// The one access-log line of a request (`sentinel::access`, info level), and its
+    /// record in the metrics: both happen here, once per request, whatever its path. The line
+    /// is formatted into this worker's buffer; the writer thread writes it.
     fn log_access(
         &self,
         config: &Config,
@@ -541,63 +542,72 @@ impl<S: Transport> Connection<S> {
         if !access_log {
             return;
         }
+        let format = config.logging.access_log_format;
+        let text_route = crate::access_log::text_route();
+        if format == AccessLogFormat::Text && text_route == TextRoute::Filtered {
+            return;
+        }
         let (rate_limit, rate_limit_key) =
             crate::ratelimit::log_fields(exchange.rate_limit.as_ref());
-        let format = config.logging.access_log_format;
-        if format != AccessLogFormat::Text {
-            let route = match exchange.route_index {
-                Some(index) => match config.routes.get(index).and_then(|r| r.name.as_deref()) {
-                    Some(name) => RouteLabel::Named(name),
-                    None => RouteLabel::Index(index),
-                },
-                None => RouteLabel::None,
-            };
-            let field = |name: &str| head.and_then(|h| h.header(name));
-            crate::access_log::write(
-                format,
-                &Record {
-                    time: std::time::SystemTime::now(),
-                    client: self.peer,
-                    request: head.map(|h| RequestLine {
-                        method: h.method_str(),
-                        target: h.target(),
-                        version: h.version().as_str(),
-                    }),
-                    status,
-                    bytes,
-                    request_bytes: exchange.request_bytes,
-                    duration: elapsed,
-                    backend: exchange.backend.as_deref(),
-                    upstream_address: exchange.answered_by.as_ref().map(|a| &*a.address),
-                    upstream_time: exchange.answered_by.as_ref().map(|a| a.header_time),
-                    route,
-                    rate_limit,
-                    rate_limit_key: &rate_limit_key,
-                    request_id: &exchange.request_id,
-                    user_agent: field("user-agent"),
-                    referer: field("referer"),
-                },
+        if format == AccessLogFormat::Text && text_route == TextRoute::Event {
+            // No writer was configured (a server run inside a test): the event as before.
+            tracing::info!(
+                target: "sentinel::access",
+                client = %self.peer,
+                method = head.map_or("-", |h| h.method_str()),
+                target = head.map_or("-", |h| h.target()),
+                version = head.map_or("-", |h| h.version().as_str()),
+                status,
+                bytes,
+                duration_us = elapsed.as_micros() as u64,
+                backend = exchange.backend.as_deref().unwrap_or("-"),
+                upstream_address = exchange.answered_by.as_ref().map_or("-", |a| &*a.address),
+                upstream_time_us = exchange
+                    .answered_by
+                    .as_ref()
+                    .map(|a| a.header_time.as_micros() as u64),
+                rate_limit,
+                rate_limit_key = %rate_limit_key,
+                request_id = std::str::from_utf8(&exchange.request_id).unwrap_or("-"),
             );
             return;
         }
-        tracing::info!(
-            target: "sentinel::access",
-            client = %self.peer,
-            method = head.map_or("-", |h| h.method_str()),
-            target = head.map_or("-", |h| h.target()),
-            version = head.map_or("-", |h| h.version().as_str()),
-            status,
-            bytes,
-            duration_us = elapsed.as_micros() as u64,
-            backend = exchange.backend.as_deref().unwrap_or("-"),
-            upstream_address = exchange.answered_by.as_ref().map_or("-", |a| &*a.address),
-            upstream_time_us = exchange
-                .answered_by
-                .as_ref()
-                .map(|a| a.header_time.as_micros() as u64),
-            rate_limit,
-            rate_limit_key = %rate_limit_key,
-            request_id = std::str::from_utf8(&exchange.request_id).unwrap_or("-"),
+        let route = match exchange.route_index {
+            Some(index) => match config.routes.get(index).and_then(|r| r.name.as_deref()) {
+                Some(name) => RouteLabel::Named(name),
+                None => RouteLabel::Index(index),
+            },
+            None => RouteLabel::None,
+        };
+        // The text line carries neither header: no lookups for it.
+        let field = |name: &str| {
+            head.filter(|_| format != AccessLogFormat::Text)
+                .and_then(|h| h.header(name))
+        };
+        crate::access_log::write(
+            format,
+            &Record {
+                time: std::time::SystemTime::now(),
+                client: self.peer,
+                request: head.map(|h| RequestLine {
+                    method: h.method_str(),
+                    target: h.target(),
+                    version: h.version().as_str(),
+                }),
+                status,
+                bytes,
+                request_bytes: exchange.request_bytes,
+                duration: elapsed,
+                backend: exchange.backend.as_deref(),
+                upstream_address: exchange.answered_by.as_ref().map(|a| &*a.address),
+                upstream_time: exchange.answered_by.as_ref().map(|a| a.header_time),
+                route,
+                rate_limit,
+                rate_limit_key: &rate_limit_key,
+                request_id: &exchange.request_id,
+                user_agent: field("user-agent"),
+                referer: field("referer"),
+            },
         );
     }
 

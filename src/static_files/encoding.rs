@@ -11,17 +11,18 @@
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use super::cache::{CachedFile, FileIdentity};
+use super::cache::{CachedFile, FileIdentity, Sidecar, SidecarSet};
 use super::conditional::{evaluate_preconditions, Validators};
 use super::path::SafePath;
 use super::{
-    content_type, file_response, open_nonblocking, read_whole, with_validators, Content, FileCache,
-    FileHeaders, StaticError,
+    content_type, file_response, file_response_as, open_nonblocking, read_whole, with_validators,
+    Content, FileCache, FileHeaders, Ranges, StaticError,
 };
 use crate::compression::{
     can_vary, compress_whole, negotiate, Accepted, Algorithm, Encoder, ResponseFacts, Settings,
@@ -41,6 +42,7 @@ pub(super) struct FileInfo<'a> {
 /// and `settings` allow.
 pub(super) fn respond(
     head: &RequestHead,
+    key: &SafePath,
     file: FileInfo<'_>,
     content: Content,
     settings: &Settings,
@@ -65,12 +67,20 @@ pub(super) fn respond(
     // Sidecars are looked for only where the encoding may vary anyway: an image costs no
     // `stat` per accepted coding, and every identity answer that a sidecar could replace
     // says `Vary`.
-    if settings.precompressed && compressible {
-        for algorithm in accepted.iter() {
-            if let Some((sidecar, content)) = fresh_sidecar(file, algorithm, config, cache) {
-                let response = file_response(head, &sidecar, content)?;
-                return Ok(encoded(response, algorithm));
+    if settings.precompressed && compressible && !accepted.is_empty() {
+        let known = cache.sidecars(key);
+        let from_memory = known.is_some();
+        let set = known.unwrap_or_else(|| look_for_sidecars(file, key, accepted, config, cache));
+        match serve_known(head, &set, accepted, cache) {
+            Known::Served(response) => return response,
+            // Changed since it was remembered: look again, once.
+            Known::Changed if from_memory => {
+                let set = look_for_sidecars(file, key, accepted, config, cache);
+                if let Known::Served(response) = serve_known(head, &set, accepted, cache) {
+                    return response;
+                }
             }
+            Known::Changed | Known::None => {}
         }
     }
     let algorithm = match accepted.best() {
@@ -137,12 +147,9 @@ fn on_the_fly(
     Ok(encoded(response, algorithm))
 }
 
-/// `Content-Encoding` on a body that has one, `Vary` on every answer, and no
-/// `Accept-Ranges`: ranges are served from the identity file only.
+/// `Content-Encoding` on a body that has one and `Vary` on every answer. `response` carries
+/// no `Accept-Ranges`: ranges are served from the identity file only.
 fn encoded(mut response: Response, algorithm: Algorithm) -> Response {
-    response
-        .headers
-        .retain(|(name, _)| !name.eq_ignore_ascii_case("accept-ranges"));
     if !response.status.is_bodyless() {
         response = response.with_header("Content-Encoding", algorithm.token());
     }
@@ -153,59 +160,172 @@ fn with_vary(response: Response) -> Response {
     response.with_header("Vary", "Accept-Encoding")
 }
 
+/// A sidecar remembered within `static_files.sidecar_valid_ms`, served with no `stat` of
+/// the original or of the sidecar (issue 23: those two per request were the difference
+/// between level with nginx's `gzip_static` and ahead of it). `None`: nothing remembered, a
+/// range, or no remembered sidecar the client accepts; the full path decides.
+pub(super) fn respond_from_known_sidecar(
+    head: &RequestHead,
+    key: &SafePath,
+    settings: &Settings,
+    cache: &FileCache,
+) -> Option<Result<Response, StaticError>> {
+    if !settings.precompressed {
+        return None;
+    }
+    let set = cache.sidecars(key)?;
+    // RFC 9110 §14.2: a range is of the identity representation.
+    if head.method() == Method::Get && head.header("range").is_some() {
+        return None;
+    }
+    let accepted = negotiate(head.header("accept-encoding"), &settings.algorithms);
+    match serve_known(head, &set, accepted, cache) {
+        Known::Served(response) => Some(response),
+        Known::Changed | Known::None => None,
+    }
+}
+
+/// What `serve_known` made of a set of sidecars.
+enum Known {
+    Served(Result<Response, StaticError>),
+    /// No sidecar for any coding the client accepts.
+    None,
+    /// The sidecar to serve is no longer the version that was checked.
+    Changed,
+}
+
+/// The first sidecar in `set` for a coding in `accepted` (the client's order), served from
+/// the file cache when it holds the checked version, else opened (and its version checked
+/// with `fstat` on what was opened).
+fn serve_known(
+    head: &RequestHead,
+    set: &SidecarSet,
+    accepted: Accepted,
+    cache: &FileCache,
+) -> Known {
+    for algorithm in accepted.iter() {
+        let Some(sidecar) = &set.by_coding[algorithm.index()] else {
+            continue;
+        };
+        let held = sidecar
+            .held
+            .upgrade()
+            .or_else(|| sidecar.key.as_ref().and_then(|key| cache.peek(key)))
+            .filter(|cached| cached.identity == sidecar.identity);
+        let content = match held {
+            Some(cached) => Content::Memory(cached.content.clone()),
+            None => match open_checked(&sidecar.path) {
+                Some((opened, identity)) if identity == sidecar.identity => Content::File(opened),
+                _ => return Known::Changed,
+            },
+        };
+        // No range to consider: a request with one never reaches a sidecar.
+        let response = file_response_as(head, &sidecar.headers, content, Ranges::Refused);
+        return Known::Served(response.map(|response| encoded(response, algorithm)));
+    }
+    Known::None
+}
+
+/// Open `path` (a regular file) and tell which version was opened.
+fn open_checked(path: &Path) -> Option<(File, FileIdentity)> {
+    let opened = open_nonblocking(path).ok()?;
+    let metadata = opened.metadata().ok().filter(|m| m.is_file())?;
+    Some((opened, FileIdentity::of(&metadata)))
+}
+
+/// Look for every coding's sidecar of `file` (a `stat` each) and remember what was found
+/// under `key` for `static_files.sidecar_valid_ms`. Every coding, not only the ones this
+/// client accepts, so the next client's answer needs no `stat` whatever it accepts. When
+/// nothing is remembered (`sidecar_valid_ms: 0`), only `accepted`'s, up to the first found.
+fn look_for_sidecars(
+    file: FileInfo<'_>,
+    key: &SafePath,
+    accepted: Accepted,
+    config: &StaticFilesConfig,
+    cache: &FileCache,
+) -> Arc<SidecarSet> {
+    let mut by_coding = [None, None, None];
+    if cache.remembers_sidecars() {
+        for algorithm in Algorithm::ALL {
+            by_coding[algorithm.index()] = fresh_sidecar(file, algorithm, config, cache);
+        }
+        let set = Arc::new(SidecarSet::new(by_coding));
+        cache.remember_sidecars(key, Arc::clone(&set));
+        return set;
+    }
+    for algorithm in accepted.iter() {
+        if let Some(sidecar) = fresh_sidecar(file, algorithm, config, cache) {
+            by_coding[algorithm.index()] = Some(sidecar);
+            break;
+        }
+    }
+    Arc::new(SidecarSet::new(by_coding))
+}
+
 /// The sidecar of `file` for `algorithm`, with the headers it is served with, when it is a
 /// regular file (a symlink is not followed: it could lead out of the root) at least as new
 /// as the original. A stale one (the original was edited after it was made) is ignored.
 ///
 /// Sidecars are kept in the file cache like any small file, under the key a request for
-/// the sidecar itself would use (the same file): a hit costs one `stat`, as for the
-/// original, instead of `stat`, `open`, `fstat`, `sendfile` and `close`.
+/// the sidecar itself would use (the same file), so a request for it by name shares it.
 fn fresh_sidecar(
     file: FileInfo<'_>,
     algorithm: Algorithm,
     config: &StaticFilesConfig,
     cache: &FileCache,
-) -> Option<(FileHeaders, Content)> {
+) -> Option<Sidecar> {
     let mut name = file.path.as_os_str().to_owned();
     name.push(algorithm.sidecar_suffix());
-    let sidecar = Path::new(&name);
-    let key = cache_key(&config.root, sidecar);
+    let path = PathBuf::from(name);
+    let key = cache_key(&config.root, &path);
     if let Some(cached) = key.as_ref().and_then(|key| cache.lookup(key)) {
-        if !is_fresh(cached.headers.modified, file.headers.modified, sidecar) {
+        if !is_fresh(cached.headers.modified, file.headers.modified, &path) {
             return None;
         }
-        let headers = sidecar_headers(&cached.headers, file.headers, algorithm);
-        return Some((headers, Content::Memory(cached.content.clone())));
+        return Some(Sidecar {
+            headers: sidecar_headers(&cached.headers, file.headers, algorithm),
+            identity: cached.identity,
+            held: Arc::downgrade(&cached),
+            path,
+            key,
+        });
     }
-    let metadata = std::fs::symlink_metadata(sidecar).ok()?;
-    if !metadata.is_file() || !is_fresh(metadata.modified().ok(), file.headers.modified, sidecar) {
+    let metadata = std::fs::symlink_metadata(&path).ok()?;
+    if !metadata.is_file() || !is_fresh(metadata.modified().ok(), file.headers.modified, &path) {
         return None;
     }
-    let mut opened = open_nonblocking(sidecar).ok()?;
+    let mut opened = open_nonblocking(&path).ok()?;
     // The metadata of what was opened, not of what was looked at.
     let metadata = opened.metadata().ok().filter(|m| m.is_file())?;
     // As a request for the sidecar itself would cache it: it may be asked for by name too.
     let own = FileHeaders {
         validators: Validators::of(&metadata),
-        content_type: content_type(sidecar),
+        content_type: content_type(&path),
         size: metadata.len(),
         modified: metadata.modified().ok(),
     };
     let headers = sidecar_headers(&own, file.headers, algorithm);
-    let (Some(key), true) = (key, cache.admits(own.size)) else {
-        return Some((headers, Content::File(opened)));
-    };
-    let content = read_whole(&mut opened, &metadata).ok()?;
-    cache.insert(
-        key,
-        CachedFile {
-            path: sidecar.to_path_buf(),
-            identity: FileIdentity::of(&metadata),
+    let identity = FileIdentity::of(&metadata);
+    let mut held = Weak::new();
+    if let (Some(key), true) = (&key, cache.admits(own.size)) {
+        let content = read_whole(&mut opened, &metadata).ok()?;
+        let cached = CachedFile {
+            path: path.clone(),
+            identity,
             headers: own,
-            content: content.clone(),
-        },
-    );
-    Some((headers, Content::Memory(content)))
+            content,
+        };
+        if let Some(kept) = cache.insert(key.clone(), cached) {
+            held = Arc::downgrade(&kept);
+        }
+    }
+    Some(Sidecar {
+        path,
+        key,
+        held,
+        identity,
+        headers,
+    })
 }
 
 /// What a sidecar is sent with: its own length and validators, its ETag tagged with the

@@ -13,7 +13,7 @@ pub(crate) mod conditional;
 mod encoding;
 mod path;
 
-pub use cache::FileCache;
+pub use cache::{FileCache, SidecarLimits};
 pub use conditional::{parse_range, RangeRequest};
 pub use path::{sanitize_path, split_target, PathError, SafePath};
 
@@ -78,6 +78,11 @@ pub fn respond(
     }
     let (raw_path, query) = split_target(head.target());
     let safe = sanitize_path(raw_path, config.serve_hidden).map_err(StaticError::Path)?;
+    if let Some(answer) = compression
+        .and_then(|settings| encoding::respond_from_known_sidecar(head, &safe, settings, cache))
+    {
+        return answer;
+    }
     if let Some(cached) = cache.lookup(&safe) {
         let content = Content::Memory(cached.content.clone());
         return match compression {
@@ -87,13 +92,13 @@ pub fn respond(
                     path: &cached.path,
                     headers: &cached.headers,
                 };
-                encoding::respond(head, file, content, settings, config, cache)
+                encoding::respond(head, &safe, file, content, settings, config, cache)
             }
         };
     }
     match resolve(config, &safe)? {
         Resolved::File { path } => {
-            let (headers, content) = open_file(&path, config, cache, safe)?;
+            let (headers, content) = open_file(&path, config, cache, &safe)?;
             match compression {
                 None => file_response(head, &headers, content),
                 Some(settings) => {
@@ -101,7 +106,7 @@ pub fn respond(
                         path: &path,
                         headers: &headers,
                     };
-                    encoding::respond(head, file, content, settings, config, cache)
+                    encoding::respond(head, &safe, file, content, settings, config, cache)
                 }
             }
         }
@@ -140,7 +145,7 @@ fn open_file(
     path: &Path,
     config: &StaticFilesConfig,
     cache: &FileCache,
-    key: SafePath,
+    key: &SafePath,
 ) -> Result<(FileHeaders, Content), StaticError> {
     let mut file = open_nonblocking(path)?;
     let metadata = file.metadata()?;
@@ -160,7 +165,7 @@ fn open_file(
     let content = read_whole(&mut file, &metadata)?;
     if cacheable {
         cache.insert(
-            key,
+            key.clone(),
             CachedFile {
                 path: path.to_path_buf(),
                 identity: FileIdentity::of(&metadata),
@@ -180,11 +185,29 @@ fn read_whole(file: &mut File, metadata: &Metadata) -> Result<Bytes, StaticError
     Ok(Bytes::from(content))
 }
 
+/// Whether a response may be a range of the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ranges {
+    /// The identity file: `Range` is honoured and `Accept-Ranges: bytes` said.
+    Served,
+    /// An encoded representation: ranges are of the identity file only (ADR 0016).
+    Refused,
+}
+
 /// The response for one file version: preconditions, then range, then the content.
 fn file_response(
     head: &RequestHead,
     headers: &FileHeaders,
     content: Content,
+) -> Result<Response, StaticError> {
+    file_response_as(head, headers, content, Ranges::Served)
+}
+
+fn file_response_as(
+    head: &RequestHead,
+    headers: &FileHeaders,
+    content: Content,
+    ranges: Ranges,
 ) -> Result<Response, StaticError> {
     let validators = &headers.validators;
     if let Some(status) = evaluate_preconditions(head, validators) {
@@ -195,7 +218,7 @@ fn file_response(
     }
     let size = headers.size;
     // RFC 9110 §14.2: Range is defined for GET only; HEAD describes the full response.
-    let range = match head.header("range") {
+    let range = match head.header("range").filter(|_| ranges == Ranges::Served) {
         Some(range) if head.method() == Method::Get && if_range_matches(head, validators) => {
             parse_range(range, size)
         }
@@ -209,8 +232,10 @@ fn file_response(
         RangeRequest::Unsatisfiable => return Err(StaticError::RangeNotSatisfiable { size }),
     };
     let mut response = with_validators(Response::new(status), validators)
-        .with_header("Content-Type", headers.content_type.clone())
-        .with_header("Accept-Ranges", "bytes");
+        .with_header("Content-Type", headers.content_type.clone());
+    if ranges == Ranges::Served {
+        response = response.with_header("Accept-Ranges", "bytes");
+    }
     if status == StatusCode::PARTIAL_CONTENT {
         response = response.with_header(
             "Content-Range",

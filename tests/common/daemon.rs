@@ -102,8 +102,9 @@ impl Daemon {
             _dir: dir,
         };
         // The first line with an address is the main listener's `listening` line.
-        daemon.listening =
-            daemon.wait_for_log_where(0, START_WAIT, "the listening line", |l| l.contains("addr="));
+        daemon.listening = daemon.wait_for_log_where(0, START_WAIT, "the listening line", |l| {
+            l.contains("addr=") || l.contains("\"addr\":\"")
+        });
         daemon.addr = addr_in(&daemon.listening);
         daemon
     }
@@ -237,11 +238,18 @@ pub fn signal(child: &Child, name: &str) {
     assert!(sent.success(), "kill -{name} failed");
 }
 
-/// The address after `addr=` in a log line.
+/// The address after `addr=` in a log line, or in `"addr":"…"` in a JSON one
+/// (`logging.format: json`).
 pub fn addr_in(line: &str) -> SocketAddr {
+    let json = || {
+        line.split("\"addr\":\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+    };
     line.split("addr=")
         .nth(1)
         .and_then(|rest| rest.split_whitespace().next())
+        .or_else(json)
         .and_then(|addr| addr.parse().ok())
         .unwrap_or_else(|| panic!("no address in {line}"))
 }
