@@ -59,6 +59,35 @@ pub struct Destination<'a> {
     pub request_id: Option<&'a [u8]>,
     /// Compression of the response, unless off or the route opted out.
     pub compression: Option<&'a Settings>,
+    /// What sees and may change the response head before it goes to the client (the
+    /// plugins); `None` costs nothing.
+    pub response_hook: Option<&'a dyn ResponseHook>,
+}
+
+/// Something the response head passes by before it is relayed: the proxy-wasm plugins.
+/// A trait here so the proxy does not import the layer above it.
+pub trait ResponseHook: Send + Sync {
+    /// `fields` are the backend's, as received; `upstream` the backend's address.
+    fn on_response_head(
+        &self,
+        status: StatusCode,
+        fields: &mut dyn Iterator<Item = (&[u8], &[u8])>,
+        upstream: &str,
+    ) -> HeadEdit;
+}
+
+/// What became of a response head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeadEdit {
+    /// Relay it as it is.
+    Keep,
+    /// Relay this status and these fields instead (the framing stays the backend's).
+    Replace {
+        status: StatusCode,
+        fields: Vec<(Vec<u8>, Vec<u8>)>,
+    },
+    /// Relay nothing: answer the client with this status.
+    Refuse(StatusCode),
 }
 
 impl Destination<'_> {
@@ -133,6 +162,9 @@ pub enum ForwardError {
     ClientBody(BodyError),
     #[error("request body timed out")]
     ClientBodyTimeout,
+    /// A plugin refused the response (it failed under `on_error: fail_closed`).
+    #[error("a plugin refused the response")]
+    RefusedByPlugin(StatusCode),
 }
 
 /// What went wrong with one backend before its response could be relayed.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::AsyncReadExt;
 
-use super::exchange::{Client, Destination, Outcome, RELAY_BUFFER_BYTES};
+use super::exchange::{Client, Destination, ForwardError, HeadEdit, Outcome, RELAY_BUFFER_BYTES};
 use super::headers::{encode_response_head, AddedFields, Recoding};
 use super::log_limit::admit_failure;
 use super::stream::UpstreamStream;
@@ -20,7 +20,9 @@ use crate::http::body::{BodyDecoder, BodyLimits, ChunkedDecoder, Step};
 use crate::http::date::with_http_date;
 use crate::http::persistence::Persistence;
 use crate::http::request::{Method, RequestHead, Version};
-use crate::http::response_parser::{DeclaredFraming, ParsedResponse};
+use crate::http::response_parser::{
+    parse_response, DeclaredFraming, ParsedResponse, ResponseLimits, ResponseStatus,
+};
 use crate::http::writer::{
     encode_chunk_header, ConnectionState, ResponseFraming, CHUNK_DATA_END, LAST_CHUNK,
 };
@@ -110,13 +112,46 @@ pub(super) async fn relay_response<S: Transport>(
         framings.client = ResponseFraming::Chunked;
     }
     let keep_alive = client.keep_alive && !framings.client_until_close;
+    // The plugins see the head first; what they change is relayed instead (the framing,
+    // decided above from the backend's head, stays).
+    let edited = match destination.response_hook {
+        None => None,
+        Some(hook) => {
+            let mut fields = response
+                .headers
+                .iter()
+                .map(|h| (h.name.slice(response_head), h.value.slice(response_head)));
+            match hook.on_response_head(response.status, &mut fields, &backend.address) {
+                HeadEdit::Keep => None,
+                HeadEdit::Replace { status, fields } => edited_head(
+                    &response,
+                    response_head,
+                    status,
+                    &fields,
+                    &destination.response_limits,
+                ),
+                HeadEdit::Refuse(status) => {
+                    return Outcome::Failed {
+                        error: ForwardError::RefusedByPlugin(status),
+                        // The backend's body is unread: neither side's connection is reused.
+                        persistence: Persistence::Close,
+                        backend: Some(Arc::clone(&backend.name)),
+                    };
+                }
+            }
+        }
+    };
+    let (client_response, client_head) = match &edited {
+        Some((parsed, bytes)) => (parsed, &bytes[..]),
+        None => (&response, response_head),
+    };
     // Room for the fields we add and a small body behind the head (see `Relay::send`).
     let mut out = BytesMut::with_capacity(response_head.len() + COPY_BEHIND_STAGED_BYTES);
     with_http_date(|date| {
         encode_response_head(
             &mut out,
-            &response,
-            response_head,
+            client_response,
+            client_head,
             framings.client,
             ConnectionState {
                 request_version: head.version(),
@@ -254,6 +289,56 @@ pub(super) async fn relay_response<S: Transport>(
                 persistence: Persistence::Close,
                 backend: backend_name,
             }
+        }
+    }
+}
+
+/// The response head a plugin asked for, parsed as a backend's would be: `status`, its
+/// `fields`, and the backend's own framing fields (a plugin cannot change how the body
+/// that follows is delimited). `None` (the backend's head is relayed) when the result does
+/// not parse; the plugin host has logged what the plugin did.
+fn edited_head(
+    response: &ParsedResponse,
+    response_head: &[u8],
+    status: crate::http::response::StatusCode,
+    fields: &[(Vec<u8>, Vec<u8>)],
+    limits: &ResponseLimits,
+) -> Option<(ParsedResponse, BytesMut)> {
+    let is_framing = |name: &[u8]| {
+        name.eq_ignore_ascii_case(b"content-length")
+            || name.eq_ignore_ascii_case(b"transfer-encoding")
+    };
+    let mut head = BytesMut::with_capacity(response_head.len() + 256);
+    head.put_slice(b"HTTP/1.1 ");
+    head.put_slice(status.as_u16().to_string().as_bytes());
+    head.put_slice(b" ");
+    head.put_slice(status.reason().as_bytes());
+    head.put_slice(b"\r\n");
+    let put = |head: &mut BytesMut, name: &[u8], value: &[u8]| {
+        head.put_slice(name);
+        head.put_slice(b": ");
+        head.put_slice(value);
+        head.put_slice(b"\r\n");
+    };
+    for header in &response.headers {
+        let name = header.name.slice(response_head);
+        if is_framing(name) {
+            put(&mut head, name, header.value.slice(response_head));
+        }
+    }
+    for (name, value) in fields {
+        if !is_framing(name) {
+            put(&mut head, name, value);
+        }
+    }
+    head.put_slice(b"\r\n");
+    match parse_response(&head, limits) {
+        Ok(ResponseStatus::Complete(parsed, _)) if parsed.framing == response.framing => {
+            Some((parsed, head))
+        }
+        _ => {
+            tracing::warn!("a plugin's response head does not parse; the backend's is relayed");
+            None
         }
     }
 }

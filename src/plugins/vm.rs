@@ -1,0 +1,332 @@
+//! One plugin instance (a wasmtime store and instance) and its lifecycle: started with
+//! `proxy_on_vm_start` and `proxy_on_configure`, then called per request. Each worker
+//! thread keeps its own instances (no lock per request); a failed instance is dropped and
+//! the next request starts a fresh one.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use wasmtime::{Store, Trap, TypedFunc, WasmParams, WasmResults};
+
+use super::engine::{deadline_ticks, engine, Compiled};
+use super::host::{HostState, HttpData, MemoryLimit, MemoryLimitExceeded, PluginShared};
+use super::metrics::FailureReason;
+use super::PluginError;
+
+/// The root context's id; HTTP contexts are numbered after it.
+const ROOT_CONTEXT_ID: i32 = 1;
+
+/// The callbacks a module exports (each optional but the context creation).
+struct Exports {
+    on_context_create: TypedFunc<(i32, i32), ()>,
+    on_request_headers: Option<TypedFunc<(i32, i32, i32), i32>>,
+    on_request_body: Option<TypedFunc<(i32, i32, i32), i32>>,
+    on_response_headers: Option<TypedFunc<(i32, i32, i32), i32>>,
+    on_log: Option<TypedFunc<i32, ()>>,
+    on_done: Option<TypedFunc<i32, i32>>,
+    on_delete: Option<TypedFunc<i32, ()>>,
+    on_tick: Option<TypedFunc<i32, ()>>,
+}
+
+/// Which HTTP callback to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpCallback {
+    RequestHeaders,
+    RequestBody,
+    ResponseHeaders,
+}
+
+/// What a header or body callback asked for (`Action`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Continue,
+    /// `Pause` (1): for headers, "send me the body"; for a body, "buffer all of it".
+    Pause,
+}
+
+pub struct Vm {
+    store: Store<HostState>,
+    exports: Exports,
+    /// Unique per instance, so a context made on one is never used on another.
+    pub generation: u64,
+    next_context_id: i32,
+    shared: Arc<PluginShared>,
+    last_tick: Instant,
+}
+
+/// Typed export `name`, `None` when absent; an export of the wrong type is an error.
+fn export<P: WasmParams, R: WasmResults>(
+    instance: &wasmtime::Instance,
+    store: &mut Store<HostState>,
+    name: &'static str,
+) -> Result<Option<TypedFunc<P, R>>, PluginError> {
+    match instance.get_func(&mut *store, name) {
+        None => Ok(None),
+        Some(func) => func
+            .typed::<P, R>(&*store)
+            .map(Some)
+            .map_err(|_| PluginError::ExportType(name)),
+    }
+}
+
+static GENERATIONS: AtomicU64 = AtomicU64::new(1);
+
+impl Vm {
+    /// Instantiate and start: the runtime's initialiser, the root context, `proxy_on_vm_start`
+    /// and `proxy_on_configure` (either refusing fails the start).
+    pub fn start(compiled: &Compiled, shared: Arc<PluginShared>) -> Result<Vm, PluginError> {
+        let config = &shared.config;
+        let state = HostState {
+            memory_limit: MemoryLimit {
+                max_bytes: config.max_memory_bytes,
+            },
+            plugin: Arc::clone(&shared),
+            http: None,
+            tick_period_ms: 0,
+        };
+        let mut store = Store::new(engine(), state);
+        store.limiter(|state| &mut state.memory_limit);
+        store.set_epoch_deadline(deadline_ticks(config.timeout));
+        let instance = compiled
+            .pre
+            .instantiate(&mut store)
+            .map_err(|error| classify(&error, "instantiate"))?;
+        if instance.get_memory(&mut store, "memory").is_none() {
+            return Err(PluginError::MissingExport("memory"));
+        }
+        if instance.get_func(&mut store, "malloc").is_none()
+            && instance
+                .get_func(&mut store, "proxy_on_memory_allocate")
+                .is_none()
+        {
+            return Err(PluginError::MissingExport(
+                "malloc or proxy_on_memory_allocate",
+            ));
+        }
+        let Some(on_context_create) = export(&instance, &mut store, "proxy_on_context_create")?
+        else {
+            return Err(PluginError::MissingExport("proxy_on_context_create"));
+        };
+        let exports = Exports {
+            on_context_create,
+            on_request_headers: export(&instance, &mut store, "proxy_on_request_headers")?,
+            on_request_body: export(&instance, &mut store, "proxy_on_request_body")?,
+            on_response_headers: export(&instance, &mut store, "proxy_on_response_headers")?,
+            on_log: export(&instance, &mut store, "proxy_on_log")?,
+            on_done: export(&instance, &mut store, "proxy_on_done")?,
+            on_delete: export(&instance, &mut store, "proxy_on_delete")?,
+            on_tick: export(&instance, &mut store, "proxy_on_tick")?,
+        };
+        let initialize =
+            export::<(), ()>(&instance, &mut store, "_initialize")?
+                .or(export::<(), ()>(&instance, &mut store, "_start")?);
+        let on_vm_start = export::<(i32, i32), i32>(&instance, &mut store, "proxy_on_vm_start")?;
+        let on_configure = export::<(i32, i32), i32>(&instance, &mut store, "proxy_on_configure")?;
+        let mut vm = Vm {
+            store,
+            exports,
+            generation: GENERATIONS.fetch_add(1, Ordering::Relaxed),
+            next_context_id: ROOT_CONTEXT_ID + 1,
+            shared,
+            last_tick: Instant::now(),
+        };
+        if let Some(initialize) = initialize {
+            vm.call(&initialize, ())?;
+        }
+        let on_context_create = vm.exports.on_context_create.clone();
+        vm.call(&on_context_create, (ROOT_CONTEXT_ID, 0))?;
+        let vm_configuration = len_i32(vm.shared.config.vm_configuration.len());
+        if let Some(on_vm_start) = on_vm_start {
+            if vm.call(&on_vm_start, (ROOT_CONTEXT_ID, vm_configuration))? == 0 {
+                return Err(PluginError::Refused("proxy_on_vm_start"));
+            }
+        }
+        let configuration = len_i32(vm.shared.config.configuration.len());
+        if let Some(on_configure) = on_configure {
+            if vm.call(&on_configure, (ROOT_CONTEXT_ID, configuration))? == 0 {
+                return Err(PluginError::Refused("proxy_on_configure"));
+            }
+        }
+        Ok(vm)
+    }
+
+    /// Run `func` under the plugin's time budget.
+    fn call<P: WasmParams, R: WasmResults>(
+        &mut self,
+        func: &TypedFunc<P, R>,
+        params: P,
+    ) -> Result<R, PluginError> {
+        self.store
+            .set_epoch_deadline(deadline_ticks(self.shared.config.timeout));
+        func.call(&mut self.store, params)
+            .map_err(|error| classify(&error, "call"))
+    }
+
+    /// A new HTTP context (child of the root); its id.
+    pub fn create_context(&mut self) -> Result<i32, PluginError> {
+        let id = self.next_context_id;
+        // Ids wrap long after any context ended; 0 and the root's are never reused.
+        self.next_context_id = match id.checked_add(1) {
+            Some(next) => next,
+            None => ROOT_CONTEXT_ID + 1,
+        };
+        let create = self.exports.on_context_create.clone();
+        self.call(&create, (id, ROOT_CONTEXT_ID))?;
+        Ok(id)
+    }
+
+    /// Whether the module exports the callback at all (an absent one is not called).
+    pub fn has(&self, callback: HttpCallback) -> bool {
+        match callback {
+            HttpCallback::RequestHeaders => self.exports.on_request_headers.is_some(),
+            HttpCallback::RequestBody => self.exports.on_request_body.is_some(),
+            HttpCallback::ResponseHeaders => self.exports.on_response_headers.is_some(),
+        }
+    }
+
+    /// Run an HTTP callback with the request's data in the store for its length.
+    pub fn run_http(
+        &mut self,
+        callback: HttpCallback,
+        context: i32,
+        data: &mut HttpData,
+    ) -> Result<Action, PluginError> {
+        let (func, count) = match callback {
+            HttpCallback::RequestHeaders => (
+                self.exports.on_request_headers.clone(),
+                data.request_headers.len(),
+            ),
+            HttpCallback::RequestBody => (
+                self.exports.on_request_body.clone(),
+                data.request_body.len(),
+            ),
+            HttpCallback::ResponseHeaders => (
+                self.exports.on_response_headers.clone(),
+                data.response_headers.len(),
+            ),
+        };
+        let Some(func) = func else {
+            return Ok(Action::Continue);
+        };
+        let returned = self.with_data(data, |vm| vm.call(&func, (context, len_i32(count), 1)))?;
+        Ok(if returned == 0 {
+            Action::Continue
+        } else {
+            Action::Pause
+        })
+    }
+
+    /// The end of a request: `proxy_on_log`, `proxy_on_done`, `proxy_on_delete`.
+    pub fn finish(&mut self, context: i32, data: &mut HttpData) -> Result<(), PluginError> {
+        let (on_log, on_done, on_delete) = (
+            self.exports.on_log.clone(),
+            self.exports.on_done.clone(),
+            self.exports.on_delete.clone(),
+        );
+        self.with_data(data, |vm| {
+            if let Some(on_log) = &on_log {
+                vm.call(on_log, context)?;
+            }
+            if let Some(on_done) = &on_done {
+                vm.call(on_done, context)?;
+            }
+            if let Some(on_delete) = &on_delete {
+                vm.call(on_delete, context)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// `proxy_on_tick` when the plugin asked for ticks and a period has passed since the
+    /// last. Ticks ride on the requests a worker serves (no timer per worker): an idle
+    /// worker's plugin is not woken, which costs a plugin nothing it could act on.
+    fn tick_if_due(&mut self) -> Result<(), PluginError> {
+        let period = self.store.data().tick_period_ms;
+        let Some(on_tick) = self.exports.on_tick.clone().filter(|_| period > 0) else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        if now.duration_since(self.last_tick) < Duration::from_millis(u64::from(period)) {
+            return Ok(());
+        }
+        self.last_tick = now;
+        self.call(&on_tick, ROOT_CONTEXT_ID)
+    }
+
+    fn with_data<R>(
+        &mut self,
+        data: &mut HttpData,
+        run: impl FnOnce(&mut Vm) -> Result<R, PluginError>,
+    ) -> Result<R, PluginError> {
+        self.store.data_mut().http = Some(std::mem::take(data));
+        let result = run(self);
+        if let Some(back) = self.store.data_mut().http.take() {
+            *data = back;
+        }
+        result
+    }
+}
+
+fn len_i32(len: usize) -> i32 {
+    i32::try_from(len).unwrap_or(i32::MAX)
+}
+
+/// A callback's error as the host sees it: out of memory, out of time, or another trap.
+fn classify(error: &wasmtime::Error, during: &'static str) -> PluginError {
+    if error.downcast_ref::<MemoryLimitExceeded>().is_some()
+        || error.chain().any(|e| e.is::<MemoryLimitExceeded>())
+    {
+        return PluginError::Failed(FailureReason::OutOfMemory, "memory limit".into());
+    }
+    if let Some(Trap::Interrupt) = error.downcast_ref::<Trap>() {
+        return PluginError::Failed(FailureReason::Timeout, "timeout_ms exceeded".into());
+    }
+    PluginError::Failed(FailureReason::Trap, format!("{during}: {error:#}"))
+}
+
+/// A plugin's instance on this thread, keyed by the loaded plugin's id; the `Weak` says
+/// whether the plugin is still configured (instances of dropped plugins are pruned).
+struct ThreadVm {
+    plugin: Weak<PluginShared>,
+    vm: Vm,
+}
+
+thread_local! {
+    static VMS: RefCell<HashMap<u64, ThreadVm>> = RefCell::new(HashMap::new());
+}
+
+/// Run `work` on this thread's instance of plugin `id`, starting one if there is none. An
+/// instance whose work failed is dropped: the next call starts a fresh one.
+pub fn with_vm<R>(
+    id: u64,
+    compiled: &Compiled,
+    shared: &Arc<PluginShared>,
+    work: impl FnOnce(&mut Vm) -> Result<R, PluginError>,
+) -> Result<R, PluginError> {
+    VMS.with(|vms| {
+        let mut vms = vms.borrow_mut();
+        if !vms.contains_key(&id) {
+            // A new instance is a good moment to drop those of plugins no longer configured.
+            vms.retain(|_, entry| entry.plugin.strong_count() > 0);
+            let vm = Vm::start(compiled, Arc::clone(shared))?;
+            vms.insert(
+                id,
+                ThreadVm {
+                    plugin: Arc::downgrade(shared),
+                    vm,
+                },
+            );
+        }
+        let Some(entry) = vms.get_mut(&id) else {
+            return Err(PluginError::Refused("the instance vanished"));
+        };
+        let result = entry.vm.tick_if_due().and_then(|()| work(&mut entry.vm));
+        if result.is_err() {
+            vms.remove(&id);
+        }
+        result
+    })
+}
