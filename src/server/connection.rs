@@ -866,7 +866,14 @@ impl<S: Transport> Connection<S> {
             let body = match self.read_whole_body(decoder, head, limits).await {
                 Ok(body) => body,
                 Err(error) => {
+                    // The rest of the body is abandoned (the connection closes after the
+                    // answer): nothing is left for the drain to read.
                     exchange.abandon_body();
+                    if let Ok(empty) =
+                        BodyDecoder::for_request(RequestFraming::Empty, limits.body_limits())
+                    {
+                        *decoder = empty;
+                    }
                     exchange.plugins = Some(Arc::new(Mutex::new(request)));
                     return Err(Err(match error {
                         DrainError::Body(error) => Fault::Body(error),
