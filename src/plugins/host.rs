@@ -259,10 +259,19 @@ pub fn deserialize_map(bytes: &[u8]) -> Option<HeaderMap> {
     for index in 0..count {
         let key_len = read_u32(4 + index * 8)?;
         let value_len = read_u32(8 + index * 8)?;
-        let key = bytes.get(data..data.checked_add(key_len)?)?;
-        data = data.checked_add(key_len)?.checked_add(1)?;
-        let value = bytes.get(data..data.checked_add(value_len)?)?;
-        data = data.checked_add(value_len)?.checked_add(1)?;
+        // Each key and value is followed by a NUL: its absence means a truncated map.
+        let key_end = data.checked_add(key_len)?;
+        let key = bytes.get(data..key_end)?;
+        if *bytes.get(key_end)? != 0 {
+            return None;
+        }
+        data = key_end.checked_add(1)?;
+        let value_end = data.checked_add(value_len)?;
+        let value = bytes.get(data..value_end)?;
+        if *bytes.get(value_end)? != 0 {
+            return None;
+        }
+        data = value_end.checked_add(1)?;
         pairs.push((String::from_utf8_lossy(key).into_owned(), value.to_vec()));
     }
     Some(pairs)
