@@ -503,3 +503,70 @@ fn config_errors_name_the_key() {
         assert!(stderr.contains(key), "{key}: {stderr}");
     }
 }
+
+/// The AssemblyScript sample (`examples/plugins/assemblyscript`), built with the public SDK
+/// from the committed lock file when its module is missing: `npm ci`, then `npm run build`.
+/// A failed build fails the test with npm's reason; it never skips.
+fn assemblyscript_sample() -> std::path::PathBuf {
+    static BUILT: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/plugins/assemblyscript");
+    let module = dir.join("build/plugin.wasm");
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if *built || module.is_file() {
+        *built = true;
+        return module;
+    }
+    let npm = |args: &[&str]| {
+        let out = Command::new("npm")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .unwrap_or_else(|e| panic!("the sample plugin needs npm (Node.js 20 or later): {e}"));
+        assert!(
+            out.status.success(),
+            "`npm {}` in {} failed: {}",
+            args.join(" "),
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    if !dir.join("node_modules/assemblyscript").is_dir() {
+        npm(&["ci", "--no-audit", "--no-fund"]);
+    }
+    npm(&["run", "build"]);
+    assert!(module.is_file(), "the build made no {}", module.display());
+    *built = true;
+    module
+}
+
+#[test]
+fn the_assemblyscript_sample_adds_headers_and_blocks() {
+    let module = assemblyscript_sample();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(&module, dir.path().join("example.wasm")).unwrap();
+    let backend = echo_backend();
+    let daemon = start(
+        dir.path(),
+        &backend,
+        &plugin_entry(
+            "example",
+            "example.wasm",
+            "    root_id: \"example\"\n    configuration: \"from-config\"\n",
+        ),
+        "",
+    );
+    for _ in 0..3 {
+        let response = get(&daemon, "/hello", "");
+        assert_eq!(response.status, 200);
+        assert_eq!(response.body_text(), "from backend");
+        assert_eq!(response.header("x-example-response"), Some("from-config"));
+    }
+    let blocked = get(&daemon, "/hello", "x-block: 1\r\n");
+    assert_eq!(blocked.status, 403);
+    assert_eq!(blocked.body_text(), "blocked by the example plugin");
+    let seen = backend.seen();
+    assert_eq!(seen.len(), 3);
+    assert!(seen
+        .iter()
+        .all(|s| s.header("x-example-request") == Some("from-config")));
+}

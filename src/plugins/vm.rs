@@ -219,7 +219,7 @@ impl Vm {
         })
     }
 
-    /// The end of a request: `proxy_on_log`, `proxy_on_done`, `proxy_on_delete`.
+    /// The end of a request: `proxy_on_done`, `proxy_on_log`, `proxy_on_delete`.
     pub fn finish(&mut self, context: i32, data: &mut HttpData) -> Result<(), PluginError> {
         let (on_log, on_done, on_delete) = (
             self.exports.on_log.clone(),
@@ -227,11 +227,12 @@ impl Vm {
             self.exports.on_delete.clone(),
         );
         self.with_data(data, |vm| {
-            if let Some(on_log) = &on_log {
-                vm.call(on_log, context)?;
-            }
+            // Envoy's order, which the SDKs expect: done, then log, then delete.
             if let Some(on_done) = &on_done {
                 vm.call(on_done, context)?;
+            }
+            if let Some(on_log) = &on_log {
+                vm.call(on_log, context)?;
             }
             if let Some(on_delete) = &on_delete {
                 vm.call(on_delete, context)?;
