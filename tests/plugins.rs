@@ -32,6 +32,8 @@ const PRELUDE: &str = r#"
   (import "env" "proxy_get_buffer_bytes" (func $buffer (param i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_http_call" (func $http_call (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_define_metric" (func $define_metric (param i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_increment_metric" (func $increment_metric (param i32 i64) (result i32)))
   (memory (export "memory") 2)
   (global $heap (mut i32) (i32.const 4096))
   (func (export "malloc") (param $size i32) (result i32) (local $at i32)
@@ -48,6 +50,7 @@ const PRELUDE: &str = r#"
   (data (i32.const 200) "request\00path")
   (data (i32.const 220) "x-seen-path")
   (data (i32.const 240) "body refused")
+  (data (i32.const 260) "responses")
 "#;
 
 /// A module: the prelude, `proxy_on_configure` answering `configure`, and `body` (more
@@ -87,6 +90,9 @@ fn header_plugin(version: &str) -> Vec<u8> {
     (i32.const 0))
   (func (export "proxy_on_response_headers") (param $ctx i32) (param $n i32) (param $eos i32) (result i32)
     (drop (call $add (i32.const 2) (i32.const 120) (i32.const 17) (i32.const 140) (i32.const 7)))
+    ;; A counter of its own: defined (the same id each time), then incremented.
+    (if (i32.eqz (call $define_metric (i32.const 0) (i32.const 260) (i32.const 9) (i32.const 16)))
+      (then (drop (call $increment_metric (i32.load (i32.const 16)) (i64.const 1)))))
     (if (i32.eqz (call $property (i32.const 200) (i32.const 12) (i32.const 8) (i32.const 12)))
       (then
         (drop (call $add (i32.const 2) (i32.const 220) (i32.const 11)
@@ -151,6 +157,13 @@ fn get(daemon: &Daemon, path: &str, headers: &str) -> Response {
     client.read_response()
 }
 
+/// The body of `GET /metrics` on the admin listener.
+fn scrape(admin: std::net::SocketAddr) -> String {
+    let mut client = RawClient::connect(admin);
+    client.send(b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
+    client.read_response().body_text()
+}
+
 fn post(daemon: &Daemon, path: &str, body: &str) -> Response {
     let mut client = RawClient::connect(daemon.addr);
     client.send(
@@ -172,7 +185,7 @@ fn headers_are_added_both_ways_and_a_property_is_read() {
         dir.path(),
         &backend,
         &plugin_entry("headers", "headers.wasm", ""),
-        "",
+        "admin:\n  listen_addr: \"127.0.0.1:0\"\n",
     );
     let response = get(&daemon, "/some/path?q=1", "");
     assert_eq!(response.status, 200);
@@ -183,6 +196,11 @@ fn headers_are_added_both_ways_and_a_property_is_read() {
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].header("x-plugin-request"), Some("first-1"));
     assert_eq!(seen[0].target, "/some/path?q=1");
+    // The plugin's own counter, on /metrics.
+    let admin = common::daemon::addr_in(&daemon.wait_for_log("admin listening", WAIT));
+    let metrics = scrape(admin);
+    let series = "sentinel_plugin_metric{plugin=\"headers\",name=\"responses\",type=\"counter\"} 1";
+    assert!(metrics.contains(series), "{metrics}");
 }
 
 #[test]
@@ -278,6 +296,7 @@ fn traps_loops_and_memory_growth_follow_on_error() {
         }
     }
     routes.push_str("  - path_prefix: \"/\"\n    upstream: \"default\"\n    plugins: []\n");
+    routes.push_str("admin:\n  listen_addr: \"127.0.0.1:0\"\n");
     let backend = echo_backend();
     let daemon = start(dir.path(), &backend, &plugins, &routes);
     for (name, _) in cases {
@@ -289,6 +308,19 @@ fn traps_loops_and_memory_growth_follow_on_error() {
             assert_eq!(open.body_text(), "from backend");
             assert_eq!(get(&daemon, "/other", "").status, 200, "after {name}");
         }
+    }
+    // Counted per plugin and reason on /metrics.
+    let admin = common::daemon::addr_in(&daemon.wait_for_log("admin listening", WAIT));
+    let metrics = scrape(admin);
+    for (name, reason) in [
+        ("trap", "trap"),
+        ("loop", "timeout"),
+        ("grow", "out_of_memory"),
+    ] {
+        let series = format!(
+            "sentinel_plugin_failures_total{{plugin=\"{name}-fail_closed\",reason=\"{reason}\"}} 2"
+        );
+        assert!(metrics.contains(&series), "{series} in {metrics}");
     }
     // Only the fail_open requests and the plain ones reached the backend.
     assert_eq!(backend.request_count(), cases.len() * 2 * 2);
