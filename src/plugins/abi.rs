@@ -117,6 +117,18 @@ pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "env",
         "proxy_log",
         |mut caller: Caller<'_, HostState>, level: i32, ptr: i32, len: i32| -> HostResult {
+            // SDKs log a lot at debug level (the AssemblyScript one on every context):
+            // below the process's most verbose level, the message is not even copied.
+            let as_tracing = match level {
+                0 => tracing::Level::TRACE,
+                1 => tracing::Level::DEBUG,
+                2 => tracing::Level::INFO,
+                3 => tracing::Level::WARN,
+                _ => tracing::Level::ERROR,
+            };
+            if as_tracing > tracing::level_filters::LevelFilter::current() {
+                return code(Status::Ok);
+            }
             let Some(message) = read(&mut caller, ptr, len) else {
                 return code(Status::InvalidMemoryAccess);
             };
