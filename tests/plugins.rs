@@ -30,6 +30,7 @@ const PRELUDE: &str = r#"
   (import "env" "proxy_send_local_response" (func $local (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_get_property" (func $property (param i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_get_buffer_bytes" (func $buffer (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_set_buffer_bytes" (func $set_buffer (param i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_http_call" (func $http_call (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_define_metric" (func $define_metric (param i32 i32 i32 i32) (result i32)))
@@ -51,6 +52,7 @@ const PRELUDE: &str = r#"
   (data (i32.const 220) "x-seen-path")
   (data (i32.const 240) "body refused")
   (data (i32.const 260) "responses")
+  (data (i32.const 280) "rewritten by plugin")
 "#;
 
 /// A module: the prelude, `proxy_on_configure` answering `configure`, and `body` (more
@@ -127,6 +129,25 @@ fn body_plugin() -> Vec<u8> {
           (then
             (drop (call $local (i32.const 403) (i32.const 0) (i32.const 0)
                     (i32.const 240) (i32.const 12) (i32.const 0) (i32.const 0) (i32.const -1)))))))
+    (i32.const 0))
+"#,
+    )
+}
+
+/// Asks for the response body and replaces it with "rewritten by plugin" when it starts
+/// with `f` ("from backend"), else with its own length, one byte ("0" + len).
+fn response_body_plugin() -> Vec<u8> {
+    module(
+        1,
+        r#"
+  (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_response_body") (param $ctx i32) (param $size i32) (param $eos i32) (result i32)
+    (if (i32.eqz (call $buffer (i32.const 1) (i32.const 0) (local.get $size) (i32.const 8) (i32.const 12)))
+      (then
+        (if (i32.eq (i32.load8_u (i32.load (i32.const 8))) (i32.const 102))
+          (then
+            (drop (call $set_buffer (i32.const 1) (i32.const 0) (local.get $size)
+                    (i32.const 280) (i32.const 19)))))))
     (i32.const 0))
 "#,
     )
@@ -601,4 +622,46 @@ fn the_assemblyscript_sample_adds_headers_and_blocks() {
     assert!(seen
         .iter()
         .all(|s| s.header("x-example-request") == Some("from-config")));
+}
+
+#[test]
+fn a_response_body_is_read_and_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("public")).unwrap();
+    std::fs::write(dir.path().join("public/file.txt"), "from a file").unwrap();
+    std::fs::write(dir.path().join("public/other.txt"), "other content").unwrap();
+    std::fs::write(dir.path().join("body.wasm"), response_body_plugin()).unwrap();
+    let backend = Backend::start(|seen| {
+        if seen.target == "/chunked" {
+            Reply::Send(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nfrom\r\n8\r\n backend\r\n0\r\n\r\n"
+                    .to_vec(),
+            )
+        } else {
+            Reply::Send(ok("from backend"))
+        }
+    });
+    let yaml = format!(
+        "server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: \"public\"\n\
+         proxy:\n  backends:\n{}plugins:\n{}routes:\n  - path_prefix: \"/p\"\n    \
+         upstream: \"default\"\n    strip_prefix: true\n  - path_prefix: \"/\"\n    static: true\n",
+        backend.yaml_entry("b", "    "),
+        plugin_entry("body", "body.wasm", "")
+    );
+    let daemon = Daemon::start_in(dir.path(), &yaml);
+    // Proxied, with a length and chunked: the plugin's body, with a length of its own, on a
+    // connection that stays usable.
+    let mut client = RawClient::connect(daemon.addr);
+    for path in ["/p/plain", "/p/chunked", "/p/plain"] {
+        client.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+        let response = client.read_response();
+        assert_eq!(response.status, 200, "{path}");
+        assert_eq!(response.body_text(), "rewritten by plugin", "{path}");
+        assert_eq!(response.header("content-length"), Some("19"), "{path}");
+    }
+    // Static files: rewritten when the plugin says so, passed on whole otherwise.
+    let rewritten = get(&daemon, "/file.txt", "");
+    assert_eq!(rewritten.body_text(), "rewritten by plugin");
+    let kept = get(&daemon, "/other.txt", "");
+    assert_eq!(kept.body_text(), "other content");
 }

@@ -72,6 +72,8 @@ struct Slot {
     skipped: bool,
     /// It paused on the request headers and exports a body callback.
     wants_body: bool,
+    /// It paused on the response headers and exports a response body callback.
+    wants_response_body: bool,
 }
 
 pub struct PluginRequest {
@@ -163,6 +165,24 @@ impl PluginRequest {
         self.run(HttpCallback::ResponseHeaders, |_| true)
     }
 
+    /// Whether a plugin asked for the response body (paused on the response headers).
+    pub fn wants_response_body(&self) -> bool {
+        self.slots
+            .iter()
+            .any(|s| s.wants_response_body && !s.skipped)
+    }
+
+    /// `proxy_on_response_body` with the whole body, for the plugins that asked for it. The
+    /// body they leave is `take_response_body()`.
+    pub fn on_response_body(&mut self, body: Vec<u8>) -> Verdict {
+        self.data.response_body = body;
+        self.run(HttpCallback::ResponseBody, |slot| slot.wants_response_body)
+    }
+
+    pub fn take_response_body(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.data.response_body)
+    }
+
     /// The request head's new start line and fields when a plugin changed them.
     pub fn request_edits(&self) -> Option<RequestEdits<'_>> {
         if !self.data.request_edited {
@@ -252,15 +272,22 @@ impl PluginRequest {
                     }
                 };
                 let action = vm.run_http(callback, context, data)?;
-                Ok((action, vm.has(HttpCallback::RequestBody)))
+                let body_callback = match callback {
+                    HttpCallback::RequestHeaders => HttpCallback::RequestBody,
+                    _ => HttpCallback::ResponseBody,
+                };
+                Ok((action, vm.has(body_callback)))
             });
             match result {
                 Ok((action, has_body_callback)) => {
                     if let Some(response) = self.data.local_response.take() {
                         return Verdict::Respond(response);
                     }
-                    if callback == HttpCallback::RequestHeaders {
-                        slot.wants_body = action == Action::Pause && has_body_callback;
+                    let paused = action == Action::Pause && has_body_callback;
+                    match callback {
+                        HttpCallback::RequestHeaders => slot.wants_body = paused,
+                        HttpCallback::ResponseHeaders => slot.wants_response_body = paused,
+                        HttpCallback::RequestBody | HttpCallback::ResponseBody => {}
                     }
                 }
                 Err(error) => {

@@ -25,6 +25,7 @@ struct Exports {
     on_request_headers: Option<TypedFunc<(i32, i32, i32), i32>>,
     on_request_body: Option<TypedFunc<(i32, i32, i32), i32>>,
     on_response_headers: Option<TypedFunc<(i32, i32, i32), i32>>,
+    on_response_body: Option<TypedFunc<(i32, i32, i32), i32>>,
     on_log: Option<TypedFunc<i32, ()>>,
     on_done: Option<TypedFunc<i32, i32>>,
     on_delete: Option<TypedFunc<i32, ()>>,
@@ -37,6 +38,7 @@ pub enum HttpCallback {
     RequestHeaders,
     RequestBody,
     ResponseHeaders,
+    ResponseBody,
 }
 
 /// What a header or body callback asked for (`Action`).
@@ -115,6 +117,7 @@ impl Vm {
             on_request_headers: export(&instance, &mut store, "proxy_on_request_headers")?,
             on_request_body: export(&instance, &mut store, "proxy_on_request_body")?,
             on_response_headers: export(&instance, &mut store, "proxy_on_response_headers")?,
+            on_response_body: export(&instance, &mut store, "proxy_on_response_body")?,
             on_log: export(&instance, &mut store, "proxy_on_log")?,
             on_done: export(&instance, &mut store, "proxy_on_done")?,
             on_delete: export(&instance, &mut store, "proxy_on_delete")?,
@@ -184,6 +187,7 @@ impl Vm {
             HttpCallback::RequestHeaders => self.exports.on_request_headers.is_some(),
             HttpCallback::RequestBody => self.exports.on_request_body.is_some(),
             HttpCallback::ResponseHeaders => self.exports.on_response_headers.is_some(),
+            HttpCallback::ResponseBody => self.exports.on_response_body.is_some(),
         }
     }
 
@@ -206,6 +210,10 @@ impl Vm {
             HttpCallback::ResponseHeaders => (
                 self.exports.on_response_headers.clone(),
                 data.response_headers.len(),
+            ),
+            HttpCallback::ResponseBody => (
+                self.exports.on_response_body.clone(),
+                data.response_body.len(),
             ),
         };
         let Some(func) = func else {

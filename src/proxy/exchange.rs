@@ -74,6 +74,21 @@ pub trait ResponseHook: Send + Sync {
         fields: &mut dyn Iterator<Item = (&[u8], &[u8])>,
         upstream: &str,
     ) -> HeadEdit;
+
+    /// Whether the hook asked, in `on_response_head`, for the whole response body.
+    fn wants_response_body(&self) -> bool;
+
+    /// The whole response body (read up to the body limit); what to send instead.
+    fn on_response_body(&self, body: Vec<u8>) -> BodyEdit;
+}
+
+/// What became of a response body the hook asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyEdit {
+    /// Send these bytes as the body (with a `Content-Length` of their own).
+    Send(Vec<u8>),
+    /// Send nothing of it: answer the client with this status.
+    Refuse(StatusCode),
 }
 
 /// What became of a response head.

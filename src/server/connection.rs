@@ -475,7 +475,11 @@ impl<S: Transport> Connection<S> {
     ) -> Persistence {
         let (response, plugin_fields) = match &exchange.plugins {
             None => (response, Vec::new()),
-            Some(plugins) => match plugged::edit_local_response(plugins, response) {
+            Some(plugins) => match plugged::edit_local_response(
+                plugins,
+                response,
+                config.server.limits.max_body_bytes,
+            ) {
                 Ok(edited) => edited,
                 Err(fault) => {
                     request_span.in_scope(|| fault.log(self.peer, Some(head.target())));

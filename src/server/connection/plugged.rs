@@ -12,7 +12,7 @@ use crate::http::request::RequestHead;
 use crate::http::response::{HeaderValue, Response, ResponseBody, StatusCode};
 use crate::http::scheme::Scheme;
 use crate::plugins::{LocalResponse, PluginRequest, RequestInfo, Verdict};
-use crate::proxy::exchange::{HeadEdit, ResponseHook};
+use crate::proxy::exchange::{BodyEdit, HeadEdit, ResponseHook};
 
 /// Field names a plugin cannot set on a response: the writer owns the framing and the
 /// connection's fate.
@@ -168,6 +168,7 @@ pub(super) fn fault_of(verdict: &Verdict) -> Option<Fault> {
 pub(super) fn edit_local_response(
     request: &Mutex<PluginRequest>,
     mut response: Response,
+    max_body_bytes: u64,
 ) -> Result<(Response, Vec<(Bytes, Bytes)>), Fault> {
     let mut request = request.lock().unwrap_or_else(|p| p.into_inner());
     let fields = response
@@ -181,6 +182,9 @@ pub(super) fn edit_local_response(
     }
     if let Verdict::Respond(local) = verdict {
         return Ok(local_response(local));
+    }
+    if request.wants_response_body() {
+        response = edit_local_body(&mut request, response, max_body_bytes)?;
     }
     let Some(edits) = request.response_edits() else {
         return Ok((response, Vec::new()));
@@ -208,6 +212,49 @@ pub(super) fn edit_local_response(
     }
     response.headers = kept;
     Ok((response, added))
+}
+
+/// `proxy_on_response_body` on a local response's body: in memory already, or a file
+/// range read whole when it is within the body limit (a larger file, or a body made as it
+/// is sent, goes out untouched).
+fn edit_local_body(
+    request: &mut PluginRequest,
+    mut response: Response,
+    max_body_bytes: u64,
+) -> Result<Response, Fault> {
+    let body = match response.body {
+        ResponseBody::Empty => Vec::new(),
+        ResponseBody::Full(ref bytes) => bytes.to_vec(),
+        ResponseBody::File {
+            ref mut file,
+            offset,
+            len,
+        } if len <= max_body_bytes => {
+            use std::io::{Read, Seek, SeekFrom};
+            let mut body = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+            let read = file
+                .seek(SeekFrom::Start(offset))
+                .and_then(|_| file.by_ref().take(len).read_to_end(&mut body));
+            if read.is_err() || body.len() as u64 != len {
+                return Err(Fault::Internal("a file changed under a plugin's body read"));
+            }
+            body
+        }
+        ResponseBody::File { .. } | ResponseBody::Stream(_) => return Ok(response),
+    };
+    match request.on_response_body(body) {
+        Verdict::Continue => {
+            let body = request.take_response_body();
+            response.body = if body.is_empty() {
+                ResponseBody::Empty
+            } else {
+                ResponseBody::Full(Bytes::from(body))
+            };
+            Ok(response)
+        }
+        Verdict::Respond(local) => Ok(local_response(local).0),
+        verdict => Err(fault_of(&verdict).unwrap_or(Fault::Internal("a failed plugin"))),
+    }
 }
 
 /// The plugins, seen by the proxy as the hook on its response heads.
@@ -257,5 +304,22 @@ impl ResponseHook for Mutex<PluginRequest> {
             },
         };
         edit
+    }
+
+    fn wants_response_body(&self) -> bool {
+        self.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .wants_response_body()
+    }
+
+    fn on_response_body(&self, body: Vec<u8>) -> BodyEdit {
+        let mut request = self.lock().unwrap_or_else(|p| p.into_inner());
+        match request.on_response_body(body) {
+            Verdict::Continue => BodyEdit::Send(request.take_response_body()),
+            Verdict::Fail { status, .. } => BodyEdit::Refuse(status),
+            Verdict::Respond(local) => BodyEdit::Refuse(
+                StatusCode::from_u16(local.status).unwrap_or(StatusCode::BAD_GATEWAY),
+            ),
+        }
     }
 }
