@@ -4,9 +4,10 @@
 
 use std::sync::Arc;
 
+use super::error::PluginError;
 use super::host::{HeaderMap, HttpData, RequestProperties};
+use super::set::{LoadedPlugin, PluginSet};
 use super::vm::{with_vm, Action, HttpCallback};
-use super::{LoadedPlugin, PluginError, PluginSet};
 use crate::config::OnError;
 use crate::http::response::StatusCode;
 
@@ -96,7 +97,17 @@ const METHOD: &str = ":method";
 const PATH: &str = ":path";
 
 impl PluginRequest {
-    pub(super) fn new(set: Arc<PluginSet>, chain: Vec<usize>, info: RequestInfo) -> PluginRequest {
+    /// The plugins a request that route `route` took runs, as a request of its own; `None`
+    /// when the chain is empty.
+    pub fn start(set: &Arc<PluginSet>, route: Option<usize>, info: RequestInfo) -> Option<Self> {
+        let chain = set.config.chain(route);
+        if chain.is_empty() {
+            return None;
+        }
+        Some(PluginRequest::new(Arc::clone(set), chain.to_vec(), info))
+    }
+
+    fn new(set: Arc<PluginSet>, chain: Vec<usize>, info: RequestInfo) -> PluginRequest {
         let mut request_headers = Vec::with_capacity(info.headers.len() + 4);
         request_headers.push((METHOD.to_string(), info.method.clone().into_bytes()));
         request_headers.push((PATH.to_string(), info.path.clone().into_bytes()));
@@ -234,13 +245,19 @@ impl PluginRequest {
                 continue;
             };
             let data = &mut self.data;
-            let result = with_vm(plugin.id, &plugin.compiled, &plugin.shared, |vm| {
-                // An instance started since (after a failure) never saw this request.
-                if vm.generation != generation {
-                    return Ok(());
-                }
-                vm.finish(context, data)
-            });
+            let result = with_vm(
+                plugin.id,
+                &plugin.alive,
+                &plugin.compiled,
+                &plugin.shared,
+                |vm| {
+                    // An instance started since (after a failure) never saw this request.
+                    if vm.generation != generation {
+                        return Ok(());
+                    }
+                    vm.finish(context, data)
+                },
+            );
             if let Err(error) = result {
                 failed(plugin, &error);
             }
@@ -256,28 +273,34 @@ impl PluginRequest {
                 continue;
             };
             let data = &mut self.data;
-            let result = with_vm(plugin.id, &plugin.compiled, &plugin.shared, |vm| {
-                if !vm.has(callback) && callback != HttpCallback::RequestHeaders {
-                    return Ok((Action::Continue, false));
-                }
-                // A context per request per instance, made on first use (again on an
-                // instance that replaced a failed one, or on another worker's instance
-                // when a shared runtime moved the request between threads).
-                let context = match slot.context {
-                    Some((generation, id)) if generation == vm.generation => id,
-                    _ => {
-                        let id = vm.create_context()?;
-                        slot.context = Some((vm.generation, id));
-                        id
+            let result = with_vm(
+                plugin.id,
+                &plugin.alive,
+                &plugin.compiled,
+                &plugin.shared,
+                |vm| {
+                    if !vm.has(callback) && callback != HttpCallback::RequestHeaders {
+                        return Ok((Action::Continue, false));
                     }
-                };
-                let action = vm.run_http(callback, context, data)?;
-                let body_callback = match callback {
-                    HttpCallback::RequestHeaders => HttpCallback::RequestBody,
-                    _ => HttpCallback::ResponseBody,
-                };
-                Ok((action, vm.has(body_callback)))
-            });
+                    // A context per request per instance, made on first use (again on an
+                    // instance that replaced a failed one, or on another worker's instance
+                    // when a shared runtime moved the request between threads).
+                    let context = match slot.context {
+                        Some((generation, id)) if generation == vm.generation => id,
+                        _ => {
+                            let id = vm.create_context()?;
+                            slot.context = Some((vm.generation, id));
+                            id
+                        }
+                    };
+                    let action = vm.run_http(callback, context, data)?;
+                    let body_callback = match callback {
+                        HttpCallback::RequestHeaders => HttpCallback::RequestBody,
+                        _ => HttpCallback::ResponseBody,
+                    };
+                    Ok((action, vm.has(body_callback)))
+                },
+            );
             match result {
                 Ok((action, has_body_callback)) => {
                     if let Some(response) = self.data.local_response.take() {

@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use wasmtime::{Engine, ExternType, InstancePre, Linker, Module, Val, ValType};
 
+use super::error::PluginError;
 use super::host::{HostState, Status};
-use super::{abi, wasi, PluginError};
+use super::{abi, wasi};
 use crate::limits::PLUGIN_EPOCH_TICK;
 
 /// The engine, with epoch interruption on; the ticker starts with it.

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use wasmtime::{Store, Trap, TypedFunc, WasmParams, WasmResults};
 
 use super::engine::{deadline_ticks, engine, Compiled};
+use super::error::PluginError;
 use super::host::{HostState, HttpData, MemoryLimit, MemoryLimitExceeded, PluginShared};
 use super::metrics::FailureReason;
-use super::PluginError;
 
 /// The root context's id; HTTP contexts are numbered after it.
 const ROOT_CONTEXT_ID: i32 = 1;
@@ -297,9 +297,11 @@ fn classify(error: &wasmtime::Error, during: &'static str) -> PluginError {
 }
 
 /// A plugin's instance on this thread, keyed by the loaded plugin's id; the `Weak` says
-/// whether the plugin is still configured (instances of dropped plugins are pruned).
+/// whether that load is still in a snapshot (instances of dropped loads are pruned). A
+/// token of its own, not the `PluginShared` the instance itself holds, which would keep it
+/// alive forever.
 struct ThreadVm {
-    plugin: Weak<PluginShared>,
+    alive: Weak<()>,
     vm: Vm,
 }
 
@@ -311,6 +313,7 @@ thread_local! {
 /// instance whose work failed is dropped: the next call starts a fresh one.
 pub fn with_vm<R>(
     id: u64,
+    alive: &Arc<()>,
     compiled: &Compiled,
     shared: &Arc<PluginShared>,
     work: impl FnOnce(&mut Vm) -> Result<R, PluginError>,
@@ -319,12 +322,12 @@ pub fn with_vm<R>(
         let mut vms = vms.borrow_mut();
         if !vms.contains_key(&id) {
             // A new instance is a good moment to drop those of plugins no longer configured.
-            vms.retain(|_, entry| entry.plugin.strong_count() > 0);
+            vms.retain(|_, entry| entry.alive.strong_count() > 0);
             let vm = Vm::start(compiled, Arc::clone(shared))?;
             vms.insert(
                 id,
                 ThreadVm {
-                    plugin: Arc::downgrade(shared),
+                    alive: Arc::downgrade(alive),
                     vm,
                 },
             );
@@ -338,4 +341,63 @@ pub fn with_vm<R>(
         }
         result
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::{OnError, PluginConfig};
+    use crate::http::response::StatusCode;
+
+    const MINIMAL: &str = r#"(module
+      (memory (export "memory") 1)
+      (func (export "malloc") (param i32) (result i32) (i32.const 1024))
+      (func (export "proxy_on_context_create") (param i32 i32)))"#;
+
+    fn shared(name: &str) -> Arc<PluginShared> {
+        Arc::new(PluginShared {
+            config: PluginConfig {
+                name: Arc::from(name),
+                path: "minimal.wasm".into(),
+                root_id: Arc::from(name),
+                configuration: Arc::from(&b""[..]),
+                vm_configuration: Arc::from(&b""[..]),
+                on_error: OnError::FailClosed,
+                failure_status: StatusCode::INTERNAL_SERVER_ERROR,
+                max_memory_bytes: 1 << 20,
+                timeout: Duration::from_secs(1),
+            },
+            shared_data: Default::default(),
+            metrics: Default::default(),
+        })
+    }
+
+    /// Regression: the instance holds its plugin's `PluginShared`, so keying the prune on
+    /// that kept every reloaded-away instance alive on every worker.
+    #[test]
+    fn instances_of_dropped_loads_are_pruned() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let path = dir.path().join("minimal.wasm");
+        let wasm = wat::parse_str(MINIMAL).unwrap_or_else(|e| panic!("wat: {e}"));
+        std::fs::write(&path, wasm).unwrap_or_else(|e| panic!("write: {e}"));
+        let compiled = super::super::engine::compile(&path).unwrap_or_else(|e| panic!("{e}"));
+        let plugin = shared("minimal");
+        let first = Arc::new(());
+        with_vm(u64::MAX - 1, &first, &compiled, &plugin, |_| Ok(()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        drop(first);
+        let second = Arc::new(());
+        with_vm(u64::MAX - 2, &second, &compiled, &plugin, |_| Ok(()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        VMS.with(|vms| {
+            let vms = vms.borrow();
+            assert!(
+                !vms.contains_key(&(u64::MAX - 1)),
+                "the dropped load's instance stayed"
+            );
+            assert!(vms.contains_key(&(u64::MAX - 2)));
+        });
+    }
 }

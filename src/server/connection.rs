@@ -861,7 +861,7 @@ impl<S: Transport> Connection<S> {
             &exchange.request_id,
             config.server.listen_addr,
         );
-        let Some(mut request) = plugins.start(route_index, info) else {
+        let Some(mut request) = PluginRequest::start(plugins, route_index, info) else {
             return Ok(());
         };
         let mut verdict = request.on_request_headers();
