@@ -27,6 +27,7 @@ const WAIT: Duration = Duration::from_secs(10);
 const PRELUDE: &str = r#"
   (import "env" "proxy_add_header_map_value" (func $add (param i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_get_header_map_value" (func $get (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_replace_header_map_value" (func $replace (param i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_send_local_response" (func $local (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_get_property" (func $property (param i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_get_buffer_bytes" (func $buffer (param i32 i32 i32 i32 i32) (result i32)))
@@ -53,6 +54,8 @@ const PRELUDE: &str = r#"
   (data (i32.const 240) "body refused")
   (data (i32.const 260) "responses")
   (data (i32.const 280) "rewritten by plugin")
+  (data (i32.const 300) ":path")
+  (data (i32.const 310) "/rewritten?by=plugin")
 "#;
 
 /// A module: the prelude, `proxy_on_configure` answering `configure`, and `body` (more
@@ -666,4 +669,35 @@ fn a_response_body_is_read_and_replaced() {
     assert_eq!(rewritten.body_text(), "rewritten by plugin");
     let kept = get(&daemon, "/other.txt", "");
     assert_eq!(kept.body_text(), "other content");
+}
+
+/// A plugin that changes `:path`: the request is routed again, and the backend gets the
+/// new target.
+#[test]
+fn a_rewritten_path_is_routed_again() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("public")).unwrap();
+    std::fs::write(
+        dir.path().join("path.wasm"),
+        request_headers_plugin(
+            "(drop (call $replace (i32.const 0) (i32.const 300) (i32.const 5) \
+             (i32.const 310) (i32.const 20)))",
+        ),
+    )
+    .unwrap();
+    let backend = echo_backend();
+    let yaml = format!(
+        "server:\n  listen_addr: \"127.0.0.1:0\"\nstatic_files:\n  root: \"public\"\n\
+         proxy:\n  backends:\n{}plugins:\n{}routes:\n  - path_prefix: \"/rewritten\"\n    \
+         upstream: \"default\"\n  - path_prefix: \"/\"\n    static: true\n",
+        backend.yaml_entry("b", "    "),
+        plugin_entry("path", "path.wasm", "")
+    );
+    let daemon = Daemon::start_in(dir.path(), &yaml);
+    let response = get(&daemon, "/original", "");
+    assert_eq!(response.status, 200, "{}", response.body_text());
+    assert_eq!(response.body_text(), "from backend");
+    let seen = backend.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].target, "/rewritten?by=plugin");
 }

@@ -290,30 +290,14 @@ impl<S: Transport> Connection<S> {
                     .await;
             }
         };
-        // The plugins' request callbacks, before the request goes anywhere: they may edit
-        // its head, read its body, or answer it themselves.
-        let mut early = None;
-        if let Some(plugins) = snapshot
-            .plugins
-            .as_ref()
-            .filter(|_| self.https_redirect_port(config).is_none())
-        {
-            let ran = self
-                .run_request_plugins(plugins, &mut head, &mut decoder, &mut exchange, config)
-                .instrument(request_span.clone())
-                .await;
-            if let Err(answer) = ran {
-                early = Some(answer);
-            }
-        }
-        let handled = match (early, self.https_redirect_port(config)) {
-            (Some(answer), _) => answer,
-            (None, Some(port)) => {
+        let handled = match self.https_redirect_port(config) {
+            Some(port) => {
                 exchange.series = snapshot.route_series(None);
                 crate::https_redirect::respond(&head, port)
             }
-            (None, None) => {
-                let (route_index, routed) = crate::routing::route_indexed(&head, &config.routes);
+            None => 'routed: {
+                let (mut route_index, routed) =
+                    crate::routing::route_indexed(&head, &config.routes);
                 exchange.series = snapshot.route_series(route_index);
                 exchange.route_index = route_index;
                 let mut refusal = None;
@@ -324,6 +308,35 @@ impl<S: Transport> Connection<S> {
                         refusal = verdict.refusal;
                     }
                 }
+                // The plugins' request callbacks, after the rate limit (a refused client
+                // costs no plugin) and before anything answers: they may edit the head,
+                // read the body, or answer themselves. The route decides their chain; the
+                // request is routed again after them, since they may change what routing
+                // reads.
+                let routed = match snapshot.plugins.as_ref().filter(|_| refusal.is_none()) {
+                    None => routed,
+                    Some(plugins) => {
+                        let ran = self
+                            .run_request_plugins(
+                                plugins,
+                                route_index,
+                                &mut head,
+                                &mut decoder,
+                                &mut exchange,
+                                config,
+                            )
+                            .instrument(request_span.clone())
+                            .await;
+                        if let Err(answer) = ran {
+                            break 'routed answer;
+                        }
+                        let (index, routed) = crate::routing::route_indexed(&head, &config.routes);
+                        route_index = index;
+                        exchange.series = snapshot.route_series(route_index);
+                        exchange.route_index = route_index;
+                        routed
+                    }
+                };
                 if let (
                     None,
                     Routed::Proxy {
@@ -845,15 +858,13 @@ impl<S: Transport> Connection<S> {
     async fn run_request_plugins(
         &mut self,
         plugins: &Arc<PluginSet>,
+        route_index: Option<usize>,
         head: &mut RequestHead,
         decoder: &mut BodyDecoder,
         exchange: &mut Exchange,
         config: &Config,
     ) -> Result<(), Result<Response, Fault>> {
         let limits = &config.server.limits;
-        // The route decides the chain; the request is routed again after the plugins, in
-        // case they changed what routing reads.
-        let (route_index, _) = crate::routing::route_indexed(head, &config.routes);
         let info = plugged::request_info(
             head,
             self.peer,
