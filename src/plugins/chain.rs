@@ -137,8 +137,9 @@ impl PluginRequest {
         }
     }
 
-    /// `proxy_on_request_headers` of every plugin in order.
-    pub fn on_request_headers(&mut self) -> Verdict {
+    /// `proxy_on_request_headers` of every plugin in order; `has_body`: a body follows.
+    pub fn on_request_headers(&mut self, has_body: bool) -> Verdict {
+        self.data.request_has_body = has_body;
         self.run(HttpCallback::RequestHeaders, |_| true)
     }
 
@@ -171,6 +172,8 @@ impl PluginRequest {
         map.extend(headers);
         self.data.response_headers = map;
         self.data.response_edited = false;
+        // 1xx, 204 and 304 carry no body (RFC 9110 §6.4.1); others may.
+        self.data.response_has_body = !(status < 200 || status == 204 || status == 304);
         self.data.properties.response_code = Some(status);
         self.data.properties.upstream = upstream.map(str::to_string);
         self.run(HttpCallback::ResponseHeaders, |_| true)

@@ -97,6 +97,10 @@ pub struct HttpData {
     pub response_headers: HeaderMap,
     pub request_body: Vec<u8>,
     pub response_body: Vec<u8>,
+    /// Whether a body follows the request head, the response head: the headers
+    /// callbacks' `end_of_stream` is its negation.
+    pub request_has_body: bool,
+    pub response_has_body: bool,
     /// Whether a host call changed the request head (it is then rebuilt once).
     pub request_edited: bool,
     pub response_edited: bool,

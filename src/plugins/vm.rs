@@ -219,7 +219,15 @@ impl Vm {
         let Some(func) = func else {
             return Ok(Action::Continue);
         };
-        let returned = self.with_data(data, |vm| vm.call(&func, (context, len_i32(count), 1)))?;
+        // Bodies are handed over whole: only a head followed by one is not the stream's end.
+        let end_of_stream = match callback {
+            HttpCallback::RequestHeaders => !data.request_has_body,
+            HttpCallback::ResponseHeaders => !data.response_has_body,
+            HttpCallback::RequestBody | HttpCallback::ResponseBody => true,
+        };
+        let returned = self.with_data(data, |vm| {
+            vm.call(&func, (context, len_i32(count), i32::from(end_of_stream)))
+        })?;
         Ok(if returned == 0 {
             Action::Continue
         } else {

@@ -875,7 +875,7 @@ impl<S: Transport> Connection<S> {
         let Some(mut request) = PluginRequest::start(plugins, route_index, info) else {
             return Ok(());
         };
-        let mut verdict = request.on_request_headers();
+        let mut verdict = request.on_request_headers(!decoder.is_done());
         let mut body_length = None;
         if matches!(verdict, Verdict::Continue) && request.wants_request_body() {
             let body = match self.read_whole_body(decoder, head, limits).await {
