@@ -6,7 +6,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use wasmtime::{Caller, Extern, Linker};
+use wasmtime::{Caller, Linker};
 
 use super::host::{
     deserialize_map, property, serialize_map, BufferKind, HostState, LocalResponse, MapKind, Status,
@@ -60,14 +60,14 @@ fn offset(value: i32) -> usize {
 
 /// `len` bytes of guest memory at `ptr`, copied out.
 fn read(caller: &mut Caller<'_, HostState>, ptr: i32, len: i32) -> Option<Vec<u8>> {
-    let memory = caller.get_export("memory")?.into_memory()?;
+    let memory = caller.data().memory?;
     let start = offset(ptr);
     let end = start.checked_add(offset(len))?;
     memory.data(&*caller).get(start..end).map(<[u8]>::to_vec)
 }
 
 fn write(caller: &mut Caller<'_, HostState>, ptr: i32, bytes: &[u8]) -> bool {
-    let Some(memory) = caller.get_export("memory").and_then(Extern::into_memory) else {
+    let Some(memory) = caller.data().memory else {
         return false;
     };
     memory.write(&mut *caller, offset(ptr), bytes).is_ok()
@@ -85,18 +85,17 @@ fn return_bytes(
     ptr_out: i32,
     len_out: i32,
 ) -> HostResult {
-    let allocate = caller
-        .get_export("malloc")
-        .or_else(|| caller.get_export("proxy_on_memory_allocate"))
-        .and_then(Extern::into_func);
-    let Some(allocate) = allocate else {
-        return code(Status::InvalidMemoryAccess);
-    };
-    let allocate = allocate.typed::<i32, i32>(&*caller)?;
     let Ok(len) = i32::try_from(bytes.len()) else {
         return code(Status::BadArgument);
     };
-    let address = allocate.call(&mut *caller, len)?;
+    // Taken out for the call (the guest may call back into the host meanwhile) and put
+    // back: no lookup by name, no clone of its type per call.
+    let Some(allocate) = caller.data_mut().allocate.take() else {
+        return code(Status::InvalidMemoryAccess);
+    };
+    let allocated = allocate.call(&mut *caller, len);
+    caller.data_mut().allocate = Some(allocate);
+    let address = allocated?;
     if (address == 0 && len != 0)
         || !write(caller, address, bytes)
         || !write_u32(caller, ptr_out, address as u32)

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use wasmtime::ResourceLimiter;
+use wasmtime::{Memory, ResourceLimiter, TypedFunc};
 
 use super::metrics::PluginMetrics;
 use crate::config::PluginConfig;
@@ -181,6 +181,10 @@ pub struct HostState {
     pub http: Option<HttpData>,
     /// What `proxy_set_tick_period_milliseconds` asked for (0: no ticks).
     pub tick_period_ms: u32,
+    /// The module's memory and allocator, looked up once when the instance starts rather
+    /// than by name on every host call.
+    pub memory: Option<Memory>,
+    pub allocate: Option<TypedFunc<i32, i32>>,
 }
 
 /// The memory limit of a store: a growth past it is refused with an error the callback

@@ -32,6 +32,17 @@ struct Exports {
     on_tick: Option<TypedFunc<i32, ()>>,
 }
 
+impl Exports {
+    fn http_callback(&self, callback: HttpCallback) -> Option<&TypedFunc<(i32, i32, i32), i32>> {
+        match callback {
+            HttpCallback::RequestHeaders => self.on_request_headers.as_ref(),
+            HttpCallback::RequestBody => self.on_request_body.as_ref(),
+            HttpCallback::ResponseHeaders => self.on_response_headers.as_ref(),
+            HttpCallback::ResponseBody => self.on_response_body.as_ref(),
+        }
+    }
+}
+
 /// Which HTTP callback to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HttpCallback {
@@ -88,6 +99,8 @@ impl Vm {
             plugin: Arc::clone(&shared),
             http: None,
             tick_period_ms: 0,
+            memory: None,
+            allocate: None,
         };
         let mut store = Store::new(engine(), state);
         store.limiter(|state| &mut state.memory_limit);
@@ -96,18 +109,17 @@ impl Vm {
             .pre
             .instantiate(&mut store)
             .map_err(|error| classify(&error, "instantiate"))?;
-        if instance.get_memory(&mut store, "memory").is_none() {
+        let Some(memory) = instance.get_memory(&mut store, "memory") else {
             return Err(PluginError::MissingExport("memory"));
-        }
-        if instance.get_func(&mut store, "malloc").is_none()
-            && instance
-                .get_func(&mut store, "proxy_on_memory_allocate")
-                .is_none()
-        {
-            return Err(PluginError::MissingExport(
-                "malloc or proxy_on_memory_allocate",
-            ));
-        }
+        };
+        let allocate = match export::<i32, i32>(&instance, &mut store, "malloc")? {
+            Some(malloc) => malloc,
+            None => export::<i32, i32>(&instance, &mut store, "proxy_on_memory_allocate")?.ok_or(
+                PluginError::MissingExport("malloc or proxy_on_memory_allocate"),
+            )?,
+        };
+        store.data_mut().memory = Some(memory);
+        store.data_mut().allocate = Some(allocate);
         let Some(on_context_create) = export(&instance, &mut store, "proxy_on_context_create")?
         else {
             return Err(PluginError::MissingExport("proxy_on_context_create"));
@@ -136,36 +148,46 @@ impl Vm {
             shared,
             last_tick: Instant::now(),
         };
+        let timeout = vm.shared.config.timeout;
         if let Some(initialize) = initialize {
-            vm.call(&initialize, ())?;
+            call_in(&mut vm.store, timeout, &initialize, ())?;
         }
-        let on_context_create = vm.exports.on_context_create.clone();
-        vm.call(&on_context_create, (ROOT_CONTEXT_ID, 0))?;
+        vm.call(|e| Some(&e.on_context_create), (ROOT_CONTEXT_ID, 0))?;
         let vm_configuration = len_i32(vm.shared.config.vm_configuration.len());
         if let Some(on_vm_start) = on_vm_start {
-            if vm.call(&on_vm_start, (ROOT_CONTEXT_ID, vm_configuration))? == 0 {
+            let started = (ROOT_CONTEXT_ID, vm_configuration);
+            if call_in(&mut vm.store, timeout, &on_vm_start, started)? == 0 {
                 return Err(PluginError::Refused("proxy_on_vm_start"));
             }
         }
         let configuration = len_i32(vm.shared.config.configuration.len());
         if let Some(on_configure) = on_configure {
-            if vm.call(&on_configure, (ROOT_CONTEXT_ID, configuration))? == 0 {
+            let configured = (ROOT_CONTEXT_ID, configuration);
+            if call_in(&mut vm.store, timeout, &on_configure, configured)? == 0 {
                 return Err(PluginError::Refused("proxy_on_configure"));
             }
         }
         Ok(vm)
     }
 
-    /// Run `func` under the plugin's time budget.
+    /// Run `func` under the plugin's time budget. The `TypedFunc`s stay borrowed where they
+    /// are: cloning one clones its registered type (a lock and a reference count), which
+    /// the profile of bench/plugins.sh showed at several percent of a request.
     fn call<P: WasmParams, R: WasmResults>(
         &mut self,
-        func: &TypedFunc<P, R>,
+        func: impl Fn(&Exports) -> Option<&TypedFunc<P, R>>,
         params: P,
-    ) -> Result<R, PluginError> {
-        self.store
-            .set_epoch_deadline(deadline_ticks(self.shared.config.timeout));
-        func.call(&mut self.store, params)
-            .map_err(|error| classify(&error, "call"))
+    ) -> Result<Option<R>, PluginError> {
+        let Vm {
+            store,
+            exports,
+            shared,
+            ..
+        } = self;
+        match func(exports) {
+            Some(func) => call_in(store, shared.config.timeout, func, params).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// A new HTTP context (child of the root); its id.
@@ -176,19 +198,13 @@ impl Vm {
             Some(next) => next,
             None => ROOT_CONTEXT_ID + 1,
         };
-        let create = self.exports.on_context_create.clone();
-        self.call(&create, (id, ROOT_CONTEXT_ID))?;
+        self.call(|e| Some(&e.on_context_create), (id, ROOT_CONTEXT_ID))?;
         Ok(id)
     }
 
     /// Whether the module exports the callback at all (an absent one is not called).
     pub fn has(&self, callback: HttpCallback) -> bool {
-        match callback {
-            HttpCallback::RequestHeaders => self.exports.on_request_headers.is_some(),
-            HttpCallback::RequestBody => self.exports.on_request_body.is_some(),
-            HttpCallback::ResponseHeaders => self.exports.on_response_headers.is_some(),
-            HttpCallback::ResponseBody => self.exports.on_response_body.is_some(),
-        }
+        self.exports.http_callback(callback).is_some()
     }
 
     /// Run an HTTP callback with the request's data in the store for its length.
@@ -198,26 +214,11 @@ impl Vm {
         context: i32,
         data: &mut HttpData,
     ) -> Result<Action, PluginError> {
-        let (func, count) = match callback {
-            HttpCallback::RequestHeaders => (
-                self.exports.on_request_headers.clone(),
-                data.request_headers.len(),
-            ),
-            HttpCallback::RequestBody => (
-                self.exports.on_request_body.clone(),
-                data.request_body.len(),
-            ),
-            HttpCallback::ResponseHeaders => (
-                self.exports.on_response_headers.clone(),
-                data.response_headers.len(),
-            ),
-            HttpCallback::ResponseBody => (
-                self.exports.on_response_body.clone(),
-                data.response_body.len(),
-            ),
-        };
-        let Some(func) = func else {
-            return Ok(Action::Continue);
+        let count = match callback {
+            HttpCallback::RequestHeaders => data.request_headers.len(),
+            HttpCallback::RequestBody => data.request_body.len(),
+            HttpCallback::ResponseHeaders => data.response_headers.len(),
+            HttpCallback::ResponseBody => data.response_body.len(),
         };
         // Bodies are handed over whole: only a head followed by one is not the stream's end.
         let end_of_stream = match callback {
@@ -226,33 +227,24 @@ impl Vm {
             HttpCallback::RequestBody | HttpCallback::ResponseBody => true,
         };
         let returned = self.with_data(data, |vm| {
-            vm.call(&func, (context, len_i32(count), i32::from(end_of_stream)))
+            vm.call(
+                |e| e.http_callback(callback),
+                (context, len_i32(count), i32::from(end_of_stream)),
+            )
         })?;
-        Ok(if returned == 0 {
-            Action::Continue
-        } else {
-            Action::Pause
+        Ok(match returned {
+            None | Some(0) => Action::Continue,
+            Some(_) => Action::Pause,
         })
     }
 
     /// The end of a request: `proxy_on_done`, `proxy_on_log`, `proxy_on_delete`.
     pub fn finish(&mut self, context: i32, data: &mut HttpData) -> Result<(), PluginError> {
-        let (on_log, on_done, on_delete) = (
-            self.exports.on_log.clone(),
-            self.exports.on_done.clone(),
-            self.exports.on_delete.clone(),
-        );
         self.with_data(data, |vm| {
             // Envoy's order, which the SDKs expect: done, then log, then delete.
-            if let Some(on_done) = &on_done {
-                vm.call(on_done, context)?;
-            }
-            if let Some(on_log) = &on_log {
-                vm.call(on_log, context)?;
-            }
-            if let Some(on_delete) = &on_delete {
-                vm.call(on_delete, context)?;
-            }
+            vm.call(|e| e.on_done.as_ref(), context)?;
+            vm.call(|e| e.on_log.as_ref(), context)?;
+            vm.call(|e| e.on_delete.as_ref(), context)?;
             Ok(())
         })
     }
@@ -262,15 +254,15 @@ impl Vm {
     /// worker's plugin is not woken, which costs a plugin nothing it could act on.
     fn tick_if_due(&mut self) -> Result<(), PluginError> {
         let period = self.store.data().tick_period_ms;
-        let Some(on_tick) = self.exports.on_tick.clone().filter(|_| period > 0) else {
+        if period == 0 || self.exports.on_tick.is_none() {
             return Ok(());
-        };
+        }
         let now = Instant::now();
         if now.duration_since(self.last_tick) < Duration::from_millis(u64::from(period)) {
             return Ok(());
         }
         self.last_tick = now;
-        self.call(&on_tick, ROOT_CONTEXT_ID)
+        self.call(|e| e.on_tick.as_ref(), ROOT_CONTEXT_ID).map(drop)
     }
 
     fn with_data<R>(
@@ -285,6 +277,18 @@ impl Vm {
         }
         result
     }
+}
+
+/// Run `func` in `store` with a deadline of `timeout` from now.
+fn call_in<P: WasmParams, R: WasmResults>(
+    store: &mut Store<HostState>,
+    timeout: Duration,
+    func: &TypedFunc<P, R>,
+    params: P,
+) -> Result<R, PluginError> {
+    store.set_epoch_deadline(deadline_ticks(timeout));
+    func.call(&mut *store, params)
+        .map_err(|error| classify(&error, "call"))
 }
 
 fn len_i32(len: usize) -> i32 {

@@ -4,7 +4,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use wasmtime::{Caller, Extern, Linker};
+use wasmtime::{Caller, Linker};
 
 use super::host::HostState;
 
@@ -33,7 +33,7 @@ pub const IMPLEMENTED: &[&str] = &[
 ];
 
 fn memory_of(caller: &mut Caller<'_, HostState>) -> Option<wasmtime::Memory> {
-    caller.get_export("memory").and_then(Extern::into_memory)
+    caller.data().memory
 }
 
 fn write(caller: &mut Caller<'_, HostState>, ptr: i32, bytes: &[u8]) -> bool {
