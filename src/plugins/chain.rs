@@ -22,8 +22,8 @@ pub struct RequestInfo {
     pub host: String,
     pub scheme: &'static str,
     pub id: Vec<u8>,
-    pub source: String,
-    pub destination: String,
+    pub source: std::net::SocketAddr,
+    pub destination: std::net::SocketAddr,
     /// The header fields as received, names lower-cased.
     pub headers: HeaderMap,
 }
@@ -109,9 +109,9 @@ impl PluginRequest {
 
     fn new(set: Arc<PluginSet>, chain: Vec<usize>, info: RequestInfo) -> PluginRequest {
         let mut request_headers = Vec::with_capacity(info.headers.len() + 4);
-        request_headers.push((METHOD.to_string(), info.method.clone().into_bytes()));
-        request_headers.push((PATH.to_string(), info.path.clone().into_bytes()));
-        request_headers.push((":authority".to_string(), info.host.clone().into_bytes()));
+        request_headers.push((METHOD.to_string(), info.method.into_bytes()));
+        request_headers.push((PATH.to_string(), info.path.into_bytes()));
+        request_headers.push((":authority".to_string(), info.host.into_bytes()));
         request_headers.push((":scheme".to_string(), info.scheme.as_bytes().to_vec()));
         request_headers.extend(info.headers);
         let slots = chain.iter().map(|_| Slot::default()).collect();
@@ -122,13 +122,10 @@ impl PluginRequest {
             data: HttpData {
                 request_headers,
                 properties: RequestProperties {
-                    method: info.method,
-                    path: info.path,
-                    host: info.host,
                     scheme: info.scheme,
                     id: info.id,
-                    source: info.source,
-                    destination: info.destination,
+                    source: Some(info.source),
+                    destination: Some(info.destination),
                     upstream: None,
                     response_code: None,
                 },

@@ -79,13 +79,12 @@ pub struct LocalResponse {
 /// What the properties of a request are, as `proxy_get_property` reads them.
 #[derive(Debug, Clone, Default)]
 pub struct RequestProperties {
-    pub method: String,
-    pub path: String,
-    pub host: String,
     pub scheme: &'static str,
     pub id: Vec<u8>,
-    pub source: String,
-    pub destination: String,
+    /// Formatted only when a plugin asks (formatting an address costs more than the rest
+    /// of the request's setup).
+    pub source: Option<std::net::SocketAddr>,
+    pub destination: Option<std::net::SocketAddr>,
     pub upstream: Option<String>,
     pub response_code: Option<u16>,
 }
@@ -294,22 +293,33 @@ pub fn property(path: &[u8], plugin: &PluginConfig, http: Option<&HttpData>) -> 
         [b"plugin_root_id"] => return text(&plugin.root_id),
         _ => {}
     }
-    let properties = &http?.properties;
+    let http = http?;
+    let properties = &http.properties;
+    // The request line's parts as they are now (a plugin may have changed them).
+    let pseudo = |name: &str| {
+        http.request_headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.clone())
+    };
     match segments.as_slice() {
-        [b"request", b"path"] => text(&properties.path),
-        [b"request", b"url_path"] => text(properties.path.split('?').next().unwrap_or_default()),
-        [b"request", b"method"] => text(&properties.method),
-        [b"request", b"host"] => text(&properties.host),
+        [b"request", b"path"] => pseudo(":path"),
+        [b"request", b"url_path"] => pseudo(":path").map(|path| {
+            let end = path.iter().position(|b| *b == b'?').unwrap_or(path.len());
+            path[..end].to_vec()
+        }),
+        [b"request", b"method"] => pseudo(":method"),
+        [b"request", b"host"] => pseudo(":authority"),
         [b"request", b"scheme"] => text(properties.scheme),
         [b"request", b"id"] => Some(properties.id.clone()),
         [b"request", b"protocol"] => text("HTTP/1.1"),
-        [b"request", b"headers", name] => http?
+        [b"request", b"headers", name] => http
             .request_headers
             .iter()
             .find(|(key, _)| key.as_bytes().eq_ignore_ascii_case(name))
             .map(|(_, value)| value.clone()),
-        [b"source", b"address"] => text(&properties.source),
-        [b"destination", b"address"] => text(&properties.destination),
+        [b"source", b"address"] => properties.source.and_then(|a| text(&a.to_string())),
+        [b"destination", b"address"] => properties.destination.and_then(|a| text(&a.to_string())),
         [b"upstream", b"address"] => properties.upstream.as_deref().and_then(text),
         // Envoy hands integers over as 8 little-endian bytes.
         [b"response", b"code"] => properties

@@ -43,8 +43,8 @@ pub(super) fn request_info(
         host: head.host().unwrap_or_default().to_string(),
         scheme: scheme.as_str(),
         id: request_id.to_vec(),
-        source: peer.to_string(),
-        destination: destination.to_string(),
+        source: peer,
+        destination,
         headers: head
             .fields()
             .map(|(name, value)| {
