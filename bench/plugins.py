@@ -5,18 +5,19 @@ the same Sentinel without plugins, side by side in one run (issue 21).
 Started by bench/plugins.sh (which installs the tools, builds Sentinel and the sample
 plugin); see bench/README.md.
 
-One nginx backend serves a 13-byte file on LOAD_CPUS; the two Sentinels (one worker each)
-run pinned to SERVER_CPUS, one at a time, their order alternating per round; wrk runs on
-LOAD_CPUS with 64 keep-alive connections. The plugin is examples/plugins/assemblyscript (the
-AssemblyScript SDK): it adds a request header and a response header to every request, and
-every response is checked to carry it. Server CPU comes from /proc (user + system).
+One nginx backend serves a 13-byte file on LOAD_CPUS; the three Sentinels (one worker
+each) run pinned to SERVER_CPUS, one at a time, their order alternating per round; wrk runs
+on LOAD_CPUS with 64 keep-alive connections. The plugins add a request header and a
+response header to every request: examples/plugins/assemblyscript (the AssemblyScript SDK;
+a response is checked to carry its header) and examples/plugins/wat/add_header.wat (the
+same by hand, no SDK: what the host itself costs). Server CPU comes from /proc.
 
 Python 3 standard library, plus `wrk` and `nginx`. Loopback only; ports are picked at run
 time; every run is bounded in time; only processes this script started are stopped, by PID.
 Environment:
 
     ROUNDS (3)  DURATION (5 s per run)  SERVER_CPUS (0)  LOAD_CPUS (1)
-    SENTINEL (target/release/sentinel)  NGINX  PLUGIN (the .wasm)
+    SENTINEL (target/release/sentinel)  NGINX  PLUGIN, WAT_PLUGIN (the .wasm files)
 
 >>> verdict(0.9), verdict(0.8), verdict(None)
 ('0.90 (≥ 0.85: **met**)', '0.80 (≥ 0.85: not met)', '–')
@@ -34,8 +35,10 @@ import run as common  # noqa: E402  (bench/run.py: /proc accounting, processes, 
 
 TARGET = 0.85
 CONNECTIONS = 64
-SYSTEMS = ("none", "plugin")
-NAMES = {"none": "Sentinel, no plugin", "plugin": "Sentinel, one header plugin"}
+SYSTEMS = ("none", "wat", "plugin")
+NAMES = {"none": "Sentinel, no plugin",
+         "wat": "Sentinel, one header plugin (hand-written WebAssembly)",
+         "plugin": "Sentinel, one header plugin (AssemblyScript SDK)"}
 
 
 def env_int(name, default):
@@ -54,7 +57,7 @@ def verdict(ratio):
     return f"{ratio:.2f} (≥ {TARGET}: {met})"
 
 
-def sentinel_conf(port, backend_port, plugin):
+def sentinel_conf(port, backend_port, plugin, wat_plugin=None):
     plugins = ""
     if plugin:
         plugins = f"""plugins:
@@ -62,6 +65,11 @@ def sentinel_conf(port, backend_port, plugin):
     path: "{plugin}"
     root_id: "example"
     configuration: "bench"
+"""
+    elif wat_plugin:
+        plugins = f"""plugins:
+  - name: "wat"
+    path: "{wat_plugin}"
 """
     return f"""server:
   listen_addr: "127.0.0.1:{port}"
@@ -104,10 +112,12 @@ def main():
     sentinel = os.environ.get("SENTINEL", "target/release/sentinel")
     nginx = os.environ.get("NGINX") or shutil.which("nginx")
     plugin = os.path.abspath(os.environ.get("PLUGIN", ""))
+    wat_plugin = os.path.abspath(os.environ.get("WAT_PLUGIN", ""))
     if not nginx:
         sys.exit("[bench] error: nginx not found")
-    if not os.path.isfile(plugin):
-        sys.exit(f"[bench] error: no plugin module at {plugin!r} (PLUGIN)")
+    for module, name in ((plugin, "PLUGIN"), (wat_plugin, "WAT_PLUGIN")):
+        if not os.path.isfile(module):
+            sys.exit(f"[bench] error: no plugin module at {module!r} ({name})")
     server_pin = ["taskset", "-c", server_cpus]
     load_pin = ["taskset", "-c", load_cpus]
     work = tempfile.mkdtemp(prefix="sentinel-bench-plugins-")
@@ -122,7 +132,7 @@ def main():
         for path in (work, root):
             os.chmod(path, 0o755)
         os.chmod(os.path.join(root, "small"), 0o644)
-        backend_port, none_port, plugin_port = common.free_ports(3)
+        backend_port, none_port, wat_port, plugin_port = common.free_ports(4)
         prefix = os.path.join(work, "nginx")
         conf = os.path.join(prefix, "nginx.conf")
         with open(conf, "w") as f:
@@ -131,13 +141,14 @@ def main():
                                  os.path.join(work, "nginx.log"), load_pin)
         processes.append(backend)
         common.wait_http(backend, backend_port, "/small")
-        ports = {"none": none_port, "plugin": plugin_port}
+        ports = {"none": none_port, "wat": wat_port, "plugin": plugin_port}
         servers = {}
         for system in SYSTEMS:
             path = os.path.join(work, f"{system}.yaml")
             with open(path, "w") as f:
                 f.write(sentinel_conf(ports[system], backend_port,
-                                      plugin if system == "plugin" else None))
+                                      plugin if system == "plugin" else None,
+                                      wat_plugin if system == "wat" else None))
             process = common.Process(f"sentinel-{system}", [sentinel, "--config", path],
                                      os.path.join(work, f"{system}.log"), server_pin)
             processes.append(process)
@@ -197,14 +208,18 @@ def report(results, rounds, duration):
     per_cpu = {s: median(r["req_per_cpu_s"] for r in results[s]) for s in SYSTEMS}
     rps = {s: median(r["rps"] for r in results[s]) for s in SYSTEMS}
     p99 = {s: median(r["p99_ms"] for r in results[s]) for s in SYSTEMS}
-    ratio = per_cpu["plugin"] / per_cpu["none"] if per_cpu["plugin"] and per_cpu["none"] else None
+    def ratio_of(system):
+        if per_cpu[system] and per_cpu["none"]:
+            return per_cpu[system] / per_cpu["none"]
+        return None
     print(f"## Plugins: proxy-small, {rounds} rounds × {duration} s, {CONNECTIONS} connections\n")
     print("| System | req/s | req/CPU-s | p99 ms |")
     print("|---|---:|---:|---:|")
     for system in SYSTEMS:
         print(f"| {NAMES[system]} | {rps[system] or 0:,.0f} | {per_cpu[system] or 0:,.0f} | "
               f"{p99[system] or 0:.2f} |")
-    print(f"\nreq/CPU-s with the plugin / without: {verdict(ratio)}")
+    print(f"\nreq/CPU-s with the SDK plugin / without: {verdict(ratio_of('plugin'))}")
+    print(f"req/CPU-s with the hand-written plugin / without: {verdict(ratio_of('wat'))}")
 
 
 if __name__ == "__main__":
