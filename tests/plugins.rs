@@ -721,3 +721,24 @@ fn a_rewritten_path_is_routed_again() {
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].target, "/rewritten?by=plugin");
 }
+
+/// The hand-written example (`examples/plugins/wat/add_header.wat`, the benchmark's minimal
+/// plugin) does what it says.
+#[test]
+fn the_hand_written_example_adds_both_headers() {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/plugins/wat/add_header.wat");
+    let wasm = wat::parse_file(&source).expect("the example assembles");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("add_header.wasm"), wasm).unwrap();
+    let backend = echo_backend();
+    let daemon = start(
+        dir.path(),
+        &backend,
+        &plugin_entry("wat", "add_header.wasm", ""),
+        "",
+    );
+    let response = get(&daemon, "/", "");
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header("x-wat-response"), Some("on"));
+    assert_eq!(backend.seen()[0].header("x-wat-request"), Some("on"));
+}
