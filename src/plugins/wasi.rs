@@ -158,7 +158,14 @@ pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             module,
             "random_get",
             |mut caller: Caller<'_, HostState>, ptr: i32, len: i32| -> i32 {
-                let mut bytes = vec![0u8; len as u32 as usize];
+                // Bounded by the guest's memory before anything is allocated: a plugin must
+                // not make the host allocate gigabytes with one call.
+                let (start, len) = (ptr as u32 as usize, len as u32 as usize);
+                let size = memory_of(&mut caller).map_or(0, |m| m.data_size(&caller));
+                if start.checked_add(len).is_none_or(|end| end > size) {
+                    return ERRNO_FAULT;
+                }
+                let mut bytes = vec![0u8; len];
                 random_bytes(&mut bytes);
                 if write(&mut caller, ptr, &bytes) {
                     ERRNO_SUCCESS
