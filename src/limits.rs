@@ -454,3 +454,7 @@ pub const PLUGIN_EPOCH_TICK: Duration = Duration::from_millis(1);
 /// How often the plugin files are looked at for a change (internal): a changed `.wasm`
 /// reloads its plugin within this interval.
 pub const PLUGIN_POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// Keys and values a plugin's shared data (`proxy_set_shared_data`) may hold in all
+/// (internal): it lives in the host's memory, outside `max_memory_bytes`. Past it a set that
+/// grows the data answers `BadArgument`.
+pub const MAX_PLUGIN_SHARED_DATA_BYTES: usize = 16 * 1024 * 1024;

@@ -136,31 +136,46 @@ impl HttpData {
 /// all the plugin's VMs (one per worker), each value with its compare-and-swap number.
 #[derive(Debug, Default)]
 pub struct SharedData {
-    entries: Mutex<HashMap<String, (Vec<u8>, u32)>>,
+    entries: Mutex<SharedEntries>,
+}
+
+#[derive(Debug, Default)]
+struct SharedEntries {
+    map: HashMap<String, (Vec<u8>, u32)>,
+    /// Keys and values held, against `MAX_PLUGIN_SHARED_DATA_BYTES`.
+    bytes: usize,
 }
 
 impl SharedData {
     pub fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries.get(key).cloned()
+        entries.map.get(key).cloned()
     }
 
     /// Set `key`; `cas` 0 sets unconditionally, another value only if it is the current one.
+    /// Past `MAX_PLUGIN_SHARED_DATA_BYTES` in all, a set that grows the data is refused
+    /// (`BadArgument`): the map lives in the host's memory, outside the plugin's limit.
     pub fn set(&self, key: &str, value: Vec<u8>, cas: u32) -> Status {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        match entries.get_mut(key) {
-            Some((_, current)) if cas != 0 && cas != *current => Status::CasMismatch,
+        let SharedEntries { map, bytes } = &mut *entries;
+        let old_len = map.get(key).map_or(0, |(old, _)| key.len() + old.len());
+        let total = (*bytes - old_len).saturating_add(key.len() + value.len());
+        if total > crate::limits::MAX_PLUGIN_SHARED_DATA_BYTES && total > *bytes {
+            return Status::BadArgument;
+        }
+        match map.get_mut(key) {
+            Some((_, current)) if cas != 0 && cas != *current => return Status::CasMismatch,
             Some(entry) => {
                 // 0 means "no CAS", so the counter skips it when it wraps.
                 let next = entry.1.wrapping_add(1).max(1);
                 *entry = (value, next);
-                Status::Ok
             }
             None => {
-                entries.insert(key.to_string(), (value, 1));
-                Status::Ok
+                map.insert(key.to_string(), (value, 1));
             }
         }
+        *bytes = total;
+        Status::Ok
     }
 }
 
@@ -364,5 +379,16 @@ mod tests {
         );
         assert_eq!(data.set("k", b"2".to_vec(), cas), Status::Ok);
         assert_eq!(data.get("k").map(|(v, _)| v), Some(b"2".to_vec()));
+    }
+
+    #[test]
+    fn shared_data_is_bounded() {
+        let data = SharedData::default();
+        let big = vec![0u8; crate::limits::MAX_PLUGIN_SHARED_DATA_BYTES / 2];
+        assert_eq!(data.set("a", big.clone(), 0), Status::Ok);
+        assert_eq!(data.set("b", big.clone(), 0), Status::BadArgument);
+        // Replacing a value with a smaller one is always allowed.
+        assert_eq!(data.set("a", b"small".to_vec(), 0), Status::Ok);
+        assert_eq!(data.set("b", big, 0), Status::Ok);
     }
 }
