@@ -458,3 +458,6 @@ pub const PLUGIN_POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// (internal): it lives in the host's memory, outside `max_memory_bytes`. Past it a set that
 /// grows the data answers `BadArgument`.
 pub const MAX_PLUGIN_SHARED_DATA_BYTES: usize = 16 * 1024 * 1024;
+/// Metrics one plugin may define (`proxy_define_metric`, internal): each is a series on
+/// `/metrics`. Past it a definition answers `BadArgument`.
+pub const MAX_PLUGIN_METRICS: usize = 1000;

@@ -573,7 +573,9 @@ fn link_metrics(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             let Some(name) = read(&mut caller, ptr, len) else {
                 return code(Status::InvalidMemoryAccess);
             };
-            let id = caller.data().plugin.metrics.define(kind, &text(&name));
+            let Some(id) = caller.data().plugin.metrics.define(kind, &text(&name)) else {
+                return code(Status::BadArgument);
+            };
             if !write_u32(&mut caller, out, id) {
                 return code(Status::InvalidMemoryAccess);
             }

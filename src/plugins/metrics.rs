@@ -60,18 +60,22 @@ pub struct PluginMetrics {
 }
 
 impl PluginMetrics {
-    /// The id of the metric `name` (the existing one when defined already).
-    pub fn define(&self, kind: MetricKind, name: &str) -> u32 {
+    /// The id of the metric `name` (the existing one when defined already); `None` past
+    /// `MAX_PLUGIN_METRICS` (each is a series on `/metrics` and memory in the host).
+    pub fn define(&self, kind: MetricKind, name: &str) -> Option<u32> {
         let mut defined = self.defined.write().unwrap_or_else(|p| p.into_inner());
         if let Some(index) = defined.iter().position(|m| m.name == name) {
-            return u32::try_from(index).unwrap_or(u32::MAX);
+            return u32::try_from(index).ok();
+        }
+        if defined.len() >= crate::limits::MAX_PLUGIN_METRICS {
+            return None;
         }
         defined.push(Arc::new(DefinedMetric {
             name: name.to_string(),
             kind,
             value: AtomicI64::new(0),
         }));
-        u32::try_from(defined.len() - 1).unwrap_or(u32::MAX)
+        u32::try_from(defined.len() - 1).ok()
     }
 
     pub fn get(&self, id: u32) -> Option<Arc<DefinedMetric>> {
