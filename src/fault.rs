@@ -41,6 +41,13 @@ pub enum Fault {
     Forward(ForwardError),
     /// The client is over its rate limit.
     RateLimited(Refusal),
+    /// A plugin failed under `on_error: fail_closed`, or left a request head that cannot
+    /// be sent; `status` is the plugin's `failure_status`.
+    Plugin {
+        plugin: std::sync::Arc<str>,
+        status: StatusCode,
+        reason: &'static str,
+    },
     /// A bug: a state the validated config rules out.
     Internal(&'static str),
 }
@@ -68,6 +75,7 @@ impl Fault {
             Fault::Forward(error) => forward_status(error),
             // RFC 6585 §4.
             Fault::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Fault::Plugin { status, .. } => *status,
             Fault::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -91,7 +99,8 @@ impl Fault {
                 Blame::Client
             }
             Fault::Forward(_) => Blame::Upstream,
-            Fault::Internal(_) => Blame::Server,
+            // Logged with its cause by the plugin host already; an operator must act.
+            Fault::Plugin { .. } | Fault::Internal(_) => Blame::Server,
         }
     }
 
@@ -165,6 +174,7 @@ impl fmt::Display for Fault {
                 refusal.policy(),
                 refusal.retry_after_secs
             ),
+            Fault::Plugin { plugin, reason, .. } => write!(f, "plugin {plugin:?}: {reason}"),
             Fault::Internal(what) => write!(f, "internal error: {what}"),
         }
     }
@@ -279,6 +289,7 @@ fn forward_status(error: &ForwardError) -> StatusCode {
         ) => StatusCode::BAD_GATEWAY,
         ForwardError::ClientBody(error) => body_status(*error),
         ForwardError::ClientBodyTimeout => StatusCode::REQUEST_TIMEOUT,
+        ForwardError::RefusedByPlugin(status) => *status,
     }
 }
 

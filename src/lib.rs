@@ -17,6 +17,7 @@ pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod pages;
+pub mod plugins;
 pub mod privileges;
 pub mod probe;
 pub mod proxy;

@@ -455,3 +455,29 @@ pub const DEFAULT_PROXY_PROTOCOL_TIMEOUT: Duration = Duration::from_secs(3);
 /// (cloud balancers add an endpoint id or TLS facts). Breach: closed and counted
 /// (`reason="oversized"`).
 pub const DEFAULT_PROXY_PROTOCOL_MAX_HEADER_BYTES: usize = 1024;
+
+/// A plugin's linear memory may grow to this many bytes (`plugins[].max_memory_bytes`); a
+/// `memory.grow` past it fails, and the plugin's failure policy (`on_error`) answers.
+pub const DEFAULT_PLUGIN_MAX_MEMORY_BYTES: u64 = 64 * 1024 * 1024;
+/// Largest `max_memory_bytes` accepted: a WebAssembly 1.0 memory is 32-bit (4 GiB).
+pub const MAX_PLUGIN_MEMORY_BYTES: u64 = 4 * 1024 * 1024 * 1024;
+/// Wall-clock budget of one plugin callback (`plugins[].timeout_ms`); past it the callback
+/// is interrupted (epoch interruption) and `on_error` answers.
+pub const DEFAULT_PLUGIN_TIMEOUT: Duration = Duration::from_millis(10);
+/// Longest `timeout_ms` accepted: a callback runs on a worker thread, which serves nothing
+/// else meanwhile.
+pub const MAX_PLUGIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Status of the answer when a `fail_closed` plugin fails (`plugins[].failure_status`).
+pub const DEFAULT_PLUGIN_FAILURE_STATUS: u16 = 500;
+/// How often the engine's epoch advances (internal): the granularity of `timeout_ms`.
+pub const PLUGIN_EPOCH_TICK: Duration = Duration::from_millis(1);
+/// How often the plugin files are looked at for a change (internal): a changed `.wasm`
+/// reloads its plugin within this interval.
+pub const PLUGIN_POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// Keys and values a plugin's shared data (`proxy_set_shared_data`) may hold in all
+/// (internal): it lives in the host's memory, outside `max_memory_bytes`. Past it a set that
+/// grows the data answers `BadArgument`.
+pub const MAX_PLUGIN_SHARED_DATA_BYTES: usize = 16 * 1024 * 1024;
+/// Metrics one plugin may define (`proxy_define_metric`, internal): each is a series on
+/// `/metrics`. Past it a definition answers `BadArgument`.
+pub const MAX_PLUGIN_METRICS: usize = 1000;

@@ -103,7 +103,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         for warning in &checked.warnings {
             eprintln!("sentinel: warning: {warning}");
         }
-        checked.result?;
+        let config = checked.result?;
+        // Plugins are loaded as a start would: one that does not compile, lacks an export
+        // or refuses its configuration fails the check.
+        if let Some(plugins) = &config.plugins {
+            sentinel::plugins::check(plugins).map_err(anyhow::Error::msg)?;
+        }
         println!(
             "sentinel: configuration file {} is valid",
             cli.config.display()
@@ -122,6 +127,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let config = Config::load(&cli.config, listen.as_deref())?;
     sentinel::logging::init(&config.logging);
+    if let Some(plugins) = &config.plugins {
+        sentinel::plugins::check(plugins)
+            .map_err(anyhow::Error::msg)
+            .context("cannot load the plugins")?;
+    }
     #[cfg(unix)]
     let (prebound, admin_listener) = {
         let passed = !inherited.is_empty();
@@ -303,6 +313,7 @@ async fn serve(
     if let Err(error) = reload::watch(Arc::clone(&reloader)) {
         tracing::warn!(%error, "cannot watch the config file; reload with SIGHUP");
     }
+    reload::plugins::watch(Arc::clone(&reloader));
     #[cfg(unix)]
     reload::reload_on_sighup(reloader).context("cannot watch SIGHUP")?;
     #[cfg(unix)]

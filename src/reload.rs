@@ -10,6 +10,7 @@
 //! inode a file watch would be attached to.
 
 pub mod certificates;
+pub mod plugins;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -21,6 +22,7 @@ use tokio::sync::mpsc;
 use crate::config::{Config, ConfigError, RouteTarget};
 use crate::limits::ADMIN_LISTEN_BACKLOG;
 use crate::metrics::ReloadResult;
+use crate::plugins::PluginSet;
 use crate::server::handover::Role;
 use crate::server::tls::{Look, TlsError};
 use crate::server::{bind_lone_listener, ServerHandle};
@@ -52,6 +54,11 @@ pub enum ReloadError {
     },
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error("plugin {plugin:?}: {error}")]
+    Plugin {
+        plugin: Arc<str>,
+        error: crate::plugins::PluginError,
+    },
 }
 
 /// Where a reload sends the admin listener's next listening socket (bound by the reload,
@@ -116,6 +123,9 @@ pub struct Reloader {
     /// it (a touch, another file in the directory, our own log file) cost a read, not a
     /// reload, and a rejected file is reported once, not on every event.
     last_text: Mutex<Option<Vec<u8>>>,
+    /// Held while a reload builds and swaps a snapshot: a config reload and a plugin file
+    /// reload must not both build on the same snapshot and lose one's changes.
+    swapping: Mutex<()>,
 }
 
 impl Reloader {
@@ -132,6 +142,7 @@ impl Reloader {
             server,
             admin,
             last_text: Mutex::new(last_text),
+            swapping: Mutex::new(()),
         }
     }
 
@@ -146,10 +157,23 @@ impl Reloader {
             }
             last.clone_from(&text);
         }
+        let _swapping = self.swapping.lock().unwrap_or_else(|p| p.into_inner());
         let current_snapshot = self.server.config.load_full();
         let current = &current_snapshot.config;
         let next = Config::load(&self.path, self.listen_override.as_deref())?;
         let changes = describe_changes(current, &next);
+        // Plugins load (compile, start, accept their configuration) before anything moves:
+        // a new plugin that cannot is a rejected reload; a changed one that cannot keeps
+        // its previous version.
+        let plugins = match next.plugins.as_ref() {
+            Some(plugins) => {
+                let previous = current_snapshot.plugins.as_deref();
+                let set = PluginSet::build(plugins, previous)
+                    .map_err(|(plugin, error)| ReloadError::Plugin { plugin, error })?;
+                Some(Arc::new(set))
+            }
+            None => None,
+        };
         // Everything that can fail is bound before anything moves: the admin socket is only
         // handed over once the main listener has moved too, and dropped (closed) otherwise.
         let admin_listener = match next.admin.as_ref().filter(|_| changes.admin_changed) {
@@ -223,10 +247,39 @@ impl Reloader {
         if let Err(error) = crate::access_log::configure(&next.logging) {
             tracing::error!(%error, "access log: cannot start the writer thread");
         }
-        let next = Arc::new(Snapshot::new(next, Some(&current_snapshot)));
+        let next = Arc::new(Snapshot::with_plugins(
+            next,
+            Some(&current_snapshot),
+            plugins,
+        ));
         self.server.config.store(Arc::clone(&next));
         next.start_health_checks();
         Ok(Some(changes))
+    }
+
+    /// Load the plugins whose `.wasm` file changed, under the running config, and swap
+    /// them in. A module that does not load keeps its previous version (logged once).
+    /// Whether anything was swapped.
+    pub fn reload_plugins(&self) -> bool {
+        let _swapping = self.swapping.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.server.config.load_full();
+        let (Some(config), Some(running)) = (&current.config.plugins, &current.plugins) else {
+            return false;
+        };
+        if !running.files_changed() {
+            return false;
+        }
+        let set = match PluginSet::build(config, Some(running)) {
+            Ok(set) => set,
+            Err((plugin, error)) => {
+                tracing::error!(%plugin, %error, "plugin not reloaded");
+                return false;
+            }
+        };
+        let next =
+            Snapshot::with_plugins(current.config.clone(), Some(&current), Some(Arc::new(set)));
+        self.server.config.store(Arc::new(next));
+        true
     }
 
     /// Reload and log the outcome, one line either way.

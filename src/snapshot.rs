@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 use crate::cache::state::CacheState;
 use crate::config::Config;
 use crate::metrics::{GroupSeries, RouteSeries};
+use crate::plugins::PluginSet;
 use crate::proxy::upstream::{start_health_checks, Upstream};
 use crate::ratelimit::RateLimits;
 use crate::static_files::{FileCache, SidecarLimits};
@@ -29,6 +30,9 @@ pub struct Snapshot {
     pub rate_limits: Option<Arc<RateLimits>>,
     /// The response cache's store and misses in flight, when `cache` is configured.
     pub cache: Option<Arc<CacheState>>,
+    /// The loaded proxy-wasm plugins, when any is configured: `None` costs a request one
+    /// check.
+    pub plugins: Option<Arc<PluginSet>>,
     /// Each route's metrics series, at its index in `config.routes`; empty when metrics
     /// are off.
     route_series: Vec<Option<RouteSeries>>,
@@ -40,6 +44,30 @@ impl Snapshot {
     /// connections, health and statistics; the same static root under the same cache limits
     /// keeps its file cache (entries are revalidated on every hit anyway).
     pub fn new(config: Config, previous: Option<&Snapshot>) -> Snapshot {
+        let plugins = match config.plugins.as_ref() {
+            None => None,
+            Some(plugins) => {
+                match PluginSet::build(plugins, previous.and_then(|p| p.plugins.as_deref())) {
+                    Ok(set) => Some(Arc::new(set)),
+                    Err((plugin, error)) => {
+                        // Startup and reloads check the plugins before they get here; this
+                        // is a file that changed in between.
+                        tracing::error!(%plugin, %error, "plugins not loaded");
+                        None
+                    }
+                }
+            }
+        };
+        Snapshot::with_plugins(config, previous, plugins)
+    }
+
+    /// As [`Snapshot::new`], with the plugins loaded already (by a reload that had to know
+    /// they load before swapping).
+    pub fn with_plugins(
+        config: Config,
+        previous: Option<&Snapshot>,
+        plugins: Option<Arc<PluginSet>>,
+    ) -> Snapshot {
         let previous_upstreams = previous.map_or(&[][..], |p| &p.upstreams[..]);
         let upstreams = config
             .proxy
@@ -106,6 +134,7 @@ impl Snapshot {
             file_cache,
             rate_limits,
             cache,
+            plugins,
             route_series,
         }
     }

@@ -759,7 +759,7 @@ fn a_misspelt_key_or_value_gets_a_suggestion() {
         ("server: {}\nstatic_files:\n  root: public\n  error_pages:\n    not_fund: x\n", ":5: static_files.error_pages: unknown key \"not_fund\" (did you mean \"not_found\"?)"),
         ("server:\n  runtime: per-core\n", ":2: server.runtime: unknown value \"per-core\" (did you mean \"per_core\"? expected shared or per_core)"),
         // Nothing near: the accepted names instead of a wild guess.
-        ("server: {}\nstatics: {}\n", ":2: unknown key \"statics\" (expected one of server, static_files, proxy, routes, admin, tls, logging, rate_limit, cache, compression)"),
+        ("server: {}\nstatics: {}\n", ":2: unknown key \"statics\" (expected one of server, static_files, proxy, routes, admin, tls, logging, rate_limit, cache, compression, plugins)"),
         ("server: {}\nlogging:\n  colour: true\n", ":3: logging: unknown key \"colour\" (expected one of level, format, access_log, access_log_format, access_log_path, access_log_buffer_bytes, access_log_flush_ms, request_id)"),
         ("server:\n  runtime: threads\n", ":2: server.runtime: unknown value \"threads\" (expected shared or per_core)"),
     ];

@@ -67,6 +67,7 @@ pub fn render(snapshot: Arc<Snapshot>, format: Format) -> Result<String, std::fm
     registry.register_collector(Box::new(BackendGauges(Arc::clone(&snapshot))));
     registry.register_collector(Box::new(super::cache::CacheCounters(Arc::clone(&snapshot))));
     registry.register_collector(Box::new(RateLimitCounters(snapshot)));
+    registry.register_collector(Box::new(super::plugin_counters::PluginCounters));
     registry.register_collector(Box::new(ProcessMetrics));
     registry.register_collector(Box::new(crate::access_log::AccessLogCounters));
     registry.register_collector(Box::new(

@@ -17,6 +17,7 @@ mod backends;
 mod cache;
 mod dashboard;
 mod exposition;
+mod plugin_counters;
 mod rate_limit_counters;
 
 pub use auth::tokens_match;

@@ -7,6 +7,7 @@ mod cache;
 mod compression;
 mod listener;
 mod locate;
+mod plugins;
 mod proxy;
 mod ratelimit;
 mod raw;
@@ -19,6 +20,7 @@ pub use backend_tls::{BackendTls, TlsRoots};
 pub use cache::CacheConfig;
 pub use compression::CompressionConfig;
 pub use listener::ProxyProtocolConfig;
+pub use plugins::{OnError, PluginConfig, PluginsConfig};
 pub use proxy::{
     BackendConfig, ProxyConfig, RouteConfig, RouteTarget, DEFAULT_UPSTREAM, UNROUTED_NAME,
 };
@@ -244,6 +246,8 @@ pub struct Config {
     pub cache: Option<CacheConfig>,
     /// Response compression; off when `None` (no `compression` section).
     pub compression: Option<CompressionConfig>,
+    /// proxy-wasm plugins; `None` when none is defined (then requests pay nothing for them).
+    pub plugins: Option<PluginsConfig>,
 }
 
 /// Where and how the admin endpoints are served (`admin`).
@@ -651,6 +655,7 @@ impl Validator<'_> {
         let rate_limit = self.rate_limit(raw.rate_limit.as_ref(), &raw.routes, routes.len());
         let cache = self.cache(raw.cache.as_ref(), &raw.routes, routes.len());
         let compression = self.compression(raw.compression.as_ref(), &raw.routes, routes.len());
+        let plugins = self.plugins(&raw.plugins, &raw.routes, routes.len());
         if static_files.is_none() && proxy.is_none() {
             self.report(
                 "static_files",
@@ -707,6 +712,7 @@ impl Validator<'_> {
             rate_limit,
             cache,
             compression,
+            plugins,
         };
         match ConfigError::from_all(self.path, self.errors.take()) {
             None => Ok(config),

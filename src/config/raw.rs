@@ -35,6 +35,9 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub cache: Option<RawCache>,
     pub compression: Option<RawCompression>,
+    /// proxy-wasm plugins applied to every request (config/plugins.rs).
+    #[serde(default)]
+    pub plugins: Vec<RawPlugin>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -667,6 +670,45 @@ pub(super) struct RawRoute {
     /// `false`: never compress this route's responses (proxied ones included).
     #[serde(default = "default_true")]
     pub compression: bool,
+    /// The plugins this route runs, by name, instead of the global list (`[]`: none).
+    pub plugins: Option<Vec<String>>,
+}
+
+/// One entry of `plugins`: a proxy-wasm module and what it is given.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPlugin {
+    pub name: String,
+    pub path: String,
+    pub root_id: Option<String>,
+    #[serde(default)]
+    pub configuration: String,
+    #[serde(default)]
+    pub vm_configuration: String,
+    #[serde(default = "default_plugin_on_error")]
+    pub on_error: String,
+    #[serde(default = "default_plugin_failure_status")]
+    pub failure_status: u16,
+    #[serde(default = "default_plugin_max_memory_bytes")]
+    pub max_memory_bytes: u64,
+    #[serde(default = "default_plugin_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_plugin_on_error() -> String {
+    "fail_closed".into()
+}
+
+fn default_plugin_failure_status() -> u16 {
+    limits::DEFAULT_PLUGIN_FAILURE_STATUS
+}
+
+fn default_plugin_max_memory_bytes() -> u64 {
+    limits::DEFAULT_PLUGIN_MAX_MEMORY_BYTES
+}
+
+fn default_plugin_timeout_ms() -> u64 {
+    millis(limits::DEFAULT_PLUGIN_TIMEOUT)
 }
 
 /// `compression`; absent means off.

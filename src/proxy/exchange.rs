@@ -59,6 +59,50 @@ pub struct Destination<'a> {
     pub request_id: Option<&'a [u8]>,
     /// Compression of the response, unless off or the route opted out.
     pub compression: Option<&'a Settings>,
+    /// What sees and may change the response head before it goes to the client (the
+    /// plugins); `None` costs nothing.
+    pub response_hook: Option<&'a dyn ResponseHook>,
+}
+
+/// Something the response head passes by before it is relayed: the proxy-wasm plugins.
+/// A trait here so the proxy does not import the layer above it.
+pub trait ResponseHook: Send + Sync {
+    /// `fields` are the backend's, as received; `upstream` the backend's address.
+    fn on_response_head(
+        &self,
+        status: StatusCode,
+        fields: &mut dyn Iterator<Item = (&[u8], &[u8])>,
+        upstream: &str,
+    ) -> HeadEdit;
+
+    /// Whether the hook asked, in `on_response_head`, for the whole response body.
+    fn wants_response_body(&self) -> bool;
+
+    /// The whole response body (read up to the body limit); what to send instead.
+    fn on_response_body(&self, body: Vec<u8>) -> BodyEdit;
+}
+
+/// What became of a response body the hook asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyEdit {
+    /// Send these bytes as the body (with a `Content-Length` of their own).
+    Send(Vec<u8>),
+    /// Send nothing of it: answer the client with this status.
+    Refuse(StatusCode),
+}
+
+/// What became of a response head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeadEdit {
+    /// Relay it as it is.
+    Keep,
+    /// Relay this status and these fields instead (the framing stays the backend's).
+    Replace {
+        status: StatusCode,
+        fields: Vec<(Vec<u8>, Vec<u8>)>,
+    },
+    /// Relay nothing: answer the client with this status.
+    Refuse(StatusCode),
 }
 
 impl Destination<'_> {
@@ -133,6 +177,9 @@ pub enum ForwardError {
     ClientBody(BodyError),
     #[error("request body timed out")]
     ClientBodyTimeout,
+    /// A plugin refused the response (it failed under `on_error: fail_closed`).
+    #[error("a plugin refused the response")]
+    RefusedByPlugin(StatusCode),
 }
 
 /// What went wrong with one backend before its response could be relayed.

@@ -4,6 +4,7 @@
 
 pub mod active;
 pub mod breaker;
+mod buffered;
 pub mod exchange;
 pub mod forward;
 pub mod headers;

@@ -9,7 +9,11 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::AsyncReadExt;
 
-use super::exchange::{Client, Destination, Outcome, RELAY_BUFFER_BYTES};
+use super::buffered::{read_body, BufferError};
+use super::exchange::{
+    BodyEdit, Client, Destination, ForwardError, HeadEdit, Outcome, ResponseHook, UpstreamError,
+    RELAY_BUFFER_BYTES,
+};
 use super::headers::{encode_response_head, AddedFields, Recoding};
 use super::log_limit::admit_failure;
 use super::stream::UpstreamStream;
@@ -20,7 +24,9 @@ use crate::http::body::{BodyDecoder, BodyLimits, ChunkedDecoder, Step};
 use crate::http::date::with_http_date;
 use crate::http::persistence::Persistence;
 use crate::http::request::{Method, RequestHead, Version};
-use crate::http::response_parser::{DeclaredFraming, ParsedResponse};
+use crate::http::response_parser::{
+    parse_response, DeclaredFraming, ParsedResponse, ResponseLimits, ResponseStatus,
+};
 use crate::http::writer::{
     encode_chunk_header, ConnectionState, ResponseFraming, CHUNK_DATA_END, LAST_CHUNK,
 };
@@ -110,13 +116,75 @@ pub(super) async fn relay_response<S: Transport>(
         framings.client = ResponseFraming::Chunked;
     }
     let keep_alive = client.keep_alive && !framings.client_until_close;
+    // The plugins see the head first; what they change is relayed instead (the framing,
+    // decided above from the backend's head, stays).
+    let edited = match destination.response_hook {
+        None => None,
+        Some(hook) => {
+            let mut fields = response
+                .headers
+                .iter()
+                .map(|h| (h.name.slice(response_head), h.value.slice(response_head)));
+            match hook.on_response_head(response.status, &mut fields, &backend.address) {
+                HeadEdit::Keep => None,
+                HeadEdit::Replace { status, fields } => edited_head(
+                    &response,
+                    response_head,
+                    status,
+                    &fields,
+                    &destination.response_limits,
+                ),
+                HeadEdit::Refuse(status) => {
+                    return Outcome::Failed {
+                        error: ForwardError::RefusedByPlugin(status),
+                        // The backend's body is unread: neither side's connection is reused.
+                        persistence: Persistence::Close,
+                        backend: Some(Arc::clone(&backend.name)),
+                    };
+                }
+            }
+        }
+    };
+    // A plugin that asked for the body gets it whole before anything is sent (not on a
+    // caching route: the cache stores what the backend sent, as it streams).
+    let buffering = destination
+        .response_hook
+        .filter(|hook| hook.wants_response_body())
+        .zip(framings.upstream)
+        .filter(|_| destination.cache.is_none());
+    if let Some((hook, upstream_framing)) = buffering {
+        let (parsed, client_head) =
+            edited.unwrap_or_else(|| (response.clone(), BytesMut::from(response_head)));
+        buf.advance(head_len);
+        let head_out = HeadOut {
+            parsed: &parsed,
+            bytes: &client_head,
+            keep_alive,
+        };
+        return relay_buffered(
+            client,
+            head,
+            upstream,
+            &response,
+            head_out,
+            buf,
+            attempt,
+            destination,
+            (hook, upstream_framing),
+        )
+        .await;
+    }
+    let (client_response, client_head) = match &edited {
+        Some((parsed, bytes)) => (parsed, &bytes[..]),
+        None => (&response, response_head),
+    };
     // Room for the fields we add and a small body behind the head (see `Relay::send`).
     let mut out = BytesMut::with_capacity(response_head.len() + COPY_BEHIND_STAGED_BYTES);
     with_http_date(|date| {
         encode_response_head(
             &mut out,
-            &response,
-            response_head,
+            client_response,
+            client_head,
             framings.client,
             ConnectionState {
                 request_version: head.version(),
@@ -160,7 +228,8 @@ pub(super) async fn relay_response<S: Transport>(
         None => None,
     };
     buf.advance(head_len);
-    let status = response.status;
+    // The status the client gets (a plugin may have changed the backend's).
+    let status = client_response.status;
     let backend_name = Arc::clone(&backend.name);
     let Some(upstream_framing) = framings.upstream else {
         let sent =
@@ -254,6 +323,147 @@ pub(super) async fn relay_response<S: Transport>(
                 persistence: Persistence::Close,
                 backend: backend_name,
             }
+        }
+    }
+}
+
+/// The response head to send on the buffered path.
+struct HeadOut<'a> {
+    parsed: &'a ParsedResponse,
+    bytes: &'a [u8],
+    keep_alive: bool,
+}
+
+/// The response when a plugin asked for its body: read whole (up to the client body
+/// limit), handed to the plugin, then sent with a `Content-Length` of its own, uncompressed.
+/// Nothing has reached the client before the plugin decided, so a failure is still an
+/// error page.
+#[allow(clippy::too_many_arguments)]
+async fn relay_buffered<S: Transport>(
+    client: &mut Client<'_, S>,
+    head: &RequestHead,
+    mut upstream: UpstreamStream,
+    response: &ParsedResponse,
+    head_out: HeadOut<'_>,
+    buf: &mut BytesMut,
+    attempt: &Attempt<'_>,
+    destination: &Destination<'_>,
+    (hook, framing): (&dyn ResponseHook, DeclaredFraming),
+) -> Outcome {
+    let backend = attempt.backend;
+    let failed = |error| Outcome::Failed {
+        error,
+        // The backend's connection is not reused after a failure; the client's is fine.
+        persistence: Persistence::keep_if(head_out.keep_alive),
+        backend: Some(Arc::clone(&backend.name)),
+    };
+    let limit = client.limits.max_body_bytes;
+    let body = match read_body(
+        &mut upstream,
+        buf,
+        framing,
+        destination.route.read_timeout,
+        limit,
+    )
+    .await
+    {
+        Ok(body) => body,
+        Err(BufferError::TooLarge(limit)) => {
+            tracing::warn!(backend = %backend.name, limit, "a response body a plugin asked for is over the body limit");
+            return failed(ForwardError::RefusedByPlugin(
+                crate::http::response::StatusCode::BAD_GATEWAY,
+            ));
+        }
+        Err(BufferError::Upstream(error)) => {
+            attempt.fail("failed mid-response", None);
+            return failed(ForwardError::Upstream(UpstreamError::NoResponse(error)));
+        }
+    };
+    if buf.is_empty() && response.keeps_alive() && framing != DeclaredFraming::UntilClose {
+        backend.pool.put(upstream);
+    }
+    let body = match hook.on_response_body(body) {
+        BodyEdit::Send(body) => body,
+        BodyEdit::Refuse(status) => return failed(ForwardError::RefusedByPlugin(status)),
+    };
+    let mut out = BytesMut::with_capacity(head_out.bytes.len() + 128 + body.len());
+    with_http_date(|date| {
+        encode_response_head(
+            &mut out,
+            head_out.parsed,
+            head_out.bytes,
+            ResponseFraming::Length(body.len() as u64),
+            ConnectionState {
+                request_version: head.version(),
+                keep_alive: head_out.keep_alive,
+            },
+            date,
+            AddedFields {
+                backend_header: destination
+                    .backend_header
+                    .map(|name| (name, &*backend.name)),
+                request_id: destination.request_id,
+                recoding: Recoding::NONE,
+            },
+        )
+    });
+    out.extend_from_slice(&body);
+    let sent =
+        write_all_with_progress(client.stream, &mut &out[..], client.limits.write_timeout).await;
+    Outcome::Responded {
+        status: head_out.parsed.status,
+        body_bytes: if sent.is_ok() { body.len() as u64 } else { 0 },
+        persistence: Persistence::keep_if(head_out.keep_alive && sent.is_ok()),
+        backend: Arc::clone(&backend.name),
+    }
+}
+
+/// The response head a plugin asked for, parsed as a backend's would be: `status`, its
+/// `fields`, and the backend's own framing fields (a plugin cannot change how the body
+/// that follows is delimited). `None` (the backend's head is relayed) when the result does
+/// not parse; the plugin host has logged what the plugin did.
+fn edited_head(
+    response: &ParsedResponse,
+    response_head: &[u8],
+    status: crate::http::response::StatusCode,
+    fields: &[(Vec<u8>, Vec<u8>)],
+    limits: &ResponseLimits,
+) -> Option<(ParsedResponse, BytesMut)> {
+    let is_framing = |name: &[u8]| {
+        name.eq_ignore_ascii_case(b"content-length")
+            || name.eq_ignore_ascii_case(b"transfer-encoding")
+    };
+    let mut head = BytesMut::with_capacity(response_head.len() + 256);
+    head.put_slice(b"HTTP/1.1 ");
+    head.put_slice(status.as_u16().to_string().as_bytes());
+    head.put_slice(b" ");
+    head.put_slice(status.reason().as_bytes());
+    head.put_slice(b"\r\n");
+    let put = |head: &mut BytesMut, name: &[u8], value: &[u8]| {
+        head.put_slice(name);
+        head.put_slice(b": ");
+        head.put_slice(value);
+        head.put_slice(b"\r\n");
+    };
+    for header in &response.headers {
+        let name = header.name.slice(response_head);
+        if is_framing(name) {
+            put(&mut head, name, header.value.slice(response_head));
+        }
+    }
+    for (name, value) in fields {
+        if !is_framing(name) {
+            put(&mut head, name, value);
+        }
+    }
+    head.put_slice(b"\r\n");
+    match parse_response(&head, limits) {
+        Ok(ResponseStatus::Complete(parsed, _)) if parsed.framing == response.framing => {
+            Some((parsed, head))
+        }
+        _ => {
+            tracing::warn!("a plugin's response head does not parse; the backend's is relayed");
+            None
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 mod cached;
+mod plugged;
 
 use crate::access_log::{Record, RequestLine, RouteLabel, TextRoute};
 use crate::buffer_pool;
@@ -36,6 +37,8 @@ use crate::http::writer::{
 use crate::limits::DEFAULT_READ_CHUNK_BYTES;
 use crate::limits::{DEFAULT_MAX_RESPONSE_HEAD_BYTES, MAX_RESPONSE_HEADERS};
 use crate::metrics::RouteSeries;
+use crate::plugins::{PluginRequest, PluginSet, Verdict};
+use crate::proxy::exchange::ResponseHook;
 use crate::proxy::forward::{forward, Client, Destination, Outcome};
 use crate::ratelimit::Note as RateNote;
 use crate::request_id::RequestId;
@@ -165,6 +168,12 @@ struct Exchange {
     request_id: RequestId,
     /// The index of the route that took the request, for the access log.
     route_index: Option<usize>,
+    /// The plugins the request runs through (`None`: none, at no cost). Shared with the
+    /// proxy's response hook for the length of a forward.
+    plugins: Option<Arc<Mutex<PluginRequest>>>,
+    /// Response fields a plugin named that a `Response` cannot hold (it names its fields
+    /// with static strings): written after the status line.
+    plugin_fields: Vec<(Bytes, Bytes)>,
 }
 
 impl Exchange {
@@ -187,6 +196,8 @@ impl Exchange {
                 RequestId::Off
             },
             route_index: None,
+            plugins: None,
+            plugin_fields: Vec::new(),
         }
     }
 
@@ -234,7 +245,7 @@ impl<S: Transport> Connection<S> {
     }
 
     /// Handle one request end to end, and say what becomes of the connection.
-    async fn serve_request(&mut self, head: RequestHead) -> Persistence {
+    async fn serve_request(&mut self, mut head: RequestHead) -> Persistence {
         let snapshot = self.snapshot.load_full();
         let config = &snapshot.config;
         let limits = &config.server.limits;
@@ -259,6 +270,8 @@ impl<S: Transport> Connection<S> {
             }),
             request_id: RequestId::Off,
             route_index: None,
+            plugins: None,
+            plugin_fields: Vec::new(),
         };
         if config.logging.request_id {
             exchange.request_id = request_id_of(&head);
@@ -269,7 +282,7 @@ impl<S: Transport> Connection<S> {
             target = head.target()
         );
 
-        let decoder = match BodyDecoder::for_request(head.framing(), limits.body_limits()) {
+        let mut decoder = match BodyDecoder::for_request(head.framing(), limits.body_limits()) {
             Ok(decoder) => decoder,
             Err(error) => {
                 exchange.abandon_body();
@@ -283,8 +296,9 @@ impl<S: Transport> Connection<S> {
                 exchange.series = snapshot.route_series(None);
                 crate::https_redirect::respond(&head, port)
             }
-            None => {
-                let (route_index, routed) = crate::routing::route_indexed(&head, &config.routes);
+            None => 'routed: {
+                let (mut route_index, routed) =
+                    crate::routing::route_indexed(&head, &config.routes);
                 exchange.series = snapshot.route_series(route_index);
                 exchange.route_index = route_index;
                 let mut refusal = None;
@@ -295,6 +309,35 @@ impl<S: Transport> Connection<S> {
                         refusal = verdict.refusal;
                     }
                 }
+                // The plugins' request callbacks, after the rate limit (a refused client
+                // costs no plugin) and before anything answers: they may edit the head,
+                // read the body, or answer themselves. The route decides their chain; the
+                // request is routed again after them, since they may change what routing
+                // reads.
+                let routed = match snapshot.plugins.as_ref().filter(|_| refusal.is_none()) {
+                    None => routed,
+                    Some(plugins) => {
+                        let ran = self
+                            .run_request_plugins(
+                                plugins,
+                                route_index,
+                                &mut head,
+                                &mut decoder,
+                                &mut exchange,
+                                config,
+                            )
+                            .instrument(request_span.clone())
+                            .await;
+                        if let Err(answer) = ran {
+                            break 'routed answer;
+                        }
+                        let (index, routed) = crate::routing::route_indexed(&head, &config.routes);
+                        route_index = index;
+                        exchange.series = snapshot.route_series(route_index);
+                        exchange.route_index = route_index;
+                        routed
+                    }
+                };
                 if let (
                     None,
                     Routed::Proxy {
@@ -316,6 +359,7 @@ impl<S: Transport> Connection<S> {
                     };
                     // A reference count, so the exchange stays free to change below.
                     let request_id = exchange.request_id.clone();
+                    let plugins = exchange.plugins.clone();
                     let destination = Destination {
                         upstream,
                         route,
@@ -335,6 +379,7 @@ impl<S: Transport> Connection<S> {
                             .compression
                             .as_ref()
                             .and_then(|c| c.for_route(route_index)),
+                        response_hook: plugins.as_deref().map(|p| p as &dyn ResponseHook),
                     };
                     let caching = snapshot.cache.as_ref().filter(|cache| {
                         route_index.is_some_and(|index| cache.config.route_enabled(index))
@@ -442,9 +487,23 @@ impl<S: Transport> Connection<S> {
         config: &Config,
         request_span: &tracing::Span,
     ) -> Persistence {
+        let (response, plugin_fields) = match &exchange.plugins {
+            None => (response, Vec::new()),
+            Some(plugins) => match plugged::edit_local_response(
+                plugins,
+                response,
+                config.server.limits.max_body_bytes,
+            ) {
+                Ok(edited) => edited,
+                Err(fault) => {
+                    request_span.in_scope(|| fault.log(self.peer, Some(head.target())));
+                    (fault.response(&config.error_pages), Vec::new())
+                }
+            },
+        };
         let status = response.status;
         let outcome = Box::pin(
-            self.write_response(response, exchange, config)
+            self.write_response(response, exchange, &plugin_fields, config)
                 .instrument(request_span.clone()),
         )
         .await;
@@ -531,6 +590,12 @@ impl<S: Transport> Connection<S> {
         bytes: u64,
         exchange: &Exchange,
     ) {
+        if let Some(plugins) = &exchange.plugins {
+            plugins
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .finish(status);
+        }
         let access_log = config.logging.access_log;
         if exchange.series.is_none() && !access_log {
             return;
@@ -802,6 +867,132 @@ impl<S: Transport> Connection<S> {
         }
     }
 
+    /// The plugins' request callbacks: headers, then the whole body when one asked for it.
+    /// `Err` carries the answer when they stopped the request (a local response, or the
+    /// fault of a `fail_closed` plugin); the head and decoder are replaced when they edited
+    /// the head or the body.
+    async fn run_request_plugins(
+        &mut self,
+        plugins: &Arc<PluginSet>,
+        route_index: Option<usize>,
+        head: &mut RequestHead,
+        decoder: &mut BodyDecoder,
+        exchange: &mut Exchange,
+        config: &Config,
+    ) -> Result<(), Result<Response, Fault>> {
+        let limits = &config.server.limits;
+        let info = plugged::request_info(
+            head,
+            self.peer,
+            self.stream.scheme(),
+            &exchange.request_id,
+            config.server.listen_addr,
+        );
+        let Some(mut request) = PluginRequest::start(plugins, route_index, info) else {
+            return Ok(());
+        };
+        let mut verdict = request.on_request_headers(!decoder.is_done());
+        let mut body_length = None;
+        if matches!(verdict, Verdict::Continue) && request.wants_request_body() {
+            let body = match self.read_whole_body(decoder, head, limits).await {
+                Ok(body) => body,
+                Err(error) => {
+                    // The rest of the body is abandoned (the connection closes after the
+                    // answer): nothing is left for the drain to read.
+                    exchange.abandon_body();
+                    if let Ok(empty) =
+                        BodyDecoder::for_request(RequestFraming::Empty, limits.body_limits())
+                    {
+                        *decoder = empty;
+                    }
+                    exchange.plugins = Some(Arc::new(Mutex::new(request)));
+                    return Err(Err(match error {
+                        DrainError::Body(error) => Fault::Body(error),
+                        DrainError::Timeout | DrainError::Closed => Fault::BodyTimeout,
+                    }));
+                }
+            };
+            verdict = request.on_request_body(body);
+            // The body, as the plugins left it, goes on with a length of its own, in front
+            // of whatever the client sent after it.
+            let body = request.take_request_body();
+            body_length = Some(body.len());
+            let rest = self.read_buf.split();
+            self.read_buf.reserve(body.len() + rest.len());
+            self.read_buf.extend_from_slice(&body);
+            self.read_buf.extend_from_slice(&rest);
+        }
+        let outcome = match verdict {
+            Verdict::Continue => {
+                match plugged::rebuild_head(head, &request, body_length, &limits.parse) {
+                    Ok(None) => Ok(()),
+                    Ok(Some(rebuilt)) => {
+                        *head = rebuilt;
+                        match BodyDecoder::for_request(head.framing(), limits.body_limits()) {
+                            Ok(rebuilt) => {
+                                *decoder = rebuilt;
+                                Ok(())
+                            }
+                            Err(error) => Err(Err(Fault::Body(error))),
+                        }
+                    }
+                    Err(fault) => Err(Err(fault)),
+                }
+            }
+            Verdict::Respond(local) => {
+                let (response, fields) = plugged::local_response(local);
+                exchange.plugin_fields = fields;
+                Err(Ok(response))
+            }
+            Verdict::Fail { .. } => Err(Err(plugged::fault_of(&verdict)
+                .unwrap_or(Fault::Internal("a failed plugin without a fault")))),
+        };
+        exchange.plugins = Some(Arc::new(Mutex::new(request)));
+        outcome
+    }
+
+    /// The whole request body, for the plugins that asked for it: at most the body limit
+    /// (the decoder refuses more: 413), within the body read timeout.
+    async fn read_whole_body(
+        &mut self,
+        decoder: &mut BodyDecoder,
+        head: &RequestHead,
+        limits: &ConnectionLimits,
+    ) -> Result<Vec<u8>, DrainError> {
+        let mut body = Vec::new();
+        if decoder.is_done() {
+            return Ok(body);
+        }
+        // The client may wait to be asked before it sends the body (RFC 9110 §10.1.1).
+        if head.expects_continue() {
+            let sent = write_all_with_progress(
+                &mut self.stream,
+                &mut &b"HTTP/1.1 100 Continue\r\n\r\n"[..],
+                limits.write_timeout,
+            )
+            .await;
+            if sent.is_err() {
+                return Err(DrainError::Closed);
+            }
+        }
+        let deadline = tokio::time::Instant::now() + limits.body_read_timeout;
+        loop {
+            match decoder.decode(&self.read_buf).map_err(DrainError::Body)? {
+                Step::Data { start, end } => {
+                    body.extend_from_slice(&self.read_buf[start..end]);
+                    self.read_buf.advance(end);
+                    continue;
+                }
+                Step::Done { consumed } => {
+                    self.read_buf.advance(consumed);
+                    return Ok(body);
+                }
+                Step::NeedMore => self.read_buf.clear(),
+            }
+            self.read_body_bytes(deadline).await?;
+        }
+    }
+
     /// One read for body bytes, before `deadline`.
     async fn read_body_bytes(&mut self, deadline: tokio::time::Instant) -> Result<(), DrainError> {
         match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.read_buf)).await {
@@ -817,6 +1008,7 @@ impl<S: Transport> Connection<S> {
         &mut self,
         response: Response,
         exchange: &Exchange,
+        plugin_fields: &[(Bytes, Bytes)],
         config: &Config,
     ) -> WriteOutcome {
         let Response {
@@ -851,6 +1043,9 @@ impl<S: Transport> Connection<S> {
                 date,
             )
         });
+        for (name, value) in exchange.plugin_fields.iter().chain(plugin_fields) {
+            insert_field_after_status_line(&mut self.write_buf, name, value);
+        }
         let send_body = exchange.method != Some(Method::Head) && !status.is_bodyless();
         let write_timeout = config.server.limits.write_timeout;
         match body {
@@ -1045,7 +1240,7 @@ impl<S: Transport> Connection<S> {
         let status = fault.status();
         let response = fault.response(&config.error_pages);
         let exchange = Exchange::without_request(config);
-        let outcome = self.write_response(response, &exchange, config).await;
+        let outcome = self.write_response(response, &exchange, &[], config).await;
         self.log_access(config, None, status.as_u16(), outcome.body_bytes, &exchange);
         self.close(exchange.persistence, &config.server.limits)
             .await;
@@ -1097,6 +1292,30 @@ struct WriteOutcome {
 
 /// Status logged (never sent) when the client goes away before the response, as nginx does.
 const CLIENT_CLOSED_REQUEST: u16 = 499;
+
+/// Put a field line right after the status line of the head in `head` (fields a plugin
+/// named that the `Response` could not carry).
+fn insert_field_after_status_line(head: &mut BytesMut, name: &[u8], value: &[u8]) {
+    let unsafe_byte = |b: &u8| matches!(b, b'\r' | b'\n' | 0);
+    if name.is_empty()
+        || name
+            .iter()
+            .any(|b| unsafe_byte(b) || *b == b':' || *b == b' ')
+        || value.iter().any(unsafe_byte)
+    {
+        return;
+    }
+    let Some(end) = head.windows(2).position(|w| w == b"\r\n") else {
+        return;
+    };
+    let rest = head.split_off(end + 2);
+    head.reserve(name.len() + value.len() + 4 + rest.len());
+    head.extend_from_slice(name);
+    head.extend_from_slice(b": ");
+    head.extend_from_slice(value);
+    head.extend_from_slice(b"\r\n");
+    head.extend_from_slice(&rest);
+}
 
 enum DrainError {
     Body(BodyError),

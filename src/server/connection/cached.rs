@@ -518,6 +518,8 @@ fn spawn_refresh(
             // origin sent it.
             request_id: None,
             compression: None,
+            // A background refresh answers no client: no plugin sees it.
+            response_hook: None,
         };
         let mut stream = Discard;
         let mut read_buf = bytes::BytesMut::new();
