@@ -508,3 +508,37 @@ fn a_new_binary_that_never_reports_ready_is_killed_after_the_timeout() {
     });
     assert_eq!(fetch_once(old.addr), Ok(()), "the new process serves");
 }
+
+/// One `GET /` over TLS to `addr`: the status and body.
+fn fetch_over_tls(addr: SocketAddr, pki: &common::tls::Pki) -> (u16, Vec<u8>) {
+    let config = pki.client(&[&rustls::version::TLS13]);
+    let mut client = common::tls::connect(addr, "localhost", config).expect("TLS handshake");
+    client.send(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let response = client.read_response();
+    (response.status, response.body)
+}
+
+#[test]
+fn the_https_listener_is_handed_over_under_the_shared_runtime_too() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let pki = common::tls::Pki::default();
+    let issued = pki.issue("localhost", &["localhost"]);
+    let yaml = config("  workers: 2\n  runtime: shared\n")
+        + &common::tls::tls_yaml(&[(&issued, &["localhost"])], "");
+    let (mut old, _program) = start_from_copy(&yaml, &[]);
+    let _descendants = Descendants(old.pid());
+    let https = addr_in(&old.wait_for_log("listening for HTTPS", WAIT));
+    assert_eq!(fetch_over_tls(https, &pki), (200, b"home".to_vec()));
+    let before = old.log_len();
+    old.signal("USR2");
+    let line = old.wait_for_log_after(before, "the new process serves", WAIT);
+    let new_pid = pid_in(&line);
+    let _new = Adopted(new_pid);
+    wait_until("the old process to drain and exit", || {
+        old.try_wait().is_some()
+    });
+    // Both listeners, same addresses, now the new process's.
+    assert_eq!(fetch_over_tls(https, &pki), (200, b"home".to_vec()));
+    assert_eq!(fetch_once(old.addr), Ok(()));
+    assert!(is_running(new_pid));
+}
