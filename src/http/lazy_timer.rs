@@ -5,7 +5,9 @@
 //! request arrives first) cost ~550 instructions per keep-alive request (callgrind); on a busy
 //! connection this timer is touched about once per `SLACK` instead.
 
+use std::future::Future;
 use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
@@ -21,8 +23,13 @@ pub(crate) struct LazyTimer {
 
 impl LazyTimer {
     /// Resolves at `deadline`, never before. Dropping the future (the awaited event came
-    /// first) leaves the timer armed for the next wait.
-    pub(crate) async fn until(&mut self, deadline: Instant) {
+    /// first) leaves the timer armed for the next wait. The future is a closure over
+    /// `poll_until`, ~24 bytes: an idle connection's future holds one.
+    pub(crate) fn until(&mut self, deadline: Instant) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| self.poll_until(cx, deadline))
+    }
+
+    fn poll_until(&mut self, cx: &mut Context<'_>, deadline: Instant) -> Poll<()> {
         let sleep = self
             .sleep
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
@@ -31,9 +38,9 @@ impl LazyTimer {
             sleep.as_mut().reset(deadline);
         }
         loop {
-            sleep.as_mut().await;
+            ready!(sleep.as_mut().poll(cx));
             if Instant::now() >= deadline {
-                return;
+                return Poll::Ready(());
             }
             // Fired for an earlier deadline, within the slack: wait out the rest.
             sleep.as_mut().reset(deadline);

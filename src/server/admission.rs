@@ -29,6 +29,13 @@ pub(super) struct Admitted {
     _slot: Option<AddressSlot>,
 }
 
+impl Admitted {
+    /// The connection's hold on the cap, for it to keep until it ends.
+    pub(super) fn into_slot(self) -> Option<AddressSlot> {
+        self._slot
+    }
+}
+
 /// Read the PROXY protocol header if `listener` expects one, then take a slot of the
 /// per-address cap; `None`: the connection must close.
 ///
@@ -42,17 +49,7 @@ pub(super) async fn admit(
     listener: Listener,
     counts: &Arc<ConnectionsPerAddress>,
 ) -> Option<Admitted> {
-    let (expects_header, cap) = {
-        let current = snapshot.load();
-        let config = &current.config;
-        let expects_header = match listener {
-            Listener::Http => config.server.proxy_protocol,
-            Listener::Https => config.tls.as_ref().is_some_and(|tls| tls.proxy_protocol),
-            Listener::Admin => false,
-        };
-        (expects_header, config.server.max_connections_per_ip)
-    };
-    let client = if expects_header {
+    let client = if expects_proxy_header(snapshot, listener) {
         let current = snapshot.load_full();
         // Boxed: inline, the header reader's state (a timer, the peek loop) would size every
         // connection's task for as long as it lives (tests/memory.rs).
@@ -70,6 +67,30 @@ pub(super) async fn admit(
     } else {
         peer
     };
+    admit_client(client, peer, snapshot, counts)
+}
+
+/// Whether connections on `listener` start with a PROXY protocol header. Without one,
+/// nothing waits on the network: `admit_client` decides at once, in the accept loop.
+pub(super) fn expects_proxy_header(snapshot: &SharedSnapshot, listener: Listener) -> bool {
+    let current = snapshot.load();
+    let config = &current.config;
+    match listener {
+        Listener::Http => config.server.proxy_protocol,
+        Listener::Https => config.tls.as_ref().is_some_and(|tls| tls.proxy_protocol),
+        Listener::Admin => false,
+    }
+}
+
+/// Take a slot of the per-address cap for `client` (the TCP `peer`, or the address a PROXY
+/// header named); `None`: the connection must close.
+pub(super) fn admit_client(
+    client: SocketAddr,
+    peer: SocketAddr,
+    snapshot: &SharedSnapshot,
+    counts: &Arc<ConnectionsPerAddress>,
+) -> Option<Admitted> {
+    let cap = snapshot.load().config.server.max_connections_per_ip;
     let slot = if cap == 0 {
         None
     } else {

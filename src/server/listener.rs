@@ -16,9 +16,10 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
-use super::admission::{admit, ConnectionsPerAddress};
+use super::admission::{admit, admit_client, expects_proxy_header, ConnectionsPerAddress};
 use super::connection::serve_connection;
 use super::handover::{ListeningSockets, Role};
+use super::holding::Holding;
 use super::tls::{self, TlsError, TlsTerminator};
 use crate::config::Config;
 use crate::metrics::{Listener, OpenConnection};
@@ -634,22 +635,41 @@ impl AcceptLoop {
                                 port => Some(port),
                             };
                             let open = OpenConnection::new(Listener::Http);
-                            let per_address = Arc::clone(&self.per_address);
-                            let mut stream = stream;
-                            tokio::spawn(async move {
-                                let admitted =
-                                    admit(&mut stream, peer, &config, Listener::Http, &per_address)
+                            if expects_proxy_header(&config, Listener::Http) {
+                                let per_address = Arc::clone(&self.per_address);
+                                let mut stream = stream;
+                                tokio::spawn(async move {
+                                    let admitted = admit(
+                                        &mut stream,
+                                        peer,
+                                        &config,
+                                        Listener::Http,
+                                        &per_address,
+                                    )
+                                    .await;
+                                    if let Some(admitted) = admitted {
+                                        let client = admitted.client;
+                                        Box::pin(serve_connection(
+                                            stream, client, config, stop, https_port,
+                                        ))
                                         .await;
-                                if let Some(admitted) = admitted {
-                                    let client = admitted.client;
-                                    serve_connection(stream, client, config, stop, https_port)
-                                        .await;
-                                    drop(admitted);
-                                }
-                                drop(open);
-                                drop(permit);
-                                drop(drain);
-                            });
+                                        drop(admitted);
+                                    }
+                                    drop(open);
+                                    drop(permit);
+                                    drop(drain);
+                                });
+                            } else if let Some(admitted) =
+                                admit_client(peer, peer, &config, &self.per_address)
+                            {
+                                // Nothing to wait for before serving: the task is the
+                                // connection itself, with its guards beside it.
+                                let client = admitted.client;
+                                let serve =
+                                    serve_connection(stream, client, config, stop, https_port);
+                                let guards = (admitted.into_slot(), open, permit, drain);
+                                tokio::spawn(Holding::new(serve, guards));
+                            }
                         }
                         Protocol::Tls(terminator) => {
                             let terminator = Arc::clone(terminator);
@@ -671,7 +691,12 @@ impl AcceptLoop {
                                     if let Some(stream) =
                                         tls::accept(stream, client, &terminator, &limits).await
                                     {
-                                        serve_connection(stream, client, config, stop, None).await;
+                                        // Boxed: a TLS stream's state is large, and
+                                        // the handshake's must not stay in the task.
+                                        Box::pin(serve_connection(
+                                            stream, client, config, stop, None,
+                                        ))
+                                        .await;
                                     }
                                     drop(admitted);
                                 }

@@ -6,6 +6,7 @@
 mod admission;
 mod connection;
 pub mod handover;
+mod holding;
 mod listener;
 mod proxy_header;
 pub mod tls;
