@@ -208,6 +208,9 @@ mod tests {
     use crate::http::parser::{parse_request, Status};
     use crate::http::response_parser::{parse_response, ResponseStatus};
 
+    /// Field lines as (name, value).
+    type Fields = Vec<(&'static [u8], &'static [u8])>;
+
     const LIMITS: ParseLimits = ParseLimits {
         max_request_line_bytes: 1024,
         max_head_bytes: 1024,
@@ -386,7 +389,7 @@ mod tests {
         let raw: &[u8] = b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 5\r\n\
             Connection: keep-alive\r\nETag: \"x\"\r\n\r\n";
         let original = response(raw);
-        let cases: Vec<(StatusCode, Vec<(&[u8], &[u8])>)> = vec![
+        let cases: Vec<(StatusCode, Fields)> = vec![
             (
                 StatusCode::OK,
                 vec![(b"server", b"nginx"), (b"x-plugin", b"on")],
