@@ -1,14 +1,33 @@
 // A Sentinel plugin built with the public AssemblyScript proxy-wasm SDK
-// (@solo-io/proxy-runtime): adds `x-example-request` to requests and `x-example-response`
-// to responses (the plugin configuration's text, or "on"), and answers a request that
-// carries `x-block: 1` with a 403 of its own, which never reaches the backend.
+// (@solo-io/proxy-runtime 0.1.8): adds `x-example-request` to requests and
+// `x-example-response` to responses (the plugin configuration's text, or "on"), and answers
+// a request that carries `x-block: 1` with a 403 of its own, which never reaches the backend.
 //
-// Written for cost as well as for show (bench/plugins.sh measures it, docs/BENCHMARKS.md):
-// the field names and the value are UTF-8-encoded once, not on every request as the SDK's
-// string helpers (`stream_context.headers.request.add(string, string)`) would, and the
-// end-of-request callbacks are overridden because the SDK's defaults build a debug log line
-// each, on every request, whatever level the host keeps.
-export * from "@solo-io/proxy-runtime/proxy";
+// Written for cost as well as for show (bench/plugins.sh measures it; docs/BENCHMARKS.md,
+// "Plugins", has the profile):
+// - The SDK's own dispatch of HTTP contexts (`proxy_on_context_create` and the callbacks
+//   after it, in its exports.ts) builds six or more debug log lines per request, each with a
+//   list of every live context, and UTF-8-encodes them whatever level the host keeps: about
+//   nine tenths of the guest's time under load. This module therefore exports those
+//   callbacks itself and keeps its HTTP contexts in a map of its own; the root context, the
+//   configuration, the header calls and the local response are still the SDK's.
+// - The field names and the value are UTF-8-encoded once, not on every request as the
+//   SDK's string helpers (`stream_context.headers.request.add(string, string)`) would.
+export { malloc, free } from "@solo-io/proxy-runtime/malloc";
+export {
+  proxy_abi_version_0_2_0,
+  proxy_on_vm_start,
+  proxy_validate_configuration,
+  proxy_on_configure,
+  proxy_on_tick,
+  proxy_on_foreign_function,
+  proxy_on_queue_ready,
+  proxy_on_http_call_response,
+  proxy_on_grpc_receive_initial_metadata,
+  proxy_on_grpc_trailing_metadata,
+  proxy_on_grpc_receive,
+  proxy_on_grpc_close,
+} from "@solo-io/proxy-runtime/exports";
 import {
   RootContext,
   Context,
@@ -21,6 +40,8 @@ import {
   add_header_map_value,
   get_header_map_value,
   HeaderMapTypeValues,
+  ensureRootContext,
+  getRootContext,
 } from "@solo-io/proxy-runtime/runtime";
 
 const BLOCK = String.UTF8.encode("x-block");
@@ -65,15 +86,46 @@ class Example extends Context {
     add_header_map_value(HeaderMapTypeValues.ResponseHeaders, RESPONSE_HEADER, this.root.value);
     return FilterHeadersStatusValues.Continue;
   }
-
-  // Nothing to do at the end of a request; the SDK's defaults would log it (see above).
-  onDone(): bool {
-    return true;
-  }
-
-  onLog(): void {}
-
-  onDelete(): void {}
 }
 
 registerRootContext((context_id: u32) => { return new ExampleRoot(context_id); }, "example");
+
+// The HTTP contexts, by id (the root context stays in the SDK's map).
+const contexts = new Map<u32, Context>();
+
+export function proxy_on_context_create(context_id: u32, root_context_id: u32): void {
+  if (root_context_id == 0) {
+    ensureRootContext(context_id);
+    return;
+  }
+  contexts.set(context_id, getRootContext(root_context_id).createContext(context_id));
+}
+
+export function proxy_on_request_headers(context_id: u32, headers: u32, end_of_stream: u32): i32 {
+  return contexts.get(context_id).onRequestHeaders(headers, end_of_stream != 0) as i32;
+}
+
+export function proxy_on_request_body(context_id: u32, size: u32, end_of_stream: u32): i32 {
+  return contexts.get(context_id).onRequestBody(size, end_of_stream != 0) as i32;
+}
+
+export function proxy_on_response_headers(context_id: u32, headers: u32, end_of_stream: u32): i32 {
+  return contexts.get(context_id).onResponseHeaders(headers, end_of_stream != 0) as i32;
+}
+
+export function proxy_on_response_body(context_id: u32, size: u32, end_of_stream: u32): i32 {
+  return contexts.get(context_id).onResponseBody(size, end_of_stream != 0) as i32;
+}
+
+// Nothing to do at a request's end (the SDK's defaults would log each call).
+export function proxy_on_done(context_id: u32): u32 {
+  return 1;
+}
+
+export function proxy_on_log(context_id: u32): void {}
+
+export function proxy_on_delete(context_id: u32): void {
+  if (contexts.has(context_id)) {
+    contexts.delete(context_id);
+  }
+}
