@@ -590,7 +590,11 @@ fn assemblyscript_sample() -> std::path::PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/plugins/assemblyscript");
     let module = dir.join("build/plugin.wasm");
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    if *built || module.is_file() {
+    // A module older than its source is built again (the sample changes; a stale build
+    // would test the old one).
+    let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let fresh = module.is_file() && modified(&module) >= modified(&dir.join("assembly/index.ts"));
+    if *built || fresh {
         *built = true;
         return module;
     }
