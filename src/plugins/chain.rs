@@ -108,6 +108,13 @@ impl std::fmt::Debug for PluginRequest {
     }
 }
 
+/// The room a header map of `fields` fields is made with: the pseudo-headers the chain
+/// puts in front (four in a request's, one in a response's) and a few fields a plugin adds,
+/// so that neither grows the vector (the profile of bench/plugins.sh showed its `realloc`).
+pub fn map_capacity(fields: usize) -> usize {
+    fields + 4 + 4
+}
+
 /// The pseudo-headers Envoy puts first in a request map, and a plugin may change.
 const METHOD: &[u8] = b":method";
 const PATH: &[u8] = b":path";
@@ -187,9 +194,9 @@ impl PluginRequest {
         headers: HeaderMap,
         upstream: Option<&str>,
     ) -> Verdict {
-        let mut map = Vec::with_capacity(headers.len() + 1);
-        map.push((Bytes::from_static(STATUS), status_text(status)));
-        map.extend(headers);
+        // In front of the fields, in the vector that holds them (`map_capacity`).
+        let mut map = headers;
+        map.insert(0, (Bytes::from_static(STATUS), status_text(status)));
         self.data.response_headers = map;
         self.data.response_edited = false;
         // 1xx, 204 and 304 carry no body (RFC 9110 §6.4.1); others may.

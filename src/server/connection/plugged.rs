@@ -12,7 +12,7 @@ use crate::http::refield::{self, NameCase};
 use crate::http::request::{HeaderSpan, RequestHead, Span};
 use crate::http::response::{HeaderValue, Response, ResponseBody, StatusCode};
 use crate::http::scheme::Scheme;
-use crate::plugins::{LocalResponse, PluginRequest, RequestInfo, Verdict};
+use crate::plugins::{map_capacity, LocalResponse, PluginRequest, RequestInfo, Verdict};
 use crate::proxy::exchange::{BodyEdit, HeadEdit, ResponseHook};
 
 /// Field names a plugin cannot set on a response: the writer owns the framing and the
@@ -47,9 +47,8 @@ pub(super) fn request_info(
         id: Bytes::copy_from_slice(request_id),
         source: peer,
         destination,
-        // Room for the four pseudo-headers the chain puts in front.
         headers: {
-            let mut headers = Vec::with_capacity(head.header_count() + 4);
+            let mut headers = Vec::with_capacity(map_capacity(head.header_count()));
             headers.extend(head.shared_fields());
             headers
         },
@@ -196,16 +195,13 @@ pub(super) fn edit_local_response(
     max_body_bytes: u64,
 ) -> Result<(Response, Vec<(Bytes, Bytes)>), Fault> {
     let mut request = request.lock().unwrap_or_else(|p| p.into_inner());
-    let fields = response
-        .headers
-        .iter()
-        .map(|(name, value)| {
-            (
-                Bytes::from_static(name.as_bytes()),
-                Bytes::copy_from_slice(value.as_bytes()),
-            )
-        })
-        .collect();
+    let mut fields = Vec::with_capacity(map_capacity(response.headers.len()));
+    fields.extend(response.headers.iter().map(|(name, value)| {
+        (
+            Bytes::from_static(name.as_bytes()),
+            Bytes::copy_from_slice(value.as_bytes()),
+        )
+    }));
     let verdict = request.on_response_headers(response.status.as_u16(), fields, None);
     if let Some(fault) = fault_of(&verdict) {
         return Err(fault);
@@ -303,10 +299,12 @@ impl ResponseHook for Mutex<PluginRequest> {
                 Bytes::new()
             }
         };
-        let map = fields
-            .iter()
-            .map(|field| (share(field.name), share(field.value)))
-            .collect();
+        let mut map = Vec::with_capacity(map_capacity(fields.len()));
+        map.extend(
+            fields
+                .iter()
+                .map(|field| (share(field.name), share(field.value))),
+        );
         match request.on_response_headers(status.as_u16(), map, Some(upstream)) {
             Verdict::Fail { status, .. } => return HeadEdit::Refuse(status),
             // A local answer to a response on its way: the backend's body must not follow a
