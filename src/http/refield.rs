@@ -105,9 +105,8 @@ pub fn request_with_fields<'a>(
     for (name, value) in fields.clone() {
         // A field still made of the received head's bytes is one the parser accepted
         // (a plugin's names and values are copies of its memory, never these bytes).
-        if !(is_within(name, received) && is_within(value, received))
-            && !is_plain_field(name, value)
-        {
+        let received_field = is_within(name, received) && is_within(value, received);
+        if !received_field && !is_plain_field(name, value) {
             return None;
         }
         count += 1;
