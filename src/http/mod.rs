@@ -9,6 +9,7 @@ pub(crate) mod lazy_timer;
 pub mod parser;
 pub mod persistence;
 pub mod proxy_protocol;
+pub mod refield;
 pub mod request;
 pub mod response;
 pub mod response_parser;

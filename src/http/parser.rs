@@ -907,6 +907,16 @@ static AUTHORITY_BYTE: [bool; 256] = {
     table
 };
 
+/// A field name the parser accepts: a non-empty token (RFC 9110 §5.1).
+pub(super) fn is_token(name: &[u8]) -> bool {
+    !name.is_empty() && run_of(&TCHAR, name) == name.len()
+}
+
+/// A field value the parser accepts (RFC 9110 §5.5), before trimming.
+pub(super) fn is_field_value(value: &[u8]) -> bool {
+    field_value_run(value, 0) == value.len()
+}
+
 /// RFC 9110 §5.6.2 `tchar`.
 pub(crate) fn is_tchar(b: u8) -> bool {
     TCHAR[usize::from(b)]

@@ -231,6 +231,38 @@ impl RequestHead {
             .map(|h| (h.name.slice(&self.bytes), h.value.slice(&self.bytes)))
     }
 
+    /// The method token, the target and the Host value (empty without one) as shares of
+    /// the head's bytes: a count, not a copy, for what keeps them past a borrow of the head
+    /// (the plugins' header maps).
+    pub fn shared_request_line(&self) -> (Bytes, Bytes, Bytes) {
+        let host = self
+            .parsed
+            .host
+            .map_or_else(Bytes::new, |span| self.share(span));
+        (
+            self.share(self.parsed.method_span),
+            self.share(self.parsed.target),
+            host,
+        )
+    }
+
+    /// The fields as `fields()` does, as shares of the head's bytes.
+    pub fn shared_fields(&self) -> impl Iterator<Item = (Bytes, Bytes)> + '_ {
+        self.parsed
+            .headers
+            .iter()
+            .map(|h| (self.share(h.name), self.share(h.value)))
+    }
+
+    /// Empty if the span does not fit the bytes, as `Span::slice`.
+    fn share(&self, span: Span) -> Bytes {
+        if span.start <= span.end && span.end <= self.bytes.len() {
+            self.bytes.slice(span.start..span.end)
+        } else {
+            Bytes::new()
+        }
+    }
+
     /// The value of the first field named `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&[u8]> {
         self.headers()

@@ -8,8 +8,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use wasmtime::{Caller, Linker};
 
+use bytes::Bytes;
+
 use super::host::{
-    deserialize_map, property, serialize_map, BufferKind, HostState, LocalResponse, MapKind, Status,
+    deserialize_map, find_field, property, serialize_map_into, serialized_map_len, BufferKind,
+    HeaderMap, HostState, LocalResponse, MapKind, Status,
 };
 use super::metrics::MetricKind;
 
@@ -53,17 +56,40 @@ fn code(status: Status) -> HostResult {
     Ok(status as i32)
 }
 
+/// A host call's answer where no trap can come: `Err` is a call refused early (a bad
+/// argument, memory out of bounds), so each call's prologue is a `?`.
+type Answer = Result<Status, Status>;
+
+fn answer(answer: Answer) -> HostResult {
+    code(answer.unwrap_or_else(|refused| refused))
+}
+
 /// Guest pointers and sizes are unsigned 32-bit values passed as `i32`.
 fn offset(value: i32) -> usize {
     value as u32 as usize
 }
 
-/// `len` bytes of guest memory at `ptr`, copied out.
-fn read(caller: &mut Caller<'_, HostState>, ptr: i32, len: i32) -> Option<Vec<u8>> {
-    let memory = caller.data().memory?;
+/// The `len` bytes at `ptr` in `memory`.
+fn guest_slice(memory: &[u8], ptr: i32, len: i32) -> Result<&[u8], Status> {
     let start = offset(ptr);
-    let end = start.checked_add(offset(len))?;
-    memory.data(&*caller).get(start..end).map(<[u8]>::to_vec)
+    let end = start.checked_add(offset(len));
+    end.and_then(|end| memory.get(start..end))
+        .ok_or(Status::InvalidMemoryAccess)
+}
+
+/// The guest's memory and the host's state, borrowed together: arguments are read where
+/// the guest left them, without a copy, while the state changes.
+fn guest<'a>(
+    caller: &'a mut Caller<'_, HostState>,
+) -> Result<(&'a mut [u8], &'a mut HostState), Status> {
+    let memory = caller.data().memory.ok_or(Status::InvalidMemoryAccess)?;
+    Ok(memory.data_and_store_mut(caller))
+}
+
+/// `len` bytes of guest memory at `ptr`, copied out (what the host keeps past the call).
+fn read(caller: &mut Caller<'_, HostState>, ptr: i32, len: i32) -> Result<Vec<u8>, Status> {
+    let (memory, _) = guest(caller)?;
+    guest_slice(memory, ptr, len).map(<[u8]>::to_vec)
 }
 
 fn write(caller: &mut Caller<'_, HostState>, ptr: i32, bytes: &[u8]) -> bool {
@@ -77,6 +103,31 @@ fn write_u32(caller: &mut Caller<'_, HostState>, ptr: i32, value: u32) -> bool {
     write(caller, ptr, &value.to_le_bytes())
 }
 
+/// The prologue of the header-map calls: the map `kind` names and the key at `ptr`, read
+/// in place, handed to `call` with the rest of guest memory (for a value) and the state.
+fn with_map_key<R>(
+    caller: &mut Caller<'_, HostState>,
+    kind: i32,
+    ptr: i32,
+    len: i32,
+    call: impl FnOnce(MapKind, &[u8], &[u8], &mut HostState) -> Result<R, Status>,
+) -> Result<R, Status> {
+    let kind = MapKind::from_abi(kind).ok_or(Status::BadArgument)?;
+    let (memory, state) = guest(caller)?;
+    let key = guest_slice(memory, ptr, len)?;
+    call(kind, key, memory, state)
+}
+
+/// The map `kind` names of the request whose callback runs, to change (`None`: no such map
+/// here, as trailers, or no request).
+fn map_mut(state: &mut HostState, kind: MapKind) -> Result<&mut HeaderMap, Status> {
+    state
+        .http
+        .as_mut()
+        .and_then(|http| http.map_mut(kind))
+        .ok_or(Status::NotFound)
+}
+
 /// Copy `bytes` into memory the guest allocates, and its address and length to the two
 /// return pointers. The allocator's trap is the callback's.
 fn return_bytes(
@@ -85,7 +136,24 @@ fn return_bytes(
     ptr_out: i32,
     len_out: i32,
 ) -> HostResult {
-    let Ok(len) = i32::try_from(bytes.len()) else {
+    return_with(caller, bytes.len(), ptr_out, len_out, |out, _| {
+        out.copy_from_slice(bytes);
+        Some(())
+    })
+}
+
+/// Memory the guest allocates for `len` bytes, filled in place by `fill` from the state
+/// (no copy of the host's own first), and its address and length written to the two return
+/// pointers. The guest's allocator runs in between and may call back into the host, so
+/// `fill` checks that what it writes is still `len` long (`None`: it is not).
+fn return_with(
+    caller: &mut Caller<'_, HostState>,
+    len: usize,
+    ptr_out: i32,
+    len_out: i32,
+    fill: impl FnOnce(&mut [u8], &HostState) -> Option<()>,
+) -> HostResult {
+    let Ok(len_i32) = i32::try_from(len) else {
         return code(Status::BadArgument);
     };
     // Taken out for the call (the guest may call back into the host meanwhile) and put
@@ -93,17 +161,40 @@ fn return_bytes(
     let Some(allocate) = caller.data_mut().allocate.take() else {
         return code(Status::InvalidMemoryAccess);
     };
-    let allocated = allocate.call(&mut *caller, len);
+    let allocated = allocate.call(&mut *caller, len_i32);
     caller.data_mut().allocate = Some(allocate);
     let address = allocated?;
-    if (address == 0 && len != 0)
-        || !write(caller, address, bytes)
+    if address == 0 && len != 0 {
+        return code(Status::InvalidMemoryAccess);
+    }
+    let filled = guest(caller).ok().and_then(|(memory, state)| {
+        let start = offset(address);
+        let out = memory.get_mut(start..start.checked_add(len)?)?;
+        fill(out, state)
+    });
+    if filled.is_none()
         || !write_u32(caller, ptr_out, address as u32)
         || !write_u32(caller, len_out, len as u32)
     {
         return code(Status::InvalidMemoryAccess);
     }
     code(Status::Ok)
+}
+
+/// The bytes of buffer `kind` the guest may read.
+fn buffer(state: &HostState, kind: BufferKind) -> Result<&[u8], Status> {
+    Ok(match kind {
+        BufferKind::VmConfiguration => &state.plugin.config.vm_configuration,
+        BufferKind::PluginConfiguration => &state.plugin.config.configuration,
+        BufferKind::RequestBody => &state.http.as_ref().ok_or(Status::NotFound)?.request_body,
+        BufferKind::ResponseBody => &state.http.as_ref().ok_or(Status::NotFound)?.response_body,
+    })
+}
+
+fn lower_case(name: &[u8]) -> Bytes {
+    let mut name = name.to_vec();
+    name.make_ascii_lowercase();
+    Bytes::from(name)
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -117,7 +208,7 @@ pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "proxy_log",
         |mut caller: Caller<'_, HostState>, level: i32, ptr: i32, len: i32| -> HostResult {
             // SDKs log a lot at debug level (the AssemblyScript one on every context):
-            // below the process's most verbose level, the message is not even copied.
+            // below the process's most verbose level, the message is not even read.
             let as_tracing = match level {
                 0 => tracing::Level::TRACE,
                 1 => tracing::Level::DEBUG,
@@ -128,11 +219,15 @@ pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             if as_tracing > tracing::level_filters::LevelFilter::current() {
                 return code(Status::Ok);
             }
-            let Some(message) = read(&mut caller, ptr, len) else {
+            let (memory, state) = match guest(&mut caller) {
+                Ok(guest) => guest,
+                Err(status) => return code(status),
+            };
+            let Ok(message) = guest_slice(memory, ptr, len) else {
                 return code(Status::InvalidMemoryAccess);
             };
-            let plugin = &*caller.data().plugin.config.name;
-            let message = String::from_utf8_lossy(&message);
+            let plugin = &*state.plugin.config.name;
+            let message = String::from_utf8_lossy(message);
             // The plugin's levels: trace 0, debug 1, info 2, warn 3, error 4, critical 5.
             match level {
                 0 => tracing::trace!(target: "sentinel::plugin", plugin, %message),
@@ -148,6 +243,8 @@ pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "env",
         "proxy_get_log_level",
         |mut caller: Caller<'_, HostState>, out: i32| -> HostResult {
+            // The level the plugin's messages are really kept at, so an SDK that asks can
+            // skip building the others.
             let level = if tracing::enabled!(target: "sentinel::plugin", tracing::Level::TRACE) {
                 0
             } else if tracing::enabled!(target: "sentinel::plugin", tracing::Level::DEBUG) {
@@ -199,26 +296,22 @@ pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             let Some(kind) = BufferKind::from_abi(kind) else {
                 return code(Status::BadArgument);
             };
-            let state = caller.data();
-            let buffer: &[u8] = match kind {
-                BufferKind::VmConfiguration => &state.plugin.config.vm_configuration,
-                BufferKind::PluginConfiguration => &state.plugin.config.configuration,
-                BufferKind::RequestBody => match &state.http {
-                    Some(http) => &http.request_body,
-                    None => return code(Status::NotFound),
-                },
-                BufferKind::ResponseBody => match &state.http {
-                    Some(http) => &http.response_body,
-                    None => return code(Status::NotFound),
-                },
+            let range = match buffer(caller.data(), kind) {
+                Ok(buffer) => {
+                    let start = offset(start).min(buffer.len());
+                    start..start.saturating_add(offset(max)).min(buffer.len())
+                }
+                Err(status) => return code(status),
             };
-            let start = offset(start).min(buffer.len());
-            let end = start.saturating_add(offset(max)).min(buffer.len());
-            if start == end {
+            if range.is_empty() {
                 return code(Status::NotFound);
             }
-            let bytes = buffer[start..end].to_vec();
-            return_bytes(&mut caller, &bytes, ptr_out, len_out)
+            // Straight from the buffer into the guest's allocation.
+            return_with(&mut caller, range.len(), ptr_out, len_out, |out, state| {
+                let bytes = buffer(state, kind).ok()?.get(range)?;
+                out.copy_from_slice(bytes);
+                Some(())
+            })
         },
     )?;
     linker.func_wrap(
@@ -231,10 +324,14 @@ pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
          ptr: i32,
          len: i32|
          -> HostResult {
-            let Some(data) = read(&mut caller, ptr, len) else {
+            let (memory, state) = match guest(&mut caller) {
+                Ok(guest) => guest,
+                Err(status) => return code(status),
+            };
+            let Ok(data) = guest_slice(memory, ptr, len) else {
                 return code(Status::InvalidMemoryAccess);
             };
-            let Some(http) = caller.data_mut().http.as_mut() else {
+            let Some(http) = state.http.as_mut() else {
                 return code(Status::NotFound);
             };
             let buffer = match BufferKind::from_abi(kind) {
@@ -245,7 +342,7 @@ pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             // Replaces `size` bytes at `start` (start 0, size >= len: the whole buffer).
             let start = offset(start).min(buffer.len());
             let end = start.saturating_add(offset(size)).min(buffer.len());
-            buffer.splice(start..end, data);
+            buffer.splice(start..end, data.iter().copied());
             code(Status::Ok)
         },
     )?;
@@ -257,18 +354,13 @@ pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
          len_out: i32,
          flags_out: i32|
          -> HostResult {
-            let len = match (BufferKind::from_abi(kind), caller.data().http.as_ref()) {
-                (Some(BufferKind::RequestBody), Some(http)) => http.request_body.len(),
-                (Some(BufferKind::ResponseBody), Some(http)) => http.response_body.len(),
-                (Some(BufferKind::VmConfiguration), _) => {
-                    caller.data().plugin.config.vm_configuration.len()
-                }
-                (Some(BufferKind::PluginConfiguration), _) => {
-                    caller.data().plugin.config.configuration.len()
-                }
-                _ => return code(Status::NotFound),
+            let Some(kind) = BufferKind::from_abi(kind) else {
+                return code(Status::NotFound);
             };
-            let len = u32::try_from(len).unwrap_or(u32::MAX);
+            let len = match buffer(caller.data(), kind) {
+                Ok(buffer) => u32::try_from(buffer.len()).unwrap_or(u32::MAX),
+                Err(status) => return code(status),
+            };
             // Bodies are handed over whole: the flags say end of stream.
             if !write_u32(&mut caller, len_out, len) || !write_u32(&mut caller, flags_out, 1) {
                 return code(Status::InvalidMemoryAccess);
@@ -286,13 +378,13 @@ pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
          ptr_out: i32,
          len_out: i32|
          -> HostResult {
-            let Some(path) = read(&mut caller, ptr, len) else {
-                return code(Status::InvalidMemoryAccess);
-            };
-            let state = caller.data();
-            match property(&path, &state.plugin.config, state.http.as_ref()) {
-                Some(value) => return_bytes(&mut caller, &value, ptr_out, len_out),
-                None => code(Status::NotFound),
+            let value = guest(&mut caller).and_then(|(memory, state)| {
+                let path = guest_slice(memory, ptr, len)?;
+                property(path, &state.plugin.config, state.http.as_ref()).ok_or(Status::NotFound)
+            });
+            match value {
+                Ok(value) => return_bytes(&mut caller, &value, ptr_out, len_out),
+                Err(status) => code(status),
             }
         },
     )?;
@@ -306,12 +398,17 @@ pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
          len_out: i32,
          cas_out: i32|
          -> HostResult {
-            let Some(key) = read(&mut caller, ptr, len) else {
-                return code(Status::InvalidMemoryAccess);
-            };
-            let found = caller.data().plugin.shared_data.get(&text(&key));
-            let Some((value, cas)) = found else {
-                return code(Status::NotFound);
+            let found = guest(&mut caller).and_then(|(memory, state)| {
+                let key = guest_slice(memory, ptr, len)?;
+                state
+                    .plugin
+                    .shared_data
+                    .get(&String::from_utf8_lossy(key))
+                    .ok_or(Status::NotFound)
+            });
+            let (value, cas) = match found {
+                Ok(found) => found,
+                Err(status) => return code(status),
             };
             if !write_u32(&mut caller, cas_out, cas) {
                 return code(Status::InvalidMemoryAccess);
@@ -329,14 +426,14 @@ pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
          value_len: i32,
          cas: i32|
          -> HostResult {
-            let (Some(key), Some(value)) = (
-                read(&mut caller, ptr, len),
-                read(&mut caller, value_ptr, value_len),
-            ) else {
-                return code(Status::InvalidMemoryAccess);
-            };
-            let shared = &caller.data().plugin.shared_data;
-            code(shared.set(&text(&key), value, cas as u32))
+            answer(guest(&mut caller).and_then(|(memory, state)| {
+                let key = guest_slice(memory, ptr, len)?;
+                let value = guest_slice(memory, value_ptr, value_len)?.to_vec();
+                Ok(state
+                    .plugin
+                    .shared_data
+                    .set(&String::from_utf8_lossy(key), value, cas as u32))
+            }))
         },
     )?;
     // The request continues when the callback returns: Sentinel runs callbacks to their end
@@ -363,32 +460,23 @@ pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
          headers_len: i32,
          _grpc_status: i32|
          -> HostResult {
-            let (Some(body), Some(headers)) = (
-                read(&mut caller, body_ptr, body_len),
-                read(&mut caller, headers_ptr, headers_len),
-            ) else {
-                return code(Status::InvalidMemoryAccess);
-            };
-            let headers = if headers.is_empty() {
-                Vec::new()
-            } else {
-                match deserialize_map(&headers) {
-                    Some(headers) => headers,
-                    None => return code(Status::SerializationFailure),
-                }
-            };
-            let Ok(status) = u16::try_from(status) else {
-                return code(Status::BadArgument);
-            };
-            let Some(http) = caller.data_mut().http.as_mut() else {
-                return code(Status::NotFound);
-            };
-            http.local_response = Some(LocalResponse {
-                status,
-                body,
-                headers,
-            });
-            code(Status::Ok)
+            answer(guest(&mut caller).and_then(|(memory, state)| {
+                let body = guest_slice(memory, body_ptr, body_len)?.to_vec();
+                let headers = guest_slice(memory, headers_ptr, headers_len)?;
+                let headers = if headers.is_empty() {
+                    Vec::new()
+                } else {
+                    deserialize_map(headers).ok_or(Status::SerializationFailure)?
+                };
+                let status = u16::try_from(status).map_err(|_| Status::BadArgument)?;
+                let http = state.http.as_mut().ok_or(Status::NotFound)?;
+                http.local_response = Some(LocalResponse {
+                    status,
+                    body,
+                    headers,
+                });
+                Ok(Status::Ok)
+            }))
         },
     )?;
     link_metrics(linker)
@@ -402,41 +490,36 @@ fn link_header_maps(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             let Some(kind) = MapKind::from_abi(kind) else {
                 return code(Status::BadArgument);
             };
-            let bytes = match caller.data().http.as_ref().and_then(|h| h.map(kind)) {
-                Some(map) => serialize_map(map.iter().map(|(k, v)| (k.as_bytes(), &v[..]))),
-                None => serialize_map(std::iter::empty()),
-            };
-            return_bytes(&mut caller, &bytes, ptr_out, len_out)
+            fn map(state: &HostState, kind: MapKind) -> Option<&HeaderMap> {
+                state.http.as_ref().and_then(|h| h.map(kind))
+            }
+            let empty = HeaderMap::new();
+            let len = serialized_map_len(map(caller.data(), kind).unwrap_or(&empty));
+            // Serialised straight into the guest's allocation.
+            return_with(&mut caller, len, ptr_out, len_out, |out, state| {
+                serialize_map_into(map(state, kind).unwrap_or(&empty), out)
+            })
         },
     )?;
     linker.func_wrap(
         "env",
         "proxy_set_header_map_pairs",
         |mut caller: Caller<'_, HostState>, kind: i32, ptr: i32, len: i32| -> HostResult {
-            let Some(kind) = MapKind::from_abi(kind) else {
-                return code(Status::BadArgument);
-            };
-            let Some(bytes) = read(&mut caller, ptr, len) else {
-                return code(Status::InvalidMemoryAccess);
-            };
-            let Some(pairs) = deserialize_map(&bytes) else {
-                return code(Status::SerializationFailure);
-            };
-            match caller
-                .data_mut()
-                .http
-                .as_mut()
-                .and_then(|h| h.map_mut(kind))
-            {
-                Some(map) => {
-                    *map = pairs
+            answer(with_map_key(
+                &mut caller,
+                kind,
+                ptr,
+                len,
+                |kind, bytes, _, state| {
+                    let pairs = deserialize_map(bytes).ok_or(Status::SerializationFailure)?;
+                    // Names a plugin gives are lower-cased, as Envoy keeps them.
+                    *map_mut(state, kind)? = pairs
                         .into_iter()
-                        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+                        .map(|(name, value)| (lower_case(&name), value))
                         .collect();
-                    code(Status::Ok)
-                }
-                None => code(Status::NotFound),
-            }
+                    Ok(Status::Ok)
+                },
+            ))
         },
     )?;
     linker.func_wrap(
@@ -449,25 +532,16 @@ fn link_header_maps(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
          ptr_out: i32,
          len_out: i32|
          -> HostResult {
-            let Some(kind) = MapKind::from_abi(kind) else {
-                return code(Status::BadArgument);
-            };
-            let Some(key) = read(&mut caller, ptr, len) else {
-                return code(Status::InvalidMemoryAccess);
-            };
-            let value = caller
-                .data()
-                .http
-                .as_ref()
-                .and_then(|h| h.map(kind))
-                .and_then(|map| {
-                    map.iter()
-                        .find(|(name, _)| name.as_bytes().eq_ignore_ascii_case(&key))
-                        .map(|(_, value)| value.clone())
-                });
+            let value = with_map_key(&mut caller, kind, ptr, len, |kind, key, _, state| {
+                let map = state.http.as_ref().and_then(|h| h.map(kind));
+                // A share of the value (a count, not a copy), kept across the allocation.
+                map.and_then(|map| find_field(map, key))
+                    .cloned()
+                    .ok_or(Status::NotFound)
+            });
             match value {
-                Some(value) => return_bytes(&mut caller, &value, ptr_out, len_out),
-                None => code(Status::NotFound),
+                Ok(value) => return_bytes(&mut caller, &value, ptr_out, len_out),
+                Err(status) => code(status),
             }
         },
     )?;
@@ -485,29 +559,22 @@ fn link_header_maps(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                   value_ptr: i32,
                   value_len: i32|
                   -> HostResult {
-                let Some(kind) = MapKind::from_abi(kind) else {
-                    return code(Status::BadArgument);
-                };
-                let (Some(key), Some(value)) = (
-                    read(&mut caller, ptr, len),
-                    read(&mut caller, value_ptr, value_len),
-                ) else {
-                    return code(Status::InvalidMemoryAccess);
-                };
-                let key = text(&key).to_ascii_lowercase();
-                let Some(map) = caller
-                    .data_mut()
-                    .http
-                    .as_mut()
-                    .and_then(|h| h.map_mut(kind))
-                else {
-                    return code(Status::NotFound);
-                };
-                if replace {
-                    map.retain(|(name, _)| *name != key);
-                }
-                map.push((key, value));
-                code(Status::Ok)
+                answer(with_map_key(
+                    &mut caller,
+                    kind,
+                    ptr,
+                    len,
+                    |kind, key, memory, state| {
+                        let value = guest_slice(memory, value_ptr, value_len)?;
+                        let map = map_mut(state, kind)?;
+                        if replace {
+                            map.retain(|(name, _)| !name.eq_ignore_ascii_case(key));
+                        }
+                        // Names a plugin gives are lower-cased, as Envoy keeps them.
+                        map.push((lower_case(key), Bytes::copy_from_slice(value)));
+                        Ok(Status::Ok)
+                    },
+                ))
             },
         )?;
     }
@@ -515,22 +582,16 @@ fn link_header_maps(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "env",
         "proxy_remove_header_map_value",
         |mut caller: Caller<'_, HostState>, kind: i32, ptr: i32, len: i32| -> HostResult {
-            let Some(kind) = MapKind::from_abi(kind) else {
-                return code(Status::BadArgument);
-            };
-            let Some(key) = read(&mut caller, ptr, len) else {
-                return code(Status::InvalidMemoryAccess);
-            };
-            let Some(map) = caller
-                .data_mut()
-                .http
-                .as_mut()
-                .and_then(|h| h.map_mut(kind))
-            else {
-                return code(Status::NotFound);
-            };
-            map.retain(|(name, _)| !name.as_bytes().eq_ignore_ascii_case(&key));
-            code(Status::Ok)
+            answer(with_map_key(
+                &mut caller,
+                kind,
+                ptr,
+                len,
+                |kind, key, _, state| {
+                    map_mut(state, kind)?.retain(|(name, _)| !name.eq_ignore_ascii_case(key));
+                    Ok(Status::Ok)
+                },
+            ))
         },
     )?;
     linker.func_wrap(
@@ -570,8 +631,9 @@ fn link_metrics(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             let Some(kind) = MetricKind::from_abi(kind) else {
                 return code(Status::BadArgument);
             };
-            let Some(name) = read(&mut caller, ptr, len) else {
-                return code(Status::InvalidMemoryAccess);
+            let name = match read(&mut caller, ptr, len) {
+                Ok(name) => name,
+                Err(status) => return code(status),
             };
             let Some(id) = caller.data().plugin.metrics.define(kind, &text(&name)) else {
                 return code(Status::BadArgument);

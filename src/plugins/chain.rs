@@ -4,8 +4,10 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use super::error::PluginError;
-use super::host::{HeaderMap, HttpData, RequestProperties};
+use super::host::{find_field, HeaderMap, HttpData, RequestProperties};
 use super::set::{LoadedPlugin, PluginSet};
 use super::vm::{with_vm, Action, HttpCallback};
 use crate::config::OnError;
@@ -13,18 +15,19 @@ use crate::http::response::StatusCode;
 
 pub use super::host::LocalResponse;
 
-/// What the connection knows of a request when its head arrives.
+/// What the connection knows of a request when its head arrives: shares of the received
+/// head's bytes, not copies.
 #[derive(Debug, Clone)]
 pub struct RequestInfo {
-    pub method: String,
+    pub method: Bytes,
     /// The request target as received (path and query).
-    pub path: String,
-    pub host: String,
+    pub path: Bytes,
+    pub host: Bytes,
     pub scheme: &'static str,
-    pub id: Vec<u8>,
+    pub id: Bytes,
     pub source: std::net::SocketAddr,
     pub destination: std::net::SocketAddr,
-    /// The header fields as received, names lower-cased.
+    /// The header fields as received (names in their case; see `HeaderMap`).
     pub headers: HeaderMap,
 }
 
@@ -46,22 +49,34 @@ pub enum Verdict {
 pub struct RequestEdits<'a> {
     pub method: &'a [u8],
     pub target: &'a [u8],
-    /// The fields, pseudo-headers left out.
-    pub fields: Vec<(&'a str, &'a [u8])>,
+    /// All fields; `regular_fields` leaves the pseudo-headers out.
+    map: &'a HeaderMap,
 }
 
 /// A response head as the plugins left it.
 pub struct ResponseEdits<'a> {
     /// `:status`, when it still reads as a number.
     pub status: Option<u16>,
-    pub fields: Vec<(&'a str, &'a [u8])>,
+    map: &'a HeaderMap,
 }
 
-fn regular_fields(map: &HeaderMap) -> Vec<(&str, &[u8])> {
-    map.iter()
-        .filter(|(name, _)| !name.starts_with(':'))
-        .map(|(name, value)| (name.as_str(), &value[..]))
-        .collect()
+impl<'a> RequestEdits<'a> {
+    /// The fields, pseudo-headers left out; names as received or as a plugin gave them
+    /// (lower-case), to be compared case-insensitively.
+    pub fn fields(&self) -> impl Iterator<Item = &'a (Bytes, Bytes)> + Clone {
+        regular_fields(self.map)
+    }
+}
+
+impl<'a> ResponseEdits<'a> {
+    /// As `RequestEdits::fields`.
+    pub fn fields(&self) -> impl Iterator<Item = &'a (Bytes, Bytes)> + Clone {
+        regular_fields(self.map)
+    }
+}
+
+fn regular_fields(map: &HeaderMap) -> impl Iterator<Item = &(Bytes, Bytes)> + Clone {
+    map.iter().filter(|(name, _)| !name.starts_with(b":"))
 }
 
 /// One plugin's part in the request.
@@ -79,7 +94,8 @@ struct Slot {
 
 pub struct PluginRequest {
     set: Arc<PluginSet>,
-    chain: Vec<usize>,
+    /// The route the request took: its chain is looked up in `set` (no copy per request).
+    route: Option<usize>,
     slots: Vec<Slot>,
     data: HttpData,
 }
@@ -87,14 +103,22 @@ pub struct PluginRequest {
 impl std::fmt::Debug for PluginRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PluginRequest")
-            .field("chain", &self.chain)
+            .field("chain", &self.set.config.chain(self.route))
             .finish_non_exhaustive()
     }
 }
 
+/// The room a header map of `fields` fields is made with: the pseudo-headers the chain
+/// puts in front (four in a request's, one in a response's) and a few fields a plugin adds,
+/// so that neither grows the vector (the profile of bench/plugins.sh showed its `realloc`).
+pub fn map_capacity(fields: usize) -> usize {
+    fields + 4 + 4
+}
+
 /// The pseudo-headers Envoy puts first in a request map, and a plugin may change.
-const METHOD: &str = ":method";
-const PATH: &str = ":path";
+const METHOD: &[u8] = b":method";
+const PATH: &[u8] = b":path";
+const STATUS: &[u8] = b":status";
 
 impl PluginRequest {
     /// The plugins a request that route `route` took runs, as a request of its own; `None`
@@ -104,20 +128,26 @@ impl PluginRequest {
         if chain.is_empty() {
             return None;
         }
-        Some(PluginRequest::new(Arc::clone(set), chain.to_vec(), info))
+        let slots = chain.iter().map(|_| Slot::default()).collect();
+        Some(PluginRequest::new(Arc::clone(set), route, slots, info))
     }
 
-    fn new(set: Arc<PluginSet>, chain: Vec<usize>, info: RequestInfo) -> PluginRequest {
-        let mut request_headers = Vec::with_capacity(info.headers.len() + 4);
-        request_headers.push((METHOD.to_string(), info.method.into_bytes()));
-        request_headers.push((PATH.to_string(), info.path.into_bytes()));
-        request_headers.push((":authority".to_string(), info.host.into_bytes()));
-        request_headers.push((":scheme".to_string(), info.scheme.as_bytes().to_vec()));
-        request_headers.extend(info.headers);
-        let slots = chain.iter().map(|_| Slot::default()).collect();
+    fn new(set: Arc<PluginSet>, route: Option<usize>, slots: Vec<Slot>, info: RequestInfo) -> Self {
+        // In front of the fields, in the vector that holds them (no second one).
+        let mut request_headers = info.headers;
+        let pseudo = [
+            (Bytes::from_static(METHOD), info.method),
+            (Bytes::from_static(PATH), info.path),
+            (Bytes::from_static(b":authority"), info.host),
+            (
+                Bytes::from_static(b":scheme"),
+                Bytes::from_static(info.scheme.as_bytes()),
+            ),
+        ];
+        request_headers.splice(0..0, pseudo);
         PluginRequest {
             set,
-            chain,
+            route,
             slots,
             data: HttpData {
                 request_headers,
@@ -164,9 +194,9 @@ impl PluginRequest {
         headers: HeaderMap,
         upstream: Option<&str>,
     ) -> Verdict {
-        let mut map = Vec::with_capacity(headers.len() + 1);
-        map.push((":status".to_string(), status.to_string().into_bytes()));
-        map.extend(headers);
+        // In front of the fields, in the vector that holds them (`map_capacity`).
+        let mut map = headers;
+        map.insert(0, (Bytes::from_static(STATUS), status_text(status)));
         self.data.response_headers = map;
         self.data.response_edited = false;
         // 1xx, 204 and 304 carry no body (RFC 9110 §6.4.1); others may.
@@ -199,17 +229,13 @@ impl PluginRequest {
         if !self.data.request_edited {
             return None;
         }
-        let pseudo = |name: &str| {
-            self.data
-                .request_headers
-                .iter()
-                .find(|(key, _)| key == name)
-                .map_or(&[][..], |(_, value)| &value[..])
+        let pseudo = |name: &[u8]| {
+            find_field(&self.data.request_headers, name).map_or(&[][..], |value| &value[..])
         };
         Some(RequestEdits {
             method: pseudo(METHOD),
             target: pseudo(PATH),
-            fields: regular_fields(&self.data.request_headers),
+            map: &self.data.request_headers,
         })
     }
 
@@ -218,15 +244,11 @@ impl PluginRequest {
         if !self.data.response_edited {
             return None;
         }
-        let status = self
-            .data
-            .response_headers
-            .iter()
-            .find(|(name, _)| name == ":status")
-            .and_then(|(_, value)| std::str::from_utf8(value).ok()?.parse().ok());
+        let status = find_field(&self.data.response_headers, STATUS)
+            .and_then(|value| std::str::from_utf8(value).ok()?.parse().ok());
         Some(ResponseEdits {
             status,
-            fields: regular_fields(&self.data.response_headers),
+            map: &self.data.response_headers,
         })
     }
 
@@ -235,7 +257,7 @@ impl PluginRequest {
     /// answer differently.
     pub fn finish(&mut self, status: u16) {
         self.data.properties.response_code = Some(status);
-        for (slot, &index) in self.slots.iter_mut().zip(&self.chain) {
+        for (slot, &index) in self.slots.iter_mut().zip(self.set.config.chain(self.route)) {
             // Once per request, whichever path ends it.
             let context = slot.context.take();
             let (Some((generation, context)), false) = (context, slot.skipped) else {
@@ -244,6 +266,9 @@ impl PluginRequest {
             let Some(plugin) = self.set.plugins.get(index) else {
                 continue;
             };
+            if !plugin.compiled.ends_requests {
+                continue;
+            }
             let data = &mut self.data;
             let result = with_vm(
                 plugin.id,
@@ -265,7 +290,7 @@ impl PluginRequest {
     }
 
     fn run(&mut self, callback: HttpCallback, wanted: impl Fn(&Slot) -> bool) -> Verdict {
-        for (slot, &index) in self.slots.iter_mut().zip(&self.chain) {
+        for (slot, &index) in self.slots.iter_mut().zip(self.set.config.chain(self.route)) {
             if slot.skipped || !wanted(slot) {
                 continue;
             }
@@ -332,6 +357,26 @@ impl PluginRequest {
     }
 }
 
+/// `:status`'s value: three digits out of a static table rather than a string per response.
+fn status_text(status: u16) -> Bytes {
+    static DIGITS: [u8; 3000] = {
+        let mut table = [0u8; 3000];
+        let mut code = 0;
+        while code < 1000 {
+            table[code * 3] = b'0' + (code / 100) as u8;
+            table[code * 3 + 1] = b'0' + (code / 10 % 10) as u8;
+            table[code * 3 + 2] = b'0' + (code % 10) as u8;
+            code += 1;
+        }
+        table
+    };
+    let at = usize::from(status) * 3;
+    match DIGITS.get(at..at + 3) {
+        Some(digits) => Bytes::from_static(digits),
+        None => Bytes::from(status.to_string()),
+    }
+}
+
 /// Log and count a failed callback.
 fn failed(plugin: &LoadedPlugin, error: &PluginError) {
     let reason = error.reason();
@@ -343,4 +388,23 @@ fn failed(plugin: &LoadedPlugin, error: &PluginError) {
         on_error = ?plugin.shared.config.on_error,
         "plugin failed; its instance is replaced"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_text_is_the_code_in_three_digits() {
+        for (code, text) in [
+            (100, "100"),
+            (200, "200"),
+            (404, "404"),
+            (999, "999"),
+            (42, "042"),
+        ] {
+            assert_eq!(status_text(code), text.as_bytes(), "{code}");
+        }
+        assert_eq!(status_text(1000), "1000".as_bytes());
+    }
 }

@@ -15,12 +15,21 @@ use super::host::{HostState, Status};
 use super::{abi, wasi};
 use crate::limits::PLUGIN_EPOCH_TICK;
 
+/// Set to `1`, the engine writes a perf map of the plugins' compiled code (guest frames
+/// named in `perf report`; docs/BENCHMARKS.md, issue 21's profile).
+pub const PERF_MAP_ENV: &str = "SENTINEL_PLUGIN_PERF_MAP";
+
 /// The engine, with epoch interruption on; the ticker starts with it.
 pub fn engine() -> &'static Engine {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
     ENGINE.get_or_init(|| {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true);
+        // Guest frames in `perf report` (a /tmp/perf-PID.map), for profiling a plugin: off
+        // unless asked for, since every compiled function is written to the map.
+        if std::env::var_os(PERF_MAP_ENV).is_some_and(|v| v == "1") {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         // Failure to build the default configuration would be a bug in the build (no
         // compiler for this CPU); the default engine is the best we can still try.
         let engine = Engine::new(&config).unwrap_or_else(|error| {
@@ -78,7 +87,14 @@ impl Digest {
 pub struct Compiled {
     pub digest: Digest,
     pub pre: InstancePre<HostState>,
+    /// Whether the module exports a callback for a request's end (`proxy_on_done`,
+    /// `proxy_on_log`, `proxy_on_delete`): without one, the end of a request does not
+    /// visit the instance at all.
+    pub ends_requests: bool,
 }
+
+/// The callbacks a request's end runs (`Vm::finish`).
+pub const END_CALLBACKS: [&str; 3] = ["proxy_on_done", "proxy_on_log", "proxy_on_delete"];
 
 /// Compiled modules by file; one entry per path (the last version compiled).
 fn cache() -> &'static Mutex<HashMap<PathBuf, Compiled>> {
@@ -106,7 +122,14 @@ pub fn compile(path: &Path) -> Result<Compiled, PluginError> {
     let pre = linker
         .instantiate_pre(&module)
         .map_err(|e| PluginError::Link(format!("{e:#}")))?;
-    let compiled = Compiled { digest, pre };
+    let ends_requests = module
+        .exports()
+        .any(|export| END_CALLBACKS.contains(&export.name()));
+    let compiled = Compiled {
+        digest,
+        pre,
+        ends_requests,
+    };
     let mut cache = cache().lock().unwrap_or_else(|p| p.into_inner());
     cache.insert(path.to_path_buf(), compiled.clone());
     Ok(compiled)

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use wasmtime::{Memory, ResourceLimiter, TypedFunc};
 
 use super::metrics::PluginMetrics;
@@ -65,8 +66,18 @@ impl BufferKind {
     }
 }
 
-/// A header map: lower-case names (as Envoy hands them over) with pseudo-headers first.
-pub type HeaderMap = Vec<(String, Vec<u8>)>;
+/// A header map, pseudo-headers first. Names and values are shares of the received head
+/// (`Bytes`: no copy per field, as the profile of bench/plugins.sh asked) until a plugin
+/// edits them, so names keep the case they arrived in: they compare case-insensitively,
+/// and a plugin sees them lower-cased, as Envoy hands them over (`serialize_map`).
+pub type HeaderMap = Vec<(Bytes, Bytes)>;
+
+/// The value of the first field named `name` (case-insensitive).
+pub fn find_field<'a>(map: &'a HeaderMap, name: &[u8]) -> Option<&'a Bytes> {
+    map.iter()
+        .find(|(key, _)| key.eq_ignore_ascii_case(name))
+        .map(|(_, value)| value)
+}
 
 /// The answer a plugin asked for with `proxy_send_local_response`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,7 +91,7 @@ pub struct LocalResponse {
 #[derive(Debug, Clone, Default)]
 pub struct RequestProperties {
     pub scheme: &'static str,
-    pub id: Vec<u8>,
+    pub id: Bytes,
     /// Formatted only when a plugin asks (formatting an address costs more than the rest
     /// of the request's setup).
     pub source: Option<std::net::SocketAddr>,
@@ -242,28 +253,48 @@ impl ResourceLimiter for MemoryLimit {
     }
 }
 
-/// Serialise a header map as proxy-wasm lays it out: the pair count, then each key and
-/// value length (u32, little-endian), then each key and value followed by a NUL.
-pub fn serialize_map<'a>(pairs: impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone) -> Vec<u8> {
-    let count = pairs.clone().count();
-    let data: usize = pairs.clone().map(|(k, v)| k.len() + v.len() + 2).sum();
-    let mut out = Vec::with_capacity(4 + count * 8 + data);
-    out.extend_from_slice(&u32_le(count));
-    for (key, value) in pairs.clone() {
-        out.extend_from_slice(&u32_le(key.len()));
-        out.extend_from_slice(&u32_le(value.len()));
-    }
-    for (key, value) in pairs {
-        out.extend_from_slice(key);
-        out.push(0);
-        out.extend_from_slice(value);
-        out.push(0);
-    }
-    out
+/// The length of `map` serialised (`serialize_map_into`).
+pub fn serialized_map_len(map: &HeaderMap) -> usize {
+    4 + map
+        .iter()
+        .map(|(k, v)| 8 + k.len() + v.len() + 2)
+        .sum::<usize>()
 }
 
-fn u32_le(value: usize) -> [u8; 4] {
-    u32::try_from(value).unwrap_or(u32::MAX).to_le_bytes()
+/// Serialise a header map as proxy-wasm lays it out: the pair count, then each key and
+/// value length (u32, little-endian), then each key (lower-cased) and value followed by a
+/// NUL. `out` is exactly `serialized_map_len(map)` long: the guest's memory, written in
+/// place rather than through a copy of its own.
+pub fn serialize_map_into(map: &HeaderMap, out: &mut [u8]) -> Option<()> {
+    let mut sizes = out.get_mut(..4 + 8 * map.len())?;
+    put_u32(&mut sizes, map.len())?;
+    for (key, value) in map {
+        put_u32(&mut sizes, key.len())?;
+        put_u32(&mut sizes, value.len())?;
+    }
+    let mut data = out.get_mut(4 + 8 * map.len()..)?;
+    for (key, value) in map {
+        let at = std::mem::take(&mut data);
+        let (key_out, rest) = at.split_at_mut_checked(key.len())?;
+        key_out.copy_from_slice(key);
+        key_out.make_ascii_lowercase();
+        let (nul, rest) = rest.split_first_mut()?;
+        *nul = 0;
+        let (value_out, rest) = rest.split_at_mut_checked(value.len())?;
+        value_out.copy_from_slice(value);
+        let (nul, rest) = rest.split_first_mut()?;
+        *nul = 0;
+        data = rest;
+    }
+    data.is_empty().then_some(())
+}
+
+/// `value` as a little-endian u32 at the start of `out`, which moves past it.
+fn put_u32(out: &mut &mut [u8], value: usize) -> Option<()> {
+    let (head, rest) = std::mem::take(out).split_at_mut_checked(4)?;
+    head.copy_from_slice(&u32::try_from(value).unwrap_or(u32::MAX).to_le_bytes());
+    *out = rest;
+    Some(())
 }
 
 /// The pairs of a serialised header map, or `None` when the bytes do not describe one.
@@ -294,15 +325,15 @@ pub fn deserialize_map(bytes: &[u8]) -> Option<HeaderMap> {
             return None;
         }
         data = value_end.checked_add(1)?;
-        pairs.push((String::from_utf8_lossy(key).into_owned(), value.to_vec()));
+        pairs.push((Bytes::copy_from_slice(key), Bytes::copy_from_slice(value)));
     }
     Some(pairs)
 }
 
 /// A property's value (`proxy_get_property`); the path's segments are joined by NUL.
-pub fn property(path: &[u8], plugin: &PluginConfig, http: Option<&HttpData>) -> Option<Vec<u8>> {
+pub fn property(path: &[u8], plugin: &PluginConfig, http: Option<&HttpData>) -> Option<Bytes> {
     let segments: Vec<&[u8]> = path.split(|b| *b == 0).filter(|s| !s.is_empty()).collect();
-    let text = |s: &str| Some(s.as_bytes().to_vec());
+    let text = |s: &str| Some(Bytes::copy_from_slice(s.as_bytes()));
     match segments.as_slice() {
         [b"plugin_name"] => return text(&plugin.name),
         [b"plugin_root_id"] => return text(&plugin.root_id),
@@ -311,35 +342,26 @@ pub fn property(path: &[u8], plugin: &PluginConfig, http: Option<&HttpData>) -> 
     let http = http?;
     let properties = &http.properties;
     // The request line's parts as they are now (a plugin may have changed them).
-    let pseudo = |name: &str| {
-        http.request_headers
-            .iter()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.clone())
-    };
+    let pseudo = |name: &str| find_field(&http.request_headers, name.as_bytes()).cloned();
     match segments.as_slice() {
         [b"request", b"path"] => pseudo(":path"),
         [b"request", b"url_path"] => pseudo(":path").map(|path| {
             let end = path.iter().position(|b| *b == b'?').unwrap_or(path.len());
-            path[..end].to_vec()
+            path.slice(..end)
         }),
         [b"request", b"method"] => pseudo(":method"),
         [b"request", b"host"] => pseudo(":authority"),
-        [b"request", b"scheme"] => text(properties.scheme),
+        [b"request", b"scheme"] => Some(Bytes::from_static(properties.scheme.as_bytes())),
         [b"request", b"id"] => Some(properties.id.clone()),
-        [b"request", b"protocol"] => text("HTTP/1.1"),
-        [b"request", b"headers", name] => http
-            .request_headers
-            .iter()
-            .find(|(key, _)| key.as_bytes().eq_ignore_ascii_case(name))
-            .map(|(_, value)| value.clone()),
+        [b"request", b"protocol"] => Some(Bytes::from_static(b"HTTP/1.1")),
+        [b"request", b"headers", name] => find_field(&http.request_headers, name).cloned(),
         [b"source", b"address"] => properties.source.and_then(|a| text(&a.to_string())),
         [b"destination", b"address"] => properties.destination.and_then(|a| text(&a.to_string())),
         [b"upstream", b"address"] => properties.upstream.as_deref().and_then(text),
         // Envoy hands integers over as 8 little-endian bytes.
         [b"response", b"code"] => properties
             .response_code
-            .map(|code| u64::from(code).to_le_bytes().to_vec()),
+            .map(|code| Bytes::copy_from_slice(&u64::from(code).to_le_bytes())),
         _ => None,
     }
 }
@@ -348,20 +370,47 @@ pub fn property(path: &[u8], plugin: &PluginConfig, http: Option<&HttpData>) -> 
 mod tests {
     use super::*;
 
+    fn serialize_map(map: &HeaderMap) -> Vec<u8> {
+        let mut out = vec![0; serialized_map_len(map)];
+        assert_eq!(serialize_map_into(map, &mut out), Some(()));
+        out
+    }
+
     #[test]
     fn header_maps_round_trip() {
         let pairs: HeaderMap = vec![
-            (":path".into(), b"/a".to_vec()),
-            ("x-empty".into(), Vec::new()),
+            (Bytes::from_static(b":path"), Bytes::from_static(b"/a")),
+            (Bytes::from_static(b"x-empty"), Bytes::new()),
         ];
-        let bytes = serialize_map(pairs.iter().map(|(k, v)| (k.as_bytes(), &v[..])));
+        let bytes = serialize_map(&pairs);
         assert_eq!(&bytes[..4], &2u32.to_le_bytes());
         assert_eq!(deserialize_map(&bytes), Some(pairs));
     }
 
+    /// Names are kept as received and handed to the guest lower-cased, as Envoy does.
+    #[test]
+    fn serialised_names_are_lower_case() {
+        let pairs: HeaderMap = vec![(Bytes::from_static(b"X-Mixed"), Bytes::from_static(b"V"))];
+        let lowered: HeaderMap = vec![(Bytes::from_static(b"x-mixed"), Bytes::from_static(b"V"))];
+        assert_eq!(deserialize_map(&serialize_map(&pairs)), Some(lowered));
+    }
+
+    #[test]
+    fn a_map_is_not_written_into_the_wrong_length() {
+        let pairs: HeaderMap = vec![(Bytes::from_static(b"k"), Bytes::from_static(b"v"))];
+        let len = serialized_map_len(&pairs);
+        for wrong in [0, len - 1, len + 1] {
+            let mut out = vec![0; wrong];
+            assert_eq!(serialize_map_into(&pairs, &mut out), None, "{wrong}");
+        }
+    }
+
     #[test]
     fn truncated_header_maps_are_refused_without_panicking() {
-        let bytes = serialize_map([(&b"key"[..], &b"value"[..])].into_iter());
+        let bytes = serialize_map(&vec![(
+            Bytes::from_static(b"key"),
+            Bytes::from_static(b"value"),
+        )]);
         for len in 0..bytes.len() {
             assert_eq!(deserialize_map(&bytes[..len]), None, "{len}");
         }

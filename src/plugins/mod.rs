@@ -14,7 +14,7 @@ mod set;
 mod vm;
 mod wasi;
 
-pub use chain::{PluginRequest, RequestInfo, Verdict};
+pub use chain::{map_capacity, PluginRequest, RequestInfo, Verdict};
 pub use error::PluginError;
 pub use host::{HeaderMap, LocalResponse};
 pub use set::{check, LoadedPlugin, PluginSet};

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
 use super::stream::ConnectError;
 use super::upstream::Upstream;
@@ -14,6 +14,7 @@ use crate::config::{ConnectionLimits, RouteConfig};
 use crate::http::error::{BodyError, ParseError};
 use crate::http::lazy_timer::LazyTimer;
 use crate::http::persistence::Persistence;
+use crate::http::request::HeaderSpan;
 use crate::http::response::StatusCode;
 use crate::http::response_parser::ResponseLimits;
 
@@ -67,11 +68,13 @@ pub struct Destination<'a> {
 /// Something the response head passes by before it is relayed: the proxy-wasm plugins.
 /// A trait here so the proxy does not import the layer above it.
 pub trait ResponseHook: Send + Sync {
-    /// `fields` are the backend's, as received; `upstream` the backend's address.
+    /// `fields` are the backend's, as received (spans of `head`); `upstream` the backend's
+    /// address.
     fn on_response_head(
         &self,
         status: StatusCode,
-        fields: &mut dyn Iterator<Item = (&[u8], &[u8])>,
+        head: &[u8],
+        fields: &[HeaderSpan],
         upstream: &str,
     ) -> HeadEdit;
 
@@ -99,7 +102,7 @@ pub enum HeadEdit {
     /// Relay this status and these fields instead (the framing stays the backend's).
     Replace {
         status: StatusCode,
-        fields: Vec<(Vec<u8>, Vec<u8>)>,
+        fields: Vec<(Bytes, Bytes)>,
     },
     /// Relay nothing: answer the client with this status.
     Refuse(StatusCode),

@@ -6,7 +6,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::AsyncReadExt;
 
 use super::buffered::{read_body, BufferError};
@@ -23,6 +23,7 @@ use crate::compression::{can_vary, negotiate, Algorithm, Encoder, ResponseFacts,
 use crate::http::body::{BodyDecoder, BodyLimits, ChunkedDecoder, Step};
 use crate::http::date::with_http_date;
 use crate::http::persistence::Persistence;
+use crate::http::refield;
 use crate::http::request::{Method, RequestHead, Version};
 use crate::http::response_parser::{
     parse_response, DeclaredFraming, ParsedResponse, ResponseLimits, ResponseStatus,
@@ -121,11 +122,8 @@ pub(super) async fn relay_response<S: Transport>(
     let edited = match destination.response_hook {
         None => None,
         Some(hook) => {
-            let mut fields = response
-                .headers
-                .iter()
-                .map(|h| (h.name.slice(response_head), h.value.slice(response_head)));
-            match hook.on_response_head(response.status, &mut fields, &backend.address) {
+            let fields = &response.headers;
+            match hook.on_response_head(response.status, response_head, fields, &backend.address) {
                 HeadEdit::Keep => None,
                 HeadEdit::Replace { status, fields } => edited_head(
                     &response,
@@ -426,37 +424,16 @@ fn edited_head(
     response: &ParsedResponse,
     response_head: &[u8],
     status: crate::http::response::StatusCode,
-    fields: &[(Vec<u8>, Vec<u8>)],
+    fields: &[(Bytes, Bytes)],
     limits: &ResponseLimits,
 ) -> Option<(ParsedResponse, BytesMut)> {
-    let is_framing = |name: &[u8]| {
-        name.eq_ignore_ascii_case(b"content-length")
-            || name.eq_ignore_ascii_case(b"transfer-encoding")
-    };
-    let mut head = BytesMut::with_capacity(response_head.len() + 256);
-    head.put_slice(b"HTTP/1.1 ");
-    head.put_slice(status.as_u16().to_string().as_bytes());
-    head.put_slice(b" ");
-    head.put_slice(status.reason().as_bytes());
-    head.put_slice(b"\r\n");
-    let put = |head: &mut BytesMut, name: &[u8], value: &[u8]| {
-        head.put_slice(name);
-        head.put_slice(b": ");
-        head.put_slice(value);
-        head.put_slice(b"\r\n");
-    };
-    for header in &response.headers {
-        let name = header.name.slice(response_head);
-        if is_framing(name) {
-            put(&mut head, name, header.value.slice(response_head));
-        }
+    let fields = fields.iter().map(|(name, value)| (&name[..], &value[..]));
+    // Parsed again only when what the parse finds is not known as it is written.
+    let (head, known) =
+        refield::response_with_fields(response, response_head, status, fields, limits);
+    if let Some(parsed) = known {
+        return Some((parsed, head));
     }
-    for (name, value) in fields {
-        if !is_framing(name) {
-            put(&mut head, name, value);
-        }
-    }
-    head.put_slice(b"\r\n");
     match parse_response(&head, limits) {
         Ok(ResponseStatus::Complete(parsed, _)) if parsed.framing == response.framing => {
             Some((parsed, head))

@@ -8,10 +8,11 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::fault::Fault;
 use crate::http::parser::{parse_request, ParseLimits, Status};
-use crate::http::request::RequestHead;
+use crate::http::refield::{self, NameCase};
+use crate::http::request::{HeaderSpan, RequestHead, Span};
 use crate::http::response::{HeaderValue, Response, ResponseBody, StatusCode};
 use crate::http::scheme::Scheme;
-use crate::plugins::{LocalResponse, PluginRequest, RequestInfo, Verdict};
+use crate::plugins::{map_capacity, LocalResponse, PluginRequest, RequestInfo, Verdict};
 use crate::proxy::exchange::{BodyEdit, HeadEdit, ResponseHook};
 
 /// Field names a plugin cannot set on a response: the writer owns the framing and the
@@ -37,34 +38,43 @@ pub(super) fn request_info(
     request_id: &[u8],
     destination: SocketAddr,
 ) -> RequestInfo {
+    let (method, path, host) = head.shared_request_line();
     RequestInfo {
-        method: head.method_str().to_string(),
-        path: head.target().to_string(),
-        host: head.host().unwrap_or_default().to_string(),
+        method,
+        path,
+        host,
         scheme: scheme.as_str(),
-        id: request_id.to_vec(),
+        id: Bytes::copy_from_slice(request_id),
         source: peer,
         destination,
-        headers: head
-            .fields()
-            .map(|(name, value)| {
-                (
-                    String::from_utf8_lossy(name).to_ascii_lowercase(),
-                    value.to_vec(),
-                )
-            })
-            .collect(),
+        headers: {
+            let mut headers = Vec::with_capacity(map_capacity(head.header_count()));
+            headers.extend(head.shared_fields());
+            headers
+        },
     }
 }
 
 /// The request head with the plugins' edits, parsed as a client's would be: a plugin
 /// cannot send what a client could not. `body_length` replaces the framing when the body
-/// was buffered (and perhaps changed) for the plugins.
+/// was buffered (and perhaps changed) for the plugins. Edits of ordinary fields skip the
+/// second parse when its outcome is known (`refield::request_with_fields`, the same bytes).
 pub(super) fn rebuild_head(
     original: &RequestHead,
     request: &PluginRequest,
     body_length: Option<usize>,
     limits: &ParseLimits,
+) -> Result<Option<RequestHead>, Fault> {
+    rebuild(original, request, body_length, limits, true)
+}
+
+/// `rebuild_head`, with the shortcut or (`shortcut: false`, the tests' reference) without.
+fn rebuild(
+    original: &RequestHead,
+    request: &PluginRequest,
+    body_length: Option<usize>,
+    limits: &ParseLimits,
+    shortcut: bool,
 ) -> Result<Option<RequestHead>, Fault> {
     let refused = |reason| Fault::Plugin {
         plugin: Arc::from("chain"),
@@ -75,25 +85,38 @@ pub(super) fn rebuild_head(
     match request.request_edits() {
         None if body_length.is_none() => return Ok(None),
         Some(edits) => {
-            head.put_slice(edits.method);
-            head.put_u8(b' ');
-            head.put_slice(edits.target);
-            head.put_u8(b' ');
-            head.put_slice(original.version().as_str().as_bytes());
-            head.put_slice(b"\r\n");
-            for (name, value) in edits.fields {
-                put_field(&mut head, name.as_bytes(), value, body_length.is_some());
+            let fields = edits.fields().map(|(name, value)| (&name[..], &value[..]));
+            if shortcut && body_length.is_none() {
+                let rebuilt = refield::request_with_fields(
+                    original,
+                    edits.method,
+                    edits.target,
+                    fields.clone(),
+                    limits,
+                );
+                if let Some(rebuilt) = rebuilt {
+                    return Ok(Some(rebuilt));
+                }
+            }
+            refield::put_request_line(&mut head, edits.method, edits.target, original.version());
+            for (name, value) in fields {
+                put_field(
+                    &mut head,
+                    (name, value),
+                    NameCase::Lower,
+                    body_length.is_some(),
+                );
             }
         }
         None => {
-            head.put_slice(original.method_str().as_bytes());
-            head.put_u8(b' ');
-            head.put_slice(original.target().as_bytes());
-            head.put_u8(b' ');
-            head.put_slice(original.version().as_str().as_bytes());
-            head.put_slice(b"\r\n");
+            refield::put_request_line(
+                &mut head,
+                original.method_str().as_bytes(),
+                original.target().as_bytes(),
+                original.version(),
+            );
             for (name, value) in original.fields() {
-                put_field(&mut head, name, value, true);
+                put_field(&mut head, (name, value), NameCase::AsGiven, true);
             }
         }
     }
@@ -118,19 +141,21 @@ pub(super) fn rebuild_head(
     }
 }
 
-/// One field line; with a rebuilt body, the client's framing fields and `Expect` are
-/// left out (the body is here already, with a length of its own).
-fn put_field(head: &mut BytesMut, name: &[u8], value: &[u8], rebuilt_body: bool) {
+/// One field line (the name lower-cased); with a rebuilt body, the client's framing fields
+/// and `Expect` are left out (the body is here already, with a length of its own).
+fn put_field(
+    head: &mut BytesMut,
+    (name, value): (&[u8], &[u8]),
+    case: NameCase,
+    rebuilt_body: bool,
+) {
     let framing = name.eq_ignore_ascii_case(b"content-length")
         || name.eq_ignore_ascii_case(b"transfer-encoding")
         || name.eq_ignore_ascii_case(b"expect");
     if rebuilt_body && framing {
         return;
     }
-    head.put_slice(name);
-    head.put_slice(b": ");
-    head.put_slice(value);
-    head.put_slice(b"\r\n");
+    refield::put_field_line(head, name, value, case);
 }
 
 /// The answer a plugin sent with `proxy_send_local_response`, and its fields.
@@ -144,8 +169,7 @@ pub(super) fn local_response(local: LocalResponse) -> (Response, Vec<(Bytes, Byt
     let fields = local
         .headers
         .into_iter()
-        .filter(|(name, _)| !name.starts_with(':') && !is_writer_owned(name.as_bytes()))
-        .map(|(name, value)| (Bytes::from(name), Bytes::from(value)))
+        .filter(|(name, _)| !name.starts_with(b":") && !is_writer_owned(name))
         .collect();
     (response, fields)
 }
@@ -171,11 +195,13 @@ pub(super) fn edit_local_response(
     max_body_bytes: u64,
 ) -> Result<(Response, Vec<(Bytes, Bytes)>), Fault> {
     let mut request = request.lock().unwrap_or_else(|p| p.into_inner());
-    let fields = response
-        .headers
-        .iter()
-        .map(|(name, value)| (name.to_ascii_lowercase(), value.as_bytes().to_vec()))
-        .collect();
+    let mut fields = Vec::with_capacity(map_capacity(response.headers.len()));
+    fields.extend(response.headers.iter().map(|(name, value)| {
+        (
+            Bytes::from_static(name.as_bytes()),
+            Bytes::copy_from_slice(value.as_bytes()),
+        )
+    }));
     let verdict = request.on_response_headers(response.status.as_u16(), fields, None);
     if let Some(fault) = fault_of(&verdict) {
         return Err(fault);
@@ -194,20 +220,17 @@ pub(super) fn edit_local_response(
     }
     let mut kept: Vec<(&'static str, HeaderValue)> = Vec::new();
     let mut added = Vec::new();
-    for (name, value) in edits.fields {
-        if is_writer_owned(name.as_bytes()) {
+    for (name, value) in edits.fields() {
+        if is_writer_owned(name) {
             continue;
         }
         match response
             .headers
             .iter()
-            .find(|(known, _)| known.eq_ignore_ascii_case(name))
+            .find(|(known, _)| known.as_bytes().eq_ignore_ascii_case(name))
         {
-            Some((known, _)) => kept.push((known, Bytes::copy_from_slice(value).into())),
-            None => added.push((
-                Bytes::copy_from_slice(name.as_bytes()),
-                Bytes::copy_from_slice(value),
-            )),
+            Some((known, _)) => kept.push((known, value.clone().into())),
+            None => added.push((name.clone(), value.clone())),
         }
     }
     response.headers = kept;
@@ -262,18 +285,26 @@ impl ResponseHook for Mutex<PluginRequest> {
     fn on_response_head(
         &self,
         status: StatusCode,
-        fields: &mut dyn Iterator<Item = (&[u8], &[u8])>,
+        head: &[u8],
+        fields: &[HeaderSpan],
         upstream: &str,
     ) -> HeadEdit {
         let mut request = self.lock().unwrap_or_else(|p| p.into_inner());
-        let map = fields
-            .map(|(name, value)| {
-                (
-                    String::from_utf8_lossy(name).to_ascii_lowercase(),
-                    value.to_vec(),
-                )
-            })
-            .collect();
+        // One copy of the head the fields share, rather than one per name and value.
+        let head = Bytes::copy_from_slice(head);
+        let share = |span: Span| {
+            if span.start <= span.end && span.end <= head.len() {
+                head.slice(span.start..span.end)
+            } else {
+                Bytes::new()
+            }
+        };
+        let mut map = Vec::with_capacity(map_capacity(fields.len()));
+        map.extend(
+            fields
+                .iter()
+                .map(|field| (share(field.name), share(field.value))),
+        );
         match request.on_response_headers(status.as_u16(), map, Some(upstream)) {
             Verdict::Fail { status, .. } => return HeadEdit::Refuse(status),
             // A local answer to a response on its way: the backend's body must not follow a
@@ -293,13 +324,12 @@ impl ResponseHook for Mutex<PluginRequest> {
                     .and_then(StatusCode::from_u16)
                     .unwrap_or(status),
                 fields: edits
-                    .fields
-                    .into_iter()
+                    .fields()
                     .filter(|(name, _)| {
-                        !name.eq_ignore_ascii_case("connection")
-                            && !name.eq_ignore_ascii_case("keep-alive")
+                        !name.eq_ignore_ascii_case(b"connection")
+                            && !name.eq_ignore_ascii_case(b"keep-alive")
                     })
-                    .map(|(name, value)| (name.as_bytes().to_vec(), value.to_vec()))
+                    .cloned()
                     .collect(),
             },
         };
