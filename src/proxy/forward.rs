@@ -119,7 +119,16 @@ pub async fn forward<S: Transport>(
             && idempotent
             && retries < policy.max_retries
             && tries < upstream.backends.len().min(MAX_ATTEMPTS);
-        let result = try_backend(client, head, &mut body, &attempt, destination, may_retry).await;
+        let result = try_backend(
+            client,
+            head,
+            &mut body,
+            &attempt,
+            destination,
+            may_retry,
+            now,
+        )
+        .await;
         record_attempt(upstream, index, &result, now);
         let error = match result {
             Ok(outcome) => return outcome,
@@ -249,7 +258,7 @@ fn withdraw_retry(upstream: &Upstream) -> bool {
     granted
 }
 
-/// One backend: a pooled connection if there is a live one, else a new one. A pooled
+/// One backend, picked at `now`: a pooled connection if there is a live one, else a new one. A pooled
 /// connection that turns out dead before any response byte is normal (the backend closed it
 /// while idle): the request goes once more over a new connection, when it can be replayed.
 async fn try_backend<S: Transport>(
@@ -259,10 +268,11 @@ async fn try_backend<S: Transport>(
     attempt: &Attempt<'_>,
     destination: &Destination<'_>,
     may_retry: bool,
+    now: Instant,
 ) -> Result<Outcome, AttemptError> {
     let backend = attempt.backend;
     let connect_timeout = destination.route.connection_timeout;
-    if let Some(pooled) = backend.pool.take() {
+    if let Some(pooled) = backend.pool.take_at(now) {
         let replayable = body.is_done();
         match exchange(client, head, body, pooled, attempt, destination, may_retry).await {
             Err(AttemptError::NoResponse(error)) if replayable => {

@@ -71,10 +71,17 @@ where
         // One contiguous piece goes out with send(2): writev(2) with a single iovec costs the
         // kernel's vectored-I/O path for nothing (perf: ~0.4 µs of `vfs_writev` per call).
         let contiguous = out.chunk().len() == out.remaining();
-        let written = if contiguous {
-            timeout(write_timeout, stream.write(out.chunk())).await
+        // Most writes are taken whole at the first try: only one that has to wait gets a
+        // timer (a clock read and a timer entry per write, ~150 instructions, otherwise).
+        let at_once = if contiguous {
+            at_first_poll(stream.write(out.chunk())).await
         } else {
-            timeout(write_timeout, stream.write_buf(out)).await
+            at_first_poll(stream.write_buf(out)).await
+        };
+        let written = match at_once {
+            Some(written) => Ok(written),
+            None if contiguous => timeout(write_timeout, stream.write(out.chunk())).await,
+            None => timeout(write_timeout, stream.write_buf(out)).await,
         };
         match written {
             Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
@@ -88,14 +95,26 @@ where
     // last records of a response wait inside it for a next write that may never come (the
     // client waits for them before it sends its next request). Plain TCP holds nothing back:
     // its flush is ready at the first poll, so only a flush that has to wait gets a timer.
-    let mut flush = std::pin::pin!(stream.flush());
-    if let Poll::Ready(flushed) =
-        std::future::poll_fn(|cx| Poll::Ready(std::future::Future::poll(flush.as_mut(), cx))).await
-    {
+    if let Some(flushed) = at_first_poll(stream.flush()).await {
         return flushed;
     }
-    match timeout(write_timeout, flush).await {
+    match timeout(write_timeout, stream.flush()).await {
         Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
         Ok(flushed) => flushed,
     }
+}
+
+/// `future`'s output when it is ready at its first poll; `None`, the future dropped, when it
+/// is not. Only for futures that do nothing until they are ready (a socket write or flush:
+/// tokio's give up their turn without writing), so the caller can start them again under a
+/// timeout. The first poll registers the task's waker like any other.
+async fn at_first_poll<F: std::future::Future>(future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    std::future::poll_fn(|cx| {
+        Poll::Ready(match future.as_mut().poll(cx) {
+            Poll::Ready(output) => Some(output),
+            Poll::Pending => None,
+        })
+    })
+    .await
 }
