@@ -24,8 +24,9 @@ pub fn is_valid(value: &[u8]) -> bool {
 }
 
 thread_local! {
-    /// (prefix, next counter) of this thread's IDs.
-    static NEXT: Cell<(u64, u64)> = Cell::new((thread_prefix(), 0));
+    /// This thread's prefix, in hex once for all its IDs, and its next counter.
+    static PREFIX: [u8; GENERATED_LEN / 2] = hex(thread_prefix());
+    static NEXT: Cell<u64> = const { Cell::new(0) };
 }
 
 /// 64 random bits per thread: `RandomState` draws its keys from the OS once per thread and
@@ -67,21 +68,24 @@ impl std::ops::Deref for RequestId {
 
 /// A new ID: 32 lowercase hex characters, never repeated by this thread.
 pub fn generate() -> RequestId {
-    let (prefix, counter) = NEXT.with(|next| {
-        let (prefix, counter) = next.get();
-        next.set((prefix, counter.wrapping_add(1)));
-        (prefix, counter)
+    let counter = NEXT.with(|next| {
+        let counter = next.get();
+        next.set(counter.wrapping_add(1));
+        counter
     });
-    RequestId::Made(format_id(prefix, counter))
+    let mut id = [0u8; GENERATED_LEN];
+    let (prefix, count) = id.split_at_mut(GENERATED_LEN / 2);
+    PREFIX.with(|own| prefix.copy_from_slice(own));
+    count.copy_from_slice(&hex(counter));
+    RequestId::Made(id)
 }
 
-fn format_id(prefix: u64, counter: u64) -> [u8; GENERATED_LEN] {
+/// `word` as 16 lowercase hex characters, most significant first.
+fn hex(word: u64) -> [u8; GENERATED_LEN / 2] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = [0u8; GENERATED_LEN];
+    let mut out = [0u8; GENERATED_LEN / 2];
     for (i, slot) in out.iter_mut().enumerate() {
-        let word = if i < 16 { prefix } else { counter };
-        let shift = 60 - 4 * (i % 16);
-        *slot = HEX[((word >> shift) & 0xf) as usize];
+        *slot = HEX[((word >> (60 - 4 * i)) & 0xf) as usize];
     }
     out
 }
@@ -130,10 +134,20 @@ mod tests {
 
     #[test]
     fn the_counter_is_the_low_half() {
+        assert_eq!(&hex(0x0123_4567_89ab_cdef), b"0123456789abcdef");
+        assert_eq!(&hex(5), b"0000000000000005");
+        let std::thread::Result::Ok((first, second)) =
+            std::thread::spawn(|| (generate(), generate())).join()
+        else {
+            panic!("the generating thread panicked");
+        };
+        assert_eq!(&first[..16], &second[..16], "one prefix per thread");
         assert_eq!(
-            &format_id(0x0123_4567_89ab_cdef, 5),
-            b"0123456789abcdef0000000000000005"
+            &first[16..],
+            b"0000000000000000",
+            "a new thread counts from zero"
         );
+        assert_eq!(&second[16..], b"0000000000000001");
     }
 
     #[test]
