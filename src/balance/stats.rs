@@ -133,7 +133,7 @@ impl BackendStats {
         self.errors.fetch_add(1, Ordering::Relaxed);
         let mut estimates = self.estimates();
         estimates.failures.observe(true, now);
-        let latency_ns = latency.as_nanos() as f64;
+        let latency_ns = ewma::nanos(latency);
         if latency_ns > estimates.latency.estimate_ns(now) {
             self.samples.fetch_add(1, Ordering::Relaxed);
             estimates.latency.observe(latency, now);
