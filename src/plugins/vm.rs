@@ -9,12 +9,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use wasmtime::{Store, Trap, TypedFunc, WasmParams, WasmResults};
+use wasmtime::{Store, Trap, TypedFunc, UpdateDeadline, WasmParams, WasmResults};
 
-use super::engine::{deadline_ticks, engine, Compiled};
+use super::engine::{engine, Compiled};
 use super::error::PluginError;
 use super::host::{HostState, HttpData, MemoryLimit, MemoryLimitExceeded, PluginShared};
 use super::metrics::FailureReason;
+use super::watchdog;
 
 /// The root context's id; HTTP contexts are numbered after it.
 const ROOT_CONTEXT_ID: i32 = 1;
@@ -101,13 +102,25 @@ impl Vm {
             tick_period_ms: 0,
             memory: None,
             allocate: None,
+            deadline: 0,
         };
         let mut store = Store::new(engine(), state);
         store.limiter(|state| &mut state.memory_limit);
-        store.set_epoch_deadline(deadline_ticks(config.timeout));
-        let instance = compiled
-            .pre
-            .instantiate(&mut store)
+        // The epoch moves only when some callback is overdue (`watchdog.rs`): this one
+        // stops if it is, and otherwise runs on to the next move.
+        store.epoch_deadline_callback(|store| {
+            Ok(if watchdog::now() >= store.data().deadline {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Continue(1)
+            })
+        });
+        watchdog::note_budget(config.timeout);
+        // The module's start function runs in the instantiation, under the same budget.
+        let due = watchdog::deadline(watchdog::now(), config.timeout);
+        store.data_mut().deadline = due;
+        store.set_epoch_deadline(1);
+        let instance = watchdog::watched(due, || compiled.pre.instantiate(&mut store))
             .map_err(|error| classify(&error, "instantiate"))?;
         let Some(memory) = instance.get_memory(&mut store, "memory") else {
             return Err(PluginError::MissingExport("memory"));
@@ -279,15 +292,19 @@ impl Vm {
     }
 }
 
-/// Run `func` in `store` with a deadline of `timeout` from now.
+/// Run `func` in `store` with a deadline of `timeout` from now: published for the
+/// watchdog, kept in the store for its deadline callback, and an epoch deadline one tick
+/// ahead (the next move of the epoch makes the callback look at the clock).
 fn call_in<P: WasmParams, R: WasmResults>(
     store: &mut Store<HostState>,
     timeout: Duration,
     func: &TypedFunc<P, R>,
     params: P,
 ) -> Result<R, PluginError> {
-    store.set_epoch_deadline(deadline_ticks(timeout));
-    func.call(&mut *store, params)
+    let due = watchdog::deadline(watchdog::now(), timeout);
+    store.data_mut().deadline = due;
+    store.set_epoch_deadline(1);
+    watchdog::watched(due, || func.call(&mut *store, params))
         .map_err(|error| classify(&error, "call"))
 }
 
@@ -369,6 +386,10 @@ mod tests {
       (func (export "proxy_on_context_create") (param i32 i32)))"#;
 
     fn shared(name: &str) -> Arc<PluginShared> {
+        shared_with(name, Duration::from_secs(1))
+    }
+
+    fn shared_with(name: &str, timeout: Duration) -> Arc<PluginShared> {
         Arc::new(PluginShared {
             config: PluginConfig {
                 name: Arc::from(name),
@@ -379,11 +400,106 @@ mod tests {
                 on_error: OnError::FailClosed,
                 failure_status: StatusCode::INTERNAL_SERVER_ERROR,
                 max_memory_bytes: 1 << 20,
-                timeout: Duration::from_secs(1),
+                timeout,
             },
             shared_data: Default::default(),
             metrics: Default::default(),
         })
+    }
+
+    /// `body` as the request headers callback of a module that needs nothing else.
+    fn start_with_request_headers(body: &str, timeout: Duration) -> Vm {
+        let module = format!(
+            r#"(module
+              (memory (export "memory") 1)
+              (func (export "malloc") (param i32) (result i32) (i32.const 1024))
+              (func (export "proxy_on_context_create") (param i32 i32))
+              (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+                (local $n i32)
+                {body}
+                (i32.const 0)))"#
+        );
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let path = dir.path().join("callback.wasm");
+        let wasm = wat::parse_str(&module).unwrap_or_else(|e| panic!("wat: {e}"));
+        std::fs::write(&path, wasm).unwrap_or_else(|e| panic!("write: {e}"));
+        let compiled = super::super::engine::compile(&path).unwrap_or_else(|e| panic!("{e}"));
+        Vm::start(&compiled, shared_with("callback", timeout)).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn request_headers(vm: &mut Vm) -> Result<Action, PluginError> {
+        let context = vm.create_context()?;
+        vm.run_http(
+            HttpCallback::RequestHeaders,
+            context,
+            &mut HttpData::default(),
+        )
+    }
+
+    /// A runaway callback stops at its budget: not before, and not long after (the
+    /// watchdog sleeps until the deadline it saw published, not a tick at a time).
+    #[test]
+    fn a_runaway_callback_stops_at_its_budget() {
+        let budget = Duration::from_millis(40);
+        let (send, receive) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut vm = start_with_request_headers("(loop $forever (br $forever))", budget);
+            let started = Instant::now();
+            let result = request_headers(&mut vm);
+            // The receiver gave up if this comes too late; the assertion below says so.
+            let _ = send.send((result, started.elapsed()));
+        });
+        let Ok((result, took)) = receive.recv_timeout(Duration::from_secs(10)) else {
+            panic!("the runaway callback was never interrupted");
+        };
+        assert!(
+            matches!(result, Err(PluginError::Failed(FailureReason::Timeout, _))),
+            "{result:?}"
+        );
+        assert!(took >= budget, "interrupted early: {took:?}");
+        // Generous for a shared machine; a watchdog that missed the published deadline
+        // would wait for a whole poll period or never fire.
+        assert!(
+            took < budget + Duration::from_millis(400),
+            "interrupted late: {took:?}"
+        );
+    }
+
+    /// The epoch moves for any worker's overdue callback: a callback within its own budget
+    /// goes on when it does.
+    #[test]
+    fn a_callback_within_its_budget_survives_epoch_moves() {
+        let mut vm = start_with_request_headers(
+            "(local.set $n (i32.const 400000000))
+             (loop $count
+               (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+               (br_if $count (local.get $n)))",
+            Duration::from_secs(10),
+        );
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let moves = Arc::new(AtomicU64::new(0));
+        let mover = {
+            let (done, moves) = (Arc::clone(&done), Arc::clone(&moves));
+            std::thread::spawn(move || {
+                while !done.load(Ordering::Relaxed) {
+                    engine().increment_epoch();
+                    moves.fetch_add(1, Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            })
+        };
+        let before = moves.load(Ordering::Relaxed);
+        let result = request_headers(&mut vm);
+        let during = moves.load(Ordering::Relaxed) - before;
+        done.store(true, Ordering::Relaxed);
+        mover
+            .join()
+            .unwrap_or_else(|_| panic!("the epoch thread panicked"));
+        assert!(matches!(result, Ok(Action::Continue)), "{result:?}");
+        assert!(
+            during >= 10,
+            "the epoch moved {during} times during the callback"
+        );
     }
 
     /// Regression: the instance holds its plugin's `PluginShared`, so keying the prune on
