@@ -438,7 +438,9 @@ mod tests {
     }
 
     /// A runaway callback stops at its budget: not before, and not long after (the
-    /// watchdog sleeps until the deadline it saw published, not a tick at a time).
+    /// watchdog sleeps until the deadline it saw published, not a tick at a time). Run
+    /// alone, in a fresh process, it is also the regression test of a watchdog that
+    /// started with the engine, before any budget was noted, and slept for ever.
     #[test]
     fn a_runaway_callback_stops_at_its_budget() {
         let budget = Duration::from_millis(40);

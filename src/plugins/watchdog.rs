@@ -61,10 +61,19 @@ thread_local! {
 /// the watchdog looks for new deadlines at least this often.
 static SHORTEST_BUDGET: AtomicU64 = AtomicU64::new(u64::MAX);
 
-/// A plugin with this budget started: the watchdog looks at least this often from now on.
+/// The watchdog thread, to wake when it must look sooner than it planned.
+static WATCHDOG: OnceLock<std::thread::Thread> = OnceLock::new();
+
+/// A plugin with this budget started: the watchdog looks at least this often from now on,
+/// and is woken to plan by it when it is shorter than any before (it may be asleep for a
+/// longer period, or for good before the first plugin starts).
 pub fn note_budget(budget: Duration) {
     let nanos = u64::try_from(budget.as_nanos()).unwrap_or(u64::MAX);
-    SHORTEST_BUDGET.fetch_min(nanos, Ordering::Relaxed);
+    if SHORTEST_BUDGET.fetch_min(nanos, Ordering::Relaxed) > nanos {
+        if let Some(watchdog) = WATCHDOG.get() {
+            watchdog.unpark();
+        }
+    }
 }
 
 /// How long the watchdog may sleep without missing a deadline: the shortest budget, and
@@ -99,10 +108,18 @@ pub fn start(engine: Engine) {
             if overdue {
                 engine.increment_epoch();
             }
-            std::thread::sleep(Duration::from_nanos(next.saturating_sub(at)));
+            // Parked rather than asleep, so `note_budget` can wake it early.
+            std::thread::park_timeout(Duration::from_nanos(next.saturating_sub(at)));
         });
-    if let Err(error) = spawned {
-        tracing::error!(%error, "cannot start the plugin epoch thread; plugin timeouts will not fire");
+    match spawned {
+        Ok(handle) => {
+            let _ = WATCHDOG.set(handle.thread().clone());
+            // A budget noted while the thread started has not woken it: look again.
+            handle.thread().unpark();
+        }
+        Err(error) => {
+            tracing::error!(%error, "cannot start the plugin epoch thread; plugin timeouts will not fire");
+        }
     }
 }
 
