@@ -469,7 +469,8 @@ pub const DEFAULT_PLUGIN_TIMEOUT: Duration = Duration::from_millis(10);
 pub const MAX_PLUGIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Status of the answer when a `fail_closed` plugin fails (`plugins[].failure_status`).
 pub const DEFAULT_PLUGIN_FAILURE_STATUS: u16 = 500;
-/// How often the engine's epoch advances (internal): the granularity of `timeout_ms`.
+/// The plugin watchdog's shortest sleep (internal): how often it moves the epoch while a
+/// callback is overdue, and the floor of how often it looks for new deadlines.
 pub const PLUGIN_EPOCH_TICK: Duration = Duration::from_millis(1);
 /// How often the plugin files are looked at for a change (internal): a changed `.wasm`
 /// reloads its plugin within this interval.

@@ -1,4 +1,4 @@
-//! The one wasmtime `Engine` of the process, the thread that advances its epoch (what
+//! The one wasmtime `Engine` of the process (its epoch advanced by `watchdog.rs`, what
 //! interrupts a callback past its `timeout_ms`), and the compiled modules, cached by the
 //! bytes of their file so a reload that did not change a `.wasm` does not compile it again.
 
@@ -6,20 +6,18 @@ use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
-use std::time::Duration;
 
 use wasmtime::{Engine, ExternType, InstancePre, Linker, Module, Val, ValType};
 
 use super::error::PluginError;
 use super::host::{HostState, Status};
-use super::{abi, wasi};
-use crate::limits::PLUGIN_EPOCH_TICK;
+use super::{abi, wasi, watchdog};
 
 /// Set to `1`, the engine writes a perf map of the plugins' compiled code (guest frames
 /// named in `perf report`; docs/BENCHMARKS.md, issue 21's profile).
 pub const PERF_MAP_ENV: &str = "SENTINEL_PLUGIN_PERF_MAP";
 
-/// The engine, with epoch interruption on; the ticker starts with it.
+/// The engine, with epoch interruption on; the watchdog starts with it.
 pub fn engine() -> &'static Engine {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
     ENGINE.get_or_init(|| {
@@ -36,32 +34,9 @@ pub fn engine() -> &'static Engine {
             tracing::error!(%error, "wasmtime: cannot build the engine; plugins cannot be time-limited");
             Engine::default()
         });
-        start_ticker(engine.clone());
+        watchdog::start(engine.clone());
         engine
     })
-}
-
-/// One thread for the process: every `PLUGIN_EPOCH_TICK` the epoch advances, and a callback
-/// whose deadline (in ticks) has passed traps with `Trap::Interrupt`. A thread rather than
-/// a Tokio timer: it must tick while every worker is busy running a runaway plugin.
-fn start_ticker(engine: Engine) {
-    let spawned = std::thread::Builder::new()
-        .name("sentinel-plugin-epoch".into())
-        .spawn(move || loop {
-            std::thread::sleep(PLUGIN_EPOCH_TICK);
-            engine.increment_epoch();
-        });
-    if let Err(error) = spawned {
-        tracing::error!(%error, "cannot start the plugin epoch thread; plugin timeouts will not fire");
-    }
-}
-
-/// The epoch deadline for a callback budget: whole ticks, rounded up, plus the tick in
-/// progress when the callback starts.
-pub fn deadline_ticks(timeout: Duration) -> u64 {
-    let tick = PLUGIN_EPOCH_TICK.as_nanos().max(1);
-    let ticks = timeout.as_nanos().div_ceil(tick);
-    u64::try_from(ticks).unwrap_or(u64::MAX).saturating_add(1)
 }
 
 /// What a module file held when it was compiled.
@@ -183,16 +158,4 @@ fn linker_for(engine: &Engine, module: &Module) -> wasmtime::Result<Linker<HostS
         })?;
     }
     Ok(linker)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn deadlines_round_up_and_allow_the_current_tick() {
-        assert_eq!(deadline_ticks(Duration::from_millis(10)), 11);
-        assert_eq!(deadline_ticks(Duration::from_micros(1500)), 3);
-        assert_eq!(deadline_ticks(Duration::ZERO), 1);
-    }
 }

@@ -210,6 +210,9 @@ pub struct HostState {
     /// than by name on every host call.
     pub memory: Option<Memory>,
     pub allocate: Option<TypedFunc<i32, i32>>,
+    /// When the callback running now must have returned (`watchdog::now`'s clock): what
+    /// the store's epoch deadline callback compares the clock with.
+    pub deadline: u64,
 }
 
 /// The memory limit of a store: a growth past it is refused with an error the callback

@@ -4,17 +4,17 @@
 //! the next request starts a fresh one.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use wasmtime::{Store, Trap, TypedFunc, WasmParams, WasmResults};
+use wasmtime::{Store, Trap, TypedFunc, UpdateDeadline, WasmParams, WasmResults};
 
-use super::engine::{deadline_ticks, engine, Compiled};
+use super::engine::{engine, Compiled};
 use super::error::PluginError;
 use super::host::{HostState, HttpData, MemoryLimit, MemoryLimitExceeded, PluginShared};
 use super::metrics::FailureReason;
+use super::watchdog;
 
 /// The root context's id; HTTP contexts are numbered after it.
 const ROOT_CONTEXT_ID: i32 = 1;
@@ -101,13 +101,25 @@ impl Vm {
             tick_period_ms: 0,
             memory: None,
             allocate: None,
+            deadline: 0,
         };
         let mut store = Store::new(engine(), state);
         store.limiter(|state| &mut state.memory_limit);
-        store.set_epoch_deadline(deadline_ticks(config.timeout));
-        let instance = compiled
-            .pre
-            .instantiate(&mut store)
+        // The epoch moves only when some callback is overdue (`watchdog.rs`): this one
+        // stops if it is, and otherwise runs on to the next move.
+        store.epoch_deadline_callback(|store| {
+            Ok(if watchdog::now() >= store.data().deadline {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Continue(1)
+            })
+        });
+        watchdog::note_budget(config.timeout);
+        // The module's start function runs in the instantiation, under the same budget.
+        let due = watchdog::deadline(watchdog::now(), config.timeout);
+        store.data_mut().deadline = due;
+        store.set_epoch_deadline(1);
+        let instance = watchdog::watched(due, || compiled.pre.instantiate(&mut store))
             .map_err(|error| classify(&error, "instantiate"))?;
         let Some(memory) = instance.get_memory(&mut store, "memory") else {
             return Err(PluginError::MissingExport("memory"));
@@ -279,15 +291,19 @@ impl Vm {
     }
 }
 
-/// Run `func` in `store` with a deadline of `timeout` from now.
+/// Run `func` in `store` with a deadline of `timeout` from now: published for the
+/// watchdog, kept in the store for its deadline callback, and an epoch deadline one tick
+/// ahead (the next move of the epoch makes the callback look at the clock).
 fn call_in<P: WasmParams, R: WasmResults>(
     store: &mut Store<HostState>,
     timeout: Duration,
     func: &TypedFunc<P, R>,
     params: P,
 ) -> Result<R, PluginError> {
-    store.set_epoch_deadline(deadline_ticks(timeout));
-    func.call(&mut *store, params)
+    let due = watchdog::deadline(watchdog::now(), timeout);
+    store.data_mut().deadline = due;
+    store.set_epoch_deadline(1);
+    watchdog::watched(due, || func.call(&mut *store, params))
         .map_err(|error| classify(&error, "call"))
 }
 
@@ -318,7 +334,9 @@ struct ThreadVm {
 }
 
 thread_local! {
-    static VMS: RefCell<HashMap<u64, ThreadVm>> = RefCell::new(HashMap::new());
+    /// By load id: a short list searched in order, cheaper per callback than hashing the
+    /// id (a thread holds one instance per configured plugin).
+    static VMS: RefCell<Vec<(u64, ThreadVm)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Run `work` on this thread's instance of plugin `id`, starting one if there is none. An
@@ -332,24 +350,24 @@ pub fn with_vm<R>(
 ) -> Result<R, PluginError> {
     VMS.with(|vms| {
         let mut vms = vms.borrow_mut();
-        if !vms.contains_key(&id) {
-            // A new instance is a good moment to drop those of plugins no longer configured.
-            vms.retain(|_, entry| entry.alive.strong_count() > 0);
-            let vm = Vm::start(compiled, Arc::clone(shared))?;
-            vms.insert(
-                id,
-                ThreadVm {
-                    alive: Arc::downgrade(alive),
-                    vm,
-                },
-            );
-        }
-        let Some(entry) = vms.get_mut(&id) else {
+        let at = match vms.iter().position(|(key, _)| *key == id) {
+            Some(at) => at,
+            None => {
+                // A new instance is a good moment to drop those of plugins no longer
+                // configured.
+                vms.retain(|(_, entry)| entry.alive.strong_count() > 0);
+                let vm = Vm::start(compiled, Arc::clone(shared))?;
+                let alive = Arc::downgrade(alive);
+                vms.push((id, ThreadVm { alive, vm }));
+                vms.len() - 1
+            }
+        };
+        let Some((_, entry)) = vms.get_mut(at) else {
             return Err(PluginError::Refused("the instance vanished"));
         };
         let result = entry.vm.tick_if_due().and_then(|()| work(&mut entry.vm));
         if result.is_err() {
-            vms.remove(&id);
+            vms.remove(at);
         }
         result
     })
@@ -369,6 +387,10 @@ mod tests {
       (func (export "proxy_on_context_create") (param i32 i32)))"#;
 
     fn shared(name: &str) -> Arc<PluginShared> {
+        shared_with(name, Duration::from_secs(1))
+    }
+
+    fn shared_with(name: &str, timeout: Duration) -> Arc<PluginShared> {
         Arc::new(PluginShared {
             config: PluginConfig {
                 name: Arc::from(name),
@@ -379,11 +401,108 @@ mod tests {
                 on_error: OnError::FailClosed,
                 failure_status: StatusCode::INTERNAL_SERVER_ERROR,
                 max_memory_bytes: 1 << 20,
-                timeout: Duration::from_secs(1),
+                timeout,
             },
             shared_data: Default::default(),
             metrics: Default::default(),
         })
+    }
+
+    /// `body` as the request headers callback of a module that needs nothing else.
+    fn start_with_request_headers(body: &str, timeout: Duration) -> Vm {
+        let module = format!(
+            r#"(module
+              (memory (export "memory") 1)
+              (func (export "malloc") (param i32) (result i32) (i32.const 1024))
+              (func (export "proxy_on_context_create") (param i32 i32))
+              (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+                (local $n i32)
+                {body}
+                (i32.const 0)))"#
+        );
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let path = dir.path().join("callback.wasm");
+        let wasm = wat::parse_str(&module).unwrap_or_else(|e| panic!("wat: {e}"));
+        std::fs::write(&path, wasm).unwrap_or_else(|e| panic!("write: {e}"));
+        let compiled = super::super::engine::compile(&path).unwrap_or_else(|e| panic!("{e}"));
+        Vm::start(&compiled, shared_with("callback", timeout)).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn request_headers(vm: &mut Vm) -> Result<Action, PluginError> {
+        let context = vm.create_context()?;
+        vm.run_http(
+            HttpCallback::RequestHeaders,
+            context,
+            &mut HttpData::default(),
+        )
+    }
+
+    /// A runaway callback stops at its budget: not before, and not long after (the
+    /// watchdog sleeps until the deadline it saw published, not a tick at a time). Run
+    /// alone, in a fresh process, it is also the regression test of a watchdog that
+    /// started with the engine, before any budget was noted, and slept for ever.
+    #[test]
+    fn a_runaway_callback_stops_at_its_budget() {
+        let budget = Duration::from_millis(40);
+        let (send, receive) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut vm = start_with_request_headers("(loop $forever (br $forever))", budget);
+            let started = Instant::now();
+            let result = request_headers(&mut vm);
+            // The receiver gave up if this comes too late; the assertion below says so.
+            let _ = send.send((result, started.elapsed()));
+        });
+        let Ok((result, took)) = receive.recv_timeout(Duration::from_secs(10)) else {
+            panic!("the runaway callback was never interrupted");
+        };
+        assert!(
+            matches!(result, Err(PluginError::Failed(FailureReason::Timeout, _))),
+            "{result:?}"
+        );
+        assert!(took >= budget, "interrupted early: {took:?}");
+        // Generous for a shared machine; a watchdog that missed the published deadline
+        // would wait for a whole poll period or never fire.
+        assert!(
+            took < budget + Duration::from_millis(400),
+            "interrupted late: {took:?}"
+        );
+    }
+
+    /// The epoch moves for any worker's overdue callback: a callback within its own budget
+    /// goes on when it does.
+    #[test]
+    fn a_callback_within_its_budget_survives_epoch_moves() {
+        let mut vm = start_with_request_headers(
+            "(local.set $n (i32.const 400000000))
+             (loop $count
+               (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+               (br_if $count (local.get $n)))",
+            Duration::from_secs(10),
+        );
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let moves = Arc::new(AtomicU64::new(0));
+        let mover = {
+            let (done, moves) = (Arc::clone(&done), Arc::clone(&moves));
+            std::thread::spawn(move || {
+                while !done.load(Ordering::Relaxed) {
+                    engine().increment_epoch();
+                    moves.fetch_add(1, Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            })
+        };
+        let before = moves.load(Ordering::Relaxed);
+        let result = request_headers(&mut vm);
+        let during = moves.load(Ordering::Relaxed) - before;
+        done.store(true, Ordering::Relaxed);
+        mover
+            .join()
+            .unwrap_or_else(|_| panic!("the epoch thread panicked"));
+        assert!(matches!(result, Ok(Action::Continue)), "{result:?}");
+        assert!(
+            during >= 10,
+            "the epoch moved {during} times during the callback"
+        );
     }
 
     /// Regression: the instance holds its plugin's `PluginShared`, so keying the prune on
@@ -405,11 +524,9 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         VMS.with(|vms| {
             let vms = vms.borrow();
-            assert!(
-                !vms.contains_key(&(u64::MAX - 1)),
-                "the dropped load's instance stayed"
-            );
-            assert!(vms.contains_key(&(u64::MAX - 2)));
+            let has = |id: u64| vms.iter().any(|(key, _)| *key == id);
+            assert!(!has(u64::MAX - 1), "the dropped load's instance stayed");
+            assert!(has(u64::MAX - 2));
         });
     }
 }

@@ -81,7 +81,8 @@ fn rebuild(
         status: StatusCode::INTERNAL_SERVER_ERROR,
         reason,
     };
-    let mut head = BytesMut::with_capacity(original.head_bytes() + 256);
+    // Allocated once the shortcut below is known not to apply.
+    let mut head = BytesMut::new();
     match request.request_edits() {
         None if body_length.is_none() => return Ok(None),
         Some(edits) => {
@@ -98,6 +99,7 @@ fn rebuild(
                     return Ok(Some(rebuilt));
                 }
             }
+            head.reserve(original.head_bytes() + 256);
             refield::put_request_line(&mut head, edits.method, edits.target, original.version());
             for (name, value) in fields {
                 put_field(
@@ -109,6 +111,7 @@ fn rebuild(
             }
         }
         None => {
+            head.reserve(original.head_bytes() + 256);
             refield::put_request_line(
                 &mut head,
                 original.method_str().as_bytes(),
@@ -318,20 +321,25 @@ impl ResponseHook for Mutex<PluginRequest> {
         }
         let edit = match request.response_edits() {
             None => HeadEdit::Keep,
-            Some(edits) => HeadEdit::Replace {
-                status: edits
-                    .status
-                    .and_then(StatusCode::from_u16)
-                    .unwrap_or(status),
-                fields: edits
-                    .fields()
-                    .filter(|(name, _)| {
+            Some(edits) => {
+                let all = edits.fields();
+                // Sized up front: a filtered iterator would grow the vector twice or more.
+                let mut fields = Vec::with_capacity(all.size_hint().1.unwrap_or(0));
+                fields.extend(
+                    all.filter(|(name, _)| {
                         !name.eq_ignore_ascii_case(b"connection")
                             && !name.eq_ignore_ascii_case(b"keep-alive")
                     })
-                    .cloned()
-                    .collect(),
-            },
+                    .cloned(),
+                );
+                HeadEdit::Replace {
+                    status: edits
+                        .status
+                        .and_then(StatusCode::from_u16)
+                        .unwrap_or(status),
+                    fields,
+                }
+            }
         };
         edit
     }

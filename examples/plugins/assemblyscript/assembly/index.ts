@@ -117,13 +117,9 @@ export function proxy_on_response_body(context_id: u32, size: u32, end_of_stream
   return contexts.get(context_id).onResponseBody(size, end_of_stream != 0) as i32;
 }
 
-// Nothing to do at a request's end (the SDK's defaults would log each call).
-export function proxy_on_done(context_id: u32): u32 {
-  return 1;
-}
-
-export function proxy_on_log(context_id: u32): void {}
-
+// Nothing to do at a request's end but forget the context: `proxy_on_done` and
+// `proxy_on_log` are not exported (the SDK's would log each call), so the host does not
+// enter the module for them; a host calls only the callbacks a module exports.
 export function proxy_on_delete(context_id: u32): void {
   if (contexts.has(context_id)) {
     contexts.delete(context_id);
