@@ -412,7 +412,7 @@ impl Server {
             let (closed, closed_rx) = oneshot::channel();
             closing.push(closed_rx);
             AcceptLoop {
-                listener,
+                listener: Some(listener),
                 rebinds,
                 protocol,
                 config: Arc::clone(&config),
@@ -573,7 +573,9 @@ enum Protocol {
 
 /// One listening socket's accept loop and the connections it accepted.
 struct AcceptLoop {
-    listener: std::net::TcpListener,
+    /// Taken by `run`, which serves it (an `Option` so that `run` still has the whole loop
+    /// to call its methods on).
+    listener: Option<std::net::TcpListener>,
     rebinds: mpsc::UnboundedReceiver<std::net::TcpListener>,
     protocol: Protocol,
     config: SharedSnapshot,
@@ -587,11 +589,41 @@ struct AcceptLoop {
 }
 
 impl AcceptLoop {
+    /// Serve a connection whose admission has to wait (a PROXY header to read first, or the
+    /// TLS listener's), in a task of its own: admit it, then `serve` it as the client
+    /// admission names. The connection's place under the per-address cap and its `guards`
+    /// are held until serving ends.
+    fn spawn_admitted<F, Fut, G>(
+        &self,
+        listener: Listener,
+        (mut stream, peer): (TcpStream, SocketAddr),
+        guards: G,
+        serve: F,
+    ) where
+        F: FnOnce(TcpStream, SocketAddr, SharedSnapshot) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send,
+        G: Send + 'static,
+    {
+        let config = Arc::clone(&self.config);
+        let per_address = Arc::clone(&self.per_address);
+        tokio::spawn(async move {
+            if let Some(admitted) = admit(&mut stream, peer, &config, listener, &per_address).await
+            {
+                serve(stream, admitted.client, config).await;
+                drop(admitted);
+            }
+            drop(guards);
+        });
+    }
+
     /// Accept until the stop signal, then wait up to `drain_timeout_ms` for the connections
     /// this loop accepted (their tasks live on this loop's runtime, which must keep running
     /// until they end). Returns how many were still open.
     async fn run(mut self) -> usize {
-        let mut listener = match TcpListener::from_std(self.listener) {
+        let Some(listener) = self.listener.take() else {
+            return 0;
+        };
+        let mut listener = match TcpListener::from_std(listener) {
             Ok(listener) => listener,
             Err(error) => {
                 tracing::error!(%error, "cannot use the listening socket");
@@ -625,7 +657,6 @@ impl AcceptLoop {
             };
             match accepted {
                 Ok((stream, peer)) => {
-                    let config = Arc::clone(&self.config);
                     let stop = self.stop.clone();
                     let drain = drain_tx.clone();
                     match &self.protocol {
@@ -635,36 +666,21 @@ impl AcceptLoop {
                                 port => Some(port),
                             };
                             let open = OpenConnection::new(Listener::Http);
-                            if expects_proxy_header(&config, Listener::Http) {
-                                let per_address = Arc::clone(&self.per_address);
-                                let mut stream = stream;
-                                tokio::spawn(async move {
-                                    let admitted = admit(
-                                        &mut stream,
-                                        peer,
-                                        &config,
-                                        Listener::Http,
-                                        &per_address,
-                                    )
-                                    .await;
-                                    if let Some(admitted) = admitted {
-                                        let client = admitted.client;
-                                        Box::pin(serve_connection(
-                                            stream, client, config, stop, https_port,
-                                        ))
-                                        .await;
-                                        drop(admitted);
-                                    }
-                                    drop(open);
-                                    drop(permit);
-                                    drop(drain);
-                                });
+                            if expects_proxy_header(&self.config, Listener::Http) {
+                                let serve = move |stream, client, config| {
+                                    Box::pin(serve_connection(
+                                        stream, client, config, stop, https_port,
+                                    ))
+                                };
+                                let guards = (open, permit, drain);
+                                self.spawn_admitted(Listener::Http, (stream, peer), guards, serve);
                             } else if let Some(admitted) =
-                                admit_client(peer, peer, &config, &self.per_address)
+                                admit_client(peer, peer, &self.config, &self.per_address)
                             {
                                 // Nothing to wait for before serving: the task is the
                                 // connection itself, with its guards beside it.
                                 let client = admitted.client;
+                                let config = Arc::clone(&self.config);
                                 let serve =
                                     serve_connection(stream, client, config, stop, https_port);
                                 let guards = (admitted.into_slot(), open, permit, drain);
@@ -674,36 +690,19 @@ impl AcceptLoop {
                         Protocol::Tls(terminator) => {
                             let terminator = Arc::clone(terminator);
                             let open = OpenConnection::new(Listener::Https);
-                            let per_address = Arc::clone(&self.per_address);
-                            let mut stream = stream;
-                            tokio::spawn(async move {
-                                let admitted = admit(
-                                    &mut stream,
-                                    peer,
-                                    &config,
-                                    Listener::Https,
-                                    &per_address,
-                                )
-                                .await;
-                                if let Some(admitted) = admitted {
-                                    let limits = config.load().config.server.limits;
-                                    let client = admitted.client;
-                                    if let Some(stream) =
-                                        tls::accept(stream, client, &terminator, &limits).await
-                                    {
-                                        // Boxed: a TLS stream's state is large, and
-                                        // the handshake's must not stay in the task.
-                                        Box::pin(serve_connection(
-                                            stream, client, config, stop, None,
-                                        ))
+                            let serve = move |stream, client, config: SharedSnapshot| async move {
+                                let limits = config.load().config.server.limits;
+                                if let Some(stream) =
+                                    tls::accept(stream, client, &terminator, &limits).await
+                                {
+                                    // Boxed: a TLS stream's state is large, and the
+                                    // handshake's must not stay in the task.
+                                    Box::pin(serve_connection(stream, client, config, stop, None))
                                         .await;
-                                    }
-                                    drop(admitted);
                                 }
-                                drop(open);
-                                drop(permit);
-                                drop(drain);
-                            });
+                            };
+                            let guards = (open, permit, drain);
+                            self.spawn_admitted(Listener::Https, (stream, peer), guards, serve);
                         }
                     }
                 }
