@@ -13,6 +13,12 @@ use sentinel::privileges::Plan;
 use sentinel::reload::{self, Reloader};
 use sentinel::server::{Prebound, Server};
 
+/// jemalloc rather than glibc's malloc: ~1,100 fewer instructions per keep-alive proxied
+/// request, ~3,200 per new connection, and ~300 bytes less per idle connection (ADR 0022).
+#[cfg(target_os = "linux")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// The commit the binary was built from (`build.rs`), or `unknown` outside a git checkout.
 const COMMIT: &str = env!("SENTINEL_COMMIT");
 
