@@ -412,7 +412,7 @@ impl Server {
             let (closed, closed_rx) = oneshot::channel();
             closing.push(closed_rx);
             AcceptLoop {
-                listener: Some(listener),
+                listener,
                 rebinds,
                 protocol,
                 config: Arc::clone(&config),
@@ -573,9 +573,7 @@ enum Protocol {
 
 /// One listening socket's accept loop and the connections it accepted.
 struct AcceptLoop {
-    /// Taken by `run`, which serves it (an `Option` so that `run` still has the whole loop
-    /// to call its methods on).
-    listener: Option<std::net::TcpListener>,
+    listener: std::net::TcpListener,
     rebinds: mpsc::UnboundedReceiver<std::net::TcpListener>,
     protocol: Protocol,
     config: SharedSnapshot,
@@ -592,9 +590,11 @@ impl AcceptLoop {
     /// Serve a connection whose admission has to wait (a PROXY header to read first, or the
     /// TLS listener's), in a task of its own: admit it, then `serve` it as the client
     /// admission names. The connection's place under the per-address cap and its `guards`
-    /// are held until serving ends.
+    /// are held until serving ends. Takes the loop's fields, not the loop: `run` has moved
+    /// its listening socket out.
     fn spawn_admitted<F, Fut, G>(
-        &self,
+        config: &SharedSnapshot,
+        per_address: &Arc<ConnectionsPerAddress>,
         listener: Listener,
         (mut stream, peer): (TcpStream, SocketAddr),
         guards: G,
@@ -604,8 +604,8 @@ impl AcceptLoop {
         Fut: Future<Output = ()> + Send,
         G: Send + 'static,
     {
-        let config = Arc::clone(&self.config);
-        let per_address = Arc::clone(&self.per_address);
+        let config = Arc::clone(config);
+        let per_address = Arc::clone(per_address);
         tokio::spawn(async move {
             if let Some(admitted) = admit(&mut stream, peer, &config, listener, &per_address).await
             {
@@ -620,10 +620,7 @@ impl AcceptLoop {
     /// this loop accepted (their tasks live on this loop's runtime, which must keep running
     /// until they end). Returns how many were still open.
     async fn run(mut self) -> usize {
-        let Some(listener) = self.listener.take() else {
-            return 0;
-        };
-        let mut listener = match TcpListener::from_std(listener) {
+        let mut listener = match TcpListener::from_std(self.listener) {
             Ok(listener) => listener,
             Err(error) => {
                 tracing::error!(%error, "cannot use the listening socket");
@@ -673,7 +670,14 @@ impl AcceptLoop {
                                     ))
                                 };
                                 let guards = (open, permit, drain);
-                                self.spawn_admitted(Listener::Http, (stream, peer), guards, serve);
+                                Self::spawn_admitted(
+                                    &self.config,
+                                    &self.per_address,
+                                    Listener::Http,
+                                    (stream, peer),
+                                    guards,
+                                    serve,
+                                );
                             } else if let Some(admitted) =
                                 admit_client(peer, peer, &self.config, &self.per_address)
                             {
@@ -702,7 +706,14 @@ impl AcceptLoop {
                                 }
                             };
                             let guards = (open, permit, drain);
-                            self.spawn_admitted(Listener::Https, (stream, peer), guards, serve);
+                            Self::spawn_admitted(
+                                &self.config,
+                                &self.per_address,
+                                Listener::Https,
+                                (stream, peer),
+                                guards,
+                                serve,
+                            );
                         }
                     }
                 }
